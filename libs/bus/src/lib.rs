@@ -1,0 +1,232 @@
+//! The NATS bus of hwsched: connecting (retry with backoff, auth, TLS), the
+//! public subject names, JetStream provisioning, and typed publish/decode over
+//! the protobuf contracts. Every service talks to the others only through this.
+#![forbid(unsafe_code)]
+
+pub mod codec;
+pub mod streams;
+pub mod subjects;
+pub mod trace;
+
+use std::time::Duration;
+
+pub use async_nats;
+use async_nats::{jetstream, HeaderMap};
+use hwsched_config::NatsConfig;
+use prost::Message;
+
+pub use codec::{decode, DecodeError, Encoding};
+pub use subjects::{Stream, Subjects};
+
+/// Header a producer sets to receive the accept/reject verdict of a submission.
+/// (A plain NATS request to `hws.tasks.submit` is answered by JetStream's own
+/// publish acknowledgement, since the stream captures the subject.)
+pub const REPLY_TO: &str = "Hws-Reply-To";
+/// JetStream de-duplication header.
+pub const MSG_ID: &str = "Nats-Msg-Id";
+
+/// Bus errors, classified by operation.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The configuration was rejected before connecting.
+    #[error(transparent)]
+    Config(#[from] hwsched_config::ConfigError),
+    /// Could not connect before giving up.
+    #[error("cannot connect to NATS at {url}: {reason} (is nats-server running with JetStream, -js? set HWSCHED_NATS_URL)")]
+    Connect {
+        /// URL tried.
+        url: String,
+        /// Last error.
+        reason: String,
+    },
+    /// A JetStream API call (stream, consumer, bucket) failed.
+    #[error("JetStream {what}: {reason}")]
+    JetStream {
+        /// What was being done.
+        what: String,
+        /// Server/client error.
+        reason: String,
+    },
+    /// Publishing failed or was not acknowledged.
+    #[error("publish to {subject} failed: {reason}")]
+    Publish {
+        /// Subject.
+        subject: String,
+        /// Error.
+        reason: String,
+    },
+}
+
+impl BusError {
+    pub(crate) fn js(what: impl Into<String>, e: impl std::fmt::Display) -> Self {
+        BusError::JetStream {
+            what: what.into(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// A connected bus: core client, JetStream context and the subject names.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    subjects: Subjects,
+}
+
+/// How long connecting keeps retrying before it reports failure.
+pub const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
+
+impl Bus {
+    /// Validates `cfg`, then connects, retrying with exponential backoff until
+    /// `deadline`. `name` identifies the connection in server monitoring.
+    pub async fn connect(
+        cfg: &NatsConfig,
+        name: &str,
+        deadline: Duration,
+    ) -> Result<Self, BusError> {
+        cfg.validate()?;
+        let started = tokio::time::Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match connect_once(cfg, name).await {
+                Ok(client) => {
+                    tracing::info!(url = %cfg.url, name, "connected to NATS");
+                    let js = jetstream::new(client.clone());
+                    return Ok(Self {
+                        client,
+                        js,
+                        subjects: Subjects::new(&cfg.subject_prefix),
+                    });
+                }
+                Err(e) if started.elapsed() + backoff < deadline => {
+                    tracing::warn!(url = %cfg.url, error = %e, retry_in_ms = backoff.as_millis() as u64, "NATS not reachable, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    return Err(BusError::Connect {
+                        url: cfg.url.clone(),
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// The core NATS client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The JetStream context.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// Subject, stream and bucket names.
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    /// Publishes `msg` as protobuf on a core subject (no persistence).
+    pub async fn publish<M: Message>(&self, subject: String, msg: &M) -> Result<(), BusError> {
+        self.client
+            .publish_with_headers(subject.clone(), proto_headers(None), codec::encode(msg))
+            .await
+            .map_err(|e| BusError::Publish {
+                subject,
+                reason: e.to_string(),
+            })
+    }
+
+    /// Publishes `msg` as protobuf to a stream and waits for the server's
+    /// acknowledgement. `msg_id` enables JetStream de-duplication;
+    /// `traceparent` propagates the trace context.
+    pub async fn publish_durable<M: Message>(
+        &self,
+        subject: String,
+        msg: &M,
+        msg_id: Option<&str>,
+        traceparent: Option<&str>,
+    ) -> Result<(), BusError> {
+        let mut headers = proto_headers(traceparent);
+        if let Some(id) = msg_id {
+            headers.insert(MSG_ID, id);
+        }
+        let fail = |e: &dyn std::fmt::Display| BusError::Publish {
+            subject: subject.clone(),
+            reason: e.to_string(),
+        };
+        let ack = self
+            .js
+            .publish_with_headers(subject.clone(), headers, codec::encode(msg))
+            .await
+            .map_err(|e| fail(&e))?;
+        ack.await.map_err(|e| fail(&e))?;
+        Ok(())
+    }
+
+    /// Flushes buffered publishes and closes the connection (shutdown path).
+    pub async fn drain(&self) {
+        if let Err(e) = self.client.flush().await {
+            tracing::debug!(error = %e, "flush on shutdown failed");
+        }
+        if let Err(e) = self.client.drain().await {
+            tracing::debug!(error = %e, "drain on shutdown failed");
+        }
+    }
+}
+
+/// Headers of a protobuf message, with an optional trace context.
+pub fn proto_headers(traceparent: Option<&str>) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(codec::CONTENT_TYPE, codec::PROTOBUF);
+    if let Some(tp) = traceparent {
+        h.insert(trace::TRACEPARENT, tp);
+    }
+    h
+}
+
+async fn connect_once(
+    cfg: &NatsConfig,
+    name: &str,
+) -> Result<async_nats::Client, Box<dyn std::error::Error + Send + Sync>> {
+    let mut opts = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(None)
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Disconnected => {
+                    tracing::warn!("NATS connection lost, reconnecting")
+                }
+                async_nats::Event::Connected => tracing::info!("NATS connection (re)established"),
+                other => tracing::debug!(event = %other, "NATS event"),
+            }
+        });
+    if let Some(path) = &cfg.creds_file {
+        opts = opts.credentials_file(path).await?;
+    }
+    if let (Some(u), Some(p)) = (&cfg.user, &cfg.password) {
+        opts = opts.user_and_password(u.clone(), p.clone());
+    }
+    if let Some(ca) = &cfg.tls_ca {
+        opts = opts.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) {
+        opts = opts
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
+    }
+    let urls: Vec<&str> = cfg.url.split(',').map(str::trim).collect();
+    Ok(opts.connect(urls).await?)
+}
+
+/// Milliseconds since the Unix epoch, the time unit of every message.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,192 @@
+//! JetStream provisioning: every stream and bucket hwsched needs, created or
+//! updated idempotently by whichever service starts first.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    consumer::{pull, AckPolicy, DeliverPolicy},
+    kv,
+    stream::{Config, DiscardPolicy, RetentionPolicy, StorageType},
+};
+
+use crate::{Bus, BusError, Stream};
+
+/// Largest accepted task request, in bytes (also the stream's message limit).
+pub const MAX_TASK_BYTES: i32 = 1024 * 1024;
+/// How long JetStream remembers a `Nats-Msg-Id` to drop a resubmission.
+pub const TASK_DEDUP_WINDOW: Duration = Duration::from_secs(10 * 60);
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+fn config(bus: &Bus, s: Stream) -> Config {
+    let sub = bus.subjects();
+    let (subjects, retention, max_age, dup) = match s {
+        Stream::Tasks => (
+            vec![sub.tasks_submit()],
+            RetentionPolicy::WorkQueue,
+            7 * DAY,
+            TASK_DEDUP_WINDOW,
+        ),
+        Stream::Rejected => (
+            vec![sub.tasks_rejected()],
+            RetentionPolicy::Limits,
+            7 * DAY,
+            Duration::from_secs(120),
+        ),
+        Stream::Assign => (
+            vec![sub.assign("*")],
+            RetentionPolicy::WorkQueue,
+            7 * DAY,
+            TASK_DEDUP_WINDOW,
+        ),
+        Stream::Results => (
+            vec![sub.results_all()],
+            RetentionPolicy::Limits,
+            7 * DAY,
+            TASK_DEDUP_WINDOW,
+        ),
+        Stream::Events => (
+            vec![sub.events_all()],
+            RetentionPolicy::Limits,
+            7 * DAY,
+            Duration::from_secs(120),
+        ),
+        Stream::Alerts => (
+            vec![sub.alerts_all()],
+            RetentionPolicy::Limits,
+            30 * DAY,
+            Duration::from_secs(120),
+        ),
+        // A buffer for the recorder: survives a ClickHouse outage of hours.
+        Stream::Metrics => (
+            vec![sub.metrics_all()],
+            RetentionPolicy::Limits,
+            DAY,
+            Duration::from_secs(120),
+        ),
+    };
+    Config {
+        name: sub.stream(s),
+        subjects,
+        retention,
+        max_age,
+        duplicate_window: dup,
+        storage: StorageType::File,
+        discard: DiscardPolicy::Old,
+        max_message_size: MAX_TASK_BYTES,
+        ..Default::default()
+    }
+}
+
+/// Creates or updates every stream and bucket. Safe to call from every service at start.
+pub async fn provision(bus: &Bus) -> Result<(), BusError> {
+    let js = bus.jetstream();
+    for s in Stream::ALL {
+        let cfg = config(bus, s);
+        let name = cfg.name.clone();
+        js.create_or_update_stream(cfg)
+            .await
+            .map_err(|e| BusError::js(format!("provision stream {name}"), e))?;
+    }
+    for (bucket, history, max_age) in [
+        (bus.subjects().tasks_bucket(), 1, 7 * DAY),
+        (bus.subjects().model_bucket(), 5, Duration::ZERO),
+    ] {
+        js.create_or_update_key_value(kv::Config {
+            bucket: bucket.clone(),
+            history,
+            max_age,
+            storage: StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| BusError::js(format!("provision bucket {bucket}"), e))?;
+    }
+    Ok(())
+}
+
+/// A durable pull consumer description.
+#[derive(Debug, Clone)]
+pub struct Durable {
+    /// Stream to read.
+    pub stream: Stream,
+    /// Durable name (also identifies the reader in `nats consumer ls`).
+    pub name: String,
+    /// Subject filter; empty = whole stream.
+    pub filter: String,
+    /// Redelivery after this long without an ack.
+    pub ack_wait: Duration,
+    /// Unacknowledged messages the server hands out at once.
+    pub max_ack_pending: i64,
+    /// Deliveries before the server gives up on a message.
+    pub max_deliver: i64,
+}
+
+impl Durable {
+    /// Defaults: 30 s ack wait, 10 000 in flight, unlimited redelivery.
+    pub fn new(stream: Stream, name: impl Into<String>) -> Self {
+        Self {
+            stream,
+            name: name.into(),
+            filter: String::new(),
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 10_000,
+            max_deliver: -1,
+        }
+    }
+
+    /// Restricts to `filter`.
+    pub fn filter(mut self, filter: impl Into<String>) -> Self {
+        self.filter = filter.into();
+        self
+    }
+
+    /// Sets the ack wait.
+    pub fn ack_wait(mut self, d: Duration) -> Self {
+        self.ack_wait = d;
+        self
+    }
+
+    /// Sets max in flight.
+    pub fn max_ack_pending(mut self, n: i64) -> Self {
+        self.max_ack_pending = n;
+        self
+    }
+}
+
+/// Creates (or updates) the durable consumer and returns it.
+pub async fn durable(
+    bus: &Bus,
+    d: &Durable,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, BusError> {
+    let stream_name = bus.subjects().stream(d.stream);
+    let what = || format!("consumer {} on {stream_name}", d.name);
+    let stream = bus
+        .jetstream()
+        .get_stream(&stream_name)
+        .await
+        .map_err(|e| BusError::js(what(), e))?;
+    let cfg = pull::Config {
+        durable_name: Some(d.name.clone()),
+        filter_subject: d.filter.clone(),
+        ack_policy: AckPolicy::Explicit,
+        deliver_policy: DeliverPolicy::All,
+        ack_wait: d.ack_wait,
+        max_ack_pending: d.max_ack_pending,
+        max_deliver: d.max_deliver,
+        ..Default::default()
+    };
+    stream
+        .create_consumer(cfg)
+        .await
+        .map_err(|e| BusError::js(what(), e))
+}
+
+/// Opens a KV bucket provisioned by [`provision`].
+pub async fn bucket(bus: &Bus, name: &str) -> Result<kv::Store, BusError> {
+    bus.jetstream()
+        .get_key_value(name)
+        .await
+        .map_err(|e| BusError::js(format!("open bucket {name}"), e))
+}

@@ -1,0 +1,185 @@
+//! Public subject, stream and bucket names. The subject names are part of the
+//! product's contract (producers and dashboards use them): change them never.
+
+/// Every name derived from one subject prefix (default `hws`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    prefix: String,
+    /// Upper-cased, dots replaced: `hws` -> `HWS`, `ci.hws` -> `CI_HWS`.
+    stream_prefix: String,
+    /// Dots replaced: `ci.hws` -> `ci_hws`.
+    bucket_prefix: String,
+}
+
+impl Subjects {
+    /// Names under `prefix`, which must already be validated
+    /// (`hwsched_config::validate_subject_prefix`).
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+            stream_prefix: prefix.replace('.', "_").to_uppercase(),
+            bucket_prefix: prefix.replace('.', "_"),
+        }
+    }
+
+    /// The prefix itself.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `hws.tasks.submit`: task requests from producers.
+    pub fn tasks_submit(&self) -> String {
+        format!("{}.tasks.submit", self.prefix)
+    }
+    /// `hws.tasks.rejected`: invalid submissions with their reasons.
+    pub fn tasks_rejected(&self) -> String {
+        format!("{}.tasks.rejected", self.prefix)
+    }
+    /// `hws.metrics.<worker_id>`.
+    pub fn metrics(&self, worker_id: &str) -> String {
+        format!("{}.metrics.{worker_id}", self.prefix)
+    }
+    /// `hws.metrics.>`.
+    pub fn metrics_all(&self) -> String {
+        format!("{}.metrics.>", self.prefix)
+    }
+    /// `hws.workers.<worker_id>.register`: capabilities.
+    pub fn worker_register(&self, worker_id: &str) -> String {
+        format!("{}.workers.{worker_id}.register", self.prefix)
+    }
+    /// `hws.workers.<worker_id>.heartbeat`.
+    pub fn worker_heartbeat(&self, worker_id: &str) -> String {
+        format!("{}.workers.{worker_id}.heartbeat", self.prefix)
+    }
+    /// `hws.workers.<worker_id>.capabilities`: request/reply, answered by the monitor.
+    pub fn worker_capabilities(&self, worker_id: &str) -> String {
+        format!("{}.workers.{worker_id}.capabilities", self.prefix)
+    }
+    /// `hws.workers.*.register`.
+    pub fn workers_register_all(&self) -> String {
+        format!("{}.workers.*.register", self.prefix)
+    }
+    /// `hws.workers.*.heartbeat`.
+    pub fn workers_heartbeat_all(&self) -> String {
+        format!("{}.workers.*.heartbeat", self.prefix)
+    }
+    /// `hws.assign.<worker_id>`.
+    pub fn assign(&self, worker_id: &str) -> String {
+        format!("{}.assign.{worker_id}", self.prefix)
+    }
+    /// `hws.events.<task_id>`.
+    pub fn events(&self, task_id: &str) -> String {
+        format!("{}.events.{task_id}", self.prefix)
+    }
+    /// `hws.events.>`.
+    pub fn events_all(&self) -> String {
+        format!("{}.events.>", self.prefix)
+    }
+    /// `hws.results.<task_id>`.
+    pub fn results(&self, task_id: &str) -> String {
+        format!("{}.results.{task_id}", self.prefix)
+    }
+    /// `hws.results.>`.
+    pub fn results_all(&self) -> String {
+        format!("{}.results.>", self.prefix)
+    }
+    /// `hws.alerts.<severity>`.
+    pub fn alerts(&self, severity: &str) -> String {
+        format!("{}.alerts.{severity}", self.prefix)
+    }
+    /// `hws.alerts.>`.
+    pub fn alerts_all(&self) -> String {
+        format!("{}.alerts.>", self.prefix)
+    }
+    /// `hws.control.<command>` (cancel, drain, silence).
+    pub fn control(&self, command: &str) -> String {
+        format!("{}.control.{command}", self.prefix)
+    }
+
+    /// JetStream stream name for one of [`Stream`].
+    pub fn stream(&self, s: Stream) -> String {
+        format!("{}_{}", self.stream_prefix, s.suffix())
+    }
+
+    /// KV bucket holding the scheduler's task records.
+    pub fn tasks_bucket(&self) -> String {
+        format!("{}_tasks", self.bucket_prefix)
+    }
+    /// KV bucket holding the learner's model snapshot.
+    pub fn model_bucket(&self) -> String {
+        format!("{}_model", self.bucket_prefix)
+    }
+}
+
+/// The JetStream streams hwsched provisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// Submitted tasks (work queue, deduplicated by task id).
+    Tasks,
+    /// Rejected submissions.
+    Rejected,
+    /// Assignments to workers (work queue, one consumer per worker).
+    Assign,
+    /// Execution results.
+    Results,
+    /// Lifecycle events.
+    Events,
+    /// Alerts.
+    Alerts,
+    /// Hardware metrics (buffer for the recorder).
+    Metrics,
+}
+
+impl Stream {
+    /// Every stream.
+    pub const ALL: [Stream; 7] = [
+        Stream::Tasks,
+        Stream::Rejected,
+        Stream::Assign,
+        Stream::Results,
+        Stream::Events,
+        Stream::Alerts,
+        Stream::Metrics,
+    ];
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Stream::Tasks => "TASKS",
+            Stream::Rejected => "REJECTED",
+            Stream::Assign => "ASSIGN",
+            Stream::Results => "RESULTS",
+            Stream::Events => "EVENTS",
+            Stream::Alerts => "ALERTS",
+            Stream::Metrics => "METRICS",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_names_under_default_prefix() {
+        let s = Subjects::new("hws");
+        assert_eq!(s.tasks_submit(), "hws.tasks.submit");
+        assert_eq!(s.tasks_rejected(), "hws.tasks.rejected");
+        assert_eq!(s.metrics("node_1"), "hws.metrics.node_1");
+        assert_eq!(s.worker_heartbeat("n"), "hws.workers.n.heartbeat");
+        assert_eq!(s.assign("n"), "hws.assign.n");
+        assert_eq!(s.events("t"), "hws.events.t");
+        assert_eq!(s.results("t"), "hws.results.t");
+        assert_eq!(s.alerts("critical"), "hws.alerts.critical");
+        assert_eq!(s.control("cancel"), "hws.control.cancel");
+        assert_eq!(s.stream(Stream::Tasks), "HWS_TASKS");
+        assert_eq!(s.model_bucket(), "hws_model");
+    }
+
+    #[test]
+    fn dotted_prefix_makes_valid_stream_and_bucket_names() {
+        let s = Subjects::new("ci.hws");
+        assert_eq!(s.tasks_submit(), "ci.hws.tasks.submit");
+        assert_eq!(s.stream(Stream::Metrics), "CI_HWS_METRICS");
+        assert_eq!(s.tasks_bucket(), "ci_hws_tasks");
+    }
+}

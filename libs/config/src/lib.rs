@@ -1,0 +1,294 @@
+//! Shared configuration of hwsched services: flags with `HWSCHED_*` environment
+//! fallbacks, defaults that work on a laptop, validated before anything connects.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// A configuration problem, naming the field (flag and environment variable).
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {field}: {reason}")]
+pub struct ConfigError {
+    /// Flag / environment variable at fault.
+    pub field: &'static str,
+    /// What is wrong and what would be accepted.
+    pub reason: String,
+}
+
+fn bad(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// How to reach NATS.
+#[derive(Debug, Clone, Args)]
+pub struct NatsConfig {
+    /// NATS server URL(s), comma separated.
+    #[arg(
+        long = "nats-url",
+        env = "HWSCHED_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub url: String,
+    /// NATS credentials file (JWT + nkey seed).
+    #[arg(long = "nats-creds", env = "HWSCHED_NATS_CREDS")]
+    pub creds_file: Option<PathBuf>,
+    /// NATS user name (with --nats-password).
+    #[arg(long = "nats-user", env = "HWSCHED_NATS_USER")]
+    pub user: Option<String>,
+    /// NATS password.
+    #[arg(
+        long = "nats-password",
+        env = "HWSCHED_NATS_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+    /// CA certificate (PEM) to verify the NATS server; enables TLS.
+    #[arg(long = "nats-tls-ca", env = "HWSCHED_NATS_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long = "nats-tls-cert", env = "HWSCHED_NATS_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    #[arg(long = "nats-tls-key", env = "HWSCHED_NATS_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// First token of every hwsched subject, stream and bucket name.
+    #[arg(
+        long = "subject-prefix",
+        env = "HWSCHED_SUBJECT_PREFIX",
+        default_value = "hws"
+    )]
+    pub subject_prefix: String,
+}
+
+impl NatsConfig {
+    /// A config for `url` with every other field at its default (tests, tools).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            creds_file: None,
+            user: None,
+            password: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            subject_prefix: "hws".into(),
+        }
+    }
+
+    /// Checks every field without connecting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        const F: &str = "--nats-url / HWSCHED_NATS_URL";
+        if self.url.trim().is_empty() {
+            return Err(bad(F, "is empty"));
+        }
+        for part in self.url.split(',') {
+            let u = url::Url::parse(part.trim()).map_err(|e| {
+                bad(
+                    F,
+                    format!("{part:?} is not a URL ({e}); expected e.g. nats://127.0.0.1:4222"),
+                )
+            })?;
+            if !matches!(u.scheme(), "nats" | "tls" | "ws" | "wss") {
+                return Err(bad(
+                    F,
+                    format!("{part:?}: scheme must be nats, tls, ws or wss"),
+                ));
+            }
+            if u.host_str().is_none_or(str::is_empty) {
+                return Err(bad(F, format!("{part:?} has no host")));
+            }
+        }
+        if self.user.is_some() != self.password.is_some() {
+            return Err(bad("--nats-user / --nats-password", "give both or neither"));
+        }
+        if self.creds_file.is_some() && self.user.is_some() {
+            return Err(bad(
+                "--nats-creds",
+                "use either a credentials file or user/password, not both",
+            ));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(bad(
+                "--nats-tls-cert / --nats-tls-key",
+                "give both or neither",
+            ));
+        }
+        for (field, path) in [
+            ("--nats-creds / HWSCHED_NATS_CREDS", &self.creds_file),
+            ("--nats-tls-ca / HWSCHED_NATS_TLS_CA", &self.tls_ca),
+            ("--nats-tls-cert / HWSCHED_NATS_TLS_CERT", &self.tls_cert),
+            ("--nats-tls-key / HWSCHED_NATS_TLS_KEY", &self.tls_key),
+        ] {
+            if let Some(p) = path {
+                if !p.is_file() {
+                    return Err(bad(
+                        field,
+                        format!("{} is not a readable file", p.display()),
+                    ));
+                }
+            }
+        }
+        validate_subject_prefix(&self.subject_prefix)
+    }
+}
+
+/// A prefix is one or more dot-separated tokens of `[A-Za-z0-9_-]`.
+pub fn validate_subject_prefix(prefix: &str) -> Result<(), ConfigError> {
+    const F: &str = "--subject-prefix / HWSCHED_SUBJECT_PREFIX";
+    if prefix.is_empty() || prefix.split('.').any(|t| !is_token(t)) {
+        return Err(bad(
+            F,
+            format!("{prefix:?} must be dot-separated tokens of letters, digits, '_' or '-'"),
+        ));
+    }
+    Ok(())
+}
+
+/// True for a non-empty NATS subject token made of `[A-Za-z0-9_-]` (no wildcards, dots or spaces).
+pub fn is_token(t: &str) -> bool {
+    !t.is_empty()
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// How to reach ClickHouse; unset URL turns ClickHouse features off.
+#[derive(Debug, Clone, Args)]
+pub struct ClickHouseConfig {
+    /// ClickHouse HTTP URL, e.g. http://127.0.0.1:8123. Unset: ClickHouse features are off.
+    #[arg(long = "clickhouse-url", env = "HWSCHED_CLICKHOUSE_URL")]
+    pub url: Option<String>,
+    /// Database holding the hwsched tables.
+    #[arg(
+        long = "clickhouse-database",
+        env = "HWSCHED_CLICKHOUSE_DATABASE",
+        default_value = "hwsched"
+    )]
+    pub database: String,
+    /// ClickHouse user.
+    #[arg(long = "clickhouse-user", env = "HWSCHED_CLICKHOUSE_USER")]
+    pub user: Option<String>,
+    /// ClickHouse password.
+    #[arg(
+        long = "clickhouse-password",
+        env = "HWSCHED_CLICKHOUSE_PASSWORD",
+        hide_env_values = true
+    )]
+    pub password: Option<String>,
+}
+
+impl ClickHouseConfig {
+    /// Checks every field without connecting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(u) = &self.url {
+            let parsed = url::Url::parse(u).map_err(|e| {
+                bad(
+                    "--clickhouse-url / HWSCHED_CLICKHOUSE_URL",
+                    format!("{u:?} is not a URL ({e}); expected e.g. http://127.0.0.1:8123"),
+                )
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(bad(
+                    "--clickhouse-url / HWSCHED_CLICKHOUSE_URL",
+                    "scheme must be http or https",
+                ));
+            }
+        }
+        let db_ok = !self.database.is_empty()
+            && self.database.len() <= 64
+            && self
+                .database
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !self.database.as_bytes()[0].is_ascii_digit();
+        if !db_ok {
+            return Err(bad(
+                "--clickhouse-database / HWSCHED_CLICKHOUSE_DATABASE",
+                format!(
+                    "{:?} must be an identifier ([A-Za-z_][A-Za-z0-9_]*)",
+                    self.database
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// True when a URL is configured.
+    pub fn enabled(&self) -> bool {
+        self.url.is_some()
+    }
+}
+
+/// Logging and the `/metrics` endpoint.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryConfig {
+    /// Address for `/metrics`, `/healthz` and `/readyz`, e.g. 127.0.0.1:9464. Unset: no endpoint.
+    #[arg(long = "metrics-listen", env = "HWSCHED_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Log format: "text" or "json".
+    #[arg(long = "log-format", env = "HWSCHED_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long = "log", env = "HWSCHED_LOG", default_value = "info")]
+    pub log_filter: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_nats_config_is_valid() {
+        NatsConfig::new("nats://127.0.0.1:4222")
+            .validate()
+            .expect("valid");
+    }
+
+    #[test]
+    fn bad_nats_url_names_the_field() {
+        let err = NatsConfig::new("127.0.0.1:4222")
+            .validate()
+            .expect_err("no scheme");
+        assert!(err.to_string().contains("HWSCHED_NATS_URL"), "{err}");
+        let err = NatsConfig::new("http://x:1")
+            .validate()
+            .expect_err("wrong scheme");
+        assert!(err.to_string().contains("scheme"), "{err}");
+    }
+
+    #[test]
+    fn subject_prefix_rejects_wildcards_and_empty_tokens() {
+        for p in ["", "a.*", "a..b", "a b", ">"] {
+            assert!(validate_subject_prefix(p).is_err(), "{p:?}");
+        }
+        for p in ["hws", "ci.hws", "team-a_1"] {
+            assert!(validate_subject_prefix(p).is_ok(), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn user_without_password_is_rejected() {
+        let mut c = NatsConfig::new("nats://h:4222");
+        c.user = Some("u".into());
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn clickhouse_database_must_be_identifier() {
+        let mut c = ClickHouseConfig {
+            url: None,
+            database: "hw-sched".into(),
+            user: None,
+            password: None,
+        };
+        assert!(c.validate().is_err());
+        c.database = "hwsched".into();
+        c.url = Some("http://127.0.0.1:8123".into());
+        c.validate().expect("valid");
+        c.url = Some("tcp://x".into());
+        assert!(c.validate().is_err());
+    }
+}

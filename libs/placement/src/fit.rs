@@ -1,0 +1,453 @@
+//! Filter and score: which workers can run a task now, which could later, and
+//! the best one. Pure: no IO, no clock, deterministic for the same inputs.
+
+use std::collections::BTreeMap;
+
+use hwsched_proto::v1::{GpuInfo, TaskRequest, WorkerCapabilities, WorkerState};
+
+use crate::validate::{parse_capability, DEFAULT_CPU_CORES};
+
+/// What is already reserved on a worker by tasks placed there.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reserved {
+    /// CPU cores.
+    pub cpu_cores: f64,
+    /// Memory, MB.
+    pub memory_mb: i64,
+    /// GPU indices in use.
+    pub gpus: Vec<u32>,
+    /// Declared accelerators in use.
+    pub accelerators: BTreeMap<String, u32>,
+    /// Tasks running or assigned.
+    pub slots: u32,
+}
+
+/// The scheduler's view of one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerView {
+    /// Registered capabilities.
+    pub caps: WorkerCapabilities,
+    /// Reported state.
+    pub state: WorkerState,
+    /// Reservations by placed tasks.
+    pub reserved: Reserved,
+    /// Live CPU utilisation, percent.
+    pub cpu_util_pct: f64,
+    /// Hottest sensor, °C (0 = unknown).
+    pub max_temp_c: f64,
+    /// Thermal/power throttling reported.
+    pub throttling: bool,
+}
+
+/// The placement decision for one task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Run it there now.
+    Place {
+        /// Chosen worker.
+        worker_id: String,
+        /// GPU indices reserved for it.
+        gpus: Vec<u32>,
+        /// Score of the chosen worker (higher is better).
+        score: f64,
+        /// Workers that passed the filters.
+        candidates: usize,
+    },
+    /// Some worker could run it, none can right now.
+    Wait {
+        /// Why, per filter, for `hwsched queue`.
+        reason: String,
+    },
+    /// No registered worker could ever run it (or none is registered).
+    NeverFits {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Resources a task needs, with defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Demand {
+    /// CPU cores.
+    pub cpu_cores: f64,
+    /// Memory, MB.
+    pub memory_mb: i64,
+    /// GPUs.
+    pub gpu_count: u32,
+}
+
+impl Demand {
+    /// What `t` reserves on a worker.
+    pub fn of(t: &TaskRequest) -> Self {
+        let r = t.requirements.clone().unwrap_or_default();
+        Demand {
+            cpu_cores: if r.cpu_cores > 0.0 {
+                r.cpu_cores
+            } else {
+                DEFAULT_CPU_CORES
+            },
+            memory_mb: r.memory_mb.max(0),
+            gpu_count: r.gpus.as_ref().map_or(0, |g| g.count),
+        }
+    }
+}
+
+/// Chooses a worker for `task` among `workers`.
+pub fn place(task: &TaskRequest, workers: &[WorkerView]) -> Outcome {
+    if workers.is_empty() {
+        return Outcome::NeverFits {
+            reason: "no worker is registered".into(),
+        };
+    }
+    let demand = Demand::of(task);
+    let mut never: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut busy: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut best: Option<(f64, &WorkerView, Vec<u32>)> = None;
+    let mut candidates = 0;
+    for w in workers {
+        if let Err(why) = static_fit(task, &demand, &w.caps) {
+            *never.entry(why).or_default() += 1;
+            continue;
+        }
+        match dynamic_fit(task, &demand, w) {
+            Err(why) => *busy.entry(why).or_default() += 1,
+            Ok(gpus) => {
+                candidates += 1;
+                let s = score(w);
+                let better = match &best {
+                    None => true,
+                    Some((bs, bw, _)) => {
+                        s > *bs || (s == *bs && w.caps.worker_id < bw.caps.worker_id)
+                    }
+                };
+                if better {
+                    best = Some((s, w, gpus));
+                }
+            }
+        }
+    }
+    match best {
+        Some((score, w, gpus)) => Outcome::Place {
+            worker_id: w.caps.worker_id.clone(),
+            gpus,
+            score,
+            candidates,
+        },
+        None if busy.is_empty() => Outcome::NeverFits {
+            reason: summarize(workers.len(), &never),
+        },
+        None => {
+            let mut all = busy;
+            for (k, v) in never {
+                *all.entry(k).or_default() += v;
+            }
+            Outcome::Wait {
+                reason: summarize(workers.len(), &all),
+            }
+        }
+    }
+}
+
+fn summarize(total: usize, reasons: &BTreeMap<&'static str, usize>) -> String {
+    let parts: Vec<String> = reasons
+        .iter()
+        .map(|(why, n)| format!("{n} {why}"))
+        .collect();
+    format!("{total} worker(s): {}", parts.join(", "))
+}
+
+/// Requirements checked against a worker's total capacity.
+fn static_fit(t: &TaskRequest, d: &Demand, c: &WorkerCapabilities) -> Result<(), &'static str> {
+    let r = t.requirements.clone().unwrap_or_default();
+    let cores = c.cpu.as_ref().map_or(0, |cpu| cpu.logical_cores) as f64;
+    if d.cpu_cores > cores {
+        return Err("have too few cpu cores");
+    }
+    if d.memory_mb as u64 > c.memory_mb {
+        return Err("have too little memory");
+    }
+    if d.gpu_count > 0 && (matching_gpus(t, &c.gpus).count() as u32) < d.gpu_count {
+        return Err("lack matching gpus");
+    }
+    for (kind, n) in &r.accelerators {
+        if c.accelerators.get(kind).copied().unwrap_or(0) < *n {
+            return Err("lack the accelerator");
+        }
+    }
+    if r.backends
+        .iter()
+        .any(|b| !c.backends.iter().any(|have| have.eq_ignore_ascii_case(b)))
+    {
+        return Err("lack the backend");
+    }
+    for (name, req) in &r.software {
+        let ok = match (
+            semver::VersionReq::parse(req),
+            c.software.get(name).and_then(|v| lenient_version(v)),
+        ) {
+            (Ok(req), Some(v)) => req.matches(&v),
+            _ => false,
+        };
+        if !ok {
+            return Err("lack the software version");
+        }
+    }
+    if r.labels.iter().any(|(k, v)| c.labels.get(k) != Some(v)) {
+        return Err("lack the labels");
+    }
+    Ok(())
+}
+
+/// Requirements checked against what is free now. Returns the GPUs to reserve.
+fn dynamic_fit(t: &TaskRequest, d: &Demand, w: &WorkerView) -> Result<Vec<u32>, &'static str> {
+    if w.state != WorkerState::Active {
+        return Err("are not active (draining or offline)");
+    }
+    if w.throttling {
+        return Err("are throttling");
+    }
+    if w.reserved.slots >= w.caps.slots.max(1) {
+        return Err("have no free slot");
+    }
+    let cores = w.caps.cpu.as_ref().map_or(0, |cpu| cpu.logical_cores) as f64;
+    if w.reserved.cpu_cores + d.cpu_cores > cores + 1e-9 {
+        return Err("have no free cpu cores");
+    }
+    if w.reserved.memory_mb + d.memory_mb > w.caps.memory_mb as i64 {
+        return Err("have no free memory");
+    }
+    let r = t.requirements.clone().unwrap_or_default();
+    for (kind, n) in &r.accelerators {
+        let have = w.caps.accelerators.get(kind).copied().unwrap_or(0);
+        if w.reserved.accelerators.get(kind).copied().unwrap_or(0) + n > have {
+            return Err("have no free accelerator");
+        }
+    }
+    let gpus: Vec<u32> = matching_gpus(t, &w.caps.gpus)
+        .map(|g| g.index)
+        .filter(|i| !w.reserved.gpus.contains(i))
+        .take(d.gpu_count as usize)
+        .collect();
+    if (gpus.len() as u32) < d.gpu_count {
+        return Err("have no free matching gpu");
+    }
+    Ok(gpus)
+}
+
+fn matching_gpus<'a>(
+    t: &'a TaskRequest,
+    gpus: &'a [GpuInfo],
+) -> impl Iterator<Item = &'a GpuInfo> + 'a {
+    let req = t
+        .requirements
+        .as_ref()
+        .and_then(|r| r.gpus.clone())
+        .unwrap_or_default();
+    let min_cc = parse_capability(&req.min_compute_capability);
+    gpus.iter().filter(move |g| {
+        (req.vendor.is_empty() || g.vendor.eq_ignore_ascii_case(&req.vendor))
+            && (req.models.is_empty()
+                || req.models.iter().any(|m| {
+                    g.model
+                        .to_ascii_lowercase()
+                        .contains(&m.to_ascii_lowercase())
+                }))
+            && g.memory_mb as i64 >= req.min_memory_mb
+            && min_cc.is_none_or(|need| {
+                parse_capability(&g.compute_capability).is_some_and(|have| have >= need)
+            })
+    })
+}
+
+/// "3.11.7", "3.11", "12" -> semver versions.
+fn lenient_version(v: &str) -> Option<semver::Version> {
+    let core: String = v
+        .trim()
+        .trim_start_matches('v')
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let mut parts = core
+        .split('.')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse::<u64>());
+    let major = parts.next()?.ok()?;
+    let minor = parts.next().transpose().ok()?.unwrap_or(0);
+    let patch = parts.next().transpose().ok()?.unwrap_or(0);
+    Some(semver::Version::new(major, minor, patch))
+}
+
+/// Walking-skeleton score in [0, 1]: prefer free slots, low CPU load, cool hardware.
+fn score(w: &WorkerView) -> f64 {
+    let slot_load = f64::from(w.reserved.slots) / f64::from(w.caps.slots.max(1));
+    let cpu = (w.cpu_util_pct / 100.0).clamp(0.0, 1.0);
+    let heat = ((w.max_temp_c - 70.0) / 20.0).clamp(0.0, 1.0);
+    1.0 - 0.5 * slot_load - 0.3 * cpu - 0.2 * heat
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hwsched_proto::v1::{CpuInfo, GpuRequirement, Requirements};
+
+    fn worker(id: &str, cores: u32, mem: u64, gpus: &[(&str, u64)]) -> WorkerView {
+        WorkerView {
+            caps: WorkerCapabilities {
+                worker_id: id.into(),
+                cpu: Some(CpuInfo {
+                    logical_cores: cores,
+                    ..Default::default()
+                }),
+                memory_mb: mem,
+                slots: 4,
+                gpus: gpus
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (m, mem))| GpuInfo {
+                        index: i as u32,
+                        vendor: "nvidia".into(),
+                        model: (*m).into(),
+                        memory_mb: *mem,
+                        compute_capability: "9.0".into(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                software: [("python".to_string(), "3.11.7".to_string())].into(),
+                ..Default::default()
+            },
+            state: WorkerState::Active,
+            reserved: Reserved::default(),
+            cpu_util_pct: 0.0,
+            max_temp_c: 0.0,
+            throttling: false,
+        }
+    }
+
+    fn task(req: Requirements) -> TaskRequest {
+        TaskRequest {
+            task_id: "t".into(),
+            command: vec!["true".into()],
+            requirements: Some(req),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn memory_and_cores_filter_workers() {
+        let ws = [worker("small", 2, 1024, &[]), worker("big", 16, 65536, &[])];
+        let t = task(Requirements {
+            cpu_cores: 4.0,
+            memory_mb: 8000,
+            ..Default::default()
+        });
+        assert!(
+            matches!(place(&t, &ws), Outcome::Place { ref worker_id, candidates: 1, .. } if worker_id == "big")
+        );
+    }
+
+    #[test]
+    fn gpu_model_and_memory_are_matched() {
+        let ws = [
+            worker("a100", 8, 65536, &[("NVIDIA A100-SXM4-40GB", 40960)]),
+            worker("h100", 8, 65536, &[("NVIDIA H100 80GB HBM3", 81559)]),
+        ];
+        let req = |models: &[&str], mem| Requirements {
+            gpus: Some(GpuRequirement {
+                count: 1,
+                min_memory_mb: mem,
+                models: models.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(
+            matches!(place(&task(req(&["h100"], 0)), &ws), Outcome::Place { ref worker_id, .. } if worker_id == "h100")
+        );
+        assert!(
+            matches!(place(&task(req(&[], 60000)), &ws), Outcome::Place { ref worker_id, .. } if worker_id == "h100")
+        );
+        assert!(matches!(
+            place(&task(req(&["MI300"], 0)), &ws),
+            Outcome::NeverFits { .. }
+        ));
+    }
+
+    #[test]
+    fn busy_worker_means_wait_not_never() {
+        let mut w = worker("one", 2, 4096, &[]);
+        w.reserved.cpu_cores = 2.0;
+        w.reserved.slots = 1;
+        match place(&task(Requirements::default()), &[w]) {
+            Outcome::Wait { reason } => assert!(reason.contains("no free cpu cores"), "{reason}"),
+            other => panic!("expected wait, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reserved_gpus_are_not_handed_out_twice() {
+        let mut w = worker("g", 8, 65536, &[("H100", 81559), ("H100", 81559)]);
+        w.reserved.gpus = vec![0];
+        let t = task(Requirements {
+            gpus: Some(GpuRequirement {
+                count: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert!(matches!(place(&t, &[w]), Outcome::Place { ref gpus, .. } if gpus == &vec![1]));
+    }
+
+    #[test]
+    fn software_requirement_uses_semver() {
+        let ws = [worker("py311", 4, 8192, &[])];
+        let need = |r: &str| {
+            task(Requirements {
+                software: [("python".to_string(), r.to_string())].into(),
+                ..Default::default()
+            })
+        };
+        assert!(matches!(place(&need(">=3.10"), &ws), Outcome::Place { .. }));
+        assert!(matches!(
+            place(&need(">=3.12"), &ws),
+            Outcome::NeverFits { .. }
+        ));
+        assert!(matches!(
+            place(&need(">=1"), &[worker("x", 1, 1, &[])]),
+            Outcome::Place { .. }
+        ));
+    }
+
+    #[test]
+    fn draining_and_throttling_workers_get_nothing() {
+        let mut d = worker("d", 4, 8192, &[]);
+        d.state = WorkerState::Draining;
+        let mut h = worker("h", 4, 8192, &[]);
+        h.throttling = true;
+        assert!(matches!(
+            place(&task(Requirements::default()), &[d, h]),
+            Outcome::Wait { .. }
+        ));
+    }
+
+    #[test]
+    fn least_loaded_worker_wins_and_ties_break_by_id() {
+        let mut busy = worker("a", 8, 8192, &[]);
+        busy.cpu_util_pct = 90.0;
+        let idle = worker("b", 8, 8192, &[]);
+        assert!(
+            matches!(place(&task(Requirements::default()), &[busy, idle.clone()]), Outcome::Place { ref worker_id, .. } if worker_id == "b")
+        );
+        let idle2 = worker("c", 8, 8192, &[]);
+        assert!(
+            matches!(place(&task(Requirements::default()), &[idle2, idle]), Outcome::Place { ref worker_id, .. } if worker_id == "b")
+        );
+    }
+
+    #[test]
+    fn no_workers_is_never_fits() {
+        assert!(matches!(
+            place(&task(Requirements::default()), &[]),
+            Outcome::NeverFits { .. }
+        ));
+    }
+}

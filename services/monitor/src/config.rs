@@ -1,0 +1,68 @@
+//! Monitor configuration.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Parses "key=value".
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("{s:?} must be key=value")),
+    }
+}
+
+/// Parses "kind=count".
+fn accelerator(s: &str) -> Result<(String, u32), String> {
+    let (k, v) = key_value(s)?;
+    let n = v
+        .parse::<u32>()
+        .map_err(|_| format!("{s:?}: count must be a whole number"))?;
+    Ok((k.to_lowercase(), n))
+}
+
+/// Settings of one monitor (one per worker node).
+#[derive(Debug, Clone, Args)]
+pub struct MonitorConfig {
+    /// Worker id (subject token). Default: this host's name with other characters replaced by '-'.
+    #[arg(long = "worker-id", env = "HWSCHED_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Tasks run at once. Default: logical CPU cores.
+    #[arg(long = "slots", env = "HWSCHED_MONITOR_SLOTS")]
+    pub slots: Option<u32>,
+    /// Telemetry and heartbeat period, milliseconds.
+    #[arg(long = "interval-ms", env = "HWSCHED_MONITOR_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub interval_ms: u64,
+    /// Declared accelerators, e.g. tpu=4,webgpu=1.
+    #[arg(long = "accelerator", env = "HWSCHED_ACCELERATORS", value_delimiter = ',', value_parser = accelerator)]
+    pub accelerators: Vec<(String, u32)>,
+    /// Declared extra backends, e.g. webgpu,rocm ("cpu" and, with NVIDIA GPUs, "cuda" are detected).
+    #[arg(long = "backend", env = "HWSCHED_BACKENDS", value_delimiter = ',')]
+    pub backends: Vec<String>,
+    /// Labels, e.g. zone=a,pool=ci.
+    #[arg(long = "label", env = "HWSCHED_LABELS", value_delimiter = ',', value_parser = key_value)]
+    pub labels: Vec<(String, String)>,
+    /// Software versions overriding detection, e.g. torch=2.4.0.
+    #[arg(long = "software", env = "HWSCHED_SOFTWARE", value_delimiter = ',', value_parser = key_value)]
+    pub software: Vec<(String, String)>,
+    /// Directory tasks run in when they name no workdir. Default: the monitor's own.
+    #[arg(long = "task-dir", env = "HWSCHED_TASK_DIR")]
+    pub task_dir: Option<PathBuf>,
+}
+
+impl MonitorConfig {
+    /// Defaults, as for a monitor started with no flags.
+    pub fn for_tests() -> Self {
+        Self {
+            worker_id: None,
+            slots: None,
+            interval_ms: 1000,
+            accelerators: vec![],
+            backends: vec![],
+            labels: vec![],
+            software: vec![],
+            task_dir: None,
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Capability detection: what this host really has (sysinfo, NVML, installed
+//! software) plus what the operator declares (accelerators, backends, labels).
+
+use std::collections::{hash_map::DefaultHasher, BTreeMap};
+use std::hash::{Hash, Hasher};
+
+use hwsched_proto::{
+    v1::{CpuInfo, GpuInfo, WorkerCapabilities},
+    SCHEMA_VERSION,
+};
+use sysinfo::{Disks, System};
+
+use crate::{config::MonitorConfig, gpu::Gpus};
+
+/// The worker id: configured, else the host name made subject-safe.
+pub fn worker_id(configured: Option<&str>) -> Result<String, String> {
+    if let Some(id) = configured {
+        return if hwsched_placement::is_valid_id(id) {
+            Ok(id.to_string())
+        } else {
+            Err(format!("--worker-id / HWSCHED_WORKER_ID {id:?} must be 1..=128 characters of [A-Za-z0-9_-]"))
+        };
+    }
+    let host = System::host_name().unwrap_or_else(|_| "worker".into());
+    Ok(sanitize(&host))
+}
+
+/// Replaces every character outside `[A-Za-z0-9_-]` with '-', at most 128 characters.
+pub fn sanitize(s: &str) -> String {
+    let out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(128)
+        .collect();
+    if out.is_empty() {
+        "worker".into()
+    } else {
+        out
+    }
+}
+
+/// Detects this host's capabilities.
+pub fn detect(
+    cfg: &MonitorConfig,
+    worker_id: &str,
+    gpus: Option<&Gpus>,
+    started_at_ms: i64,
+) -> WorkerCapabilities {
+    let mut sys = System::new().ok();
+    if let Some(sys) = sys.as_mut() {
+        sys.refresh_memory();
+        sys.refresh_cpu_all();
+    }
+    let cpus = sys.as_ref().map_or(&[][..], |s| s.cpus());
+    let cpu = CpuInfo {
+        model: cpus
+            .first()
+            .map(|c| c.brand().trim().to_string())
+            .unwrap_or_default(),
+        vendor: cpus
+            .first()
+            .map(|c| c.vendor_id().to_string())
+            .unwrap_or_default(),
+        arch: System::cpu_arch(),
+        physical_cores: System::physical_core_count().unwrap_or(cpus.len()) as u32,
+        logical_cores: cpus.len() as u32,
+        frequency_mhz: cpus.first().map(|c| c.frequency()).unwrap_or(0),
+    };
+    let memory_mb = sys.as_ref().map_or(0, effective_memory_bytes) / (1024 * 1024);
+    let disk_mb = Disks::new_with_refreshed_list()
+        .ok()
+        .and_then(|disks| {
+            disks
+                .iter()
+                .find(|d| d.mount_point() == std::path::Path::new("/"))
+                .map(|d| d.available_space() / (1024 * 1024))
+        })
+        .unwrap_or(0);
+
+    let gpu_list: Vec<GpuInfo> = gpus.map(Gpus::inventory).unwrap_or_default();
+    let mut software = detect_software();
+    if let Some(g) = gpus {
+        if let Some(v) = g.cuda_version() {
+            software.insert("cuda".into(), v);
+        }
+        if let Some(v) = g.driver_version() {
+            software.insert("nvidia-driver".into(), v);
+        }
+    }
+    software.extend(cfg.software.iter().cloned());
+
+    let mut backends = vec!["cpu".to_string()];
+    if gpu_list.iter().any(|g| g.vendor == "nvidia") {
+        backends.push("cuda".into());
+    }
+    for b in &cfg.backends {
+        if !backends.contains(b) {
+            backends.push(b.clone());
+        }
+    }
+    let slots = cfg.slots.unwrap_or(cpu.logical_cores.max(1));
+    let hardware_class = hardware_class(&cpu, &gpu_list, &cfg.accelerators);
+    let mut caps = WorkerCapabilities {
+        schema_version: SCHEMA_VERSION,
+        worker_id: worker_id.to_string(),
+        hostname: System::host_name().unwrap_or_default(),
+        os: System::long_os_version().unwrap_or_default(),
+        cpu: Some(cpu),
+        memory_mb,
+        disk_mb,
+        gpus: gpu_list,
+        accelerators: cfg.accelerators.iter().cloned().collect(),
+        backends,
+        software: software.into_iter().collect(),
+        labels: cfg.labels.iter().cloned().collect(),
+        slots,
+        revision: 0,
+        hardware_class,
+        started_at_ms,
+        monitor_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    caps.revision = revision(&caps);
+    caps
+}
+
+/// Host memory, capped by a cgroup limit when running in a container.
+fn effective_memory_bytes(sys: &System) -> u64 {
+    let total = sys.total_memory();
+    match sys.cgroup_limits() {
+        Some(l) if l.total_memory > 0 && l.total_memory < total => l.total_memory,
+        _ => total,
+    }
+}
+
+/// A hash of the capabilities' content (revision excluded).
+fn revision(caps: &WorkerCapabilities) -> u64 {
+    let mut c = caps.clone();
+    c.revision = 0;
+    c.started_at_ms = 0;
+    let mut h = DefaultHasher::new();
+    prost::Message::encode_to_vec(&c).hash(&mut h);
+    h.finish().max(1)
+}
+
+/// The learner's hardware key: the GPU model when there is one, else a declared
+/// accelerator, else the CPU architecture and model.
+pub fn hardware_class(cpu: &CpuInfo, gpus: &[GpuInfo], accelerators: &[(String, u32)]) -> String {
+    if let Some(g) = gpus.first() {
+        let model = g.model.to_lowercase();
+        let model = model.trim_start_matches("nvidia").trim();
+        return format!("gpu:{}-{}", g.vendor, slug(model));
+    }
+    if let Some((kind, _)) = accelerators.first() {
+        return format!("accel:{}", slug(kind));
+    }
+    format!("cpu:{}-{}", cpu.arch, slug(&cpu.model.to_lowercase()))
+}
+
+fn slug(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').to_string()
+}
+
+/// Versions of software tests commonly require, read from the tools themselves.
+fn detect_software() -> BTreeMap<String, String> {
+    let mut found = BTreeMap::new();
+    for (name, cmd, args) in [
+        ("python", "python3", &["--version"][..]),
+        ("gcc", "gcc", &["-dumpfullversion"][..]),
+    ] {
+        let Ok(out) = std::process::Command::new(cmd).args(args).output() else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(if out.stdout.is_empty() {
+            &out.stderr
+        } else {
+            &out.stdout
+        })
+        .to_string();
+        if let Some(v) = text
+            .split_whitespace()
+            .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        {
+            found.insert(name.to_string(), v.to_string());
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_makes_subject_safe_ids() {
+        assert_eq!(sanitize("node-1.example.com"), "node-1-example-com");
+        assert_eq!(sanitize("gpu_box_01"), "gpu_box_01");
+        assert_eq!(sanitize(""), "worker");
+    }
+
+    #[test]
+    fn configured_worker_id_is_validated() {
+        assert!(worker_id(Some("a.b")).is_err());
+        assert_eq!(worker_id(Some("node_1")).as_deref(), Ok("node_1"));
+    }
+
+    #[test]
+    fn hardware_class_prefers_gpu_then_accelerator_then_cpu() {
+        let cpu = CpuInfo {
+            arch: "x86_64".into(),
+            model: "AMD EPYC 7B13".into(),
+            ..Default::default()
+        };
+        let h100 = GpuInfo {
+            vendor: "nvidia".into(),
+            model: "NVIDIA H100 80GB HBM3".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            hardware_class(&cpu, &[h100], &[]),
+            "gpu:nvidia-h100-80gb-hbm3"
+        );
+        assert_eq!(hardware_class(&cpu, &[], &[("tpu".into(), 4)]), "accel:tpu");
+        assert_eq!(hardware_class(&cpu, &[], &[]), "cpu:x86_64-amd-epyc-7b13");
+    }
+
+    #[test]
+    fn detection_reads_this_host() {
+        let cfg = MonitorConfig::for_tests();
+        let caps = detect(&cfg, "w", None, 0);
+        let cpu = caps.cpu.expect("cpu");
+        assert_eq!(
+            cpu.logical_cores as usize,
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0)
+        );
+        assert!(caps.memory_mb > 0);
+        assert!(caps.backends.contains(&"cpu".to_string()));
+        assert_ne!(caps.revision, 0);
+        // webgpu must never imply a GPU (a bug of the system we replace)
+        let mut cfg = MonitorConfig::for_tests();
+        cfg.accelerators = vec![("webgpu".into(), 1)];
+        assert!(detect(&cfg, "w", None, 0).gpus.is_empty());
+    }
+}

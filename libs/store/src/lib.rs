@@ -1,1 +1,212 @@
-//! stub
+//! ClickHouse storage of hwsched: connection, server-version detection, the
+//! version-aware schema and its migration, and the row types written by the
+//! recorder.
+#![forbid(unsafe_code)]
+
+pub mod schema;
+
+use clickhouse::Client;
+use hwsched_config::ClickHouseConfig;
+use hwsched_proto::v1::{ExecutionResult, MetricsBatch, TaskStatus};
+pub use schema::ServerVersion;
+use serde::Serialize;
+
+/// Storage errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// ClickHouse is not configured.
+    #[error("ClickHouse is not configured (set HWSCHED_CLICKHOUSE_URL)")]
+    NotConfigured,
+    /// The server answered with an error or could not be reached.
+    #[error("ClickHouse {what}: {source}")]
+    Server {
+        /// What was being done.
+        what: &'static str,
+        /// Client error.
+        source: clickhouse::error::Error,
+    },
+    /// `version()` returned something unparseable.
+    #[error("unrecognised ClickHouse version {0:?}")]
+    Version(String),
+}
+
+/// A connected store: the client (bound to the database) and the server version.
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    version: ServerVersion,
+    database: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("version", &self.version).field("database", &self.database).finish()
+    }
+}
+
+/// A client for `cfg` without a database (validation off: old servers lack
+/// the metadata queries it needs).
+fn base_client(cfg: &ClickHouseConfig) -> Result<Client, StoreError> {
+    let url = cfg.url.as_ref().ok_or(StoreError::NotConfigured)?;
+    let mut c = Client::default().with_url(url).with_validation(false);
+    if let Some(u) = &cfg.user {
+        c = c.with_user(u);
+    }
+    if let Some(p) = &cfg.password {
+        c = c.with_password(p);
+    }
+    Ok(c)
+}
+
+impl Store {
+    /// Connects, detects the server version and applies the schema.
+    pub async fn connect_and_migrate(cfg: &ClickHouseConfig) -> Result<Self, StoreError> {
+        let base = base_client(cfg)?;
+        let raw: String = base
+            .query("SELECT version()")
+            .fetch_one()
+            .await
+            .map_err(|source| StoreError::Server { what: "version()", source })?;
+        let version = ServerVersion::parse(&raw).ok_or(StoreError::Version(raw.clone()))?;
+        for ddl in schema::render(version, &cfg.database) {
+            base.query(&ddl).execute().await.map_err(|source| StoreError::Server { what: "migration", source })?;
+        }
+        tracing::info!(version = %raw, database = %cfg.database, modern = version.is_modern(), "ClickHouse schema ready");
+        Ok(Self { client: base.with_database(&cfg.database), version, database: cfg.database.clone() })
+    }
+
+    /// Server version.
+    pub fn version(&self) -> ServerVersion {
+        self.version
+    }
+
+    /// The client, bound to the hwsched database.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Inserts metric rows in one statement.
+    pub async fn insert_metrics(&self, batches: &[MetricsBatch]) -> Result<usize, StoreError> {
+        if self.version.is_modern() {
+            self.insert_all("hw_metrics", batches.iter().flat_map(|b| metric_rows(b, |ms| ms))).await
+        } else {
+            self.insert_all("hw_metrics", batches.iter().flat_map(|b| metric_rows(b, secs))).await
+        }
+    }
+
+    /// Inserts task-run rows in one statement.
+    pub async fn insert_runs(&self, results: &[ExecutionResult]) -> Result<usize, StoreError> {
+        if self.version.is_modern() {
+            self.insert_all("task_runs", results.iter().map(|r| run_row(r, |ms| ms))).await
+        } else {
+            self.insert_all("task_runs", results.iter().map(|r| run_row(r, secs))).await
+        }
+    }
+
+    async fn insert_all<R: clickhouse::Row + Serialize>(&self, table: &str, rows: impl Iterator<Item = R>) -> Result<usize, StoreError>
+    where
+        for<'a> R: clickhouse::RowWrite<Value<'a> = R>,
+    {
+        let err = |source| StoreError::Server { what: "insert", source };
+        let mut insert = self.client.insert::<R>(table).await.map_err(err)?;
+        let mut n = 0;
+        for row in rows {
+            insert.write(&row).await.map_err(err)?;
+            n += 1;
+        }
+        insert.end().await.map_err(err)?;
+        Ok(n)
+    }
+}
+
+fn secs(ms: i64) -> u32 {
+    u32::try_from(ms.max(0) / 1000).unwrap_or(u32::MAX)
+}
+
+/// One `hw_metrics` row; `T` is i64 milliseconds (DateTime64(3)) or u32 seconds (DateTime).
+#[derive(Debug, Clone, clickhouse::Row, Serialize)]
+pub struct MetricRow<T> {
+    time: T,
+    worker_id: String,
+    device: String,
+    metric: String,
+    value: f64,
+}
+
+fn metric_rows<T: Copy + 'static>(b: &MetricsBatch, time: impl Fn(i64) -> T) -> impl Iterator<Item = MetricRow<T>> + '_ {
+    let t = time(b.timestamp_ms);
+    b.samples.iter().map(move |s| MetricRow {
+        time: t,
+        worker_id: b.worker_id.clone(),
+        device: s.device.clone(),
+        metric: s.metric.clone(),
+        value: s.value,
+    })
+}
+
+/// One `task_runs` row.
+#[derive(Debug, Clone, clickhouse::Row, Serialize)]
+pub struct RunRow<T> {
+    task_id: String,
+    attempt: u32,
+    name: String,
+    producer: String,
+    test_type: String,
+    model_family: String,
+    model_id: String,
+    worker_id: String,
+    hardware_class: String,
+    status: String,
+    exit_code: i32,
+    queued_at: T,
+    assigned_at: T,
+    started_at: T,
+    finished_at: T,
+    duration_s: f64,
+    predicted_duration_s: f64,
+    cpu_peak_pct: f64,
+    cpu_avg_pct: f64,
+    memory_peak_mb: u64,
+    gpu_memory_peak_mb: u64,
+    error: String,
+}
+
+/// "succeeded", "failed", ... as stored in `task_runs.status`.
+pub fn status_name(s: TaskStatus) -> &'static str {
+    match s {
+        TaskStatus::Succeeded => "succeeded",
+        TaskStatus::Failed => "failed",
+        TaskStatus::TimedOut => "timed_out",
+        TaskStatus::Error => "error",
+        TaskStatus::Cancelled => "cancelled",
+        TaskStatus::Unspecified => "unknown",
+    }
+}
+
+fn run_row<T>(r: &ExecutionResult, time: impl Fn(i64) -> T) -> RunRow<T> {
+    let u = r.resources.clone().unwrap_or_default();
+    RunRow {
+        task_id: r.task_id.clone(),
+        attempt: r.attempt,
+        name: r.name.clone(),
+        producer: r.producer.clone(),
+        test_type: r.test_type.clone(),
+        model_family: r.model_family.clone(),
+        model_id: r.model_id.clone(),
+        worker_id: r.worker_id.clone(),
+        hardware_class: r.hardware_class.clone(),
+        status: status_name(r.status()).to_string(),
+        exit_code: r.exit_code,
+        queued_at: time(r.queued_at_ms),
+        assigned_at: time(r.assigned_at_ms),
+        started_at: time(r.started_at_ms),
+        finished_at: time(r.finished_at_ms),
+        duration_s: r.duration_s,
+        predicted_duration_s: r.predicted_duration_s,
+        cpu_peak_pct: u.cpu_peak_pct,
+        cpu_avg_pct: u.cpu_avg_pct,
+        memory_peak_mb: u.memory_peak_mb,
+        gpu_memory_peak_mb: u.gpu_memory_peak_mb,
+        error: r.error.clone(),
+    }
+}

@@ -1,1 +1,112 @@
-fn main() {}
+//! The `hwsched` binary: every service as a subcommand (`monitor`, `scheduler`,
+//! `learner`, `alerting`, `recorder`, or `all` in one process) and the client
+//! commands (`submit`, `events`, `workers`, `schema`). Thin: it parses
+//! configuration and calls each crate's `run`.
+#![forbid(unsafe_code)]
+
+mod client;
+mod service;
+
+use clap::{Parser, Subcommand};
+use hwsched_config::{ClickHouseConfig, NatsConfig, TelemetryConfig};
+
+#[derive(Debug, Parser)]
+#[command(name = "hwsched", version, about = "Schedules test jobs onto the hardware that runs them best.")]
+struct Cli {
+    #[command(flatten)]
+    nats: NatsConfig,
+    #[command(flatten)]
+    clickhouse: ClickHouseConfig,
+    #[command(flatten)]
+    telemetry: TelemetryConfig,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the monitor of this worker node.
+    Monitor(hwsched_monitor::MonitorConfig),
+    /// Run the scheduler.
+    Scheduler(hwsched_scheduler::SchedulerConfig),
+    /// Run the learner.
+    Learner(hwsched_learner::LearnerConfig),
+    /// Run the alerting service.
+    Alerting(hwsched_alerting::AlertingConfig),
+    /// Run the ClickHouse recorder.
+    Recorder(hwsched_recorder::RecorderConfig),
+    /// Run scheduler, learner, alerting and recorder in one process.
+    All(service::AllConfig),
+    /// Submit one task (flags) or a suite (file) and optionally wait for the results.
+    Submit(client::SubmitArgs),
+    /// Follow task lifecycle events and results as they happen.
+    Events,
+    /// List the workers that are sending heartbeats.
+    Workers,
+    /// ClickHouse schema: print the DDL for a server version, or apply it.
+    Schema {
+        #[command(subcommand)]
+        command: client::SchemaCommand,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let is_service = matches!(
+        cli.command,
+        Command::Monitor(_) | Command::Scheduler(_) | Command::Learner(_) | Command::Alerting(_) | Command::Recorder(_) | Command::All(_)
+    );
+    let default_filter = if is_service { "info,async_nats=warn" } else { "warn" };
+    hwsched_telemetry::init_logging(&cli.telemetry.log_format, cli.telemetry.log_filter.as_deref().unwrap_or(default_filter));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(dispatch(cli));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let ok = std::process::ExitCode::SUCCESS;
+    let Cli { nats, clickhouse, telemetry, command } = cli;
+    cli_validate(&nats, &clickhouse)?;
+    match command {
+        Command::Monitor(cfg) => service::serve(&nats, &telemetry, "monitor", |bus, t, s| hwsched_monitor::run(cfg, bus, t, s)).await.map(|_| ok),
+        Command::Scheduler(cfg) => service::serve(&nats, &telemetry, "scheduler", |bus, t, s| hwsched_scheduler::run(cfg, bus, t, s)).await.map(|_| ok),
+        Command::Learner(cfg) => service::serve(&nats, &telemetry, "learner", |bus, t, s| hwsched_learner::run(cfg, bus, t, s)).await.map(|_| ok),
+        Command::Alerting(cfg) => service::serve(&nats, &telemetry, "alerting", |bus, t, s| hwsched_alerting::run(cfg, bus, t, s)).await.map(|_| ok),
+        Command::Recorder(cfg) => {
+            service::serve(&nats, &telemetry, "recorder", |bus, t, s| hwsched_recorder::run(cfg, clickhouse, bus, t, s)).await.map(|_| ok)
+        }
+        Command::All(cfg) => service::all(cfg, &nats, clickhouse, &telemetry).await.map(|_| ok),
+        Command::Submit(args) => client::submit(&nats, args).await,
+        Command::Events => client::events(&nats).await.map(|_| ok),
+        Command::Workers => client::workers(&nats).await.map(|_| ok),
+        Command::Schema { command } => client::schema(command, &clickhouse).await.map(|_| ok),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}
+
+fn cli_validate(nats: &NatsConfig, clickhouse: &ClickHouseConfig) -> anyhow::Result<()> {
+    nats.validate()?;
+    clickhouse.validate()?;
+    Ok(())
+}

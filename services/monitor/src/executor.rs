@@ -1,6 +1,6 @@
 //! Runs one assigned task: start the command in its own process group, stream
 //! its output into bounded tails, enforce the timeout, account its resources,
-//! publish `started`, the result and `finished`, then acknowledge.
+//! publish `started` and the result, then acknowledge.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -143,13 +143,10 @@ impl Executor {
             assigned_at_ms: a.assigned_at_ms,
             predicted_duration_s: a.predicted_duration_s,
         };
-        self.finish(&msg, &a, result, &tp, &span).await;
+        self.finish(&msg, result, &tp, &span).await;
     }
 
-    async fn finish(
-        &self,
-        msg: &jetstream::Message,
-        a: &TaskAssignment,
+    async fn finish(&self, msg: &jetstream::Message,
         result: ExecutionResult,
         tp: &str,
         span: &tracing::Span,
@@ -173,8 +170,6 @@ impl Executor {
             }
         }
         let status = TaskStatus::try_from(result.status).unwrap_or_default();
-        self.event(a, TaskEventKind::Finished, status.as_str_name(), tp)
-            .await;
         if let Err(e) = msg.double_ack().await {
             tracing::warn!(parent: span, error = %e, "assignment ack failed; it may be redelivered");
         }

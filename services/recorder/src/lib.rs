@@ -1,1 +1,186 @@
-//! stub
+//! The hwsched recorder: durable JetStream consumers for metrics and results,
+//! batched inserts into ClickHouse, and acknowledgement only after ClickHouse
+//! confirmed the insert, so a ClickHouse outage loses nothing (the backlog
+//! waits in JetStream).
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use clap::Args;
+use futures::StreamExt;
+use hwsched_bus::{
+    streams::{self, Durable},
+    Bus, Stream,
+};
+use hwsched_proto::v1::{ExecutionResult, MetricsBatch};
+use hwsched_store::{Store, StoreError};
+use hwsched_telemetry::{prometheus_client::metrics::counter::Counter, Telemetry};
+use tokio_util::sync::CancellationToken;
+
+/// Recorder settings.
+#[derive(Debug, Clone, Args)]
+pub struct RecorderConfig {
+    /// Messages per insert at most.
+    #[arg(long = "batch-messages", env = "HWSCHED_RECORDER_BATCH", default_value_t = 1000)]
+    pub batch_messages: usize,
+    /// Longest a message waits for its batch (ms).
+    #[arg(long = "flush-ms", env = "HWSCHED_RECORDER_FLUSH_MS", default_value_t = 1000)]
+    pub flush_ms: u64,
+}
+
+impl Default for RecorderConfig {
+    fn default() -> Self {
+        Self { batch_messages: 1000, flush_ms: 1000 }
+    }
+}
+
+/// Runs the recorder until `shutdown` is cancelled. Returns at once (with a log
+/// line) when ClickHouse is not configured.
+pub async fn run(
+    cfg: RecorderConfig,
+    clickhouse: hwsched_config::ClickHouseConfig,
+    bus: Bus,
+    telemetry: Telemetry,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if !clickhouse.enabled() {
+        tracing::info!("ClickHouse not configured (HWSCHED_CLICKHOUSE_URL unset): recorder idle");
+        shutdown.cancelled().await;
+        return Ok(());
+    }
+    let store = connect(&clickhouse, &shutdown).await?;
+    let Some(store) = store else { return Ok(()) };
+    streams::provision(&bus).await?;
+    let rows = Counter::<u64>::default();
+    telemetry.register(|r| r.register("hwsched_recorder_rows", "Rows inserted into ClickHouse", rows.clone()));
+    let metrics = Sink { name: "metrics", stream: Stream::Metrics, cfg: cfg.clone(), rows: rows.clone() };
+    let results = Sink { name: "results", stream: Stream::Results, cfg, rows };
+    telemetry.set_ready(true);
+    let (a, b) = tokio::join!(
+        metrics.run(&bus, &shutdown, |batch: Vec<MetricsBatch>| {
+            let store = store.clone();
+            async move { store.insert_metrics(&batch).await }
+        }),
+        results.run(&bus, &shutdown, |batch: Vec<ExecutionResult>| {
+            let store = store.clone();
+            async move { store.insert_runs(&batch).await }
+        }),
+    );
+    a?;
+    b?;
+    tracing::info!("recorder stopped");
+    Ok(())
+}
+
+/// Connects, retrying while ClickHouse is down; `None` if shutdown came first.
+async fn connect(cfg: &hwsched_config::ClickHouseConfig, shutdown: &CancellationToken) -> anyhow::Result<Option<Store>> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match Store::connect_and_migrate(cfg).await {
+            Ok(s) => return Ok(Some(s)),
+            Err(e @ StoreError::Server { .. }) => {
+                tracing::warn!(error = %e, "ClickHouse not ready, retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+struct Sink {
+    name: &'static str,
+    stream: Stream,
+    cfg: RecorderConfig,
+    rows: Counter,
+}
+
+impl Sink {
+    /// Consumes, batches, inserts, then acks. An insert that fails is retried
+    /// with backoff while the batch's messages are kept in progress.
+    async fn run<M, F, Fut>(self, bus: &Bus, shutdown: &CancellationToken, insert: F) -> anyhow::Result<()>
+    where
+        M: hwsched_proto::Message + Default + Clone + serde::de::DeserializeOwned,
+        F: Fn(Vec<M>) -> Fut,
+        Fut: std::future::Future<Output = Result<usize, StoreError>>,
+    {
+        let durable = Durable::new(self.stream, "recorder").max_ack_pending(self.cfg.batch_messages as i64 * 4);
+        let mut messages = streams::durable(bus, &durable).await?.messages().await?;
+        let flush = Duration::from_millis(self.cfg.flush_ms.max(10));
+        let mut held: Vec<jetstream::Message> = Vec::new();
+        let mut decoded: Vec<M> = Vec::new();
+        let mut deadline = tokio::time::Instant::now() + flush;
+        loop {
+            let full = held.len() >= self.cfg.batch_messages;
+            if full || (!held.is_empty() && tokio::time::Instant::now() >= deadline) {
+                self.flush(&mut held, &mut decoded, &insert, shutdown).await;
+                deadline = tokio::time::Instant::now() + flush;
+                continue;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    if !held.is_empty() {
+                        self.flush(&mut held, &mut decoded, &insert, shutdown).await;
+                    }
+                    return Ok(());
+                }
+                _ = tokio::time::sleep_until(deadline), if !held.is_empty() => {}
+                m = messages.next() => match m {
+                    Some(Ok(msg)) => match hwsched_bus::decode::<M>(msg.headers.as_ref(), &msg.payload) {
+                        Ok(v) => {
+                            if held.is_empty() {
+                                deadline = tokio::time::Instant::now() + flush;
+                            }
+                            decoded.push(v);
+                            held.push(msg);
+                        }
+                        Err(e) => {
+                            tracing::warn!(sink = self.name, error = %e, subject = %msg.subject, "undecodable message terminated");
+                            let _ = msg.ack_with(AckKind::Term).await;
+                        }
+                    },
+                    Some(Err(e)) => tracing::warn!(sink = self.name, error = %e, "consumer error"),
+                    None => anyhow::bail!("{} consumer closed", self.name),
+                },
+            }
+        }
+    }
+
+    async fn flush<M, F, Fut>(&self, held: &mut Vec<jetstream::Message>, decoded: &mut Vec<M>, insert: &F, shutdown: &CancellationToken)
+    where
+        F: Fn(Vec<M>) -> Fut,
+        Fut: std::future::Future<Output = Result<usize, StoreError>>,
+        M: Clone,
+    {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match insert(decoded.clone()).await {
+                Ok(n) => {
+                    self.rows.inc_by(n as u64);
+                    for m in held.drain(..) {
+                        let _ = m.ack().await;
+                    }
+                    decoded.clear();
+                    tracing::debug!(sink = self.name, rows = n, "batch stored");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(sink = self.name, error = %e, messages = held.len(), "insert failed, batch kept for retry");
+                    for m in held.iter() {
+                        let _ = m.ack_with(AckKind::Progress).await;
+                    }
+                    tokio::select! {
+                        // Unacked messages are redelivered to the next recorder.
+                        _ = shutdown.cancelled() => { held.clear(); decoded.clear(); return; }
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Version-aware DDL. Modern servers (>= 23.8) get DateTime64, LowCardinality,
+//! codecs and TTL retention; old ones (the 18.16 this project tests against)
+//! get the plain equivalents with the same column names, so queries and
+//! dashboards work on both.
+
+use std::fmt;
+
+/// A ClickHouse server version (major.minor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServerVersion {
+    /// Major.
+    pub major: u32,
+    /// Minor.
+    pub minor: u32,
+}
+
+impl ServerVersion {
+    /// Parses "23.8.2.7" or "18.16.1".
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut it = s.trim().split('.');
+        Some(Self { major: it.next()?.parse().ok()?, minor: it.next().unwrap_or("0").parse().ok()? })
+    }
+
+    /// DateTime64, LowCardinality without settings, codecs and TTL are all
+    /// available from 20.x; we render the modern schema from 23.8 (the oldest
+    /// version we support as "modern") and the plain one below it.
+    pub fn is_modern(self) -> bool {
+        self >= ServerVersion { major: 23, minor: 8 }
+    }
+}
+
+impl fmt::Display for ServerVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// Default raw-metrics retention on modern servers (TTL), days.
+pub const METRICS_RETENTION_DAYS: u32 = 30;
+
+/// The DDL statements, in order, for `database` on a server of `version`.
+/// Every statement is idempotent (`IF NOT EXISTS`).
+pub fn render(version: ServerVersion, database: &str) -> Vec<String> {
+    let modern = version.is_modern();
+    let (time, lc, time_codec, value_codec) = if modern {
+        ("DateTime64(3)", "LowCardinality(String)", " CODEC(DoubleDelta, ZSTD(1))", " CODEC(Gorilla, ZSTD(1))")
+    } else {
+        ("DateTime", "String", "", "")
+    };
+    let ttl = |col: &str| if modern { format!("\nTTL toDateTime({col}) + INTERVAL {METRICS_RETENTION_DAYS} DAY") } else { String::new() };
+    vec![
+        format!("CREATE DATABASE IF NOT EXISTS {database}"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {database}.hw_metrics (\n  \
+             time {time}{time_codec},\n  \
+             worker_id {lc},\n  \
+             device {lc},\n  \
+             metric {lc},\n  \
+             value Float64{value_codec}\n\
+             ) ENGINE = MergeTree\nPARTITION BY toDate(time)\nORDER BY (worker_id, metric, device, time){}",
+            ttl("time")
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {database}.task_runs (\n  \
+             task_id String,\n  attempt UInt32,\n  name String,\n  producer {lc},\n  test_type {lc},\n  \
+             model_family {lc},\n  model_id {lc},\n  worker_id {lc},\n  hardware_class {lc},\n  status {lc},\n  \
+             exit_code Int32,\n  queued_at {time},\n  assigned_at {time},\n  started_at {time},\n  finished_at {time},\n  \
+             duration_s Float64,\n  predicted_duration_s Float64,\n  cpu_peak_pct Float64,\n  cpu_avg_pct Float64,\n  \
+             memory_peak_mb UInt64,\n  gpu_memory_peak_mb UInt64,\n  error String\n\
+             ) ENGINE = ReplacingMergeTree\nPARTITION BY toYYYYMM(finished_at)\nORDER BY (task_id, attempt)"
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_parsing_and_modernity() {
+        assert_eq!(ServerVersion::parse("18.16.1"), Some(ServerVersion { major: 18, minor: 16 }));
+        assert!(!ServerVersion::parse("18.16.1").expect("v").is_modern());
+        assert!(ServerVersion::parse("23.8.2.7").expect("v").is_modern());
+        assert!(ServerVersion::parse("26.1").expect("v").is_modern());
+        assert_eq!(ServerVersion::parse("x"), None);
+    }
+
+    #[test]
+    fn legacy_schema_has_no_modern_features_and_same_columns() {
+        let legacy = render(ServerVersion { major: 18, minor: 16 }, "db").join("\n");
+        let modern = render(ServerVersion { major: 24, minor: 8 }, "db").join("\n");
+        for word in ["DateTime64", "LowCardinality", "CODEC", "TTL"] {
+            assert!(!legacy.contains(word), "{word} in legacy DDL");
+            assert!(modern.contains(word), "{word} missing from modern DDL");
+        }
+        for col in ["worker_id", "metric", "device", "value", "task_id", "hardware_class", "duration_s"] {
+            assert!(legacy.contains(col) && modern.contains(col), "{col}");
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! Client commands: submit (and wait), follow events, list workers, schema.
+
+use std::{collections::BTreeMap, path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+use hwsched_bus::{codec, Bus, MSG_ID, REPLY_TO};
+use hwsched_config::{ClickHouseConfig, NatsConfig};
+use hwsched_proto::{
+    v1::{
+        ExecutionResult, GpuRequirement, Requirements, SubmitReply, TaskEvent, TaskEventKind, TaskRequest, TaskStatus,
+        WorkerCapabilities, WorkerHeartbeat, WorkerState,
+    },
+    Message, SCHEMA_VERSION,
+};
+
+/// `hwsched submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// A suite: JSON array of tasks (or {"tasks": [...]}) in the documented JSON form.
+    #[arg(long, short = 'f', conflicts_with = "command")]
+    file: Option<PathBuf>,
+    /// Task id (default: generated).
+    #[arg(long)]
+    id: Option<String>,
+    /// Human-readable name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Priority 1 (highest) .. 5 (lowest).
+    #[arg(long, default_value_t = 3)]
+    priority: u32,
+    /// CPU cores.
+    #[arg(long)]
+    cpu: Option<f64>,
+    /// Memory, e.g. 512M or 8G (plain numbers are MB).
+    #[arg(long, value_parser = parse_memory_mb, allow_hyphen_values = true)]
+    memory: Option<i64>,
+    /// GPUs.
+    #[arg(long)]
+    gpu: Option<u32>,
+    /// Timeout in seconds.
+    #[arg(long)]
+    timeout: Option<u32>,
+    /// Wait for every task to finish, printing its lifecycle; exit 1 if any failed.
+    #[arg(long)]
+    wait: bool,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    wait_timeout_s: u64,
+    /// The command to run, after `--`.
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+fn parse_memory_mb(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'G' | 'g')) => (&s[..i], 1024.0),
+        Some((i, 'M' | 'm')) => (&s[..i], 1.0),
+        _ => (s, 1.0),
+    };
+    let v: f64 = num.parse().map_err(|_| format!("{s:?}: expected e.g. 512M or 8G"))?;
+    Ok((v * mult) as i64)
+}
+
+fn tasks_from(args: &SubmitArgs) -> anyhow::Result<Vec<TaskRequest>> {
+    if let Some(path) = &args.file {
+        let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let value: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+        let list = match value {
+            serde_json::Value::Array(a) => a,
+            serde_json::Value::Object(mut o) => match o.remove("tasks") {
+                Some(serde_json::Value::Array(a)) => a,
+                _ => bail!("{}: expected an array of tasks or {{\"tasks\": [...]}}", path.display()),
+            },
+            _ => bail!("{}: expected an array of tasks", path.display()),
+        };
+        return list
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let mut t: TaskRequest = serde_json::from_value(v).with_context(|| format!("{}: task #{}", path.display(), i + 1))?;
+                if t.task_id.is_empty() {
+                    t.task_id = new_id();
+                }
+                Ok(t)
+            })
+            .collect();
+    }
+    if args.command.is_empty() {
+        bail!("nothing to submit: give a command after `--` or a suite with --file");
+    }
+    let gpus = args.gpu.map(|count| GpuRequirement { count, ..Default::default() });
+    Ok(vec![TaskRequest {
+        schema_version: SCHEMA_VERSION,
+        task_id: args.id.clone().unwrap_or_else(new_id),
+        name: args.name.clone().unwrap_or_else(|| args.command.join(" ")),
+        command: args.command.clone(),
+        priority: args.priority,
+        timeout_s: args.timeout.unwrap_or(0),
+        requirements: Some(Requirements { cpu_cores: args.cpu.unwrap_or(0.0), memory_mb: args.memory.unwrap_or(0), gpus, ..Default::default() }),
+        producer: "hwsched-cli".into(),
+        ..Default::default()
+    }])
+}
+
+fn new_id() -> String {
+    format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+async fn connect(nats: &NatsConfig) -> anyhow::Result<Bus> {
+    Ok(Bus::connect(nats, "hwsched-cli", Duration::from_secs(5)).await?)
+}
+
+/// Submits, prints each verdict, and with `--wait` follows every task to its end.
+pub async fn submit(nats: &NatsConfig, args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let tasks = tasks_from(&args)?;
+    let bus = connect(nats).await?;
+    let s = bus.subjects().clone();
+    let mut events = bus.client().subscribe(s.events_all()).await?;
+    let mut results = bus.client().subscribe(s.results_all()).await?;
+    let inbox = bus.client().new_inbox();
+    let mut replies = bus.client().subscribe(inbox.clone()).await?;
+    for t in &tasks {
+        let mut headers = hwsched_bus::proto_headers(Some(&hwsched_bus::trace::new_traceparent()));
+        headers.insert(MSG_ID, t.task_id.as_str());
+        headers.insert(REPLY_TO, inbox.as_str());
+        let ack = bus.jetstream().publish_with_headers(s.tasks_submit(), headers, codec::encode(t)).await?;
+        ack.await.with_context(|| format!("submit {}", t.task_id))?;
+    }
+    let mut pending: BTreeMap<String, String> = tasks.iter().map(|t| (t.task_id.clone(), t.name.clone())).collect();
+    let mut failed = 0usize;
+    // verdicts
+    let mut verdicts = 0;
+    while verdicts < tasks.len() {
+        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(10), replies.next()).await else {
+            bail!("no verdict from the scheduler within 10 s for {} task(s): is `hwsched scheduler` (or `hwsched all`) running?", tasks.len() - verdicts);
+        };
+        verdicts += 1;
+        let r = SubmitReply::decode(m.payload.as_ref())?;
+        if r.accepted {
+            println!("{:<16} accepted", r.task_id);
+        } else if r.duplicate {
+            println!("{:<16} duplicate: already submitted, not run again", r.task_id);
+            pending.remove(&r.task_id);
+        } else {
+            println!("{:<16} rejected: {}", r.task_id, r.reasons.join("; "));
+            pending.remove(&r.task_id);
+            failed += 1;
+        }
+    }
+    if !args.wait {
+        return Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS });
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait_timeout_s);
+    let mut last: BTreeMap<String, ExecutionResult> = BTreeMap::new();
+    while !pending.is_empty() {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => bail!("gave up waiting: {} task(s) unfinished", pending.len()),
+            Some(m) = results.next() => {
+                if let Ok(r) = ExecutionResult::decode(m.payload.as_ref()) {
+                    if pending.contains_key(&r.task_id) { last.insert(r.task_id.clone(), r); }
+                }
+            }
+            Some(m) = events.next() => {
+                let Ok(ev) = TaskEvent::decode(m.payload.as_ref()) else { continue };
+                if !pending.contains_key(&ev.task_id) { continue; }
+                print_event(&ev, last.get(&ev.task_id));
+                match ev.kind() {
+                    TaskEventKind::Finished | TaskEventKind::Rejected | TaskEventKind::Cancelled => {
+                        pending.remove(&ev.task_id);
+                        if ev.kind() != TaskEventKind::Finished || ev.reason != TaskStatus::Succeeded.as_str_name() {
+                            failed += 1;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    println!("{} task(s): {} succeeded, {} failed", tasks.len(), tasks.len() - failed, failed);
+    Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn print_event(ev: &TaskEvent, result: Option<&ExecutionResult>) {
+    let what = match ev.kind() {
+        TaskEventKind::Queued => "queued".to_string(),
+        TaskEventKind::Assigned => format!("assigned to {} (attempt {}, {})", ev.worker_id, ev.attempt, ev.reason),
+        TaskEventKind::Started => format!("started on {}", ev.worker_id),
+        TaskEventKind::Retried => format!("retry: {}", ev.reason),
+        TaskEventKind::Finished => match result {
+            Some(r) => format!(
+                "finished {} on {} in {:.2}s (exit {}, peak {} MB){}",
+                ev.reason.trim_start_matches("TASK_STATUS_").to_lowercase(),
+                r.worker_id,
+                r.duration_s,
+                r.exit_code,
+                r.resources.as_ref().map_or(0, |u| u.memory_peak_mb),
+                if r.error.is_empty() { String::new() } else { format!(": {}", r.error) }
+            ),
+            None => format!("finished {}", ev.reason.trim_start_matches("TASK_STATUS_").to_lowercase()),
+        },
+        TaskEventKind::Rejected => format!("rejected: {}", ev.reason),
+        TaskEventKind::Cancelled => format!("cancelled: {}", ev.reason),
+        TaskEventKind::Unspecified => return,
+    };
+    let name = if ev.name.is_empty() { String::new() } else { format!(" [{}]", ev.name) };
+    println!("{:<16}{name} {what}", ev.task_id);
+}
+
+/// `hwsched events`: prints every lifecycle event until Ctrl-C.
+pub async fn events(nats: &NatsConfig) -> anyhow::Result<()> {
+    let bus = connect(nats).await?;
+    let mut events = bus.client().subscribe(bus.subjects().events_all()).await?;
+    let mut results = bus.client().subscribe(bus.subjects().results_all()).await?;
+    let mut last: BTreeMap<String, ExecutionResult> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            Some(m) = results.next() => {
+                if let Ok(r) = ExecutionResult::decode(m.payload.as_ref()) {
+                    last.insert(r.task_id.clone(), r);
+                }
+            }
+            Some(m) = events.next() => {
+                if let Ok(ev) = TaskEvent::decode(m.payload.as_ref()) {
+                    print_event(&ev, last.get(&ev.task_id));
+                    if ev.kind() == TaskEventKind::Finished {
+                        last.remove(&ev.task_id);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `hwsched workers`: listens to heartbeats for 2.5 s and asks each worker for its capabilities.
+pub async fn workers(nats: &NatsConfig) -> anyhow::Result<()> {
+    let bus = connect(nats).await?;
+    let mut hbs = bus.client().subscribe(bus.subjects().workers_heartbeat_all()).await?;
+    let mut seen: BTreeMap<String, WorkerHeartbeat> = BTreeMap::new();
+    let until = tokio::time::Instant::now() + Duration::from_millis(2500);
+    while let Ok(Some(m)) = tokio::time::timeout_at(until, hbs.next()).await {
+        if let Ok(hb) = WorkerHeartbeat::decode(m.payload.as_ref()) {
+            seen.insert(hb.worker_id.clone(), hb);
+        }
+    }
+    println!("{:<24} {:<36} {:>6} {:>6} {:>6} {:>6} {:<8}", "WORKER", "HARDWARE", "SLOTS", "CPU%", "MEM%", "TEMP", "STATE");
+    for (id, hb) in &seen {
+        let caps = bus
+            .client()
+            .request(bus.subjects().worker_capabilities(id), Default::default())
+            .await
+            .ok()
+            .and_then(|m| WorkerCapabilities::decode(m.payload.as_ref()).ok());
+        let state = match hb.state() {
+            WorkerState::Active => "active",
+            WorkerState::Draining => "draining",
+            WorkerState::Offline => "offline",
+            WorkerState::Unspecified => "?",
+        };
+        println!(
+            "{:<24} {:<36} {:>6} {:>6.1} {:>6.1} {:>6.1} {:<8}",
+            id,
+            caps.map(|c| c.hardware_class).unwrap_or_else(|| "?".into()),
+            format!("{}/{}", hb.slots_used, hb.slots_total),
+            hb.cpu_util_pct,
+            hb.memory_used_pct,
+            hb.max_temp_c,
+            state
+        );
+    }
+    if seen.is_empty() {
+        println!("(no heartbeats in 2.5 s: is a monitor running against this NATS and subject prefix?)");
+    }
+    Ok(())
+}
+
+/// `hwsched schema`.
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Print the DDL for a server version (e.g. 18.16 or 24.8).
+    Print {
+        /// ClickHouse server version to render for.
+        #[arg(long)]
+        server_version: String,
+    },
+    /// Detect the configured server's version and apply the schema (idempotent).
+    Migrate,
+}
+
+/// Runs a schema command.
+pub async fn schema(cmd: SchemaCommand, clickhouse: &ClickHouseConfig) -> anyhow::Result<()> {
+    match cmd {
+        SchemaCommand::Print { server_version } => {
+            let v = hwsched_store::ServerVersion::parse(&server_version)
+                .with_context(|| format!("--server-version {server_version:?}: expected e.g. 18.16 or 24.8"))?;
+            for ddl in hwsched_store::schema::render(v, &clickhouse.database) {
+                println!("{ddl};\n");
+            }
+        }
+        SchemaCommand::Migrate => {
+            let store = hwsched_store::Store::connect_and_migrate(clickhouse).await?;
+            println!("schema applied (server {}, database {})", store.version(), clickhouse.database);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_units() {
+        assert_eq!(parse_memory_mb("512"), Ok(512));
+        assert_eq!(parse_memory_mb("8G"), Ok(8192));
+        assert_eq!(parse_memory_mb("256M"), Ok(256));
+        assert!(parse_memory_mb("lots").is_err());
+    }
+}

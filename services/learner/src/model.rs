@@ -1,0 +1,145 @@
+//! The learned model: per (workload, hardware) pair, an exponentially weighted
+//! mean and variance of ln(runtime), a success rate and the peak memory seen.
+//! Pure; the service feeds it results and publishes its snapshot.
+
+use std::collections::BTreeMap;
+
+use hwsched_proto::{
+    v1::{ExecutionResult, ModelEntry, ModelSnapshot, TaskStatus},
+    SCHEMA_VERSION,
+};
+
+/// Weight of the newest observation in the moving averages.
+pub const ALPHA: f64 = 0.2;
+
+/// The workload key: test type, model and test name (see docs/ARCHITECTURE.md).
+pub fn workload_key(r: &ExecutionResult) -> String {
+    let or_dash = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
+    let model = if r.model_id.is_empty() { &r.model_family } else { &r.model_id };
+    format!("{}/{}/{}", or_dash(&r.test_type), or_dash(model), or_dash(&r.name))
+}
+
+/// All learned pairs.
+#[derive(Debug, Default, Clone)]
+pub struct Model {
+    entries: BTreeMap<(String, String), ModelEntry>,
+    version: u64,
+}
+
+impl Model {
+    /// Starts from a published snapshot.
+    pub fn from_snapshot(s: ModelSnapshot) -> Self {
+        let entries = s.entries.into_iter().map(|e| ((e.workload_key.clone(), e.hardware_key.clone()), e)).collect();
+        Self { entries, version: s.version }
+    }
+
+    /// Learns from one result. Cancelled attempts teach nothing.
+    pub fn observe(&mut self, r: &ExecutionResult) -> bool {
+        let status = r.status();
+        if matches!(status, TaskStatus::Cancelled | TaskStatus::Unspecified) || r.hardware_class.is_empty() {
+            return false;
+        }
+        let key = (workload_key(r), r.hardware_class.clone());
+        let e = self.entries.entry(key.clone()).or_insert_with(|| ModelEntry {
+            workload_key: key.0.clone(),
+            hardware_key: key.1.clone(),
+            ..Default::default()
+        });
+        let ok = status == TaskStatus::Succeeded;
+        let first = e.observations == 0;
+        e.observations += 1;
+        e.success_rate = if first { f64::from(u8::from(ok)) } else { (1.0 - ALPHA) * e.success_rate + ALPHA * f64::from(u8::from(ok)) };
+        // Only successful runs say how long the work takes.
+        if ok && r.duration_s > 0.0 {
+            let x = r.duration_s.ln();
+            if e.log_runtime_mean == 0.0 && e.log_runtime_var == 0.0 {
+                e.log_runtime_mean = x;
+            } else {
+                let d = x - e.log_runtime_mean;
+                e.log_runtime_mean += ALPHA * d;
+                e.log_runtime_var = (1.0 - ALPHA) * (e.log_runtime_var + ALPHA * d * d);
+            }
+        }
+        if let Some(u) = &r.resources {
+            e.memory_peak_mb = e.memory_peak_mb.max(u.memory_peak_mb);
+        }
+        e.updated_at_ms = r.finished_at_ms;
+        self.version += 1;
+        true
+    }
+
+    /// Predicted runtime (s) of a pair, when observed.
+    pub fn predict_s(&self, workload: &str, hardware: &str) -> Option<f64> {
+        self.entries
+            .get(&(workload.to_string(), hardware.to_string()))
+            .filter(|e| e.log_runtime_mean != 0.0 || e.log_runtime_var != 0.0)
+            .map(|e| e.log_runtime_mean.exp())
+    }
+
+    /// Number of learned pairs.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True before anything was learned.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bumped by every observation.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The publishable snapshot.
+    pub fn snapshot(&self, now_ms: i64) -> ModelSnapshot {
+        ModelSnapshot {
+            schema_version: SCHEMA_VERSION,
+            version: self.version,
+            generated_at_ms: now_ms,
+            entries: self.entries.values().cloned().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(name: &str, hw: &str, secs: f64, status: TaskStatus) -> ExecutionResult {
+        ExecutionResult { name: name.into(), test_type: "unit".into(), hardware_class: hw.into(), duration_s: secs, status: status as i32, ..Default::default() }
+    }
+
+    #[test]
+    fn runtime_converges_to_observations_per_hardware() {
+        let mut m = Model::default();
+        for _ in 0..30 {
+            m.observe(&res("t", "gpu:h100", 10.0, TaskStatus::Succeeded));
+            m.observe(&res("t", "cpu:x86", 100.0, TaskStatus::Succeeded));
+        }
+        let k = "unit/-/t";
+        assert!((m.predict_s(k, "gpu:h100").expect("h100") - 10.0).abs() < 0.01);
+        assert!((m.predict_s(k, "cpu:x86").expect("cpu") - 100.0).abs() < 0.1);
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn failures_lower_success_rate_but_not_runtime() {
+        let mut m = Model::default();
+        m.observe(&res("t", "hw", 10.0, TaskStatus::Succeeded));
+        m.observe(&res("t", "hw", 0.1, TaskStatus::Failed));
+        let e = &m.snapshot(0).entries[0];
+        assert_eq!(e.observations, 2);
+        assert!((e.success_rate - 0.8).abs() < 1e-9);
+        assert!((e.log_runtime_mean.exp() - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn snapshot_round_trips() {
+        let mut m = Model::default();
+        m.observe(&res("t", "hw", 5.0, TaskStatus::Succeeded));
+        let back = Model::from_snapshot(m.snapshot(1));
+        assert_eq!(back.version(), m.version());
+        assert_eq!(back.predict_s("unit/-/t", "hw"), m.predict_s("unit/-/t", "hw"));
+    }
+}

@@ -1,0 +1,490 @@
+//! The scheduler's state machine: workers, reservations, the queue and task
+//! records. Pure (time is passed in), so every transition is unit-tested.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use hwsched_placement::{place, Demand, Outcome, Reserved, WorkerView};
+use hwsched_proto::v1::{
+    ExecutionResult, TaskRecord, TaskState, TaskStatus, WorkerCapabilities, WorkerHeartbeat, WorkerState,
+};
+
+/// One known worker.
+#[derive(Debug, Clone, Default)]
+pub struct Worker {
+    /// Capabilities; `None` until registered (the worker is then never chosen).
+    pub caps: Option<WorkerCapabilities>,
+    /// Last heartbeat.
+    pub heartbeat: WorkerHeartbeat,
+    /// When it was last heard from.
+    pub last_seen_ms: i64,
+    /// Declared or inferred state.
+    pub state: WorkerState,
+    /// Reservations of tasks assigned to it.
+    pub reserved: Reserved,
+}
+
+/// What the IO layer must do after a placement pass.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Persist the record and send the assignment.
+    Assign(TaskRecord),
+    /// Tell the producer the task can never run here.
+    Reject(TaskRecord),
+}
+
+/// What a result did to its task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Completion {
+    /// Terminal: succeeded, or failed with no attempts left.
+    Done(TaskRecord),
+    /// Failed with attempts left: queued again.
+    Retry(TaskRecord),
+    /// Not for the current attempt (duplicate or late): ignored.
+    Stale,
+}
+
+/// Workers, queue and records.
+#[derive(Debug, Default)]
+pub struct State {
+    /// Workers by id.
+    pub workers: BTreeMap<String, Worker>,
+    /// Non-terminal task records by id.
+    pub tasks: HashMap<String, TaskRecord>,
+    queue: BTreeSet<(u32, i64, u64, String)>,
+    running_keys: HashMap<String, u32>,
+    seq: u64,
+}
+
+fn priority(r: &TaskRecord) -> u32 {
+    match r.task.as_ref().map_or(0, |t| t.priority) {
+        0 => hwsched_placement::validate::DEFAULT_PRIORITY,
+        p => p,
+    }
+}
+
+fn max_attempts(r: &TaskRecord) -> u32 {
+    match r.task.as_ref().map_or(0, |t| t.max_attempts) {
+        0 => hwsched_placement::validate::DEFAULT_MAX_ATTEMPTS,
+        n => n,
+    }
+}
+
+fn concurrency_key(r: &TaskRecord) -> Option<String> {
+    r.task.as_ref().map(|t| t.concurrency_key.clone()).filter(|k| !k.is_empty())
+}
+
+impl State {
+    /// Tasks waiting for a worker.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Adds a record: queued ones join the queue, assigned ones reserve on their worker.
+    pub fn insert(&mut self, rec: TaskRecord, now_ms: i64) {
+        let id = rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default();
+        match rec.state() {
+            TaskState::Queued => {
+                self.seq += 1;
+                self.queue.insert((priority(&rec), rec.queued_at_ms, self.seq, id.clone()));
+            }
+            TaskState::Assigned => {
+                let w = self.workers.entry(rec.worker_id.clone()).or_insert_with(|| Worker {
+                    last_seen_ms: now_ms,
+                    state: WorkerState::Active,
+                    ..Default::default()
+                });
+                reserve(&mut w.reserved, &rec);
+                if let Some(k) = concurrency_key(&rec) {
+                    *self.running_keys.entry(k).or_default() += 1;
+                }
+            }
+            _ => return,
+        }
+        self.tasks.insert(id, rec);
+    }
+
+    /// Records a worker's capabilities.
+    pub fn register(&mut self, caps: WorkerCapabilities, now_ms: i64) -> bool {
+        let w = self.workers.entry(caps.worker_id.clone()).or_default();
+        let new = w.caps.is_none();
+        w.caps = Some(caps);
+        w.last_seen_ms = now_ms;
+        if w.state == WorkerState::Unspecified || w.state == WorkerState::Offline {
+            w.state = WorkerState::Active;
+        }
+        new
+    }
+
+    /// Records a heartbeat. Returns true when the worker's capabilities are
+    /// unknown or outdated (the caller asks the monitor for them).
+    pub fn heartbeat(&mut self, hb: WorkerHeartbeat, now_ms: i64) -> bool {
+        let w = self.workers.entry(hb.worker_id.clone()).or_default();
+        w.last_seen_ms = now_ms;
+        w.state = hb.state();
+        let stale = w.caps.as_ref().is_none_or(|c| c.revision != hb.capabilities_revision);
+        w.heartbeat = hb;
+        stale
+    }
+
+    /// Marks workers silent for longer than `timeout_ms` (or that said they
+    /// went offline) as offline and queues their tasks again. Returns the
+    /// requeued records with the worker they were lost on.
+    pub fn expire_workers(&mut self, now_ms: i64, timeout_ms: i64) -> Vec<(String, TaskRecord)> {
+        let lost: Vec<String> = self
+            .workers
+            .iter_mut()
+            .filter(|(_, w)| w.state == WorkerState::Offline || now_ms - w.last_seen_ms > timeout_ms)
+            .filter(|(_, w)| w.state != WorkerState::Offline || w.reserved.slots > 0)
+            .map(|(id, w)| {
+                w.state = WorkerState::Offline;
+                id.clone()
+            })
+            .collect();
+        let mut requeued = Vec::new();
+        for id in lost {
+            let ids: Vec<String> = self
+                .tasks
+                .values()
+                .filter(|r| r.state() == TaskState::Assigned && r.worker_id == id)
+                .filter_map(|r| r.task.as_ref().map(|t| t.task_id.clone()))
+                .collect();
+            for task_id in ids {
+                if let Some(rec) = self.release(&task_id) {
+                    let rec = self.requeue(rec, now_ms, format!("worker {id} lost"));
+                    requeued.push((id.clone(), rec));
+                }
+            }
+        }
+        requeued
+    }
+
+    /// One placement pass over the queue, in priority then arrival order.
+    /// `may_reject`: whether a task that fits no registered worker is rejected
+    /// (false during the start-up grace period, when workers are still joining).
+    pub fn plan(&mut self, now_ms: i64, may_reject: bool) -> Vec<Action> {
+        let mut views: Vec<WorkerView> = self
+            .workers
+            .values()
+            .filter(|w| w.state != WorkerState::Offline)
+            .filter_map(|w| {
+                Some(WorkerView {
+                    caps: w.caps.clone()?,
+                    state: w.state,
+                    reserved: w.reserved.clone(),
+                    cpu_util_pct: w.heartbeat.cpu_util_pct,
+                    max_temp_c: w.heartbeat.max_temp_c,
+                    throttling: w.heartbeat.throttling,
+                })
+            })
+            .collect();
+        let mut actions = Vec::new();
+        let order: Vec<(u32, i64, u64, String)> = self.queue.iter().cloned().collect();
+        for entry in order {
+            if !views.is_empty() && views.iter().all(|v| v.reserved.slots >= v.caps.slots.max(1)) {
+                break;
+            }
+            let Some(rec) = self.tasks.get(&entry.3) else {
+                self.queue.remove(&entry);
+                continue;
+            };
+            if concurrency_key(rec).is_some_and(|k| self.running_keys.get(&k).copied().unwrap_or(0) > 0) {
+                if let Some(r) = self.tasks.get_mut(&entry.3) {
+                    r.reason = "waiting: another task with the same concurrency_key is running".into();
+                }
+                continue;
+            }
+            let task = rec.task.clone().unwrap_or_default();
+            let untried: Vec<WorkerView> =
+                views.iter().filter(|v| !rec.tried_workers.contains(&v.caps.worker_id)).cloned().collect();
+            let mut outcome = if rec.tried_workers.is_empty() { place(&task, &views) } else { place(&task, &untried) };
+            if !rec.tried_workers.is_empty() && !matches!(outcome, Outcome::Place { .. }) {
+                outcome = place(&task, &views);
+            }
+            match outcome {
+                Outcome::Place { worker_id, gpus, score, .. } => {
+                    self.queue.remove(&entry);
+                    let Some(mut rec) = self.tasks.remove(&entry.3) else { continue };
+                    rec.state = TaskState::Assigned as i32;
+                    rec.attempt += 1;
+                    rec.worker_id = worker_id.clone();
+                    rec.gpu_indices = gpus;
+                    rec.assigned_at_ms = now_ms;
+                    rec.updated_at_ms = now_ms;
+                    rec.reason = format!("score {score:.3}");
+                    if let Some(v) = views.iter_mut().find(|v| v.caps.worker_id == worker_id) {
+                        reserve(&mut v.reserved, &rec);
+                    }
+                    self.insert(rec.clone(), now_ms);
+                    actions.push(Action::Assign(rec));
+                }
+                Outcome::Wait { reason } => {
+                    if let Some(r) = self.tasks.get_mut(&entry.3) {
+                        r.reason = format!("waiting: {reason}");
+                    }
+                }
+                Outcome::NeverFits { reason } if may_reject && !views.is_empty() => {
+                    self.queue.remove(&entry);
+                    if let Some(mut rec) = self.tasks.remove(&entry.3) {
+                        rec.state = TaskState::Rejected as i32;
+                        rec.reason = format!("fits no registered worker: {reason}");
+                        rec.updated_at_ms = now_ms;
+                        actions.push(Action::Reject(rec));
+                    }
+                }
+                Outcome::NeverFits { reason } => {
+                    if let Some(r) = self.tasks.get_mut(&entry.3) {
+                        r.reason = format!("waiting: {reason}");
+                    }
+                }
+            }
+        }
+        actions
+    }
+
+    /// Undoes an assignment whose message could not be sent: back to the queue.
+    pub fn unassign(&mut self, task_id: &str, now_ms: i64) {
+        if let Some(mut rec) = self.release(task_id) {
+            rec.attempt = rec.attempt.saturating_sub(1);
+            rec.state = TaskState::Queued as i32;
+            rec.worker_id.clear();
+            rec.gpu_indices.clear();
+            self.insert(rec, now_ms);
+        }
+    }
+
+    /// Applies a result.
+    pub fn complete(&mut self, res: &ExecutionResult, now_ms: i64) -> Completion {
+        let current = self.tasks.get(&res.task_id).is_some_and(|r| {
+            r.state() == TaskState::Assigned && r.attempt == res.attempt && r.worker_id == res.worker_id
+        });
+        if !current {
+            return Completion::Stale;
+        }
+        let Some(mut rec) = self.release(&res.task_id) else { return Completion::Stale };
+        rec.updated_at_ms = now_ms;
+        let status = res.status();
+        if status == TaskStatus::Succeeded {
+            rec.state = TaskState::Succeeded as i32;
+            rec.reason = String::new();
+            return Completion::Done(rec);
+        }
+        let why = format!("attempt {} on {} ended {}", res.attempt, res.worker_id, status.as_str_name());
+        if rec.attempt >= max_attempts(&rec) || status == TaskStatus::Cancelled {
+            rec.state = TaskState::Failed as i32;
+            rec.reason = why;
+            return Completion::Done(rec);
+        }
+        Completion::Retry(self.requeue(rec, now_ms, why))
+    }
+
+    fn requeue(&mut self, mut rec: TaskRecord, now_ms: i64, why: String) -> TaskRecord {
+        if !rec.tried_workers.contains(&rec.worker_id) {
+            rec.tried_workers.push(rec.worker_id.clone());
+        }
+        rec.state = TaskState::Queued as i32;
+        rec.worker_id.clear();
+        rec.gpu_indices.clear();
+        rec.reason = why;
+        rec.updated_at_ms = now_ms;
+        self.insert(rec.clone(), now_ms);
+        rec
+    }
+
+    /// Removes an assigned task's record and frees its reservation.
+    fn release(&mut self, task_id: &str) -> Option<TaskRecord> {
+        let rec = self.tasks.remove(task_id)?;
+        if rec.state() == TaskState::Assigned {
+            if let Some(w) = self.workers.get_mut(&rec.worker_id) {
+                unreserve(&mut w.reserved, &rec);
+            }
+            if let Some(k) = concurrency_key(&rec) {
+                if let Some(n) = self.running_keys.get_mut(&k) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.running_keys.remove(&k);
+                    }
+                }
+            }
+        }
+        Some(rec)
+    }
+}
+
+fn reserve(r: &mut Reserved, rec: &TaskRecord) {
+    let d = Demand::of(&rec.task.clone().unwrap_or_default());
+    r.cpu_cores += d.cpu_cores;
+    r.memory_mb += d.memory_mb;
+    r.slots += 1;
+    r.gpus.extend(rec.gpu_indices.iter().copied());
+    for (k, n) in rec.task.as_ref().map(|t| t.requirements.clone().unwrap_or_default().accelerators).unwrap_or_default() {
+        *r.accelerators.entry(k).or_default() += n;
+    }
+}
+
+fn unreserve(r: &mut Reserved, rec: &TaskRecord) {
+    let d = Demand::of(&rec.task.clone().unwrap_or_default());
+    r.cpu_cores = (r.cpu_cores - d.cpu_cores).max(0.0);
+    r.memory_mb = (r.memory_mb - d.memory_mb).max(0);
+    r.slots = r.slots.saturating_sub(1);
+    r.gpus.retain(|g| !rec.gpu_indices.contains(g));
+    for (k, n) in rec.task.as_ref().map(|t| t.requirements.clone().unwrap_or_default().accelerators).unwrap_or_default() {
+        if let Some(have) = r.accelerators.get_mut(&k) {
+            *have = have.saturating_sub(n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hwsched_proto::v1::{CpuInfo, Requirements, TaskRequest};
+
+    fn caps(id: &str, cores: u32, slots: u32) -> WorkerCapabilities {
+        WorkerCapabilities {
+            worker_id: id.into(),
+            cpu: Some(CpuInfo { logical_cores: cores, ..Default::default() }),
+            memory_mb: 16384,
+            slots,
+            revision: 7,
+            ..Default::default()
+        }
+    }
+
+    fn queued(id: &str, prio: u32, at: i64) -> TaskRecord {
+        TaskRecord {
+            task: Some(TaskRequest { task_id: id.into(), command: vec!["true".into()], priority: prio, ..Default::default() }),
+            state: TaskState::Queued as i32,
+            queued_at_ms: at,
+            ..Default::default()
+        }
+    }
+
+    fn result(rec: &TaskRecord, status: TaskStatus) -> ExecutionResult {
+        ExecutionResult {
+            task_id: rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default(),
+            attempt: rec.attempt,
+            worker_id: rec.worker_id.clone(),
+            status: status as i32,
+            ..Default::default()
+        }
+    }
+
+    fn assigned(actions: &[Action]) -> Vec<(String, String)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Assign(r) => Some((r.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default(), r.worker_id.clone())),
+                Action::Reject(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn priority_then_fifo_and_slots_respected() {
+        let mut s = State::default();
+        s.register(caps("w", 8, 2), 0);
+        s.insert(queued("low", 5, 1), 0);
+        s.insert(queued("first", 3, 2), 0);
+        s.insert(queued("second", 3, 3), 0);
+        s.insert(queued("urgent", 1, 4), 0);
+        let got = assigned(&s.plan(10, true));
+        assert_eq!(got, vec![("urgent".into(), "w".into()), ("first".into(), "w".into())]);
+        assert_eq!(s.queued(), 2);
+        // a finished task frees its slot for the next in order
+        let rec = s.tasks["urgent"].clone();
+        assert!(matches!(s.complete(&result(&rec, TaskStatus::Succeeded), 20), Completion::Done(_)));
+        assert_eq!(assigned(&s.plan(30, true)), vec![("second".into(), "w".into())]);
+    }
+
+    #[test]
+    fn failure_retries_on_another_worker_until_attempts_run_out() {
+        let mut s = State::default();
+        s.register(caps("a", 8, 1), 0);
+        s.register(caps("b", 8, 1), 0);
+        let mut rec = queued("t", 3, 0);
+        if let Some(t) = rec.task.as_mut() {
+            t.max_attempts = 2;
+        }
+        s.insert(rec, 0);
+        let first = assigned(&s.plan(1, true));
+        assert_eq!(first[0].1, "a");
+        let r1 = s.tasks["t"].clone();
+        assert!(matches!(s.complete(&result(&r1, TaskStatus::Failed), 2), Completion::Retry(_)));
+        let second = assigned(&s.plan(3, true));
+        assert_eq!(second[0].1, "b", "retry goes elsewhere");
+        let r2 = s.tasks["t"].clone();
+        assert_eq!(r2.attempt, 2);
+        match s.complete(&result(&r2, TaskStatus::Failed), 4) {
+            Completion::Done(r) => assert_eq!(r.state(), TaskState::Failed),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn stale_and_duplicate_results_are_ignored() {
+        let mut s = State::default();
+        s.register(caps("a", 8, 1), 0);
+        s.insert(queued("t", 3, 0), 0);
+        s.plan(1, true);
+        let rec = s.tasks["t"].clone();
+        let mut old = result(&rec, TaskStatus::Succeeded);
+        old.attempt = 0;
+        assert_eq!(s.complete(&old, 2), Completion::Stale);
+        assert!(matches!(s.complete(&result(&rec, TaskStatus::Succeeded), 3), Completion::Done(_)));
+        assert_eq!(s.complete(&result(&rec, TaskStatus::Succeeded), 4), Completion::Stale);
+    }
+
+    #[test]
+    fn lost_worker_tasks_are_requeued_and_placed_elsewhere() {
+        let mut s = State::default();
+        s.register(caps("a", 8, 1), 0);
+        s.insert(queued("t", 3, 0), 0);
+        assert_eq!(assigned(&s.plan(1, true))[0].1, "a");
+        s.register(caps("b", 8, 1), 5_000);
+        let lost = s.expire_workers(12_000, 10_000);
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].0, "a");
+        assert_eq!(assigned(&s.plan(12_001, true))[0].1, "b");
+    }
+
+    #[test]
+    fn concurrency_key_serialises_tasks() {
+        let mut s = State::default();
+        s.register(caps("a", 8, 4), 0);
+        for (i, id) in ["k1", "k2"].iter().enumerate() {
+            let mut r = queued(id, 3, i as i64);
+            if let Some(t) = r.task.as_mut() {
+                t.concurrency_key = "db".into();
+            }
+            s.insert(r, 0);
+        }
+        assert_eq!(assigned(&s.plan(1, true)).len(), 1);
+        assert!(s.tasks["k2"].reason.contains("concurrency_key"));
+        let rec = s.tasks["k1"].clone();
+        s.complete(&result(&rec, TaskStatus::Succeeded), 2);
+        assert_eq!(assigned(&s.plan(3, true)), vec![("k2".into(), "a".into())]);
+    }
+
+    #[test]
+    fn task_that_fits_nothing_is_rejected_only_after_grace() {
+        let mut s = State::default();
+        s.register(caps("a", 2, 1), 0);
+        let mut r = queued("huge", 3, 0);
+        if let Some(t) = r.task.as_mut() {
+            t.requirements = Some(Requirements { cpu_cores: 64.0, ..Default::default() });
+        }
+        s.insert(r, 0);
+        assert!(s.plan(1, false).is_empty());
+        assert!(s.tasks["huge"].reason.contains("too few cpu cores"), "{}", s.tasks["huge"].reason);
+        assert!(matches!(s.plan(2, true).as_slice(), [Action::Reject(r)] if r.reason.contains("fits no registered worker")));
+    }
+
+    #[test]
+    fn heartbeat_asks_for_capabilities_when_revision_changes() {
+        let mut s = State::default();
+        assert!(s.heartbeat(WorkerHeartbeat { worker_id: "a".into(), capabilities_revision: 7, ..Default::default() }, 0));
+        s.register(caps("a", 2, 1), 0);
+        assert!(!s.heartbeat(WorkerHeartbeat { worker_id: "a".into(), capabilities_revision: 7, state: 1, ..Default::default() }, 1));
+        assert!(s.heartbeat(WorkerHeartbeat { worker_id: "a".into(), capabilities_revision: 8, state: 1, ..Default::default() }, 2));
+    }
+}

@@ -122,20 +122,37 @@ pub async fn submit(nats: &NatsConfig, args: SubmitArgs) -> anyhow::Result<ExitC
     let mut results = bus.client().subscribe(s.results_all()).await?;
     let inbox = bus.client().new_inbox();
     let mut replies = bus.client().subscribe(inbox.clone()).await?;
+    let mut pending: BTreeMap<String, String> = BTreeMap::new();
+    let mut expected_verdicts = 0;
     for t in &tasks {
         let mut headers = hwsched_bus::proto_headers(Some(&hwsched_bus::trace::new_traceparent()));
         headers.insert(MSG_ID, t.task_id.as_str());
         headers.insert(REPLY_TO, inbox.as_str());
-        let ack = bus.jetstream().publish_with_headers(s.tasks_submit(), headers, codec::encode(t)).await?;
-        ack.await.with_context(|| format!("submit {}", t.task_id))?;
+        let ack = bus
+            .jetstream()
+            .publish_with_headers(s.tasks_submit(), headers, codec::encode(t))
+            .await
+            .with_context(|| format!("submit {}", t.task_id))?
+            .await
+            .with_context(|| {
+                format!("submit {}: no stream stores {} yet; start `hwsched scheduler` (or `hwsched all`) once", t.task_id, s.tasks_submit())
+            })?;
+        if ack.duplicate {
+            // JetStream dropped it as a resubmission within its de-duplication window.
+            println!("{:<16} duplicate: already submitted, not run again", t.task_id);
+        } else {
+            expected_verdicts += 1;
+            pending.insert(t.task_id.clone(), t.name.clone());
+        }
     }
-    let mut pending: BTreeMap<String, String> = tasks.iter().map(|t| (t.task_id.clone(), t.name.clone())).collect();
     let mut failed = 0usize;
-    // verdicts
     let mut verdicts = 0;
-    while verdicts < tasks.len() {
+    while verdicts < expected_verdicts {
         let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(10), replies.next()).await else {
-            bail!("no verdict from the scheduler within 10 s for {} task(s): is `hwsched scheduler` (or `hwsched all`) running?", tasks.len() - verdicts);
+            bail!(
+                "no verdict from the scheduler within 10 s for {} task(s): is `hwsched scheduler` (or `hwsched all`) running?",
+                expected_verdicts - verdicts
+            );
         };
         verdicts += 1;
         let r = SubmitReply::decode(m.payload.as_ref())?;
@@ -153,6 +170,7 @@ pub async fn submit(nats: &NatsConfig, args: SubmitArgs) -> anyhow::Result<ExitC
     if !args.wait {
         return Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS });
     }
+    let waited = pending.len() + failed;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait_timeout_s);
     let mut last: BTreeMap<String, ExecutionResult> = BTreeMap::new();
     while !pending.is_empty() {
@@ -179,7 +197,7 @@ pub async fn submit(nats: &NatsConfig, args: SubmitArgs) -> anyhow::Result<ExitC
             }
         }
     }
-    println!("{} task(s): {} succeeded, {} failed", tasks.len(), tasks.len() - failed, failed);
+    println!("{waited} task(s): {} succeeded, {failed} failed", waited - failed);
     Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 

@@ -390,7 +390,7 @@ impl Scheduler {
         }
         self.metrics.assigned.inc();
         tracing::info!(task_id, worker_id = %rec.worker_id, attempt = rec.attempt, reason = %rec.reason, "task assigned");
-        self.save(&rec).await;
         self.event(&rec, TaskEventKind::Assigned, &rec.reason).await;
+        self.save(&rec).await;
     }
 }

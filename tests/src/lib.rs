@@ -1,1 +1,186 @@
-//! stub
+//! Helpers for the end-to-end tests: run the real `hwsched` binary as a child
+//! process against a test's own nats-server, and services in-process.
+#![forbid(unsafe_code)]
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context};
+use hwsched_bus::Bus;
+use hwsched_config::NatsConfig;
+use tokio_util::sync::CancellationToken;
+
+/// Path of the `hwsched` binary next to the test executable (built by `make test`).
+pub fn hwsched_bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("target dir")?;
+    let bin = dir.join("hwsched");
+    if !bin.is_file() {
+        bail!(
+            "{} not found: build it first (`cargo build -p hwsched`; `make test` does)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// A running `hwsched` child process; killed on drop, its log printed when the test failed.
+#[derive(Debug)]
+pub struct Proc {
+    child: Option<Child>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+    /// What it runs, for messages.
+    pub name: String,
+}
+
+impl Proc {
+    /// Starts `hwsched <args>` with `envs` (and `HWSCHED_NATS_URL` = `nats_url`).
+    pub fn spawn(
+        name: &str,
+        nats_url: &str,
+        args: &[&str],
+        envs: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join("stderr.log");
+        let child = Command::new(hwsched_bin()?)
+            .args(args)
+            .env("HWSCHED_NATS_URL", nats_url)
+            .env("HWSCHED_LOG", "info,async_nats=warn")
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("spawn hwsched")?;
+        Ok(Self {
+            child: Some(child),
+            log,
+            _dir: dir,
+            name: name.to_string(),
+        })
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until its log contains `needle`.
+    pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
+        hwsched_testkit::eventually(timeout, || async {
+            Ok(self.log().contains(needle).then_some(()))
+        })
+        .await
+        .with_context(|| {
+            format!(
+                "{} never logged {needle:?}; log:\n{}",
+                self.name,
+                self.log()
+            )
+        })
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub async fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let mut child = self.child.take().context("already stopped")?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        let waited = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + timeout;
+            loop {
+                if let Some(s) = child.try_wait()? {
+                    return Ok::<_, std::io::Error>(Some(s));
+                }
+                if std::time::Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Ok(None);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .await??;
+        waited.with_context(|| {
+            format!(
+                "{} did not exit within {timeout:?} of SIGTERM; log:\n{}",
+                self.name,
+                self.log()
+            )
+        })
+    }
+
+    /// SIGKILL, no drain.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("----- {} log -----\n{}", self.name, self.log());
+        }
+    }
+}
+
+/// A connected bus for the test itself.
+pub async fn bus(url: &str) -> anyhow::Result<Bus> {
+    Ok(Bus::connect(&NatsConfig::new(url), "test", Duration::from_secs(10)).await?)
+}
+
+/// A service running in this process; cancelled and awaited on [`InProcess::stop`].
+#[derive(Debug)]
+pub struct InProcess {
+    token: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    /// Starts `run(bus, telemetry, token)` on a fresh connection to `url`.
+    pub async fn start<F, Fut>(url: &str, run: F) -> anyhow::Result<Self>
+    where
+        F: FnOnce(Bus, hwsched_telemetry::Telemetry, CancellationToken) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let token = CancellationToken::new();
+        let b = bus(url).await?;
+        let handle = tokio::spawn(run(b, hwsched_telemetry::Telemetry::new(), token.clone()));
+        Ok(Self { token, handle })
+    }
+
+    /// Stops it and returns how it ended.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.token.cancel();
+        self.handle.await?
+    }
+}
+
+/// The scheduler, in-process, with a short worker timeout.
+pub async fn scheduler(url: &str) -> anyhow::Result<InProcess> {
+    let cfg = hwsched_scheduler::SchedulerConfig {
+        worker_timeout_ms: 5_000,
+        startup_grace_s: 0,
+    };
+    InProcess::start(url, |b, t, s| hwsched_scheduler::run(cfg, b, t, s)).await
+}
+
+/// A monitor, in-process, reporting every 200 ms.
+pub async fn monitor(url: &str, worker_id: &str, slots: u32) -> anyhow::Result<InProcess> {
+    let mut cfg = hwsched_monitor::MonitorConfig::for_tests();
+    cfg.worker_id = Some(worker_id.to_string());
+    cfg.slots = Some(slots);
+    cfg.interval_ms = 200;
+    InProcess::start(url, |b, t, s| hwsched_monitor::run(cfg, b, t, s)).await
+}

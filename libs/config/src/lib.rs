@@ -28,36 +28,67 @@ fn bad(field: &'static str, reason: impl Into<String>) -> ConfigError {
 pub struct NatsConfig {
     /// NATS server URL(s), comma separated.
     #[arg(
-        id = "nats_url", global = true, long = "nats-url",
+        id = "nats_url",
+        global = true,
+        long = "nats-url",
         env = "HWSCHED_NATS_URL",
         default_value = "nats://127.0.0.1:4222"
     )]
     pub url: String,
     /// NATS credentials file (JWT + nkey seed).
-    #[arg(id = "nats_creds", global = true, long = "nats-creds", env = "HWSCHED_NATS_CREDS")]
+    #[arg(
+        id = "nats_creds",
+        global = true,
+        long = "nats-creds",
+        env = "HWSCHED_NATS_CREDS"
+    )]
     pub creds_file: Option<PathBuf>,
     /// NATS user name (with --nats-password).
-    #[arg(id = "nats_user", global = true, long = "nats-user", env = "HWSCHED_NATS_USER")]
+    #[arg(
+        id = "nats_user",
+        global = true,
+        long = "nats-user",
+        env = "HWSCHED_NATS_USER"
+    )]
     pub user: Option<String>,
     /// NATS password.
     #[arg(
-        id = "nats_password", global = true, long = "nats-password",
+        id = "nats_password",
+        global = true,
+        long = "nats-password",
         env = "HWSCHED_NATS_PASSWORD",
         hide_env_values = true
     )]
     pub password: Option<String>,
     /// CA certificate (PEM) to verify the NATS server; enables TLS.
-    #[arg(id = "nats_tls_ca", global = true, long = "nats-tls-ca", env = "HWSCHED_NATS_TLS_CA")]
+    #[arg(
+        id = "nats_tls_ca",
+        global = true,
+        long = "nats-tls-ca",
+        env = "HWSCHED_NATS_TLS_CA"
+    )]
     pub tls_ca: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS.
-    #[arg(id = "nats_tls_cert", global = true, long = "nats-tls-cert", env = "HWSCHED_NATS_TLS_CERT")]
+    #[arg(
+        id = "nats_tls_cert",
+        global = true,
+        long = "nats-tls-cert",
+        env = "HWSCHED_NATS_TLS_CERT"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// Client key (PEM) for mutual TLS.
-    #[arg(id = "nats_tls_key", global = true, long = "nats-tls-key", env = "HWSCHED_NATS_TLS_KEY")]
+    #[arg(
+        id = "nats_tls_key",
+        global = true,
+        long = "nats-tls-key",
+        env = "HWSCHED_NATS_TLS_KEY"
+    )]
     pub tls_key: Option<PathBuf>,
     /// First token of every hwsched subject, stream and bucket name.
     #[arg(
-        id = "subject_prefix", global = true, long = "subject-prefix",
+        id = "subject_prefix",
+        global = true,
+        long = "subject-prefix",
         env = "HWSCHED_SUBJECT_PREFIX",
         default_value = "hws"
     )]
@@ -159,21 +190,35 @@ pub fn is_token(t: &str) -> bool {
 #[derive(Debug, Clone, Args)]
 pub struct ClickHouseConfig {
     /// ClickHouse HTTP URL, e.g. http://127.0.0.1:8123. Unset: ClickHouse features are off.
-    #[arg(id = "clickhouse_url", global = true, long = "clickhouse-url", env = "HWSCHED_CLICKHOUSE_URL")]
+    #[arg(
+        id = "clickhouse_url",
+        global = true,
+        long = "clickhouse-url",
+        env = "HWSCHED_CLICKHOUSE_URL"
+    )]
     pub url: Option<String>,
     /// Database holding the hwsched tables.
     #[arg(
-        id = "clickhouse_database", global = true, long = "clickhouse-database",
+        id = "clickhouse_database",
+        global = true,
+        long = "clickhouse-database",
         env = "HWSCHED_CLICKHOUSE_DATABASE",
         default_value = "hwsched"
     )]
     pub database: String,
     /// ClickHouse user.
-    #[arg(id = "clickhouse_user", global = true, long = "clickhouse-user", env = "HWSCHED_CLICKHOUSE_USER")]
+    #[arg(
+        id = "clickhouse_user",
+        global = true,
+        long = "clickhouse-user",
+        env = "HWSCHED_CLICKHOUSE_USER"
+    )]
     pub user: Option<String>,
     /// ClickHouse password.
     #[arg(
-        id = "clickhouse_password", global = true, long = "clickhouse-password",
+        id = "clickhouse_password",
+        global = true,
+        long = "clickhouse-password",
         env = "HWSCHED_CLICKHOUSE_PASSWORD",
         hide_env_values = true
     )]
@@ -226,13 +271,18 @@ impl ClickHouseConfig {
 #[derive(Debug, Clone, Args)]
 pub struct TelemetryConfig {
     /// Address for `/metrics`, `/healthz` and `/readyz`, e.g. 127.0.0.1:9464. Unset: no endpoint.
-    #[arg(id = "metrics_listen", global = true, long = "metrics-listen", env = "HWSCHED_METRICS_LISTEN")]
+    #[arg(
+        id = "metrics_listen",
+        global = true,
+        long = "metrics-listen",
+        env = "HWSCHED_METRICS_LISTEN"
+    )]
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Log format: "text" or "json".
     #[arg(id = "log_format", global = true, long = "log-format", env = "HWSCHED_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
     /// Log filter (tracing EnvFilter syntax). Default: "info" for services, "warn" for client commands.
-    #[arg(id = "log", global = true, long = "log", env = "HWSCHED_LOG", )]
+    #[arg(id = "log", global = true, long = "log", env = "HWSCHED_LOG")]
     pub log_filter: Option<String>,
 }
 

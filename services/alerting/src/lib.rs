@@ -20,21 +20,37 @@ pub use rule::{Evaluator, Rule, Transition};
 #[derive(Debug, Clone, Args)]
 pub struct AlertingConfig {
     /// CPU utilisation (percent) above which a worker alerts.
-    #[arg(long = "alert-cpu-pct", env = "HWSCHED_ALERT_CPU_PCT", default_value_t = 90.0)]
+    #[arg(
+        long = "alert-cpu-pct",
+        env = "HWSCHED_ALERT_CPU_PCT",
+        default_value_t = 90.0
+    )]
     pub cpu_pct: f64,
     /// How long CPU must stay above the threshold before the alert fires (s).
-    #[arg(long = "alert-for-s", env = "HWSCHED_ALERT_FOR_S", default_value_t = 30)]
+    #[arg(
+        long = "alert-for-s",
+        env = "HWSCHED_ALERT_FOR_S",
+        default_value_t = 30
+    )]
     pub for_s: u64,
 }
 
 impl Default for AlertingConfig {
     fn default() -> Self {
-        Self { cpu_pct: 90.0, for_s: 30 }
+        Self {
+            cpu_pct: 90.0,
+            for_s: 30,
+        }
     }
 }
 
 /// Runs alerting until `shutdown` is cancelled.
-pub async fn run(cfg: AlertingConfig, bus: Bus, telemetry: Telemetry, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: AlertingConfig,
+    bus: Bus,
+    telemetry: Telemetry,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     streams::provision(&bus).await?;
     let mut rules = vec![Evaluator::new(Rule {
         name: "HighCpuUtilization".into(),
@@ -44,7 +60,13 @@ pub async fn run(cfg: AlertingConfig, bus: Bus, telemetry: Telemetry, shutdown: 
         severity: "warning".into(),
     })];
     let sent = Counter::<u64>::default();
-    telemetry.register(|r| r.register("hwsched_alerting_notifications", "Alert transitions published", sent.clone()));
+    telemetry.register(|r| {
+        r.register(
+            "hwsched_alerting_notifications",
+            "Alert transitions published",
+            sent.clone(),
+        )
+    });
     let mut metrics = bus.client().subscribe(bus.subjects().metrics_all()).await?;
     telemetry.set_ready(true);
     tracing::info!(rules = rules.len(), "alerting ready");
@@ -65,7 +87,9 @@ pub async fn run(cfg: AlertingConfig, bus: Bus, telemetry: Telemetry, shutdown: 
                     tracing::info!(rule = %alert.rule, worker_id = %alert.worker_id, state = alert.state().as_str_name(), value = alert.value, "alert");
                     let subject = bus.subjects().alerts(&alert.severity);
                     match bus.publish_durable(subject, &alert, None, None).await {
-                        Ok(()) => { sent.inc(); }
+                        Ok(()) => {
+                            sent.inc();
+                        }
                         Err(e) => tracing::warn!(error = %e, "alert not stored"),
                     };
                 }
@@ -78,8 +102,25 @@ pub async fn run(cfg: AlertingConfig, bus: Bus, telemetry: Telemetry, shutdown: 
 
 fn to_alert(rule: &Rule, t: &Transition, metric: String, now: i64) -> Alert {
     let (state, worker_id, device, value, since, ends) = match t {
-        Transition::Firing { worker_id, device, value, since_ms } => (AlertState::Firing, worker_id, device, *value, *since_ms, 0),
-        Transition::Resolved { worker_id, device, value, since_ms } => (AlertState::Resolved, worker_id, device, *value, *since_ms, now),
+        Transition::Firing {
+            worker_id,
+            device,
+            value,
+            since_ms,
+        } => (AlertState::Firing, worker_id, device, *value, *since_ms, 0),
+        Transition::Resolved {
+            worker_id,
+            device,
+            value,
+            since_ms,
+        } => (
+            AlertState::Resolved,
+            worker_id,
+            device,
+            *value,
+            *since_ms,
+            now,
+        ),
     };
     Alert {
         schema_version: SCHEMA_VERSION,
@@ -94,7 +135,10 @@ fn to_alert(rule: &Rule, t: &Transition, metric: String, now: i64) -> Alert {
         threshold: rule.threshold,
         starts_at_ms: since,
         ends_at_ms: ends,
-        summary: format!("{} on {worker_id}/{device}: {value:.1} > {}", rule.name, rule.threshold),
+        summary: format!(
+            "{} on {worker_id}/{device}: {value:.1} > {}",
+            rule.name, rule.threshold
+        ),
         labels: Default::default(),
     }
 }

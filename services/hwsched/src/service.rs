@@ -25,7 +25,12 @@ pub struct AllConfig {
 }
 
 /// Connects, serves telemetry and runs one service until a signal arrives or it fails.
-pub async fn serve<F, Fut>(nats: &NatsConfig, telemetry: &TelemetryConfig, name: &str, run: F) -> anyhow::Result<()>
+pub async fn serve<F, Fut>(
+    nats: &NatsConfig,
+    telemetry: &TelemetryConfig,
+    name: &str,
+    run: F,
+) -> anyhow::Result<()>
 where
     F: FnOnce(Bus, Telemetry, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
@@ -34,7 +39,9 @@ where
     let bus = Bus::connect(nats, &format!("hwsched-{name}"), CONNECT_DEADLINE).await?;
     let t = Telemetry::new();
     let endpoint = spawn_endpoint(telemetry, &t, &shutdown);
-    let result = tokio::spawn(run(bus.clone(), t, shutdown.clone())).await.context("service task panicked")?;
+    let result = tokio::spawn(run(bus.clone(), t, shutdown.clone()))
+        .await
+        .context("service task panicked")?;
     if let Err(e) = &result {
         tracing::error!(service = name, error = %format!("{e:#}"), "service failed, stopping");
     }
@@ -46,7 +53,11 @@ where
     result
 }
 
-fn spawn_endpoint(cfg: &TelemetryConfig, t: &Telemetry, shutdown: &CancellationToken) -> Option<tokio::task::JoinHandle<()>> {
+fn spawn_endpoint(
+    cfg: &TelemetryConfig,
+    t: &Telemetry,
+    shutdown: &CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
     let addr = cfg.metrics_listen?;
     let (t, s) = (t.clone(), shutdown.clone());
     Some(tokio::spawn(async move {
@@ -57,21 +68,41 @@ fn spawn_endpoint(cfg: &TelemetryConfig, t: &Telemetry, shutdown: &CancellationT
 }
 
 /// `hwsched all`: scheduler, learner, alerting and recorder on one connection.
-pub async fn all(cfg: AllConfig, nats: &NatsConfig, clickhouse: ClickHouseConfig, telemetry: &TelemetryConfig) -> anyhow::Result<()> {
+pub async fn all(
+    cfg: AllConfig,
+    nats: &NatsConfig,
+    clickhouse: ClickHouseConfig,
+    telemetry: &TelemetryConfig,
+) -> anyhow::Result<()> {
     let shutdown = install_signal_handlers();
     let bus = Bus::connect(nats, "hwsched-all", CONNECT_DEADLINE).await?;
     let t = Telemetry::new();
     let endpoint = spawn_endpoint(telemetry, &t, &shutdown);
     let mut set = tokio::task::JoinSet::new();
-    let AllConfig { scheduler, learner, alerting, recorder } = cfg;
+    let AllConfig {
+        scheduler,
+        learner,
+        alerting,
+        recorder,
+    } = cfg;
     let (b, tt, s) = (bus.clone(), t.clone(), shutdown.clone());
-    set.spawn(async move { ("scheduler", hwsched_scheduler::run(scheduler, b, tt, s).await) });
+    set.spawn(async move {
+        (
+            "scheduler",
+            hwsched_scheduler::run(scheduler, b, tt, s).await,
+        )
+    });
     let (b, tt, s) = (bus.clone(), t.clone(), shutdown.clone());
     set.spawn(async move { ("learner", hwsched_learner::run(learner, b, tt, s).await) });
     let (b, tt, s) = (bus.clone(), t.clone(), shutdown.clone());
     set.spawn(async move { ("alerting", hwsched_alerting::run(alerting, b, tt, s).await) });
     let (b, tt, s) = (bus.clone(), t.clone(), shutdown.clone());
-    set.spawn(async move { ("recorder", hwsched_recorder::run(recorder, clickhouse, b, tt, s).await) });
+    set.spawn(async move {
+        (
+            "recorder",
+            hwsched_recorder::run(recorder, clickhouse, b, tt, s).await,
+        )
+    });
 
     let mut failure = None;
     while let Some(joined) = set.join_next().await {
@@ -81,7 +112,10 @@ pub async fn all(cfg: AllConfig, nats: &NatsConfig, clickhouse: ClickHouseConfig
                 failure.get_or_insert(e.context(format!("{name} failed")));
             }
             Ok((name, Ok(()))) if !shutdown.is_cancelled() => {
-                tracing::error!(service = name, "service ended unexpectedly, stopping the others");
+                tracing::error!(
+                    service = name,
+                    "service ended unexpectedly, stopping the others"
+                );
                 failure.get_or_insert(anyhow::anyhow!("{name} ended unexpectedly"));
             }
             Ok(_) => {}

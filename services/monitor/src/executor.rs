@@ -146,7 +146,9 @@ impl Executor {
         self.finish(&msg, result, &tp, &span).await;
     }
 
-    async fn finish(&self, msg: &jetstream::Message,
+    async fn finish(
+        &self,
+        msg: &jetstream::Message,
         result: ExecutionResult,
         tp: &str,
         span: &tracing::Span,

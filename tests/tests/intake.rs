@@ -1,0 +1,188 @@
+//! Submissions against the real scheduler and monitor (in-process) on a real
+//! nats-server: invalid ones are rejected with reasons on `hws.tasks.rejected`
+//! and to the producer's reply inbox, never blocking the queue; a duplicate
+//! task_id never runs twice.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use hwsched_bus::{MSG_ID, REPLY_TO};
+use hwsched_proto::{
+    v1::{
+        ExecutionResult, SubmitReply, TaskEvent, TaskEventKind, TaskRejection, TaskRequest,
+        TaskStatus,
+    },
+    Message,
+};
+use hwsched_testkit::NatsServer;
+use hwsched_tests::{bus, monitor, scheduler};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn json_headers(reply: Option<&str>) -> async_nats::HeaderMap {
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Content-Type", "application/json");
+    if let Some(r) = reply {
+        h.insert(REPLY_TO, r);
+    }
+    h
+}
+
+async fn next<T: Message + Default>(sub: &mut async_nats::Subscriber) -> anyhow::Result<T> {
+    let m = tokio::time::timeout(WAIT, sub.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("subscription closed"))?;
+    Ok(T::decode(m.payload.as_ref())?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_submissions_are_rejected_with_reasons_and_the_queue_keeps_moving(
+) -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let sched = scheduler(&nats.url()).await?;
+    let mon = monitor(&nats.url(), "w1", 2).await?;
+    let client = async_nats::connect(nats.url()).await?;
+    let mut rejected = client.subscribe("hws.tasks.rejected").await?;
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await?;
+    let mut results = client.subscribe("hws.results.good-1").await?;
+    // streams are provisioned by the services; wait until the scheduler consumes
+    hwsched_testkit::eventually(WAIT, || {
+        let js = async_nats::jetstream::new(client.clone());
+        async move { Ok(js.get_stream("HWS_TASKS").await.ok().map(|_| ())) }
+    })
+    .await?;
+
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("bad-json", "{not json".into(), "payload"),
+        ("no-command", r#"{"task_id":"no-command"}"#.into(), "command"),
+        ("neg-mem", r#"{"task_id":"neg-mem","command":["true"],"requirements":{"memory_mb":-512}}"#.into(), "requirements.memory_mb"),
+        ("prio", r#"{"task_id":"prio","command":["true"],"priority":9}"#.into(), "priority"),
+        ("accel", r#"{"task_id":"accel","command":["true"],"requirements":{"accelerators":{"warp-drive":1}}}"#.into(), "requirements.accelerators"),
+        ("typo", r#"{"task_id":"typo","command":["true"],"memroy_mb":5}"#.into(), "memroy_mb"),
+        ("wrong-type", r#"{"task_id":"wrong-type","command":"true"}"#.into(), "payload"),
+    ];
+    for (id, body, _) in &cases {
+        let mut h = json_headers(Some(&inbox));
+        h.insert(MSG_ID, *id);
+        client
+            .publish_with_headers("hws.tasks.submit", h, body.clone().into())
+            .await?;
+    }
+    // a valid task after all the bad ones still runs
+    let good = r#"{"task_id":"good-1","command":["sh","-c","exit 0"]}"#;
+    client
+        .publish_with_headers("hws.tasks.submit", json_headers(None), good.into())
+        .await?;
+
+    for (id, _, field) in &cases {
+        let r: TaskRejection = next(&mut rejected).await?;
+        assert_eq!(
+            &r.task_id, id,
+            "rejections arrive in order with the original task_id"
+        );
+        assert!(
+            r.reasons.iter().any(|l| l.contains(field)),
+            "{id}: expected {field} in {:?}",
+            r.reasons
+        );
+        let reply: SubmitReply = next(&mut replies).await?;
+        assert_eq!(&reply.task_id, id);
+        assert!(!reply.accepted && !reply.reasons.is_empty());
+    }
+    let res: ExecutionResult = next(&mut results).await?;
+    assert_eq!(res.status(), TaskStatus::Succeeded);
+
+    mon.stop().await?;
+    sched.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_task_id_is_not_run_twice() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let sched = scheduler(&nats.url()).await?;
+    let mon = monitor(&nats.url(), "w1", 2).await?;
+    let b = bus(&nats.url()).await?;
+    hwsched_bus::streams::provision(&b).await?;
+    let client = b.client().clone();
+    let mut events = client.subscribe("hws.events.dup-1").await?;
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await?;
+
+    let task = TaskRequest {
+        task_id: "dup-1".into(),
+        command: vec!["sh".into(), "-c".into(), "sleep 0.2".into()],
+        ..Default::default()
+    };
+    // 1) same Nats-Msg-Id: JetStream drops the copy
+    for _ in 0..2 {
+        let mut h = hwsched_bus::proto_headers(None);
+        h.insert(MSG_ID, "dup-1");
+        h.insert(REPLY_TO, inbox.as_str());
+        let ack = b
+            .jetstream()
+            .publish_with_headers("hws.tasks.submit", h, task.encode_to_vec().into())
+            .await?
+            .await?;
+        let _ = ack;
+    }
+    let first: SubmitReply = next(&mut replies).await?;
+    assert!(first.accepted);
+    // wait for the run to finish
+    loop {
+        let ev: TaskEvent = next(&mut events).await?;
+        if ev.kind() == TaskEventKind::Finished {
+            break;
+        }
+    }
+    // 2) no Nats-Msg-Id (or a different one) after the run: the scheduler's record catches it
+    let mut h = hwsched_bus::proto_headers(None);
+    h.insert(MSG_ID, "another-id");
+    h.insert(REPLY_TO, inbox.as_str());
+    b.jetstream()
+        .publish_with_headers("hws.tasks.submit", h, task.encode_to_vec().into())
+        .await?
+        .await?;
+    let second: SubmitReply = next(&mut replies).await?;
+    assert!(second.duplicate && !second.accepted, "{second:?}");
+
+    // Exactly one attempt started: count STARTED events stored for the task.
+    let stream = b.jetstream().get_stream("HWS_EVENTS").await?;
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            filter_subject: "hws.events.dup-1".into(),
+            ..Default::default()
+        })
+        .await?;
+    let mut msgs = consumer
+        .fetch()
+        .max_messages(100)
+        .expires(Duration::from_millis(500))
+        .messages()
+        .await?;
+    let mut kinds = Vec::new();
+    while let Some(Ok(m)) = msgs.next().await {
+        kinds.push(TaskEvent::decode(m.payload.as_ref())?.kind());
+    }
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == TaskEventKind::Started)
+            .count(),
+        1,
+        "ran exactly once: {kinds:?}"
+    );
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == TaskEventKind::Queued)
+            .count(),
+        1,
+        "{kinds:?}"
+    );
+
+    mon.stop().await?;
+    sched.stop().await?;
+    Ok(())
+}

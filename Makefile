@@ -1,0 +1,39 @@
+# hwsched — the two commands that matter: `make run` and `make test`.
+SHELL := /bin/bash
+CH_DIR_TEST := build/clickhouse-test
+CH_HTTP_TEST ?= 18123
+CH_TCP_TEST ?= 19000
+
+.PHONY: all build run test test-rust test-python lint fmt clean env stop-clickhouse
+
+all: build
+
+## Install the local tools (nats-server 2.15, chdb, pytest, nats-py) into build/venv.
+env:
+	@scripts/setup-env.sh
+
+build:
+	cargo build --workspace --bins
+
+## Start everything (NATS, ClickHouse when available, all services, a monitor),
+## submit a sample suite and show placements and results. Ctrl-C stops it all.
+run: env build
+	@scripts/run.sh
+
+## Install and start what the tests need, run the whole suite, stop what was started.
+test: env
+	@scripts/test.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+stop-clickhouse:
+	@scripts/clickhouse.sh stop $(CH_DIR_TEST)
+
+clean:
+	@scripts/clickhouse.sh stop $(CH_DIR_TEST) || true
+	rm -rf build target

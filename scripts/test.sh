@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# `make test`: start a loopback ClickHouse (Debian's 18.16, installed if
+# missing) with data under build/, build, run the Rust suite (each test spawns
+# its own nats-server 2.15) and the Python suite (chdb, producer example), then
+# stop ClickHouse.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+ch_dir=build/clickhouse-test
+ch_http=${CH_HTTP_TEST:-18123}
+ch_tcp=${CH_TCP_TEST:-19000}
+
+scripts/setup-env.sh
+# A fresh server every run: test databases never pile up.
+scripts/clickhouse.sh stop "$ch_dir" || true
+rm -rf "$ch_dir"
+scripts/clickhouse.sh start "$ch_dir" "$ch_http" "$ch_tcp"
+trap 'scripts/clickhouse.sh stop "$ch_dir"' EXIT
+echo "ClickHouse $(curl -s "http://127.0.0.1:$ch_http/?query=SELECT%20version()") on 127.0.0.1:$ch_http"
+
+export HWSCHED_TEST_CLICKHOUSE_URL="http://127.0.0.1:$ch_http"
+export HWSCHED_TEST_NATS_SERVER="$root/build/venv/bin/nats-server"
+export HWSCHED_BIN="$root/target/debug/hwsched"
+
+cargo build --workspace --bins --tests
+set +e
+cargo test --workspace --no-fail-fast 2>&1 | tee build/cargo-test.log
+rust_rc=${PIPESTATUS[0]}
+build/venv/bin/python -m pytest -q tests/python
+py_rc=$?
+set -e
+
+passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' build/cargo-test.log | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' build/cargo-test.log | awk '{s+=$1} END {print s+0}')
+echo "rust: ${passed} passed, ${failed} failed"
+[ "$rust_rc" = 0 ] && [ "$py_rc" = 0 ]

@@ -33,7 +33,8 @@ start)
     sed -e "s#@DIR@#$dir#g" -e "s#@HTTP_PORT@#$http#g" -e "s#@TCP_PORT@#$tcp#g" \
       "$root/deploy/clickhouse-local/config.xml.in" > "$dir/config.xml"
     cp "$root/deploy/clickhouse-local/users.xml" "$dir/users.xml"
-    (cd "$dir" && nohup "$bin" --config-file="$dir/config.xml" >"$dir/log/stdout.log" 2>&1 & echo $! > "$dir/pid")
+    (cd "$dir" && exec "$bin" --config-file="$dir/config.xml" >"$dir/log/stdout.log" 2>&1) &
+    echo $! > "$dir/pid"
   fi
   for _ in $(seq 1 150); do
     if curl -sf "http://127.0.0.1:$http/ping" >/dev/null 2>&1; then exit 0; fi

@@ -16,16 +16,10 @@ use tokio_util::sync::CancellationToken;
 /// Path of the `hwsched` binary next to the test executable (built by `make test`).
 pub fn hwsched_bin() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .context("target dir")?;
+    let dir = exe.parent().and_then(|d| d.parent()).context("target dir")?;
     let bin = dir.join("hwsched");
     if !bin.is_file() {
-        bail!(
-            "{} not found: build it first (`cargo build -p hwsched`; `make test` does)",
-            bin.display()
-        );
+        bail!("{} not found: build it first (`cargo build -p hwsched`; `make test` does)", bin.display());
     }
     Ok(bin)
 }
@@ -42,12 +36,7 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `hwsched <args>` with `envs` (and `HWSCHED_NATS_URL` = `nats_url`).
-    pub fn spawn(
-        name: &str,
-        nats_url: &str,
-        args: &[&str],
-        envs: &[(&str, String)],
-    ) -> anyhow::Result<Self> {
+    pub fn spawn(name: &str, nats_url: &str, args: &[&str], envs: &[(&str, String)]) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let log = dir.path().join("stderr.log");
         let child = Command::new(hwsched_bin()?)
@@ -60,12 +49,7 @@ impl Proc {
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("spawn hwsched")?;
-        Ok(Self {
-            child: Some(child),
-            log,
-            _dir: dir,
-            name: name.to_string(),
-        })
+        Ok(Self { child: Some(child), log, _dir: dir, name: name.to_string() })
     }
 
     /// Its log so far.
@@ -75,17 +59,9 @@ impl Proc {
 
     /// Waits until its log contains `needle`.
     pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
-        hwsched_testkit::eventually(timeout, || async {
-            Ok(self.log().contains(needle).then_some(()))
-        })
-        .await
-        .with_context(|| {
-            format!(
-                "{} never logged {needle:?}; log:\n{}",
-                self.name,
-                self.log()
-            )
-        })
+        hwsched_testkit::eventually(timeout, || async { Ok(self.log().contains(needle).then_some(())) })
+            .await
+            .with_context(|| format!("{} never logged {needle:?}; log:\n{}", self.name, self.log()))
     }
 
     /// Sends SIGTERM and waits for the exit status.
@@ -108,13 +84,8 @@ impl Proc {
             }
         })
         .await??;
-        waited.with_context(|| {
-            format!(
-                "{} did not exit within {timeout:?} of SIGTERM; log:\n{}",
-                self.name,
-                self.log()
-            )
-        })
+        waited
+            .with_context(|| format!("{} did not exit within {timeout:?} of SIGTERM; log:\n{}", self.name, self.log()))
     }
 
     /// SIGKILL, no drain.
@@ -169,10 +140,7 @@ impl InProcess {
 
 /// The scheduler, in-process, with a short worker timeout.
 pub async fn scheduler(url: &str) -> anyhow::Result<InProcess> {
-    let cfg = hwsched_scheduler::SchedulerConfig {
-        worker_timeout_ms: 5_000,
-        startup_grace_s: 0,
-    };
+    let cfg = hwsched_scheduler::SchedulerConfig { worker_timeout_ms: 5_000, startup_grace_s: 0 };
     InProcess::start(url, |b, t, s| hwsched_scheduler::run(cfg, b, t, s)).await
 }
 

@@ -19,31 +19,19 @@ async fn json_task_runs_on_a_real_monitor_and_lands_in_clickhouse() -> anyhow::R
     let nats = NatsServer::start()?;
     let db = TestDb::create().await?;
     let ch_env = [
-        (
-            "HWSCHED_CLICKHOUSE_URL",
-            db.config.url.clone().unwrap_or_default(),
-        ),
+        ("HWSCHED_CLICKHOUSE_URL", db.config.url.clone().unwrap_or_default()),
         ("HWSCHED_CLICKHOUSE_DATABASE", db.config.database.clone()),
         ("HWSCHED_RECORDER_FLUSH_MS", "200".to_string()),
     ];
     let mut all = Proc::spawn("hwsched all", &nats.url(), &["all"], &ch_env)?;
-    all.wait_for_log("scheduler ready", Duration::from_secs(30))
-        .await?;
+    all.wait_for_log("scheduler ready", Duration::from_secs(30)).await?;
     let mut monitor = Proc::spawn(
         "hwsched monitor",
         &nats.url(),
-        &[
-            "monitor",
-            "--worker-id",
-            "e2e-worker",
-            "--interval-ms",
-            "200",
-        ],
+        &["monitor", "--worker-id", "e2e-worker", "--interval-ms", "200"],
         &[],
     )?;
-    monitor
-        .wait_for_log("monitor ready", Duration::from_secs(30))
-        .await?;
+    monitor.wait_for_log("monitor ready", Duration::from_secs(30)).await?;
 
     // A producer in any language: plain NATS, JSON, no hwsched library.
     let client = async_nats::connect(nats.url()).await?;
@@ -58,27 +46,15 @@ async fn json_task_runs_on_a_real_monitor_and_lands_in_clickhouse() -> anyhow::R
         "priority": 2,
         "requirements": {"cpu_cores": 1, "memory_mb": 64}
     });
-    client
-        .publish_with_headers("hws.tasks.submit", headers, task.to_string().into())
-        .await?;
+    client.publish_with_headers("hws.tasks.submit", headers, task.to_string().into()).await?;
 
-    let msg = tokio::time::timeout(Duration::from_secs(30), results.next())
-        .await?
-        .expect("result");
+    let msg = tokio::time::timeout(Duration::from_secs(30), results.next()).await?.expect("result");
     let r = ExecutionResult::decode(msg.payload.as_ref())?;
     assert_eq!(r.status(), TaskStatus::Succeeded, "{r:?}");
     assert_eq!(r.exit_code, 0);
     assert_eq!(r.worker_id, "e2e-worker");
-    assert!(
-        r.duration_s >= 0.3 && r.duration_s < 10.0,
-        "duration {}",
-        r.duration_s
-    );
-    assert!(
-        r.stdout_tail.contains("hello-from-task"),
-        "{:?}",
-        r.stdout_tail
-    );
+    assert!(r.duration_s >= 0.3 && r.duration_s < 10.0, "duration {}", r.duration_s);
+    assert!(r.stdout_tail.contains("hello-from-task"), "{:?}", r.stdout_tail);
     assert!(r.hardware_class.starts_with("cpu:"), "{}", r.hardware_class);
 
     let ch = db.client();
@@ -111,11 +87,7 @@ async fn json_task_runs_on_a_real_monitor_and_lands_in_clickhouse() -> anyhow::R
 
     // One shutdown path: SIGTERM drains and exits 0.
     let status = monitor.terminate(Duration::from_secs(30)).await?;
-    assert!(
-        status.success(),
-        "monitor exit {status}; log:\n{}",
-        monitor.log()
-    );
+    assert!(status.success(), "monitor exit {status}; log:\n{}", monitor.log());
     let status = all.terminate(Duration::from_secs(30)).await?;
     assert!(status.success(), "all exit {status}; log:\n{}", all.log());
     Ok(())

@@ -8,10 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use hwsched_bus::{MSG_ID, REPLY_TO};
 use hwsched_proto::{
-    v1::{
-        ExecutionResult, SubmitReply, TaskEvent, TaskEventKind, TaskRejection, TaskRequest,
-        TaskStatus,
-    },
+    v1::{ExecutionResult, SubmitReply, TaskEvent, TaskEventKind, TaskRejection, TaskRequest, TaskStatus},
     Message,
 };
 use hwsched_testkit::NatsServer;
@@ -29,15 +26,12 @@ fn json_headers(reply: Option<&str>) -> async_nats::HeaderMap {
 }
 
 async fn next<T: Message + Default>(sub: &mut async_nats::Subscriber) -> anyhow::Result<T> {
-    let m = tokio::time::timeout(WAIT, sub.next())
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("subscription closed"))?;
+    let m = tokio::time::timeout(WAIT, sub.next()).await?.ok_or_else(|| anyhow::anyhow!("subscription closed"))?;
     Ok(T::decode(m.payload.as_ref())?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_submissions_are_rejected_with_reasons_and_the_queue_keeps_moving(
-) -> anyhow::Result<()> {
+async fn invalid_submissions_are_rejected_with_reasons_and_the_queue_keeps_moving() -> anyhow::Result<()> {
     let nats = NatsServer::start()?;
     let sched = scheduler(&nats.url()).await?;
     let mon = monitor(&nats.url(), "w1", 2).await?;
@@ -56,36 +50,33 @@ async fn invalid_submissions_are_rejected_with_reasons_and_the_queue_keeps_movin
     let cases: Vec<(&str, String, &str)> = vec![
         ("bad-json", "{not json".into(), "payload"),
         ("no-command", r#"{"task_id":"no-command"}"#.into(), "command"),
-        ("neg-mem", r#"{"task_id":"neg-mem","command":["true"],"requirements":{"memory_mb":-512}}"#.into(), "requirements.memory_mb"),
+        (
+            "neg-mem",
+            r#"{"task_id":"neg-mem","command":["true"],"requirements":{"memory_mb":-512}}"#.into(),
+            "requirements.memory_mb",
+        ),
         ("prio", r#"{"task_id":"prio","command":["true"],"priority":9}"#.into(), "priority"),
-        ("accel", r#"{"task_id":"accel","command":["true"],"requirements":{"accelerators":{"warp-drive":1}}}"#.into(), "requirements.accelerators"),
+        (
+            "accel",
+            r#"{"task_id":"accel","command":["true"],"requirements":{"accelerators":{"warp-drive":1}}}"#.into(),
+            "requirements.accelerators",
+        ),
         ("typo", r#"{"task_id":"typo","command":["true"],"memroy_mb":5}"#.into(), "memroy_mb"),
         ("wrong-type", r#"{"task_id":"wrong-type","command":"true"}"#.into(), "payload"),
     ];
     for (id, body, _) in &cases {
         let mut h = json_headers(Some(&inbox));
         h.insert(MSG_ID, *id);
-        client
-            .publish_with_headers("hws.tasks.submit", h, body.clone().into())
-            .await?;
+        client.publish_with_headers("hws.tasks.submit", h, body.clone().into()).await?;
     }
     // a valid task after all the bad ones still runs
     let good = r#"{"task_id":"good-1","command":["sh","-c","exit 0"]}"#;
-    client
-        .publish_with_headers("hws.tasks.submit", json_headers(None), good.into())
-        .await?;
+    client.publish_with_headers("hws.tasks.submit", json_headers(None), good.into()).await?;
 
     for (id, _, field) in &cases {
         let r: TaskRejection = next(&mut rejected).await?;
-        assert_eq!(
-            &r.task_id, id,
-            "rejections arrive in order with the original task_id"
-        );
-        assert!(
-            r.reasons.iter().any(|l| l.contains(field)),
-            "{id}: expected {field} in {:?}",
-            r.reasons
-        );
+        assert_eq!(&r.task_id, id, "rejections arrive in order with the original task_id");
+        assert!(r.reasons.iter().any(|l| l.contains(field)), "{id}: expected {field} in {:?}", r.reasons);
         let reply: SubmitReply = next(&mut replies).await?;
         assert_eq!(&reply.task_id, id);
         assert!(!reply.accepted && !reply.reasons.is_empty());
@@ -120,11 +111,7 @@ async fn duplicate_task_id_is_not_run_twice() -> anyhow::Result<()> {
         let mut h = hwsched_bus::proto_headers(None);
         h.insert(MSG_ID, "dup-1");
         h.insert(REPLY_TO, inbox.as_str());
-        let ack = b
-            .jetstream()
-            .publish_with_headers("hws.tasks.submit", h, task.encode_to_vec().into())
-            .await?
-            .await?;
+        let ack = b.jetstream().publish_with_headers("hws.tasks.submit", h, task.encode_to_vec().into()).await?.await?;
         let _ = ack;
     }
     let first: SubmitReply = next(&mut replies).await?;
@@ -140,10 +127,7 @@ async fn duplicate_task_id_is_not_run_twice() -> anyhow::Result<()> {
     let mut h = hwsched_bus::proto_headers(None);
     h.insert(MSG_ID, "another-id");
     h.insert(REPLY_TO, inbox.as_str());
-    b.jetstream()
-        .publish_with_headers("hws.tasks.submit", h, task.encode_to_vec().into())
-        .await?
-        .await?;
+    b.jetstream().publish_with_headers("hws.tasks.submit", h, task.encode_to_vec().into()).await?.await?;
     let second: SubmitReply = next(&mut replies).await?;
     assert!(second.duplicate && !second.accepted, "{second:?}");
 
@@ -155,32 +139,13 @@ async fn duplicate_task_id_is_not_run_twice() -> anyhow::Result<()> {
             ..Default::default()
         })
         .await?;
-    let mut msgs = consumer
-        .fetch()
-        .max_messages(100)
-        .expires(Duration::from_millis(500))
-        .messages()
-        .await?;
+    let mut msgs = consumer.fetch().max_messages(100).expires(Duration::from_millis(500)).messages().await?;
     let mut kinds = Vec::new();
     while let Some(Ok(m)) = msgs.next().await {
         kinds.push(TaskEvent::decode(m.payload.as_ref())?.kind());
     }
-    assert_eq!(
-        kinds
-            .iter()
-            .filter(|k| **k == TaskEventKind::Started)
-            .count(),
-        1,
-        "ran exactly once: {kinds:?}"
-    );
-    assert_eq!(
-        kinds
-            .iter()
-            .filter(|k| **k == TaskEventKind::Queued)
-            .count(),
-        1,
-        "{kinds:?}"
-    );
+    assert_eq!(kinds.iter().filter(|k| **k == TaskEventKind::Started).count(), 1, "ran exactly once: {kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == TaskEventKind::Queued).count(), 1, "{kinds:?}");
 
     mon.stop().await?;
     sched.stop().await?;

@@ -17,19 +17,12 @@ const WAIT: Duration = Duration::from_secs(30);
 async fn submit(b: &hwsched_bus::Bus, t: &TaskRequest) -> anyhow::Result<()> {
     let mut h = hwsched_bus::proto_headers(None);
     h.insert(MSG_ID, t.task_id.as_str());
-    b.jetstream()
-        .publish_with_headers("hws.tasks.submit", h, t.encode_to_vec().into())
-        .await?
-        .await?;
+    b.jetstream().publish_with_headers("hws.tasks.submit", h, t.encode_to_vec().into()).await?.await?;
     Ok(())
 }
 
 fn sleep_task(id: &str, secs: &str) -> TaskRequest {
-    TaskRequest {
-        task_id: id.into(),
-        command: vec!["sleep".into(), secs.into()],
-        ..Default::default()
-    }
+    TaskRequest { task_id: id.into(), command: vec!["sleep".into(), secs.into()], ..Default::default() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,21 +30,14 @@ async fn sigterm_lets_the_monitor_finish_its_running_task() -> anyhow::Result<()
     let nats = NatsServer::start()?;
     let all = Proc::spawn("hwsched all", &nats.url(), &["all"], &[])?;
     all.wait_for_log("scheduler ready", WAIT).await?;
-    let mut mon = Proc::spawn(
-        "hwsched monitor",
-        &nats.url(),
-        &["monitor", "--worker-id", "w-term"],
-        &[],
-    )?;
+    let mut mon = Proc::spawn("hwsched monitor", &nats.url(), &["monitor", "--worker-id", "w-term"], &[])?;
     mon.wait_for_log("monitor ready", WAIT).await?;
     let b = bus(&nats.url()).await?;
     let mut events = b.client().subscribe("hws.events.long-1").await?;
     let mut results = b.client().subscribe("hws.results.long-1").await?;
     submit(&b, &sleep_task("long-1", "1.5")).await?;
     loop {
-        let m = tokio::time::timeout(WAIT, events.next())
-            .await?
-            .expect("event");
+        let m = tokio::time::timeout(WAIT, events.next()).await?.expect("event");
         if TaskEvent::decode(m.payload.as_ref())?.kind() == TaskEventKind::Started {
             break;
         }
@@ -59,9 +45,7 @@ async fn sigterm_lets_the_monitor_finish_its_running_task() -> anyhow::Result<()
     let status = mon.terminate(WAIT).await?;
     assert!(status.success(), "exit {status}\n{}", mon.log());
     // The result was published before the monitor exited.
-    let m = tokio::time::timeout(Duration::from_secs(1), results.next())
-        .await?
-        .expect("result");
+    let m = tokio::time::timeout(Duration::from_secs(1), results.next()).await?.expect("result");
     let r = ExecutionResult::decode(m.payload.as_ref())?;
     assert_eq!(r.status(), TaskStatus::Succeeded);
     assert!(r.duration_s >= 1.5, "{}", r.duration_s);
@@ -76,15 +60,7 @@ async fn scheduler_killed_mid_run_loses_no_accepted_task() -> anyhow::Result<()>
     let mon = Proc::spawn(
         "monitor",
         &nats.url(),
-        &[
-            "monitor",
-            "--worker-id",
-            "w-1",
-            "--slots",
-            "2",
-            "--interval-ms",
-            "200",
-        ],
+        &["monitor", "--worker-id", "w-1", "--slots", "2", "--interval-ms", "200"],
         &[],
     )?;
     mon.wait_for_log("monitor ready", WAIT).await?;
@@ -97,23 +73,15 @@ async fn scheduler_killed_mid_run_loses_no_accepted_task() -> anyhow::Result<()>
     let mut done: HashMap<String, usize> = HashMap::new();
     // Let some finish, then kill -9 the scheduler while the rest is queued or running.
     while done.len() < 5 {
-        let m = tokio::time::timeout(WAIT, results.next())
-            .await?
-            .expect("result");
-        *done
-            .entry(ExecutionResult::decode(m.payload.as_ref())?.task_id)
-            .or_default() += 1;
+        let m = tokio::time::timeout(WAIT, results.next()).await?.expect("result");
+        *done.entry(ExecutionResult::decode(m.payload.as_ref())?.task_id).or_default() += 1;
     }
     sched.kill();
     let sched2 = Proc::spawn("scheduler #2", &nats.url(), &["scheduler"], &[])?;
     sched2.wait_for_log("scheduler ready", WAIT).await?;
     while done.len() < N {
         let Ok(Some(m)) = tokio::time::timeout(WAIT, results.next()).await else {
-            panic!(
-                "only {} of {N} tasks finished; scheduler #2 log:\n{}",
-                done.len(),
-                sched2.log()
-            );
+            panic!("only {} of {N} tasks finished; scheduler #2 log:\n{}", done.len(), sched2.log());
         };
         let r = ExecutionResult::decode(m.payload.as_ref())?;
         assert_eq!(r.status(), TaskStatus::Succeeded);

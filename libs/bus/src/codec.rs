@@ -33,9 +33,7 @@ pub enum DecodeError {
         source: serde_json::Error,
     },
     /// A content type we do not speak.
-    #[error(
-        "unsupported Content-Type {0:?}; use application/x-protobuf (default) or application/json"
-    )]
+    #[error("unsupported Content-Type {0:?}; use application/x-protobuf (default) or application/json")]
     ContentType(String),
     /// Bigger than the configured maximum.
     #[error("payload of {size} bytes exceeds the limit of {limit} bytes")]
@@ -63,16 +61,9 @@ impl Encoding {
             return Ok(Encoding::Protobuf);
         };
         let ct = ct.as_str();
-        let base = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let base = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         match base.as_str() {
-            "" | PROTOBUF | "application/protobuf" | "application/vnd.google.protobuf" => {
-                Ok(Encoding::Protobuf)
-            }
+            "" | PROTOBUF | "application/protobuf" | "application/vnd.google.protobuf" => Ok(Encoding::Protobuf),
             JSON => Ok(Encoding::Json),
             _ => Err(DecodeError::ContentType(ct.to_string())),
         }
@@ -84,17 +75,10 @@ pub fn decode<M>(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<M, Decod
 where
     M: Message + Default + DeserializeOwned,
 {
-    let message = std::any::type_name::<M>()
-        .rsplit("::")
-        .next()
-        .unwrap_or("message");
+    let message = std::any::type_name::<M>().rsplit("::").next().unwrap_or("message");
     match Encoding::from_headers(headers)? {
-        Encoding::Protobuf => {
-            M::decode(payload).map_err(|source| DecodeError::Protobuf { message, source })
-        }
-        Encoding::Json => {
-            serde_json::from_slice(payload).map_err(|source| DecodeError::Json { message, source })
-        }
+        Encoding::Protobuf => M::decode(payload).map_err(|source| DecodeError::Protobuf { message, source }),
+        Encoding::Json => serde_json::from_slice(payload).map_err(|source| DecodeError::Json { message, source }),
     }
 }
 
@@ -116,21 +100,14 @@ mod tests {
 
     #[test]
     fn protobuf_is_the_default() {
-        let t = TaskRequest {
-            task_id: "a".into(),
-            ..Default::default()
-        };
+        let t = TaskRequest { task_id: "a".into(), ..Default::default() };
         let back: TaskRequest = decode(None, &encode(&t)).expect("decode");
         assert_eq!(back.task_id, "a");
     }
 
     #[test]
     fn json_when_header_says_so() {
-        let back: TaskRequest = decode(
-            Some(&json_headers()),
-            br#"{"task_id":"b","command":["true"]}"#,
-        )
-        .expect("json");
+        let back: TaskRequest = decode(Some(&json_headers()), br#"{"task_id":"b","command":["true"]}"#).expect("json");
         assert_eq!(back.task_id, "b");
     }
 
@@ -141,9 +118,6 @@ mod tests {
         assert!(err.to_string().contains("TaskRequest"), "{err}");
         let mut h = HeaderMap::new();
         h.insert(CONTENT_TYPE, "text/xml");
-        assert!(matches!(
-            decode::<TaskRequest>(Some(&h), b"<x/>"),
-            Err(DecodeError::ContentType(_))
-        ));
+        assert!(matches!(decode::<TaskRequest>(Some(&h), b"<x/>"), Err(DecodeError::ContentType(_))));
     }
 }

@@ -32,7 +32,9 @@ pub enum BusError {
     #[error(transparent)]
     Config(#[from] hwsched_config::ConfigError),
     /// Could not connect before giving up.
-    #[error("cannot connect to NATS at {url}: {reason} (is nats-server running with JetStream, -js? set HWSCHED_NATS_URL)")]
+    #[error(
+        "cannot connect to NATS at {url}: {reason} (is nats-server running with JetStream, -js? set HWSCHED_NATS_URL)"
+    )]
     Connect {
         /// URL tried.
         url: String,
@@ -59,10 +61,7 @@ pub enum BusError {
 
 impl BusError {
     pub(crate) fn js(what: impl Into<String>, e: impl std::fmt::Display) -> Self {
-        BusError::JetStream {
-            what: what.into(),
-            reason: e.to_string(),
-        }
+        BusError::JetStream { what: what.into(), reason: e.to_string() }
     }
 }
 
@@ -80,11 +79,7 @@ pub const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 impl Bus {
     /// Validates `cfg`, then connects, retrying with exponential backoff until
     /// `deadline`. `name` identifies the connection in server monitoring.
-    pub async fn connect(
-        cfg: &NatsConfig,
-        name: &str,
-        deadline: Duration,
-    ) -> Result<Self, BusError> {
+    pub async fn connect(cfg: &NatsConfig, name: &str, deadline: Duration) -> Result<Self, BusError> {
         cfg.validate()?;
         let started = tokio::time::Instant::now();
         let mut backoff = Duration::from_millis(100);
@@ -93,23 +88,14 @@ impl Bus {
                 Ok(client) => {
                     tracing::info!(url = %cfg.url, name, "connected to NATS");
                     let js = jetstream::new(client.clone());
-                    return Ok(Self {
-                        client,
-                        js,
-                        subjects: Subjects::new(&cfg.subject_prefix),
-                    });
+                    return Ok(Self { client, js, subjects: Subjects::new(&cfg.subject_prefix) });
                 }
                 Err(e) if started.elapsed() + backoff < deadline => {
                     tracing::warn!(url = %cfg.url, error = %e, retry_in_ms = backoff.as_millis() as u64, "NATS not reachable, retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
-                Err(e) => {
-                    return Err(BusError::Connect {
-                        url: cfg.url.clone(),
-                        reason: e.to_string(),
-                    })
-                }
+                Err(e) => return Err(BusError::Connect { url: cfg.url.clone(), reason: e.to_string() }),
             }
         }
     }
@@ -134,10 +120,7 @@ impl Bus {
         self.client
             .publish_with_headers(subject.clone(), proto_headers(None), codec::encode(msg))
             .await
-            .map_err(|e| BusError::Publish {
-                subject,
-                reason: e.to_string(),
-            })
+            .map_err(|e| BusError::Publish { subject, reason: e.to_string() })
     }
 
     /// Publishes `msg` as protobuf to a stream and waits for the server's
@@ -154,15 +137,9 @@ impl Bus {
         if let Some(id) = msg_id {
             headers.insert(MSG_ID, id);
         }
-        let fail = |e: &dyn std::fmt::Display| BusError::Publish {
-            subject: subject.clone(),
-            reason: e.to_string(),
-        };
-        let ack = self
-            .js
-            .publish_with_headers(subject.clone(), headers, codec::encode(msg))
-            .await
-            .map_err(|e| fail(&e))?;
+        let fail = |e: &dyn std::fmt::Display| BusError::Publish { subject: subject.clone(), reason: e.to_string() };
+        let ack =
+            self.js.publish_with_headers(subject.clone(), headers, codec::encode(msg)).await.map_err(|e| fail(&e))?;
         ack.await.map_err(|e| fail(&e))?;
         Ok(())
     }
@@ -215,9 +192,7 @@ async fn connect_once(
         opts = opts.add_root_certificates(ca.clone()).require_tls(true);
     }
     if let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) {
-        opts = opts
-            .add_client_certificate(cert.clone(), key.clone())
-            .require_tls(true);
+        opts = opts.add_client_certificate(cert.clone(), key.clone()).require_tls(true);
     }
     let urls: Vec<&str> = cfg.url.split(',').map(str::trim).collect();
     Ok(opts.connect(urls).await?)
@@ -225,8 +200,5 @@ async fn connect_once(
 
 /// Milliseconds since the Unix epoch, the time unit of every message.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -22,49 +22,14 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 fn config(bus: &Bus, s: Stream) -> Config {
     let sub = bus.subjects();
     let (subjects, retention, max_age, dup) = match s {
-        Stream::Tasks => (
-            vec![sub.tasks_submit()],
-            RetentionPolicy::WorkQueue,
-            7 * DAY,
-            TASK_DEDUP_WINDOW,
-        ),
-        Stream::Rejected => (
-            vec![sub.tasks_rejected()],
-            RetentionPolicy::Limits,
-            7 * DAY,
-            Duration::from_secs(120),
-        ),
-        Stream::Assign => (
-            vec![sub.assign("*")],
-            RetentionPolicy::WorkQueue,
-            7 * DAY,
-            TASK_DEDUP_WINDOW,
-        ),
-        Stream::Results => (
-            vec![sub.results_all()],
-            RetentionPolicy::Limits,
-            7 * DAY,
-            TASK_DEDUP_WINDOW,
-        ),
-        Stream::Events => (
-            vec![sub.events_all()],
-            RetentionPolicy::Limits,
-            7 * DAY,
-            Duration::from_secs(120),
-        ),
-        Stream::Alerts => (
-            vec![sub.alerts_all()],
-            RetentionPolicy::Limits,
-            30 * DAY,
-            Duration::from_secs(120),
-        ),
+        Stream::Tasks => (vec![sub.tasks_submit()], RetentionPolicy::WorkQueue, 7 * DAY, TASK_DEDUP_WINDOW),
+        Stream::Rejected => (vec![sub.tasks_rejected()], RetentionPolicy::Limits, 7 * DAY, Duration::from_secs(120)),
+        Stream::Assign => (vec![sub.assign("*")], RetentionPolicy::WorkQueue, 7 * DAY, TASK_DEDUP_WINDOW),
+        Stream::Results => (vec![sub.results_all()], RetentionPolicy::Limits, 7 * DAY, TASK_DEDUP_WINDOW),
+        Stream::Events => (vec![sub.events_all()], RetentionPolicy::Limits, 7 * DAY, Duration::from_secs(120)),
+        Stream::Alerts => (vec![sub.alerts_all()], RetentionPolicy::Limits, 30 * DAY, Duration::from_secs(120)),
         // A buffer for the recorder: survives a ClickHouse outage of hours.
-        Stream::Metrics => (
-            vec![sub.metrics_all()],
-            RetentionPolicy::Limits,
-            DAY,
-            Duration::from_secs(120),
-        ),
+        Stream::Metrics => (vec![sub.metrics_all()], RetentionPolicy::Limits, DAY, Duration::from_secs(120)),
     };
     Config {
         name: sub.stream(s),
@@ -85,14 +50,11 @@ pub async fn provision(bus: &Bus) -> Result<(), BusError> {
     for s in Stream::ALL {
         let cfg = config(bus, s);
         let name = cfg.name.clone();
-        js.create_or_update_stream(cfg)
-            .await
-            .map_err(|e| BusError::js(format!("provision stream {name}"), e))?;
+        js.create_or_update_stream(cfg).await.map_err(|e| BusError::js(format!("provision stream {name}"), e))?;
     }
-    for (bucket, history, max_age) in [
-        (bus.subjects().tasks_bucket(), 1, 7 * DAY),
-        (bus.subjects().model_bucket(), 5, Duration::ZERO),
-    ] {
+    for (bucket, history, max_age) in
+        [(bus.subjects().tasks_bucket(), 1, 7 * DAY), (bus.subjects().model_bucket(), 5, Duration::ZERO)]
+    {
         js.create_or_update_key_value(kv::Config {
             bucket: bucket.clone(),
             history,
@@ -156,17 +118,10 @@ impl Durable {
 }
 
 /// Creates (or updates) the durable consumer and returns it.
-pub async fn durable(
-    bus: &Bus,
-    d: &Durable,
-) -> Result<jetstream::consumer::Consumer<pull::Config>, BusError> {
+pub async fn durable(bus: &Bus, d: &Durable) -> Result<jetstream::consumer::Consumer<pull::Config>, BusError> {
     let stream_name = bus.subjects().stream(d.stream);
     let what = || format!("consumer {} on {stream_name}", d.name);
-    let stream = bus
-        .jetstream()
-        .get_stream(&stream_name)
-        .await
-        .map_err(|e| BusError::js(what(), e))?;
+    let stream = bus.jetstream().get_stream(&stream_name).await.map_err(|e| BusError::js(what(), e))?;
     let cfg = pull::Config {
         durable_name: Some(d.name.clone()),
         filter_subject: d.filter.clone(),
@@ -177,16 +132,10 @@ pub async fn durable(
         max_deliver: d.max_deliver,
         ..Default::default()
     };
-    stream
-        .create_consumer(cfg)
-        .await
-        .map_err(|e| BusError::js(what(), e))
+    stream.create_consumer(cfg).await.map_err(|e| BusError::js(what(), e))
 }
 
 /// Opens a KV bucket provisioned by [`provision`].
 pub async fn bucket(bus: &Bus, name: &str) -> Result<kv::Store, BusError> {
-    bus.jetstream()
-        .get_key_value(name)
-        .await
-        .map_err(|e| BusError::js(format!("open bucket {name}"), e))
+    bus.jetstream().get_key_value(name).await.map_err(|e| BusError::js(format!("open bucket {name}"), e))
 }

@@ -16,18 +16,14 @@ pub fn new_traceparent() -> String {
 /// The trace id (32 hex characters) of a valid `traceparent`, if any.
 pub fn trace_id(traceparent: &str) -> Option<&str> {
     let mut parts = traceparent.split('-');
-    let (version, trace, span, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let (version, trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    (hex(version, 2) && hex(trace, 32) && hex(span, 16) && hex(flags, 2) && trace != "0".repeat(32))
-        .then_some(trace)
+    (hex(version, 2) && hex(trace, 32) && hex(span, 16) && hex(flags, 2) && trace != "0".repeat(32)).then_some(trace)
 }
 
 /// The incoming trace context, continued with a new span id; a new trace when absent or invalid.
 pub fn continue_from(headers: Option<&HeaderMap>) -> String {
-    let parent = headers
-        .and_then(|h| h.get(TRACEPARENT))
-        .map(|v| v.as_str().to_string());
+    let parent = headers.and_then(|h| h.get(TRACEPARENT)).map(|v| v.as_str().to_string());
     match parent.as_deref().and_then(trace_id) {
         Some(trace) => {
             let span = &uuid::Uuid::new_v4().simple().to_string()[..16];

@@ -17,10 +17,7 @@ pub struct ConfigError {
 }
 
 fn bad(field: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field,
-        reason: reason.into(),
-    }
+    ConfigError { field, reason: reason.into() }
 }
 
 /// How to reach NATS.
@@ -36,20 +33,10 @@ pub struct NatsConfig {
     )]
     pub url: String,
     /// NATS credentials file (JWT + nkey seed).
-    #[arg(
-        id = "nats_creds",
-        global = true,
-        long = "nats-creds",
-        env = "HWSCHED_NATS_CREDS"
-    )]
+    #[arg(id = "nats_creds", global = true, long = "nats-creds", env = "HWSCHED_NATS_CREDS")]
     pub creds_file: Option<PathBuf>,
     /// NATS user name (with --nats-password).
-    #[arg(
-        id = "nats_user",
-        global = true,
-        long = "nats-user",
-        env = "HWSCHED_NATS_USER"
-    )]
+    #[arg(id = "nats_user", global = true, long = "nats-user", env = "HWSCHED_NATS_USER")]
     pub user: Option<String>,
     /// NATS password.
     #[arg(
@@ -61,28 +48,13 @@ pub struct NatsConfig {
     )]
     pub password: Option<String>,
     /// CA certificate (PEM) to verify the NATS server; enables TLS.
-    #[arg(
-        id = "nats_tls_ca",
-        global = true,
-        long = "nats-tls-ca",
-        env = "HWSCHED_NATS_TLS_CA"
-    )]
+    #[arg(id = "nats_tls_ca", global = true, long = "nats-tls-ca", env = "HWSCHED_NATS_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS.
-    #[arg(
-        id = "nats_tls_cert",
-        global = true,
-        long = "nats-tls-cert",
-        env = "HWSCHED_NATS_TLS_CERT"
-    )]
+    #[arg(id = "nats_tls_cert", global = true, long = "nats-tls-cert", env = "HWSCHED_NATS_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
     /// Client key (PEM) for mutual TLS.
-    #[arg(
-        id = "nats_tls_key",
-        global = true,
-        long = "nats-tls-key",
-        env = "HWSCHED_NATS_TLS_KEY"
-    )]
+    #[arg(id = "nats_tls_key", global = true, long = "nats-tls-key", env = "HWSCHED_NATS_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
     /// First token of every hwsched subject, stream and bucket name.
     #[arg(
@@ -117,17 +89,10 @@ impl NatsConfig {
             return Err(bad(F, "is empty"));
         }
         for part in self.url.split(',') {
-            let u = url::Url::parse(part.trim()).map_err(|e| {
-                bad(
-                    F,
-                    format!("{part:?} is not a URL ({e}); expected e.g. nats://127.0.0.1:4222"),
-                )
-            })?;
+            let u = url::Url::parse(part.trim())
+                .map_err(|e| bad(F, format!("{part:?} is not a URL ({e}); expected e.g. nats://127.0.0.1:4222")))?;
             if !matches!(u.scheme(), "nats" | "tls" | "ws" | "wss") {
-                return Err(bad(
-                    F,
-                    format!("{part:?}: scheme must be nats, tls, ws or wss"),
-                ));
+                return Err(bad(F, format!("{part:?}: scheme must be nats, tls, ws or wss")));
             }
             if u.host_str().is_none_or(str::is_empty) {
                 return Err(bad(F, format!("{part:?} has no host")));
@@ -137,16 +102,10 @@ impl NatsConfig {
             return Err(bad("--nats-user / --nats-password", "give both or neither"));
         }
         if self.creds_file.is_some() && self.user.is_some() {
-            return Err(bad(
-                "--nats-creds",
-                "use either a credentials file or user/password, not both",
-            ));
+            return Err(bad("--nats-creds", "use either a credentials file or user/password, not both"));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err(bad(
-                "--nats-tls-cert / --nats-tls-key",
-                "give both or neither",
-            ));
+            return Err(bad("--nats-tls-cert / --nats-tls-key", "give both or neither"));
         }
         for (field, path) in [
             ("--nats-creds / HWSCHED_NATS_CREDS", &self.creds_file),
@@ -156,10 +115,7 @@ impl NatsConfig {
         ] {
             if let Some(p) = path {
                 if !p.is_file() {
-                    return Err(bad(
-                        field,
-                        format!("{} is not a readable file", p.display()),
-                    ));
+                    return Err(bad(field, format!("{} is not a readable file", p.display())));
                 }
             }
         }
@@ -171,31 +127,21 @@ impl NatsConfig {
 pub fn validate_subject_prefix(prefix: &str) -> Result<(), ConfigError> {
     const F: &str = "--subject-prefix / HWSCHED_SUBJECT_PREFIX";
     if prefix.is_empty() || prefix.split('.').any(|t| !is_token(t)) {
-        return Err(bad(
-            F,
-            format!("{prefix:?} must be dot-separated tokens of letters, digits, '_' or '-'"),
-        ));
+        return Err(bad(F, format!("{prefix:?} must be dot-separated tokens of letters, digits, '_' or '-'")));
     }
     Ok(())
 }
 
 /// True for a non-empty NATS subject token made of `[A-Za-z0-9_-]` (no wildcards, dots or spaces).
 pub fn is_token(t: &str) -> bool {
-    !t.is_empty()
-        && t.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// How to reach ClickHouse; unset URL turns ClickHouse features off.
 #[derive(Debug, Clone, Args)]
 pub struct ClickHouseConfig {
     /// ClickHouse HTTP URL, e.g. http://127.0.0.1:8123. Unset: ClickHouse features are off.
-    #[arg(
-        id = "clickhouse_url",
-        global = true,
-        long = "clickhouse-url",
-        env = "HWSCHED_CLICKHOUSE_URL"
-    )]
+    #[arg(id = "clickhouse_url", global = true, long = "clickhouse-url", env = "HWSCHED_CLICKHOUSE_URL")]
     pub url: Option<String>,
     /// Database holding the hwsched tables.
     #[arg(
@@ -207,12 +153,7 @@ pub struct ClickHouseConfig {
     )]
     pub database: String,
     /// ClickHouse user.
-    #[arg(
-        id = "clickhouse_user",
-        global = true,
-        long = "clickhouse-user",
-        env = "HWSCHED_CLICKHOUSE_USER"
-    )]
+    #[arg(id = "clickhouse_user", global = true, long = "clickhouse-user", env = "HWSCHED_CLICKHOUSE_USER")]
     pub user: Option<String>,
     /// ClickHouse password.
     #[arg(
@@ -236,26 +177,17 @@ impl ClickHouseConfig {
                 )
             })?;
             if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(bad(
-                    "--clickhouse-url / HWSCHED_CLICKHOUSE_URL",
-                    "scheme must be http or https",
-                ));
+                return Err(bad("--clickhouse-url / HWSCHED_CLICKHOUSE_URL", "scheme must be http or https"));
             }
         }
         let db_ok = !self.database.is_empty()
             && self.database.len() <= 64
-            && self
-                .database
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && self.database.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
             && !self.database.as_bytes()[0].is_ascii_digit();
         if !db_ok {
             return Err(bad(
                 "--clickhouse-database / HWSCHED_CLICKHOUSE_DATABASE",
-                format!(
-                    "{:?} must be an identifier ([A-Za-z_][A-Za-z0-9_]*)",
-                    self.database
-                ),
+                format!("{:?} must be an identifier ([A-Za-z_][A-Za-z0-9_]*)", self.database),
             ));
         }
         Ok(())
@@ -271,12 +203,7 @@ impl ClickHouseConfig {
 #[derive(Debug, Clone, Args)]
 pub struct TelemetryConfig {
     /// Address for `/metrics`, `/healthz` and `/readyz`, e.g. 127.0.0.1:9464. Unset: no endpoint.
-    #[arg(
-        id = "metrics_listen",
-        global = true,
-        long = "metrics-listen",
-        env = "HWSCHED_METRICS_LISTEN"
-    )]
+    #[arg(id = "metrics_listen", global = true, long = "metrics-listen", env = "HWSCHED_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Log format: "text" or "json".
     #[arg(id = "log_format", global = true, long = "log-format", env = "HWSCHED_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
@@ -292,20 +219,14 @@ mod tests {
 
     #[test]
     fn default_nats_config_is_valid() {
-        NatsConfig::new("nats://127.0.0.1:4222")
-            .validate()
-            .expect("valid");
+        NatsConfig::new("nats://127.0.0.1:4222").validate().expect("valid");
     }
 
     #[test]
     fn bad_nats_url_names_the_field() {
-        let err = NatsConfig::new("127.0.0.1:4222")
-            .validate()
-            .expect_err("no scheme");
+        let err = NatsConfig::new("127.0.0.1:4222").validate().expect_err("no scheme");
         assert!(err.to_string().contains("HWSCHED_NATS_URL"), "{err}");
-        let err = NatsConfig::new("http://x:1")
-            .validate()
-            .expect_err("wrong scheme");
+        let err = NatsConfig::new("http://x:1").validate().expect_err("wrong scheme");
         assert!(err.to_string().contains("scheme"), "{err}");
     }
 
@@ -328,12 +249,7 @@ mod tests {
 
     #[test]
     fn clickhouse_database_must_be_identifier() {
-        let mut c = ClickHouseConfig {
-            url: None,
-            database: "hw-sched".into(),
-            user: None,
-            password: None,
-        };
+        let mut c = ClickHouseConfig { url: None, database: "hw-sched".into(), user: None, password: None };
         assert!(c.validate().is_err());
         c.database = "hwsched".into();
         c.url = Some("http://127.0.0.1:8123".into());

@@ -81,11 +81,7 @@ impl Demand {
     pub fn of(t: &TaskRequest) -> Self {
         let r = t.requirements.clone().unwrap_or_default();
         Demand {
-            cpu_cores: if r.cpu_cores > 0.0 {
-                r.cpu_cores
-            } else {
-                DEFAULT_CPU_CORES
-            },
+            cpu_cores: if r.cpu_cores > 0.0 { r.cpu_cores } else { DEFAULT_CPU_CORES },
             memory_mb: r.memory_mb.max(0),
             gpu_count: r.gpus.as_ref().map_or(0, |g| g.count),
         }
@@ -95,9 +91,7 @@ impl Demand {
 /// Chooses a worker for `task` among `workers`.
 pub fn place(task: &TaskRequest, workers: &[WorkerView]) -> Outcome {
     if workers.is_empty() {
-        return Outcome::NeverFits {
-            reason: "no worker is registered".into(),
-        };
+        return Outcome::NeverFits { reason: "no worker is registered".into() };
     }
     let demand = Demand::of(task);
     let mut never: BTreeMap<&'static str, usize> = BTreeMap::new();
@@ -116,9 +110,7 @@ pub fn place(task: &TaskRequest, workers: &[WorkerView]) -> Outcome {
                 let s = score(w);
                 let better = match &best {
                     None => true,
-                    Some((bs, bw, _)) => {
-                        s > *bs || (s == *bs && w.caps.worker_id < bw.caps.worker_id)
-                    }
+                    Some((bs, bw, _)) => s > *bs || (s == *bs && w.caps.worker_id < bw.caps.worker_id),
                 };
                 if better {
                     best = Some((s, w, gpus));
@@ -127,32 +119,20 @@ pub fn place(task: &TaskRequest, workers: &[WorkerView]) -> Outcome {
         }
     }
     match best {
-        Some((score, w, gpus)) => Outcome::Place {
-            worker_id: w.caps.worker_id.clone(),
-            gpus,
-            score,
-            candidates,
-        },
-        None if busy.is_empty() => Outcome::NeverFits {
-            reason: summarize(workers.len(), &never),
-        },
+        Some((score, w, gpus)) => Outcome::Place { worker_id: w.caps.worker_id.clone(), gpus, score, candidates },
+        None if busy.is_empty() => Outcome::NeverFits { reason: summarize(workers.len(), &never) },
         None => {
             let mut all = busy;
             for (k, v) in never {
                 *all.entry(k).or_default() += v;
             }
-            Outcome::Wait {
-                reason: summarize(workers.len(), &all),
-            }
+            Outcome::Wait { reason: summarize(workers.len(), &all) }
         }
     }
 }
 
 fn summarize(total: usize, reasons: &BTreeMap<&'static str, usize>) -> String {
-    let parts: Vec<String> = reasons
-        .iter()
-        .map(|(why, n)| format!("{n} {why}"))
-        .collect();
+    let parts: Vec<String> = reasons.iter().map(|(why, n)| format!("{n} {why}")).collect();
     format!("{total} worker(s): {}", parts.join(", "))
 }
 
@@ -174,17 +154,11 @@ fn static_fit(t: &TaskRequest, d: &Demand, c: &WorkerCapabilities) -> Result<(),
             return Err("lack the accelerator");
         }
     }
-    if r.backends
-        .iter()
-        .any(|b| !c.backends.iter().any(|have| have.eq_ignore_ascii_case(b)))
-    {
+    if r.backends.iter().any(|b| !c.backends.iter().any(|have| have.eq_ignore_ascii_case(b))) {
         return Err("lack the backend");
     }
     for (name, req) in &r.software {
-        let ok = match (
-            semver::VersionReq::parse(req),
-            c.software.get(name).and_then(|v| lenient_version(v)),
-        ) {
+        let ok = match (semver::VersionReq::parse(req), c.software.get(name).and_then(|v| lenient_version(v))) {
             (Ok(req), Some(v)) => req.matches(&v),
             _ => false,
         };
@@ -234,43 +208,23 @@ fn dynamic_fit(t: &TaskRequest, d: &Demand, w: &WorkerView) -> Result<Vec<u32>, 
     Ok(gpus)
 }
 
-fn matching_gpus<'a>(
-    t: &'a TaskRequest,
-    gpus: &'a [GpuInfo],
-) -> impl Iterator<Item = &'a GpuInfo> + 'a {
-    let req = t
-        .requirements
-        .as_ref()
-        .and_then(|r| r.gpus.clone())
-        .unwrap_or_default();
+fn matching_gpus<'a>(t: &'a TaskRequest, gpus: &'a [GpuInfo]) -> impl Iterator<Item = &'a GpuInfo> + 'a {
+    let req = t.requirements.as_ref().and_then(|r| r.gpus.clone()).unwrap_or_default();
     let min_cc = parse_capability(&req.min_compute_capability);
     gpus.iter().filter(move |g| {
         (req.vendor.is_empty() || g.vendor.eq_ignore_ascii_case(&req.vendor))
             && (req.models.is_empty()
-                || req.models.iter().any(|m| {
-                    g.model
-                        .to_ascii_lowercase()
-                        .contains(&m.to_ascii_lowercase())
-                }))
+                || req.models.iter().any(|m| g.model.to_ascii_lowercase().contains(&m.to_ascii_lowercase())))
             && g.memory_mb as i64 >= req.min_memory_mb
-            && min_cc.is_none_or(|need| {
-                parse_capability(&g.compute_capability).is_some_and(|have| have >= need)
-            })
+            && min_cc.is_none_or(|need| parse_capability(&g.compute_capability).is_some_and(|have| have >= need))
     })
 }
 
 /// "3.11.7", "3.11", "12" -> semver versions.
 fn lenient_version(v: &str) -> Option<semver::Version> {
-    let core: String = v
-        .trim()
-        .trim_start_matches('v')
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.')
-        .collect();
-    let mut parts = core
-        .split('.')
-        .filter(|p| !p.is_empty())
-        .map(|p| p.parse::<u64>());
+    let core: String =
+        v.trim().trim_start_matches('v').chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+    let mut parts = core.split('.').filter(|p| !p.is_empty()).map(|p| p.parse::<u64>());
     let major = parts.next()?.ok()?;
     let minor = parts.next().transpose().ok()?.unwrap_or(0);
     let patch = parts.next().transpose().ok()?.unwrap_or(0);
@@ -294,10 +248,7 @@ mod tests {
         WorkerView {
             caps: WorkerCapabilities {
                 worker_id: id.into(),
-                cpu: Some(CpuInfo {
-                    logical_cores: cores,
-                    ..Default::default()
-                }),
+                cpu: Some(CpuInfo { logical_cores: cores, ..Default::default() }),
                 memory_mb: mem,
                 slots: 4,
                 gpus: gpus
@@ -324,25 +275,14 @@ mod tests {
     }
 
     fn task(req: Requirements) -> TaskRequest {
-        TaskRequest {
-            task_id: "t".into(),
-            command: vec!["true".into()],
-            requirements: Some(req),
-            ..Default::default()
-        }
+        TaskRequest { task_id: "t".into(), command: vec!["true".into()], requirements: Some(req), ..Default::default() }
     }
 
     #[test]
     fn memory_and_cores_filter_workers() {
         let ws = [worker("small", 2, 1024, &[]), worker("big", 16, 65536, &[])];
-        let t = task(Requirements {
-            cpu_cores: 4.0,
-            memory_mb: 8000,
-            ..Default::default()
-        });
-        assert!(
-            matches!(place(&t, &ws), Outcome::Place { ref worker_id, candidates: 1, .. } if worker_id == "big")
-        );
+        let t = task(Requirements { cpu_cores: 4.0, memory_mb: 8000, ..Default::default() });
+        assert!(matches!(place(&t, &ws), Outcome::Place { ref worker_id, candidates: 1, .. } if worker_id == "big"));
     }
 
     #[test]
@@ -366,10 +306,7 @@ mod tests {
         assert!(
             matches!(place(&task(req(&[], 60000)), &ws), Outcome::Place { ref worker_id, .. } if worker_id == "h100")
         );
-        assert!(matches!(
-            place(&task(req(&["MI300"], 0)), &ws),
-            Outcome::NeverFits { .. }
-        ));
+        assert!(matches!(place(&task(req(&["MI300"], 0)), &ws), Outcome::NeverFits { .. }));
     }
 
     #[test]
@@ -387,13 +324,8 @@ mod tests {
     fn reserved_gpus_are_not_handed_out_twice() {
         let mut w = worker("g", 8, 65536, &[("H100", 81559), ("H100", 81559)]);
         w.reserved.gpus = vec![0];
-        let t = task(Requirements {
-            gpus: Some(GpuRequirement {
-                count: 1,
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+        let t =
+            task(Requirements { gpus: Some(GpuRequirement { count: 1, ..Default::default() }), ..Default::default() });
         assert!(matches!(place(&t, &[w]), Outcome::Place { ref gpus, .. } if gpus == &vec![1]));
     }
 
@@ -401,20 +333,11 @@ mod tests {
     fn software_requirement_uses_semver() {
         let ws = [worker("py311", 4, 8192, &[])];
         let need = |r: &str| {
-            task(Requirements {
-                software: [("python".to_string(), r.to_string())].into(),
-                ..Default::default()
-            })
+            task(Requirements { software: [("python".to_string(), r.to_string())].into(), ..Default::default() })
         };
         assert!(matches!(place(&need(">=3.10"), &ws), Outcome::Place { .. }));
-        assert!(matches!(
-            place(&need(">=3.12"), &ws),
-            Outcome::NeverFits { .. }
-        ));
-        assert!(matches!(
-            place(&need(">=1"), &[worker("x", 1, 1, &[])]),
-            Outcome::Place { .. }
-        ));
+        assert!(matches!(place(&need(">=3.12"), &ws), Outcome::NeverFits { .. }));
+        assert!(matches!(place(&need(">=1"), &[worker("x", 1, 1, &[])]), Outcome::Place { .. }));
     }
 
     #[test]
@@ -423,10 +346,7 @@ mod tests {
         d.state = WorkerState::Draining;
         let mut h = worker("h", 4, 8192, &[]);
         h.throttling = true;
-        assert!(matches!(
-            place(&task(Requirements::default()), &[d, h]),
-            Outcome::Wait { .. }
-        ));
+        assert!(matches!(place(&task(Requirements::default()), &[d, h]), Outcome::Wait { .. }));
     }
 
     #[test]
@@ -445,9 +365,6 @@ mod tests {
 
     #[test]
     fn no_workers_is_never_fits() {
-        assert!(matches!(
-            place(&task(Requirements::default()), &[]),
-            Outcome::NeverFits { .. }
-        ));
+        assert!(matches!(place(&task(Requirements::default()), &[]), Outcome::NeverFits { .. }));
     }
 }

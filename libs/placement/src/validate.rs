@@ -4,19 +4,8 @@
 use hwsched_proto::v1::TaskRequest;
 
 /// Accelerator kinds a task may ask for. Custom kinds start with `x-`.
-pub const KNOWN_ACCELERATORS: &[&str] = &[
-    "tpu",
-    "npu",
-    "dsp",
-    "fpga",
-    "asic",
-    "webgpu",
-    "webnn",
-    "mobile",
-    "gaudi",
-    "inferentia",
-    "trainium",
-];
+pub const KNOWN_ACCELERATORS: &[&str] =
+    &["tpu", "npu", "dsp", "fpga", "asic", "webgpu", "webnn", "mobile", "gaudi", "inferentia", "trainium"];
 /// Placement strategies.
 pub const STRATEGIES: &[&str] = &["single", "gang", "sharded"];
 
@@ -38,11 +27,7 @@ const MAX_ATTEMPTS: u32 = 20;
 
 /// True for a valid task or worker id: 1..=128 of `[A-Za-z0-9_-]` (it becomes a subject token and a KV key).
 pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_ID
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !id.is_empty() && id.len() <= MAX_ID && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Checks `t`, returning every problem as "field: reason".
@@ -51,37 +36,19 @@ pub fn validate(t: &TaskRequest) -> Result<(), Vec<String>> {
     let mut bad = |field: &str, reason: String| errs.push(format!("{field}: {reason}"));
 
     if t.task_id.is_empty() {
-        bad(
-            "task_id",
-            "is required (set by the producer; used for de-duplication)".into(),
-        );
+        bad("task_id", "is required (set by the producer; used for de-duplication)".into());
     } else if !is_valid_id(&t.task_id) {
-        bad(
-            "task_id",
-            format!(
-                "{:?} must be 1..={MAX_ID} characters of [A-Za-z0-9_-]",
-                truncate(&t.task_id)
-            ),
-        );
+        bad("task_id", format!("{:?} must be 1..={MAX_ID} characters of [A-Za-z0-9_-]", truncate(&t.task_id)));
     }
     if t.command.is_empty() || t.command[0].trim().is_empty() {
-        bad(
-            "command",
-            "is required: the argv to run, e.g. [\"pytest\", \"tests/x.py\"]".into(),
-        );
+        bad("command", "is required: the argv to run, e.g. [\"pytest\", \"tests/x.py\"]".into());
     }
     if t.command.len() > MAX_ARGS {
-        bad(
-            "command",
-            format!("has {} arguments, at most {MAX_ARGS}", t.command.len()),
-        );
+        bad("command", format!("has {} arguments, at most {MAX_ARGS}", t.command.len()));
     }
     let arg_bytes: usize = t.command.iter().map(String::len).sum();
     if arg_bytes > MAX_ARG_BYTES {
-        bad(
-            "command",
-            format!("is {arg_bytes} bytes, at most {MAX_ARG_BYTES}"),
-        );
+        bad("command", format!("is {arg_bytes} bytes, at most {MAX_ARG_BYTES}"));
     }
     if t.command.iter().any(|a| a.contains('\0')) {
         bad("command", "contains a NUL byte".into());
@@ -107,67 +74,35 @@ pub fn validate(t: &TaskRequest) -> Result<(), Vec<String>> {
         }
     }
     if t.priority > 5 {
-        bad(
-            "priority",
-            format!(
-                "{} is not a priority: use 1 (highest) .. 5 (lowest)",
-                t.priority
-            ),
-        );
+        bad("priority", format!("{} is not a priority: use 1 (highest) .. 5 (lowest)", t.priority));
     }
     if t.timeout_s > MAX_TIMEOUT_S {
-        bad(
-            "timeout_s",
-            format!("{} exceeds {MAX_TIMEOUT_S} (7 days)", t.timeout_s),
-        );
+        bad("timeout_s", format!("{} exceeds {MAX_TIMEOUT_S} (7 days)", t.timeout_s));
     }
     if t.max_attempts > MAX_ATTEMPTS {
-        bad(
-            "max_attempts",
-            format!("{} exceeds {MAX_ATTEMPTS}", t.max_attempts),
-        );
+        bad("max_attempts", format!("{} exceeds {MAX_ATTEMPTS}", t.max_attempts));
     }
     if !t.expected_duration_s.is_finite() || t.expected_duration_s < 0.0 {
-        bad(
-            "expected_duration_s",
-            format!(
-                "{} must be a non-negative number of seconds",
-                t.expected_duration_s
-            ),
-        );
+        bad("expected_duration_s", format!("{} must be a non-negative number of seconds", t.expected_duration_s));
     }
     if let Some(r) = &t.requirements {
         if !r.cpu_cores.is_finite() || r.cpu_cores < 0.0 || r.cpu_cores > 4096.0 {
-            bad(
-                "requirements.cpu_cores",
-                format!("{} must be between 0 and 4096", r.cpu_cores),
-            );
+            bad("requirements.cpu_cores", format!("{} must be between 0 and 4096", r.cpu_cores));
         }
         if r.memory_mb < 0 || r.memory_mb > 64 * 1024 * 1024 {
-            bad(
-                "requirements.memory_mb",
-                format!("{} must be between 0 and 67108864 (64 TiB)", r.memory_mb),
-            );
+            bad("requirements.memory_mb", format!("{} must be between 0 and 67108864 (64 TiB)", r.memory_mb));
         }
         if let Some(g) = &r.gpus {
             if g.count > 64 {
                 bad("requirements.gpus.count", format!("{} exceeds 64", g.count));
             }
             if g.min_memory_mb < 0 {
-                bad(
-                    "requirements.gpus.min_memory_mb",
-                    format!("{} must not be negative", g.min_memory_mb),
-                );
+                bad("requirements.gpus.min_memory_mb", format!("{} must not be negative", g.min_memory_mb));
             }
-            if !g.min_compute_capability.is_empty()
-                && parse_capability(&g.min_compute_capability).is_none()
-            {
+            if !g.min_compute_capability.is_empty() && parse_capability(&g.min_compute_capability).is_none() {
                 bad(
                     "requirements.gpus.min_compute_capability",
-                    format!(
-                        "{:?} must look like \"8.0\"",
-                        truncate(&g.min_compute_capability)
-                    ),
+                    format!("{:?} must look like \"8.0\"", truncate(&g.min_compute_capability)),
                 );
             }
         }
@@ -182,34 +117,21 @@ pub fn validate(t: &TaskRequest) -> Result<(), Vec<String>> {
                     ),
                 );
             } else if *n == 0 || *n > 1024 {
-                bad(
-                    "requirements.accelerators",
-                    format!("{kind}: count {n} must be 1..=1024"),
-                );
+                bad("requirements.accelerators", format!("{kind}: count {n} must be 1..=1024"));
             }
         }
         for (name, req) in &r.software {
             if let Err(e) = semver::VersionReq::parse(req) {
                 bad(
                     "requirements.software",
-                    format!(
-                        "{name}: {:?} is not a version requirement ({e}); e.g. \">=3.10\"",
-                        truncate(req)
-                    ),
+                    format!("{name}: {:?} is not a version requirement ({e}); e.g. \">=3.10\"", truncate(req)),
                 );
             }
         }
     }
     if let Some(p) = &t.placement {
         if !p.strategy.is_empty() && !STRATEGIES.contains(&p.strategy.as_str()) {
-            bad(
-                "placement.strategy",
-                format!(
-                    "{:?} must be one of {}",
-                    truncate(&p.strategy),
-                    STRATEGIES.join(", ")
-                ),
-            );
+            bad("placement.strategy", format!("{:?} must be one of {}", truncate(&p.strategy), STRATEGIES.join(", ")));
         }
         if p.shards > 1024 {
             bad("placement.shards", format!("{} exceeds 1024", p.shards));
@@ -243,11 +165,7 @@ mod tests {
     use hwsched_proto::v1::{GpuRequirement, Placement, Requirements};
 
     fn ok_task() -> TaskRequest {
-        TaskRequest {
-            task_id: "t-1".into(),
-            command: vec!["true".into()],
-            ..Default::default()
-        }
+        TaskRequest { task_id: "t-1".into(), command: vec!["true".into()], ..Default::default() }
     }
 
     fn errors_of(t: TaskRequest) -> Vec<String> {
@@ -262,71 +180,20 @@ mod tests {
     #[test]
     fn each_invalid_field_is_named() {
         let cases: Vec<(TaskRequest, &str)> = vec![
+            (TaskRequest { task_id: String::new(), ..ok_task() }, "task_id"),
+            (TaskRequest { task_id: "a.b".into(), ..ok_task() }, "task_id"),
+            (TaskRequest { task_id: "x".repeat(129), ..ok_task() }, "task_id"),
+            (TaskRequest { command: vec![], ..ok_task() }, "command"),
+            (TaskRequest { priority: 9, ..ok_task() }, "priority"),
+            (TaskRequest { expected_duration_s: -1.0, ..ok_task() }, "expected_duration_s"),
+            (TaskRequest { name: "a\u{7}b".into(), ..ok_task() }, "name"),
             (
-                TaskRequest {
-                    task_id: String::new(),
-                    ..ok_task()
-                },
-                "task_id",
-            ),
-            (
-                TaskRequest {
-                    task_id: "a.b".into(),
-                    ..ok_task()
-                },
-                "task_id",
-            ),
-            (
-                TaskRequest {
-                    task_id: "x".repeat(129),
-                    ..ok_task()
-                },
-                "task_id",
-            ),
-            (
-                TaskRequest {
-                    command: vec![],
-                    ..ok_task()
-                },
-                "command",
-            ),
-            (
-                TaskRequest {
-                    priority: 9,
-                    ..ok_task()
-                },
-                "priority",
-            ),
-            (
-                TaskRequest {
-                    expected_duration_s: -1.0,
-                    ..ok_task()
-                },
-                "expected_duration_s",
-            ),
-            (
-                TaskRequest {
-                    name: "a\u{7}b".into(),
-                    ..ok_task()
-                },
-                "name",
-            ),
-            (
-                TaskRequest {
-                    requirements: Some(Requirements {
-                        memory_mb: -512,
-                        ..Default::default()
-                    }),
-                    ..ok_task()
-                },
+                TaskRequest { requirements: Some(Requirements { memory_mb: -512, ..Default::default() }), ..ok_task() },
                 "requirements.memory_mb",
             ),
             (
                 TaskRequest {
-                    requirements: Some(Requirements {
-                        cpu_cores: f64::NAN,
-                        ..Default::default()
-                    }),
+                    requirements: Some(Requirements { cpu_cores: f64::NAN, ..Default::default() }),
                     ..ok_task()
                 },
                 "requirements.cpu_cores",
@@ -354,10 +221,7 @@ mod tests {
             (
                 TaskRequest {
                     requirements: Some(Requirements {
-                        gpus: Some(GpuRequirement {
-                            min_memory_mb: -1,
-                            ..Default::default()
-                        }),
+                        gpus: Some(GpuRequirement { min_memory_mb: -1, ..Default::default() }),
                         ..Default::default()
                     }),
                     ..ok_task()
@@ -365,33 +229,20 @@ mod tests {
                 "requirements.gpus.min_memory_mb",
             ),
             (
-                TaskRequest {
-                    placement: Some(Placement {
-                        strategy: "random".into(),
-                        shards: 1,
-                    }),
-                    ..ok_task()
-                },
+                TaskRequest { placement: Some(Placement { strategy: "random".into(), shards: 1 }), ..ok_task() },
                 "placement.strategy",
             ),
         ];
         for (task, field) in cases {
             let errs = errors_of(task);
-            assert!(
-                errs.iter().any(|e| e.starts_with(&format!("{field}:"))),
-                "expected {field} in {errs:?}"
-            );
+            assert!(errs.iter().any(|e| e.starts_with(&format!("{field}:"))), "expected {field} in {errs:?}");
         }
     }
 
     #[test]
     fn all_problems_are_reported_at_once() {
-        let errs = errors_of(TaskRequest {
-            task_id: String::new(),
-            command: vec![],
-            priority: 7,
-            ..Default::default()
-        });
+        let errs =
+            errors_of(TaskRequest { task_id: String::new(), command: vec![], priority: 7, ..Default::default() });
         assert_eq!(errs.len(), 3, "{errs:?}");
     }
 

@@ -35,14 +35,8 @@ mod tests {
         assert_eq!(req.memory_mb, 512);
         assert_eq!(req.gpus.as_ref().map(|g| g.count), Some(1));
         assert_eq!(req.accelerators.get("tpu"), Some(&1));
-        assert_eq!(
-            req.software.get("python").map(String::as_str),
-            Some(">=3.10")
-        );
-        assert_eq!(
-            t.placement.as_ref().map(|p| p.strategy.as_str()),
-            Some("single")
-        );
+        assert_eq!(req.software.get("python").map(String::as_str), Some(">=3.10"));
+        assert_eq!(t.placement.as_ref().map(|p| p.strategy.as_str()), Some("single"));
         // and the protobuf form round-trips
         let back = TaskRequest::decode(t.encode_to_vec().as_slice()).expect("proto");
         assert_eq!(back, t);
@@ -50,8 +44,8 @@ mod tests {
 
     #[test]
     fn json_with_unknown_field_is_an_error_naming_it() {
-        let err = serde_json::from_str::<TaskRequest>(r#"{"task_id": "a", "memroy_mb": 5}"#)
-            .expect_err("unknown field");
+        let err =
+            serde_json::from_str::<TaskRequest>(r#"{"task_id": "a", "memroy_mb": 5}"#).expect_err("unknown field");
         assert!(err.to_string().contains("memroy_mb"), "{err}");
     }
 }

@@ -40,10 +40,7 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("version", &self.version)
-            .field("database", &self.database)
-            .finish()
+        f.debug_struct("Store").field("version", &self.version).field("database", &self.database).finish()
     }
 }
 
@@ -69,26 +66,13 @@ impl Store {
             .query("SELECT version()")
             .fetch_one()
             .await
-            .map_err(|source| StoreError::Server {
-                what: "version()",
-                source,
-            })?;
+            .map_err(|source| StoreError::Server { what: "version()", source })?;
         let version = ServerVersion::parse(&raw).ok_or(StoreError::Version(raw.clone()))?;
         for ddl in schema::render(version, &cfg.database) {
-            base.query(&ddl)
-                .execute()
-                .await
-                .map_err(|source| StoreError::Server {
-                    what: "migration",
-                    source,
-                })?;
+            base.query(&ddl).execute().await.map_err(|source| StoreError::Server { what: "migration", source })?;
         }
         tracing::info!(version = %raw, database = %cfg.database, modern = version.is_modern(), "ClickHouse schema ready");
-        Ok(Self {
-            client: base.with_database(&cfg.database),
-            version,
-            database: cfg.database.clone(),
-        })
+        Ok(Self { client: base.with_database(&cfg.database), version, database: cfg.database.clone() })
     }
 
     /// Server version.
@@ -104,28 +88,18 @@ impl Store {
     /// Inserts metric rows in one statement.
     pub async fn insert_metrics(&self, batches: &[MetricsBatch]) -> Result<usize, StoreError> {
         if self.version.is_modern() {
-            self.insert_all(
-                "hw_metrics",
-                batches.iter().flat_map(|b| metric_rows(b, |ms| ms)),
-            )
-            .await
+            self.insert_all("hw_metrics", batches.iter().flat_map(|b| metric_rows(b, |ms| ms))).await
         } else {
-            self.insert_all(
-                "hw_metrics",
-                batches.iter().flat_map(|b| metric_rows(b, secs)),
-            )
-            .await
+            self.insert_all("hw_metrics", batches.iter().flat_map(|b| metric_rows(b, secs))).await
         }
     }
 
     /// Inserts task-run rows in one statement.
     pub async fn insert_runs(&self, results: &[ExecutionResult]) -> Result<usize, StoreError> {
         if self.version.is_modern() {
-            self.insert_all("task_runs", results.iter().map(|r| run_row(r, |ms| ms)))
-                .await
+            self.insert_all("task_runs", results.iter().map(|r| run_row(r, |ms| ms))).await
         } else {
-            self.insert_all("task_runs", results.iter().map(|r| run_row(r, secs)))
-                .await
+            self.insert_all("task_runs", results.iter().map(|r| run_row(r, secs))).await
         }
     }
 
@@ -137,10 +111,7 @@ impl Store {
     where
         for<'a> R: clickhouse::RowWrite<Value<'a> = R>,
     {
-        let err = |source| StoreError::Server {
-            what: "insert",
-            source,
-        };
+        let err = |source| StoreError::Server { what: "insert", source };
         let mut insert = self.client.insert::<R>(table).await.map_err(err)?;
         let mut n = 0;
         for row in rows {

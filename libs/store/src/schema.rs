@@ -18,20 +18,14 @@ impl ServerVersion {
     /// Parses "23.8.2.7" or "18.16.1".
     pub fn parse(s: &str) -> Option<Self> {
         let mut it = s.trim().split('.');
-        Some(Self {
-            major: it.next()?.parse().ok()?,
-            minor: it.next().unwrap_or("0").parse().ok()?,
-        })
+        Some(Self { major: it.next()?.parse().ok()?, minor: it.next().unwrap_or("0").parse().ok()? })
     }
 
     /// DateTime64, LowCardinality without settings, codecs and TTL are all
     /// available from 20.x; we render the modern schema from 23.8 (the oldest
     /// version we support as "modern") and the plain one below it.
     pub fn is_modern(self) -> bool {
-        self >= ServerVersion {
-            major: 23,
-            minor: 8,
-        }
+        self >= ServerVersion { major: 23, minor: 8 }
     }
 }
 
@@ -49,12 +43,7 @@ pub const METRICS_RETENTION_DAYS: u32 = 30;
 pub fn render(version: ServerVersion, database: &str) -> Vec<String> {
     let modern = version.is_modern();
     let (time, lc, time_codec, value_codec) = if modern {
-        (
-            "DateTime64(3)",
-            "LowCardinality(String)",
-            " CODEC(DoubleDelta, ZSTD(1))",
-            " CODEC(Gorilla, ZSTD(1))",
-        )
+        ("DateTime64(3)", "LowCardinality(String)", " CODEC(DoubleDelta, ZSTD(1))", " CODEC(Gorilla, ZSTD(1))")
     } else {
         ("DateTime", "String", "", "")
     };
@@ -95,13 +84,7 @@ mod tests {
 
     #[test]
     fn version_parsing_and_modernity() {
-        assert_eq!(
-            ServerVersion::parse("18.16.1"),
-            Some(ServerVersion {
-                major: 18,
-                minor: 16
-            })
-        );
+        assert_eq!(ServerVersion::parse("18.16.1"), Some(ServerVersion { major: 18, minor: 16 }));
         assert!(!ServerVersion::parse("18.16.1").expect("v").is_modern());
         assert!(ServerVersion::parse("23.8.2.7").expect("v").is_modern());
         assert!(ServerVersion::parse("26.1").expect("v").is_modern());
@@ -110,35 +93,13 @@ mod tests {
 
     #[test]
     fn legacy_schema_has_no_modern_features_and_same_columns() {
-        let legacy = render(
-            ServerVersion {
-                major: 18,
-                minor: 16,
-            },
-            "db",
-        )
-        .join("\n");
-        let modern = render(
-            ServerVersion {
-                major: 24,
-                minor: 8,
-            },
-            "db",
-        )
-        .join("\n");
+        let legacy = render(ServerVersion { major: 18, minor: 16 }, "db").join("\n");
+        let modern = render(ServerVersion { major: 24, minor: 8 }, "db").join("\n");
         for word in ["DateTime64", "LowCardinality", "CODEC", "TTL"] {
             assert!(!legacy.contains(word), "{word} in legacy DDL");
             assert!(modern.contains(word), "{word} missing from modern DDL");
         }
-        for col in [
-            "worker_id",
-            "metric",
-            "device",
-            "value",
-            "task_id",
-            "hardware_class",
-            "duration_s",
-        ] {
+        for col in ["worker_id", "metric", "device", "value", "task_id", "hardware_class", "duration_s"] {
             assert!(legacy.contains(col) && modern.contains(col), "{col}");
         }
     }

@@ -25,16 +25,9 @@ use tracing_subscriber::{fmt, EnvFilter};
 /// `EnvFilter` syntax ("info", "hwsched_scheduler=debug,info").
 pub fn init_logging(format: &str, filter: &str) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt()
-        .with_env_filter(filter)
-        .with_target(true)
-        .with_writer(std::io::stderr);
+    let builder = fmt().with_env_filter(filter).with_target(true).with_writer(std::io::stderr);
     // A second init (tests, `hwsched all`) keeps the first logger.
-    let _ = if format == "json" {
-        builder.json().flatten_event(true).try_init()
-    } else {
-        builder.try_init()
-    };
+    let _ = if format == "json" { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
 }
 
 /// Shared metrics registry and readiness flag of one process.
@@ -46,9 +39,7 @@ pub struct Telemetry {
 
 impl std::fmt::Debug for Telemetry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Telemetry")
-            .field("ready", &self.ready.load(Ordering::Relaxed))
-            .finish()
+        f.debug_struct("Telemetry").field("ready", &self.ready.load(Ordering::Relaxed)).finish()
     }
 }
 
@@ -88,20 +79,12 @@ impl Telemetry {
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
             .with_state(self);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await
     }
 }
 
 async fn metrics(State(t): State<Telemetry>) -> impl IntoResponse {
-    (
-        [(
-            "content-type",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        t.render(),
-    )
+    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], t.render())
 }
 
 async fn readyz(State(t): State<Telemetry>) -> impl IntoResponse {

@@ -39,11 +39,7 @@ impl NatsServer {
     pub fn start() -> anyhow::Result<Self> {
         let store = tempfile::tempdir().context("temp store dir")?;
         let (child, port) = spawn(&store.path().to_path_buf(), None)?;
-        Ok(Self {
-            child: Some(child),
-            port,
-            store,
-        })
+        Ok(Self { child: Some(child), port, store })
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -88,12 +84,7 @@ fn spawn(store: &PathBuf, port: Option<u16>) -> anyhow::Result<(Child, u16)> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| {
-            format!(
-                "start {} (run `make test`, which installs nats-server 2.15)",
-                bin.display()
-            )
-        })?;
+        .with_context(|| format!("start {} (run `make test`, which installs nats-server 2.15)", bin.display()))?;
     let stderr = child.stderr.take().context("nats-server stderr")?;
     let (tx, rx) = mpsc::channel::<String>();
     // Forward log lines until ready, then keep draining so the pipe never fills.
@@ -110,10 +101,7 @@ fn spawn(store: &PathBuf, port: Option<u16>) -> anyhow::Result<(Child, u16)> {
             Ok(l) => l,
             Err(_) => {
                 let _ = child.kill();
-                bail!(
-                    "nats-server {} did not become ready within 15 s",
-                    bin.display()
-                );
+                bail!("nats-server {} did not become ready within 15 s", bin.display());
             }
         };
         if let Some(rest) = line.split("Listening for client connections on ").nth(1) {
@@ -136,8 +124,9 @@ pub struct TestDb {
 impl TestDb {
     /// Creates `t_<random>` on the server at `HWSCHED_TEST_CLICKHOUSE_URL` (set by `make test`).
     pub async fn create() -> anyhow::Result<Self> {
-        let url = std::env::var("HWSCHED_TEST_CLICKHOUSE_URL")
-            .context("HWSCHED_TEST_CLICKHOUSE_URL is not set: run the suite with `make test`, which starts ClickHouse")?;
+        let url = std::env::var("HWSCHED_TEST_CLICKHOUSE_URL").context(
+            "HWSCHED_TEST_CLICKHOUSE_URL is not set: run the suite with `make test`, which starts ClickHouse",
+        )?;
         let database = format!("t_{}", uuid::Uuid::new_v4().simple());
         clickhouse::Client::default()
             .with_url(&url)
@@ -145,14 +134,7 @@ impl TestDb {
             .execute()
             .await
             .with_context(|| format!("create database on {url}"))?;
-        Ok(Self {
-            config: hwsched_config::ClickHouseConfig {
-                url: Some(url),
-                database,
-                user: None,
-                password: None,
-            },
-        })
+        Ok(Self { config: hwsched_config::ClickHouseConfig { url: Some(url), database, user: None, password: None } })
     }
 
     /// A client bound to the database (validation off, for old servers).
@@ -202,11 +184,7 @@ mod tests {
         })
         .await
         .expect("stream");
-        js.publish("s.1", "x".into())
-            .await
-            .expect("publish")
-            .await
-            .expect("ack");
+        js.publish("s.1", "x".into()).await.expect("publish").await.expect("ack");
         let port = a.port();
         a.restart().expect("restart");
         assert_eq!(a.port(), port);

@@ -20,27 +20,16 @@ pub use rule::{Evaluator, Rule, Transition};
 #[derive(Debug, Clone, Args)]
 pub struct AlertingConfig {
     /// CPU utilisation (percent) above which a worker alerts.
-    #[arg(
-        long = "alert-cpu-pct",
-        env = "HWSCHED_ALERT_CPU_PCT",
-        default_value_t = 90.0
-    )]
+    #[arg(long = "alert-cpu-pct", env = "HWSCHED_ALERT_CPU_PCT", default_value_t = 90.0)]
     pub cpu_pct: f64,
     /// How long CPU must stay above the threshold before the alert fires (s).
-    #[arg(
-        long = "alert-for-s",
-        env = "HWSCHED_ALERT_FOR_S",
-        default_value_t = 30
-    )]
+    #[arg(long = "alert-for-s", env = "HWSCHED_ALERT_FOR_S", default_value_t = 30)]
     pub for_s: u64,
 }
 
 impl Default for AlertingConfig {
     fn default() -> Self {
-        Self {
-            cpu_pct: 90.0,
-            for_s: 30,
-        }
+        Self { cpu_pct: 90.0, for_s: 30 }
     }
 }
 
@@ -60,13 +49,7 @@ pub async fn run(
         severity: "warning".into(),
     })];
     let sent = Counter::<u64>::default();
-    telemetry.register(|r| {
-        r.register(
-            "hwsched_alerting_notifications",
-            "Alert transitions published",
-            sent.clone(),
-        )
-    });
+    telemetry.register(|r| r.register("hwsched_alerting_notifications", "Alert transitions published", sent.clone()));
     let mut metrics = bus.client().subscribe(bus.subjects().metrics_all()).await?;
     telemetry.set_ready(true);
     tracing::info!(rules = rules.len(), "alerting ready");
@@ -102,25 +85,12 @@ pub async fn run(
 
 fn to_alert(rule: &Rule, t: &Transition, metric: String, now: i64) -> Alert {
     let (state, worker_id, device, value, since, ends) = match t {
-        Transition::Firing {
-            worker_id,
-            device,
-            value,
-            since_ms,
-        } => (AlertState::Firing, worker_id, device, *value, *since_ms, 0),
-        Transition::Resolved {
-            worker_id,
-            device,
-            value,
-            since_ms,
-        } => (
-            AlertState::Resolved,
-            worker_id,
-            device,
-            *value,
-            *since_ms,
-            now,
-        ),
+        Transition::Firing { worker_id, device, value, since_ms } => {
+            (AlertState::Firing, worker_id, device, *value, *since_ms, 0)
+        }
+        Transition::Resolved { worker_id, device, value, since_ms } => {
+            (AlertState::Resolved, worker_id, device, *value, *since_ms, now)
+        }
     };
     Alert {
         schema_version: SCHEMA_VERSION,
@@ -135,10 +105,7 @@ fn to_alert(rule: &Rule, t: &Transition, metric: String, now: i64) -> Alert {
         threshold: rule.threshold,
         starts_at_ms: since,
         ends_at_ms: ends,
-        summary: format!(
-            "{} on {worker_id}/{device}: {value:.1} > {}",
-            rule.name, rule.threshold
-        ),
+        summary: format!("{} on {worker_id}/{device}: {value:.1} > {}", rule.name, rule.threshold),
         labels: Default::default(),
     }
 }

@@ -62,10 +62,7 @@ pub struct Evaluator {
 impl Evaluator {
     /// A fresh evaluator (everything inactive).
     pub fn new(rule: Rule) -> Self {
-        Self {
-            rule,
-            series: HashMap::new(),
-        }
+        Self { rule, series: HashMap::new() }
     }
 
     /// Feeds one sample; returns a transition when the alert fires or resolves.
@@ -96,35 +93,15 @@ impl Evaluator {
             }
             (Some(Phase::Firing { since_ms }), false) => {
                 self.series.remove(&key);
-                Some(Transition::Resolved {
-                    worker_id: worker_id.into(),
-                    device: device.into(),
-                    value,
-                    since_ms,
-                })
+                Some(Transition::Resolved { worker_id: worker_id.into(), device: device.into(), value, since_ms })
             }
             _ => None,
         }
     }
 
-    fn fire(
-        &mut self,
-        worker_id: &str,
-        device: &str,
-        value: f64,
-        since_ms: i64,
-        now_ms: i64,
-    ) -> Transition {
-        self.series.insert(
-            (worker_id.to_string(), device.to_string()),
-            Phase::Firing { since_ms: now_ms },
-        );
-        Transition::Firing {
-            worker_id: worker_id.into(),
-            device: device.into(),
-            value,
-            since_ms,
-        }
+    fn fire(&mut self, worker_id: &str, device: &str, value: f64, since_ms: i64, now_ms: i64) -> Transition {
+        self.series.insert((worker_id.to_string(), device.to_string()), Phase::Firing { since_ms: now_ms });
+        Transition::Firing { worker_id: worker_id.into(), device: device.into(), value, since_ms }
     }
 }
 
@@ -151,15 +128,8 @@ mod tests {
             e.observe("w", "cpu", "cpu.util_pct", 97.0, 30_000),
             Some(Transition::Firing { since_ms: 0, .. })
         ));
-        assert_eq!(
-            e.observe("w", "cpu", "cpu.util_pct", 99.0, 31_000),
-            None,
-            "no repeat while firing"
-        );
-        assert!(matches!(
-            e.observe("w", "cpu", "cpu.util_pct", 10.0, 32_000),
-            Some(Transition::Resolved { .. })
-        ));
+        assert_eq!(e.observe("w", "cpu", "cpu.util_pct", 99.0, 31_000), None, "no repeat while firing");
+        assert!(matches!(e.observe("w", "cpu", "cpu.util_pct", 10.0, 32_000), Some(Transition::Resolved { .. })));
         assert_eq!(e.observe("w", "cpu", "cpu.util_pct", 10.0, 33_000), None);
     }
 

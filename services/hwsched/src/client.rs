@@ -9,8 +9,8 @@ use hwsched_bus::{codec, Bus, MSG_ID, REPLY_TO};
 use hwsched_config::{ClickHouseConfig, NatsConfig};
 use hwsched_proto::{
     v1::{
-        ExecutionResult, GpuRequirement, Requirements, SubmitReply, TaskEvent, TaskEventKind,
-        TaskRequest, TaskStatus, WorkerCapabilities, WorkerHeartbeat, WorkerState,
+        ExecutionResult, GpuRequirement, Requirements, SubmitReply, TaskEvent, TaskEventKind, TaskRequest, TaskStatus,
+        WorkerCapabilities, WorkerHeartbeat, WorkerState,
     },
     Message, SCHEMA_VERSION,
 };
@@ -60,26 +60,20 @@ fn parse_memory_mb(s: &str) -> Result<i64, String> {
         Some((i, 'M' | 'm')) => (&s[..i], 1.0),
         _ => (s, 1.0),
     };
-    let v: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: expected e.g. 512M or 8G"))?;
+    let v: f64 = num.parse().map_err(|_| format!("{s:?}: expected e.g. 512M or 8G"))?;
     Ok((v * mult) as i64)
 }
 
 fn tasks_from(args: &SubmitArgs) -> anyhow::Result<Vec<TaskRequest>> {
     if let Some(path) = &args.file {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
         let value: serde_json::Value =
             serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
         let list = match value {
             serde_json::Value::Array(a) => a,
             serde_json::Value::Object(mut o) => match o.remove("tasks") {
                 Some(serde_json::Value::Array(a)) => a,
-                _ => bail!(
-                    "{}: expected an array of tasks or {{\"tasks\": [...]}}",
-                    path.display()
-                ),
+                _ => bail!("{}: expected an array of tasks or {{\"tasks\": [...]}}", path.display()),
             },
             _ => bail!("{}: expected an array of tasks", path.display()),
         };
@@ -87,8 +81,8 @@ fn tasks_from(args: &SubmitArgs) -> anyhow::Result<Vec<TaskRequest>> {
             .into_iter()
             .enumerate()
             .map(|(i, v)| {
-                let mut t: TaskRequest = serde_json::from_value(v)
-                    .with_context(|| format!("{}: task #{}", path.display(), i + 1))?;
+                let mut t: TaskRequest =
+                    serde_json::from_value(v).with_context(|| format!("{}: task #{}", path.display(), i + 1))?;
                 if t.task_id.is_empty() {
                     t.task_id = new_id();
                 }
@@ -99,10 +93,7 @@ fn tasks_from(args: &SubmitArgs) -> anyhow::Result<Vec<TaskRequest>> {
     if args.command.is_empty() {
         bail!("nothing to submit: give a command after `--` or a suite with --file");
     }
-    let gpus = args.gpu.map(|count| GpuRequirement {
-        count,
-        ..Default::default()
-    });
+    let gpus = args.gpu.map(|count| GpuRequirement { count, ..Default::default() });
     Ok(vec![TaskRequest {
         schema_version: SCHEMA_VERSION,
         task_id: args.id.clone().unwrap_or_else(new_id),
@@ -151,14 +142,15 @@ pub async fn submit(nats: &NatsConfig, args: SubmitArgs) -> anyhow::Result<ExitC
             .with_context(|| format!("submit {}", t.task_id))?
             .await
             .with_context(|| {
-                format!("submit {}: no stream stores {} yet; start `hwsched scheduler` (or `hwsched all`) once", t.task_id, s.tasks_submit())
+                format!(
+                    "submit {}: no stream stores {} yet; start `hwsched scheduler` (or `hwsched all`) once",
+                    t.task_id,
+                    s.tasks_submit()
+                )
             })?;
         if ack.duplicate {
             // JetStream dropped it as a resubmission within its de-duplication window.
-            println!(
-                "{:<16} duplicate: already submitted, not run again",
-                t.task_id
-            );
+            println!("{:<16} duplicate: already submitted, not run again", t.task_id);
         } else {
             expected_verdicts += 1;
             pending.insert(t.task_id.clone(), t.name.clone());
@@ -167,8 +159,7 @@ pub async fn submit(nats: &NatsConfig, args: SubmitArgs) -> anyhow::Result<ExitC
     let mut failed = 0usize;
     let mut verdicts = 0;
     while verdicts < expected_verdicts {
-        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(10), replies.next()).await
-        else {
+        let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(10), replies.next()).await else {
             bail!(
                 "no verdict from the scheduler within 10 s for {} task(s): is `hwsched scheduler` (or `hwsched all`) running?",
                 expected_verdicts - verdicts
@@ -179,10 +170,7 @@ pub async fn submit(nats: &NatsConfig, args: SubmitArgs) -> anyhow::Result<ExitC
         if r.accepted {
             println!("{:<16} accepted", r.task_id);
         } else if r.duplicate {
-            println!(
-                "{:<16} duplicate: already submitted, not run again",
-                r.task_id
-            );
+            println!("{:<16} duplicate: already submitted, not run again", r.task_id);
             pending.remove(&r.task_id);
         } else {
             println!("{:<16} rejected: {}", r.task_id, r.reasons.join("; "));
@@ -191,11 +179,7 @@ pub async fn submit(nats: &NatsConfig, args: SubmitArgs) -> anyhow::Result<ExitC
         }
     }
     if !args.wait {
-        return Ok(if failed > 0 {
-            ExitCode::FAILURE
-        } else {
-            ExitCode::SUCCESS
-        });
+        return Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS });
     }
     let waited = pending.len() + failed;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait_timeout_s);
@@ -224,24 +208,14 @@ pub async fn submit(nats: &NatsConfig, args: SubmitArgs) -> anyhow::Result<ExitC
             }
         }
     }
-    println!(
-        "{waited} task(s): {} succeeded, {failed} failed",
-        waited - failed
-    );
-    Ok(if failed > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    println!("{waited} task(s): {} succeeded, {failed} failed", waited - failed);
+    Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn print_event(ev: &TaskEvent, result: Option<&ExecutionResult>) {
     let what = match ev.kind() {
         TaskEventKind::Queued => "queued".to_string(),
-        TaskEventKind::Assigned => format!(
-            "assigned to {} (attempt {}, {})",
-            ev.worker_id, ev.attempt, ev.reason
-        ),
+        TaskEventKind::Assigned => format!("assigned to {} (attempt {}, {})", ev.worker_id, ev.attempt, ev.reason),
         TaskEventKind::Started => format!("started on {}", ev.worker_id),
         TaskEventKind::Retried => format!("retry: {}", ev.reason),
         TaskEventKind::Finished => match result {
@@ -252,26 +226,15 @@ fn print_event(ev: &TaskEvent, result: Option<&ExecutionResult>) {
                 r.duration_s,
                 r.exit_code,
                 r.resources.as_ref().map_or(0, |u| u.memory_peak_mb),
-                if r.error.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", r.error)
-                }
+                if r.error.is_empty() { String::new() } else { format!(": {}", r.error) }
             ),
-            None => format!(
-                "finished {}",
-                ev.reason.trim_start_matches("TASK_STATUS_").to_lowercase()
-            ),
+            None => format!("finished {}", ev.reason.trim_start_matches("TASK_STATUS_").to_lowercase()),
         },
         TaskEventKind::Rejected => format!("rejected: {}", ev.reason),
         TaskEventKind::Cancelled => format!("cancelled: {}", ev.reason),
         TaskEventKind::Unspecified => return,
     };
-    let name = if ev.name.is_empty() {
-        String::new()
-    } else {
-        format!(" [{}]", ev.name)
-    };
+    let name = if ev.name.is_empty() { String::new() } else { format!(" [{}]", ev.name) };
     println!("{:<16}{name} {what}", ev.task_id);
 }
 
@@ -304,10 +267,7 @@ pub async fn events(nats: &NatsConfig) -> anyhow::Result<()> {
 /// `hwsched workers`: listens to heartbeats for 2.5 s and asks each worker for its capabilities.
 pub async fn workers(nats: &NatsConfig) -> anyhow::Result<()> {
     let bus = connect(nats).await?;
-    let mut hbs = bus
-        .client()
-        .subscribe(bus.subjects().workers_heartbeat_all())
-        .await?;
+    let mut hbs = bus.client().subscribe(bus.subjects().workers_heartbeat_all()).await?;
     let mut seen: BTreeMap<String, WorkerHeartbeat> = BTreeMap::new();
     let until = tokio::time::Instant::now() + Duration::from_millis(2500);
     while let Ok(Some(m)) = tokio::time::timeout_at(until, hbs.next()).await {
@@ -344,9 +304,7 @@ pub async fn workers(nats: &NatsConfig) -> anyhow::Result<()> {
         );
     }
     if seen.is_empty() {
-        println!(
-            "(no heartbeats in 2.5 s: is a monitor running against this NATS and subject prefix?)"
-        );
+        println!("(no heartbeats in 2.5 s: is a monitor running against this NATS and subject prefix?)");
     }
     Ok(())
 }
@@ -368,20 +326,15 @@ pub enum SchemaCommand {
 pub async fn schema(cmd: SchemaCommand, clickhouse: &ClickHouseConfig) -> anyhow::Result<()> {
     match cmd {
         SchemaCommand::Print { server_version } => {
-            let v = hwsched_store::ServerVersion::parse(&server_version).with_context(|| {
-                format!("--server-version {server_version:?}: expected e.g. 18.16 or 24.8")
-            })?;
+            let v = hwsched_store::ServerVersion::parse(&server_version)
+                .with_context(|| format!("--server-version {server_version:?}: expected e.g. 18.16 or 24.8"))?;
             for ddl in hwsched_store::schema::render(v, &clickhouse.database) {
                 println!("{ddl};\n");
             }
         }
         SchemaCommand::Migrate => {
             let store = hwsched_store::Store::connect_and_migrate(clickhouse).await?;
-            println!(
-                "schema applied (server {}, database {})",
-                store.version(),
-                clickhouse.database
-            );
+            println!("schema applied (server {}, database {})", store.version(), clickhouse.database);
         }
     }
     Ok(())

@@ -11,11 +11,7 @@ use clap::{Parser, Subcommand};
 use hwsched_config::{ClickHouseConfig, NatsConfig, TelemetryConfig};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "hwsched",
-    version,
-    about = "Schedules test jobs onto the hardware that runs them best."
-)]
+#[command(name = "hwsched", version, about = "Schedules test jobs onto the hardware that runs them best.")]
 struct Cli {
     #[command(flatten)]
     nats: NatsConfig,
@@ -65,22 +61,12 @@ fn main() -> std::process::ExitCode {
             | Command::Recorder(_)
             | Command::All(_)
     );
-    let default_filter = if is_service {
-        "info,async_nats=warn"
-    } else {
-        "warn"
-    };
+    let default_filter = if is_service { "info,async_nats=warn" } else { "warn" };
     hwsched_telemetry::init_logging(
         &cli.telemetry.log_format,
-        cli.telemetry
-            .log_filter
-            .as_deref()
-            .unwrap_or(default_filter),
+        cli.telemetry.log_filter.as_deref().unwrap_or(default_filter),
     );
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -99,42 +85,35 @@ fn main() -> std::process::ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let ok = std::process::ExitCode::SUCCESS;
-    let Cli {
-        nats,
-        clickhouse,
-        telemetry,
-        command,
-    } = cli;
+    let Cli { nats, clickhouse, telemetry, command } = cli;
     cli_validate(&nats, &clickhouse)?;
     match command {
-        Command::Monitor(cfg) => service::serve(&nats, &telemetry, "monitor", |bus, t, s| {
-            hwsched_monitor::run(cfg, bus, t, s)
-        })
-        .await
-        .map(|_| ok),
-        Command::Scheduler(cfg) => service::serve(&nats, &telemetry, "scheduler", |bus, t, s| {
-            hwsched_scheduler::run(cfg, bus, t, s)
-        })
-        .await
-        .map(|_| ok),
-        Command::Learner(cfg) => service::serve(&nats, &telemetry, "learner", |bus, t, s| {
-            hwsched_learner::run(cfg, bus, t, s)
-        })
-        .await
-        .map(|_| ok),
-        Command::Alerting(cfg) => service::serve(&nats, &telemetry, "alerting", |bus, t, s| {
-            hwsched_alerting::run(cfg, bus, t, s)
-        })
-        .await
-        .map(|_| ok),
-        Command::Recorder(cfg) => service::serve(&nats, &telemetry, "recorder", |bus, t, s| {
-            hwsched_recorder::run(cfg, clickhouse, bus, t, s)
-        })
-        .await
-        .map(|_| ok),
-        Command::All(cfg) => service::all(cfg, &nats, clickhouse, &telemetry)
-            .await
-            .map(|_| ok),
+        Command::Monitor(cfg) => {
+            service::serve(&nats, &telemetry, "monitor", |bus, t, s| hwsched_monitor::run(cfg, bus, t, s))
+                .await
+                .map(|_| ok)
+        }
+        Command::Scheduler(cfg) => {
+            service::serve(&nats, &telemetry, "scheduler", |bus, t, s| hwsched_scheduler::run(cfg, bus, t, s))
+                .await
+                .map(|_| ok)
+        }
+        Command::Learner(cfg) => {
+            service::serve(&nats, &telemetry, "learner", |bus, t, s| hwsched_learner::run(cfg, bus, t, s))
+                .await
+                .map(|_| ok)
+        }
+        Command::Alerting(cfg) => {
+            service::serve(&nats, &telemetry, "alerting", |bus, t, s| hwsched_alerting::run(cfg, bus, t, s))
+                .await
+                .map(|_| ok)
+        }
+        Command::Recorder(cfg) => {
+            service::serve(&nats, &telemetry, "recorder", |bus, t, s| hwsched_recorder::run(cfg, clickhouse, bus, t, s))
+                .await
+                .map(|_| ok)
+        }
+        Command::All(cfg) => service::all(cfg, &nats, clickhouse, &telemetry).await.map(|_| ok),
         Command::Submit(args) => client::submit(&nats, args).await,
         Command::Events => client::events(&nats).await.map(|_| ok),
         Command::Workers => client::workers(&nats).await.map(|_| ok),

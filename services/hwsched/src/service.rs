@@ -25,12 +25,7 @@ pub struct AllConfig {
 }
 
 /// Connects, serves telemetry and runs one service until a signal arrives or it fails.
-pub async fn serve<F, Fut>(
-    nats: &NatsConfig,
-    telemetry: &TelemetryConfig,
-    name: &str,
-    run: F,
-) -> anyhow::Result<()>
+pub async fn serve<F, Fut>(nats: &NatsConfig, telemetry: &TelemetryConfig, name: &str, run: F) -> anyhow::Result<()>
 where
     F: FnOnce(Bus, Telemetry, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
@@ -39,9 +34,7 @@ where
     let bus = Bus::connect(nats, &format!("hwsched-{name}"), CONNECT_DEADLINE).await?;
     let t = Telemetry::new();
     let endpoint = spawn_endpoint(telemetry, &t, &shutdown);
-    let result = tokio::spawn(run(bus.clone(), t, shutdown.clone()))
-        .await
-        .context("service task panicked")?;
+    let result = tokio::spawn(run(bus.clone(), t, shutdown.clone())).await.context("service task panicked")?;
     if let Err(e) = &result {
         tracing::error!(service = name, error = %format!("{e:#}"), "service failed, stopping");
     }
@@ -79,30 +72,15 @@ pub async fn all(
     let t = Telemetry::new();
     let endpoint = spawn_endpoint(telemetry, &t, &shutdown);
     let mut set = tokio::task::JoinSet::new();
-    let AllConfig {
-        scheduler,
-        learner,
-        alerting,
-        recorder,
-    } = cfg;
+    let AllConfig { scheduler, learner, alerting, recorder } = cfg;
     let (b, tt, s) = (bus.clone(), t.clone(), shutdown.clone());
-    set.spawn(async move {
-        (
-            "scheduler",
-            hwsched_scheduler::run(scheduler, b, tt, s).await,
-        )
-    });
+    set.spawn(async move { ("scheduler", hwsched_scheduler::run(scheduler, b, tt, s).await) });
     let (b, tt, s) = (bus.clone(), t.clone(), shutdown.clone());
     set.spawn(async move { ("learner", hwsched_learner::run(learner, b, tt, s).await) });
     let (b, tt, s) = (bus.clone(), t.clone(), shutdown.clone());
     set.spawn(async move { ("alerting", hwsched_alerting::run(alerting, b, tt, s).await) });
     let (b, tt, s) = (bus.clone(), t.clone(), shutdown.clone());
-    set.spawn(async move {
-        (
-            "recorder",
-            hwsched_recorder::run(recorder, clickhouse, b, tt, s).await,
-        )
-    });
+    set.spawn(async move { ("recorder", hwsched_recorder::run(recorder, clickhouse, b, tt, s).await) });
 
     let mut failure = None;
     while let Some(joined) = set.join_next().await {
@@ -112,10 +90,7 @@ pub async fn all(
                 failure.get_or_insert(e.context(format!("{name} failed")));
             }
             Ok((name, Ok(()))) if !shutdown.is_cancelled() => {
-                tracing::error!(
-                    service = name,
-                    "service ended unexpectedly, stopping the others"
-                );
+                tracing::error!(service = name, "service ended unexpectedly, stopping the others");
                 failure.get_or_insert(anyhow::anyhow!("{name} ended unexpectedly"));
             }
             Ok(_) => {}

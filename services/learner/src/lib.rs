@@ -32,19 +32,13 @@ pub const SNAPSHOT_KEY: &str = "snapshot";
 #[derive(Debug, Clone, Args)]
 pub struct LearnerConfig {
     /// How often a changed model is published (ms).
-    #[arg(
-        long = "publish-interval-ms",
-        env = "HWSCHED_LEARNER_PUBLISH_MS",
-        default_value_t = 2000
-    )]
+    #[arg(long = "publish-interval-ms", env = "HWSCHED_LEARNER_PUBLISH_MS", default_value_t = 2000)]
     pub publish_interval_ms: u64,
 }
 
 impl Default for LearnerConfig {
     fn default() -> Self {
-        Self {
-            publish_interval_ms: 2000,
-        }
+        Self { publish_interval_ms: 2000 }
     }
 }
 
@@ -57,26 +51,13 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     streams::provision(&bus).await?;
     let bucket = streams::bucket(&bus, &bus.subjects().model_bucket()).await?;
-    let mut model = match bucket
-        .get(SNAPSHOT_KEY)
-        .await
-        .context("read model snapshot")?
-    {
+    let mut model = match bucket.get(SNAPSHOT_KEY).await.context("read model snapshot")? {
         Some(b) => Model::from_snapshot(ModelSnapshot::decode(b.as_ref()).unwrap_or_default()),
         None => Model::default(),
     };
     let observed = Counter::<u64>::default();
-    telemetry.register(|r| {
-        r.register(
-            "hwsched_learner_results",
-            "Results learned from",
-            observed.clone(),
-        )
-    });
-    let mut results = streams::durable(&bus, &Durable::new(Stream::Results, "learner"))
-        .await?
-        .messages()
-        .await?;
+    telemetry.register(|r| r.register("hwsched_learner_results", "Results learned from", observed.clone()));
+    let mut results = streams::durable(&bus, &Durable::new(Stream::Results, "learner")).await?.messages().await?;
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.publish_interval_ms.max(100)));
     let mut published = model.version();
     telemetry.set_ready(true);
@@ -108,12 +89,7 @@ pub async fn run(
     }
     // Publish what was learned since the last tick before stopping.
     if model.version() != published {
-        let _ = bucket
-            .put(
-                SNAPSHOT_KEY,
-                model.snapshot(now_ms()).encode_to_vec().into(),
-            )
-            .await;
+        let _ = bucket.put(SNAPSHOT_KEY, model.snapshot(now_ms()).encode_to_vec().into()).await;
     }
     tracing::info!("learner stopped");
     Ok(())

@@ -21,17 +21,8 @@ pub fn workload_key(r: &ExecutionResult) -> String {
             s.to_string()
         }
     };
-    let model = if r.model_id.is_empty() {
-        &r.model_family
-    } else {
-        &r.model_id
-    };
-    format!(
-        "{}/{}/{}",
-        or_dash(&r.test_type),
-        or_dash(model),
-        or_dash(&r.name)
-    )
+    let model = if r.model_id.is_empty() { &r.model_family } else { &r.model_id };
+    format!("{}/{}/{}", or_dash(&r.test_type), or_dash(model), or_dash(&r.name))
 }
 
 /// All learned pairs.
@@ -44,34 +35,22 @@ pub struct Model {
 impl Model {
     /// Starts from a published snapshot.
     pub fn from_snapshot(s: ModelSnapshot) -> Self {
-        let entries = s
-            .entries
-            .into_iter()
-            .map(|e| ((e.workload_key.clone(), e.hardware_key.clone()), e))
-            .collect();
-        Self {
-            entries,
-            version: s.version,
-        }
+        let entries = s.entries.into_iter().map(|e| ((e.workload_key.clone(), e.hardware_key.clone()), e)).collect();
+        Self { entries, version: s.version }
     }
 
     /// Learns from one result. Cancelled attempts teach nothing.
     pub fn observe(&mut self, r: &ExecutionResult) -> bool {
         let status = r.status();
-        if matches!(status, TaskStatus::Cancelled | TaskStatus::Unspecified)
-            || r.hardware_class.is_empty()
-        {
+        if matches!(status, TaskStatus::Cancelled | TaskStatus::Unspecified) || r.hardware_class.is_empty() {
             return false;
         }
         let key = (workload_key(r), r.hardware_class.clone());
-        let e = self
-            .entries
-            .entry(key.clone())
-            .or_insert_with(|| ModelEntry {
-                workload_key: key.0.clone(),
-                hardware_key: key.1.clone(),
-                ..Default::default()
-            });
+        let e = self.entries.entry(key.clone()).or_insert_with(|| ModelEntry {
+            workload_key: key.0.clone(),
+            hardware_key: key.1.clone(),
+            ..Default::default()
+        });
         let ok = status == TaskStatus::Succeeded;
         let first = e.observations == 0;
         e.observations += 1;
@@ -178,9 +157,6 @@ mod tests {
         m.observe(&res("t", "hw", 5.0, TaskStatus::Succeeded));
         let back = Model::from_snapshot(m.snapshot(1));
         assert_eq!(back.version(), m.version());
-        assert_eq!(
-            back.predict_s("unit/-/t", "hw"),
-            m.predict_s("unit/-/t", "hw")
-        );
+        assert_eq!(back.predict_s("unit/-/t", "hw"), m.predict_s("unit/-/t", "hw"));
     }
 }

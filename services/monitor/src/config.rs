@@ -15,9 +15,7 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 /// Parses "kind=count".
 fn accelerator(s: &str) -> Result<(String, u32), String> {
     let (k, v) = key_value(s)?;
-    let n = v
-        .parse::<u32>()
-        .map_err(|_| format!("{s:?}: count must be a whole number"))?;
+    let n = v.parse::<u32>().map_err(|_| format!("{s:?}: count must be a whole number"))?;
     Ok((k.to_lowercase(), n))
 }
 

@@ -27,17 +27,8 @@ pub fn worker_id(configured: Option<&str>) -> Result<String, String> {
 
 /// Replaces every character outside `[A-Za-z0-9_-]` with '-', at most 128 characters.
 pub fn sanitize(s: &str) -> String {
-    let out: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(128)
-        .collect();
+    let out: String =
+        s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' }).take(128).collect();
     if out.is_empty() {
         "worker".into()
     } else {
@@ -46,12 +37,7 @@ pub fn sanitize(s: &str) -> String {
 }
 
 /// Detects this host's capabilities.
-pub fn detect(
-    cfg: &MonitorConfig,
-    worker_id: &str,
-    gpus: Option<&Gpus>,
-    started_at_ms: i64,
-) -> WorkerCapabilities {
+pub fn detect(cfg: &MonitorConfig, worker_id: &str, gpus: Option<&Gpus>, started_at_ms: i64) -> WorkerCapabilities {
     let mut sys = System::new().ok();
     if let Some(sys) = sys.as_mut() {
         sys.refresh_memory();
@@ -59,14 +45,8 @@ pub fn detect(
     }
     let cpus = sys.as_ref().map_or(&[][..], |s| s.cpus());
     let cpu = CpuInfo {
-        model: cpus
-            .first()
-            .map(|c| c.brand().trim().to_string())
-            .unwrap_or_default(),
-        vendor: cpus
-            .first()
-            .map(|c| c.vendor_id().to_string())
-            .unwrap_or_default(),
+        model: cpus.first().map(|c| c.brand().trim().to_string()).unwrap_or_default(),
+        vendor: cpus.first().map(|c| c.vendor_id().to_string()).unwrap_or_default(),
         arch: System::cpu_arch(),
         physical_cores: System::physical_core_count().unwrap_or(cpus.len()) as u32,
         logical_cores: cpus.len() as u32,
@@ -177,23 +157,12 @@ fn slug(s: &str) -> String {
 /// Versions of software tests commonly require, read from the tools themselves.
 fn detect_software() -> BTreeMap<String, String> {
     let mut found = BTreeMap::new();
-    for (name, cmd, args) in [
-        ("python", "python3", &["--version"][..]),
-        ("gcc", "gcc", &["-dumpfullversion"][..]),
-    ] {
+    for (name, cmd, args) in [("python", "python3", &["--version"][..]), ("gcc", "gcc", &["-dumpfullversion"][..])] {
         let Ok(out) = std::process::Command::new(cmd).args(args).output() else {
             continue;
         };
-        let text = String::from_utf8_lossy(if out.stdout.is_empty() {
-            &out.stderr
-        } else {
-            &out.stdout
-        })
-        .to_string();
-        if let Some(v) = text
-            .split_whitespace()
-            .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
-        {
+        let text = String::from_utf8_lossy(if out.stdout.is_empty() { &out.stderr } else { &out.stdout }).to_string();
+        if let Some(v) = text.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit())) {
             found.insert(name.to_string(), v.to_string());
         }
     }
@@ -219,20 +188,9 @@ mod tests {
 
     #[test]
     fn hardware_class_prefers_gpu_then_accelerator_then_cpu() {
-        let cpu = CpuInfo {
-            arch: "x86_64".into(),
-            model: "AMD EPYC 7B13".into(),
-            ..Default::default()
-        };
-        let h100 = GpuInfo {
-            vendor: "nvidia".into(),
-            model: "NVIDIA H100 80GB HBM3".into(),
-            ..Default::default()
-        };
-        assert_eq!(
-            hardware_class(&cpu, &[h100], &[]),
-            "gpu:nvidia-h100-80gb-hbm3"
-        );
+        let cpu = CpuInfo { arch: "x86_64".into(), model: "AMD EPYC 7B13".into(), ..Default::default() };
+        let h100 = GpuInfo { vendor: "nvidia".into(), model: "NVIDIA H100 80GB HBM3".into(), ..Default::default() };
+        assert_eq!(hardware_class(&cpu, &[h100], &[]), "gpu:nvidia-h100-80gb-hbm3");
         assert_eq!(hardware_class(&cpu, &[], &[("tpu".into(), 4)]), "accel:tpu");
         assert_eq!(hardware_class(&cpu, &[], &[]), "cpu:x86_64-amd-epyc-7b13");
     }
@@ -242,12 +200,7 @@ mod tests {
         let cfg = MonitorConfig::for_tests();
         let caps = detect(&cfg, "w", None, 0);
         let cpu = caps.cpu.expect("cpu");
-        assert_eq!(
-            cpu.logical_cores as usize,
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(0)
-        );
+        assert_eq!(cpu.logical_cores as usize, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
         assert!(caps.memory_mb > 0);
         assert!(caps.backends.contains(&"cpu".to_string()));
         assert_ne!(caps.revision, 0);

@@ -146,23 +146,13 @@ impl Executor {
         self.finish(&msg, result, &tp, &span).await;
     }
 
-    async fn finish(
-        &self,
-        msg: &jetstream::Message,
-        result: ExecutionResult,
-        tp: &str,
-        span: &tracing::Span,
-    ) {
+    async fn finish(&self, msg: &jetstream::Message, result: ExecutionResult, tp: &str, span: &tracing::Span) {
         let subject = self.bus.subjects().results(&result.task_id);
         let msg_id = format!("{}:{}", result.task_id, result.attempt);
         // The result must be stored before the assignment is acknowledged.
         let mut backoff = Duration::from_millis(200);
         loop {
-            match self
-                .bus
-                .publish_durable(subject.clone(), &result, Some(&msg_id), Some(tp))
-                .await
-            {
+            match self.bus.publish_durable(subject.clone(), &result, Some(&msg_id), Some(tp)).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(parent: span, error = %e, "result not stored yet, retrying");
@@ -194,11 +184,7 @@ impl Executor {
             reason: reason.to_string(),
             name: task.map(|t| t.name.clone()).unwrap_or_default(),
         };
-        if let Err(e) = self
-            .bus
-            .publish_durable(self.bus.subjects().events(&ev.task_id), &ev, None, Some(tp))
-            .await
-        {
+        if let Err(e) = self.bus.publish_durable(self.bus.subjects().events(&ev.task_id), &ev, None, Some(tp)).await {
             tracing::warn!(error = %e, kind = kind.as_str_name(), "task event not published");
         }
     }
@@ -230,22 +216,13 @@ impl Executor {
         }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
-            Err(e) => {
-                return Some(Outcome::error(format!(
-                    "cannot start {:?}: {e}",
-                    task.command[0]
-                )))
-            }
+            Err(e) => return Some(Outcome::error(format!("cannot start {:?}: {e}", task.command[0]))),
         };
         let pid = child.id().unwrap_or(0);
         self.lock().usage.insert(pid, TaskUsage::default());
         let out = tokio::spawn(read_tail(child.stdout.take()));
         let err = tokio::spawn(read_tail(child.stderr.take()));
-        let timeout = Duration::from_secs(u64::from(if task.timeout_s == 0 {
-            3600
-        } else {
-            task.timeout_s
-        }));
+        let timeout = Duration::from_secs(u64::from(if task.timeout_s == 0 { 3600 } else { task.timeout_s }));
         let status = tokio::select! {
             s = tokio::time::timeout(timeout, child.wait()) => s,
             _ = stop.cancelled() => {
@@ -261,10 +238,7 @@ impl Executor {
             let _ = child.wait().await;
         } else {
             // Nothing a task started may outlive it.
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
         }
         let stdout = collect(out).await;
         let stderr = collect(err).await;
@@ -276,20 +250,9 @@ impl Executor {
                 None => (TaskStatus::Failed, -1, format!("terminated by {s}")),
             },
             Ok(Err(e)) => (TaskStatus::Error, -1, format!("wait failed: {e}")),
-            Err(_) => (
-                TaskStatus::TimedOut,
-                -1,
-                format!("timed out after {}s", timeout.as_secs()),
-            ),
+            Err(_) => (TaskStatus::TimedOut, -1, format!("timed out after {}s", timeout.as_secs())),
         };
-        Some(Outcome {
-            status,
-            exit_code,
-            error,
-            stdout,
-            stderr,
-            usage,
-        })
+        Some(Outcome { status, exit_code, error, stdout, stderr, usage })
     }
 }
 

@@ -71,10 +71,7 @@ impl Gpus {
 
     /// CUDA driver API version, e.g. "12.4".
     pub fn cuda_version(&self) -> Option<String> {
-        self.nvml
-            .sys_cuda_driver_version()
-            .ok()
-            .map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10))
+        self.nvml.sys_cuda_driver_version().ok().map(|v| format!("{}.{}", v / 1000, (v % 1000) / 10))
     }
 
     /// Static description of every GPU.
@@ -92,10 +89,7 @@ impl Gpus {
                     uuid: d.uuid().unwrap_or_default(),
                     vendor: "nvidia".into(),
                     model: d.name().unwrap_or_default(),
-                    memory_mb: d
-                        .memory_info()
-                        .map(|m| m.total / (1024 * 1024))
-                        .unwrap_or(0),
+                    memory_mb: d.memory_info().map(|m| m.total / (1024 * 1024)).unwrap_or(0),
                     compute_capability: d
                         .cuda_compute_capability()
                         .map(|c| format!("{}.{}", c.major, c.minor))
@@ -112,9 +106,7 @@ impl Gpus {
             .filter_map(|i| {
                 let d = self.nvml.device_by_index(i).ok()?;
                 let mem = d.memory_info().ok();
-                let reasons = d
-                    .current_throttle_reasons()
-                    .unwrap_or(ThrottleReasons::empty());
+                let reasons = d.current_throttle_reasons().unwrap_or(ThrottleReasons::empty());
                 let process_memory_mb = d
                     .running_compute_processes()
                     .unwrap_or_default()
@@ -126,29 +118,19 @@ impl Gpus {
                     .collect();
                 Some(GpuSample {
                     index: i,
-                    util_pct: d
-                        .utilization_rates()
-                        .map(|u| f64::from(u.gpu))
-                        .unwrap_or(0.0),
+                    util_pct: d.utilization_rates().map(|u| f64::from(u.gpu)).unwrap_or(0.0),
                     memory_used_mb: mem.as_ref().map_or(0.0, |m| m.used as f64 / 1048576.0),
                     memory_total_mb: mem.as_ref().map_or(0.0, |m| m.total as f64 / 1048576.0),
-                    temp_c: d
-                        .temperature(TemperatureSensor::Gpu)
-                        .map(f64::from)
-                        .unwrap_or(0.0),
-                    power_w: d
-                        .power_usage()
-                        .map(|mw| f64::from(mw) / 1000.0)
-                        .unwrap_or(0.0),
+                    temp_c: d.temperature(TemperatureSensor::Gpu).map(f64::from).unwrap_or(0.0),
+                    power_w: d.power_usage().map(|mw| f64::from(mw) / 1000.0).unwrap_or(0.0),
                     sm_clock_mhz: d.clock_info(Clock::SM).map(f64::from).unwrap_or(0.0),
                     thermal_throttle: reasons.intersects(
                         ThrottleReasons::SW_THERMAL_SLOWDOWN
                             | ThrottleReasons::HW_THERMAL_SLOWDOWN
                             | ThrottleReasons::HW_SLOWDOWN,
                     ),
-                    power_throttle: reasons.intersects(
-                        ThrottleReasons::SW_POWER_CAP | ThrottleReasons::HW_POWER_BRAKE_SLOWDOWN,
-                    ),
+                    power_throttle: reasons
+                        .intersects(ThrottleReasons::SW_POWER_CAP | ThrottleReasons::HW_POWER_BRAKE_SLOWDOWN),
                     process_memory_mb,
                 })
             })
@@ -159,30 +141,15 @@ impl Gpus {
 /// Long-format metric samples of one GPU.
 pub fn to_samples(s: &GpuSample, out: &mut Vec<MetricSample>) {
     let device = format!("gpu{}", s.index);
-    let mut push = |metric: &str, value: f64| {
-        out.push(MetricSample {
-            metric: metric.into(),
-            device: device.clone(),
-            value,
-        })
-    };
+    let mut push =
+        |metric: &str, value: f64| out.push(MetricSample { metric: metric.into(), device: device.clone(), value });
     push("gpu.util_pct", s.util_pct);
     push("gpu.mem_used_mb", s.memory_used_mb);
-    push(
-        "gpu.mem_used_pct",
-        if s.memory_total_mb > 0.0 {
-            100.0 * s.memory_used_mb / s.memory_total_mb
-        } else {
-            0.0
-        },
-    );
+    push("gpu.mem_used_pct", if s.memory_total_mb > 0.0 { 100.0 * s.memory_used_mb / s.memory_total_mb } else { 0.0 });
     push("gpu.temp_c", s.temp_c);
     push("gpu.power_w", s.power_w);
     push("gpu.sm_clock_mhz", s.sm_clock_mhz);
-    push(
-        "gpu.throttle_thermal",
-        f64::from(u8::from(s.thermal_throttle)),
-    );
+    push("gpu.throttle_thermal", f64::from(u8::from(s.thermal_throttle)));
     push("gpu.throttle_power", f64::from(u8::from(s.power_throttle)));
 }
 
@@ -203,11 +170,7 @@ mod tests {
             },
             &mut out,
         );
-        let get = |m: &str| {
-            out.iter()
-                .find(|s| s.metric == m)
-                .map(|s| (s.device.clone(), s.value))
-        };
+        let get = |m: &str| out.iter().find(|s| s.metric == m).map(|s| (s.device.clone(), s.value));
         assert_eq!(get("gpu.mem_used_pct"), Some(("gpu1".into(), 50.0)));
         assert_eq!(get("gpu.throttle_thermal"), Some(("gpu1".into(), 1.0)));
     }
@@ -217,9 +180,7 @@ mod tests {
     /// expectation explicit (set on GPU runners).
     #[test]
     fn nvml_detects_real_gpus_or_degrades_cleanly() {
-        let expected: Option<usize> = std::env::var("HWSCHED_EXPECT_GPUS")
-            .ok()
-            .and_then(|v| v.parse().ok());
+        let expected: Option<usize> = std::env::var("HWSCHED_EXPECT_GPUS").ok().and_then(|v| v.parse().ok());
         match (Gpus::init(), expected) {
             (Some(g), _) => {
                 let inv = g.inventory();

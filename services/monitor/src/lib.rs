@@ -33,6 +33,9 @@ use executor::{Executor, Running};
 use gpu::Gpus;
 use sampler::Sampler;
 
+/// How often running tasks' process trees are sampled.
+pub const TASK_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
+
 /// How long running tasks may finish after shutdown is requested before they are killed.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(20);
 
@@ -63,8 +66,7 @@ pub async fn run(
         .subscribe(subjects.worker_capabilities(&worker_id))
         .await
         .context("subscribe to capability requests")?;
-    bus.publish(subjects.worker_register(&worker_id), &caps)
-        .await?;
+    bus.publish(subjects.worker_register(&worker_id), &caps).await?;
 
     let consumer = streams::durable(
         &bus,
@@ -116,30 +118,16 @@ pub async fn run(
     drop(assignments);
     telemetry.set_ready(false);
     if !tasks.is_empty() {
-        tracing::info!(
-            running = tasks.len(),
-            grace_s = DRAIN_GRACE.as_secs(),
-            "waiting for running tasks"
-        );
-        let drained = tokio::time::timeout(DRAIN_GRACE, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
+        tracing::info!(running = tasks.len(), grace_s = DRAIN_GRACE.as_secs(), "waiting for running tasks");
+        let drained = tokio::time::timeout(DRAIN_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             kill.cancel();
             while tasks.join_next().await.is_some() {}
         }
     }
     let _ = telemetry_loop.await;
-    let offline = heartbeat(
-        &caps,
-        WorkerState::Offline,
-        &Running::default(),
-        &sampler::Reading::default(),
-        u64::MAX,
-    );
-    bus.publish(subjects.worker_heartbeat(&worker_id), &offline)
-        .await?;
+    let offline = heartbeat(&caps, WorkerState::Offline, &Running::default(), &sampler::Reading::default(), u64::MAX);
+    bus.publish(subjects.worker_heartbeat(&worker_id), &offline).await?;
     tracing::info!(worker_id, "monitor stopped");
     Ok(())
 }
@@ -163,28 +151,26 @@ async fn telemetry_loop(
     let subjects = bus.subjects().clone();
     let mut tick = tokio::time::interval(Duration::from_millis(interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // Tasks are sampled more often than the host so short tests still get a measurement.
+    let mut track_tick = tokio::time::interval(TASK_SAMPLE_INTERVAL);
+    track_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_gpus = Vec::new();
     let mut seq = 0u64;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = track_tick.tick() => {
+                track_running(&mut sampler, &running, &last_gpus);
+                continue;
+            }
             _ = tick.tick() => {}
         }
         seq += 1;
         let reading = sampler.tick(gpus.as_ref());
-        let snapshot = {
-            let mut r = running.lock().unwrap_or_else(|p| p.into_inner());
-            let mut usage = std::mem::take(&mut r.usage);
-            drop(r);
-            sampler.track(&mut usage, &reading.gpus);
-            let mut r = running.lock().unwrap_or_else(|p| p.into_inner());
-            // keep accumulators of tasks still registered (a task may have ended meanwhile)
-            for (pid, u) in usage {
-                r.usage.entry(pid).or_insert(u);
-            }
-            Running {
-                tasks: r.tasks.clone(),
-                usage: Default::default(),
-            }
+        last_gpus = reading.gpus.clone();
+        let snapshot = Running {
+            tasks: running.lock().unwrap_or_else(|p| p.into_inner()).tasks.clone(),
+            usage: Default::default(),
         };
         let mut samples = reading.samples.clone();
         samples.push(MetricSample {
@@ -198,19 +184,22 @@ async fn telemetry_loop(
             timestamp_ms: now_ms(),
             samples,
         };
-        if let Err(e) = bus
-            .publish_durable(subjects.metrics(&caps.worker_id), &batch, None, None)
-            .await
-        {
+        if let Err(e) = bus.publish_durable(subjects.metrics(&caps.worker_id), &batch, None, None).await {
             tracing::warn!(error = %e, "metrics batch not stored");
         }
         let hb = heartbeat(&caps, WorkerState::Active, &snapshot, &reading, seq);
-        if let Err(e) = bus
-            .publish(subjects.worker_heartbeat(&caps.worker_id), &hb)
-            .await
-        {
+        if let Err(e) = bus.publish(subjects.worker_heartbeat(&caps.worker_id), &hb).await {
             tracing::warn!(error = %e, "heartbeat not sent");
         }
+    }
+}
+
+/// Samples every running task's process tree. Holds the lock while sampling so an
+/// ending task never loses its accumulator.
+fn track_running(sampler: &mut Sampler, running: &Mutex<Running>, gpus: &[gpu::GpuSample]) {
+    let mut r = running.lock().unwrap_or_else(|p| p.into_inner());
+    if !r.usage.is_empty() {
+        sampler.track(&mut r.usage, gpus);
     }
 }
 

@@ -68,11 +68,7 @@ impl Sampler {
         let mut r = Reading::default();
         let mut push = |metric: &str, device: &str, value: f64| {
             if value.is_finite() {
-                r.samples.push(MetricSample {
-                    metric: metric.into(),
-                    device: device.into(),
-                    value,
-                });
+                r.samples.push(MetricSample { metric: metric.into(), device: device.into(), value });
             }
         };
         let cpu = f64::from(self.sys.global_cpu_usage());
@@ -82,51 +78,23 @@ impl Sampler {
         }
         let total = self.sys.total_memory() as f64;
         let used = self.sys.used_memory() as f64;
-        let mem_pct = if total > 0.0 {
-            100.0 * used / total
-        } else {
-            0.0
-        };
+        let mem_pct = if total > 0.0 { 100.0 * used / total } else { 0.0 };
         push("mem.used_pct", "mem", mem_pct);
         push("mem.used_mb", "mem", used / 1048576.0);
-        push(
-            "mem.available_mb",
-            "mem",
-            self.sys.available_memory() as f64 / 1048576.0,
-        );
+        push("mem.available_mb", "mem", self.sys.available_memory() as f64 / 1048576.0);
         if self.sys.total_swap() > 0 {
-            push(
-                "swap.used_pct",
-                "swap",
-                100.0 * self.sys.used_swap() as f64 / self.sys.total_swap() as f64,
-            );
+            push("swap.used_pct", "swap", 100.0 * self.sys.used_swap() as f64 / self.sys.total_swap() as f64);
         }
         let mut seen_disks = Vec::new();
         for d in self.disks.iter() {
-            let name = d
-                .name()
-                .to_string_lossy()
-                .trim_start_matches("/dev/")
-                .to_string();
+            let name = d.name().to_string_lossy().trim_start_matches("/dev/").to_string();
             if d.total_space() == 0 || seen_disks.contains(&name) {
                 continue;
             }
             let u = d.usage();
-            push(
-                "disk.used_pct",
-                &name,
-                100.0 * (1.0 - d.available_space() as f64 / d.total_space() as f64),
-            );
-            push(
-                "disk.read_bytes_per_s",
-                &name,
-                u.read_bytes as f64 / elapsed,
-            );
-            push(
-                "disk.written_bytes_per_s",
-                &name,
-                u.written_bytes as f64 / elapsed,
-            );
+            push("disk.used_pct", &name, 100.0 * (1.0 - d.available_space() as f64 / d.total_space() as f64));
+            push("disk.read_bytes_per_s", &name, u.read_bytes as f64 / elapsed);
+            push("disk.written_bytes_per_s", &name, u.written_bytes as f64 / elapsed);
             seen_disks.push(name);
         }
         for (name, n) in self.networks.iter() {
@@ -153,10 +121,7 @@ impl Sampler {
         }
         r.cpu_util_pct = cpu;
         r.memory_used_pct = mem_pct;
-        r.max_temp_c = gpu_samples
-            .iter()
-            .map(|g| g.temp_c)
-            .fold(cpu_temp, f64::max);
+        r.max_temp_c = gpu_samples.iter().map(|g| g.temp_c).fold(cpu_temp, f64::max);
         r.throttling = gpu_samples.iter().any(|g| g.thermal_throttle);
         r.gpus = gpu_samples;
         r
@@ -177,8 +142,7 @@ impl Sampler {
             }
         }
         for (root, usage) in roots.iter_mut() {
-            let (mut cpu, mut mem, mut read, mut written, mut gpu_mem) =
-                (0.0, 0u64, 0u64, 0u64, 0u64);
+            let (mut cpu, mut mem, mut read, mut written, mut gpu_mem) = (0.0, 0u64, 0u64, 0u64, 0u64);
             let mut stack = vec![Pid::from_u32(*root)];
             while let Some(pid) = stack.pop() {
                 if let Some(p) = procs.get(&pid) {
@@ -187,10 +151,7 @@ impl Sampler {
                     let d = p.disk_usage();
                     read += d.total_read_bytes;
                     written += d.total_written_bytes;
-                    gpu_mem += gpus
-                        .iter()
-                        .filter_map(|g| g.process_memory_mb.get(&pid.as_u32()))
-                        .sum::<u64>();
+                    gpu_mem += gpus.iter().filter_map(|g| g.process_memory_mb.get(&pid.as_u32())).sum::<u64>();
                 }
                 if let Some(c) = children.get(&pid) {
                     stack.extend(c);
@@ -236,11 +197,7 @@ mod tests {
         let mut s = Sampler::new().expect("sysinfo");
         std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
         let r = s.tick(None);
-        let mem = r
-            .samples
-            .iter()
-            .find(|m| m.metric == "mem.used_mb")
-            .expect("mem");
+        let mem = r.samples.iter().find(|m| m.metric == "mem.used_mb").expect("mem");
         assert!(mem.value > 0.0);
         assert!((0.0..=100.0).contains(&r.cpu_util_pct));
         assert!(r.samples.iter().all(|m| m.value.is_finite()));
@@ -264,19 +221,14 @@ mod tests {
         // a shell (the task's root) whose child allocates and touches 150 MB
         use std::os::unix::process::CommandExt;
         let mut child = std::process::Command::new("sh")
-            .args([
-                "-c",
-                "python3 -c 'b = bytearray(150 << 20); import time; time.sleep(20)'",
-            ])
+            .args(["-c", "python3 -c 'b = bytearray(150 << 20); import time; time.sleep(20)'"])
             .process_group(0)
             .spawn()
             .expect("spawn");
         let mut s = Sampler::new().expect("sysinfo");
         let mut roots = HashMap::from([(child.id(), TaskUsage::default())]);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while roots[&child.id()].usage().memory_peak_mb < 150
-            && std::time::Instant::now() < deadline
-        {
+        while roots[&child.id()].usage().memory_peak_mb < 150 && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(200));
             s.track(&mut roots, &[]);
         }

@@ -22,27 +22,16 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, Args)]
 pub struct RecorderConfig {
     /// Messages per insert at most.
-    #[arg(
-        long = "batch-messages",
-        env = "HWSCHED_RECORDER_BATCH",
-        default_value_t = 1000
-    )]
+    #[arg(long = "batch-messages", env = "HWSCHED_RECORDER_BATCH", default_value_t = 1000)]
     pub batch_messages: usize,
     /// Longest a message waits for its batch (ms).
-    #[arg(
-        long = "flush-ms",
-        env = "HWSCHED_RECORDER_FLUSH_MS",
-        default_value_t = 1000
-    )]
+    #[arg(long = "flush-ms", env = "HWSCHED_RECORDER_FLUSH_MS", default_value_t = 1000)]
     pub flush_ms: u64,
 }
 
 impl Default for RecorderConfig {
     fn default() -> Self {
-        Self {
-            batch_messages: 1000,
-            flush_ms: 1000,
-        }
+        Self { batch_messages: 1000, flush_ms: 1000 }
     }
 }
 
@@ -64,25 +53,9 @@ pub async fn run(
     let Some(store) = store else { return Ok(()) };
     streams::provision(&bus).await?;
     let rows = Counter::<u64>::default();
-    telemetry.register(|r| {
-        r.register(
-            "hwsched_recorder_rows",
-            "Rows inserted into ClickHouse",
-            rows.clone(),
-        )
-    });
-    let metrics = Sink {
-        name: "metrics",
-        stream: Stream::Metrics,
-        cfg: cfg.clone(),
-        rows: rows.clone(),
-    };
-    let results = Sink {
-        name: "results",
-        stream: Stream::Results,
-        cfg,
-        rows,
-    };
+    telemetry.register(|r| r.register("hwsched_recorder_rows", "Rows inserted into ClickHouse", rows.clone()));
+    let metrics = Sink { name: "metrics", stream: Stream::Metrics, cfg: cfg.clone(), rows: rows.clone() };
+    let results = Sink { name: "results", stream: Stream::Results, cfg, rows };
     telemetry.set_ready(true);
     let (a, b) = tokio::join!(
         metrics.run(&bus, &shutdown, |batch: Vec<MetricsBatch>| {
@@ -132,19 +105,13 @@ struct Sink {
 impl Sink {
     /// Consumes, batches, inserts, then acks. An insert that fails is retried
     /// with backoff while the batch's messages are kept in progress.
-    async fn run<M, F, Fut>(
-        self,
-        bus: &Bus,
-        shutdown: &CancellationToken,
-        insert: F,
-    ) -> anyhow::Result<()>
+    async fn run<M, F, Fut>(self, bus: &Bus, shutdown: &CancellationToken, insert: F) -> anyhow::Result<()>
     where
         M: hwsched_proto::Message + Default + Clone + serde::de::DeserializeOwned,
         F: Fn(Vec<M>) -> Fut,
         Fut: std::future::Future<Output = Result<usize, StoreError>>,
     {
-        let durable = Durable::new(self.stream, "recorder")
-            .max_ack_pending(self.cfg.batch_messages as i64 * 4);
+        let durable = Durable::new(self.stream, "recorder").max_ack_pending(self.cfg.batch_messages as i64 * 4);
         let mut messages = streams::durable(bus, &durable).await?.messages().await?;
         let flush = Duration::from_millis(self.cfg.flush_ms.max(10));
         let mut held: Vec<jetstream::Message> = Vec::new();

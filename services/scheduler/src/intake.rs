@@ -16,29 +16,16 @@ pub struct Refusal {
 
 /// Decodes and validates one submission.
 pub fn parse(headers: Option<&HeaderMap>, payload: &[u8]) -> Result<TaskRequest, Refusal> {
-    let header_id = || {
-        headers
-            .and_then(|h| h.get(MSG_ID))
-            .map(|v| v.as_str().to_string())
-            .unwrap_or_default()
-    };
+    let header_id = || headers.and_then(|h| h.get(MSG_ID)).map(|v| v.as_str().to_string()).unwrap_or_default();
     if payload.len() > MAX_TASK_BYTES as usize {
         return Err(Refusal {
             task_id: header_id(),
-            reasons: vec![format!(
-                "payload: {} bytes exceeds the limit of {MAX_TASK_BYTES} bytes",
-                payload.len()
-            )],
+            reasons: vec![format!("payload: {} bytes exceeds the limit of {MAX_TASK_BYTES} bytes", payload.len())],
         });
     }
-    let task: TaskRequest = hwsched_bus::decode(headers, payload).map_err(|e| Refusal {
-        task_id: header_id(),
-        reasons: vec![format!("payload: {e}")],
-    })?;
-    hwsched_placement::validate(&task).map_err(|reasons| Refusal {
-        task_id: task.task_id.clone(),
-        reasons,
-    })?;
+    let task: TaskRequest = hwsched_bus::decode(headers, payload)
+        .map_err(|e| Refusal { task_id: header_id(), reasons: vec![format!("payload: {e}")] })?;
+    hwsched_placement::validate(&task).map_err(|reasons| Refusal { task_id: task.task_id.clone(), reasons })?;
     Ok(task)
 }
 
@@ -69,18 +56,10 @@ mod tests {
 
     #[test]
     fn negative_memory_is_refused_with_the_field() {
-        let r = parse(
-            Some(&json()),
-            br#"{"task_id":"a","command":["x"],"requirements":{"memory_mb":-5}}"#,
-        )
-        .expect_err("neg");
+        let r = parse(Some(&json()), br#"{"task_id":"a","command":["x"],"requirements":{"memory_mb":-5}}"#)
+            .expect_err("neg");
         assert_eq!(r.task_id, "a");
-        assert!(
-            r.reasons
-                .iter()
-                .any(|l| l.starts_with("requirements.memory_mb")),
-            "{r:?}"
-        );
+        assert!(r.reasons.iter().any(|l| l.starts_with("requirements.memory_mb")), "{r:?}");
     }
 
     #[test]

@@ -20,14 +20,13 @@ use hwsched_bus::{
 };
 use hwsched_proto::{
     v1::{
-        ExecutionResult, SubmitReply, TaskAssignment, TaskEvent, TaskEventKind, TaskRecord,
-        TaskRejection, TaskRequest, TaskState, WorkerCapabilities, WorkerHeartbeat,
+        ExecutionResult, SubmitReply, TaskAssignment, TaskEvent, TaskEventKind, TaskRecord, TaskRejection, TaskRequest,
+        TaskState, WorkerCapabilities, WorkerHeartbeat,
     },
     Message, SCHEMA_VERSION,
 };
 use hwsched_telemetry::{
-    prometheus_client::metrics::counter::Counter, prometheus_client::metrics::gauge::Gauge,
-    Telemetry,
+    prometheus_client::metrics::counter::Counter, prometheus_client::metrics::gauge::Gauge, Telemetry,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -39,28 +38,17 @@ use state::{Action, Completion, State};
 #[derive(Debug, Clone, Args)]
 pub struct SchedulerConfig {
     /// A worker silent for this long is lost and its tasks are placed again (ms).
-    #[arg(
-        long = "worker-timeout-ms",
-        env = "HWSCHED_WORKER_TIMEOUT_MS",
-        default_value_t = 10_000
-    )]
+    #[arg(long = "worker-timeout-ms", env = "HWSCHED_WORKER_TIMEOUT_MS", default_value_t = 10_000)]
     pub worker_timeout_ms: u64,
     /// After start, tasks that fit no registered worker wait this long for more workers to join
     /// before they are rejected (s).
-    #[arg(
-        long = "startup-grace-s",
-        env = "HWSCHED_STARTUP_GRACE_S",
-        default_value_t = 30
-    )]
+    #[arg(long = "startup-grace-s", env = "HWSCHED_STARTUP_GRACE_S", default_value_t = 30)]
     pub startup_grace_s: u64,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self {
-            worker_timeout_ms: 10_000,
-            startup_grace_s: 30,
-        }
+        Self { worker_timeout_ms: 10_000, startup_grace_s: 30 }
     }
 }
 
@@ -81,53 +69,27 @@ impl Metrics {
     fn register(&self, t: &Telemetry) {
         t.register(|r| {
             let r = r.sub_registry_with_prefix("hwsched_scheduler");
-            r.register(
-                "tasks_accepted",
-                "Submissions accepted",
-                self.accepted.clone(),
-            );
-            r.register(
-                "tasks_rejected",
-                "Submissions rejected (invalid or fitting no worker)",
-                self.rejected.clone(),
-            );
+            r.register("tasks_accepted", "Submissions accepted", self.accepted.clone());
+            r.register("tasks_rejected", "Submissions rejected (invalid or fitting no worker)", self.rejected.clone());
             r.register(
                 "tasks_duplicate",
                 "Submissions dropped as duplicates of a known task_id",
                 self.duplicates.clone(),
             );
-            r.register(
-                "assignments",
-                "Attempts assigned to workers",
-                self.assigned.clone(),
-            );
-            r.register(
-                "retries",
-                "Attempts queued again after a failure or a lost worker",
-                self.retried.clone(),
-            );
-            r.register(
-                "tasks_succeeded",
-                "Tasks finished successfully",
-                self.succeeded.clone(),
-            );
-            r.register(
-                "tasks_failed",
-                "Tasks failed with no attempts left",
-                self.failed.clone(),
-            );
-            r.register(
-                "queue_depth",
-                "Tasks waiting for a worker",
-                self.queued.clone(),
-            );
-            r.register(
-                "workers_known",
-                "Workers known (any state)",
-                self.workers.clone(),
-            );
+            r.register("assignments", "Attempts assigned to workers", self.assigned.clone());
+            r.register("retries", "Attempts queued again after a failure or a lost worker", self.retried.clone());
+            r.register("tasks_succeeded", "Tasks finished successfully", self.succeeded.clone());
+            r.register("tasks_failed", "Tasks failed with no attempts left", self.failed.clone());
+            r.register("queue_depth", "Tasks waiting for a worker", self.queued.clone());
+            r.register("workers_known", "Workers known (any state)", self.workers.clone());
         });
     }
+}
+
+/// Where and how to answer a producer.
+struct Reply {
+    to: String,
+    json: bool,
 }
 
 struct Scheduler {
@@ -153,33 +115,14 @@ pub async fn run(
     let metrics = Metrics::default();
     metrics.register(&telemetry);
     let (caps_tx, mut caps_rx) = mpsc::channel(64);
-    let mut s = Scheduler {
-        cfg,
-        bus: bus.clone(),
-        records,
-        state: State::default(),
-        metrics,
-        started_ms: now_ms(),
-        caps_tx,
-    };
+    let mut s =
+        Scheduler { cfg, bus: bus.clone(), records, state: State::default(), metrics, started_ms: now_ms(), caps_tx };
     s.load_records().await?;
 
-    let mut submissions = streams::durable(&bus, &Durable::new(Stream::Tasks, "scheduler"))
-        .await?
-        .messages()
-        .await?;
-    let mut results = streams::durable(&bus, &Durable::new(Stream::Results, "scheduler"))
-        .await?
-        .messages()
-        .await?;
-    let mut heartbeats = bus
-        .client()
-        .subscribe(subjects.workers_heartbeat_all())
-        .await?;
-    let mut registrations = bus
-        .client()
-        .subscribe(subjects.workers_register_all())
-        .await?;
+    let mut submissions = streams::durable(&bus, &Durable::new(Stream::Tasks, "scheduler")).await?.messages().await?;
+    let mut results = streams::durable(&bus, &Durable::new(Stream::Results, "scheduler")).await?.messages().await?;
+    let mut heartbeats = bus.client().subscribe(subjects.workers_heartbeat_all()).await?;
+    let mut registrations = bus.client().subscribe(subjects.workers_register_all()).await?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     telemetry.set_ready(true);
     tracing::info!(queued = s.state.queued(), "scheduler ready");
@@ -241,15 +184,13 @@ impl Scheduler {
     }
 
     async fn on_submission(&mut self, msg: jetstream::Message) {
-        let reply_to = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(REPLY_TO))
-            .map(|v| v.as_str().to_string());
+        let reply_to = msg.headers.as_ref().and_then(|h| h.get(REPLY_TO)).map(|v| v.as_str().to_string());
+        let json = matches!(hwsched_bus::Encoding::from_headers(msg.headers.as_ref()), Ok(hwsched_bus::Encoding::Json));
+        let reply_to = reply_to.map(|to| Reply { to, json });
         let task = match intake::parse(msg.headers.as_ref(), &msg.payload) {
             Ok(t) => t,
             Err(refusal) => {
-                self.refuse(refusal, reply_to.as_deref()).await;
+                self.refuse(refusal, reply_to.as_ref()).await;
                 let _ = msg.double_ack().await;
                 return;
             }
@@ -259,78 +200,46 @@ impl Scheduler {
         let rec = TaskRecord {
             schema_version: SCHEMA_VERSION,
             task: Some(TaskRequest {
-                submitted_at_ms: if task.submitted_at_ms > 0 {
-                    task.submitted_at_ms
-                } else {
-                    now
-                },
+                submitted_at_ms: if task.submitted_at_ms > 0 { task.submitted_at_ms } else { now },
                 ..task
             }),
             state: TaskState::Queued as i32,
             queued_at_ms: now,
             updated_at_ms: now,
             traceparent: tp,
+            reply_to: reply_to.as_ref().map(|r| r.to.clone()).unwrap_or_default(),
+            reply_json: reply_to.as_ref().is_some_and(|r| r.json),
             ..Default::default()
         };
-        let task_id = rec
-            .task
-            .as_ref()
-            .map(|t| t.task_id.clone())
-            .unwrap_or_default();
-        match self
-            .records
-            .create(&task_id, rec.encode_to_vec().into())
-            .await
-        {
+        let task_id = rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default();
+        match self.records.create(&task_id, rec.encode_to_vec().into()).await {
             Ok(_) => {
                 let _ = msg.double_ack().await;
                 self.metrics.accepted.inc();
-                tracing::info!(
-                    task_id,
-                    trace_id = trace::trace_id(&rec.traceparent).unwrap_or(""),
-                    "task queued"
-                );
+                tracing::info!(task_id, trace_id = trace::trace_id(&rec.traceparent).unwrap_or(""), "task queued");
                 self.event(&rec, TaskEventKind::Queued, "").await;
-                self.reply(
-                    reply_to.as_deref(),
-                    SubmitReply {
-                        task_id,
-                        accepted: true,
-                        ..Default::default()
-                    },
-                )
-                .await;
+                self.reply(reply_to.as_ref(), SubmitReply { task_id, accepted: true, ..Default::default() }).await;
                 self.state.insert(rec, now);
             }
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                 let _ = msg.double_ack().await;
                 self.metrics.duplicates.inc();
-                tracing::info!(
-                    task_id,
-                    "duplicate submission ignored (task_id already known)"
-                );
+                tracing::info!(task_id, "duplicate submission ignored (task_id already known)");
                 let reasons = vec!["task_id: already submitted; this copy is ignored".to_string()];
                 self.reply(
-                    reply_to.as_deref(),
-                    SubmitReply {
-                        task_id,
-                        accepted: false,
-                        duplicate: true,
-                        reasons,
-                    },
+                    reply_to.as_ref(),
+                    SubmitReply { task_id, accepted: false, duplicate: true, reasons, ..Default::default() },
                 )
                 .await;
             }
             Err(e) => {
                 tracing::warn!(task_id, error = %e, "cannot record task yet, will retry");
-                let _ = msg
-                    .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-                    .await;
+                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
             }
         }
     }
 
-    async fn refuse(&mut self, r: Refusal, reply_to: Option<&str>) {
+    async fn refuse(&mut self, r: Refusal, reply_to: Option<&Reply>) {
         self.metrics.rejected.inc();
         tracing::warn!(task_id = %r.task_id, reasons = ?r.reasons, "submission rejected");
         let rejection = TaskRejection {
@@ -340,11 +249,7 @@ impl Scheduler {
             timestamp_ms: now_ms(),
         };
         let subject = self.bus.subjects().tasks_rejected();
-        if let Err(e) = self
-            .bus
-            .publish_durable(subject, &rejection, None, None)
-            .await
-        {
+        if let Err(e) = self.bus.publish_durable(subject, &rejection, None, None).await {
             tracing::warn!(error = %e, "rejection not stored");
         }
         if hwsched_placement::is_valid_id(&r.task_id) {
@@ -356,10 +261,7 @@ impl Scheduler {
                 reason: r.reasons.join("; "),
                 ..Default::default()
             };
-            let _ = self
-                .bus
-                .publish_durable(self.bus.subjects().events(&r.task_id), &ev, None, None)
-                .await;
+            let _ = self.bus.publish_durable(self.bus.subjects().events(&r.task_id), &ev, None, None).await;
         }
         self.reply(
             reply_to,
@@ -368,17 +270,45 @@ impl Scheduler {
                 accepted: false,
                 reasons: r.reasons,
                 duplicate: false,
+                ..Default::default()
             },
         )
         .await;
     }
 
-    async fn reply(&self, reply_to: Option<&str>, reply: SubmitReply) {
-        if let Some(to) = reply_to {
-            if let Err(e) = self.bus.publish(to.to_string(), &reply).await {
-                tracing::debug!(error = %e, "submit reply not sent");
+    async fn reply(&self, reply_to: Option<&Reply>, reply: SubmitReply) {
+        let Some(r) = reply_to else { return };
+        let sent = if r.json {
+            match serde_json::to_vec(&reply) {
+                Ok(body) => self.bus.client().publish(r.to.clone(), body.into()).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
             }
+        } else {
+            self.bus.publish(r.to.clone(), &reply).await.map_err(|e| e.to_string())
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "submit reply not sent");
         }
+    }
+
+    /// The final reply to a producer that asked for verdicts.
+    async fn reply_finished(&self, rec: &TaskRecord, res: Option<&ExecutionResult>) {
+        if rec.reply_to.is_empty() {
+            return;
+        }
+        let reply = SubmitReply {
+            task_id: rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default(),
+            accepted: true,
+            finished: true,
+            status: res.map_or(0, |r| r.status),
+            worker_id: res.map(|r| r.worker_id.clone()).unwrap_or_default(),
+            exit_code: res.map_or(-1, |r| r.exit_code),
+            duration_s: res.map_or(0.0, |r| r.duration_s),
+            attempts: rec.attempt,
+            reasons: if rec.reason.is_empty() { vec![] } else { vec![rec.reason.clone()] },
+            duplicate: false,
+        };
+        self.reply(Some(&Reply { to: rec.reply_to.clone(), json: rec.reply_json }), reply).await;
     }
 
     async fn event(&self, rec: &TaskRecord, kind: TaskEventKind, reason: &str) {
@@ -394,21 +324,13 @@ impl Scheduler {
             name: task.map(|t| t.name.clone()).unwrap_or_default(),
         };
         let subject = self.bus.subjects().events(&ev.task_id);
-        if let Err(e) = self
-            .bus
-            .publish_durable(subject, &ev, None, Some(&rec.traceparent))
-            .await
-        {
+        if let Err(e) = self.bus.publish_durable(subject, &ev, None, Some(&rec.traceparent)).await {
             tracing::warn!(error = %e, task_id = %ev.task_id, kind = kind.as_str_name(), "task event not stored");
         }
     }
 
     async fn save(&self, rec: &TaskRecord) {
-        let key = rec
-            .task
-            .as_ref()
-            .map(|t| t.task_id.clone())
-            .unwrap_or_default();
+        let key = rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default();
         if let Err(e) = self.records.put(&key, rec.encode_to_vec().into()).await {
             tracing::warn!(task_id = key, error = %e, "task record not saved");
         }
@@ -433,8 +355,7 @@ impl Scheduler {
                     self.metrics.failed.inc();
                 }
                 tracing::info!(task_id = %res.task_id, worker_id = %res.worker_id, status = status.as_str_name(), duration_s = res.duration_s, "task finished");
-                self.event(&rec, TaskEventKind::Finished, status.as_str_name())
-                    .await;
+                self.event(&rec, TaskEventKind::Finished, status.as_str_name()).await;
             }
             Completion::Retry(rec) => {
                 self.save(&rec).await;
@@ -466,11 +387,8 @@ impl Scheduler {
             let (bus, tx) = (self.bus.clone(), self.caps_tx.clone());
             tokio::spawn(async move {
                 let subject = bus.subjects().worker_capabilities(&worker_id);
-                match tokio::time::timeout(
-                    Duration::from_secs(2),
-                    bus.client().request(subject, Default::default()),
-                )
-                .await
+                match tokio::time::timeout(Duration::from_secs(2), bus.client().request(subject, Default::default()))
+                    .await
                 {
                     Ok(Ok(m)) => match WorkerCapabilities::decode(m.payload.as_ref()) {
                         Ok(caps) => {
@@ -499,10 +417,7 @@ impl Scheduler {
     }
 
     async fn expire_workers(&mut self) {
-        for (worker_id, rec) in self
-            .state
-            .expire_workers(now_ms(), self.cfg.worker_timeout_ms as i64)
-        {
+        for (worker_id, rec) in self.state.expire_workers(now_ms(), self.cfg.worker_timeout_ms as i64) {
             tracing::warn!(worker_id, task_id = %rec.task.as_ref().map(|t| t.task_id.as_str()).unwrap_or(""), "worker lost, task queued again");
             self.metrics.retried.inc();
             self.save(&rec).await;
@@ -518,19 +433,8 @@ impl Scheduler {
                 Action::Assign(rec) => self.assign(rec, now).await,
                 Action::Reject(rec) => {
                     self.save(&rec).await;
-                    let task_id = rec
-                        .task
-                        .as_ref()
-                        .map(|t| t.task_id.clone())
-                        .unwrap_or_default();
-                    self.refuse(
-                        Refusal {
-                            task_id,
-                            reasons: vec![rec.reason.clone()],
-                        },
-                        None,
-                    )
-                    .await;
+                    let task_id = rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default();
+                    self.refuse(Refusal { task_id, reasons: vec![rec.reason.clone()] }, None).await;
                 }
             }
         }
@@ -540,11 +444,7 @@ impl Scheduler {
     /// Sends the assignment first, then records it: a crash in between can
     /// only run an attempt twice (documented), never lose it.
     async fn assign(&mut self, rec: TaskRecord, now: i64) {
-        let task_id = rec
-            .task
-            .as_ref()
-            .map(|t| t.task_id.clone())
-            .unwrap_or_default();
+        let task_id = rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default();
         let a = TaskAssignment {
             schema_version: SCHEMA_VERSION,
             task: rec.task.clone(),
@@ -560,11 +460,7 @@ impl Scheduler {
         };
         let msg_id = format!("{task_id}:{}:{}", rec.attempt, rec.worker_id);
         let subject = self.bus.subjects().assign(&rec.worker_id);
-        if let Err(e) = self
-            .bus
-            .publish_durable(subject, &a, Some(&msg_id), Some(&rec.traceparent))
-            .await
-        {
+        if let Err(e) = self.bus.publish_durable(subject, &a, Some(&msg_id), Some(&rec.traceparent)).await {
             tracing::warn!(task_id, worker_id = %rec.worker_id, error = %e, "assignment not sent, task stays queued");
             self.state.unassign(&task_id, now);
             return;

@@ -5,8 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use hwsched_placement::{place, Demand, Outcome, Reserved, WorkerView};
 use hwsched_proto::v1::{
-    ExecutionResult, TaskRecord, TaskState, TaskStatus, WorkerCapabilities, WorkerHeartbeat,
-    WorkerState,
+    ExecutionResult, TaskRecord, TaskState, TaskStatus, WorkerCapabilities, WorkerHeartbeat, WorkerState,
 };
 
 /// One known worker.
@@ -71,10 +70,7 @@ fn max_attempts(r: &TaskRecord) -> u32 {
 }
 
 fn concurrency_key(r: &TaskRecord) -> Option<String> {
-    r.task
-        .as_ref()
-        .map(|t| t.concurrency_key.clone())
-        .filter(|k| !k.is_empty())
+    r.task.as_ref().map(|t| t.concurrency_key.clone()).filter(|k| !k.is_empty())
 }
 
 impl State {
@@ -85,26 +81,18 @@ impl State {
 
     /// Adds a record: queued ones join the queue, assigned ones reserve on their worker.
     pub fn insert(&mut self, rec: TaskRecord, now_ms: i64) {
-        let id = rec
-            .task
-            .as_ref()
-            .map(|t| t.task_id.clone())
-            .unwrap_or_default();
+        let id = rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default();
         match rec.state() {
             TaskState::Queued => {
                 self.seq += 1;
-                self.queue
-                    .insert((priority(&rec), rec.queued_at_ms, self.seq, id.clone()));
+                self.queue.insert((priority(&rec), rec.queued_at_ms, self.seq, id.clone()));
             }
             TaskState::Assigned => {
-                let w = self
-                    .workers
-                    .entry(rec.worker_id.clone())
-                    .or_insert_with(|| Worker {
-                        last_seen_ms: now_ms,
-                        state: WorkerState::Active,
-                        ..Default::default()
-                    });
+                let w = self.workers.entry(rec.worker_id.clone()).or_insert_with(|| Worker {
+                    last_seen_ms: now_ms,
+                    state: WorkerState::Active,
+                    ..Default::default()
+                });
                 reserve(&mut w.reserved, &rec);
                 if let Some(k) = concurrency_key(&rec) {
                     *self.running_keys.entry(k).or_default() += 1;
@@ -133,10 +121,7 @@ impl State {
         let w = self.workers.entry(hb.worker_id.clone()).or_default();
         w.last_seen_ms = now_ms;
         w.state = hb.state();
-        let stale = w
-            .caps
-            .as_ref()
-            .is_none_or(|c| c.revision != hb.capabilities_revision);
+        let stale = w.caps.as_ref().is_none_or(|c| c.revision != hb.capabilities_revision);
         w.heartbeat = hb;
         stale
     }
@@ -148,9 +133,7 @@ impl State {
         let lost: Vec<String> = self
             .workers
             .iter_mut()
-            .filter(|(_, w)| {
-                w.state == WorkerState::Offline || now_ms - w.last_seen_ms > timeout_ms
-            })
+            .filter(|(_, w)| w.state == WorkerState::Offline || now_ms - w.last_seen_ms > timeout_ms)
             .filter(|(_, w)| w.state != WorkerState::Offline || w.reserved.slots > 0)
             .map(|(id, w)| {
                 w.state = WorkerState::Offline;
@@ -197,47 +180,28 @@ impl State {
         let mut actions = Vec::new();
         let order: Vec<(u32, i64, u64, String)> = self.queue.iter().cloned().collect();
         for entry in order {
-            if !views.is_empty()
-                && views
-                    .iter()
-                    .all(|v| v.reserved.slots >= v.caps.slots.max(1))
-            {
+            if !views.is_empty() && views.iter().all(|v| v.reserved.slots >= v.caps.slots.max(1)) {
                 break;
             }
             let Some(rec) = self.tasks.get(&entry.3) else {
                 self.queue.remove(&entry);
                 continue;
             };
-            if concurrency_key(rec)
-                .is_some_and(|k| self.running_keys.get(&k).copied().unwrap_or(0) > 0)
-            {
+            if concurrency_key(rec).is_some_and(|k| self.running_keys.get(&k).copied().unwrap_or(0) > 0) {
                 if let Some(r) = self.tasks.get_mut(&entry.3) {
-                    r.reason =
-                        "waiting: another task with the same concurrency_key is running".into();
+                    r.reason = "waiting: another task with the same concurrency_key is running".into();
                 }
                 continue;
             }
             let task = rec.task.clone().unwrap_or_default();
-            let untried: Vec<WorkerView> = views
-                .iter()
-                .filter(|v| !rec.tried_workers.contains(&v.caps.worker_id))
-                .cloned()
-                .collect();
-            let mut outcome = if rec.tried_workers.is_empty() {
-                place(&task, &views)
-            } else {
-                place(&task, &untried)
-            };
+            let untried: Vec<WorkerView> =
+                views.iter().filter(|v| !rec.tried_workers.contains(&v.caps.worker_id)).cloned().collect();
+            let mut outcome = if rec.tried_workers.is_empty() { place(&task, &views) } else { place(&task, &untried) };
             if !rec.tried_workers.is_empty() && !matches!(outcome, Outcome::Place { .. }) {
                 outcome = place(&task, &views);
             }
             match outcome {
-                Outcome::Place {
-                    worker_id,
-                    gpus,
-                    score,
-                    ..
-                } => {
+                Outcome::Place { worker_id, gpus, score, .. } => {
                     self.queue.remove(&entry);
                     let Some(mut rec) = self.tasks.remove(&entry.3) else {
                         continue;
@@ -293,9 +257,7 @@ impl State {
     /// Applies a result.
     pub fn complete(&mut self, res: &ExecutionResult, now_ms: i64) -> Completion {
         let current = self.tasks.get(&res.task_id).is_some_and(|r| {
-            r.state() == TaskState::Assigned
-                && r.attempt == res.attempt
-                && r.worker_id == res.worker_id
+            r.state() == TaskState::Assigned && r.attempt == res.attempt && r.worker_id == res.worker_id
         });
         if !current {
             return Completion::Stale;
@@ -310,12 +272,7 @@ impl State {
             rec.reason = String::new();
             return Completion::Done(rec);
         }
-        let why = format!(
-            "attempt {} on {} ended {}",
-            res.attempt,
-            res.worker_id,
-            status.as_str_name()
-        );
+        let why = format!("attempt {} on {} ended {}", res.attempt, res.worker_id, status.as_str_name());
         if rec.attempt >= max_attempts(&rec) || status == TaskStatus::Cancelled {
             rec.state = TaskState::Failed as i32;
             rec.reason = why;
@@ -363,11 +320,7 @@ fn reserve(r: &mut Reserved, rec: &TaskRecord) {
     r.memory_mb += d.memory_mb;
     r.slots += 1;
     r.gpus.extend(rec.gpu_indices.iter().copied());
-    for (k, n) in rec
-        .task
-        .as_ref()
-        .map(|t| t.requirements.clone().unwrap_or_default().accelerators)
-        .unwrap_or_default()
+    for (k, n) in rec.task.as_ref().map(|t| t.requirements.clone().unwrap_or_default().accelerators).unwrap_or_default()
     {
         *r.accelerators.entry(k).or_default() += n;
     }
@@ -379,11 +332,7 @@ fn unreserve(r: &mut Reserved, rec: &TaskRecord) {
     r.memory_mb = (r.memory_mb - d.memory_mb).max(0);
     r.slots = r.slots.saturating_sub(1);
     r.gpus.retain(|g| !rec.gpu_indices.contains(g));
-    for (k, n) in rec
-        .task
-        .as_ref()
-        .map(|t| t.requirements.clone().unwrap_or_default().accelerators)
-        .unwrap_or_default()
+    for (k, n) in rec.task.as_ref().map(|t| t.requirements.clone().unwrap_or_default().accelerators).unwrap_or_default()
     {
         if let Some(have) = r.accelerators.get_mut(&k) {
             *have = have.saturating_sub(n);
@@ -399,10 +348,7 @@ mod tests {
     fn caps(id: &str, cores: u32, slots: u32) -> WorkerCapabilities {
         WorkerCapabilities {
             worker_id: id.into(),
-            cpu: Some(CpuInfo {
-                logical_cores: cores,
-                ..Default::default()
-            }),
+            cpu: Some(CpuInfo { logical_cores: cores, ..Default::default() }),
             memory_mb: 16384,
             slots,
             revision: 7,
@@ -426,11 +372,7 @@ mod tests {
 
     fn result(rec: &TaskRecord, status: TaskStatus) -> ExecutionResult {
         ExecutionResult {
-            task_id: rec
-                .task
-                .as_ref()
-                .map(|t| t.task_id.clone())
-                .unwrap_or_default(),
+            task_id: rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default(),
             attempt: rec.attempt,
             worker_id: rec.worker_id.clone(),
             status: status as i32,
@@ -442,13 +384,9 @@ mod tests {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::Assign(r) => Some((
-                    r.task
-                        .as_ref()
-                        .map(|t| t.task_id.clone())
-                        .unwrap_or_default(),
-                    r.worker_id.clone(),
-                )),
+                Action::Assign(r) => {
+                    Some((r.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default(), r.worker_id.clone()))
+                }
                 Action::Reject(_) => None,
             })
             .collect()
@@ -463,21 +401,12 @@ mod tests {
         s.insert(queued("second", 3, 3), 0);
         s.insert(queued("urgent", 1, 4), 0);
         let got = assigned(&s.plan(10, true));
-        assert_eq!(
-            got,
-            vec![("urgent".into(), "w".into()), ("first".into(), "w".into())]
-        );
+        assert_eq!(got, vec![("urgent".into(), "w".into()), ("first".into(), "w".into())]);
         assert_eq!(s.queued(), 2);
         // a finished task frees its slot for the next in order
         let rec = s.tasks["urgent"].clone();
-        assert!(matches!(
-            s.complete(&result(&rec, TaskStatus::Succeeded), 20),
-            Completion::Done(_)
-        ));
-        assert_eq!(
-            assigned(&s.plan(30, true)),
-            vec![("second".into(), "w".into())]
-        );
+        assert!(matches!(s.complete(&result(&rec, TaskStatus::Succeeded), 20), Completion::Done(_)));
+        assert_eq!(assigned(&s.plan(30, true)), vec![("second".into(), "w".into())]);
     }
 
     #[test]
@@ -493,10 +422,7 @@ mod tests {
         let first = assigned(&s.plan(1, true));
         assert_eq!(first[0].1, "a");
         let r1 = s.tasks["t"].clone();
-        assert!(matches!(
-            s.complete(&result(&r1, TaskStatus::Failed), 2),
-            Completion::Retry(_)
-        ));
+        assert!(matches!(s.complete(&result(&r1, TaskStatus::Failed), 2), Completion::Retry(_)));
         let second = assigned(&s.plan(3, true));
         assert_eq!(second[0].1, "b", "retry goes elsewhere");
         let r2 = s.tasks["t"].clone();
@@ -517,14 +443,8 @@ mod tests {
         let mut old = result(&rec, TaskStatus::Succeeded);
         old.attempt = 0;
         assert_eq!(s.complete(&old, 2), Completion::Stale);
-        assert!(matches!(
-            s.complete(&result(&rec, TaskStatus::Succeeded), 3),
-            Completion::Done(_)
-        ));
-        assert_eq!(
-            s.complete(&result(&rec, TaskStatus::Succeeded), 4),
-            Completion::Stale
-        );
+        assert!(matches!(s.complete(&result(&rec, TaskStatus::Succeeded), 3), Completion::Done(_)));
+        assert_eq!(s.complete(&result(&rec, TaskStatus::Succeeded), 4), Completion::Stale);
     }
 
     #[test]
@@ -564,18 +484,11 @@ mod tests {
         s.register(caps("a", 2, 1), 0);
         let mut r = queued("huge", 3, 0);
         if let Some(t) = r.task.as_mut() {
-            t.requirements = Some(Requirements {
-                cpu_cores: 64.0,
-                ..Default::default()
-            });
+            t.requirements = Some(Requirements { cpu_cores: 64.0, ..Default::default() });
         }
         s.insert(r, 0);
         assert!(s.plan(1, false).is_empty());
-        assert!(
-            s.tasks["huge"].reason.contains("too few cpu cores"),
-            "{}",
-            s.tasks["huge"].reason
-        );
+        assert!(s.tasks["huge"].reason.contains("too few cpu cores"), "{}", s.tasks["huge"].reason);
         assert!(
             matches!(s.plan(2, true).as_slice(), [Action::Reject(r)] if r.reason.contains("fits no registered worker"))
         );
@@ -584,31 +497,16 @@ mod tests {
     #[test]
     fn heartbeat_asks_for_capabilities_when_revision_changes() {
         let mut s = State::default();
-        assert!(s.heartbeat(
-            WorkerHeartbeat {
-                worker_id: "a".into(),
-                capabilities_revision: 7,
-                ..Default::default()
-            },
-            0
-        ));
+        assert!(
+            s.heartbeat(WorkerHeartbeat { worker_id: "a".into(), capabilities_revision: 7, ..Default::default() }, 0)
+        );
         s.register(caps("a", 2, 1), 0);
         assert!(!s.heartbeat(
-            WorkerHeartbeat {
-                worker_id: "a".into(),
-                capabilities_revision: 7,
-                state: 1,
-                ..Default::default()
-            },
+            WorkerHeartbeat { worker_id: "a".into(), capabilities_revision: 7, state: 1, ..Default::default() },
             1
         ));
         assert!(s.heartbeat(
-            WorkerHeartbeat {
-                worker_id: "a".into(),
-                capabilities_revision: 8,
-                state: 1,
-                ..Default::default()
-            },
+            WorkerHeartbeat { worker_id: "a".into(), capabilities_revision: 8, state: 1, ..Default::default() },
             2
         ));
     }

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# `make run`: NATS (HWSCHED_NATS_URL if it answers, else a local nats-server
+# 2.15), ClickHouse when available, `hwsched all` and a monitor for this
+# machine; submits examples/suite.json and shows placements and results.
+# Ctrl-C stops everything cleanly.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+run=build/run
+mkdir -p "$run"
+bin=target/debug/hwsched
+pids=()
+started_ch=""
+
+stop_all() {
+  trap - INT TERM EXIT
+  echo
+  echo "stopping..."
+  for ((i=${#pids[@]}-1; i>=0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  [ -n "$started_ch" ] && scripts/clickhouse.sh stop "$run/clickhouse"
+  echo "stopped. Logs are in $run/."
+  exit 0
+}
+trap stop_all INT TERM EXIT
+
+answers() { # host:port
+  local hp=${1#*://}; hp=${hp%%,*}; hp=${hp##*@}
+  timeout 2 bash -c "</dev/tcp/${hp%:*}/${hp##*:}" 2>/dev/null
+}
+
+wait_log() { # file needle seconds
+  for _ in $(seq 1 $(( $3 * 10 ))); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+  echo "timed out waiting for '$2' in $1:" >&2; tail -20 "$1" >&2; return 1
+}
+
+# 1. NATS
+if [ -n "${HWSCHED_NATS_URL:-}" ] && answers "$HWSCHED_NATS_URL"; then
+  echo "NATS: using $HWSCHED_NATS_URL"
+else
+  [ -n "${HWSCHED_NATS_URL:-}" ] && echo "NATS at $HWSCHED_NATS_URL does not answer; starting a local one"
+  port=4250
+  while answers "127.0.0.1:$port"; do port=$((port + 1)); done
+  build/venv/bin/nats-server -a 127.0.0.1 -p "$port" -js -sd "$run/nats" >"$run/nats.log" 2>&1 &
+  pids+=($!)
+  wait_log "$run/nats.log" "Server is ready" 10 || exit 1
+  export HWSCHED_NATS_URL="nats://127.0.0.1:$port"
+  echo "NATS: started $(build/venv/bin/nats-server --version) at $HWSCHED_NATS_URL (store $run/nats)"
+fi
+
+# 2. ClickHouse, when available
+if [ -n "${HWSCHED_CLICKHOUSE_URL:-}" ]; then
+  echo "ClickHouse: using $HWSCHED_CLICKHOUSE_URL"
+elif scripts/clickhouse.sh start "$run/clickhouse" 18223 19100 2>"$run/clickhouse-start.log"; then
+  started_ch=1
+  export HWSCHED_CLICKHOUSE_URL=http://127.0.0.1:18223
+  echo "ClickHouse: started $(curl -s "$HWSCHED_CLICKHOUSE_URL/?query=SELECT%20version()") at $HWSCHED_CLICKHOUSE_URL (data $run/clickhouse)"
+else
+  echo "ClickHouse: not available ($(tail -1 "$run/clickhouse-start.log")); running without it"
+fi
+
+# 3. Services: the control plane in one process, and a monitor for this machine.
+export HWSCHED_STARTUP_GRACE_S=${HWSCHED_STARTUP_GRACE_S:-5}
+"$bin" all --metrics-listen 127.0.0.1:9464 >"$run/all.log" 2>&1 &
+pids+=($!)
+wait_log "$run/all.log" "scheduler ready" 30 || exit 1
+"$bin" monitor --metrics-listen 127.0.0.1:9465 >"$run/monitor.log" 2>&1 &
+pids+=($!)
+wait_log "$run/monitor.log" "monitor ready" 30 || exit 1
+echo "services: hwsched all (metrics http://127.0.0.1:9464/metrics), hwsched monitor (http://127.0.0.1:9465/metrics)"
+echo
+"$bin" workers
+echo
+echo "submitting examples/suite.json:"
+"$bin" submit -f examples/suite.json --wait --wait-timeout-s 120
+echo
+if [ -n "${HWSCHED_CLICKHOUSE_URL:-}" ]; then
+  sleep 1.5 # the recorder flushes every second
+  echo "recorded in ClickHouse (database ${HWSCHED_CLICKHOUSE_DATABASE:-hwsched}):"
+  curl -s "$HWSCHED_CLICKHOUSE_URL/" --data-binary \
+    "SELECT task_id, attempt, worker_id, status, round(duration_s, 2) AS seconds, memory_peak_mb FROM ${HWSCHED_CLICKHOUSE_DATABASE:-hwsched}.task_runs FINAL ORDER BY finished_at, task_id FORMAT PrettyCompactNoEscapes"
+  curl -s "$HWSCHED_CLICKHOUSE_URL/" --data-binary \
+    "SELECT count() AS metric_rows, uniqExact(metric) AS metrics FROM ${HWSCHED_CLICKHOUSE_DATABASE:-hwsched}.hw_metrics FORMAT PrettyCompactNoEscapes"
+fi
+echo
+echo "hwsched is running. Submit more from another shell, e.g.:"
+echo "  HWSCHED_NATS_URL=$HWSCHED_NATS_URL $bin submit --wait -- python3 -c 'print(42)'"
+echo "Following events (Ctrl-C stops everything):"
+"$bin" events &
+pids+=($!)
+wait

@@ -356,6 +356,7 @@ impl Scheduler {
                 }
                 tracing::info!(task_id = %res.task_id, worker_id = %res.worker_id, status = status.as_str_name(), duration_s = res.duration_s, "task finished");
                 self.event(&rec, TaskEventKind::Finished, status.as_str_name()).await;
+                self.reply_finished(&rec, Some(&res)).await;
             }
             Completion::Retry(rec) => {
                 self.save(&rec).await;
@@ -435,6 +436,7 @@ impl Scheduler {
                     self.save(&rec).await;
                     let task_id = rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default();
                     self.refuse(Refusal { task_id, reasons: vec![rec.reason.clone()] }, None).await;
+                    self.reply_finished(&rec, None).await;
                 }
             }
         }

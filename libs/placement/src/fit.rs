@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use hwsched_proto::v1::{GpuInfo, TaskRequest, WorkerCapabilities, WorkerState};
+use hwsched_proto::v1::{GpuInfo, Requirements, TaskRequest, WorkerCapabilities, WorkerState};
 
 use crate::validate::{parse_capability, DEFAULT_CPU_CORES};
 
@@ -79,7 +79,7 @@ pub struct Demand {
 impl Demand {
     /// What `t` reserves on a worker.
     pub fn of(t: &TaskRequest) -> Self {
-        let r = t.requirements.clone().unwrap_or_default();
+        let r = t.requirements.as_ref().unwrap_or(&*NO_REQUIREMENTS);
         Demand {
             cpu_cores: if r.cpu_cores > 0.0 { r.cpu_cores } else { DEFAULT_CPU_CORES },
             memory_mb: r.memory_mb.max(0),
@@ -88,22 +88,65 @@ impl Demand {
     }
 }
 
+/// A task's requirements, parsed once per placement.
+struct Need<'a> {
+    req: &'a Requirements,
+    gpu_vendor: &'a str,
+    gpu_models: Vec<String>,
+    gpu_min_memory_mb: i64,
+    gpu_min_cc: Option<(u32, u32)>,
+    software: Vec<(&'a str, Option<semver::VersionReq>)>,
+}
+
+static NO_REQUIREMENTS: std::sync::LazyLock<Requirements> = std::sync::LazyLock::new(Requirements::default);
+
+impl<'a> Need<'a> {
+    fn of(t: &'a TaskRequest) -> Self {
+        let req = t.requirements.as_ref().unwrap_or(&*NO_REQUIREMENTS);
+        let gpu = req.gpus.as_ref();
+        Need {
+            req,
+            gpu_vendor: gpu.map_or("", |g| g.vendor.as_str()),
+            gpu_models: gpu.map(|g| g.models.iter().map(|m| m.to_ascii_lowercase()).collect()).unwrap_or_default(),
+            gpu_min_memory_mb: gpu.map_or(0, |g| g.min_memory_mb),
+            gpu_min_cc: gpu.and_then(|g| parse_capability(&g.min_compute_capability)),
+            software: req.software.iter().map(|(k, v)| (k.as_str(), semver::VersionReq::parse(v).ok())).collect(),
+        }
+    }
+
+    fn gpu_matches(&self, g: &GpuInfo) -> bool {
+        (self.gpu_vendor.is_empty() || g.vendor.eq_ignore_ascii_case(self.gpu_vendor))
+            && (self.gpu_models.is_empty() || self.gpu_models.iter().any(|m| contains_ignore_case(&g.model, m)))
+            && g.memory_mb as i64 >= self.gpu_min_memory_mb
+            && self
+                .gpu_min_cc
+                .is_none_or(|need| parse_capability(&g.compute_capability).is_some_and(|have| have >= need))
+    }
+}
+
+/// `needle_lower` (ASCII lower-case) occurs in `hay`, ignoring ASCII case.
+fn contains_ignore_case(hay: &str, needle_lower: &str) -> bool {
+    let (h, n) = (hay.as_bytes(), needle_lower.as_bytes());
+    n.is_empty() || h.windows(n.len()).any(|w| w.iter().zip(n).all(|(a, b)| a.to_ascii_lowercase() == *b))
+}
+
 /// Chooses a worker for `task` among `workers`.
 pub fn place(task: &TaskRequest, workers: &[WorkerView]) -> Outcome {
     if workers.is_empty() {
         return Outcome::NeverFits { reason: "no worker is registered".into() };
     }
     let demand = Demand::of(task);
+    let need = Need::of(task);
     let mut never: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut busy: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut best: Option<(f64, &WorkerView, Vec<u32>)> = None;
     let mut candidates = 0;
     for w in workers {
-        if let Err(why) = static_fit(task, &demand, &w.caps) {
+        if let Err(why) = static_fit(&need, &demand, &w.caps) {
             *never.entry(why).or_default() += 1;
             continue;
         }
-        match dynamic_fit(task, &demand, w) {
+        match dynamic_fit(&need, &demand, w) {
             Err(why) => *busy.entry(why).or_default() += 1,
             Ok(gpus) => {
                 candidates += 1;
@@ -137,8 +180,8 @@ fn summarize(total: usize, reasons: &BTreeMap<&'static str, usize>) -> String {
 }
 
 /// Requirements checked against a worker's total capacity.
-fn static_fit(t: &TaskRequest, d: &Demand, c: &WorkerCapabilities) -> Result<(), &'static str> {
-    let r = t.requirements.clone().unwrap_or_default();
+fn static_fit(n: &Need<'_>, d: &Demand, c: &WorkerCapabilities) -> Result<(), &'static str> {
+    let r = n.req;
     let cores = c.cpu.as_ref().map_or(0, |cpu| cpu.logical_cores) as f64;
     if d.cpu_cores > cores {
         return Err("have too few cpu cores");
@@ -146,20 +189,20 @@ fn static_fit(t: &TaskRequest, d: &Demand, c: &WorkerCapabilities) -> Result<(),
     if d.memory_mb as u64 > c.memory_mb {
         return Err("have too little memory");
     }
-    if d.gpu_count > 0 && (matching_gpus(t, &c.gpus).count() as u32) < d.gpu_count {
+    if d.gpu_count > 0 && (c.gpus.iter().filter(|g| n.gpu_matches(g)).count() as u32) < d.gpu_count {
         return Err("lack matching gpus");
     }
-    for (kind, n) in &r.accelerators {
-        if c.accelerators.get(kind).copied().unwrap_or(0) < *n {
+    for (kind, count) in &r.accelerators {
+        if c.accelerators.get(kind).copied().unwrap_or(0) < *count {
             return Err("lack the accelerator");
         }
     }
     if r.backends.iter().any(|b| !c.backends.iter().any(|have| have.eq_ignore_ascii_case(b))) {
         return Err("lack the backend");
     }
-    for (name, req) in &r.software {
-        let ok = match (semver::VersionReq::parse(req), c.software.get(name).and_then(|v| lenient_version(v))) {
-            (Ok(req), Some(v)) => req.matches(&v),
+    for (name, req) in &n.software {
+        let ok = match (req, c.software.get(*name).and_then(|v| lenient_version(v))) {
+            (Some(req), Some(v)) => req.matches(&v),
             _ => false,
         };
         if !ok {
@@ -173,7 +216,7 @@ fn static_fit(t: &TaskRequest, d: &Demand, c: &WorkerCapabilities) -> Result<(),
 }
 
 /// Requirements checked against what is free now. Returns the GPUs to reserve.
-fn dynamic_fit(t: &TaskRequest, d: &Demand, w: &WorkerView) -> Result<Vec<u32>, &'static str> {
+fn dynamic_fit(n: &Need<'_>, d: &Demand, w: &WorkerView) -> Result<Vec<u32>, &'static str> {
     if w.state != WorkerState::Active {
         return Err("are not active (draining or offline)");
     }
@@ -190,34 +233,27 @@ fn dynamic_fit(t: &TaskRequest, d: &Demand, w: &WorkerView) -> Result<Vec<u32>, 
     if w.reserved.memory_mb + d.memory_mb > w.caps.memory_mb as i64 {
         return Err("have no free memory");
     }
-    let r = t.requirements.clone().unwrap_or_default();
-    for (kind, n) in &r.accelerators {
+    for (kind, count) in &n.req.accelerators {
         let have = w.caps.accelerators.get(kind).copied().unwrap_or(0);
-        if w.reserved.accelerators.get(kind).copied().unwrap_or(0) + n > have {
+        if w.reserved.accelerators.get(kind).copied().unwrap_or(0) + count > have {
             return Err("have no free accelerator");
         }
     }
-    let gpus: Vec<u32> = matching_gpus(t, &w.caps.gpus)
+    if d.gpu_count == 0 {
+        return Ok(Vec::new());
+    }
+    let gpus: Vec<u32> = w
+        .caps
+        .gpus
+        .iter()
+        .filter(|g| n.gpu_matches(g) && !w.reserved.gpus.contains(&g.index))
         .map(|g| g.index)
-        .filter(|i| !w.reserved.gpus.contains(i))
         .take(d.gpu_count as usize)
         .collect();
     if (gpus.len() as u32) < d.gpu_count {
         return Err("have no free matching gpu");
     }
     Ok(gpus)
-}
-
-fn matching_gpus<'a>(t: &'a TaskRequest, gpus: &'a [GpuInfo]) -> impl Iterator<Item = &'a GpuInfo> + 'a {
-    let req = t.requirements.as_ref().and_then(|r| r.gpus.clone()).unwrap_or_default();
-    let min_cc = parse_capability(&req.min_compute_capability);
-    gpus.iter().filter(move |g| {
-        (req.vendor.is_empty() || g.vendor.eq_ignore_ascii_case(&req.vendor))
-            && (req.models.is_empty()
-                || req.models.iter().any(|m| g.model.to_ascii_lowercase().contains(&m.to_ascii_lowercase())))
-            && g.memory_mb as i64 >= req.min_memory_mb
-            && min_cc.is_none_or(|need| parse_capability(&g.compute_capability).is_some_and(|have| have >= need))
-    })
 }
 
 /// "3.11.7", "3.11", "12" -> semver versions.

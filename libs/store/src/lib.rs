@@ -103,12 +103,9 @@ impl Store {
         }
     }
 
-    async fn insert_all<R: clickhouse::Row + Serialize>(
-        &self,
-        table: &str,
-        rows: impl Iterator<Item = R>,
-    ) -> Result<usize, StoreError>
+    async fn insert_all<R>(&self, table: &str, rows: impl Iterator<Item = R>) -> Result<usize, StoreError>
     where
+        R: clickhouse::Row + Serialize,
         for<'a> R: clickhouse::RowWrite<Value<'a> = R>,
     {
         let err = |source| StoreError::Server { what: "insert", source };
@@ -191,7 +188,7 @@ pub fn status_name(s: TaskStatus) -> &'static str {
 }
 
 fn run_row<T>(r: &ExecutionResult, time: impl Fn(i64) -> T) -> RunRow<T> {
-    let u = r.resources.clone().unwrap_or_default();
+    let u = r.resources.unwrap_or_default();
     RunRow {
         task_id: r.task_id.clone(),
         attempt: r.attempt,

@@ -41,7 +41,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     streams::provision(&bus).await?;
-    let mut rules = vec![Evaluator::new(Rule {
+    let mut rules = [Evaluator::new(Rule {
         name: "HighCpuUtilization".into(),
         metric: "cpu.util_pct".into(),
         threshold: cfg.cpu_pct,

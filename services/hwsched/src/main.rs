@@ -121,6 +121,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     }
 }
 
+fn cli_validate(nats: &NatsConfig, clickhouse: &ClickHouseConfig) -> anyhow::Result<()> {
+    nats.validate()?;
+    clickhouse.validate()?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -129,10 +135,4 @@ mod tests {
     fn cli_definition_is_consistent() {
         super::Cli::command().debug_assert();
     }
-}
-
-fn cli_validate(nats: &NatsConfig, clickhouse: &ClickHouseConfig) -> anyhow::Result<()> {
-    nats.validate()?;
-    clickhouse.validate()?;
-    Ok(())
 }

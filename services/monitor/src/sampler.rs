@@ -184,7 +184,7 @@ impl TaskUsage {
 
     /// The aggregate so far.
     pub fn usage(&self) -> ResourceUsage {
-        self.usage.clone()
+        self.usage
     }
 }
 

@@ -55,6 +55,8 @@ pub struct State {
     seq: u64,
 }
 
+static NO_TASK: std::sync::LazyLock<hwsched_proto::v1::TaskRequest> = std::sync::LazyLock::new(Default::default);
+
 fn priority(r: &TaskRecord) -> u32 {
     match r.task.as_ref().map_or(0, |t| t.priority) {
         0 => hwsched_placement::validate::DEFAULT_PRIORITY,
@@ -193,13 +195,15 @@ impl State {
                 }
                 continue;
             }
-            let task = rec.task.clone().unwrap_or_default();
-            let untried: Vec<WorkerView> =
-                views.iter().filter(|v| !rec.tried_workers.contains(&v.caps.worker_id)).cloned().collect();
-            let mut outcome = if rec.tried_workers.is_empty() { place(&task, &views) } else { place(&task, &untried) };
-            if !rec.tried_workers.is_empty() && !matches!(outcome, Outcome::Place { .. }) {
-                outcome = place(&task, &views);
+            let task = rec.task.as_ref().unwrap_or(&*NO_TASK);
+            // Retries try the workers not tried yet first, then any.
+            let mut outcome = None;
+            if !rec.tried_workers.is_empty() {
+                let untried: Vec<WorkerView> =
+                    views.iter().filter(|v| !rec.tried_workers.contains(&v.caps.worker_id)).cloned().collect();
+                outcome = Some(place(task, &untried)).filter(|o| matches!(o, Outcome::Place { .. }));
             }
+            let outcome = outcome.unwrap_or_else(|| place(task, &views));
             match outcome {
                 Outcome::Place { worker_id, gpus, score, .. } => {
                     self.queue.remove(&entry);

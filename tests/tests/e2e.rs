@@ -23,7 +23,11 @@ async fn json_task_runs_on_a_real_monitor_and_lands_in_clickhouse() -> anyhow::R
         ("HWSCHED_CLICKHOUSE_DATABASE", db.config.database.clone()),
         ("HWSCHED_RECORDER_FLUSH_MS", "200".to_string()),
     ];
-    let mut all = Proc::spawn("hwsched all", &nats.url(), &["all"], &ch_env)?;
+    let metrics_addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.to_string()
+    };
+    let mut all = Proc::spawn("hwsched all", &nats.url(), &["all", "--metrics-listen", &metrics_addr], &ch_env)?;
     all.wait_for_log("scheduler ready", Duration::from_secs(30)).await?;
     let mut monitor = Proc::spawn(
         "hwsched monitor",
@@ -85,10 +89,25 @@ async fn json_task_runs_on_a_real_monitor_and_lands_in_clickhouse() -> anyhow::R
     .await?;
     assert!(cpu_rows >= 2);
 
+    // The operational endpoint reports what happened.
+    assert!(http_get(&metrics_addr, "/readyz").await?.starts_with("HTTP/1.1 200"));
+    let metrics = http_get(&metrics_addr, "/metrics").await?;
+    assert!(metrics.contains("hwsched_scheduler_tasks_accepted_total 1"), "{metrics}");
+    assert!(metrics.contains("hwsched_scheduler_tasks_succeeded_total 1"), "{metrics}");
+
     // One shutdown path: SIGTERM drains and exits 0.
     let status = monitor.terminate(Duration::from_secs(30)).await?;
     assert!(status.success(), "monitor exit {status}; log:\n{}", monitor.log());
     let status = all.terminate(Duration::from_secs(30)).await?;
     assert!(status.success(), "all exit {status}; log:\n{}", all.log());
     Ok(())
+}
+
+async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    Ok(out)
 }

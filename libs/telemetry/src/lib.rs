@@ -25,7 +25,8 @@ use tracing_subscriber::{fmt, EnvFilter};
 /// `EnvFilter` syntax ("info", "hwsched_scheduler=debug,info").
 pub fn init_logging(format: &str, filter: &str) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_target(true).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = fmt().with_env_filter(filter).with_target(true).with_ansi(ansi).with_writer(std::io::stderr);
     // A second init (tests, `hwsched all`) keeps the first logger.
     let _ = if format == "json" { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
 }

@@ -1,0 +1,98 @@
+//! Faults the foundation already survives: a worker killed with SIGKILL (its
+//! task is placed again elsewhere), and a nats-server restart (every service
+//! reconnects and the next task still runs).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use hwsched_bus::MSG_ID;
+use hwsched_proto::{
+    v1::{ExecutionResult, TaskEvent, TaskEventKind, TaskRequest, TaskStatus},
+    Message,
+};
+use hwsched_testkit::NatsServer;
+use hwsched_tests::{bus, Proc};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn submit(b: &hwsched_bus::Bus, t: &TaskRequest) -> anyhow::Result<()> {
+    let mut h = hwsched_bus::proto_headers(None);
+    h.insert(MSG_ID, t.task_id.as_str());
+    b.jetstream().publish_with_headers("hws.tasks.submit", h, t.encode_to_vec().into()).await?.await?;
+    Ok(())
+}
+
+fn monitor(nats: &NatsServer, id: &str) -> anyhow::Result<Proc> {
+    Proc::spawn(id, &nats.url(), &["monitor", "--worker-id", id, "--slots", "1", "--interval-ms", "200"], &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_of_a_killed_worker_is_placed_on_another() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let sched = Proc::spawn("scheduler", &nats.url(), &["scheduler"], &[("HWSCHED_WORKER_TIMEOUT_MS", "1500".into())])?;
+    sched.wait_for_log("scheduler ready", WAIT).await?;
+    let mut a = monitor(&nats, "w-a")?;
+    let mut b = monitor(&nats, "w-b")?;
+    a.wait_for_log("monitor ready", WAIT).await?;
+    b.wait_for_log("monitor ready", WAIT).await?;
+    sched.wait_for_log("worker joined worker_id=\"w-b\"", WAIT).await?;
+    sched.wait_for_log("worker joined worker_id=\"w-a\"", WAIT).await?;
+
+    let bus = bus(&nats.url()).await?;
+    let mut events = bus.client().subscribe("hws.events.survivor").await?;
+    let mut results = bus.client().subscribe("hws.results.survivor").await?;
+    let task =
+        TaskRequest { task_id: "survivor".into(), command: vec!["sleep".into(), "1".into()], ..Default::default() };
+    submit(&bus, &task).await?;
+    let victim = loop {
+        let m = tokio::time::timeout(WAIT, events.next()).await?.expect("event");
+        let ev = TaskEvent::decode(m.payload.as_ref())?;
+        if ev.kind() == TaskEventKind::Started {
+            break ev.worker_id;
+        }
+    };
+    let lost_at = std::time::Instant::now();
+    if victim == "w-a" {
+        a.kill()
+    } else {
+        b.kill()
+    };
+
+    let m = tokio::time::timeout(WAIT, results.next()).await?.expect("result");
+    let r = ExecutionResult::decode(m.payload.as_ref())?;
+    assert_ne!(r.worker_id, victim, "re-placed on the survivor");
+    assert_eq!(r.attempt, 2);
+    assert_eq!(r.status(), TaskStatus::Succeeded);
+    // detection (1.5 s timeout) + 1 s run, with slack for a loaded machine
+    assert!(lost_at.elapsed() < Duration::from_secs(10), "took {:?}", lost_at.elapsed());
+    assert!(sched.log().contains("worker lost, task queued again"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_reconnect_after_a_nats_restart() -> anyhow::Result<()> {
+    let mut nats = NatsServer::start()?;
+    let all = Proc::spawn("hwsched all", &nats.url(), &["all"], &[])?;
+    all.wait_for_log("scheduler ready", WAIT).await?;
+    let mon = monitor(&nats, "w-r")?;
+    mon.wait_for_log("monitor ready", WAIT).await?;
+    {
+        let b = bus(&nats.url()).await?;
+        let mut results = b.client().subscribe("hws.results.before").await?;
+        submit(&b, &TaskRequest { task_id: "before".into(), command: vec!["true".into()], ..Default::default() })
+            .await?;
+        tokio::time::timeout(WAIT, results.next()).await?.expect("result before restart");
+    }
+
+    nats.restart()?;
+
+    let b = bus(&nats.url()).await?;
+    let mut results = b.client().subscribe("hws.results.after").await?;
+    submit(&b, &TaskRequest { task_id: "after".into(), command: vec!["true".into()], ..Default::default() }).await?;
+    let m = tokio::time::timeout(Duration::from_secs(60), results.next())
+        .await
+        .map_err(|_| anyhow::anyhow!("no result after restart\nall:\n{}\nmonitor:\n{}", all.log(), mon.log()))?
+        .expect("result");
+    assert_eq!(ExecutionResult::decode(m.payload.as_ref())?.status(), TaskStatus::Succeeded);
+    Ok(())
+}

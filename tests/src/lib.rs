@@ -111,6 +111,15 @@ pub async fn bus(url: &str) -> anyhow::Result<Bus> {
     Ok(Bus::connect(&NatsConfig::new(url), "test", Duration::from_secs(10)).await?)
 }
 
+/// Submits `t` as protobuf through JetStream (task id as `Nats-Msg-Id`) and waits for the stream's ack.
+pub async fn submit(b: &Bus, t: &hwsched_proto::v1::TaskRequest) -> anyhow::Result<()> {
+    let mut h = hwsched_bus::proto_headers(None);
+    h.insert(hwsched_bus::MSG_ID, t.task_id.as_str());
+    let body = prost::Message::encode_to_vec(t);
+    b.jetstream().publish_with_headers(b.subjects().tasks_submit(), h, body.into()).await?.await?;
+    Ok(())
+}
+
 /// A service running in this process; cancelled and awaited on [`InProcess::stop`].
 #[derive(Debug)]
 pub struct InProcess {

@@ -5,22 +5,14 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use hwsched_bus::MSG_ID;
 use hwsched_proto::{
     v1::{ExecutionResult, TaskEvent, TaskEventKind, TaskRequest, TaskStatus},
     Message,
 };
 use hwsched_testkit::NatsServer;
-use hwsched_tests::{bus, Proc};
+use hwsched_tests::{bus, submit, Proc};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn submit(b: &hwsched_bus::Bus, t: &TaskRequest) -> anyhow::Result<()> {
-    let mut h = hwsched_bus::proto_headers(None);
-    h.insert(MSG_ID, t.task_id.as_str());
-    b.jetstream().publish_with_headers("hws.tasks.submit", h, t.encode_to_vec().into()).await?.await?;
-    Ok(())
-}
 
 fn monitor(nats: &NatsServer, id: &str) -> anyhow::Result<Proc> {
     Proc::spawn(id, &nats.url(), &["monitor", "--worker-id", id, "--slots", "1", "--interval-ms", "200"], &[])

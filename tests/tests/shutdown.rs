@@ -4,22 +4,14 @@
 use std::{collections::HashMap, time::Duration};
 
 use futures::StreamExt;
-use hwsched_bus::MSG_ID;
 use hwsched_proto::{
     v1::{ExecutionResult, TaskEvent, TaskEventKind, TaskRequest, TaskStatus},
     Message,
 };
 use hwsched_testkit::NatsServer;
-use hwsched_tests::{bus, Proc};
+use hwsched_tests::{bus, submit, Proc};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn submit(b: &hwsched_bus::Bus, t: &TaskRequest) -> anyhow::Result<()> {
-    let mut h = hwsched_bus::proto_headers(None);
-    h.insert(MSG_ID, t.task_id.as_str());
-    b.jetstream().publish_with_headers("hws.tasks.submit", h, t.encode_to_vec().into()).await?.await?;
-    Ok(())
-}
 
 fn sleep_task(id: &str, secs: &str) -> TaskRequest {
     TaskRequest { task_id: id.into(), command: vec!["sleep".into(), secs.into()], ..Default::default() }

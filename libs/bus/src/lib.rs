@@ -13,6 +13,7 @@ use std::time::Duration;
 pub use async_nats;
 use async_nats::{jetstream, HeaderMap};
 use hwsched_config::NatsConfig;
+use hwsched_proto::v1::{TaskEvent, TaskEventKind, TaskRequest};
 use prost::Message;
 
 pub use codec::{decode, DecodeError, Encoding};
@@ -144,6 +145,15 @@ impl Bus {
         Ok(())
     }
 
+    /// Stores a lifecycle event on `hws.events.<task_id>`. Events inform
+    /// producers and dashboards; a failure is logged, not returned.
+    pub async fn publish_event(&self, ev: &TaskEvent, traceparent: Option<&str>) {
+        let subject = self.subjects.events(&ev.task_id);
+        if let Err(e) = self.publish_durable(subject, ev, None, traceparent).await {
+            tracing::warn!(error = %e, task_id = %ev.task_id, kind = ev.kind().as_str_name(), "task event not stored");
+        }
+    }
+
     /// Flushes buffered publishes and closes the connection (shutdown path).
     pub async fn drain(&self) {
         if let Err(e) = self.client.flush().await {
@@ -196,6 +206,26 @@ async fn connect_once(
     }
     let urls: Vec<&str> = cfg.url.split(',').map(str::trim).collect();
     Ok(opts.connect(urls).await?)
+}
+
+/// A lifecycle event about `task` (attempt, worker and reason as given), stamped now.
+pub fn task_event(
+    task: Option<&TaskRequest>,
+    kind: TaskEventKind,
+    attempt: u32,
+    worker_id: &str,
+    reason: &str,
+) -> TaskEvent {
+    TaskEvent {
+        schema_version: hwsched_proto::SCHEMA_VERSION,
+        task_id: task.map(|t| t.task_id.clone()).unwrap_or_default(),
+        kind: kind as i32,
+        attempt,
+        worker_id: worker_id.to_string(),
+        timestamp_ms: now_ms(),
+        reason: reason.to_string(),
+        name: task.map(|t| t.name.clone()).unwrap_or_default(),
+    }
 }
 
 /// Milliseconds since the Unix epoch, the time unit of every message.

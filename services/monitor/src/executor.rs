@@ -12,7 +12,7 @@ use std::{
 use async_nats::jetstream::{self, AckKind};
 use hwsched_bus::{now_ms, trace, Bus};
 use hwsched_proto::{
-    v1::{ExecutionResult, TaskAssignment, TaskEvent, TaskEventKind, TaskStatus},
+    v1::{ExecutionResult, TaskAssignment, TaskEventKind, TaskStatus},
     SCHEMA_VERSION,
 };
 use tokio::{io::AsyncReadExt, process::Command};
@@ -173,20 +173,8 @@ impl Executor {
     }
 
     async fn event(&self, a: &TaskAssignment, kind: TaskEventKind, reason: &str, tp: &str) {
-        let task = a.task.as_ref();
-        let ev = TaskEvent {
-            schema_version: SCHEMA_VERSION,
-            task_id: task.map(|t| t.task_id.clone()).unwrap_or_default(),
-            kind: kind as i32,
-            attempt: a.attempt,
-            worker_id: self.worker_id.clone(),
-            timestamp_ms: now_ms(),
-            reason: reason.to_string(),
-            name: task.map(|t| t.name.clone()).unwrap_or_default(),
-        };
-        if let Err(e) = self.bus.publish_durable(self.bus.subjects().events(&ev.task_id), &ev, None, Some(tp)).await {
-            tracing::warn!(error = %e, kind = kind.as_str_name(), "task event not published");
-        }
+        let ev = hwsched_bus::task_event(a.task.as_ref(), kind, a.attempt, &self.worker_id, reason);
+        self.bus.publish_event(&ev, Some(tp)).await;
     }
 
     /// Runs the command to completion; `None` when `stop` fired (process group killed).

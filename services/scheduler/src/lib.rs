@@ -16,12 +16,12 @@ use futures::StreamExt;
 use hwsched_bus::{
     now_ms,
     streams::{self, Durable},
-    trace, Bus, Stream, REPLY_TO,
+    task_event, trace, Bus, Stream, REPLY_TO,
 };
 use hwsched_proto::{
     v1::{
-        ExecutionResult, SubmitReply, TaskAssignment, TaskEvent, TaskEventKind, TaskRecord, TaskRejection, TaskRequest,
-        TaskState, WorkerCapabilities, WorkerHeartbeat,
+        ExecutionResult, SubmitReply, TaskAssignment, TaskEventKind, TaskRecord, TaskRejection, TaskRequest, TaskState,
+        WorkerCapabilities, WorkerHeartbeat,
     },
     Message, SCHEMA_VERSION,
 };
@@ -253,15 +253,9 @@ impl Scheduler {
             tracing::warn!(error = %e, "rejection not stored");
         }
         if hwsched_placement::is_valid_id(&r.task_id) {
-            let ev = TaskEvent {
-                schema_version: SCHEMA_VERSION,
-                task_id: r.task_id.clone(),
-                kind: TaskEventKind::Rejected as i32,
-                timestamp_ms: now_ms(),
-                reason: r.reasons.join("; "),
-                ..Default::default()
-            };
-            let _ = self.bus.publish_durable(self.bus.subjects().events(&r.task_id), &ev, None, None).await;
+            let task = TaskRequest { task_id: r.task_id.clone(), ..Default::default() };
+            let ev = task_event(Some(&task), TaskEventKind::Rejected, 0, "", &r.reasons.join("; "));
+            self.bus.publish_event(&ev, None).await;
         }
         self.reply(
             reply_to,
@@ -312,21 +306,8 @@ impl Scheduler {
     }
 
     async fn event(&self, rec: &TaskRecord, kind: TaskEventKind, reason: &str) {
-        let task = rec.task.as_ref();
-        let ev = TaskEvent {
-            schema_version: SCHEMA_VERSION,
-            task_id: task.map(|t| t.task_id.clone()).unwrap_or_default(),
-            kind: kind as i32,
-            attempt: rec.attempt,
-            worker_id: rec.worker_id.clone(),
-            timestamp_ms: now_ms(),
-            reason: reason.to_string(),
-            name: task.map(|t| t.name.clone()).unwrap_or_default(),
-        };
-        let subject = self.bus.subjects().events(&ev.task_id);
-        if let Err(e) = self.bus.publish_durable(subject, &ev, None, Some(&rec.traceparent)).await {
-            tracing::warn!(error = %e, task_id = %ev.task_id, kind = kind.as_str_name(), "task event not stored");
-        }
+        let ev = task_event(rec.task.as_ref(), kind, rec.attempt, &rec.worker_id, reason);
+        self.bus.publish_event(&ev, Some(&rec.traceparent)).await;
     }
 
     async fn save(&self, rec: &TaskRecord) {

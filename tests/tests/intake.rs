@@ -77,7 +77,9 @@ async fn invalid_submissions_are_rejected_with_reasons_and_the_queue_keeps_movin
         let r: TaskRejection = next(&mut rejected).await?;
         assert_eq!(&r.task_id, id, "rejections arrive in order with the original task_id");
         assert!(r.reasons.iter().any(|l| l.contains(field)), "{id}: expected {field} in {:?}", r.reasons);
-        let reply: SubmitReply = next(&mut replies).await?;
+        // JSON submissions get JSON replies
+        let m = tokio::time::timeout(WAIT, replies.next()).await?.expect("reply");
+        let reply: SubmitReply = serde_json::from_slice(&m.payload)?;
         assert_eq!(&reply.task_id, id);
         assert!(!reply.accepted && !reply.reasons.is_empty());
     }
@@ -115,8 +117,12 @@ async fn duplicate_task_id_is_not_run_twice() -> anyhow::Result<()> {
         let _ = ack;
     }
     let first: SubmitReply = next(&mut replies).await?;
-    assert!(first.accepted);
-    // wait for the run to finish
+    assert!(first.accepted && !first.finished, "{first:?}");
+    // the final reply comes when the run has finished
+    let done: SubmitReply = next(&mut replies).await?;
+    assert!(done.finished, "{done:?}");
+    assert_eq!(done.status(), TaskStatus::Succeeded);
+    assert_eq!((done.worker_id.as_str(), done.attempts), ("w1", 1));
     loop {
         let ev: TaskEvent = next(&mut events).await?;
         if ev.kind() == TaskEventKind::Finished {

@@ -1,8 +1,6 @@
 # hwsched — the two commands that matter: `make run` and `make test`.
 SHELL := /bin/bash
 CH_DIR_TEST := build/clickhouse-test
-CH_HTTP_TEST ?= 18123
-CH_TCP_TEST ?= 19000
 
 .PHONY: all build run test test-rust test-python lint fmt clean env stop-clickhouse
 

@@ -7,8 +7,10 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 ch_dir=build/clickhouse-test
-ch_http=${CH_HTTP_TEST:-18123}
-ch_tcp=${CH_TCP_TEST:-19000}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# Free ports unless given: another ClickHouse (or a second checkout's tests) may hold the usual ones.
+ch_http=${CH_HTTP_TEST:-$(free_port)}
+ch_tcp=${CH_TCP_TEST:-$(free_port)}
 
 scripts/setup-env.sh
 # A fresh server every run: test databases never pile up.

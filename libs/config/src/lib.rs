@@ -211,6 +211,9 @@ pub struct TelemetryConfig {
     /// Log filter (tracing EnvFilter syntax). Default: "info" for services, "warn" for client commands.
     #[arg(id = "log", global = true, long = "log", env = "HWSCHED_LOG")]
     pub log_filter: Option<String>,
+    /// OTLP/HTTP collector base URL (e.g. http://otel-collector:4318); spans are exported when set.
+    #[arg(id = "otlp_endpoint", global = true, long = "otlp-endpoint", env = "HWSCHED_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! Logging and the operational HTTP endpoint of every hwsched process:
-//! structured `tracing` logs (text or JSON) and `/metrics` (Prometheus text
-//! format), `/healthz` and `/readyz` on one listener.
+//! Logging, tracing and the operational HTTP endpoint of every hwsched process:
+//! structured `tracing` logs (text or JSON), spans exported over OTLP/HTTP when
+//! a collector is configured, and `/metrics` (Prometheus text format),
+//! `/healthz` and `/readyz` on one listener.
 //!
 //! Level policy: ERROR only when an operator must act (a component died, data
 //! could not be stored); WARN for recovered faults and rejected input; INFO for
@@ -16,19 +17,77 @@ use std::{
 };
 
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Router};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::{trace::SdkTracerProvider, Resource};
 pub use prometheus_client;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::{fmt, EnvFilter};
+use tracing_subscriber::{fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
 
-/// Initialises the global logger. `format` is "text" or "json"; `filter` uses
-/// `EnvFilter` syntax ("info", "hwsched_scheduler=debug,info").
-pub fn init_logging(format: &str, filter: &str) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+/// Keeps the trace exporter alive; dropping it flushes and stops the export.
+#[must_use = "dropping the guard stops trace export"]
+pub struct Guard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard").field("otlp", &self.provider.is_some()).finish()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take() {
+            if let Err(e) = p.shutdown() {
+                eprintln!("trace export did not flush: {e}");
+            }
+        }
+    }
+}
+
+/// Initialises logging, and trace export over OTLP/HTTP when `otlp_endpoint`
+/// (the collector's base URL, e.g. `http://otel-collector:4318`) is given.
+/// `format` is "text" or "json"; `filter` uses `EnvFilter` syntax.
+/// A second call (tests, `hwsched all`) keeps the first subscriber.
+pub fn init(format: &str, filter: &str, otlp_endpoint: Option<&str>, service: &str) -> Result<Guard, String> {
+    let filter = EnvFilter::try_new(filter).map_err(|e| format!("log filter {filter:?}: {e}"))?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = fmt().with_env_filter(filter).with_target(true).with_ansi(ansi).with_writer(std::io::stderr);
-    // A second init (tests, `hwsched all`) keeps the first logger.
-    let _ = if format == "json" { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
+    let fmt_layer: Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync> = if format == "json" {
+        Box::new(fmt::layer().json().flatten_event(true).with_writer(std::io::stderr))
+    } else {
+        Box::new(fmt::layer().with_ansi(ansi).with_writer(std::io::stderr))
+    };
+    let provider = match otlp_endpoint {
+        None => None,
+        Some(base) => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(format!("{}/v1/traces", base.trim_end_matches('/')))
+                .build()
+                .map_err(|e| format!("OTLP exporter for {base}: {e}"))?;
+            Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(Resource::builder_empty().with_service_name(service.to_string()).build())
+                    .build(),
+            )
+        }
+    };
+    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("hwsched")));
+    let _ = tracing_subscriber::registry().with(fmt_layer).with(otel).with(filter).try_init();
+    Ok(Guard { provider })
+}
+
+/// Makes `span` a child of the W3C `traceparent` carried in NATS headers, so
+/// exported spans of scheduler and monitor join the producer's trace.
+pub fn set_parent(span: &tracing::Span, traceparent: &str) {
+    use opentelemetry::propagation::TextMapPropagator;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let carrier = std::collections::HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
+    let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
+    let _ = span.set_parent(cx);
 }
 
 /// Shared metrics registry and readiness flag of one process.

@@ -62,10 +62,19 @@ fn main() -> std::process::ExitCode {
             | Command::All(_)
     );
     let default_filter = if is_service { "info,async_nats=warn" } else { "warn" };
-    hwsched_telemetry::init_logging(
+    let service = format!("hwsched-{}", command_name(&cli.command));
+    let _guard = match hwsched_telemetry::init(
         &cli.telemetry.log_format,
         cli.telemetry.log_filter.as_deref().unwrap_or(default_filter),
-    );
+        cli.telemetry.otlp_endpoint.as_deref(),
+        &service,
+    ) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: invalid configuration: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -80,6 +89,18 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Monitor(_) => "monitor",
+        Command::Scheduler(_) => "scheduler",
+        Command::Learner(_) => "learner",
+        Command::Alerting(_) => "alerting",
+        Command::Recorder(_) => "recorder",
+        Command::All(_) => "all",
+        Command::Submit(_) | Command::Events | Command::Workers | Command::Schema { .. } => "cli",
     }
 }
 

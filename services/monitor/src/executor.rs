@@ -90,6 +90,7 @@ impl Executor {
         let task = a.task.clone().unwrap_or_default();
         let tp = trace::continue_from(msg.headers.as_ref());
         let span = tracing::info_span!("task", task_id = %task.task_id, attempt = a.attempt, trace_id = trace::trace_id(&tp).unwrap_or(""));
+        hwsched_telemetry::set_parent(&span, &tp);
         let _enter = span.enter();
         if a.worker_id != self.worker_id {
             tracing::warn!(assigned_to = %a.worker_id, "assignment for another worker, dropping it");

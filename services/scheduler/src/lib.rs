@@ -30,6 +30,7 @@ use hwsched_telemetry::{
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub use intake::{parse as parse_submission, Refusal};
 use state::{Action, Completion, State};
@@ -427,6 +428,12 @@ impl Scheduler {
     /// Sends the assignment first, then records it: a crash in between can
     /// only run an attempt twice (documented), never lose it.
     async fn assign(&mut self, rec: TaskRecord, now: i64) {
+        let span = tracing::info_span!("assign", task_id = %rec.task.as_ref().map_or("", |t| t.task_id.as_str()), worker_id = %rec.worker_id, attempt = rec.attempt);
+        hwsched_telemetry::set_parent(&span, &rec.traceparent);
+        self.assign_in(rec, now).instrument(span).await
+    }
+
+    async fn assign_in(&mut self, rec: TaskRecord, now: i64) {
         let task_id = rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default();
         let a = TaskAssignment {
             schema_version: SCHEMA_VERSION,

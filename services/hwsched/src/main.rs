@@ -110,6 +110,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     cli_validate(&nats, &clickhouse)?;
     match command {
         Command::Monitor(cfg) => {
+            cfg.validate().map_err(anyhow::Error::msg)?;
             service::serve(&nats, &telemetry, "monitor", |bus, t, s| hwsched_monitor::run(cfg, bus, t, s))
                 .await
                 .map(|_| ok)

@@ -50,6 +50,11 @@ pub struct MonitorConfig {
 }
 
 impl MonitorConfig {
+    /// Checks the fields that can be checked before connecting.
+    pub fn validate(&self) -> Result<(), String> {
+        crate::detect::worker_id(self.worker_id.as_deref()).map(|_| ())
+    }
+
     /// Defaults, as for a monitor started with no flags.
     pub fn for_tests() -> Self {
         Self {

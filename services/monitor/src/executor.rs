@@ -15,6 +15,7 @@ use hwsched_proto::{
     v1::{ExecutionResult, TaskAssignment, TaskEventKind, TaskStatus},
     SCHEMA_VERSION,
 };
+use nix::sys::signal::Signal;
 use tokio::{io::AsyncReadExt, process::Command};
 use tokio_util::sync::CancellationToken;
 
@@ -215,19 +216,16 @@ impl Executor {
         let status = tokio::select! {
             s = tokio::time::timeout(timeout, child.wait()) => s,
             _ = stop.cancelled() => {
-                kill_group(pid).await;
-                let _ = child.wait().await;
+                stop_group(pid, &mut child).await;
                 self.lock().usage.remove(&pid);
                 return None;
             }
         };
-        let timed_out = status.is_err();
-        if timed_out {
-            kill_group(pid).await;
-            let _ = child.wait().await;
+        if status.is_err() {
+            stop_group(pid, &mut child).await;
         } else {
             // Nothing a task started may outlive it.
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            signal_group(pid, Signal::SIGKILL);
         }
         let stdout = collect(out).await;
         let stderr = collect(err).await;
@@ -253,18 +251,17 @@ async fn collect(h: tokio::task::JoinHandle<Vec<u8>>) -> Vec<u8> {
     }
 }
 
-/// SIGTERM to the task's process group, SIGKILL after a grace period.
-async fn kill_group(pid: u32) {
-    use nix::{
-        sys::signal::{killpg, Signal},
-        unistd::Pid,
-    };
-    let pg = Pid::from_raw(pid as i32);
-    if killpg(pg, Signal::SIGTERM).is_err() {
-        return;
-    }
-    tokio::time::sleep(KILL_GRACE).await;
-    let _ = killpg(pg, Signal::SIGKILL);
+/// SIGTERM to the task's process group; SIGKILL to whatever is left once the
+/// leader exited or the grace period ran out; then reap the leader.
+async fn stop_group(pid: u32, child: &mut tokio::process::Child) {
+    signal_group(pid, Signal::SIGTERM);
+    let _ = tokio::time::timeout(KILL_GRACE, child.wait()).await;
+    signal_group(pid, Signal::SIGKILL);
+    let _ = child.wait().await;
+}
+
+fn signal_group(pid: u32, signal: Signal) {
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), signal);
 }
 
 /// Reads a pipe to its end, keeping the last [`OUTPUT_TAIL_BYTES`].

@@ -44,6 +44,10 @@ pub struct MonitorConfig {
     /// Software versions overriding detection, e.g. torch=2.4.0.
     #[arg(long = "software", env = "HWSCHED_SOFTWARE", value_delimiter = ',', value_parser = key_value)]
     pub software: Vec<(String, String)>,
+    /// Software version probes, name=shell command, e.g. torch='python3 -c "import torch; print(torch.__version__)"'.
+    /// Replaces the defaults (python3, gcc, nvcc). Newline-separated in the environment variable.
+    #[arg(long = "probe", env = "HWSCHED_PROBES", value_delimiter = '\n', value_parser = key_value)]
+    pub probes: Vec<(String, String)>,
     /// Directory tasks run in when they name no workdir. Default: the monitor's own.
     #[arg(long = "task-dir", env = "HWSCHED_TASK_DIR")]
     pub task_dir: Option<PathBuf>,
@@ -65,6 +69,7 @@ impl MonitorConfig {
             backends: vec![],
             labels: vec![],
             software: vec![],
+            probes: vec![],
             task_dir: None,
         }
     }

@@ -1,7 +1,7 @@
 //! Capability detection: what this host really has (sysinfo, NVML, installed
 //! software) plus what the operator declares (accelerators, backends, labels).
 
-use std::collections::{hash_map::DefaultHasher, BTreeMap};
+use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
 use hwsched_proto::{
@@ -10,7 +10,7 @@ use hwsched_proto::{
 };
 use sysinfo::{Disks, System};
 
-use crate::{config::MonitorConfig, gpu::Gpus};
+use crate::{config::MonitorConfig, gpu::Gpus, host, probes};
 
 /// The worker id: configured, else the host name made subject-safe.
 pub fn worker_id(configured: Option<&str>) -> Result<String, String> {
@@ -51,6 +51,7 @@ pub fn detect(cfg: &MonitorConfig, worker_id: &str, gpus: Option<&Gpus>, started
         physical_cores: System::physical_core_count().unwrap_or(cpus.len()) as u32,
         logical_cores: cpus.len() as u32,
         frequency_mhz: cpus.first().map(|c| c.frequency()).unwrap_or(0),
+        isa_features: host::host_isa_features(),
     };
     let memory_mb = sys.as_ref().map_or(0, effective_memory_bytes) / (1024 * 1024);
     let disk_mb = Disks::new_with_refreshed_list()
@@ -64,7 +65,12 @@ pub fn detect(cfg: &MonitorConfig, worker_id: &str, gpus: Option<&Gpus>, started
         .unwrap_or(0);
 
     let gpu_list: Vec<GpuInfo> = gpus.map(Gpus::inventory).unwrap_or_default();
-    let mut software = detect_software();
+    let probes: Vec<(String, String)> = if cfg.probes.is_empty() {
+        probes::DEFAULT_PROBES.iter().map(|(n, c)| (n.to_string(), c.to_string())).collect()
+    } else {
+        cfg.probes.clone()
+    };
+    let mut software = probes::run(&probes);
     if let Some(g) = gpus {
         if let Some(v) = g.cuda_version() {
             software.insert("cuda".into(), v);
@@ -104,6 +110,9 @@ pub fn detect(cfg: &MonitorConfig, worker_id: &str, gpus: Option<&Gpus>, started
         hardware_class,
         started_at_ms,
         monitor_version: env!("CARGO_PKG_VERSION").into(),
+        swap_mb: sys.as_ref().map_or(0, |s| s.total_swap() / (1024 * 1024)),
+        disks: host::disks(),
+        nics: host::nics(),
     };
     caps.revision = revision(&caps);
     caps
@@ -154,21 +163,6 @@ fn slug(s: &str) -> String {
     out.trim_matches('-').to_string()
 }
 
-/// Versions of software tests commonly require, read from the tools themselves.
-fn detect_software() -> BTreeMap<String, String> {
-    let mut found = BTreeMap::new();
-    for (name, cmd, args) in [("python", "python3", &["--version"][..]), ("gcc", "gcc", &["-dumpfullversion"][..])] {
-        let Ok(out) = std::process::Command::new(cmd).args(args).output() else {
-            continue;
-        };
-        let text = String::from_utf8_lossy(if out.stdout.is_empty() { &out.stderr } else { &out.stdout }).to_string();
-        if let Some(v) = text.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit())) {
-            found.insert(name.to_string(), v.to_string());
-        }
-    }
-    found
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,13 +189,33 @@ mod tests {
         assert_eq!(hardware_class(&cpu, &[], &[]), "cpu:x86_64-amd-epyc-7b13");
     }
 
+    fn cpu_model(c: &WorkerCapabilities) -> String {
+        c.cpu.as_ref().map(|c| c.model.clone()).unwrap_or_default()
+    }
+
     #[test]
     fn detection_reads_this_host() {
         let cfg = MonitorConfig::for_tests();
         let caps = detect(&cfg, "w", None, 0);
-        let cpu = caps.cpu.expect("cpu");
+        let cpu = caps.cpu.clone().expect("cpu");
         assert_eq!(cpu.logical_cores as usize, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
-        assert!(caps.memory_mb > 0);
+        // memory and swap as /proc/meminfo says (memory may be capped lower by a cgroup limit)
+        let meminfo = std::fs::read_to_string("/proc/meminfo").expect("linux");
+        let kb = |key: &str| -> u64 {
+            meminfo
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        let mem_total_mb = kb("MemTotal:") / 1024;
+        assert!(caps.memory_mb > 0 && caps.memory_mb <= mem_total_mb, "{} vs {mem_total_mb}", caps.memory_mb);
+        assert_eq!(caps.swap_mb, kb("SwapTotal:") / 1024);
+        let model_line = std::fs::read_to_string("/proc/cpuinfo").expect("linux");
+        if let Some(name) = model_line.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')) {
+            assert_eq!(cpu_model(&caps), name.1.trim());
+        }
         assert!(caps.backends.contains(&"cpu".to_string()));
         assert_ne!(caps.revision, 0);
         // webgpu must never imply a GPU (a bug of the system we replace)

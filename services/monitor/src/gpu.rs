@@ -95,6 +95,10 @@ impl Gpus {
                         .map(|c| format!("{}.{}", c.major, c.minor))
                         .unwrap_or_default(),
                     driver_version: driver.clone(),
+                    power_limit_w: d.enforced_power_limit().map(|mw| mw / 1000).unwrap_or(0),
+                    mig_enabled: d.mig_mode().map(|m| m.current == 1).unwrap_or(false),
+                    pcie_generation: d.current_pcie_link_gen().unwrap_or(0),
+                    pcie_width: d.current_pcie_link_width().unwrap_or(0),
                 })
             })
             .collect()

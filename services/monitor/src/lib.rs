@@ -7,6 +7,8 @@ pub mod config;
 pub mod detect;
 pub mod executor;
 pub mod gpu;
+pub mod host;
+pub mod probes;
 pub mod sampler;
 
 use std::{

@@ -19,6 +19,19 @@ fn accelerator(s: &str) -> Result<(String, u32), String> {
     Ok((k.to_lowercase(), n))
 }
 
+/// How much the monitor measures. Each level includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Level {
+    /// CPU, memory, GPU utilisation and memory.
+    Basic,
+    /// + load averages, swap, disks, network, temperatures, power, process count.
+    Standard,
+    /// + per-core CPU and frequency, GPU clocks, fan, memory-controller load, throttle reasons, ECC errors.
+    Detailed,
+    /// + running tasks' own CPU and memory as metrics, their process trees sampled every 100 ms.
+    Intensive,
+}
+
 /// Settings of one monitor (one per worker node).
 #[derive(Debug, Clone, Args)]
 pub struct MonitorConfig {
@@ -32,6 +45,12 @@ pub struct MonitorConfig {
     #[arg(long = "interval-ms", env = "HWSCHED_MONITOR_INTERVAL_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(100..=60_000))]
     pub interval_ms: u64,
+    /// What to measure: basic, standard, detailed or intensive.
+    #[arg(long = "level", env = "HWSCHED_MONITOR_LEVEL", value_enum, default_value_t = Level::Standard)]
+    pub level: Level,
+    /// Metrics batches kept while NATS is unreachable (oldest dropped beyond, and counted).
+    #[arg(long = "buffer-batches", env = "HWSCHED_MONITOR_BUFFER", default_value_t = 600)]
+    pub buffer_batches: usize,
     /// Declared accelerators, e.g. tpu=4,webgpu=1.
     #[arg(long = "accelerator", env = "HWSCHED_ACCELERATORS", value_delimiter = ',', value_parser = accelerator)]
     pub accelerators: Vec<(String, u32)>,
@@ -65,6 +84,8 @@ impl MonitorConfig {
             worker_id: None,
             slots: None,
             interval_ms: 1000,
+            level: Level::Standard,
+            buffer_batches: 600,
             accelerators: vec![],
             backends: vec![],
             labels: vec![],

@@ -1,40 +1,46 @@
-//! Runs one assigned task: start the command in its own process group, stream
-//! its output into bounded tails, enforce the timeout, account its resources,
-//! publish `started` and the result, then acknowledge.
+//! Handles one assignment: checks that it is still current, runs it
+//! ([`crate::process`]), publishes `started` and the result, and acknowledges
+//! it only after the result is stored. The assignment is marked in progress
+//! until then, so a long test is not redelivered.
 
 use std::{
     collections::{HashMap, HashSet},
-    process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use async_nats::jetstream::{self, AckKind};
+use async_nats::jetstream::{self, kv, AckKind};
 use hwsched_bus::{now_ms, trace, Bus};
 use hwsched_proto::{
-    v1::{ExecutionResult, TaskAssignment, TaskEventKind, TaskStatus},
-    SCHEMA_VERSION,
+    v1::{ExecutionResult, TaskAssignment, TaskEventKind, TaskRecord, TaskState, TaskStatus},
+    Message, SCHEMA_VERSION,
 };
-use nix::sys::signal::Signal;
-use tokio::{io::AsyncReadExt, process::Command};
 use tokio_util::sync::CancellationToken;
 
-use crate::sampler::TaskUsage;
+use crate::{process, usage::TaskUsage};
 
-/// Bytes of stdout/stderr kept per task.
-pub const OUTPUT_TAIL_BYTES: usize = 4096;
-/// Time between SIGTERM and SIGKILL when a task is stopped.
-const KILL_GRACE: Duration = Duration::from_secs(5);
-/// How often a running task's assignment is marked in progress (well under the ack wait).
+/// How often a held assignment is marked in progress (well under the 30 s ack wait).
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// How long an assignment may wait for the scheduler to record it (it sends first, records second).
+const CONFIRM_WITHIN: Duration = Duration::from_secs(5);
 
-/// State shared by the executor, the sampler loop and the heartbeat.
+/// What runs on this worker now; shared with the telemetry loop.
 #[derive(Debug, Default)]
 pub struct Running {
-    /// Task ids running now.
-    pub tasks: HashSet<String>,
+    /// (task id, attempt) running now.
+    pub tasks: Mutex<HashSet<(String, u32)>>,
     /// Resource accumulators by root process id.
-    pub usage: HashMap<u32, TaskUsage>,
+    pub usage: Arc<Mutex<HashMap<u32, TaskUsage>>>,
+}
+
+impl Running {
+    /// Task ids running now, for the heartbeat.
+    pub fn task_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> =
+            self.tasks.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(t, _)| t.clone()).collect();
+        ids.sort();
+        ids
+    }
 }
 
 /// Runs assignments for one worker.
@@ -42,6 +48,8 @@ pub struct Running {
 pub struct Executor {
     /// Bus to publish on.
     pub bus: Bus,
+    /// The scheduler's task records (read-only here): is an assignment still current?
+    pub records: kv::Store,
     /// This worker.
     pub worker_id: String,
     /// Learner hardware key of this worker.
@@ -49,36 +57,35 @@ pub struct Executor {
     /// Default working directory.
     pub task_dir: Option<std::path::PathBuf>,
     /// Shared running state.
-    pub running: Arc<Mutex<Running>>,
+    pub running: Arc<Running>,
 }
 
-/// How a run ended, before it becomes a result.
-struct Outcome {
-    status: TaskStatus,
-    exit_code: i32,
-    error: String,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    usage: hwsched_proto::v1::ResourceUsage,
+/// Is an assignment the scheduler's current intent?
+#[derive(Debug, PartialEq)]
+enum Currency {
+    Current,
+    Stale(String),
+    Unconfirmed,
 }
 
-impl Outcome {
-    fn error(msg: String) -> Self {
-        Outcome {
-            status: TaskStatus::Error,
-            exit_code: -1,
-            error: msg,
-            stdout: vec![],
-            stderr: vec![],
-            usage: Default::default(),
-        }
+fn currency(rec: Option<&TaskRecord>, a: &TaskAssignment) -> Currency {
+    let Some(rec) = rec else { return Currency::Stale("the scheduler has no record of the task".into()) };
+    match rec.state() {
+        TaskState::Assigned if rec.attempt == a.attempt && rec.worker_id == a.worker_id => Currency::Current,
+        // The scheduler sends the assignment before it records it.
+        TaskState::Queued if rec.attempt + 1 == a.attempt => Currency::Unconfirmed,
+        s => Currency::Stale(format!(
+            "the task is now {} (attempt {} on {:?})",
+            s.as_str_name(),
+            rec.attempt,
+            rec.worker_id
+        )),
     }
 }
 
 impl Executor {
-    /// Executes the assignment in `msg` and acknowledges it once the result is
-    /// stored. When `stop` fires first the process is killed and the message is
-    /// left unacknowledged, so JetStream redelivers it.
+    /// Handles the assignment in `msg`. When `stop` fires first the process is
+    /// killed and the message is left unacknowledged, so JetStream redelivers it.
     pub async fn handle(self: Arc<Self>, msg: jetstream::Message, stop: CancellationToken) {
         let a: TaskAssignment = match hwsched_bus::decode(msg.headers.as_ref(), &msg.payload) {
             Ok(a) => a,
@@ -92,32 +99,65 @@ impl Executor {
         let tp = trace::continue_from(msg.headers.as_ref());
         let span = tracing::info_span!("task", task_id = %task.task_id, attempt = a.attempt, trace_id = trace::trace_id(&tp).unwrap_or(""));
         hwsched_telemetry::set_parent(&span, &tp);
-        let _enter = span.enter();
-        if a.worker_id != self.worker_id {
-            tracing::warn!(assigned_to = %a.worker_id, "assignment for another worker, dropping it");
+        let key = (task.task_id.clone(), a.attempt);
+        if a.worker_id != self.worker_id || task.command.first().is_none_or(|c| c.is_empty()) {
+            tracing::warn!(parent: &span, assigned_to = %a.worker_id, "invalid assignment (other worker or no command), dropping it");
             let _ = msg.ack_with(AckKind::Term).await;
             return;
         }
-        drop(_enter);
+        if !self.running.tasks.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone()) {
+            // A redelivery of what already runs here: the running copy will report.
+            tracing::info!(parent: &span, "assignment redelivered while running, keeping the running copy");
+            let _ = msg.ack_with(AckKind::Ack).await;
+            return;
+        }
+        let msg = Arc::new(msg);
+        let progress = CancellationToken::new();
+        tokio::spawn(keep_in_progress(msg.clone(), progress.clone()));
+        self.execute(&a, &msg, &tp, &span, &stop).await;
+        progress.cancel();
+        self.running.tasks.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+    }
 
-        self.lock().tasks.insert(task.task_id.clone());
+    async fn execute(
+        &self,
+        a: &TaskAssignment,
+        msg: &jetstream::Message,
+        tp: &str,
+        span: &tracing::Span,
+        stop: &CancellationToken,
+    ) {
+        if let Err(why) = self.confirm(a).await {
+            tracing::warn!(parent: span, reason = %why, "stale assignment, not run");
+            let _ = msg.ack_with(AckKind::Term).await;
+            return;
+        }
+        let task = a.task.clone().unwrap_or_default();
         let started_at_ms = now_ms();
-        self.event(&a, TaskEventKind::Started, "", &tp).await;
-        tracing::info!(parent: &span, command = ?task.command, "task started");
-
-        let progress = async {
-            loop {
-                tokio::time::sleep(PROGRESS_EVERY).await;
-                let _ = msg.ack_with(AckKind::Progress).await;
-            }
+        self.event(a, TaskEventKind::Started, "", tp).await;
+        tracing::info!(parent: span, command = ?task.command, "task started");
+        let gpus: Vec<String> = a.gpu_indices.iter().map(u32::to_string).collect();
+        let mut env: Vec<(String, String)> = task.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        env.extend([
+            ("HWSCHED_TASK_ID".to_string(), task.task_id.clone()),
+            ("HWSCHED_ATTEMPT".into(), a.attempt.to_string()),
+            ("HWSCHED_WORKER_ID".into(), self.worker_id.clone()),
+            ("HWSCHED_SHARD_INDEX".into(), a.shard_index.to_string()),
+            ("HWSCHED_SHARD_TOTAL".into(), a.shard_total.max(1).to_string()),
+            // Only the GPUs reserved for it: none means none, not all.
+            ("CUDA_VISIBLE_DEVICES".into(), gpus.join(",")),
+        ]);
+        let workdir =
+            if task.workdir.is_empty() { self.task_dir.as_deref() } else { Some(std::path::Path::new(&task.workdir)) };
+        let spec = process::Spec {
+            argv: &task.command,
+            env,
+            workdir,
+            timeout: Duration::from_secs(u64::from(if task.timeout_s == 0 { 3600 } else { task.timeout_s })),
+            task_id: &task.task_id,
         };
-        let outcome = tokio::select! {
-            o = self.run_command(&a, &stop) => o,
-            _ = progress => None,
-        };
-        self.lock().tasks.remove(&task.task_id);
-        let Some(o) = outcome else {
-            tracing::warn!(parent: &span, "monitor stopping: task killed, assignment left for redelivery");
+        let Some(o) = process::run(spec, &self.running.usage, stop).await else {
+            tracing::warn!(parent: span, "monitor stopping: task killed, assignment left for redelivery");
             return;
         };
         let finished_at_ms = now_ms();
@@ -132,8 +172,8 @@ impl Executor {
             finished_at_ms,
             duration_s: (finished_at_ms - started_at_ms) as f64 / 1000.0,
             resources: Some(o.usage),
-            stdout_tail: tail_text(&o.stdout),
-            stderr_tail: tail_text(&o.stderr),
+            stdout_tail: o.stdout,
+            stderr_tail: o.stderr,
             error: o.error,
             hardware_class: self.hardware_class.clone(),
             name: task.name.clone(),
@@ -145,143 +185,113 @@ impl Executor {
             assigned_at_ms: a.assigned_at_ms,
             predicted_duration_s: a.predicted_duration_s,
         };
-        self.finish(&msg, result, &tp, &span).await;
+        self.finish(msg, result, tp, span, stop).await;
     }
 
-    async fn finish(&self, msg: &jetstream::Message, result: ExecutionResult, tp: &str, span: &tracing::Span) {
+    /// Waits (briefly) until the scheduler's record confirms the assignment.
+    async fn confirm(&self, a: &TaskAssignment) -> Result<(), String> {
+        let task_id = a.task.as_ref().map(|t| t.task_id.as_str()).unwrap_or("");
+        let deadline = tokio::time::Instant::now() + CONFIRM_WITHIN;
+        loop {
+            let rec = match self.records.get(task_id).await {
+                Ok(bytes) => bytes.and_then(|b| TaskRecord::decode(b.as_ref()).ok()),
+                // Cannot tell: run it (at-least-once beats losing it).
+                Err(e) => {
+                    tracing::warn!(error = %e, "task record unreadable, running the assignment unconfirmed");
+                    return Ok(());
+                }
+            };
+            match currency(rec.as_ref(), a) {
+                Currency::Current => return Ok(()),
+                Currency::Stale(why) => return Err(why),
+                Currency::Unconfirmed if tokio::time::Instant::now() >= deadline => {
+                    // The scheduler sent it and died before recording it: a restarted
+                    // scheduler places the still-queued task again, so dropping this copy loses nothing.
+                    return Err("the scheduler never recorded this assignment".into());
+                }
+                Currency::Unconfirmed => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    /// Stores the result, then acknowledges the assignment. Retries until stored or `stop`.
+    async fn finish(
+        &self,
+        msg: &jetstream::Message,
+        result: ExecutionResult,
+        tp: &str,
+        span: &tracing::Span,
+        stop: &CancellationToken,
+    ) {
         let subject = self.bus.subjects().results(&result.task_id);
         let msg_id = format!("{}:{}", result.task_id, result.attempt);
-        // The result must be stored before the assignment is acknowledged.
         let mut backoff = Duration::from_millis(200);
         loop {
             match self.bus.publish_durable(subject.clone(), &result, Some(&msg_id), Some(tp)).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(parent: span, error = %e, "result not stored yet, retrying");
-                    tokio::time::sleep(backoff).await;
+                    tokio::select! {
+                        _ = stop.cancelled() => {
+                            tracing::warn!(parent: span, "monitor stopping before the result was stored; assignment left for redelivery");
+                            return;
+                        }
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
         let status = TaskStatus::try_from(result.status).unwrap_or_default();
         if let Err(e) = msg.double_ack().await {
-            tracing::warn!(parent: span, error = %e, "assignment ack failed; it may be redelivered");
+            tracing::warn!(parent: span, error = %e, "assignment ack failed; a redelivery will be recognised as stale");
         }
         tracing::info!(parent: span, status = status.as_str_name(), exit_code = result.exit_code, duration_s = result.duration_s, "task finished");
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Running> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn event(&self, a: &TaskAssignment, kind: TaskEventKind, reason: &str, tp: &str) {
         let ev = hwsched_bus::task_event(a.task.as_ref(), kind, a.attempt, &self.worker_id, reason);
         self.bus.publish_event(&ev, Some(tp)).await;
     }
-
-    /// Runs the command to completion; `None` when `stop` fired (process group killed).
-    async fn run_command(&self, a: &TaskAssignment, stop: &CancellationToken) -> Option<Outcome> {
-        let task = a.task.clone().unwrap_or_default();
-        let mut cmd = Command::new(&task.command[0]);
-        cmd.args(&task.command[1..])
-            .envs(&task.env)
-            .env("HWSCHED_TASK_ID", &task.task_id)
-            .env("HWSCHED_ATTEMPT", a.attempt.to_string())
-            .env("HWSCHED_WORKER_ID", &self.worker_id)
-            .env("HWSCHED_SHARD_INDEX", a.shard_index.to_string())
-            .env("HWSCHED_SHARD_TOTAL", a.shard_total.max(1).to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        if !a.gpu_indices.is_empty() {
-            let list: Vec<String> = a.gpu_indices.iter().map(u32::to_string).collect();
-            cmd.env("CUDA_VISIBLE_DEVICES", list.join(","));
-        }
-        if !task.workdir.is_empty() {
-            cmd.current_dir(&task.workdir);
-        } else if let Some(d) = &self.task_dir {
-            cmd.current_dir(d);
-        }
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => return Some(Outcome::error(format!("cannot start {:?}: {e}", task.command[0]))),
-        };
-        let pid = child.id().unwrap_or(0);
-        self.lock().usage.insert(pid, TaskUsage::default());
-        let out = tokio::spawn(read_tail(child.stdout.take()));
-        let err = tokio::spawn(read_tail(child.stderr.take()));
-        let timeout = Duration::from_secs(u64::from(if task.timeout_s == 0 { 3600 } else { task.timeout_s }));
-        let status = tokio::select! {
-            s = tokio::time::timeout(timeout, child.wait()) => s,
-            _ = stop.cancelled() => {
-                stop_group(pid, &mut child).await;
-                self.lock().usage.remove(&pid);
-                return None;
-            }
-        };
-        if status.is_err() {
-            stop_group(pid, &mut child).await;
-        } else {
-            // Nothing a task started may outlive it.
-            signal_group(pid, Signal::SIGKILL);
-        }
-        let stdout = collect(out).await;
-        let stderr = collect(err).await;
-        let usage = self.lock().usage.remove(&pid).unwrap_or_default().usage();
-        let (status, exit_code, error) = match status {
-            Ok(Ok(s)) => match s.code() {
-                Some(0) => (TaskStatus::Succeeded, 0, String::new()),
-                Some(c) => (TaskStatus::Failed, c, String::new()),
-                None => (TaskStatus::Failed, -1, format!("terminated by {s}")),
-            },
-            Ok(Err(e)) => (TaskStatus::Error, -1, format!("wait failed: {e}")),
-            Err(_) => (TaskStatus::TimedOut, -1, format!("timed out after {}s", timeout.as_secs())),
-        };
-        Some(Outcome { status, exit_code, error, stdout, stderr, usage })
-    }
 }
 
-/// The output a reader collected, waiting at most 2 s after the process ended.
-async fn collect(h: tokio::task::JoinHandle<Vec<u8>>) -> Vec<u8> {
-    match tokio::time::timeout(Duration::from_secs(2), h).await {
-        Ok(Ok(v)) => v,
-        _ => Vec::new(),
-    }
-}
-
-/// SIGTERM to the task's process group; SIGKILL to whatever is left once the
-/// leader exited or the grace period ran out; then reap the leader.
-async fn stop_group(pid: u32, child: &mut tokio::process::Child) {
-    signal_group(pid, Signal::SIGTERM);
-    let _ = tokio::time::timeout(KILL_GRACE, child.wait()).await;
-    signal_group(pid, Signal::SIGKILL);
-    let _ = child.wait().await;
-}
-
-fn signal_group(pid: u32, signal: Signal) {
-    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), signal);
-}
-
-/// Reads a pipe to its end, keeping the last [`OUTPUT_TAIL_BYTES`].
-async fn read_tail<R: tokio::io::AsyncRead + Unpin>(r: Option<R>) -> Vec<u8> {
-    let Some(mut r) = r else { return vec![] };
-    let mut keep = Vec::with_capacity(OUTPUT_TAIL_BYTES);
-    let mut buf = [0u8; 8192];
+/// Marks the assignment in progress until `done`.
+async fn keep_in_progress(msg: Arc<jetstream::Message>, done: CancellationToken) {
     loop {
-        match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return keep,
-            Ok(n) => {
-                keep.extend_from_slice(&buf[..n]);
-                if keep.len() > OUTPUT_TAIL_BYTES {
-                    keep.drain(..keep.len() - OUTPUT_TAIL_BYTES);
-                }
-            }
+        tokio::select! {
+            _ = done.cancelled() => return,
+            _ = tokio::time::sleep(PROGRESS_EVERY) => { let _ = msg.ack_with(AckKind::Progress).await; }
         }
     }
 }
 
-fn tail_text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hwsched_proto::v1::TaskRequest;
+
+    fn assignment(attempt: u32, worker: &str) -> TaskAssignment {
+        TaskAssignment { attempt, worker_id: worker.into(), task: Some(TaskRequest::default()), ..Default::default() }
+    }
+
+    fn record(state: TaskState, attempt: u32, worker: &str) -> TaskRecord {
+        TaskRecord { state: state as i32, attempt, worker_id: worker.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn only_the_recorded_attempt_on_this_worker_is_current() {
+        let a = assignment(2, "w1");
+        assert_eq!(currency(Some(&record(TaskState::Assigned, 2, "w1")), &a), Currency::Current);
+        assert_eq!(currency(Some(&record(TaskState::Queued, 1, "")), &a), Currency::Unconfirmed);
+        for stale in [
+            record(TaskState::Assigned, 3, "w2"), // re-placed since
+            record(TaskState::Assigned, 2, "w2"),
+            record(TaskState::Succeeded, 2, "w1"),
+            record(TaskState::Queued, 2, ""), // requeued after this attempt
+            record(TaskState::Cancelled, 2, "w1"),
+        ] {
+            assert!(matches!(currency(Some(&stale), &a), Currency::Stale(_)), "{stale:?}");
+        }
+        assert!(matches!(currency(None, &a), Currency::Stale(_)));
+    }
 }

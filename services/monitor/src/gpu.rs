@@ -4,9 +4,11 @@
 use std::collections::HashMap;
 
 use hwsched_proto::v1::{GpuInfo, MetricSample};
+
+use crate::config::Level;
 use nvml_wrapper::{
     bitmasks::device::ThrottleReasons,
-    enum_wrappers::device::{Clock, TemperatureSensor},
+    enum_wrappers::device::{Clock, EccCounter, MemoryError, TemperatureSensor},
     enums::device::UsedGpuMemory,
     Nvml,
 };
@@ -46,6 +48,22 @@ pub struct GpuSample {
     pub power_throttle: bool,
     /// GPU memory by process id, MB.
     pub process_memory_mb: HashMap<u32, u64>,
+    /// Memory-controller utilisation, percent.
+    pub mem_util_pct: Option<f64>,
+    /// Memory clock, MHz.
+    pub mem_clock_mhz: Option<f64>,
+    /// Fan 0 speed, percent (None on passively cooled boards).
+    pub fan_pct: Option<f64>,
+    /// Enforced power limit, W.
+    pub power_limit_w: Option<f64>,
+    /// Hardware slowdown (e.g. power brake, over-temperature) active.
+    pub hw_slowdown: bool,
+    /// Volatile ECC error counts since the driver loaded (None without ECC).
+    pub ecc_corrected: Option<u64>,
+    /// Uncorrected ones.
+    pub ecc_uncorrected: Option<u64>,
+    /// Energy counter since the driver loaded, millijoules.
+    pub energy_mj: Option<u64>,
 }
 
 impl Gpus {
@@ -136,25 +154,45 @@ impl Gpus {
                     power_throttle: reasons
                         .intersects(ThrottleReasons::SW_POWER_CAP | ThrottleReasons::HW_POWER_BRAKE_SLOWDOWN),
                     process_memory_mb,
+                    mem_util_pct: d.utilization_rates().ok().map(|u| f64::from(u.memory)),
+                    mem_clock_mhz: d.clock_info(Clock::Memory).ok().map(f64::from),
+                    fan_pct: d.num_fans().ok().filter(|n| *n > 0).and_then(|_| d.fan_speed(0).ok()).map(f64::from),
+                    power_limit_w: d.enforced_power_limit().ok().map(|mw| f64::from(mw) / 1000.0),
+                    hw_slowdown: reasons.intersects(ThrottleReasons::HW_SLOWDOWN),
+                    ecc_corrected: d.total_ecc_errors(MemoryError::Corrected, EccCounter::Volatile).ok(),
+                    ecc_uncorrected: d.total_ecc_errors(MemoryError::Uncorrected, EccCounter::Volatile).ok(),
+                    energy_mj: d.total_energy_consumption().ok(),
                 })
             })
             .collect()
     }
 }
 
-/// Long-format metric samples of one GPU.
-pub fn to_samples(s: &GpuSample, out: &mut Vec<MetricSample>) {
+/// Long-format metric samples of one GPU, as much as `level` asks for.
+pub fn to_samples(s: &GpuSample, level: Level, out: &mut Vec<MetricSample>) {
+    use Level::*;
     let device = format!("gpu{}", s.index);
-    let mut push =
-        |metric: &str, value: f64| out.push(MetricSample { metric: metric.into(), device: device.clone(), value });
-    push("gpu.util_pct", s.util_pct);
-    push("gpu.mem_used_mb", s.memory_used_mb);
-    push("gpu.mem_used_pct", if s.memory_total_mb > 0.0 { 100.0 * s.memory_used_mb / s.memory_total_mb } else { 0.0 });
-    push("gpu.temp_c", s.temp_c);
-    push("gpu.power_w", s.power_w);
-    push("gpu.sm_clock_mhz", s.sm_clock_mhz);
-    push("gpu.throttle_thermal", f64::from(u8::from(s.thermal_throttle)));
-    push("gpu.throttle_power", f64::from(u8::from(s.power_throttle)));
+    let mut push = |needs: Level, metric: &str, value: Option<f64>| {
+        if let Some(value) = value.filter(|v| level >= needs && v.is_finite()) {
+            out.push(MetricSample { metric: metric.into(), device: device.clone(), value });
+        }
+    };
+    let flag = |b: bool| Some(f64::from(u8::from(b)));
+    push(Basic, "gpu.util_pct", Some(s.util_pct));
+    push(Basic, "gpu.mem_used_mb", Some(s.memory_used_mb));
+    push(Basic, "gpu.mem_used_pct", (s.memory_total_mb > 0.0).then(|| 100.0 * s.memory_used_mb / s.memory_total_mb));
+    push(Standard, "gpu.temp_c", Some(s.temp_c));
+    push(Standard, "gpu.power_w", Some(s.power_w));
+    push(Standard, "gpu.power_limit_w", s.power_limit_w);
+    push(Detailed, "gpu.mem_util_pct", s.mem_util_pct);
+    push(Detailed, "gpu.sm_clock_mhz", Some(s.sm_clock_mhz));
+    push(Detailed, "gpu.mem_clock_mhz", s.mem_clock_mhz);
+    push(Detailed, "gpu.fan_pct", s.fan_pct);
+    push(Detailed, "gpu.throttle_thermal", flag(s.thermal_throttle));
+    push(Detailed, "gpu.throttle_power", flag(s.power_throttle));
+    push(Detailed, "gpu.throttle_hw_slowdown", flag(s.hw_slowdown));
+    push(Detailed, "gpu.ecc_corrected", s.ecc_corrected.map(|v| v as f64));
+    push(Detailed, "gpu.ecc_uncorrected", s.ecc_uncorrected.map(|v| v as f64));
 }
 
 #[cfg(test)]
@@ -164,19 +202,24 @@ mod tests {
     #[test]
     fn gpu_samples_are_named_per_device() {
         let mut out = Vec::new();
-        to_samples(
-            &GpuSample {
-                index: 1,
-                memory_used_mb: 50.0,
-                memory_total_mb: 100.0,
-                thermal_throttle: true,
-                ..Default::default()
-            },
-            &mut out,
-        );
+        let g = GpuSample {
+            index: 1,
+            memory_used_mb: 50.0,
+            memory_total_mb: 100.0,
+            thermal_throttle: true,
+            ..Default::default()
+        };
+        to_samples(&g, Level::Detailed, &mut out);
         let get = |m: &str| out.iter().find(|s| s.metric == m).map(|s| (s.device.clone(), s.value));
         assert_eq!(get("gpu.mem_used_pct"), Some(("gpu1".into(), 50.0)));
         assert_eq!(get("gpu.throttle_thermal"), Some(("gpu1".into(), 1.0)));
+        // unreadable values are absent, not zero
+        assert_eq!(get("gpu.fan_pct"), None);
+        let mut basic = Vec::new();
+        to_samples(&g, Level::Basic, &mut basic);
+        assert!(basic
+            .iter()
+            .all(|m| ["gpu.util_pct", "gpu.mem_used_mb", "gpu.mem_used_pct"].contains(&m.metric.as_str())));
     }
 
     /// On a machine with the NVIDIA driver this reads real GPUs; elsewhere it

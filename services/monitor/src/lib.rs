@@ -8,13 +8,14 @@ pub mod detect;
 pub mod executor;
 pub mod gpu;
 pub mod host;
+pub mod outbox;
 pub mod probes;
+pub mod process;
 pub mod sampler;
+pub mod telemetry;
+pub mod usage;
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use futures::StreamExt;
@@ -23,20 +24,15 @@ use hwsched_bus::{
     streams::{self, Durable},
     Bus, Stream,
 };
-use hwsched_proto::{
-    v1::{MetricSample, MetricsBatch, WorkerCapabilities, WorkerHeartbeat, WorkerState},
-    SCHEMA_VERSION,
-};
+use hwsched_proto::v1::WorkerState;
 use hwsched_telemetry::Telemetry;
 use tokio_util::sync::CancellationToken;
 
 pub use config::MonitorConfig;
 use executor::{Executor, Running};
 use gpu::Gpus;
-use sampler::Sampler;
-
-/// How often running tasks' process trees are sampled.
-pub const TASK_SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
+use outbox::Outbox;
+use tokio::sync::watch;
 
 /// How long running tasks may finish after shutdown is requested before they are killed.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(20);
@@ -49,8 +45,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let worker_id = detect::worker_id(cfg.worker_id.as_deref()).map_err(anyhow::Error::msg)?;
-    let gpus = Gpus::init();
-    let caps = detect::detect(&cfg, &worker_id, gpus.as_ref(), now_ms());
+    let gpus = Gpus::init().map(Arc::new);
+    let started_at = now_ms();
+    let caps = {
+        let (c, g) = (cfg.clone(), gpus.clone());
+        let id = worker_id.clone();
+        tokio::task::spawn_blocking(move || detect::detect(&c, &id, g.as_deref(), started_at)).await?
+    };
     tracing::info!(
         worker_id,
         hardware_class = %caps.hardware_class,
@@ -58,6 +59,7 @@ pub async fn run(
         memory_mb = caps.memory_mb,
         gpus = caps.gpus.len(),
         slots = caps.slots,
+        level = ?cfg.level,
         "capabilities detected"
     );
     streams::provision(&bus).await?;
@@ -79,24 +81,37 @@ pub async fn run(
     .await?;
     let mut assignments = consumer.messages().await.context("consume assignments")?;
 
-    let running = Arc::new(Mutex::new(Running::default()));
+    let running = Arc::new(Running::default());
     let executor = Arc::new(Executor {
         bus: bus.clone(),
+        records: streams::bucket(&bus, &subjects.tasks_bucket()).await?,
         worker_id: worker_id.clone(),
         hardware_class: caps.hardware_class.clone(),
         task_dir: cfg.task_dir.clone(),
         running: running.clone(),
     });
+    let (caps_tx, caps_rx) = watch::channel(caps);
+    let (state_tx, state_rx) = watch::channel(WorkerState::Active);
+    let outbox = Arc::new(Outbox::new(cfg.buffer_batches));
+    let stop_telemetry = CancellationToken::new();
+    let sender = {
+        let (o, b, s) = (outbox.clone(), bus.clone(), stop_telemetry.clone());
+        tokio::spawn(async move { o.run(b, s).await })
+    };
+    let ticker = tokio::spawn(
+        telemetry::Loop {
+            bus: bus.clone(),
+            cfg,
+            caps: caps_tx,
+            gpus,
+            running,
+            state: state_rx,
+            outbox: outbox.clone(),
+        }
+        .run(stop_telemetry.clone()),
+    );
     let kill = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let telemetry_loop = tokio::spawn(telemetry_loop(
-        bus.clone(),
-        caps.clone(),
-        gpus,
-        running.clone(),
-        cfg.interval_ms,
-        shutdown.clone(),
-    ));
     telemetry.set_ready(true);
     tracing::info!(worker_id, "monitor ready");
 
@@ -105,6 +120,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             Some(req) = caps_requests.next() => {
                 if let Some(reply) = req.reply {
+                    let caps = caps_rx.borrow().clone();
                     let _ = bus.client().publish(reply, hwsched_bus::codec::encode(&caps)).await;
                 }
             }
@@ -117,114 +133,43 @@ pub async fn run(
         }
     }
 
+    // Leaving: take no new work, say so, let running tasks finish within the grace.
     drop(assignments);
     telemetry.set_ready(false);
+    state_tx.send_replace(WorkerState::Draining);
     if !tasks.is_empty() {
-        tracing::info!(running = tasks.len(), grace_s = DRAIN_GRACE.as_secs(), "waiting for running tasks");
+        tracing::info!(running = tasks.len(), grace_s = DRAIN_GRACE.as_secs(), "draining: waiting for running tasks");
         let drained = tokio::time::timeout(DRAIN_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             kill.cancel();
             while tasks.join_next().await.is_some() {}
         }
     }
-    let _ = telemetry_loop.await;
-    let offline = heartbeat(&caps, WorkerState::Offline, &Running::default(), &sampler::Reading::default(), u64::MAX);
+    stop_telemetry.cancel();
+    let _ = ticker.await;
+    let _ = sender.await;
+    flush_outbox(&bus, &outbox).await;
+    let caps = caps_rx.borrow().clone();
+    let offline = telemetry::heartbeat(&caps, WorkerState::Offline, vec![], &sampler::Reading::default(), u64::MAX);
     bus.publish(subjects.worker_heartbeat(&worker_id), &offline).await?;
     tracing::info!(worker_id, "monitor stopped");
     Ok(())
 }
 
-/// Every interval: sample the host, publish metrics and the heartbeat, account running tasks.
-async fn telemetry_loop(
-    bus: Bus,
-    caps: WorkerCapabilities,
-    gpus: Option<Gpus>,
-    running: Arc<Mutex<Running>>,
-    interval_ms: u64,
-    shutdown: CancellationToken,
-) {
-    let mut sampler = match Sampler::new() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read host statistics: no telemetry from this worker");
-            return;
-        }
-    };
-    let subjects = bus.subjects().clone();
-    let mut tick = tokio::time::interval(Duration::from_millis(interval_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    // Tasks are sampled more often than the host so short tests still get a measurement.
-    let mut track_tick = tokio::time::interval(TASK_SAMPLE_INTERVAL);
-    track_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut last_gpus = Vec::new();
-    let mut seq = 0u64;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = track_tick.tick() => {
-                track_running(&mut sampler, &running, &last_gpus);
-                continue;
-            }
-            _ = tick.tick() => {}
-        }
-        seq += 1;
-        let reading = sampler.tick(gpus.as_ref());
-        last_gpus = reading.gpus.clone();
-        let snapshot = Running {
-            tasks: running.lock().unwrap_or_else(|p| p.into_inner()).tasks.clone(),
-            usage: Default::default(),
-        };
-        let mut samples = reading.samples.clone();
-        samples.push(MetricSample {
-            metric: "worker.slots_used".into(),
-            device: "worker".into(),
-            value: snapshot.tasks.len() as f64,
-        });
-        let batch = MetricsBatch {
-            schema_version: SCHEMA_VERSION,
-            worker_id: caps.worker_id.clone(),
-            timestamp_ms: now_ms(),
-            samples,
-        };
-        if let Err(e) = bus.publish_durable(subjects.metrics(&caps.worker_id), &batch, None, None).await {
-            tracing::warn!(error = %e, "metrics batch not stored");
-        }
-        let hb = heartbeat(&caps, WorkerState::Active, &snapshot, &reading, seq);
-        if let Err(e) = bus.publish(subjects.worker_heartbeat(&caps.worker_id), &hb).await {
-            tracing::warn!(error = %e, "heartbeat not sent");
-        }
+/// Sends what is still buffered, for at most a few seconds.
+async fn flush_outbox(bus: &Bus, outbox: &Arc<Outbox>) {
+    if outbox.is_empty() {
+        return;
     }
-}
-
-/// Samples every running task's process tree. Holds the lock while sampling so an
-/// ending task never loses its accumulator.
-fn track_running(sampler: &mut Sampler, running: &Mutex<Running>, gpus: &[gpu::GpuSample]) {
-    let mut r = running.lock().unwrap_or_else(|p| p.into_inner());
-    if !r.usage.is_empty() {
-        sampler.track(&mut r.usage, gpus);
-    }
-}
-
-fn heartbeat(
-    caps: &WorkerCapabilities,
-    state: WorkerState,
-    running: &Running,
-    r: &sampler::Reading,
-    seq: u64,
-) -> WorkerHeartbeat {
-    WorkerHeartbeat {
-        schema_version: SCHEMA_VERSION,
-        worker_id: caps.worker_id.clone(),
-        state: state as i32,
-        capabilities_revision: caps.revision,
-        slots_total: caps.slots,
-        slots_used: running.tasks.len() as u32,
-        running_task_ids: running.tasks.iter().cloned().collect(),
-        cpu_util_pct: r.cpu_util_pct,
-        memory_used_pct: r.memory_used_pct,
-        max_temp_c: r.max_temp_c,
-        throttling: r.throttling,
-        seq,
-        timestamp_ms: now_ms(),
-    }
+    let stop = CancellationToken::new();
+    let (o, b, s) = (outbox.clone(), bus.clone(), stop.clone());
+    let sender = tokio::spawn(async move { o.run(b, s).await });
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        while !outbox.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    stop.cancel();
+    let _ = sender.await;
 }

@@ -1,12 +1,13 @@
-//! Host telemetry: one refresh per interval produces the metrics batch, the
-//! heartbeat's load summary and the per-task resource samples.
+//! Host telemetry: one refresh per interval produces the metrics batch (as much
+//! as the configured [`Level`] asks for) and the heartbeat's load summary.
 
-use std::collections::HashMap;
+use hwsched_proto::v1::MetricSample;
+use sysinfo::{Components, Disks, Networks, System};
 
-use hwsched_proto::v1::{MetricSample, ResourceUsage};
-use sysinfo::{Components, Disks, Networks, Pid, ProcessesToUpdate, System};
-
-use crate::gpu::{self, GpuSample, Gpus};
+use crate::{
+    config::Level,
+    gpu::{self, GpuSample, Gpus},
+};
 
 /// Everything one tick measured.
 #[derive(Debug, Default)]
@@ -17,16 +18,17 @@ pub struct Reading {
     pub cpu_util_pct: f64,
     /// Memory used, percent.
     pub memory_used_pct: f64,
-    /// Hottest sensor, °C.
+    /// Hottest sensor, °C (0 = none readable).
     pub max_temp_c: f64,
-    /// Any GPU throttling.
+    /// Any GPU slowed down for heat (software, hardware or HW slowdown).
     pub throttling: bool,
     /// GPU state, for per-task GPU accounting.
     pub gpus: Vec<GpuSample>,
 }
 
-/// Owns the sysinfo handles between ticks (CPU and network rates need the previous reading).
+/// Owns the sysinfo handles between ticks (CPU and I/O rates need the previous reading).
 pub struct Sampler {
+    level: Level,
     sys: System,
     disks: Disks,
     networks: Networks,
@@ -36,17 +38,32 @@ pub struct Sampler {
 
 impl std::fmt::Debug for Sampler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sampler").finish_non_exhaustive()
+        f.debug_struct("Sampler").field("level", &self.level).finish_non_exhaustive()
+    }
+}
+
+struct Out<'a> {
+    level: Level,
+    samples: &'a mut Vec<MetricSample>,
+}
+
+impl Out<'_> {
+    /// Adds a sample when the configured level includes `needs`.
+    fn push(&mut self, needs: Level, metric: &str, device: &str, value: f64) {
+        if self.level >= needs && value.is_finite() {
+            self.samples.push(MetricSample { metric: metric.into(), device: device.into(), value });
+        }
     }
 }
 
 impl Sampler {
     /// Takes the first reading (rates start at the next tick).
-    pub fn new() -> Result<Self, sysinfo::Error> {
+    pub fn new(level: Level) -> Result<Self, sysinfo::Error> {
         let mut sys = System::new()?;
-        sys.refresh_cpu_usage();
+        sys.refresh_cpu_all();
         sys.refresh_memory();
         Ok(Self {
+            level,
             sys,
             disks: Disks::new_with_refreshed_list()?,
             networks: Networks::new_with_refreshed_list()?,
@@ -55,69 +72,89 @@ impl Sampler {
         })
     }
 
-    /// Refreshes everything and returns the reading.
+    /// Refreshes what the level needs and returns the reading.
     pub fn tick(&mut self, gpus: Option<&Gpus>) -> Reading {
+        use Level::*;
         let elapsed = self.last.elapsed().as_secs_f64().max(0.001);
         self.last = std::time::Instant::now();
+        let level = self.level;
         self.sys.refresh_cpu_usage();
+        if level >= Detailed {
+            self.sys.refresh_cpu_frequency();
+        }
         self.sys.refresh_memory();
-        self.disks.refresh(true);
-        self.networks.refresh(true);
+        // Temperatures feed the heartbeat at every level (the scheduler avoids hot workers).
         self.components.refresh(true);
 
         let mut r = Reading::default();
-        let mut push = |metric: &str, device: &str, value: f64| {
-            if value.is_finite() {
-                r.samples.push(MetricSample { metric: metric.into(), device: device.into(), value });
-            }
-        };
+        let mut out = Out { level, samples: &mut r.samples };
         let cpu = f64::from(self.sys.global_cpu_usage());
-        push("cpu.util_pct", "cpu", cpu);
+        out.push(Basic, "cpu.util_pct", "cpu", cpu);
+        for (i, c) in self.sys.cpus().iter().enumerate() {
+            let device = format!("cpu{i}");
+            out.push(Detailed, "cpu.util_pct", &device, f64::from(c.usage()));
+            out.push(Detailed, "cpu.freq_mhz", &device, c.frequency() as f64);
+        }
         if let Ok(load) = System::load_average() {
-            push("cpu.load1", "cpu", load.one);
+            out.push(Standard, "cpu.load1", "cpu", load.one);
+            out.push(Standard, "cpu.load5", "cpu", load.five);
+            out.push(Standard, "cpu.load15", "cpu", load.fifteen);
         }
         let total = self.sys.total_memory() as f64;
         let used = self.sys.used_memory() as f64;
         let mem_pct = if total > 0.0 { 100.0 * used / total } else { 0.0 };
-        push("mem.used_pct", "mem", mem_pct);
-        push("mem.used_mb", "mem", used / 1048576.0);
-        push("mem.available_mb", "mem", self.sys.available_memory() as f64 / 1048576.0);
+        out.push(Basic, "mem.used_pct", "mem", mem_pct);
+        out.push(Basic, "mem.used_mb", "mem", used / 1048576.0);
+        out.push(Basic, "mem.available_mb", "mem", self.sys.available_memory() as f64 / 1048576.0);
         if self.sys.total_swap() > 0 {
-            push("swap.used_pct", "swap", 100.0 * self.sys.used_swap() as f64 / self.sys.total_swap() as f64);
+            out.push(
+                Standard,
+                "swap.used_pct",
+                "swap",
+                100.0 * self.sys.used_swap() as f64 / self.sys.total_swap() as f64,
+            );
         }
-        let mut seen_disks = Vec::new();
-        for d in self.disks.iter() {
-            let name = d.name().to_string_lossy().trim_start_matches("/dev/").to_string();
-            if d.total_space() == 0 || seen_disks.contains(&name) {
-                continue;
+        if level >= Standard {
+            self.disks.refresh(true);
+            self.networks.refresh(true);
+            let mut seen = Vec::new();
+            for d in self.disks.iter() {
+                let name = d.name().to_string_lossy().trim_start_matches("/dev/").to_string();
+                if d.total_space() == 0 || seen.contains(&name) {
+                    continue;
+                }
+                let u = d.usage();
+                out.push(
+                    Standard,
+                    "disk.used_pct",
+                    &name,
+                    100.0 * (1.0 - d.available_space() as f64 / d.total_space() as f64),
+                );
+                out.push(Standard, "disk.read_bytes_per_s", &name, u.read_bytes as f64 / elapsed);
+                out.push(Standard, "disk.written_bytes_per_s", &name, u.written_bytes as f64 / elapsed);
+                seen.push(name);
             }
-            let u = d.usage();
-            push("disk.used_pct", &name, 100.0 * (1.0 - d.available_space() as f64 / d.total_space() as f64));
-            push("disk.read_bytes_per_s", &name, u.read_bytes as f64 / elapsed);
-            push("disk.written_bytes_per_s", &name, u.written_bytes as f64 / elapsed);
-            seen_disks.push(name);
-        }
-        for (name, n) in self.networks.iter() {
-            let name = &*name.to_string_lossy();
-            if name == "lo" {
-                continue;
+            for (name, n) in self.networks.iter() {
+                let name = &*name.to_string_lossy();
+                if name != "lo" {
+                    out.push(Standard, "net.rx_bytes_per_s", name, n.received() as f64 / elapsed);
+                    out.push(Standard, "net.tx_bytes_per_s", name, n.transmitted() as f64 / elapsed);
+                }
             }
-            push("net.rx_bytes_per_s", name, n.received() as f64 / elapsed);
-            push("net.tx_bytes_per_s", name, n.transmitted() as f64 / elapsed);
+            out.push(Standard, "host.processes", "host", process_count() as f64);
         }
-        let cpu_temp = self
-            .components
-            .iter()
-            .filter_map(|c| c.temperature())
-            .map(f64::from)
-            .filter(|t| t.is_finite() && *t > 0.0)
-            .fold(0.0, f64::max);
+        let mut cpu_temp: f64 = 0.0;
+        for c in self.components.iter() {
+            let Some(t) = c.temperature().map(f64::from).filter(|t| t.is_finite() && *t > 0.0) else { continue };
+            cpu_temp = cpu_temp.max(t);
+            out.push(Detailed, "sensor.temp_c", &sensor_device(c.label()), t);
+        }
         if cpu_temp > 0.0 {
-            push("cpu.temp_c", "cpu", cpu_temp);
+            out.push(Standard, "cpu.temp_c", "cpu", cpu_temp);
         }
         let gpu_samples = gpus.map(Gpus::sample).unwrap_or_default();
         for g in &gpu_samples {
-            gpu::to_samples(g, &mut r.samples);
+            gpu::to_samples(g, level, &mut r.samples);
         }
         r.cpu_util_pct = cpu;
         r.memory_used_pct = mem_pct;
@@ -126,65 +163,27 @@ impl Sampler {
         r.gpus = gpu_samples;
         r
     }
-
-    /// Samples the process trees rooted at `roots` into their accumulators.
-    pub fn track(&mut self, roots: &mut HashMap<u32, TaskUsage>, gpus: &[GpuSample]) {
-        if roots.is_empty() {
-            return;
-        }
-        self.sys.refresh_processes(ProcessesToUpdate::All, true);
-        let procs = self.sys.processes();
-        // parent -> children, to walk each task's tree
-        let mut children: HashMap<Pid, Vec<Pid>> = HashMap::new();
-        for (pid, p) in procs {
-            if let Some(parent) = p.parent() {
-                children.entry(parent).or_default().push(*pid);
-            }
-        }
-        for (root, usage) in roots.iter_mut() {
-            let (mut cpu, mut mem, mut read, mut written, mut gpu_mem) = (0.0, 0u64, 0u64, 0u64, 0u64);
-            let mut stack = vec![Pid::from_u32(*root)];
-            while let Some(pid) = stack.pop() {
-                if let Some(p) = procs.get(&pid) {
-                    cpu += f64::from(p.cpu_usage());
-                    mem += p.memory();
-                    let d = p.disk_usage();
-                    read += d.total_read_bytes;
-                    written += d.total_written_bytes;
-                    gpu_mem += gpus.iter().filter_map(|g| g.process_memory_mb.get(&pid.as_u32())).sum::<u64>();
-                }
-                if let Some(c) = children.get(&pid) {
-                    stack.extend(c);
-                }
-            }
-            usage.add(cpu, mem / (1024 * 1024), gpu_mem, read, written);
-        }
-    }
 }
 
-/// Running aggregate of one task's resource use.
-#[derive(Debug, Clone, Default)]
-pub struct TaskUsage {
-    cpu_sum: f64,
-    usage: ResourceUsage,
+/// Processes on the host: numeric entries of /proc (cheaper than a process table refresh).
+fn process_count() -> usize {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
-impl TaskUsage {
-    fn add(&mut self, cpu_pct: f64, mem_mb: u64, gpu_mem_mb: u64, read: u64, written: u64) {
-        let u = &mut self.usage;
-        u.samples += 1;
-        self.cpu_sum += cpu_pct;
-        u.cpu_peak_pct = u.cpu_peak_pct.max(cpu_pct);
-        u.cpu_avg_pct = self.cpu_sum / f64::from(u.samples);
-        u.memory_peak_mb = u.memory_peak_mb.max(mem_mb);
-        u.gpu_memory_peak_mb = u.gpu_memory_peak_mb.max(gpu_mem_mb);
-        u.disk_read_bytes = u.disk_read_bytes.max(read);
-        u.disk_written_bytes = u.disk_written_bytes.max(written);
-    }
-
-    /// The aggregate so far.
-    pub fn usage(&self) -> ResourceUsage {
-        self.usage
+/// A sensor label as a device name: "coretemp Package id 0" -> "coretemp-package-id-0".
+fn sensor_device(label: &str) -> String {
+    let s: String = label.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let s = s.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-");
+    if s.is_empty() {
+        "sensor".into()
+    } else {
+        s
     }
 }
 
@@ -192,50 +191,45 @@ impl TaskUsage {
 mod tests {
     use super::*;
 
+    fn metrics_at(level: Level) -> Vec<MetricSample> {
+        let mut s = Sampler::new(level).expect("sysinfo");
+        std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
+        s.tick(None).samples
+    }
+
     #[test]
     fn first_tick_reports_real_cpu_and_memory() {
-        let mut s = Sampler::new().expect("sysinfo");
+        let mut s = Sampler::new(Level::Standard).expect("sysinfo");
         std::thread::sleep(sysinfo::MINIMUM_CPU_UPDATE_INTERVAL);
         let r = s.tick(None);
         let mem = r.samples.iter().find(|m| m.metric == "mem.used_mb").expect("mem");
         assert!(mem.value > 0.0);
         assert!((0.0..=100.0).contains(&r.cpu_util_pct));
         assert!(r.samples.iter().all(|m| m.value.is_finite()));
+        let procs = r.samples.iter().find(|m| m.metric == "host.processes").expect("procs").value;
+        assert!(procs >= 1.0);
     }
 
     #[test]
-    fn usage_tracks_peak_and_average() {
-        let mut u = TaskUsage::default();
-        u.add(50.0, 100, 0, 0, 0);
-        u.add(150.0, 300, 0, 10, 5);
-        let r = u.usage();
-        assert_eq!(r.samples, 2);
-        assert_eq!(r.cpu_peak_pct, 150.0);
-        assert_eq!(r.cpu_avg_pct, 100.0);
-        assert_eq!(r.memory_peak_mb, 300);
-        assert_eq!(r.disk_read_bytes, 10);
-    }
-
-    #[test]
-    fn tracking_measures_a_child_process_tree() {
-        // a shell (the task's root) whose child allocates and touches 150 MB
-        use std::os::unix::process::CommandExt;
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "python3 -c 'b = bytearray(150 << 20); import time; time.sleep(20)'"])
-            .process_group(0)
-            .spawn()
-            .expect("spawn");
-        let mut s = Sampler::new().expect("sysinfo");
-        let mut roots = HashMap::from([(child.id(), TaskUsage::default())]);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while roots[&child.id()].usage().memory_peak_mb < 150 && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(200));
-            s.track(&mut roots, &[]);
+    fn levels_add_metrics_in_order() {
+        let names =
+            |l| metrics_at(l).into_iter().map(|m| (m.metric, m.device)).collect::<std::collections::HashSet<_>>();
+        let (basic, standard, detailed) = (names(Level::Basic), names(Level::Standard), names(Level::Detailed));
+        assert!(basic.contains(&("cpu.util_pct".into(), "cpu".into())));
+        assert!(!basic.iter().any(|(m, _)| m == "cpu.load1" || m.starts_with("disk.")));
+        assert!(standard.iter().any(|(m, _)| m == "cpu.load1"));
+        assert!(standard.iter().any(|(m, _)| m == "disk.used_pct"));
+        assert!(!standard.contains(&("cpu.util_pct".into(), "cpu0".into())));
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        for i in 0..cores {
+            assert!(detailed.contains(&("cpu.util_pct".into(), format!("cpu{i}"))), "core {i}");
         }
-        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-        let _ = child.wait();
-        let u = roots[&child.id()].usage();
-        assert!(u.memory_peak_mb >= 150 && u.memory_peak_mb < 1024, "{u:?}");
+        assert!(basic.len() < standard.len() && standard.len() < detailed.len());
+    }
+
+    #[test]
+    fn sensor_labels_become_device_names() {
+        assert_eq!(sensor_device("coretemp Package id 0"), "coretemp-package-id-0");
+        assert_eq!(sensor_device("  "), "sensor");
     }
 }

@@ -1,0 +1,221 @@
+//! Running one command: its own process group, bounded output tails, the
+//! timeout (SIGTERM then SIGKILL to the whole group), and nothing it started
+//! outliving it, even when the future running it is dropped.
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use hwsched_proto::v1::{ResourceUsage, TaskStatus};
+use nix::sys::signal::Signal;
+use tokio::{io::AsyncReadExt, process::Command};
+use tokio_util::sync::CancellationToken;
+
+use crate::usage::TaskUsage;
+
+/// Bytes of stdout/stderr kept per task.
+pub const OUTPUT_TAIL_BYTES: usize = 4096;
+/// Time between SIGTERM and SIGKILL when a task is stopped.
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// What to run.
+#[derive(Debug)]
+pub struct Spec<'a> {
+    /// argv; not empty.
+    pub argv: &'a [String],
+    /// Environment added to the monitor's.
+    pub env: Vec<(String, String)>,
+    /// Working directory, if any.
+    pub workdir: Option<&'a Path>,
+    /// Killed after this long.
+    pub timeout: Duration,
+    /// Task id, for its usage accumulator.
+    pub task_id: &'a str,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Succeeded, failed, timed out or error.
+    pub status: TaskStatus,
+    /// Exit code, -1 when there is none.
+    pub exit_code: i32,
+    /// Why, when not a plain exit.
+    pub error: String,
+    /// Last bytes of stdout.
+    pub stdout: String,
+    /// Last bytes of stderr.
+    pub stderr: String,
+    /// Measured resource usage of the process tree.
+    pub usage: ResourceUsage,
+}
+
+impl Outcome {
+    fn error(msg: String) -> Self {
+        Outcome {
+            status: TaskStatus::Error,
+            exit_code: -1,
+            error: msg,
+            stdout: String::new(),
+            stderr: String::new(),
+            usage: ResourceUsage::default(),
+        }
+    }
+}
+
+/// Kills the whole process group when dropped (normal end, timeout, or an aborted future).
+struct GroupGuard(u32);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        signal_group(self.0, Signal::SIGKILL);
+    }
+}
+
+/// Runs `spec` to completion; `None` when `stop` fired first (process group killed).
+/// The root pid is registered in `usage` while it runs so the tracker samples its tree.
+pub async fn run(
+    spec: Spec<'_>,
+    usage: &Arc<Mutex<HashMap<u32, TaskUsage>>>,
+    stop: &CancellationToken,
+) -> Option<Outcome> {
+    let mut cmd = Command::new(&spec.argv[0]);
+    cmd.args(&spec.argv[1..])
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(d) = spec.workdir {
+        cmd.current_dir(d);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return Some(Outcome::error(format!("cannot start {:?}: {e}", spec.argv[0]))),
+    };
+    let pid = child.id().unwrap_or(0);
+    let _guard = GroupGuard(pid);
+    let lock = || usage.lock().unwrap_or_else(|p| p.into_inner());
+    lock().insert(pid, TaskUsage::new(spec.task_id));
+    let out = tokio::spawn(read_tail(child.stdout.take()));
+    let err = tokio::spawn(read_tail(child.stderr.take()));
+    let status = tokio::select! {
+        s = tokio::time::timeout(spec.timeout, child.wait()) => s,
+        _ = stop.cancelled() => {
+            stop_group(pid, &mut child).await;
+            lock().remove(&pid);
+            return None;
+        }
+    };
+    if status.is_err() {
+        stop_group(pid, &mut child).await;
+    }
+    // Nothing a task started may outlive it (background children keep pipes open).
+    signal_group(pid, Signal::SIGKILL);
+    let stdout = collect(out).await;
+    let stderr = collect(err).await;
+    let usage = lock().remove(&pid).unwrap_or_default().usage();
+    let (status, exit_code, error) = match status {
+        Ok(Ok(s)) => match s.code() {
+            Some(0) => (TaskStatus::Succeeded, 0, String::new()),
+            Some(c) => (TaskStatus::Failed, c, String::new()),
+            None => (TaskStatus::Failed, -1, format!("terminated by {s}")),
+        },
+        Ok(Err(e)) => (TaskStatus::Error, -1, format!("wait failed: {e}")),
+        Err(_) => (TaskStatus::TimedOut, -1, format!("timed out after {}s", spec.timeout.as_secs())),
+    };
+    Some(Outcome { status, exit_code, error, stdout, stderr, usage })
+}
+
+/// The output a reader collected, waiting at most 2 s after the process ended.
+async fn collect(h: tokio::task::JoinHandle<Vec<u8>>) -> String {
+    match tokio::time::timeout(Duration::from_secs(2), h).await {
+        Ok(Ok(v)) => String::from_utf8_lossy(&v).into_owned(),
+        _ => String::new(),
+    }
+}
+
+/// SIGTERM to the task's process group; SIGKILL to whatever is left once the
+/// leader exited or the grace period ran out; then reap the leader.
+async fn stop_group(pid: u32, child: &mut tokio::process::Child) {
+    signal_group(pid, Signal::SIGTERM);
+    let _ = tokio::time::timeout(KILL_GRACE, child.wait()).await;
+    signal_group(pid, Signal::SIGKILL);
+    let _ = child.wait().await;
+}
+
+fn signal_group(pid: u32, signal: Signal) {
+    if pid > 1 {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), signal);
+    }
+}
+
+/// Reads a pipe to its end, keeping the last [`OUTPUT_TAIL_BYTES`].
+async fn read_tail<R: tokio::io::AsyncRead + Unpin>(r: Option<R>) -> Vec<u8> {
+    let Some(mut r) = r else { return vec![] };
+    let mut keep = Vec::with_capacity(OUTPUT_TAIL_BYTES);
+    let mut buf = [0u8; 8192];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return keep,
+            Ok(n) => {
+                keep.extend_from_slice(&buf[..n]);
+                if keep.len() > OUTPUT_TAIL_BYTES {
+                    keep.drain(..keep.len() - OUTPUT_TAIL_BYTES);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec<'a>(argv: &'a [String], timeout_s: u64) -> Spec<'a> {
+        Spec { argv, env: vec![], workdir: None, timeout: Duration::from_secs(timeout_s), task_id: "t" }
+    }
+
+    #[tokio::test]
+    async fn output_tail_is_bounded_and_keeps_the_end() {
+        let argv: Vec<String> =
+            ["sh", "-c", "yes a | head -c 100000 | tr -d '\\n'; echo END"].iter().map(|s| s.to_string()).collect();
+        let o = run(spec(&argv, 10), &Default::default(), &CancellationToken::new()).await.expect("ran");
+        assert_eq!(o.status, TaskStatus::Succeeded);
+        assert_eq!(o.stdout.len(), OUTPUT_TAIL_BYTES);
+        assert!(o.stdout.ends_with("aEND\n"), "{:?}", &o.stdout[o.stdout.len() - 10..]);
+    }
+
+    #[tokio::test]
+    async fn dropping_the_run_kills_the_group() {
+        let marker = format!("{}.75", 300 + std::process::id() % 500);
+        let argv: Vec<String> = vec!["sh".into(), "-c".into(), format!("sleep {marker} & sleep {marker}")];
+        let usage = Default::default();
+        let stop = CancellationToken::new();
+        let fut = run(spec(&argv, 60), &usage, &stop);
+        // give it time to start, then drop the future (as when a monitor task is aborted)
+        let _ = tokio::time::timeout(Duration::from_millis(300), fut).await;
+        let left =
+            std::process::Command::new("pgrep").args(["-f", &format!("sleep {marker}")]).output().expect("pgrep");
+        assert!(left.stdout.is_empty(), "left behind: {}", String::from_utf8_lossy(&left.stdout));
+    }
+
+    #[tokio::test]
+    async fn stop_kills_and_reports_nothing() {
+        let argv: Vec<String> = vec!["sleep".into(), "30".into()];
+        let stop = CancellationToken::new();
+        let s2 = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            s2.cancel();
+        });
+        let started = std::time::Instant::now();
+        assert!(run(spec(&argv, 60), &Default::default(), &stop).await.is_none());
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+}

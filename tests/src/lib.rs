@@ -149,7 +149,7 @@ impl InProcess {
 
 /// The scheduler, in-process, with a short worker timeout.
 pub async fn scheduler(url: &str) -> anyhow::Result<InProcess> {
-    let cfg = hwsched_scheduler::SchedulerConfig { worker_timeout_ms: 5_000, startup_grace_s: 0 };
+    let cfg = hwsched_scheduler::SchedulerConfig { worker_timeout_ms: 5_000, startup_grace_s: 0, ..Default::default() };
     InProcess::start(url, |b, t, s| hwsched_scheduler::run(cfg, b, t, s)).await
 }
 

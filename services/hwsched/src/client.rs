@@ -157,16 +157,20 @@ pub async fn submit(nats: &NatsConfig, args: SubmitArgs) -> anyhow::Result<ExitC
         }
     }
     let mut failed = 0usize;
-    let mut verdicts = 0;
-    while verdicts < expected_verdicts {
+    // One verdict per task; "finished" replies on the same inbox are not verdicts.
+    let mut awaiting: std::collections::BTreeSet<String> = pending.keys().cloned().collect();
+    debug_assert_eq!(awaiting.len(), expected_verdicts);
+    while !awaiting.is_empty() {
         let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(10), replies.next()).await else {
             bail!(
                 "no verdict from the scheduler within 10 s for {} task(s): is `hwsched scheduler` (or `hwsched all`) running?",
-                expected_verdicts - verdicts
+                awaiting.len()
             );
         };
-        verdicts += 1;
         let r = SubmitReply::decode(m.payload.as_ref())?;
+        if r.finished || !awaiting.remove(&r.task_id) {
+            continue;
+        }
         if r.accepted {
             println!("{:<16} accepted", r.task_id);
         } else if r.duplicate {

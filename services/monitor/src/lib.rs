@@ -150,7 +150,7 @@ pub async fn run(
     let _ = sender.await;
     flush_outbox(&bus, &outbox).await;
     let caps = caps_rx.borrow().clone();
-    let offline = telemetry::heartbeat(&caps, WorkerState::Offline, vec![], &sampler::Reading::default(), u64::MAX);
+    let offline = telemetry::heartbeat(&caps, WorkerState::Offline, vec![], &sampler::Reading::default(), u64::MAX, 0);
     bus.publish(subjects.worker_heartbeat(&worker_id), &offline).await?;
     tracing::info!(worker_id, "monitor stopped");
     Ok(())

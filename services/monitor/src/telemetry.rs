@@ -157,7 +157,8 @@ impl Loop {
                 "metrics buffer full while NATS is unreachable: oldest batches dropped"
             );
         }
-        let hb = heartbeat(&caps, *self.state.borrow(), tasks, reading, seq);
+        let interval_ms = u32::try_from(self.cfg.interval_ms).unwrap_or(u32::MAX);
+        let hb = heartbeat(&caps, *self.state.borrow(), tasks, reading, seq, interval_ms);
         if let Err(e) = self.bus.publish(self.bus.subjects().worker_heartbeat(&caps.worker_id), &hb).await {
             tracing::debug!(error = %e, "heartbeat not sent");
         }
@@ -193,6 +194,7 @@ pub fn heartbeat(
     tasks: Vec<String>,
     r: &Reading,
     seq: u64,
+    interval_ms: u32,
 ) -> WorkerHeartbeat {
     WorkerHeartbeat {
         schema_version: SCHEMA_VERSION,
@@ -208,5 +210,6 @@ pub fn heartbeat(
         throttling: r.throttling,
         seq,
         timestamp_ms: now_ms(),
+        interval_ms,
     }
 }

@@ -21,7 +21,7 @@ use hwsched_bus::{
 use hwsched_proto::{
     v1::{
         ExecutionResult, SubmitReply, TaskAssignment, TaskEventKind, TaskRecord, TaskRejection, TaskRequest, TaskState,
-        WorkerCapabilities, WorkerHeartbeat,
+        TaskStatus, WorkerCapabilities, WorkerHeartbeat,
     },
     Message, SCHEMA_VERSION,
 };
@@ -45,11 +45,14 @@ pub struct SchedulerConfig {
     /// before they are rejected (s).
     #[arg(long = "startup-grace-s", env = "HWSCHED_STARTUP_GRACE_S", default_value_t = 30)]
     pub startup_grace_s: u64,
+    /// An assignment its (live) worker has not reported running for this long is placed again (ms).
+    #[arg(long = "assignment-grace-ms", env = "HWSCHED_ASSIGNMENT_GRACE_MS", default_value_t = 30_000)]
+    pub assignment_grace_ms: u64,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self { worker_timeout_ms: 10_000, startup_grace_s: 30 }
+        Self { worker_timeout_ms: 10_000, startup_grace_s: 30, assignment_grace_ms: 30_000 }
     }
 }
 
@@ -85,6 +88,20 @@ impl Metrics {
             r.register("workers_known", "Workers known (any state)", self.workers.clone());
         });
     }
+}
+
+fn task_id(rec: &TaskRecord) -> String {
+    rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default()
+}
+
+/// A reply subject we will publish to: a plain subject outside hwsched's own namespace
+/// (a producer must not be able to inject results or assignments through it).
+fn reply_subject_ok(subject: &str, prefix: &str) -> bool {
+    !subject.is_empty()
+        && subject.len() <= 256
+        && !subject.starts_with(&format!("{prefix}."))
+        && !subject.starts_with("$JS.")
+        && subject.split('.').all(|t| !t.is_empty() && t != "*" && t != ">" && !t.contains(char::is_whitespace))
 }
 
 /// Where and how to answer a producer.
@@ -128,9 +145,18 @@ pub async fn run(
     telemetry.set_ready(true);
     tracing::info!(queued = s.state.queued(), "scheduler ready");
 
+    let mut last_tick = tokio::time::Instant::now();
     loop {
+        // Biased: liveness first, so a busy or stalled loop never mistakes live workers for lost ones.
         let dirty = tokio::select! {
+            biased;
             _ = shutdown.cancelled() => break,
+            Some(m) = heartbeats.next() => s.on_heartbeat(&m.payload),
+            Some(m) = registrations.next() => match WorkerCapabilities::decode(m.payload.as_ref()) {
+                Ok(caps) => s.on_capabilities(caps),
+                Err(e) => { tracing::warn!(error = %e, subject = %m.subject, "undecodable registration"); false }
+            },
+            Some(caps) = caps_rx.recv() => s.on_capabilities(caps),
             m = submissions.next() => match m {
                 Some(Ok(msg)) => { s.on_submission(msg).await; true }
                 Some(Err(e)) => { tracing::warn!(error = %e, "submission stream error"); false }
@@ -141,13 +167,15 @@ pub async fn run(
                 Some(Err(e)) => { tracing::warn!(error = %e, "result stream error"); false }
                 None => anyhow::bail!("result consumer closed"),
             },
-            Some(m) = heartbeats.next() => s.on_heartbeat(&m.payload),
-            Some(m) = registrations.next() => match WorkerCapabilities::decode(m.payload.as_ref()) {
-                Ok(caps) => s.on_capabilities(caps),
-                Err(e) => { tracing::warn!(error = %e, subject = %m.subject, "undecodable registration"); false }
-            },
-            Some(caps) = caps_rx.recv() => s.on_capabilities(caps),
-            _ = tick.tick() => { s.expire_workers().await; true }
+            _ = tick.tick() => {
+                // After a stall, heartbeats that queued meanwhile are read first (biased) before judging anyone.
+                let stalled = last_tick.elapsed() > Duration::from_secs(3);
+                last_tick = tokio::time::Instant::now();
+                if !stalled {
+                    s.supervise().await;
+                }
+                true
+            }
         };
         if dirty {
             s.place().await;
@@ -187,7 +215,8 @@ impl Scheduler {
     async fn on_submission(&mut self, msg: jetstream::Message) {
         let reply_to = msg.headers.as_ref().and_then(|h| h.get(REPLY_TO)).map(|v| v.as_str().to_string());
         let json = matches!(hwsched_bus::Encoding::from_headers(msg.headers.as_ref()), Ok(hwsched_bus::Encoding::Json));
-        let reply_to = reply_to.map(|to| Reply { to, json });
+        let prefix = self.bus.subjects().prefix().to_string();
+        let reply_to = reply_to.filter(|to| reply_subject_ok(to, &prefix)).map(|to| Reply { to, json });
         let task = match intake::parse(msg.headers.as_ref(), &msg.payload) {
             Ok(t) => t,
             Err(refusal) => {
@@ -222,6 +251,13 @@ impl Scheduler {
                 self.reply(reply_to.as_ref(), SubmitReply { task_id, accepted: true, ..Default::default() }).await;
                 self.state.insert(rec, now);
             }
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists && self.recover_record(&task_id).await => {
+                // An earlier create succeeded although it reported a failure: this is that task.
+                let _ = msg.double_ack().await;
+                self.metrics.accepted.inc();
+                tracing::info!(task_id, "task queued (record found from an earlier attempt to record it)");
+                self.reply(reply_to.as_ref(), SubmitReply { task_id, accepted: true, ..Default::default() }).await;
+            }
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                 let _ = msg.double_ack().await;
                 self.metrics.duplicates.inc();
@@ -237,6 +273,23 @@ impl Scheduler {
                 tracing::warn!(task_id, error = %e, "cannot record task yet, will retry");
                 let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
             }
+        }
+    }
+
+    /// A record that exists in the bucket but not in memory (its create timed out
+    /// yet succeeded, and the submission was redelivered): take it on.
+    async fn recover_record(&mut self, task_id: &str) -> bool {
+        if self.state.tasks.contains_key(task_id) {
+            return false;
+        }
+        let Ok(Some(bytes)) = self.records.get(task_id).await else { return false };
+        match TaskRecord::decode(bytes.as_ref()) {
+            Ok(rec) if rec.state() == TaskState::Queued => {
+                self.event(&rec, TaskEventKind::Queued, "").await;
+                self.state.insert(rec, now_ms());
+                true
+            }
+            _ => false,
         }
     }
 
@@ -293,7 +346,8 @@ impl Scheduler {
         }
         let reply = SubmitReply {
             task_id: rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default(),
-            accepted: true,
+            // rejected at placement: it will never run
+            accepted: rec.state() != TaskState::Rejected,
             finished: true,
             status: res.map_or(0, |r| r.status),
             worker_id: res.map(|r| r.worker_id.clone()).unwrap_or_default(),
@@ -311,10 +365,22 @@ impl Scheduler {
         self.bus.publish_event(&ev, Some(&rec.traceparent)).await;
     }
 
+    /// Writes the record, retrying briefly: the in-memory state has already moved on.
     async fn save(&self, rec: &TaskRecord) {
-        let key = rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default();
-        if let Err(e) = self.records.put(&key, rec.encode_to_vec().into()).await {
-            tracing::warn!(task_id = key, error = %e, "task record not saved");
+        let key = task_id(rec);
+        let mut wait = Duration::from_millis(100);
+        for attempt in 1..=4 {
+            match self.records.put(&key, rec.encode_to_vec().into()).await {
+                Ok(_) => return,
+                Err(e) if attempt == 4 => {
+                    tracing::error!(task_id = key, error = %e, "task record not saved: a scheduler restart would resume it from its previous state");
+                }
+                Err(e) => {
+                    tracing::warn!(task_id = key, error = %e, "task record not saved yet, retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 4;
+                }
+            }
         }
     }
 
@@ -399,12 +465,26 @@ impl Scheduler {
         true
     }
 
-    async fn expire_workers(&mut self) {
-        for (worker_id, rec) in self.state.expire_workers(now_ms(), self.cfg.worker_timeout_ms as i64) {
-            tracing::warn!(worker_id, task_id = %rec.task.as_ref().map(|t| t.task_id.as_str()).unwrap_or(""), "worker lost, task queued again");
-            self.metrics.retried.inc();
-            self.save(&rec).await;
-            self.event(&rec, TaskEventKind::Retried, &rec.reason).await;
+    /// Lost workers and forgotten assignments: their tasks are queued again (or fail).
+    async fn supervise(&mut self) {
+        let (timeout, grace) = (self.cfg.worker_timeout_ms as i64, self.cfg.assignment_grace_ms as i64);
+        for c in self.state.supervise(now_ms(), timeout, grace) {
+            match c {
+                Completion::Retry(rec) => {
+                    tracing::warn!(task_id = %task_id(&rec), reason = %rec.reason, "attempt lost, task queued again");
+                    self.metrics.retried.inc();
+                    self.save(&rec).await;
+                    self.event(&rec, TaskEventKind::Retried, &rec.reason).await;
+                }
+                Completion::Done(rec) => {
+                    tracing::warn!(task_id = %task_id(&rec), reason = %rec.reason, "task failed");
+                    self.metrics.failed.inc();
+                    self.save(&rec).await;
+                    self.event(&rec, TaskEventKind::Finished, TaskStatus::Error.as_str_name()).await;
+                    self.reply_finished(&rec, None).await;
+                }
+                Completion::Stale => {}
+            }
         }
     }
 

@@ -52,8 +52,13 @@ pub struct State {
     pub tasks: HashMap<String, TaskRecord>,
     queue: BTreeSet<(u32, i64, u64, String)>,
     running_keys: HashMap<String, u32>,
+    /// When each assigned task was last reported running by its worker.
+    seen_running: HashMap<String, i64>,
     seq: u64,
 }
+
+/// Attempts a task may lose with its worker before it fails.
+pub const MAX_LOSSES: u32 = 3;
 
 static NO_TASK: std::sync::LazyLock<hwsched_proto::v1::TaskRequest> = std::sync::LazyLock::new(Default::default);
 
@@ -120,6 +125,11 @@ impl State {
     /// Records a heartbeat. Returns true when the worker's capabilities are
     /// unknown or outdated (the caller asks the monitor for them).
     pub fn heartbeat(&mut self, hb: WorkerHeartbeat, now_ms: i64) -> bool {
+        for id in &hb.running_task_ids {
+            if self.tasks.get(id).is_some_and(|r| r.worker_id == hb.worker_id) {
+                self.seen_running.insert(id.clone(), now_ms);
+            }
+        }
         let w = self.workers.entry(hb.worker_id.clone()).or_default();
         w.last_seen_ms = now_ms;
         w.state = hb.state();
@@ -128,36 +138,70 @@ impl State {
         stale
     }
 
-    /// Marks workers silent for longer than `timeout_ms` (or that said they
-    /// went offline) as offline and queues their tasks again. Returns the
-    /// requeued records with the worker they were lost on.
-    pub fn expire_workers(&mut self, now_ms: i64, timeout_ms: i64) -> Vec<(String, TaskRecord)> {
-        let lost: Vec<String> = self
-            .workers
-            .iter_mut()
-            .filter(|(_, w)| w.state == WorkerState::Offline || now_ms - w.last_seen_ms > timeout_ms)
-            .filter(|(_, w)| w.state != WorkerState::Offline || w.reserved.slots > 0)
-            .map(|(id, w)| {
+    /// Marks workers silent for longer than their timeout (at least `timeout_ms`,
+    /// and three of their heartbeat periods), or that said they went offline,
+    /// as offline; and finds assignments their worker has not reported running
+    /// for `grace_ms`. Their tasks are queued again, or fail once lost
+    /// [`MAX_LOSSES`] times. Returns each affected record with the reason.
+    pub fn supervise(&mut self, now_ms: i64, timeout_ms: i64, grace_ms: i64) -> Vec<Completion> {
+        let mut lost = Vec::new();
+        for (id, w) in self.workers.iter_mut() {
+            let timeout = timeout_ms.max(3 * i64::from(w.heartbeat.interval_ms));
+            let silent = now_ms - w.last_seen_ms > timeout;
+            if (silent || w.state == WorkerState::Offline) && (w.state != WorkerState::Offline || w.reserved.slots > 0)
+            {
                 w.state = WorkerState::Offline;
-                id.clone()
-            })
-            .collect();
-        let mut requeued = Vec::new();
-        for id in lost {
-            let ids: Vec<String> = self
-                .tasks
-                .values()
-                .filter(|r| r.state() == TaskState::Assigned && r.worker_id == id)
-                .filter_map(|r| r.task.as_ref().map(|t| t.task_id.clone()))
-                .collect();
-            for task_id in ids {
-                if let Some(rec) = self.release(&task_id) {
-                    let rec = self.requeue(rec, now_ms, format!("worker {id} lost"));
-                    requeued.push((id.clone(), rec));
-                }
+                lost.push(id.clone());
             }
         }
-        requeued
+        let mut out = Vec::new();
+        for id in lost {
+            for task_id in self.assigned_to(&id) {
+                out.extend(self.lose(&task_id, now_ms, format!("worker {id} lost")));
+            }
+        }
+        // Assignments that never started (or vanished) on a live worker.
+        let forgotten: Vec<String> = self
+            .tasks
+            .values()
+            .filter(|r| r.state() == TaskState::Assigned)
+            .filter(|r| self.workers.get(&r.worker_id).is_some_and(|w| w.state != WorkerState::Offline))
+            .filter_map(|r| {
+                let id = r.task.as_ref()?.task_id.clone();
+                let seen = self.seen_running.get(&id).copied().unwrap_or(0).max(r.assigned_at_ms);
+                (now_ms - seen > grace_ms).then_some(id)
+            })
+            .collect();
+        for task_id in forgotten {
+            let worker = self.tasks.get(&task_id).map(|r| r.worker_id.clone()).unwrap_or_default();
+            out.extend(self.lose(
+                &task_id,
+                now_ms,
+                format!("not running on {worker} {} s after assignment", grace_ms / 1000),
+            ));
+        }
+        out
+    }
+
+    fn assigned_to(&self, worker_id: &str) -> Vec<String> {
+        self.tasks
+            .values()
+            .filter(|r| r.state() == TaskState::Assigned && r.worker_id == worker_id)
+            .filter_map(|r| r.task.as_ref().map(|t| t.task_id.clone()))
+            .collect()
+    }
+
+    /// An attempt lost without a result: queue again, or fail after too many losses.
+    fn lose(&mut self, task_id: &str, now_ms: i64, why: String) -> Option<Completion> {
+        let mut rec = self.release(task_id)?;
+        rec.losses += 1;
+        if rec.losses > MAX_LOSSES {
+            rec.state = TaskState::Failed as i32;
+            rec.reason = format!("{why}; lost {} times, giving up", rec.losses);
+            rec.updated_at_ms = now_ms;
+            return Some(Completion::Done(rec));
+        }
+        Some(Completion::Retry(self.requeue(rec, now_ms, why)))
     }
 
     /// One placement pass over the queue, in priority then arrival order.
@@ -176,6 +220,22 @@ impl State {
                     cpu_util_pct: w.heartbeat.cpu_util_pct,
                     max_temp_c: w.heartbeat.max_temp_c,
                     throttling: w.heartbeat.throttling,
+                })
+            })
+            .collect();
+        // Workers away right now still count for "could this task ever run here?".
+        let away: Vec<WorkerView> = self
+            .workers
+            .values()
+            .filter(|w| w.state == WorkerState::Offline)
+            .filter_map(|w| {
+                Some(WorkerView {
+                    caps: w.caps.clone()?,
+                    state: w.state,
+                    reserved: Reserved::default(),
+                    cpu_util_pct: 0.0,
+                    max_temp_c: 0.0,
+                    throttling: false,
                 })
             })
             .collect();
@@ -228,6 +288,13 @@ impl State {
                         r.reason = format!("waiting: {reason}");
                     }
                 }
+                Outcome::NeverFits { .. }
+                    if !away.is_empty() && !matches!(place(task, &away), Outcome::NeverFits { .. }) =>
+                {
+                    if let Some(r) = self.tasks.get_mut(&entry.3) {
+                        r.reason = "waiting: the workers that can run it are offline".into();
+                    }
+                }
                 Outcome::NeverFits { reason } if may_reject && !views.is_empty() => {
                     self.queue.remove(&entry);
                     if let Some(mut rec) = self.tasks.remove(&entry.3) {
@@ -277,7 +344,8 @@ impl State {
             return Completion::Done(rec);
         }
         let why = format!("attempt {} on {} ended {}", res.attempt, res.worker_id, status.as_str_name());
-        if rec.attempt >= max_attempts(&rec) || status == TaskStatus::Cancelled {
+        rec.failures += 1;
+        if rec.failures >= max_attempts(&rec) || status == TaskStatus::Cancelled {
             rec.state = TaskState::Failed as i32;
             rec.reason = why;
             return Completion::Done(rec);
@@ -301,6 +369,7 @@ impl State {
     /// Removes an assigned task's record and frees its reservation.
     fn release(&mut self, task_id: &str) -> Option<TaskRecord> {
         let rec = self.tasks.remove(task_id)?;
+        self.seen_running.remove(task_id);
         if rec.state() == TaskState::Assigned {
             if let Some(w) = self.workers.get_mut(&rec.worker_id) {
                 unreserve(&mut w.reserved, &rec);
@@ -458,10 +527,89 @@ mod tests {
         s.insert(queued("t", 3, 0), 0);
         assert_eq!(assigned(&s.plan(1, true))[0].1, "a");
         s.register(caps("b", 8, 1), 5_000);
-        let lost = s.expire_workers(12_000, 10_000);
-        assert_eq!(lost.len(), 1);
-        assert_eq!(lost[0].0, "a");
+        s.heartbeat(
+            WorkerHeartbeat { worker_id: "b".into(), state: 1, capabilities_revision: 7, ..Default::default() },
+            11_000,
+        );
+        let lost = s.supervise(12_000, 10_000, 60_000);
+        assert!(
+            matches!(lost.as_slice(), [Completion::Retry(r)] if r.reason == "worker a lost" && r.losses == 1),
+            "{lost:?}"
+        );
         assert_eq!(assigned(&s.plan(12_001, true))[0].1, "b");
+    }
+
+    #[test]
+    fn a_task_that_keeps_losing_its_worker_fails_without_using_its_failure_budget() {
+        let mut s = State::default();
+        let mut t = 0;
+        s.insert(queued("killer", 3, 0), 0);
+        for round in 1..=MAX_LOSSES + 1 {
+            let w = format!("w{round}");
+            s.register(caps(&w, 8, 1), t);
+            assert_eq!(assigned(&s.plan(t + 1, true))[0].1, w);
+            t += 20_000; // silent for longer than the timeout
+            let out = s.supervise(t, 10_000, 60_000);
+            match (round <= MAX_LOSSES, out.as_slice()) {
+                (true, [Completion::Retry(r)]) => assert_eq!((r.losses, r.failures), (round, 0)),
+                (false, [Completion::Done(r)]) => {
+                    assert_eq!(r.state(), TaskState::Failed);
+                    assert!(r.reason.contains("giving up"), "{}", r.reason);
+                }
+                other => panic!("round {round}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn assignment_never_reported_running_is_placed_again() {
+        let mut s = State::default();
+        s.register(caps("a", 8, 2), 0);
+        s.insert(queued("ghost", 3, 0), 0);
+        s.insert(queued("real", 3, 1), 0);
+        assert_eq!(assigned(&s.plan(1_000, true)).len(), 2);
+        // the worker stays alive and reports only "real"
+        for now in (2_000..=40_000).step_by(1_000) {
+            let hb = WorkerHeartbeat {
+                worker_id: "a".into(),
+                state: 1,
+                capabilities_revision: 7,
+                running_task_ids: vec!["real".into()],
+                ..Default::default()
+            };
+            s.heartbeat(hb, now);
+        }
+        let out = s.supervise(40_000, 10_000, 30_000);
+        assert!(
+            matches!(out.as_slice(), [Completion::Retry(r)] if r.task.as_ref().map(|t| t.task_id.as_str()) == Some("ghost")),
+            "{out:?}"
+        );
+        assert_eq!(s.tasks["real"].state(), TaskState::Assigned);
+    }
+
+    #[test]
+    fn a_task_for_an_offline_worker_waits_instead_of_being_rejected() {
+        let mut s = State::default();
+        let mut gpu_box = caps("gpu", 8, 1);
+        gpu_box.gpus =
+            vec![hwsched_proto::v1::GpuInfo { vendor: "nvidia".into(), model: "H100".into(), ..Default::default() }];
+        s.register(gpu_box, 0);
+        s.register(caps("cpu", 8, 1), 0);
+        s.heartbeat(
+            WorkerHeartbeat { worker_id: "cpu".into(), state: 1, capabilities_revision: 7, ..Default::default() },
+            19_000,
+        );
+        s.supervise(20_000, 10_000, 30_000); // the GPU box went silent
+        let mut t = queued("needs-gpu", 3, 0);
+        if let Some(task) = t.task.as_mut() {
+            task.requirements = Some(Requirements {
+                gpus: Some(hwsched_proto::v1::GpuRequirement { count: 1, ..Default::default() }),
+                ..Default::default()
+            });
+        }
+        s.insert(t, 20_000);
+        assert!(s.plan(20_001, true).is_empty());
+        assert!(s.tasks["needs-gpu"].reason.contains("offline"), "{}", s.tasks["needs-gpu"].reason);
     }
 
     #[test]

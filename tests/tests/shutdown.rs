@@ -11,7 +11,7 @@ use hwsched_proto::{
 use hwsched_testkit::NatsServer;
 use hwsched_tests::{bus, submit, Proc};
 
-const WAIT: Duration = Duration::from_secs(30);
+const WAIT: Duration = Duration::from_secs(45);
 
 fn sleep_task(id: &str, secs: &str) -> TaskRequest {
     TaskRequest { task_id: id.into(), command: vec!["sleep".into(), secs.into()], ..Default::default() }

@@ -52,9 +52,11 @@ pub async fn provision(bus: &Bus) -> Result<(), BusError> {
         let name = cfg.name.clone();
         js.create_or_update_stream(cfg).await.map_err(|e| BusError::js(format!("provision stream {name}"), e))?;
     }
-    for (bucket, history, max_age) in
-        [(bus.subjects().tasks_bucket(), 1, 7 * DAY), (bus.subjects().model_bucket(), 5, Duration::ZERO)]
-    {
+    for (bucket, history, max_age) in [
+        (bus.subjects().tasks_bucket(), 1, 7 * DAY),
+        (bus.subjects().attempts_bucket(), 1, 7 * DAY),
+        (bus.subjects().model_bucket(), 5, Duration::ZERO),
+    ] {
         js.create_or_update_key_value(kv::Config {
             bucket: bucket.clone(),
             history,

@@ -105,6 +105,14 @@ impl Subjects {
     pub fn tasks_bucket(&self) -> String {
         format!("{}_tasks", self.bucket_prefix)
     }
+    /// KV bucket where monitors journal the attempts they started (key `<task_id>.<attempt>`).
+    pub fn attempts_bucket(&self) -> String {
+        format!("{}_attempts", self.bucket_prefix)
+    }
+    /// `hws.control.cancel`: cancel a task (request/reply to the scheduler; monitors listen too).
+    pub fn control_cancel(&self) -> String {
+        self.control("cancel")
+    }
     /// KV bucket holding the learner's model snapshot.
     pub fn model_bucket(&self) -> String {
         format!("{}_model", self.bucket_prefix)

@@ -9,8 +9,8 @@ use hwsched_bus::{codec, Bus, MSG_ID, REPLY_TO};
 use hwsched_config::{ClickHouseConfig, NatsConfig};
 use hwsched_proto::{
     v1::{
-        ExecutionResult, GpuRequirement, Requirements, SubmitReply, TaskEvent, TaskEventKind, TaskRequest, TaskStatus,
-        WorkerCapabilities, WorkerHeartbeat, WorkerState,
+        CancelReply, CancelTask, ExecutionResult, GpuRequirement, Requirements, SubmitReply, TaskEvent, TaskEventKind,
+        TaskRequest, TaskStatus, WorkerCapabilities, WorkerHeartbeat, WorkerState,
     },
     Message, SCHEMA_VERSION,
 };
@@ -266,6 +266,22 @@ pub async fn events(nats: &NatsConfig) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// `hwsched cancel`: exit 0 when the task was found and cancelled.
+pub async fn cancel(nats: &NatsConfig, task_id: String, reason: String) -> anyhow::Result<ExitCode> {
+    let bus = connect(nats).await?;
+    let req = CancelTask { task_id: task_id.clone(), reason };
+    let m = tokio::time::timeout(
+        Duration::from_secs(5),
+        bus.client().request(bus.subjects().control_cancel(), codec::encode(&req)),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("no answer from the scheduler within 5 s: is it running?"))?
+    .context("cancel request")?;
+    let r = CancelReply::decode(m.payload.as_ref())?;
+    println!("{task_id}: {}", r.detail);
+    Ok(if r.found { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// `hwsched workers`: listens to heartbeats for 2.5 s and asks each worker for its capabilities.

@@ -41,6 +41,14 @@ enum Command {
     Submit(client::SubmitArgs),
     /// Follow task lifecycle events and results as they happen.
     Events,
+    /// Cancel a task: removed from the queue, or its running attempt stopped.
+    Cancel {
+        /// Task id.
+        task_id: String,
+        /// Why (recorded with the task).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// List the workers that are sending heartbeats.
     Workers,
     /// ClickHouse schema: print the DDL for a server version, or apply it.
@@ -100,7 +108,9 @@ fn command_name(c: &Command) -> &'static str {
         Command::Alerting(_) => "alerting",
         Command::Recorder(_) => "recorder",
         Command::All(_) => "all",
-        Command::Submit(_) | Command::Events | Command::Workers | Command::Schema { .. } => "cli",
+        Command::Submit(_) | Command::Events | Command::Cancel { .. } | Command::Workers | Command::Schema { .. } => {
+            "cli"
+        }
     }
 }
 
@@ -138,6 +148,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::All(cfg) => service::all(cfg, &nats, clickhouse, &telemetry).await.map(|_| ok),
         Command::Submit(args) => client::submit(&nats, args).await,
         Command::Events => client::events(&nats).await.map(|_| ok),
+        Command::Cancel { task_id, reason } => client::cancel(&nats, task_id, reason).await,
         Command::Workers => client::workers(&nats).await.map(|_| ok),
         Command::Schema { command } => client::schema(command, &clickhouse).await.map(|_| ok),
     }

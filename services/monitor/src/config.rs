@@ -51,6 +51,14 @@ pub struct MonitorConfig {
     /// Metrics batches kept while NATS is unreachable (oldest dropped beyond, and counted).
     #[arg(long = "buffer-batches", env = "HWSCHED_MONITOR_BUFFER", default_value_t = 600)]
     pub buffer_batches: usize,
+    /// Seconds an unacknowledged assignment waits before JetStream redelivers it (after a monitor crash).
+    #[arg(long = "ack-wait-s", env = "HWSCHED_MONITOR_ACK_WAIT_S", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub ack_wait_s: u64,
+    /// Only report telemetry and capabilities; another framework executes the assignments
+    /// (it consumes `hws.assign.<worker_id>` and publishes results, see docs/ARCHITECTURE.md).
+    #[arg(long = "observe-only", env = "HWSCHED_MONITOR_OBSERVE_ONLY")]
+    pub observe_only: bool,
     /// Declared accelerators, e.g. tpu=4,webgpu=1.
     #[arg(long = "accelerator", env = "HWSCHED_ACCELERATORS", value_delimiter = ',', value_parser = accelerator)]
     pub accelerators: Vec<(String, u32)>,
@@ -86,6 +94,8 @@ impl MonitorConfig {
             interval_ms: 1000,
             level: Level::Standard,
             buffer_batches: 600,
+            ack_wait_s: 30,
+            observe_only: false,
             accelerators: vec![],
             backends: vec![],
             labels: vec![],

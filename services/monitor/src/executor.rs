@@ -4,7 +4,7 @@
 //! until then, so a long test is not redelivered.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -12,23 +12,21 @@ use std::{
 use async_nats::jetstream::{self, kv, AckKind};
 use hwsched_bus::{now_ms, trace, Bus};
 use hwsched_proto::{
-    v1::{ExecutionResult, TaskAssignment, TaskEventKind, TaskRecord, TaskState, TaskStatus},
+    v1::{AttemptJournal, ExecutionResult, TaskAssignment, TaskEventKind, TaskRecord, TaskState, TaskStatus},
     Message, SCHEMA_VERSION,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::{process, usage::TaskUsage};
 
-/// How often a held assignment is marked in progress (well under the 30 s ack wait).
-const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 /// How long an assignment may wait for the scheduler to record it (it sends first, records second).
 const CONFIRM_WITHIN: Duration = Duration::from_secs(5);
 
 /// What runs on this worker now; shared with the telemetry loop.
 #[derive(Debug, Default)]
 pub struct Running {
-    /// (task id, attempt) running now.
-    pub tasks: Mutex<HashSet<(String, u32)>>,
+    /// (task id, attempt) running now, with the token that cancels it.
+    pub tasks: Mutex<HashMap<(String, u32), CancellationToken>>,
     /// Resource accumulators by root process id.
     pub usage: Arc<Mutex<HashMap<u32, TaskUsage>>>,
 }
@@ -37,7 +35,7 @@ impl Running {
     /// Task ids running now, for the heartbeat.
     pub fn task_ids(&self) -> Vec<String> {
         let mut ids: Vec<String> =
-            self.tasks.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(t, _)| t.clone()).collect();
+            self.tasks.lock().unwrap_or_else(|p| p.into_inner()).keys().map(|(t, _)| t.clone()).collect();
         ids.sort();
         ids
     }
@@ -50,6 +48,8 @@ pub struct Executor {
     pub bus: Bus,
     /// The scheduler's task records (read-only here): is an assignment still current?
     pub records: kv::Store,
+    /// This fleet's journal of started attempts.
+    pub attempts: kv::Store,
     /// This worker.
     pub worker_id: String,
     /// Learner hardware key of this worker.
@@ -58,6 +58,8 @@ pub struct Executor {
     pub task_dir: Option<std::path::PathBuf>,
     /// Shared running state.
     pub running: Arc<Running>,
+    /// The assignment consumer's ack wait; held assignments are marked in progress three times per period.
+    pub ack_wait: Duration,
 }
 
 /// Is an assignment the scheduler's current intent?
@@ -105,7 +107,15 @@ impl Executor {
             let _ = msg.ack_with(AckKind::Term).await;
             return;
         }
-        if !self.running.tasks.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone()) {
+        let cancel = CancellationToken::new();
+        let fresh = match self.running.tasks.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(cancel.clone());
+                true
+            }
+        };
+        if !fresh {
             // A redelivery of what already runs here: the running copy will report.
             tracing::info!(parent: &span, "assignment redelivered while running, keeping the running copy");
             let _ = msg.ack_with(AckKind::Ack).await;
@@ -113,10 +123,16 @@ impl Executor {
         }
         let msg = Arc::new(msg);
         let progress = CancellationToken::new();
-        tokio::spawn(keep_in_progress(msg.clone(), progress.clone()));
-        self.execute(&a, &msg, &tp, &span, &stop).await;
+        tokio::spawn(keep_in_progress(msg.clone(), self.ack_wait / 3, progress.clone()));
+        self.execute(&a, &msg, &tp, &span, &stop, &cancel).await;
         progress.cancel();
         self.running.tasks.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+    }
+
+    /// Cancels the running attempts of `task_id`; returns how many.
+    pub fn cancel(&self, task_id: &str) -> usize {
+        let tasks = self.running.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.iter().filter(|((t, _), _)| t == task_id).map(|(_, token)| token.cancel()).count()
     }
 
     async fn execute(
@@ -126,16 +142,29 @@ impl Executor {
         tp: &str,
         span: &tracing::Span,
         stop: &CancellationToken,
+        cancel: &CancellationToken,
     ) {
+        let task = a.task.clone().unwrap_or_default();
+        let journal_key = format!("{}.{}", task.task_id, a.attempt);
+        // Started by an earlier incarnation of this monitor? Never run an attempt twice:
+        // stop what it left running, and report the attempt interrupted if it is still current.
+        let earlier = self.journaled(&journal_key).await;
+        if let Some(j) = &earlier {
+            let killed = process::kill_orphan(j.pgid as u32, j.start_ticks);
+            tracing::warn!(parent: span, orphan_killed = killed, "attempt was started before this monitor restarted");
+        }
         if let Err(why) = self.confirm(a).await {
             tracing::warn!(parent: span, reason = %why, "stale assignment, not run");
             let _ = msg.ack_with(AckKind::Term).await;
             return;
         }
-        let task = a.task.clone().unwrap_or_default();
+        if let Some(j) = earlier {
+            let o = process::Outcome::error("interrupted: the monitor restarted while this attempt ran".into());
+            let result = self.result(a, o, j.started_at_ms, now_ms());
+            self.finish(msg, result, tp, span, stop).await;
+            return;
+        }
         let started_at_ms = now_ms();
-        self.event(a, TaskEventKind::Started, "", tp).await;
-        tracing::info!(parent: span, command = ?task.command, "task started");
         let gpus: Vec<String> = a.gpu_indices.iter().map(u32::to_string).collect();
         let mut env: Vec<(String, String)> = task.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         env.extend([
@@ -156,12 +185,57 @@ impl Executor {
             timeout: Duration::from_secs(u64::from(if task.timeout_s == 0 { 3600 } else { task.timeout_s })),
             task_id: &task.task_id,
         };
-        let Some(o) = process::run(spec, &self.running.usage, stop).await else {
+        let started = match process::start(spec, &self.running.usage) {
+            Ok(s) => s,
+            Err(why) => {
+                let result = self.result(a, process::Outcome::error(why), started_at_ms, now_ms());
+                self.finish(msg, result, tp, span, stop).await;
+                return;
+            }
+        };
+        let journal = AttemptJournal {
+            worker_id: self.worker_id.clone(),
+            pgid: started.pid() as i32,
+            start_ticks: process::start_ticks(started.pid()).unwrap_or(0),
+            started_at_ms,
+        };
+        if let Err(e) = self.attempts.put(&journal_key, journal.encode_to_vec().into()).await {
+            tracing::warn!(parent: span, error = %e, "attempt journal not written: a monitor restart now could run this attempt again");
+        }
+        // Announced once journaled: whoever sees "started" can rely on a restart not re-running it.
+        self.event(a, TaskEventKind::Started, "", tp).await;
+        tracing::info!(parent: span, command = ?task.command, "task started");
+        let interrupt = async {
+            tokio::select! {
+                _ = stop.cancelled() => process::Interrupt::Stop,
+                _ = cancel.cancelled() => process::Interrupt::Cancel,
+            }
+        };
+        let Some(o) = started.wait(&self.running.usage, interrupt).await else {
             tracing::warn!(parent: span, "monitor stopping: task killed, assignment left for redelivery");
+            // the next incarnation must run it afresh, not report it interrupted
+            let _ = self.attempts.delete(&journal_key).await;
             return;
         };
-        let finished_at_ms = now_ms();
-        let result = ExecutionResult {
+        let result = self.result(a, o, started_at_ms, now_ms());
+        self.finish(msg, result, tp, span, stop).await;
+    }
+
+    /// The journal entry of an attempt this worker started before, if any.
+    async fn journaled(&self, key: &str) -> Option<AttemptJournal> {
+        let bytes = self.attempts.get(key).await.ok()??;
+        AttemptJournal::decode(bytes.as_ref()).ok().filter(|j| j.worker_id == self.worker_id)
+    }
+
+    fn result(
+        &self,
+        a: &TaskAssignment,
+        o: process::Outcome,
+        started_at_ms: i64,
+        finished_at_ms: i64,
+    ) -> ExecutionResult {
+        let task = a.task.clone().unwrap_or_default();
+        ExecutionResult {
             schema_version: SCHEMA_VERSION,
             task_id: task.task_id.clone(),
             attempt: a.attempt,
@@ -184,8 +258,7 @@ impl Executor {
             queued_at_ms: a.queued_at_ms,
             assigned_at_ms: a.assigned_at_ms,
             predicted_duration_s: a.predicted_duration_s,
-        };
-        self.finish(msg, result, tp, span, stop).await;
+        }
     }
 
     /// Waits (briefly) until the scheduler's record confirms the assignment.
@@ -256,11 +329,11 @@ impl Executor {
 }
 
 /// Marks the assignment in progress until `done`.
-async fn keep_in_progress(msg: Arc<jetstream::Message>, done: CancellationToken) {
+async fn keep_in_progress(msg: Arc<jetstream::Message>, every: Duration, done: CancellationToken) {
     loop {
         tokio::select! {
             _ = done.cancelled() => return,
-            _ = tokio::time::sleep(PROGRESS_EVERY) => { let _ = msg.ack_with(AckKind::Progress).await; }
+            _ = tokio::time::sleep(every) => { let _ = msg.ack_with(AckKind::Progress).await; }
         }
     }
 }

@@ -72,23 +72,33 @@ pub async fn run(
         .context("subscribe to capability requests")?;
     bus.publish(subjects.worker_register(&worker_id), &caps).await?;
 
-    let consumer = streams::durable(
-        &bus,
-        &Durable::new(Stream::Assign, format!("monitor-{worker_id}"))
-            .filter(subjects.assign(&worker_id))
-            .max_ack_pending(i64::from(caps.slots.max(1))),
-    )
-    .await?;
-    let mut assignments = consumer.messages().await.context("consume assignments")?;
+    // In observe-only mode another executor consumes this worker's assignments.
+    let mut assignments = if cfg.observe_only {
+        tracing::info!("observe-only: reporting telemetry, not executing assignments");
+        None
+    } else {
+        let consumer = streams::durable(
+            &bus,
+            &Durable::new(Stream::Assign, format!("monitor-{worker_id}"))
+                .filter(subjects.assign(&worker_id))
+                .max_ack_pending(i64::from(caps.slots.max(1)))
+                .ack_wait(Duration::from_secs(cfg.ack_wait_s)),
+        )
+        .await?;
+        Some(consumer.messages().await.context("consume assignments")?)
+    };
+    let mut cancels = bus.client().subscribe(subjects.control_cancel()).await.context("subscribe to cancels")?;
 
     let running = Arc::new(Running::default());
     let executor = Arc::new(Executor {
         bus: bus.clone(),
         records: streams::bucket(&bus, &subjects.tasks_bucket()).await?,
+        attempts: streams::bucket(&bus, &subjects.attempts_bucket()).await?,
         worker_id: worker_id.clone(),
         hardware_class: caps.hardware_class.clone(),
         task_dir: cfg.task_dir.clone(),
         running: running.clone(),
+        ack_wait: Duration::from_secs(cfg.ack_wait_s),
     });
     let (caps_tx, caps_rx) = watch::channel(caps);
     let (state_tx, state_rx) = watch::channel(WorkerState::Active);
@@ -124,7 +134,14 @@ pub async fn run(
                     let _ = bus.client().publish(reply, hwsched_bus::codec::encode(&caps)).await;
                 }
             }
-            next = assignments.next() => match next {
+            Some(m) = cancels.next() => {
+                if let Ok(c) = hwsched_bus::decode::<hwsched_proto::v1::CancelTask>(m.headers.as_ref(), &m.payload) {
+                    if executor.cancel(&c.task_id) > 0 {
+                        tracing::info!(task_id = %c.task_id, reason = %c.reason, "cancelling running task");
+                    }
+                }
+            }
+            next = async { match assignments.as_mut() { Some(a) => a.next().await, None => std::future::pending().await } } => match next {
                 Some(Ok(msg)) => { tasks.spawn(executor.clone().handle(msg, kill.clone())); }
                 Some(Err(e)) => tracing::warn!(error = %e, "assignment stream error"),
                 None => anyhow::bail!("assignment consumer closed"),

@@ -55,7 +55,8 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn error(msg: String) -> Self {
+    /// An attempt that ended in an error before or instead of running.
+    pub fn error(msg: String) -> Self {
         Outcome {
             status: TaskStatus::Error,
             exit_code: -1,
@@ -68,6 +69,7 @@ impl Outcome {
 }
 
 /// Kills the whole process group when dropped (normal end, timeout, or an aborted future).
+#[derive(Debug)]
 struct GroupGuard(u32);
 
 impl Drop for GroupGuard {
@@ -76,13 +78,30 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Runs `spec` to completion; `None` when `stop` fired first (process group killed).
-/// The root pid is registered in `usage` while it runs so the tracker samples its tree.
-pub async fn run(
-    spec: Spec<'_>,
-    usage: &Arc<Mutex<HashMap<u32, TaskUsage>>>,
-    stop: &CancellationToken,
-) -> Option<Outcome> {
+/// A started command.
+#[derive(Debug)]
+pub struct Started {
+    child: tokio::process::Child,
+    pid: u32,
+    guard: GroupGuard,
+    out: tokio::task::JoinHandle<Vec<u8>>,
+    err: tokio::task::JoinHandle<Vec<u8>>,
+    timeout: Duration,
+}
+
+/// How a wait ended early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    /// The monitor is stopping: kill, report nothing (the assignment is redelivered).
+    Stop,
+    /// The task was cancelled: kill and report it cancelled.
+    Cancel,
+}
+
+/// Starts `spec` in its own process group and registers its root pid in `usage`
+/// so the tracker samples its tree.
+/// Fails with the reason when the command cannot be started.
+pub fn start(spec: Spec<'_>, usage: &Arc<Mutex<HashMap<u32, TaskUsage>>>) -> Result<Started, String> {
     let mut cmd = Command::new(&spec.argv[0]);
     cmd.args(&spec.argv[1..])
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -94,42 +113,90 @@ pub async fn run(
     if let Some(d) = spec.workdir {
         cmd.current_dir(d);
     }
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => return Some(Outcome::error(format!("cannot start {:?}: {e}", spec.argv[0]))),
-    };
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start {:?}: {e}", spec.argv[0]))?;
     let pid = child.id().unwrap_or(0);
-    let _guard = GroupGuard(pid);
-    let lock = || usage.lock().unwrap_or_else(|p| p.into_inner());
-    lock().insert(pid, TaskUsage::new(spec.task_id));
+    usage.lock().unwrap_or_else(|p| p.into_inner()).insert(pid, TaskUsage::new(spec.task_id));
     let out = tokio::spawn(read_tail(child.stdout.take()));
     let err = tokio::spawn(read_tail(child.stderr.take()));
-    let status = tokio::select! {
-        s = tokio::time::timeout(spec.timeout, child.wait()) => s,
-        _ = stop.cancelled() => {
-            stop_group(pid, &mut child).await;
-            lock().remove(&pid);
-            return None;
-        }
-    };
-    if status.is_err() {
-        stop_group(pid, &mut child).await;
+    Ok(Started { child, pid, guard: GroupGuard(pid), out, err, timeout: spec.timeout })
+}
+
+impl Started {
+    /// Process (and group) id.
+    pub fn pid(&self) -> u32 {
+        self.pid
     }
-    // Nothing a task started may outlive it (background children keep pipes open).
-    signal_group(pid, Signal::SIGKILL);
-    let stdout = collect(out).await;
-    let stderr = collect(err).await;
-    let usage = lock().remove(&pid).unwrap_or_default().usage();
-    let (status, exit_code, error) = match status {
-        Ok(Ok(s)) => match s.code() {
-            Some(0) => (TaskStatus::Succeeded, 0, String::new()),
-            Some(c) => (TaskStatus::Failed, c, String::new()),
-            None => (TaskStatus::Failed, -1, format!("terminated by {s}")),
-        },
-        Ok(Err(e)) => (TaskStatus::Error, -1, format!("wait failed: {e}")),
-        Err(_) => (TaskStatus::TimedOut, -1, format!("timed out after {}s", spec.timeout.as_secs())),
-    };
-    Some(Outcome { status, exit_code, error, stdout, stderr, usage })
+
+    /// Waits for the end; `None` when `interrupt` said [`Interrupt::Stop`].
+    pub async fn wait(
+        mut self,
+        usage: &Arc<Mutex<HashMap<u32, TaskUsage>>>,
+        interrupt: impl std::future::Future<Output = Interrupt>,
+    ) -> Option<Outcome> {
+        let pid = self.pid;
+        let lock = || usage.lock().unwrap_or_else(|p| p.into_inner());
+        let status = tokio::select! {
+            s = tokio::time::timeout(self.timeout, self.child.wait()) => Ok(s),
+            why = interrupt => Err(why),
+        };
+        if !matches!(status, Ok(Ok(_))) {
+            stop_group(pid, &mut self.child).await;
+        }
+        // Nothing a task started may outlive it (background children keep pipes open).
+        signal_group(pid, Signal::SIGKILL);
+        drop(self.guard);
+        let measured = lock().remove(&pid).unwrap_or_default().usage();
+        let (status, exit_code, error) = match status {
+            Err(Interrupt::Stop) => return None,
+            Err(Interrupt::Cancel) => (TaskStatus::Cancelled, -1, "cancelled".to_string()),
+            Ok(Ok(Ok(s))) => match s.code() {
+                Some(0) => (TaskStatus::Succeeded, 0, String::new()),
+                Some(c) => (TaskStatus::Failed, c, String::new()),
+                None => (TaskStatus::Failed, -1, format!("terminated by {s}")),
+            },
+            Ok(Ok(Err(e))) => (TaskStatus::Error, -1, format!("wait failed: {e}")),
+            Ok(Err(_)) => (TaskStatus::TimedOut, -1, format!("timed out after {}s", self.timeout.as_secs())),
+        };
+        let stdout = collect(self.out).await;
+        let stderr = collect(self.err).await;
+        Some(Outcome { status, exit_code, error, stdout, stderr, usage: measured })
+    }
+}
+
+/// Starts and waits: `None` when `stop` fired first.
+pub async fn run(
+    spec: Spec<'_>,
+    usage: &Arc<Mutex<HashMap<u32, TaskUsage>>>,
+    stop: &CancellationToken,
+) -> Option<Outcome> {
+    match start(spec, usage) {
+        Ok(started) => {
+            started
+                .wait(usage, async {
+                    stop.cancelled().await;
+                    Interrupt::Stop
+                })
+                .await
+        }
+        Err(why) => Some(Outcome::error(why)),
+    }
+}
+
+/// The start time of process `pid` in clock ticks since boot (`/proc/<pid>/stat` field 22).
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Kills a process group left behind by an earlier monitor, if its leader is
+/// still the same process (same start time). Returns whether it was found.
+pub fn kill_orphan(pgid: u32, ticks: u64) -> bool {
+    if pgid > 1 && start_ticks(pgid) == Some(ticks) {
+        signal_group(pgid, Signal::SIGKILL);
+        return true;
+    }
+    false
 }
 
 /// The output a reader collected, waiting at most 2 s after the process ended.
@@ -203,6 +270,29 @@ mod tests {
         let left =
             std::process::Command::new("pgrep").args(["-f", &format!("sleep {marker}")]).output().expect("pgrep");
         assert!(left.stdout.is_empty(), "left behind: {}", String::from_utf8_lossy(&left.stdout));
+    }
+
+    #[test]
+    fn start_ticks_identify_a_process() {
+        let me = std::process::id();
+        let t = start_ticks(me).expect("own stat");
+        assert_eq!(start_ticks(me), Some(t));
+        assert!(!kill_orphan(me, t + 1), "a different start time is another process");
+    }
+
+    #[tokio::test]
+    async fn cancel_kills_and_reports_cancelled() {
+        let argv: Vec<String> = vec!["sleep".into(), "30".into()];
+        let usage = Default::default();
+        let started = start(spec(&argv, 60), &usage).expect("start");
+        let o = started
+            .wait(&usage, async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Interrupt::Cancel
+            })
+            .await
+            .expect("outcome");
+        assert_eq!(o.status, TaskStatus::Cancelled);
     }
 
     #[tokio::test]

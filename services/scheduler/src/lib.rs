@@ -20,8 +20,8 @@ use hwsched_bus::{
 };
 use hwsched_proto::{
     v1::{
-        ExecutionResult, SubmitReply, TaskAssignment, TaskEventKind, TaskRecord, TaskRejection, TaskRequest, TaskState,
-        TaskStatus, WorkerCapabilities, WorkerHeartbeat,
+        CancelReply, CancelTask, ExecutionResult, SubmitReply, TaskAssignment, TaskEventKind, TaskRecord,
+        TaskRejection, TaskRequest, TaskState, TaskStatus, WorkerCapabilities, WorkerHeartbeat,
     },
     Message, SCHEMA_VERSION,
 };
@@ -34,6 +34,9 @@ use tracing::Instrument;
 
 pub use intake::{parse as parse_submission, Refusal};
 use state::{Action, Completion, State};
+
+/// Ack wait of the scheduler's consumers.
+const CONSUMER_ACK_WAIT: Duration = Duration::from_secs(10);
 
 /// Scheduler settings.
 #[derive(Debug, Clone, Args)]
@@ -137,10 +140,14 @@ pub async fn run(
         Scheduler { cfg, bus: bus.clone(), records, state: State::default(), metrics, started_ms: now_ms(), caps_tx };
     s.load_records().await?;
 
-    let mut submissions = streams::durable(&bus, &Durable::new(Stream::Tasks, "scheduler")).await?.messages().await?;
-    let mut results = streams::durable(&bus, &Durable::new(Stream::Results, "scheduler")).await?.messages().await?;
+    // The loop acks within milliseconds; a short ack wait lets a restarted scheduler
+    // get what its predecessor had pulled but not acknowledged without a long pause.
+    let consumer = |s| Durable::new(s, "scheduler").ack_wait(CONSUMER_ACK_WAIT).max_ack_pending(1000);
+    let mut submissions = streams::durable(&bus, &consumer(Stream::Tasks)).await?.messages().await?;
+    let mut results = streams::durable(&bus, &consumer(Stream::Results)).await?.messages().await?;
     let mut heartbeats = bus.client().subscribe(subjects.workers_heartbeat_all()).await?;
     let mut registrations = bus.client().subscribe(subjects.workers_register_all()).await?;
+    let mut cancels = bus.client().subscribe(subjects.control_cancel()).await?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     telemetry.set_ready(true);
     tracing::info!(queued = s.state.queued(), "scheduler ready");
@@ -157,6 +164,7 @@ pub async fn run(
                 Err(e) => { tracing::warn!(error = %e, subject = %m.subject, "undecodable registration"); false }
             },
             Some(caps) = caps_rx.recv() => s.on_capabilities(caps),
+            Some(m) = cancels.next() => { s.on_cancel(m).await; true }
             m = submissions.next() => match m {
                 Some(Ok(msg)) => { s.on_submission(msg).await; true }
                 Some(Err(e)) => { tracing::warn!(error = %e, "submission stream error"); false }
@@ -349,7 +357,10 @@ impl Scheduler {
             // rejected at placement: it will never run
             accepted: rec.state() != TaskState::Rejected,
             finished: true,
-            status: res.map_or(0, |r| r.status),
+            status: res
+                .map_or(if rec.state() == TaskState::Cancelled { TaskStatus::Cancelled as i32 } else { 0 }, |r| {
+                    r.status
+                }),
             worker_id: res.map(|r| r.worker_id.clone()).unwrap_or_default(),
             exit_code: res.map_or(-1, |r| r.exit_code),
             duration_s: res.map_or(0.0, |r| r.duration_s),
@@ -465,6 +476,35 @@ impl Scheduler {
         true
     }
 
+    async fn on_cancel(&mut self, m: async_nats::Message) {
+        let c = match hwsched_bus::decode::<CancelTask>(m.headers.as_ref(), &m.payload) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable cancel request");
+                return;
+            }
+        };
+        let reply = match self.state.cancel(&c.task_id, now_ms(), &c.reason) {
+            Some(rec) => {
+                // Recorded first: a monitor that has not started it yet will see it is no longer current.
+                self.save(&rec).await;
+                let detail = if rec.worker_id.is_empty() {
+                    "removed from the queue".to_string()
+                } else {
+                    format!("stopping attempt {} on {}", rec.attempt, rec.worker_id)
+                };
+                tracing::info!(task_id = %c.task_id, detail, "task cancelled");
+                self.event(&rec, TaskEventKind::Cancelled, &rec.reason).await;
+                self.reply_finished(&rec, None).await;
+                CancelReply { task_id: c.task_id, found: true, detail }
+            }
+            None => CancelReply { task_id: c.task_id, found: false, detail: "unknown or already finished".into() },
+        };
+        if let Some(to) = m.reply {
+            let _ = self.bus.client().publish(to, reply.encode_to_vec().into()).await;
+        }
+    }
+
     /// Lost workers and forgotten assignments: their tasks are queued again (or fail).
     async fn supervise(&mut self) {
         let (timeout, grace) = (self.cfg.worker_timeout_ms as i64, self.cfg.assignment_grace_ms as i64);
@@ -528,7 +568,8 @@ impl Scheduler {
             queued_at_ms: rec.queued_at_ms,
             gpu_indices: rec.gpu_indices.clone(),
         };
-        let msg_id = format!("{task_id}:{}:{}", rec.attempt, rec.worker_id);
+        // Unique per decision: after a crash the same attempt may be placed again and must not be dropped as a duplicate.
+        let msg_id = format!("{task_id}:{}:{}:{}", rec.attempt, rec.worker_id, rec.assigned_at_ms);
         let subject = self.bus.subjects().assign(&rec.worker_id);
         if let Err(e) = self.bus.publish_durable(subject, &a, Some(&msg_id), Some(&rec.traceparent)).await {
             tracing::warn!(task_id, worker_id = %rec.worker_id, error = %e, "assignment not sent, task stays queued");

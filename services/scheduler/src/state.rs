@@ -314,6 +314,20 @@ impl State {
         actions
     }
 
+    /// Cancels a non-terminal task: out of the queue, or its reservation freed
+    /// (its monitor kills the running attempt). `None` when unknown or finished.
+    pub fn cancel(&mut self, task_id: &str, now_ms: i64, reason: &str) -> Option<TaskRecord> {
+        let was_assigned = self.tasks.get(task_id)?.state() == TaskState::Assigned;
+        let mut rec = self.release(task_id)?;
+        if !was_assigned {
+            self.queue.retain(|e| e.3 != task_id);
+        }
+        rec.state = TaskState::Cancelled as i32;
+        rec.reason = if reason.is_empty() { "cancelled".into() } else { format!("cancelled: {reason}") };
+        rec.updated_at_ms = now_ms;
+        Some(rec)
+    }
+
     /// Undoes an assignment whose message could not be sent: back to the queue.
     pub fn unassign(&mut self, task_id: &str, now_ms: i64) {
         if let Some(mut rec) = self.release(task_id) {
@@ -644,6 +658,22 @@ mod tests {
         assert!(
             matches!(s.plan(2, true).as_slice(), [Action::Reject(r)] if r.reason.contains("fits no registered worker"))
         );
+    }
+
+    #[test]
+    fn cancel_removes_queued_and_frees_assigned() {
+        let mut s = State::default();
+        s.register(caps("a", 8, 1), 0);
+        s.insert(queued("run", 3, 0), 0);
+        s.insert(queued("wait", 3, 1), 0);
+        assert_eq!(assigned(&s.plan(1, true)).len(), 1);
+        let r = s.cancel("wait", 2, "no longer needed").expect("queued");
+        assert_eq!(r.state(), TaskState::Cancelled);
+        assert_eq!(s.queued(), 0);
+        let r = s.cancel("run", 3, "").expect("assigned");
+        assert_eq!((r.state(), r.worker_id.as_str()), (TaskState::Cancelled, "a"));
+        assert_eq!(s.workers["a"].reserved.slots, 0, "slot freed");
+        assert!(s.cancel("run", 4, "").is_none(), "already finished");
     }
 
     #[test]

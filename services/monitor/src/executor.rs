@@ -184,6 +184,7 @@ impl Executor {
             workdir,
             timeout: Duration::from_secs(u64::from(if task.timeout_s == 0 { 3600 } else { task.timeout_s })),
             task_id: &task.task_id,
+            gpus: &a.gpu_indices,
         };
         let started = match process::start(spec, &self.running.usage) {
             Ok(s) => s,

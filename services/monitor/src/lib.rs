@@ -11,6 +11,7 @@ pub mod host;
 pub mod outbox;
 pub mod probes;
 pub mod process;
+pub mod rapl;
 pub mod sampler;
 pub mod telemetry;
 pub mod usage;

@@ -35,6 +35,8 @@ pub struct Spec<'a> {
     pub timeout: Duration,
     /// Task id, for its usage accumulator.
     pub task_id: &'a str,
+    /// GPUs reserved for it.
+    pub gpus: &'a [u32],
 }
 
 /// How a run ended.
@@ -115,7 +117,7 @@ pub fn start(spec: Spec<'_>, usage: &Arc<Mutex<HashMap<u32, TaskUsage>>>) -> Res
     }
     let mut child = cmd.spawn().map_err(|e| format!("cannot start {:?}: {e}", spec.argv[0]))?;
     let pid = child.id().unwrap_or(0);
-    usage.lock().unwrap_or_else(|p| p.into_inner()).insert(pid, TaskUsage::new(spec.task_id));
+    usage.lock().unwrap_or_else(|p| p.into_inner()).insert(pid, TaskUsage::new(spec.task_id, spec.gpus));
     let out = tokio::spawn(read_tail(child.stdout.take()));
     let err = tokio::spawn(read_tail(child.stderr.take()));
     Ok(Started { child, pid, guard: GroupGuard(pid), out, err, timeout: spec.timeout })
@@ -245,7 +247,7 @@ mod tests {
     use super::*;
 
     fn spec<'a>(argv: &'a [String], timeout_s: u64) -> Spec<'a> {
-        Spec { argv, env: vec![], workdir: None, timeout: Duration::from_secs(timeout_s), task_id: "t" }
+        Spec { argv, env: vec![], workdir: None, timeout: Duration::from_secs(timeout_s), task_id: "t", gpus: &[] }
     }
 
     #[tokio::test]

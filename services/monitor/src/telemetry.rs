@@ -58,7 +58,7 @@ impl Loop {
                 return;
             }
         };
-        let Ok(tracker) = Tracker::new() else { return };
+        let Ok(tracker) = Tracker::new(std::path::Path::new(crate::rapl::POWERCAP_ROOT)) else { return };
         // Sampling reads /proc and NVML synchronously: it runs on the blocking pool.
         let mut sampler = Some(sampler);
         let tracker = Arc::new(Mutex::new(tracker));

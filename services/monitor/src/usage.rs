@@ -7,11 +7,12 @@ use std::collections::HashMap;
 use hwsched_proto::v1::ResourceUsage;
 use sysinfo::{Pid, ProcessesToUpdate, System};
 
-use crate::gpu::GpuSample;
+use crate::{gpu::GpuSample, rapl::Rapl};
 
 /// Samples process trees; owns its own process table.
 pub struct Tracker {
     sys: System,
+    rapl: Option<Rapl>,
 }
 
 impl std::fmt::Debug for Tracker {
@@ -21,9 +22,13 @@ impl std::fmt::Debug for Tracker {
 }
 
 impl Tracker {
-    /// A tracker with an empty process table.
-    pub fn new() -> Result<Self, sysinfo::Error> {
-        Ok(Self { sys: System::new()? })
+    /// A tracker with an empty process table, reading RAPL under `powercap_root` when present.
+    pub fn new(powercap_root: &std::path::Path) -> Result<Self, sysinfo::Error> {
+        let rapl = Rapl::discover(powercap_root);
+        if rapl.is_none() {
+            tracing::info!("RAPL energy counters not readable: tasks report no CPU energy");
+        }
+        Ok(Self { sys: System::new()?, rapl })
     }
 
     /// Samples the process trees rooted at `roots` into their accumulators.
@@ -33,6 +38,9 @@ impl Tracker {
         }
         self.sys.refresh_processes(ProcessesToUpdate::All, true);
         let procs = self.sys.processes();
+        // CPU package energy since the last sample, shared out by CPU time
+        let package_j = self.rapl.as_mut().and_then(Rapl::delta_j);
+        let host_cpu: f64 = procs.values().map(|p| f64::from(p.cpu_usage())).sum();
         // parent -> children, to walk each task's tree
         let mut children: HashMap<Pid, Vec<Pid>> = HashMap::new();
         for (pid, p) in procs {
@@ -57,6 +65,11 @@ impl Tracker {
                 }
             }
             usage.add(cpu, mem / (1024 * 1024), gpu_mem, read, written);
+            if let Some(j) = package_j {
+                let share = if host_cpu > 0.0 { cpu / host_cpu } else { 0.0 };
+                usage.add_cpu_energy(j * share);
+            }
+            usage.add_gpus(gpus);
         }
     }
 }
@@ -70,14 +83,51 @@ pub struct TaskUsage {
     pub last_cpu_pct: f64,
     /// Memory of the latest sample, MB.
     pub last_memory_mb: u64,
+    /// GPUs reserved for the task (their utilisation and energy are the task's).
+    pub gpus: Vec<u32>,
     cpu_sum: f64,
+    gpu_util_sum: f64,
+    gpu_samples: u32,
+    gpu_energy_first_mj: HashMap<u32, u64>,
+    gpu_energy_last_mj: HashMap<u32, u64>,
     usage: ResourceUsage,
 }
 
 impl TaskUsage {
-    /// An empty aggregate for `task_id`.
-    pub fn new(task_id: &str) -> Self {
-        Self { task_id: task_id.to_string(), ..Default::default() }
+    /// An empty aggregate for `task_id` running on `gpus`.
+    pub fn new(task_id: &str, gpus: &[u32]) -> Self {
+        Self { task_id: task_id.to_string(), gpus: gpus.to_vec(), ..Default::default() }
+    }
+
+    fn add_cpu_energy(&mut self, joules: f64) {
+        self.usage.cpu_energy_j = Some(self.usage.cpu_energy_j.unwrap_or(0.0) + joules);
+    }
+
+    /// Utilisation and energy counters of the task's own GPUs.
+    fn add_gpus(&mut self, samples: &[GpuSample]) {
+        let mine: Vec<&GpuSample> = samples.iter().filter(|g| self.gpus.contains(&g.index)).collect();
+        if mine.is_empty() {
+            return;
+        }
+        let util = mine.iter().map(|g| g.util_pct).sum::<f64>() / mine.len() as f64;
+        self.gpu_samples += 1;
+        self.gpu_util_sum += util;
+        self.usage.gpu_util_avg_pct = self.gpu_util_sum / f64::from(self.gpu_samples);
+        self.usage.gpu_util_peak_pct = self.usage.gpu_util_peak_pct.max(util);
+        for g in mine {
+            if let Some(mj) = g.energy_mj {
+                self.gpu_energy_first_mj.entry(g.index).or_insert(mj);
+                self.gpu_energy_last_mj.insert(g.index, mj);
+            }
+        }
+        if !self.gpu_energy_last_mj.is_empty() {
+            let mj: u64 = self
+                .gpu_energy_last_mj
+                .iter()
+                .map(|(i, last)| last.saturating_sub(self.gpu_energy_first_mj.get(i).copied().unwrap_or(*last)))
+                .sum();
+            self.usage.gpu_energy_j = Some(mj as f64 / 1000.0);
+        }
     }
 
     fn add(&mut self, cpu_pct: f64, mem_mb: u64, gpu_mem_mb: u64, read: u64, written: u64) {
@@ -105,6 +155,49 @@ mod tests {
     use super::*;
 
     #[test]
+    fn gpu_numbers_come_from_the_tasks_own_gpus() {
+        let mut u = TaskUsage::new("t", &[1]);
+        let gpu = |index, util, mj| GpuSample { index, util_pct: util, energy_mj: Some(mj), ..Default::default() };
+        u.add_gpus(&[gpu(0, 100.0, 5_000), gpu(1, 40.0, 10_000)]);
+        u.add_gpus(&[gpu(0, 100.0, 9_000), gpu(1, 80.0, 12_500)]);
+        let r = u.usage();
+        assert_eq!(r.gpu_util_peak_pct, 80.0);
+        assert_eq!(r.gpu_util_avg_pct, 60.0);
+        assert_eq!(r.gpu_energy_j, Some(2.5), "only GPU 1's counter, 12.5 J - 10 J");
+        let none = TaskUsage::new("cpu-only", &[]).usage();
+        assert_eq!((none.gpu_energy_j, none.cpu_energy_j), (None, None), "absent, not zero");
+    }
+
+    #[test]
+    fn cpu_energy_is_shared_by_cpu_time() {
+        let root = tempfile::tempdir().expect("tmp");
+        let d = root.path().join("intel-rapl:0");
+        std::fs::create_dir_all(&d).expect("dir");
+        std::fs::write(d.join("name"), "package-0").expect("name");
+        std::fs::write(d.join("energy_uj"), "0").expect("e");
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", "import time\nt = time.time()\nwhile time.time() - t < 5: pass"])
+            .process_group(0)
+            .spawn()
+            .expect("spawn");
+        let mut tracker = Tracker::new(root.path()).expect("tracker");
+        let mut roots = HashMap::from([(child.id(), TaskUsage::new("burn", &[]))]);
+        // process CPU needs two samples; energy is shared from the third on
+        for _ in 0..2 {
+            tracker.track(&mut roots, &[]);
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        std::fs::write(d.join("energy_uj"), "10000000").expect("e"); // 10 J over the last interval
+        tracker.track(&mut roots, &[]);
+        let _ = child.kill();
+        let _ = child.wait();
+        let j = roots[&child.id()].usage().cpu_energy_j.expect("measured");
+        // the burner had most, not all, of the CPU time on this host
+        assert!(j > 2.0 && j <= 10.0, "{j} J");
+    }
+
+    #[test]
     fn usage_tracks_peak_and_average() {
         let mut u = TaskUsage::default();
         u.add(50.0, 100, 0, 0, 0);
@@ -126,7 +219,7 @@ mod tests {
             .process_group(0)
             .spawn()
             .expect("spawn");
-        let mut s = Tracker::new().expect("sysinfo");
+        let mut s = Tracker::new(std::path::Path::new(crate::rapl::POWERCAP_ROOT)).expect("sysinfo");
         let mut roots = HashMap::from([(child.id(), TaskUsage::default())]);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while roots[&child.id()].usage().memory_peak_mb < 150 && std::time::Instant::now() < deadline {
@@ -137,6 +230,7 @@ mod tests {
         let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
         let _ = child.wait();
         let u = roots[&child.id()].usage();
+        assert_eq!(u.gpu_energy_j, None, "no GPU reserved: no GPU energy");
         assert!(u.memory_peak_mb >= 150 && u.memory_peak_mb < 1024, "{u:?}");
     }
 }

@@ -158,7 +158,8 @@ impl Loop {
             );
         }
         let interval_ms = u32::try_from(self.cfg.interval_ms).unwrap_or(u32::MAX);
-        let hb = heartbeat(&caps, *self.state.borrow(), tasks, reading, seq, interval_ms);
+        let mut hb = heartbeat(&caps, *self.state.borrow(), tasks, reading, seq, interval_ms);
+        hb.observe_only = self.cfg.observe_only;
         if let Err(e) = self.bus.publish(self.bus.subjects().worker_heartbeat(&caps.worker_id), &hb).await {
             tracing::debug!(error = %e, "heartbeat not sent");
         }
@@ -211,5 +212,6 @@ pub fn heartbeat(
         seq,
         timestamp_ms: now_ms(),
         interval_ms,
+        observe_only: false,
     }
 }

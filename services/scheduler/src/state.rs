@@ -165,7 +165,12 @@ impl State {
             .tasks
             .values()
             .filter(|r| r.state() == TaskState::Assigned)
-            .filter(|r| self.workers.get(&r.worker_id).is_some_and(|w| w.state != WorkerState::Offline))
+            .filter(|r| {
+                // observe-only workers do not list what their external executor runs
+                self.workers
+                    .get(&r.worker_id)
+                    .is_some_and(|w| w.state != WorkerState::Offline && !w.heartbeat.observe_only)
+            })
             .filter_map(|r| {
                 let id = r.task.as_ref()?.task_id.clone();
                 let seen = self.seen_running.get(&id).copied().unwrap_or(0).max(r.assigned_at_ms);

@@ -160,3 +160,48 @@ async fn restarted_monitor_neither_loses_nor_reruns_an_attempt() -> anyhow::Resu
     assert_eq!(std::fs::read_to_string(&log)?, "1\n2\n", "each attempt ran exactly once");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_taken_while_nats_is_down_arrive_after_it_is_back() -> anyhow::Result<()> {
+    let mut nats = NatsServer::start()?;
+    let mut cfg = hwsched_monitor::MonitorConfig::for_tests();
+    cfg.worker_id = Some("buffered".into());
+    cfg.interval_ms = 250;
+    let mon = hwsched_tests::InProcess::start(&nats.url(), |b, t, s| hwsched_monitor::run(cfg, b, t, s)).await?;
+    let b = bus(&nats.url()).await?;
+    let mut live = b.client().subscribe("hws.metrics.buffered").await?;
+    tokio::time::timeout(WAIT, live.next()).await?.expect("flowing");
+    drop(live);
+    drop(b);
+    nats.kill();
+    let down_from = hwsched_bus::now_ms();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let down_to = hwsched_bus::now_ms();
+    nats.restart()?;
+
+    // read the stream until batches from after the outage are there
+    let b = bus(&nats.url()).await?;
+    let stream = b.jetstream().get_stream("HWS_METRICS").await?;
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            filter_subject: "hws.metrics.buffered".into(),
+            ..Default::default()
+        })
+        .await?;
+    let mut stamps: Vec<i64> = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !stamps.iter().any(|t| *t > down_to + 500) && tokio::time::Instant::now() < deadline {
+        let mut batch = consumer.fetch().max_messages(500).expires(Duration::from_millis(500)).messages().await?;
+        while let Some(Ok(m)) = batch.next().await {
+            stamps.push(MetricsBatch::decode(m.payload.as_ref())?.timestamp_ms);
+            let _ = m.ack().await;
+        }
+    }
+    let during = stamps.iter().filter(|t| **t > down_from + 250 && **t < down_to - 250).count();
+    assert!(during >= 6, "{during} batches from the 3 s outage were delivered: {stamps:?}");
+    let mut sorted = stamps.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), stamps.len(), "no batch stored twice");
+    mon.stop().await
+}

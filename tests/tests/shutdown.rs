@@ -27,6 +27,7 @@ async fn sigterm_lets_the_monitor_finish_its_running_task() -> anyhow::Result<()
     let b = bus(&nats.url()).await?;
     let mut events = b.client().subscribe("hws.events.long-1").await?;
     let mut results = b.client().subscribe("hws.results.long-1").await?;
+    let mut heartbeats = b.client().subscribe("hws.workers.w-term.heartbeat").await?;
     submit(&b, &sleep_task("long-1", "1.5")).await?;
     loop {
         let m = tokio::time::timeout(WAIT, events.next()).await?.expect("event");
@@ -36,6 +37,14 @@ async fn sigterm_lets_the_monitor_finish_its_running_task() -> anyhow::Result<()
     }
     let status = mon.terminate(WAIT).await?;
     assert!(status.success(), "exit {status}\n{}", mon.log());
+    // it said it was leaving while it drained, and that it left
+    let mut states = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), heartbeats.next()).await {
+        states.push(hwsched_proto::v1::WorkerHeartbeat::decode(m.payload.as_ref())?.state());
+    }
+    use hwsched_proto::v1::WorkerState;
+    assert!(states.contains(&WorkerState::Draining), "{states:?}");
+    assert_eq!(states.last(), Some(&WorkerState::Offline), "{states:?}");
     // The result was published before the monitor exited.
     let m = tokio::time::timeout(Duration::from_secs(1), results.next()).await?.expect("result");
     let r = ExecutionResult::decode(m.payload.as_ref())?;

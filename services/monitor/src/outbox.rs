@@ -89,7 +89,9 @@ impl Outbox {
                 }
             };
             let subject = bus.subjects().metrics(&batch.worker_id);
-            match bus.publish_durable(subject, &batch, None, None).await {
+            // A publish that timed out may still land: the id makes the retry a no-op then.
+            let id = format!("{}:{}", batch.worker_id, batch.timestamp_ms);
+            match bus.publish_durable(subject, &batch, Some(&id), None).await {
                 Ok(()) => {
                     self.pop_sent(&batch);
                     if failing {

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{process, usage::TaskUsage};
 
-/// How long an assignment may wait for the scheduler to record it (it sends first, records second).
+/// How long an unrecorded assignment is awaited before it is refused.
 const CONFIRM_WITHIN: Duration = Duration::from_secs(5);
 
 /// What runs on this worker now; shared with the telemetry loop.
@@ -74,7 +74,7 @@ fn currency(rec: Option<&TaskRecord>, a: &TaskAssignment) -> Currency {
     let Some(rec) = rec else { return Currency::Stale("the scheduler has no record of the task".into()) };
     match rec.state() {
         TaskState::Assigned if rec.attempt == a.attempt && rec.worker_id == a.worker_id => Currency::Current,
-        // The scheduler sends the assignment before it records it.
+        // Written concurrently by a scheduler from before it recorded first: give it a moment.
         TaskState::Queued if rec.attempt + 1 == a.attempt => Currency::Unconfirmed,
         s => Currency::Stale(format!(
             "the task is now {} (attempt {} on {:?})",
@@ -283,7 +283,7 @@ impl Executor {
                     // scheduler places the still-queued task again, so dropping this copy loses nothing.
                     return Err("the scheduler never recorded this assignment".into());
                 }
-                Currency::Unconfirmed => tokio::time::sleep(Duration::from_millis(50)).await,
+                Currency::Unconfirmed => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
     }

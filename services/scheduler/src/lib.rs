@@ -545,8 +545,7 @@ impl Scheduler {
         self.metrics.queued.set(self.state.queued() as i64);
     }
 
-    /// Sends the assignment first, then records it: a crash in between can
-    /// only run an attempt twice (documented), never lose it.
+    /// Records the assignment, then sends it.
     async fn assign(&mut self, rec: TaskRecord, now: i64) {
         let span = tracing::info_span!("assign", task_id = %rec.task.as_ref().map_or("", |t| t.task_id.as_str()), worker_id = %rec.worker_id, attempt = rec.attempt);
         hwsched_telemetry::set_parent(&span, &rec.traceparent);
@@ -571,14 +570,20 @@ impl Scheduler {
         // Unique per decision: after a crash the same attempt may be placed again and must not be dropped as a duplicate.
         let msg_id = format!("{task_id}:{}:{}:{}", rec.attempt, rec.worker_id, rec.assigned_at_ms);
         let subject = self.bus.subjects().assign(&rec.worker_id);
+        // Recorded first, so the monitor finds the assignment current at once. A crash
+        // before the send leaves a recorded assignment no worker reports running: the
+        // supervisor places it again after the assignment grace (no loss, no double run).
+        self.save(&rec).await;
         if let Err(e) = self.bus.publish_durable(subject, &a, Some(&msg_id), Some(&rec.traceparent)).await {
             tracing::warn!(task_id, worker_id = %rec.worker_id, error = %e, "assignment not sent, task stays queued");
             self.state.unassign(&task_id, now);
+            if let Some(queued) = self.state.tasks.get(&task_id).cloned() {
+                self.save(&queued).await;
+            }
             return;
         }
         self.metrics.assigned.inc();
         tracing::info!(task_id, worker_id = %rec.worker_id, attempt = rec.attempt, reason = %rec.reason, "task assigned");
         self.event(&rec, TaskEventKind::Assigned, &rec.reason).await;
-        self.save(&rec).await;
     }
 }

@@ -50,7 +50,8 @@ async fn telemetry_arrives_every_second() -> anyhow::Result<()> {
     }
     for w in stamps.windows(2) {
         let gap = w[1] - w[0];
-        assert!((700..=1300).contains(&gap), "batches {gap} ms apart: {stamps:?}");
+        // 1 Hz, with room for a loaded CI machine delaying a tick
+        assert!((500..=1500).contains(&gap), "batches {gap} ms apart: {stamps:?}");
     }
     mon.stop().await
 }
@@ -82,7 +83,7 @@ async fn concurrent_tasks_get_their_own_cpu_numbers() -> anyhow::Result<()> {
     assert_eq!(burn.worker_id, idle.worker_id, "ran side by side on one worker");
     let (bu, iu) = (burn.resources.expect("burn usage"), idle.resources.expect("idle usage"));
     assert!(bu.samples >= 4 && iu.samples >= 4, "{bu:?} {iu:?}");
-    assert!(bu.cpu_avg_pct > 50.0, "burner: {bu:?}");
+    assert!(bu.cpu_avg_pct > 40.0, "burner: {bu:?}");
     assert!(iu.cpu_peak_pct < 10.0, "idle: {iu:?}");
     mon.stop().await?;
     sched.stop().await

@@ -217,6 +217,12 @@ mod tests {
             assert_eq!(cpu_model(&caps), name.1.trim());
         }
         assert!(caps.backends.contains(&"cpu".to_string()));
+        if Gpus::init().is_none() {
+            // the no-NVML path: no GPU and no CUDA backend invented
+            assert!(caps.gpus.is_empty());
+            assert_eq!(caps.backends, vec!["cpu".to_string()]);
+            assert!(caps.hardware_class.starts_with("cpu:"), "{}", caps.hardware_class);
+        }
         assert_ne!(caps.revision, 0);
         // webgpu must never imply a GPU (a bug of the system we replace)
         let mut cfg = MonitorConfig::for_tests();

@@ -48,6 +48,9 @@ pub struct SchedulerConfig {
     /// before they are rejected (s).
     #[arg(long = "startup-grace-s", env = "HWSCHED_STARTUP_GRACE_S", default_value_t = 30)]
     pub startup_grace_s: u64,
+    /// Waiting this long raises a task one priority level, so low priorities never starve (s; 0 = off).
+    #[arg(long = "aging-s", env = "HWSCHED_AGING_S", default_value_t = 60)]
+    pub aging_s: u64,
     /// An assignment its (live) worker has not reported running for this long is placed again (ms).
     #[arg(long = "assignment-grace-ms", env = "HWSCHED_ASSIGNMENT_GRACE_MS", default_value_t = 30_000)]
     pub assignment_grace_ms: u64,
@@ -55,7 +58,7 @@ pub struct SchedulerConfig {
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self { worker_timeout_ms: 10_000, startup_grace_s: 30, assignment_grace_ms: 30_000 }
+        Self { worker_timeout_ms: 10_000, startup_grace_s: 30, aging_s: 60, assignment_grace_ms: 30_000 }
     }
 }
 
@@ -136,8 +139,15 @@ pub async fn run(
     let metrics = Metrics::default();
     metrics.register(&telemetry);
     let (caps_tx, mut caps_rx) = mpsc::channel(64);
-    let mut s =
-        Scheduler { cfg, bus: bus.clone(), records, state: State::default(), metrics, started_ms: now_ms(), caps_tx };
+    let mut s = Scheduler {
+        state: State::with_aging((cfg.aging_s * 1000) as i64),
+        cfg,
+        bus: bus.clone(),
+        records,
+        metrics,
+        started_ms: now_ms(),
+        caps_tx,
+    };
     s.load_records().await?;
 
     // The loop acks within milliseconds; a short ack wait lets a restarted scheduler

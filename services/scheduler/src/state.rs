@@ -55,6 +55,8 @@ pub struct State {
     /// When each assigned task was last reported running by its worker.
     seen_running: HashMap<String, i64>,
     seq: u64,
+    /// Waiting this long raises a task one priority level (0 = no aging).
+    pub aging_ms: i64,
 }
 
 /// Attempts a task may lose with its worker before it fails.
@@ -81,6 +83,11 @@ fn concurrency_key(r: &TaskRecord) -> Option<String> {
 }
 
 impl State {
+    /// An empty state whose queue raises a task one priority level per `aging_ms` waited.
+    pub fn with_aging(aging_ms: i64) -> Self {
+        Self { aging_ms, ..Default::default() }
+    }
+
     /// Tasks waiting for a worker.
     pub fn queued(&self) -> usize {
         self.queue.len()
@@ -245,7 +252,7 @@ impl State {
             })
             .collect();
         let mut actions = Vec::new();
-        let order: Vec<(u32, i64, u64, String)> = self.queue.iter().cloned().collect();
+        let order = self.order(now_ms);
         for entry in order {
             if !views.is_empty() && views.iter().all(|v| v.reserved.slots >= v.caps.slots.max(1)) {
                 break;
@@ -331,6 +338,20 @@ impl State {
         rec.reason = if reason.is_empty() { "cancelled".into() } else { format!("cancelled: {reason}") };
         rec.updated_at_ms = now_ms;
         Some(rec)
+    }
+
+    /// The queue in placement order: effective priority (raised one level per
+    /// `aging_ms` waited, so nothing starves), then arrival.
+    fn order(&self, now_ms: i64) -> Vec<(u32, i64, u64, String)> {
+        let mut order: Vec<(u32, i64, u64, String)> = self.queue.iter().cloned().collect();
+        if self.aging_ms > 0 {
+            let effective = |(p, at, _, _): &(u32, i64, u64, String)| {
+                let raised = u32::try_from((now_ms - at).max(0) / self.aging_ms).unwrap_or(u32::MAX);
+                p.saturating_sub(raised).max(1)
+            };
+            order.sort_by_key(|e| (effective(e), e.1, e.2));
+        }
+        order
     }
 
     /// Undoes an assignment whose message could not be sent: back to the queue.
@@ -679,6 +700,50 @@ mod tests {
         assert_eq!((r.state(), r.worker_id.as_str()), (TaskState::Cancelled, "a"));
         assert_eq!(s.workers["a"].reserved.slots, 0, "slot freed");
         assert!(s.cancel("run", 4, "").is_none(), "already finished");
+    }
+
+    #[test]
+    fn aging_bounds_the_wait_of_a_low_priority_task() {
+        // One slot, a new urgent task arriving every second forever, one priority-5 task waiting.
+        let mut s = State::with_aging(10_000);
+        s.register(caps("w", 8, 1), 0);
+        s.insert(queued("low", 5, 0), 0);
+        let mut placed_low_at = None;
+        for sec in 0..120i64 {
+            let now = sec * 1000;
+            s.insert(queued(&format!("urgent-{sec}"), 1, now), now);
+            for (id, _) in assigned(&s.plan(now, true)) {
+                if id == "low" {
+                    placed_low_at = Some(now);
+                }
+            }
+            // whatever runs finishes within the second
+            let running: Vec<TaskRecord> =
+                s.tasks.values().filter(|r| r.state() == TaskState::Assigned).cloned().collect();
+            for r in running {
+                s.complete(&result(&r, TaskStatus::Succeeded), now + 999);
+            }
+            if placed_low_at.is_some() {
+                break;
+            }
+        }
+        // raised to priority 1 after 4 x 10 s; then it is the oldest priority-1 task
+        let at = placed_low_at.expect("low-priority task starved");
+        assert!(at <= 41_000, "placed after {at} ms");
+        // without aging it would starve
+        let mut s = State::default();
+        s.register(caps("w", 8, 1), 0);
+        s.insert(queued("low", 5, 0), 0);
+        for sec in 0..60i64 {
+            let now = sec * 1000;
+            s.insert(queued(&format!("urgent-{sec}"), 1, now), now);
+            assert!(assigned(&s.plan(now, true)).iter().all(|(id, _)| id != "low"));
+            let running: Vec<TaskRecord> =
+                s.tasks.values().filter(|r| r.state() == TaskState::Assigned).cloned().collect();
+            for r in running {
+                s.complete(&result(&r, TaskStatus::Succeeded), now + 999);
+            }
+        }
     }
 
     #[test]

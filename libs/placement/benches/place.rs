@@ -31,6 +31,8 @@ fn workers(n: usize) -> Vec<WorkerView> {
             cpu_util_pct: (i * 7 % 100) as f64,
             max_temp_c: 60.0,
             throttling: false,
+            hot: false,
+            recent_families: vec![],
         })
         .collect()
 }

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use hwsched_proto::v1::{GpuInfo, Requirements, TaskRequest, WorkerCapabilities, WorkerState};
 
-use crate::validate::{parse_capability, DEFAULT_CPU_CORES};
+use crate::{
+    score::{Scored, Scoring},
+    validate::{parse_capability, DEFAULT_CPU_CORES},
+};
 
 /// What is already reserved on a worker by tasks placed there.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -35,8 +38,12 @@ pub struct WorkerView {
     pub cpu_util_pct: f64,
     /// Hottest sensor, °C (0 = unknown).
     pub max_temp_c: f64,
-    /// Thermal/power throttling reported.
+    /// Throttling now or within the cool-down: excluded.
     pub throttling: bool,
+    /// Above the hot threshold (with hysteresis): penalised.
+    pub hot: bool,
+    /// Model families it ran recently (affinity).
+    pub recent_families: Vec<String>,
 }
 
 /// The placement decision for one task.
@@ -48,10 +55,14 @@ pub enum Outcome {
         worker_id: String,
         /// GPU indices reserved for it.
         gpus: Vec<u32>,
-        /// Score of the chosen worker (higher is better).
+        /// Weighted cost of the chosen worker (lower is better).
         score: f64,
         /// Workers that passed the filters.
         candidates: usize,
+        /// The chosen worker's score components, by name.
+        components: Vec<(&'static str, f64)>,
+        /// Predicted runtime there, when the model knows the pair.
+        predicted_runtime_s: Option<f64>,
     },
     /// Some worker could run it, none can right now.
     Wait {
@@ -130,8 +141,14 @@ fn contains_ignore_case(hay: &str, needle_lower: &str) -> bool {
     n.is_empty() || h.windows(n.len()).any(|w| w.iter().zip(n).all(|(a, b)| a.to_ascii_lowercase() == *b))
 }
 
-/// Chooses a worker for `task` among `workers`.
+/// Chooses a worker for `task` among `workers`, scored without a model.
 pub fn place(task: &TaskRequest, workers: &[WorkerView]) -> Outcome {
+    place_with(task, workers, &Scoring::default())
+}
+
+/// Chooses a worker for `task`: filters on hard requirements and what is free,
+/// then the lowest weighted cost wins (ties to the smaller worker id).
+pub fn place_with(task: &TaskRequest, workers: &[WorkerView], scoring: &Scoring<'_>) -> Outcome {
     if workers.is_empty() {
         return Outcome::NeverFits { reason: "no worker is registered".into() };
     }
@@ -139,8 +156,7 @@ pub fn place(task: &TaskRequest, workers: &[WorkerView]) -> Outcome {
     let need = Need::of(task);
     let mut never: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut busy: BTreeMap<&'static str, usize> = BTreeMap::new();
-    let mut best: Option<(f64, &WorkerView, Vec<u32>)> = None;
-    let mut candidates = 0;
+    let mut candidates: Vec<(&WorkerView, Vec<u32>)> = Vec::new();
     for w in workers {
         if let Err(why) = static_fit(&need, &demand, &w.caps) {
             *never.entry(why).or_default() += 1;
@@ -148,29 +164,38 @@ pub fn place(task: &TaskRequest, workers: &[WorkerView]) -> Outcome {
         }
         match dynamic_fit(&need, &demand, w) {
             Err(why) => *busy.entry(why).or_default() += 1,
-            Ok(gpus) => {
-                candidates += 1;
-                let s = score(w);
-                let better = match &best {
-                    None => true,
-                    Some((bs, bw, _)) => s > *bs || (s == *bs && w.caps.worker_id < bw.caps.worker_id),
-                };
-                if better {
-                    best = Some((s, w, gpus));
-                }
-            }
+            Ok(gpus) => candidates.push((w, gpus)),
         }
     }
-    match best {
-        Some((score, w, gpus)) => Outcome::Place { worker_id: w.caps.worker_id.clone(), gpus, score, candidates },
-        None if busy.is_empty() => Outcome::NeverFits { reason: summarize(workers.len(), &never) },
-        None => {
-            let mut all = busy;
-            for (k, v) in never {
-                *all.entry(k).or_default() += v;
-            }
-            Outcome::Wait { reason: summarize(workers.len(), &all) }
+    if candidates.is_empty() {
+        if busy.is_empty() {
+            return Outcome::NeverFits { reason: summarize(workers.len(), &never) };
         }
+        let mut all = busy;
+        for (k, v) in never {
+            *all.entry(k).or_default() += v;
+        }
+        return Outcome::Wait { reason: summarize(workers.len(), &all) };
+    }
+    let views: Vec<&WorkerView> = candidates.iter().map(|(w, _)| *w).collect();
+    let scored = scoring.score(task, &views);
+    let mut best = 0;
+    for i in 1..scored.len() {
+        let (a, b) = (&scored[i], &scored[best]);
+        if a.cost < b.cost || (a.cost == b.cost && views[i].caps.worker_id < views[best].caps.worker_id) {
+            best = i;
+        }
+    }
+    let n = candidates.len();
+    let (w, gpus) = candidates.swap_remove(best);
+    let s = scored.into_iter().nth(best).unwrap_or(Scored { cost: 0.0, components: vec![], predicted_runtime_s: None });
+    Outcome::Place {
+        worker_id: w.caps.worker_id.clone(),
+        gpus,
+        score: s.cost,
+        candidates: n,
+        components: s.components,
+        predicted_runtime_s: s.predicted_runtime_s,
     }
 }
 
@@ -267,14 +292,6 @@ fn lenient_version(v: &str) -> Option<semver::Version> {
     Some(semver::Version::new(major, minor, patch))
 }
 
-/// Walking-skeleton score in [0, 1]: prefer free slots, low CPU load, cool hardware.
-fn score(w: &WorkerView) -> f64 {
-    let slot_load = f64::from(w.reserved.slots) / f64::from(w.caps.slots.max(1));
-    let cpu = (w.cpu_util_pct / 100.0).clamp(0.0, 1.0);
-    let heat = ((w.max_temp_c - 70.0) / 20.0).clamp(0.0, 1.0);
-    1.0 - 0.5 * slot_load - 0.3 * cpu - 0.2 * heat
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,6 +324,8 @@ mod tests {
             cpu_util_pct: 0.0,
             max_temp_c: 0.0,
             throttling: false,
+            hot: false,
+            recent_families: vec![],
         }
     }
 

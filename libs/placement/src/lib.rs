@@ -4,7 +4,9 @@
 #![forbid(unsafe_code)]
 
 pub mod fit;
+pub mod score;
 pub mod validate;
 
-pub use fit::{place, Demand, Outcome, Reserved, WorkerView};
+pub use fit::{place, place_with, Demand, Outcome, Reserved, WorkerView};
+pub use score::{Scoring, Weights};
 pub use validate::{is_valid_id, validate};

@@ -65,6 +65,8 @@ fn worker() -> impl Strategy<Value = WorkerView> {
                 cpu_util_pct: 0.0,
                 max_temp_c: 0.0,
                 throttling,
+                hot: false,
+                recent_families: vec![],
             }
         })
 }

@@ -3,8 +3,6 @@
 //! KV bucket `hws_model` (key `snapshot`) for the scheduler.
 #![forbid(unsafe_code)]
 
-pub mod model;
-
 use std::time::Duration;
 
 use anyhow::Context;
@@ -23,10 +21,9 @@ use hwsched_proto::{
 use hwsched_telemetry::{prometheus_client::metrics::counter::Counter, Telemetry};
 use tokio_util::sync::CancellationToken;
 
-pub use model::Model;
+pub use hwsched_model::Model;
 
-/// Key of the snapshot in the model bucket.
-pub const SNAPSHOT_KEY: &str = "snapshot";
+pub use hwsched_model::SNAPSHOT_KEY;
 
 /// Learner settings.
 #[derive(Debug, Clone, Args)]

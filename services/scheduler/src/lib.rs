@@ -20,8 +20,8 @@ use hwsched_bus::{
 };
 use hwsched_proto::{
     v1::{
-        CancelReply, CancelTask, ExecutionResult, SubmitReply, TaskAssignment, TaskEventKind, TaskRecord,
-        TaskRejection, TaskRequest, TaskState, TaskStatus, WorkerCapabilities, WorkerHeartbeat,
+        CancelReply, CancelTask, ExecutionResult, ModelSnapshot, SubmitReply, TaskAssignment, TaskEventKind,
+        TaskRecord, TaskRejection, TaskRequest, TaskState, TaskStatus, WorkerCapabilities, WorkerHeartbeat,
     },
     Message, SCHEMA_VERSION,
 };
@@ -34,6 +34,31 @@ use tracing::Instrument;
 
 pub use intake::{parse as parse_submission, Refusal};
 use state::{Action, Completion, State};
+
+/// Parses "runtime=0.5,load=0.2,thermal=0.2,affinity=0.1" (unnamed components keep their defaults).
+fn parse_weights(s: &str) -> Result<hwsched_placement::Weights, String> {
+    let mut w = hwsched_placement::Weights::default();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').ok_or_else(|| format!("{part:?} must be name=weight"))?;
+        let v: f64 = v.trim().parse().map_err(|_| format!("{part:?}: weight must be a number"))?;
+        if !(0.0..=100.0).contains(&v) {
+            return Err(format!("{part:?}: weight must be between 0 and 100"));
+        }
+        match k.trim() {
+            "runtime" => w.runtime = v,
+            "load" => w.load = v,
+            "thermal" => w.thermal = v,
+            "affinity" => w.affinity = v,
+            other => return Err(format!("unknown component {other:?}: runtime, load, thermal or affinity")),
+        }
+    }
+    Ok(w)
+}
+
+/// Key of the learner's snapshot in the model bucket.
+fn hwsched_learner_key() -> &'static str {
+    hwsched_model::SNAPSHOT_KEY
+}
 
 /// Ack wait of the scheduler's consumers.
 const CONSUMER_ACK_WAIT: Duration = Duration::from_secs(10);
@@ -51,6 +76,15 @@ pub struct SchedulerConfig {
     /// Waiting this long raises a task one priority level, so low priorities never starve (s; 0 = off).
     #[arg(long = "aging-s", env = "HWSCHED_AGING_S", default_value_t = 60)]
     pub aging_s: u64,
+    /// A worker that reported throttling gets no task until it has not throttled for this long (s).
+    #[arg(long = "throttle-cooldown-s", env = "HWSCHED_THROTTLE_COOLDOWN_S", default_value_t = 60)]
+    pub throttle_cooldown_s: u64,
+    /// Score weights, e.g. runtime=0.5,load=0.2,thermal=0.2,affinity=0.1.
+    #[arg(long = "weights", env = "HWSCHED_WEIGHTS", value_parser = parse_weights, default_value = "runtime=0.5,load=0.2,thermal=0.2,affinity=0.1")]
+    pub weights: hwsched_placement::Weights,
+    /// Fill busy workers first (bin packing) instead of spreading.
+    #[arg(long = "pack", env = "HWSCHED_PACK")]
+    pub pack: bool,
     /// An assignment its (live) worker has not reported running for this long is placed again (ms).
     #[arg(long = "assignment-grace-ms", env = "HWSCHED_ASSIGNMENT_GRACE_MS", default_value_t = 30_000)]
     pub assignment_grace_ms: u64,
@@ -58,7 +92,15 @@ pub struct SchedulerConfig {
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self { worker_timeout_ms: 10_000, startup_grace_s: 30, aging_s: 60, assignment_grace_ms: 30_000 }
+        Self {
+            worker_timeout_ms: 10_000,
+            startup_grace_s: 30,
+            aging_s: 60,
+            throttle_cooldown_s: 60,
+            weights: hwsched_placement::Weights::default(),
+            pack: false,
+            assignment_grace_ms: 30_000,
+        }
     }
 }
 
@@ -140,7 +182,13 @@ pub async fn run(
     metrics.register(&telemetry);
     let (caps_tx, mut caps_rx) = mpsc::channel(64);
     let mut s = Scheduler {
-        state: State::with_aging((cfg.aging_s * 1000) as i64),
+        state: {
+            let mut st = State::with_aging((cfg.aging_s * 1000) as i64);
+            st.cooldown_ms = (cfg.throttle_cooldown_s * 1000) as i64;
+            st.weights = cfg.weights;
+            st.pack = cfg.pack;
+            st
+        },
         cfg,
         bus: bus.clone(),
         records,
@@ -149,6 +197,11 @@ pub async fn run(
         caps_tx,
     };
     s.load_records().await?;
+    let model_bucket = streams::bucket(&bus, &subjects.model_bucket()).await?;
+    if let Ok(Some(bytes)) = model_bucket.get(hwsched_learner_key()).await {
+        s.on_model(&bytes);
+    }
+    let mut model_updates = model_bucket.watch(hwsched_learner_key()).await.context("watch the learner's model")?;
 
     // The loop acks within milliseconds; a short ack wait lets a restarted scheduler
     // get what its predecessor had pulled but not acknowledged without a long pause.
@@ -175,6 +228,7 @@ pub async fn run(
             },
             Some(caps) = caps_rx.recv() => s.on_capabilities(caps),
             Some(m) = cancels.next() => { s.on_cancel(m).await; true }
+            Some(Ok(entry)) = model_updates.next() => { s.on_model(&entry.value); true }
             m = submissions.next() => match m {
                 Some(Ok(msg)) => { s.on_submission(msg).await; true }
                 Some(Err(e)) => { tracing::warn!(error = %e, "submission stream error"); false }
@@ -486,6 +540,18 @@ impl Scheduler {
         true
     }
 
+    /// A new model snapshot from the learner: used from the next placement on.
+    fn on_model(&mut self, bytes: &[u8]) {
+        match ModelSnapshot::decode(bytes) {
+            Ok(snap) if self.state.model.as_ref().is_none_or(|m| m.version() < snap.version || snap.version == 0) => {
+                tracing::info!(version = snap.version, pairs = snap.entries.len(), "model loaded");
+                self.state.model = Some(hwsched_model::Model::from_snapshot(snap));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "undecodable model snapshot ignored"),
+        }
+    }
+
     async fn on_cancel(&mut self, m: async_nats::Message) {
         let c = match hwsched_bus::decode::<CancelTask>(m.headers.as_ref(), &m.payload) {
             Ok(c) => c,
@@ -573,7 +639,11 @@ impl Scheduler {
             shard_index: 0,
             shard_total: 1,
             score: 0.0,
-            predicted_duration_s: rec.task.as_ref().map_or(0.0, |t| t.expected_duration_s),
+            predicted_duration_s: if rec.predicted_runtime_s > 0.0 {
+                rec.predicted_runtime_s
+            } else {
+                rec.task.as_ref().map_or(0.0, |t| t.expected_duration_s)
+            },
             queued_at_ms: rec.queued_at_ms,
             gpu_indices: rec.gpu_indices.clone(),
         };

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use hwsched_placement::{place, Demand, Outcome, Reserved, WorkerView};
+use hwsched_placement::{place, place_with, Demand, Outcome, Reserved, Scoring, WorkerView};
 use hwsched_proto::v1::{
     ExecutionResult, TaskRecord, TaskState, TaskStatus, WorkerCapabilities, WorkerHeartbeat, WorkerState,
 };
@@ -21,7 +21,20 @@ pub struct Worker {
     pub state: WorkerState,
     /// Reservations of tasks assigned to it.
     pub reserved: Reserved,
+    /// Above [`HOT_C`] until it cools below [`HOT_C`] - [`HOT_HYSTERESIS_C`].
+    pub hot: bool,
+    /// Throttled recently: excluded until then.
+    pub throttled_until_ms: i64,
+    /// Model families assigned to it lately, newest last.
+    pub recent_families: std::collections::VecDeque<String>,
 }
+
+/// Hottest-sensor temperature that marks a worker hot (penalised), °C.
+pub const HOT_C: f64 = 85.0;
+/// A hot worker is cool again below `HOT_C` minus this.
+pub const HOT_HYSTERESIS_C: f64 = 5.0;
+/// How many recent model families are remembered per worker.
+const AFFINITY_MEMORY: usize = 8;
 
 /// What the IO layer must do after a placement pass.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +70,14 @@ pub struct State {
     seq: u64,
     /// Waiting this long raises a task one priority level (0 = no aging).
     pub aging_ms: i64,
+    /// A throttling worker gets nothing until it has not throttled for this long.
+    pub cooldown_ms: i64,
+    /// The learner's latest model.
+    pub model: Option<hwsched_model::Model>,
+    /// Score weights and packing.
+    pub weights: hwsched_placement::Weights,
+    /// Prefer busy workers (pack) over idle ones (spread).
+    pub pack: bool,
 }
 
 /// Attempts a task may lose with its worker before it fails.
@@ -85,7 +106,7 @@ fn concurrency_key(r: &TaskRecord) -> Option<String> {
 impl State {
     /// An empty state whose queue raises a task one priority level per `aging_ms` waited.
     pub fn with_aging(aging_ms: i64) -> Self {
-        Self { aging_ms, ..Default::default() }
+        Self { aging_ms, cooldown_ms: 60_000, ..Default::default() }
     }
 
     /// Tasks waiting for a worker.
@@ -137,9 +158,18 @@ impl State {
                 self.seen_running.insert(id.clone(), now_ms);
             }
         }
+        let cooldown = self.cooldown_ms;
         let w = self.workers.entry(hb.worker_id.clone()).or_default();
         w.last_seen_ms = now_ms;
         w.state = hb.state();
+        if hb.max_temp_c >= HOT_C {
+            w.hot = true;
+        } else if hb.max_temp_c < HOT_C - HOT_HYSTERESIS_C {
+            w.hot = false;
+        }
+        if hb.throttling {
+            w.throttled_until_ms = now_ms + cooldown;
+        }
         let stale = w.caps.as_ref().is_none_or(|c| c.revision != hb.capabilities_revision);
         w.heartbeat = hb;
         stale
@@ -231,7 +261,9 @@ impl State {
                     reserved: w.reserved.clone(),
                     cpu_util_pct: w.heartbeat.cpu_util_pct,
                     max_temp_c: w.heartbeat.max_temp_c,
-                    throttling: w.heartbeat.throttling,
+                    throttling: w.heartbeat.throttling || now_ms < w.throttled_until_ms,
+                    hot: w.hot,
+                    recent_families: w.recent_families.iter().cloned().collect(),
                 })
             })
             .collect();
@@ -248,11 +280,15 @@ impl State {
                     cpu_util_pct: 0.0,
                     max_temp_c: 0.0,
                     throttling: false,
+                    hot: false,
+                    recent_families: vec![],
                 })
             })
             .collect();
         let mut actions = Vec::new();
         let order = self.order(now_ms);
+        let model = self.model.take();
+        let scoring = Scoring { weights: self.weights, model: model.as_ref(), pack: self.pack };
         for entry in order {
             if !views.is_empty() && views.iter().all(|v| v.reserved.slots >= v.caps.slots.max(1)) {
                 break;
@@ -268,16 +304,17 @@ impl State {
                 continue;
             }
             let task = rec.task.as_ref().unwrap_or(&*NO_TASK);
+            let task_family = task.model_family.clone();
             // Retries try the workers not tried yet first, then any.
             let mut outcome = None;
             if !rec.tried_workers.is_empty() {
                 let untried: Vec<WorkerView> =
                     views.iter().filter(|v| !rec.tried_workers.contains(&v.caps.worker_id)).cloned().collect();
-                outcome = Some(place(task, &untried)).filter(|o| matches!(o, Outcome::Place { .. }));
+                outcome = Some(place_with(task, &untried, &scoring)).filter(|o| matches!(o, Outcome::Place { .. }));
             }
-            let outcome = outcome.unwrap_or_else(|| place(task, &views));
+            let outcome = outcome.unwrap_or_else(|| place_with(task, &views, &scoring));
             match outcome {
-                Outcome::Place { worker_id, gpus, score, .. } => {
+                Outcome::Place { worker_id, gpus, score, candidates, components, predicted_runtime_s } => {
                     self.queue.remove(&entry);
                     let Some(mut rec) = self.tasks.remove(&entry.3) else {
                         continue;
@@ -288,9 +325,24 @@ impl State {
                     rec.gpu_indices = gpus;
                     rec.assigned_at_ms = now_ms;
                     rec.updated_at_ms = now_ms;
-                    rec.reason = format!("score {score:.3}");
+                    let parts: Vec<String> = components.iter().map(|(n, c)| format!("{n} {c:.2}")).collect();
+                    rec.reason = format!("cost {score:.3} of {candidates} candidate(s): {}", parts.join(", "));
+                    rec.predicted_runtime_s = predicted_runtime_s.unwrap_or(0.0);
                     if let Some(v) = views.iter_mut().find(|v| v.caps.worker_id == worker_id) {
                         reserve(&mut v.reserved, &rec);
+                        let family = &task_family;
+                        if !family.is_empty() && !v.recent_families.contains(family) {
+                            v.recent_families.push(family.clone());
+                        }
+                    }
+                    if let Some(w) = self.workers.get_mut(&worker_id) {
+                        if !task_family.is_empty() {
+                            w.recent_families.retain(|f| f != &task_family);
+                            w.recent_families.push_back(task_family.clone());
+                            while w.recent_families.len() > AFFINITY_MEMORY {
+                                w.recent_families.pop_front();
+                            }
+                        }
                     }
                     self.insert(rec.clone(), now_ms);
                     actions.push(Action::Assign(rec));
@@ -323,6 +375,8 @@ impl State {
                 }
             }
         }
+        let _ = scoring;
+        self.model = model;
         actions
     }
 
@@ -744,6 +798,80 @@ mod tests {
                 s.complete(&result(&r, TaskStatus::Succeeded), now + 999);
             }
         }
+    }
+
+    fn hb(worker: &str, temp: f64, throttling: bool) -> WorkerHeartbeat {
+        WorkerHeartbeat {
+            worker_id: worker.into(),
+            state: 1,
+            capabilities_revision: 7,
+            max_temp_c: temp,
+            throttling,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_throttling_worker_gets_nothing_until_it_has_cooled_down() {
+        let mut s = State::with_aging(0);
+        s.cooldown_ms = 60_000;
+        s.register(caps("hot", 8, 4), 0);
+        s.heartbeat(hb("hot", 92.0, true), 1_000);
+        s.heartbeat(hb("hot", 70.0, false), 2_000); // stopped throttling, still cooling down
+        s.insert(queued("t", 3, 2_000), 2_000);
+        assert!(s.plan(30_000, true).is_empty());
+        assert!(s.tasks["t"].reason.contains("throttling"), "{}", s.tasks["t"].reason);
+        s.heartbeat(hb("hot", 70.0, false), 61_500);
+        assert_eq!(assigned(&s.plan(61_500, true)).len(), 1, "cooled down for 60 s");
+    }
+
+    #[test]
+    fn hot_has_hysteresis_and_steers_placement_away() {
+        let mut s = State::with_aging(0);
+        s.register(caps("a", 8, 4), 0);
+        s.register(caps("b", 8, 4), 0);
+        s.heartbeat(hb("a", 87.0, false), 1);
+        assert!(s.workers["a"].hot);
+        s.heartbeat(hb("a", 82.0, false), 2);
+        assert!(s.workers["a"].hot, "82 °C is not cool enough yet");
+        s.insert(queued("t", 3, 0), 0);
+        assert_eq!(assigned(&s.plan(3, true))[0].1, "b", "a is hot");
+        s.heartbeat(hb("a", 79.0, false), 4);
+        assert!(!s.workers["a"].hot);
+    }
+
+    #[test]
+    fn the_learned_model_is_read_by_placement() {
+        let mut s = State::with_aging(0);
+        let mut slow = caps("slow", 8, 4);
+        slow.hardware_class = "cpu:old".into();
+        let mut fast = caps("fast", 8, 4);
+        fast.hardware_class = "gpu:h100".into();
+        s.register(slow, 0);
+        s.register(fast, 0);
+        let mut m = hwsched_model::Model::default();
+        for (hw, secs) in [("cpu:old", 300.0), ("gpu:h100", 3.0)] {
+            m.observe(&ExecutionResult {
+                name: "train".into(),
+                test_type: "training".into(),
+                hardware_class: hw.into(),
+                duration_s: secs,
+                status: TaskStatus::Succeeded as i32,
+                ..Default::default()
+            });
+        }
+        s.model = Some(m);
+        let mut t = queued("train-1", 3, 0);
+        if let Some(task) = t.task.as_mut() {
+            task.name = "train".into();
+            task.test_type = "training".into();
+        }
+        s.insert(t, 0);
+        let acts = s.plan(1, true);
+        let Action::Assign(rec) = &acts[0] else { panic!("{acts:?}") };
+        assert_eq!(rec.worker_id, "fast");
+        assert!((rec.predicted_runtime_s - 3.0).abs() < 1e-6, "{}", rec.predicted_runtime_s);
+        assert!(rec.reason.contains("runtime 0.00"), "{}", rec.reason);
     }
 
     #[test]

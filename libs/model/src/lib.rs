@@ -1,6 +1,8 @@
-//! The learned model: per (workload, hardware) pair, an exponentially weighted
-//! mean and variance of ln(runtime), a success rate and the peak memory seen.
-//! Pure; the service feeds it results and publishes its snapshot.
+//! The learned model of hwsched: per (workload, hardware) pair, an exponentially
+//! weighted mean and variance of ln(runtime), a success rate and the peak memory
+//! seen. Pure: the learner trains it from results and publishes snapshots; the
+//! scheduler (and the simulator) read predictions from it.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 
@@ -9,20 +11,27 @@ use hwsched_proto::{
     SCHEMA_VERSION,
 };
 
+/// Key of the snapshot in the model bucket (`hws_model`).
+pub const SNAPSHOT_KEY: &str = "snapshot";
+
 /// Weight of the newest observation in the moving averages.
 pub const ALPHA: f64 = 0.2;
 
-/// The workload key: test type, model and test name (see docs/ARCHITECTURE.md).
+/// The workload key: test type, model (id, else family) and test name.
+pub fn key(test_type: &str, model_family: &str, model_id: &str, name: &str) -> String {
+    let or_dash = |s: &str| if s.is_empty() { "-".to_string() } else { s.to_string() };
+    let model = if model_id.is_empty() { model_family } else { model_id };
+    format!("{}/{}/{}", or_dash(test_type), or_dash(model), or_dash(name))
+}
+
+/// The workload key of a result.
 pub fn workload_key(r: &ExecutionResult) -> String {
-    let or_dash = |s: &str| {
-        if s.is_empty() {
-            "-".to_string()
-        } else {
-            s.to_string()
-        }
-    };
-    let model = if r.model_id.is_empty() { &r.model_family } else { &r.model_id };
-    format!("{}/{}/{}", or_dash(&r.test_type), or_dash(model), or_dash(&r.name))
+    key(&r.test_type, &r.model_family, &r.model_id, &r.name)
+}
+
+/// The workload key of a task (the same as its results').
+pub fn task_workload_key(t: &hwsched_proto::v1::TaskRequest) -> String {
+    key(&t.test_type, &t.model_family, &t.model_id, &t.name)
 }
 
 /// All learned pairs.
@@ -76,6 +85,11 @@ impl Model {
         e.updated_at_ms = r.finished_at_ms;
         self.version += 1;
         true
+    }
+
+    /// What is known of a pair, when observed.
+    pub fn entry(&self, workload: &str, hardware: &str) -> Option<&ModelEntry> {
+        self.entries.get(&(workload.to_string(), hardware.to_string()))
     }
 
     /// Predicted runtime (s) of a pair, when observed.

@@ -72,13 +72,14 @@ echo
 "$bin" workers
 echo
 echo "submitting examples/suite.json:"
-"$bin" submit -f examples/suite.json --wait --wait-timeout-s 120
+# a suffix per run: the same suite submitted again is new work, not a duplicate
+"$bin" submit -f examples/suite.json --id-suffix="-$(date +%H%M%S)" --wait --wait-timeout-s 120
 echo
 if [ -n "${HWSCHED_CLICKHOUSE_URL:-}" ]; then
   sleep 1.5 # the recorder flushes every second
-  echo "recorded in ClickHouse (database ${HWSCHED_CLICKHOUSE_DATABASE:-hwsched}):"
+  echo "latest runs recorded in ClickHouse (database ${HWSCHED_CLICKHOUSE_DATABASE:-hwsched}):"
   curl -s "$HWSCHED_CLICKHOUSE_URL/" --data-binary \
-    "SELECT task_id, attempt, worker_id, status, round(duration_s, 2) AS seconds, memory_peak_mb FROM ${HWSCHED_CLICKHOUSE_DATABASE:-hwsched}.task_runs FINAL ORDER BY finished_at, task_id FORMAT PrettyCompactNoEscapes"
+    "SELECT task_id, attempt, worker_id, status, round(duration_s, 2) AS seconds, memory_peak_mb FROM ${HWSCHED_CLICKHOUSE_DATABASE:-hwsched}.task_runs FINAL ORDER BY finished_at DESC, task_id LIMIT 10 FORMAT PrettyCompactNoEscapes"
   curl -s "$HWSCHED_CLICKHOUSE_URL/" --data-binary \
     "SELECT count() AS metric_rows, uniqExact(metric) AS metrics FROM ${HWSCHED_CLICKHOUSE_DATABASE:-hwsched}.hw_metrics FORMAT PrettyCompactNoEscapes"
 fi

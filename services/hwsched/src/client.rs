@@ -45,6 +45,9 @@ pub struct SubmitArgs {
     /// Wait for every task to finish, printing its lifecycle; exit 1 if any failed.
     #[arg(long)]
     wait: bool,
+    /// Appended to every task id (e.g. to submit the same suite file again as new tasks).
+    #[arg(long, allow_hyphen_values = true)]
+    id_suffix: Option<String>,
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 3600)]
     wait_timeout_s: u64,
@@ -122,7 +125,12 @@ async fn connect(nats: &NatsConfig) -> anyhow::Result<Bus> {
 
 /// Submits, prints each verdict, and with `--wait` follows every task to its end.
 pub async fn submit(nats: &NatsConfig, args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let tasks = tasks_from(&args)?;
+    let mut tasks = tasks_from(&args)?;
+    if let Some(suffix) = &args.id_suffix {
+        for t in &mut tasks {
+            t.task_id.push_str(suffix);
+        }
+    }
     let bus = connect(nats).await?;
     let s = bus.subjects().clone();
     let mut events = bus.client().subscribe(s.events_all()).await?;

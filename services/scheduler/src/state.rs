@@ -29,6 +29,22 @@ pub struct Worker {
     pub recent_families: std::collections::VecDeque<String>,
 }
 
+impl Worker {
+    /// What the placement core sees of this worker; `None` before it registered.
+    fn view(&self, now_ms: i64) -> Option<WorkerView> {
+        Some(WorkerView {
+            caps: self.caps.clone()?,
+            state: self.state,
+            reserved: self.reserved.clone(),
+            cpu_util_pct: self.heartbeat.cpu_util_pct,
+            max_temp_c: self.heartbeat.max_temp_c,
+            throttling: self.heartbeat.throttling || now_ms < self.throttled_until_ms,
+            hot: self.hot,
+            recent_families: self.recent_families.iter().cloned().collect(),
+        })
+    }
+}
+
 /// Hottest-sensor temperature that marks a worker hot (penalised), °C.
 pub const HOT_C: f64 = 85.0;
 /// A hot worker is cool again below `HOT_C` minus this.
@@ -250,41 +266,11 @@ impl State {
     /// `may_reject`: whether a task that fits no registered worker is rejected
     /// (false during the start-up grace period, when workers are still joining).
     pub fn plan(&mut self, now_ms: i64, may_reject: bool) -> Vec<Action> {
-        let mut views: Vec<WorkerView> = self
-            .workers
-            .values()
-            .filter(|w| w.state != WorkerState::Offline)
-            .filter_map(|w| {
-                Some(WorkerView {
-                    caps: w.caps.clone()?,
-                    state: w.state,
-                    reserved: w.reserved.clone(),
-                    cpu_util_pct: w.heartbeat.cpu_util_pct,
-                    max_temp_c: w.heartbeat.max_temp_c,
-                    throttling: w.heartbeat.throttling || now_ms < w.throttled_until_ms,
-                    hot: w.hot,
-                    recent_families: w.recent_families.iter().cloned().collect(),
-                })
-            })
-            .collect();
+        let mut views: Vec<WorkerView> =
+            self.workers.values().filter(|w| w.state != WorkerState::Offline).filter_map(|w| w.view(now_ms)).collect();
         // Workers away right now still count for "could this task ever run here?".
-        let away: Vec<WorkerView> = self
-            .workers
-            .values()
-            .filter(|w| w.state == WorkerState::Offline)
-            .filter_map(|w| {
-                Some(WorkerView {
-                    caps: w.caps.clone()?,
-                    state: w.state,
-                    reserved: Reserved::default(),
-                    cpu_util_pct: 0.0,
-                    max_temp_c: 0.0,
-                    throttling: false,
-                    hot: false,
-                    recent_families: vec![],
-                })
-            })
-            .collect();
+        let away: Vec<WorkerView> =
+            self.workers.values().filter(|w| w.state == WorkerState::Offline).filter_map(|w| w.view(now_ms)).collect();
         let mut actions = Vec::new();
         let order = self.order(now_ms);
         let model = self.model.take();

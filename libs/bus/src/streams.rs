@@ -18,6 +18,8 @@ pub const MAX_TASK_BYTES: i32 = 1024 * 1024;
 pub const TASK_DEDUP_WINDOW: Duration = Duration::from_secs(10 * 60);
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
+/// A lease not renewed for this long expires (the `hws_leases` bucket's max age).
+pub const LEASE_TTL: Duration = Duration::from_secs(5);
 
 fn config(bus: &Bus, s: Stream) -> Config {
     let sub = bus.subjects();
@@ -56,6 +58,7 @@ pub async fn provision(bus: &Bus) -> Result<(), BusError> {
         (bus.subjects().tasks_bucket(), 1, 7 * DAY),
         (bus.subjects().attempts_bucket(), 1, 7 * DAY),
         (bus.subjects().model_bucket(), 5, Duration::ZERO),
+        (bus.subjects().leases_bucket(), 1, LEASE_TTL),
     ] {
         js.create_or_update_key_value(kv::Config {
             bucket: bucket.clone(),

@@ -113,6 +113,10 @@ impl Subjects {
     pub fn control_cancel(&self) -> String {
         self.control("cancel")
     }
+    /// KV bucket of leases (the active scheduler's), entries expiring unless renewed.
+    pub fn leases_bucket(&self) -> String {
+        format!("{}_leases", self.bucket_prefix)
+    }
     /// KV bucket holding the learner's model snapshot.
     pub fn model_bucket(&self) -> String {
         format!("{}_model", self.bucket_prefix)

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod intake;
+pub mod lease;
 pub mod state;
 
 use std::time::Duration;
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub use intake::{parse as parse_submission, Refusal};
+use lease::Lease;
 use state::{Action, Completion, State};
 
 /// Parses "runtime=0.5,load=0.2,thermal=0.2,affinity=0.1" (unnamed components keep their defaults).
@@ -176,10 +178,52 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     streams::provision(&bus).await?;
-    let subjects = bus.subjects().clone();
-    let records = streams::bucket(&bus, &subjects.tasks_bucket()).await?;
     let metrics = Metrics::default();
     metrics.register(&telemetry);
+    let leases = streams::bucket(&bus, &bus.subjects().leases_bucket()).await?;
+    let holder = format!(
+        "{}-{}-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "scheduler".into()),
+        std::process::id(),
+        now_ms()
+    );
+    telemetry.set_ready(true);
+    loop {
+        let Some(mut lease) = Lease::acquire(leases.clone(), &holder, &shutdown).await else { break };
+        tracing::info!(holder, "became the active scheduler");
+        match run_active(cfg.clone(), &bus, metrics.clone(), &shutdown, &mut lease).await {
+            Ok(Stepped::Shutdown) => {
+                lease.release().await;
+                break;
+            }
+            Ok(Stepped::LostLease) => continue,
+            Err(e) => {
+                lease.release().await;
+                return Err(e);
+            }
+        }
+    }
+    telemetry.set_ready(false);
+    tracing::info!("scheduler stopped");
+    Ok(())
+}
+
+/// Why the active loop ended.
+enum Stepped {
+    Shutdown,
+    LostLease,
+}
+
+/// The active scheduler: consumes, places and supervises while it holds the lease.
+async fn run_active(
+    cfg: SchedulerConfig,
+    bus: &Bus,
+    metrics: Metrics,
+    shutdown: &CancellationToken,
+    lease: &mut Lease,
+) -> anyhow::Result<Stepped> {
+    let subjects = bus.subjects().clone();
+    let records = streams::bucket(bus, &subjects.tasks_bucket()).await?;
     let (caps_tx, mut caps_rx) = mpsc::channel(64);
     let mut s = Scheduler {
         state: {
@@ -197,7 +241,7 @@ pub async fn run(
         caps_tx,
     };
     s.load_records().await?;
-    let model_bucket = streams::bucket(&bus, &subjects.model_bucket()).await?;
+    let model_bucket = streams::bucket(bus, &subjects.model_bucket()).await?;
     if let Ok(Some(bytes)) = model_bucket.get(hwsched_learner_key()).await {
         s.on_model(&bytes);
     }
@@ -206,13 +250,13 @@ pub async fn run(
     // The loop acks within milliseconds; a short ack wait lets a restarted scheduler
     // get what its predecessor had pulled but not acknowledged without a long pause.
     let consumer = |s| Durable::new(s, "scheduler").ack_wait(CONSUMER_ACK_WAIT).max_ack_pending(1000);
-    let mut submissions = streams::durable(&bus, &consumer(Stream::Tasks)).await?.messages().await?;
-    let mut results = streams::durable(&bus, &consumer(Stream::Results)).await?.messages().await?;
+    let mut submissions = streams::durable(bus, &consumer(Stream::Tasks)).await?.messages().await?;
+    let mut results = streams::durable(bus, &consumer(Stream::Results)).await?.messages().await?;
     let mut heartbeats = bus.client().subscribe(subjects.workers_heartbeat_all()).await?;
     let mut registrations = bus.client().subscribe(subjects.workers_register_all()).await?;
     let mut cancels = bus.client().subscribe(subjects.control_cancel()).await?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    telemetry.set_ready(true);
+    let mut renew = tokio::time::interval(lease::renew_every());
     tracing::info!(queued = s.state.queued(), "scheduler ready");
 
     let mut last_tick = tokio::time::Instant::now();
@@ -220,7 +264,13 @@ pub async fn run(
         // Biased: liveness first, so a busy or stalled loop never mistakes live workers for lost ones.
         let dirty = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => return Ok(Stepped::Shutdown),
+            _ = renew.tick() => {
+                if !lease.renew().await {
+                    return Ok(Stepped::LostLease);
+                }
+                false
+            }
             Some(m) = heartbeats.next() => s.on_heartbeat(&m.payload),
             Some(m) = registrations.next() => match WorkerCapabilities::decode(m.payload.as_ref()) {
                 Ok(caps) => s.on_capabilities(caps),
@@ -253,9 +303,6 @@ pub async fn run(
             s.place().await;
         }
     }
-    telemetry.set_ready(false);
-    tracing::info!("scheduler stopped");
-    Ok(())
 }
 
 impl Scheduler {

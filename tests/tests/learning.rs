@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use hwsched_proto::{
-    v1::{ExecutionResult, TaskRequest},
+    v1::{ExecutionResult, TaskEvent, TaskEventKind, TaskRequest},
     Message,
 };
 use hwsched_testkit::NatsServer;
@@ -45,6 +45,7 @@ async fn scheduler_places_by_what_the_learner_learned() -> anyhow::Result<()> {
     all.wait_for_log("worker joined worker_id=\"accel\"", WAIT).await?;
     let b = bus(&nats.url()).await?;
     let mut results = b.client().subscribe("hws.results.>").await?;
+    let mut warm_events = b.client().subscribe("hws.events.>").await?;
 
     // Phase 1: both workers run the workload (one slot each), so both cells get observed.
     for i in 0..4 {
@@ -56,15 +57,32 @@ async fn scheduler_places_by_what_the_learner_learned() -> anyhow::Result<()> {
         seen.insert(ExecutionResult::decode(m.payload.as_ref())?.worker_id);
     }
     assert_eq!(seen.len(), 2, "both workers ran it: {seen:?}");
+    let mut finished = 0;
+    while finished < 4 {
+        let m = tokio::time::timeout(WAIT, warm_events.next()).await?.expect("event");
+        if TaskEvent::decode(m.payload.as_ref())?.kind() == TaskEventKind::Finished {
+            finished += 1;
+        }
+    }
+    drop(warm_events);
     all.wait_for_log("model loaded", WAIT).await?;
     // let a snapshot with both cells reach the scheduler
     tokio::time::sleep(Duration::from_millis(800)).await;
 
     // Phase 2: one at a time, both workers free: the learned runtime decides.
     for i in 0..3 {
-        submit(&b, &workload(&format!("learned-{i}"))).await?;
+        let id = format!("learned-{i}");
+        let mut events = b.client().subscribe(format!("hws.events.{id}")).await?;
+        submit(&b, &workload(&id)).await?;
         let m = tokio::time::timeout(WAIT, results.next()).await?.expect("result");
         let r = ExecutionResult::decode(m.payload.as_ref())?;
+        // the next one only once the scheduler has processed this result (its slot is free again)
+        loop {
+            let m = tokio::time::timeout(WAIT, events.next()).await?.expect("event");
+            if TaskEvent::decode(m.payload.as_ref())?.kind() == TaskEventKind::Finished {
+                break;
+            }
+        }
         assert_eq!(
             r.worker_id,
             "accel",

@@ -113,6 +113,14 @@ impl Subjects {
     pub fn control_cancel(&self) -> String {
         self.control("cancel")
     }
+    /// `hws.control.explain`: request/reply to the active scheduler.
+    pub fn control_explain(&self) -> String {
+        self.control("explain")
+    }
+    /// `hws.control.queue`: request/reply to the active scheduler.
+    pub fn control_queue(&self) -> String {
+        self.control("queue")
+    }
     /// KV bucket of leases (the active scheduler's), entries expiring unless renewed.
     pub fn leases_bucket(&self) -> String {
         format!("{}_leases", self.bucket_prefix)

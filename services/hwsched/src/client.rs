@@ -9,8 +9,9 @@ use hwsched_bus::{codec, Bus, MSG_ID, REPLY_TO};
 use hwsched_config::{ClickHouseConfig, NatsConfig};
 use hwsched_proto::{
     v1::{
-        CancelReply, CancelTask, ExecutionResult, GpuRequirement, Requirements, SubmitReply, TaskEvent, TaskEventKind,
-        TaskRequest, TaskStatus, WorkerCapabilities, WorkerHeartbeat, WorkerState,
+        CancelReply, CancelTask, ExecutionResult, ExplainReply, ExplainRequest, GpuRequirement, QueueReply,
+        Requirements, SubmitReply, TaskEvent, TaskEventKind, TaskRequest, TaskStatus, WorkerCapabilities,
+        WorkerHeartbeat, WorkerState,
     },
     Message, SCHEMA_VERSION,
 };
@@ -290,6 +291,73 @@ pub async fn cancel(nats: &NatsConfig, task_id: String, reason: String) -> anyho
     let r = CancelReply::decode(m.payload.as_ref())?;
     println!("{task_id}: {}", r.detail);
     Ok(if r.found { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// Asks the active scheduler on `subject`.
+async fn ask(bus: &Bus, subject: String, body: bytes::Bytes) -> anyhow::Result<async_nats::Message> {
+    tokio::time::timeout(Duration::from_secs(5), bus.client().request(subject, body))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer from the scheduler within 5 s: is it running?"))?
+        .map_err(|e| anyhow::anyhow!("no scheduler answered ({e}): is `hwsched scheduler` (or `hwsched all`) running?"))
+}
+
+fn ago(ms: i64) -> String {
+    let s = (hwsched_bus::now_ms() - ms).max(0) as f64 / 1000.0;
+    if s < 120.0 {
+        format!("{s:.1}s")
+    } else {
+        format!("{:.1}m", s / 60.0)
+    }
+}
+
+/// `hwsched queue`.
+pub async fn queue(nats: &NatsConfig) -> anyhow::Result<()> {
+    let bus = connect(nats).await?;
+    let m = ask(&bus, bus.subjects().control_queue(), Default::default()).await?;
+    let q = QueueReply::decode(m.payload.as_ref())?;
+    println!("{:<28} {:>4} {:>8}  REASON", "TASK", "PRIO", "WAITING");
+    for r in &q.tasks {
+        let t = r.task.clone().unwrap_or_default();
+        println!(
+            "{:<28} {:>4} {:>8}  {}",
+            t.task_id,
+            if t.priority == 0 { 3 } else { t.priority },
+            ago(r.queued_at_ms),
+            r.reason
+        );
+    }
+    if q.tasks.is_empty() {
+        println!("(no task is waiting)");
+    }
+    Ok(())
+}
+
+/// `hwsched explain`: exit 1 when the task is unknown.
+pub async fn explain(nats: &NatsConfig, task_id: String) -> anyhow::Result<ExitCode> {
+    let bus = connect(nats).await?;
+    let req = ExplainRequest { task_id: task_id.clone() };
+    let m = ask(&bus, bus.subjects().control_explain(), codec::encode(&req)).await?;
+    let r = ExplainReply::decode(m.payload.as_ref())?;
+    let Some(rec) = r.record.filter(|_| r.found) else {
+        println!("{task_id}: unknown to the scheduler (never submitted, rejected at intake, or expired)");
+        return Ok(ExitCode::FAILURE);
+    };
+    let t = rec.task.clone().unwrap_or_default();
+    let state = rec.state().as_str_name().trim_start_matches("TASK_STATE_").to_lowercase();
+    println!("task       {} [{}]", t.task_id, t.name);
+    println!("state      {state}, attempt {}, failures {}, lost {}", rec.attempt, rec.failures, rec.losses);
+    if !rec.worker_id.is_empty() {
+        println!("worker     {} (GPUs {:?})", rec.worker_id, rec.gpu_indices);
+    }
+    println!("queued     {} ago", ago(rec.queued_at_ms));
+    if rec.predicted_runtime_s > 0.0 {
+        println!("predicted  {:.1}s on that hardware", rec.predicted_runtime_s);
+    }
+    if !rec.tried_workers.is_empty() {
+        println!("tried      {}", rec.tried_workers.join(", "));
+    }
+    println!("why        {}", if rec.reason.is_empty() { "-" } else { &rec.reason });
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `hwsched workers`: listens to heartbeats for 2.5 s and asks each worker for its capabilities.

@@ -51,6 +51,13 @@ enum Command {
     },
     /// List the workers that are sending heartbeats.
     Workers,
+    /// The waiting tasks, in placement order, with the reason each waits.
+    Queue,
+    /// What the scheduler knows of a task and why it is where it is.
+    Explain {
+        /// Task id.
+        task_id: String,
+    },
     /// ClickHouse schema: print the DDL for a server version, or apply it.
     Schema {
         #[command(subcommand)]
@@ -108,9 +115,13 @@ fn command_name(c: &Command) -> &'static str {
         Command::Alerting(_) => "alerting",
         Command::Recorder(_) => "recorder",
         Command::All(_) => "all",
-        Command::Submit(_) | Command::Events | Command::Cancel { .. } | Command::Workers | Command::Schema { .. } => {
-            "cli"
-        }
+        Command::Submit(_)
+        | Command::Events
+        | Command::Cancel { .. }
+        | Command::Workers
+        | Command::Queue
+        | Command::Explain { .. }
+        | Command::Schema { .. } => "cli",
     }
 }
 
@@ -150,6 +161,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Events => client::events(&nats).await.map(|_| ok),
         Command::Cancel { task_id, reason } => client::cancel(&nats, task_id, reason).await,
         Command::Workers => client::workers(&nats).await.map(|_| ok),
+        Command::Queue => client::queue(&nats).await.map(|_| ok),
+        Command::Explain { task_id } => client::explain(&nats, task_id).await,
         Command::Schema { command } => client::schema(command, &clickhouse).await.map(|_| ok),
     }
 }

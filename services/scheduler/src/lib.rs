@@ -21,8 +21,9 @@ use hwsched_bus::{
 };
 use hwsched_proto::{
     v1::{
-        CancelReply, CancelTask, ExecutionResult, ModelSnapshot, SubmitReply, TaskAssignment, TaskEventKind,
-        TaskRecord, TaskRejection, TaskRequest, TaskState, TaskStatus, WorkerCapabilities, WorkerHeartbeat,
+        CancelReply, CancelTask, ExecutionResult, ExplainReply, ExplainRequest, ModelSnapshot, QueueReply, SubmitReply,
+        TaskAssignment, TaskEventKind, TaskRecord, TaskRejection, TaskRequest, TaskState, TaskStatus,
+        WorkerCapabilities, WorkerHeartbeat,
     },
     Message, SCHEMA_VERSION,
 };
@@ -255,6 +256,8 @@ async fn run_active(
     let mut heartbeats = bus.client().subscribe(subjects.workers_heartbeat_all()).await?;
     let mut registrations = bus.client().subscribe(subjects.workers_register_all()).await?;
     let mut cancels = bus.client().subscribe(subjects.control_cancel()).await?;
+    let mut explains = bus.client().subscribe(subjects.control_explain()).await?;
+    let mut queues = bus.client().subscribe(subjects.control_queue()).await?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut renew = tokio::time::interval(lease::renew_every());
     tracing::info!(queued = s.state.queued(), "scheduler ready");
@@ -278,6 +281,14 @@ async fn run_active(
             },
             Some(caps) = caps_rx.recv() => s.on_capabilities(caps),
             Some(m) = cancels.next() => { s.on_cancel(m).await; true }
+            Some(m) = explains.next() => { s.on_explain(m).await; false }
+            Some(m) = queues.next() => {
+                if let Some(to) = m.reply {
+                    let reply = QueueReply { tasks: s.state.queue_view(now_ms()) };
+                    let _ = s.bus.client().publish(to, reply.encode_to_vec().into()).await;
+                }
+                false
+            }
             Some(Ok(entry)) = model_updates.next() => { s.on_model(&entry.value); true }
             m = submissions.next() => match m {
                 Some(Ok(msg)) => { s.on_submission(msg).await; true }
@@ -585,6 +596,21 @@ impl Scheduler {
         }
         self.metrics.workers.set(self.state.workers.len() as i64);
         true
+    }
+
+    /// `hws.control.explain`: the live record when the task is not finished, else the stored one.
+    async fn on_explain(&self, m: async_nats::Message) {
+        let Some(to) = m.reply else { return };
+        let Ok(req) = hwsched_bus::decode::<ExplainRequest>(m.headers.as_ref(), &m.payload) else { return };
+        let record = match self.state.tasks.get(&req.task_id) {
+            Some(r) => Some(r.clone()),
+            None => match self.records.get(&req.task_id).await {
+                Ok(Some(b)) => TaskRecord::decode(b.as_ref()).ok(),
+                _ => None,
+            },
+        };
+        let reply = ExplainReply { found: record.is_some(), record };
+        let _ = self.bus.client().publish(to, reply.encode_to_vec().into()).await;
     }
 
     /// A new model snapshot from the learner: used from the next placement on.

@@ -130,6 +130,11 @@ impl State {
         self.queue.len()
     }
 
+    /// The waiting tasks in placement order (effective priority, then arrival).
+    pub fn queue_view(&self, now_ms: i64) -> Vec<TaskRecord> {
+        self.order(now_ms).into_iter().filter_map(|e| self.tasks.get(&e.3).cloned()).collect()
+    }
+
     /// Adds a record: queued ones join the queue, assigned ones reserve on their worker.
     pub fn insert(&mut self, rec: TaskRecord, now_ms: i64) {
         let id = rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default();
@@ -275,9 +280,15 @@ impl State {
         let order = self.order(now_ms);
         let model = self.model.take();
         let scoring = Scoring { weights: self.weights, model: model.as_ref(), pack: self.pack };
+        let mut all_busy = false;
         for entry in order {
-            if !views.is_empty() && views.iter().all(|v| v.reserved.slots >= v.caps.slots.max(1)) {
-                break;
+            if all_busy || (!views.is_empty() && views.iter().all(|v| v.reserved.slots >= v.caps.slots.max(1))) {
+                // Nothing can be placed this pass: say so to those not told anything else yet.
+                all_busy = true;
+                if let Some(r) = self.tasks.get_mut(&entry.3).filter(|r| r.reason.is_empty()) {
+                    r.reason = format!("waiting: {} worker(s), all with no free slot", views.len());
+                }
+                continue;
             }
             let Some(rec) = self.tasks.get(&entry.3) else {
                 self.queue.remove(&entry);

@@ -120,6 +120,61 @@ pub async fn submit(b: &Bus, t: &hwsched_proto::v1::TaskRequest) -> anyhow::Resu
     Ok(())
 }
 
+/// A task running `sh -c script`.
+pub fn sh_task(id: &str, script: &str) -> hwsched_proto::v1::TaskRequest {
+    hwsched_proto::v1::TaskRequest {
+        task_id: id.into(),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        ..Default::default()
+    }
+}
+
+/// A task running `sleep secs`.
+pub fn sleep_task(id: &str, secs: &str) -> hwsched_proto::v1::TaskRequest {
+    hwsched_proto::v1::TaskRequest {
+        task_id: id.into(),
+        command: vec!["sleep".into(), secs.into()],
+        ..Default::default()
+    }
+}
+
+/// Counts results per task id as they arrive on `hws.results.>`.
+#[derive(Debug)]
+pub struct ResultCount {
+    sub: async_nats::Subscriber,
+    /// Results seen per task id.
+    pub done: std::collections::HashMap<String, usize>,
+}
+
+impl ResultCount {
+    /// Subscribes before anything is submitted.
+    pub async fn subscribe(b: &Bus) -> anyhow::Result<Self> {
+        Ok(Self { sub: b.client().subscribe(b.subjects().results_all()).await?, done: Default::default() })
+    }
+
+    /// Reads results until `n` distinct tasks have one; every one must have succeeded.
+    /// `context` is printed when a result does not come within `timeout`.
+    pub async fn until(&mut self, n: usize, timeout: Duration, context: impl Fn() -> String) -> anyhow::Result<()> {
+        use futures::StreamExt;
+        while self.done.len() < n {
+            let Ok(Some(m)) = tokio::time::timeout(timeout, self.sub.next()).await else {
+                bail!("only {} of {n} tasks finished\n{}", self.done.len(), context());
+            };
+            let r: hwsched_proto::v1::ExecutionResult = prost::Message::decode(m.payload.as_ref())?;
+            if r.status() != hwsched_proto::v1::TaskStatus::Succeeded {
+                bail!("{} ended {:?}: {}", r.task_id, r.status(), r.error);
+            }
+            *self.done.entry(r.task_id).or_default() += 1;
+        }
+        Ok(())
+    }
+
+    /// Runs beyond the first, over all tasks.
+    pub fn duplicates(&self) -> usize {
+        self.done.values().map(|n| n - 1).sum()
+    }
+}
+
 /// A service running in this process; cancelled and awaited on [`InProcess::stop`].
 #[derive(Debug)]
 pub struct InProcess {

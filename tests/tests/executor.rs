@@ -10,7 +10,7 @@ use hwsched_proto::{
     Message,
 };
 use hwsched_testkit::NatsServer;
-use hwsched_tests::{bus, monitor, scheduler, submit};
+use hwsched_tests::{bus, monitor, scheduler, sh_task, submit};
 
 async fn run_one(task: TaskRequest) -> anyhow::Result<ExecutionResult> {
     let nats = NatsServer::start()?;
@@ -25,13 +25,9 @@ async fn run_one(task: TaskRequest) -> anyhow::Result<ExecutionResult> {
     Ok(ExecutionResult::decode(m.payload.as_ref())?)
 }
 
-fn sh(id: &str, script: &str) -> TaskRequest {
-    TaskRequest { task_id: id.into(), command: vec!["sh".into(), "-c".into(), script.into()], ..Default::default() }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_zero_exit_is_a_failure_with_its_code_and_output() -> anyhow::Result<()> {
-    let r = run_one(sh("exit-7", "echo to-stdout; echo to-stderr >&2; exit 7")).await?;
+    let r = run_one(sh_task("exit-7", "echo to-stdout; echo to-stderr >&2; exit 7")).await?;
     assert_eq!(r.status(), TaskStatus::Failed);
     assert_eq!(r.exit_code, 7);
     assert_eq!(r.stdout_tail, "to-stdout\n");
@@ -52,7 +48,7 @@ async fn missing_command_is_an_error_not_a_crash() -> anyhow::Result<()> {
 async fn timeout_kills_the_whole_process_group() -> anyhow::Result<()> {
     // a background child and a foreground one, both far longer than the timeout
     let marker = format!("{}.{}", 200 + std::process::id() % 500, 25);
-    let mut t = sh("slow", &format!("sleep {marker} & sleep {marker}"));
+    let mut t = sh_task("slow", &format!("sleep {marker} & sleep {marker}"));
     t.timeout_s = 1;
     let started = std::time::Instant::now();
     let r = run_one(t).await?;

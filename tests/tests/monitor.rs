@@ -10,13 +10,9 @@ use hwsched_proto::{
     Message,
 };
 use hwsched_testkit::NatsServer;
-use hwsched_tests::{bus, monitor, scheduler, submit, Proc};
+use hwsched_tests::{bus, monitor, scheduler, sh_task, submit, Proc};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn sh(id: &str, script: &str) -> TaskRequest {
-    TaskRequest { task_id: id.into(), command: vec!["sh".into(), "-c".into(), script.into()], ..Default::default() }
-}
 
 async fn result_of(sub: &mut async_nats::Subscriber) -> anyhow::Result<ExecutionResult> {
     let m = tokio::time::timeout(WAIT, sub.next()).await?.ok_or_else(|| anyhow::anyhow!("closed"))?;
@@ -97,8 +93,8 @@ async fn cancel_stops_a_running_task_and_a_queued_one() -> anyhow::Result<()> {
     let b = bus(&nats.url()).await?;
     let mut events = b.client().subscribe("hws.events.long").await?;
     let mut results = b.client().subscribe("hws.results.long").await?;
-    submit(&b, &sh("long", "sleep 30")).await?;
-    submit(&b, &sh("behind", "sleep 30")).await?; // one slot: waits in the queue
+    submit(&b, &sh_task("long", "sleep 30")).await?;
+    submit(&b, &sh_task("behind", "sleep 30")).await?; // one slot: waits in the queue
     until_started(&mut events).await?;
     let cancel = |id: &str| {
         let req = CancelTask { task_id: id.into(), reason: "test".into() };
@@ -138,7 +134,7 @@ async fn restarted_monitor_neither_loses_nor_reruns_an_attempt() -> anyhow::Resu
     let marker = format!("{}.125", 400 + std::process::id() % 500);
     let script =
         format!("echo $HWSCHED_ATTEMPT >> {}; if [ $HWSCHED_ATTEMPT = 1 ]; then sleep {marker}; fi", log.display());
-    let mut t = sh("once", &script);
+    let mut t = sh_task("once", &script);
     t.max_attempts = 2;
     submit(&b, &t).await?;
     until_started(&mut events).await?;

@@ -1,21 +1,17 @@
 //! Shutdown and restart: SIGTERM lets a monitor finish what it runs, and a
 //! scheduler killed with SIGKILL mid-run loses no task it acknowledged.
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use futures::StreamExt;
 use hwsched_proto::{
-    v1::{ExecutionResult, TaskEvent, TaskEventKind, TaskRequest, TaskStatus},
+    v1::{ExecutionResult, TaskEvent, TaskEventKind, TaskStatus},
     Message,
 };
 use hwsched_testkit::NatsServer;
-use hwsched_tests::{bus, submit, Proc};
+use hwsched_tests::{bus, sleep_task, submit, Proc, ResultCount};
 
 const WAIT: Duration = Duration::from_secs(45);
-
-fn sleep_task(id: &str, secs: &str) -> TaskRequest {
-    TaskRequest { task_id: id.into(), command: vec!["sleep".into(), secs.into()], ..Default::default() }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_monitor_finish_its_running_task() -> anyhow::Result<()> {
@@ -66,30 +62,18 @@ async fn scheduler_killed_mid_run_loses_no_accepted_task() -> anyhow::Result<()>
     )?;
     mon.wait_for_log("monitor ready", WAIT).await?;
     let b = bus(&nats.url()).await?;
-    let mut results = b.client().subscribe("hws.results.>").await?;
+    let mut results = ResultCount::subscribe(&b).await?;
     const N: usize = 30;
     for i in 0..N {
         submit(&b, &sleep_task(&format!("k-{i}"), "0.1")).await?;
     }
-    let mut done: HashMap<String, usize> = HashMap::new();
     // Let some finish, then kill -9 the scheduler while the rest is queued or running.
-    while done.len() < 5 {
-        let m = tokio::time::timeout(WAIT, results.next()).await?.expect("result");
-        *done.entry(ExecutionResult::decode(m.payload.as_ref())?.task_id).or_default() += 1;
-    }
+    results.until(5, WAIT, String::new).await?;
     sched.kill();
     let sched2 = Proc::spawn("scheduler #2", &nats.url(), &["scheduler"], &[])?;
     sched2.wait_for_log("scheduler ready", WAIT).await?;
-    while done.len() < N {
-        let Ok(Some(m)) = tokio::time::timeout(WAIT, results.next()).await else {
-            panic!("only {} of {N} tasks finished; scheduler #2 log:\n{}", done.len(), sched2.log());
-        };
-        let r = ExecutionResult::decode(m.payload.as_ref())?;
-        assert_eq!(r.status(), TaskStatus::Succeeded);
-        *done.entry(r.task_id).or_default() += 1;
-    }
-    let duplicates: usize = done.values().map(|n| n - 1).sum();
+    results.until(N, WAIT, || format!("scheduler #2 log:\n{}", sched2.log())).await?;
     // At-least-once: a kill between sending an assignment and recording it may rerun one attempt.
-    assert!(duplicates <= 2, "{duplicates} duplicate runs: {done:?}");
+    assert!(results.duplicates() <= 2, "{} duplicate runs: {:?}", results.duplicates(), results.done);
     Ok(())
 }

@@ -2,21 +2,12 @@
 //! active with SIGKILL under load hands over within seconds and loses no task;
 //! stopping it cleanly hands over at once.
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
-use futures::StreamExt;
-use hwsched_proto::{
-    v1::{ExecutionResult, TaskRequest, TaskStatus},
-    Message,
-};
 use hwsched_testkit::NatsServer;
-use hwsched_tests::{bus, submit, Proc};
+use hwsched_tests::{bus, sleep_task, submit, Proc, ResultCount};
 
 const WAIT: Duration = Duration::from_secs(45);
-
-fn sleep_task(id: String) -> TaskRequest {
-    TaskRequest { task_id: id, command: vec!["sleep".into(), "0.1".into()], ..Default::default() }
-}
 
 /// Starts two schedulers; returns (active, standby).
 async fn pair(nats: &NatsServer) -> anyhow::Result<(Proc, Proc)> {
@@ -39,31 +30,19 @@ async fn standby_takes_over_from_a_killed_active_scheduler_and_loses_nothing() -
     )?;
     mon.wait_for_log("monitor ready", WAIT).await?;
     let b = bus(&nats.url()).await?;
-    let mut results = b.client().subscribe("hws.results.>").await?;
+    let mut results = ResultCount::subscribe(&b).await?;
     const N: usize = 40;
     for i in 0..N {
-        submit(&b, &sleep_task(format!("s-{i}"))).await?;
+        submit(&b, &sleep_task(&format!("s-{i}"), "0.1")).await?;
     }
-    let mut done: HashMap<String, usize> = HashMap::new();
-    while done.len() < 5 {
-        let m = tokio::time::timeout(WAIT, results.next()).await?.expect("result");
-        *done.entry(ExecutionResult::decode(m.payload.as_ref())?.task_id).or_default() += 1;
-    }
+    results.until(5, WAIT, String::new).await?;
     active.kill();
     let killed_at = std::time::Instant::now();
     standby.wait_for_log("became the active scheduler", WAIT).await?;
     let took_over = killed_at.elapsed();
     assert!(took_over < Duration::from_secs(10), "takeover took {took_over:?}");
-    while done.len() < N {
-        let Ok(Some(m)) = tokio::time::timeout(WAIT, results.next()).await else {
-            panic!("{} of {N} finished; standby log:\n{}", done.len(), standby.log());
-        };
-        let r = ExecutionResult::decode(m.payload.as_ref())?;
-        assert_eq!(r.status(), TaskStatus::Succeeded);
-        *done.entry(r.task_id).or_default() += 1;
-    }
-    let duplicates: usize = done.values().map(|n| n - 1).sum();
-    assert_eq!(duplicates, 0, "{done:?}");
+    results.until(N, WAIT, || format!("standby log:\n{}", standby.log())).await?;
+    assert_eq!(results.duplicates(), 0, "{:?}", results.done);
     Ok(())
 }
 

@@ -46,6 +46,22 @@ pub struct WorkerView {
     pub recent_families: Vec<String>,
 }
 
+impl WorkerView {
+    /// An active, idle, cool worker with these capabilities (nothing reserved).
+    pub fn available(caps: WorkerCapabilities) -> Self {
+        Self {
+            caps,
+            state: WorkerState::Active,
+            reserved: Reserved::default(),
+            cpu_util_pct: 0.0,
+            max_temp_c: 0.0,
+            throttling: false,
+            hot: false,
+            recent_families: vec![],
+        }
+    }
+}
+
 /// The placement decision for one task.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -298,35 +314,26 @@ mod tests {
     use hwsched_proto::v1::{CpuInfo, GpuRequirement, Requirements};
 
     fn worker(id: &str, cores: u32, mem: u64, gpus: &[(&str, u64)]) -> WorkerView {
-        WorkerView {
-            caps: WorkerCapabilities {
-                worker_id: id.into(),
-                cpu: Some(CpuInfo { logical_cores: cores, ..Default::default() }),
-                memory_mb: mem,
-                slots: 4,
-                gpus: gpus
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (m, mem))| GpuInfo {
-                        index: i as u32,
-                        vendor: "nvidia".into(),
-                        model: (*m).into(),
-                        memory_mb: *mem,
-                        compute_capability: "9.0".into(),
-                        ..Default::default()
-                    })
-                    .collect(),
-                software: [("python".to_string(), "3.11.7".to_string())].into(),
-                ..Default::default()
-            },
-            state: WorkerState::Active,
-            reserved: Reserved::default(),
-            cpu_util_pct: 0.0,
-            max_temp_c: 0.0,
-            throttling: false,
-            hot: false,
-            recent_families: vec![],
-        }
+        WorkerView::available(WorkerCapabilities {
+            worker_id: id.into(),
+            cpu: Some(CpuInfo { logical_cores: cores, ..Default::default() }),
+            memory_mb: mem,
+            slots: 4,
+            gpus: gpus
+                .iter()
+                .enumerate()
+                .map(|(i, (m, mem))| GpuInfo {
+                    index: i as u32,
+                    vendor: "nvidia".into(),
+                    model: (*m).into(),
+                    memory_mb: *mem,
+                    compute_capability: "9.0".into(),
+                    ..Default::default()
+                })
+                .collect(),
+            software: [("python".to_string(), "3.11.7".to_string())].into(),
+            ..Default::default()
+        })
     }
 
     fn task(req: Requirements) -> TaskRequest {

@@ -94,25 +94,15 @@ impl Scoring<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fit::Reserved;
-    use hwsched_proto::v1::{ExecutionResult, TaskStatus, WorkerCapabilities, WorkerState};
+    use hwsched_proto::v1::{ExecutionResult, TaskStatus, WorkerCapabilities};
 
     fn view(id: &str, hw: &str) -> WorkerView {
-        WorkerView {
-            caps: WorkerCapabilities {
-                worker_id: id.into(),
-                hardware_class: hw.into(),
-                slots: 4,
-                ..Default::default()
-            },
-            state: WorkerState::Active,
-            reserved: Reserved::default(),
-            cpu_util_pct: 0.0,
-            max_temp_c: 0.0,
-            throttling: false,
-            hot: false,
-            recent_families: vec![],
-        }
+        WorkerView::available(WorkerCapabilities {
+            worker_id: id.into(),
+            hardware_class: hw.into(),
+            slots: 4,
+            ..Default::default()
+        })
     }
 
     fn task() -> TaskRequest {

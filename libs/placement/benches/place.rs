@@ -33,6 +33,10 @@ fn workers(n: usize) -> Vec<WorkerView> {
             throttling: false,
             hot: false,
             recent_families: vec![],
+            mem_util_pct: 0.0,
+            gpu_util_pct: 0.0,
+            free_in_s: None,
+            hold_s: None,
         })
         .collect()
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use hwsched_proto::v1::{GpuInfo, Requirements, TaskRequest, WorkerCapabilities, WorkerState};
 
 use crate::{
-    score::{Scored, Scoring},
+    score::{seed_excludes, Candidate, Policy, Scored, Scoring},
     validate::{parse_capability, DEFAULT_CPU_CORES},
 };
 
@@ -36,6 +36,10 @@ pub struct WorkerView {
     pub reserved: Reserved,
     /// Live CPU utilisation, percent.
     pub cpu_util_pct: f64,
+    /// Live memory utilisation, percent.
+    pub mem_util_pct: f64,
+    /// GPU utilisation, percent (share of its GPUs reserved).
+    pub gpu_util_pct: f64,
     /// Hottest sensor, °C (0 = unknown).
     pub max_temp_c: f64,
     /// Throttling now or within the cool-down: excluded.
@@ -44,6 +48,12 @@ pub struct WorkerView {
     pub hot: bool,
     /// Model families it ran recently (affinity).
     pub recent_families: Vec<String>,
+    /// Expected seconds until a running task ends and frees room on it;
+    /// `None` when unknown (it is then never waited for).
+    pub free_in_s: Option<f64>,
+    /// A waiting task is expected to start here in this many seconds: only
+    /// tasks predicted to end by then may be placed here now (backfill).
+    pub hold_s: Option<f64>,
 }
 
 impl WorkerView {
@@ -54,13 +64,39 @@ impl WorkerView {
             state: WorkerState::Active,
             reserved: Reserved::default(),
             cpu_util_pct: 0.0,
+            mem_util_pct: 0.0,
+            gpu_util_pct: 0.0,
             max_temp_c: 0.0,
             throttling: false,
             hot: false,
             recent_families: vec![],
+            free_in_s: None,
+            hold_s: None,
         }
     }
 }
+
+/// One candidate of a decision, for `explain` and the decisions table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ranked {
+    /// The worker.
+    pub worker_id: String,
+    /// Its hardware class.
+    pub hardware_class: String,
+    /// Weighted cost (lower is better).
+    pub cost: f64,
+    /// Expected seconds until it has room (0 = free now).
+    pub wait_s: f64,
+    /// Expected completion: wait + runtime estimate, s.
+    pub completion_s: f64,
+    /// The model's runtime prediction there, when it knows the pair.
+    pub predicted_runtime_s: Option<f64>,
+    /// Score components, by name.
+    pub components: Vec<(&'static str, f64)>,
+}
+
+/// How many candidates a decision keeps (the winner first).
+pub const RANKED_KEPT: usize = 5;
 
 /// The placement decision for one task.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,12 +109,28 @@ pub enum Outcome {
         gpus: Vec<u32>,
         /// Weighted cost of the chosen worker (lower is better).
         score: f64,
-        /// Workers that passed the filters.
+        /// Workers that could take it.
         candidates: usize,
         /// The chosen worker's score components, by name.
         components: Vec<(&'static str, f64)>,
         /// Predicted runtime there, when the model knows the pair.
         predicted_runtime_s: Option<f64>,
+        /// The best candidates, the winner first.
+        ranked: Vec<Ranked>,
+    },
+    /// Wait for a busy worker: it is expected to finish the task sooner than
+    /// any worker free now.
+    Queue {
+        /// The worker waited for.
+        worker_id: String,
+        /// Expected seconds until it has room.
+        wait_s: f64,
+        /// Runtime estimate there, s.
+        runtime_s: f64,
+        /// Why, for `hwsched queue`.
+        reason: String,
+        /// The best candidates, the one waited for first.
+        ranked: Vec<Ranked>,
     },
     /// Some worker could run it, none can right now.
     Wait {
@@ -163,24 +215,39 @@ pub fn place(task: &TaskRequest, workers: &[WorkerView]) -> Outcome {
 }
 
 /// Chooses a worker for `task`: filters on hard requirements and what is free,
-/// then the lowest weighted cost wins (ties to the smaller worker id).
+/// then the lowest cost wins (ties to the sooner, then the smaller worker id).
+/// Under the hwsched policy, busy workers whose running work is expected to end
+/// are candidates too: when one of them wins, the task waits for it.
 pub fn place_with(task: &TaskRequest, workers: &[WorkerView], scoring: &Scoring<'_>) -> Outcome {
     if workers.is_empty() {
         return Outcome::NeverFits { reason: "no worker is registered".into() };
     }
     let demand = Demand::of(task);
     let need = Need::of(task);
+    let policy = scoring.policy;
+    let workload = hwsched_model::task_workload_key(task);
     let mut never: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut busy: BTreeMap<&'static str, usize> = BTreeMap::new();
-    let mut candidates: Vec<(&WorkerView, Vec<u32>)> = Vec::new();
+    let mut candidates: Vec<Candidate<'_>> = Vec::new();
     for w in workers {
         if let Err(why) = static_fit(&need, &demand, &w.caps) {
             *never.entry(why).or_default() += 1;
             continue;
         }
-        match dynamic_fit(&need, &demand, w) {
-            Err(why) => *busy.entry(why).or_default() += 1,
-            Ok(gpus) => candidates.push((w, gpus)),
+        let mut fit = dynamic_fit(&need, &demand, w, policy);
+        if let (Ok(_), Some(hold)) = (&fit, w.hold_s) {
+            if policy == Policy::Hwsched && scoring.runtime_estimate(&workload, task, &w.caps.hardware_class).0 > hold {
+                fit = Err(Busy { why: "are held for a waiting task", room: true });
+            }
+        }
+        match fit {
+            Ok(gpus) => candidates.push(Candidate { view: w, gpus, wait_s: 0.0 }),
+            Err(b) => {
+                *busy.entry(b.why).or_default() += 1;
+                if let (true, Policy::Hwsched, Some(wait_s)) = (b.room, policy, w.free_in_s) {
+                    candidates.push(Candidate { view: w, gpus: Vec::new(), wait_s: wait_s.max(1e-3) });
+                }
+            }
         }
     }
     if candidates.is_empty() {
@@ -193,25 +260,64 @@ pub fn place_with(task: &TaskRequest, workers: &[WorkerView], scoring: &Scoring<
         }
         return Outcome::Wait { reason: summarize(workers.len(), &all) };
     }
-    let views: Vec<&WorkerView> = candidates.iter().map(|(w, _)| *w).collect();
-    let scored = scoring.score(task, &views);
-    let mut best = 0;
-    for i in 1..scored.len() {
-        let (a, b) = (&scored[i], &scored[best]);
-        if a.cost < b.cost || (a.cost == b.cost && views[i].caps.worker_id < views[best].caps.worker_id) {
-            best = i;
-        }
-    }
+    let scored = scoring.score(task, &candidates);
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    let key = |i: &usize| (scored[*i].cost, candidates[*i].wait_s);
+    order.sort_by(|a, b| {
+        key(a)
+            .partial_cmp(&key(b))
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then_with(|| candidates[*a].view.caps.worker_id.cmp(&candidates[*b].view.caps.worker_id))
+    });
+    let ranked: Vec<Ranked> = order
+        .iter()
+        .take(RANKED_KEPT)
+        .map(|i| {
+            let (c, s) = (&candidates[*i], &scored[*i]);
+            Ranked {
+                worker_id: c.view.caps.worker_id.clone(),
+                hardware_class: c.view.caps.hardware_class.clone(),
+                cost: s.cost,
+                wait_s: c.wait_s,
+                completion_s: s.completion_s,
+                predicted_runtime_s: s.predicted_runtime_s,
+                components: s.components.clone(),
+            }
+        })
+        .collect();
     let n = candidates.len();
-    let (w, gpus) = candidates.swap_remove(best);
-    let s = scored.into_iter().nth(best).unwrap_or(Scored { cost: 0.0, components: vec![], predicted_runtime_s: None });
+    let best = order[0];
+    let s = scored.into_iter().nth(best).unwrap_or(Scored {
+        cost: 0.0,
+        components: vec![],
+        predicted_runtime_s: None,
+        completion_s: 0.0,
+    });
+    let c = candidates.swap_remove(best);
+    if c.wait_s > 0.0 {
+        let runtime_s = s.completion_s - c.wait_s;
+        let now = ranked.iter().filter(|r| r.wait_s == 0.0).map(|r| r.completion_s).fold(f64::INFINITY, f64::min);
+        let alternative =
+            if now.is_finite() { format!("; ~{now:.0} s on the best worker free now") } else { String::new() };
+        return Outcome::Queue {
+            worker_id: c.view.caps.worker_id.clone(),
+            wait_s: c.wait_s,
+            runtime_s,
+            reason: format!(
+                "for {} (free in ~{:.0} s, then ~{runtime_s:.0} s){alternative}",
+                c.view.caps.worker_id, c.wait_s
+            ),
+            ranked,
+        };
+    }
     Outcome::Place {
-        worker_id: w.caps.worker_id.clone(),
-        gpus,
+        worker_id: c.view.caps.worker_id.clone(),
+        gpus: c.gpus,
         score: s.cost,
         candidates: n,
         components: s.components,
         predicted_runtime_s: s.predicted_runtime_s,
+        ranked,
     }
 }
 
@@ -256,28 +362,47 @@ fn static_fit(n: &Need<'_>, d: &Demand, c: &WorkerCapabilities) -> Result<(), &'
     Ok(())
 }
 
+/// CPU or memory utilisation at which a worker gets nothing new, percent.
+pub const CRITICAL_PCT: f64 = 95.0;
+
+/// Why a worker cannot take a task now.
+struct Busy {
+    why: &'static str,
+    /// It lacks room only (slots, cores, memory, devices): it will have some
+    /// once its running work ends.
+    room: bool,
+}
+
 /// Requirements checked against what is free now. Returns the GPUs to reserve.
-fn dynamic_fit(n: &Need<'_>, d: &Demand, w: &WorkerView) -> Result<Vec<u32>, &'static str> {
+fn dynamic_fit(n: &Need<'_>, d: &Demand, w: &WorkerView, policy: Policy) -> Result<Vec<u32>, Busy> {
+    let no = |why| Err(Busy { why, room: false });
     if w.state != WorkerState::Active {
-        return Err("are not active (draining or offline)");
+        return no("are not active (draining or offline)");
     }
-    if w.throttling {
-        return Err("are throttling");
+    if policy.reads_thermal() && w.throttling {
+        return no("are throttling");
     }
+    if policy.reads_thermal() && (w.cpu_util_pct >= CRITICAL_PCT || w.mem_util_pct >= CRITICAL_PCT) {
+        return no("are critically overloaded");
+    }
+    if policy == Policy::Seed && seed_excludes(w) {
+        return no("are over the seed's load limits");
+    }
+    let full = |why| Err(Busy { why, room: true });
     if w.reserved.slots >= w.caps.slots.max(1) {
-        return Err("have no free slot");
+        return full("have no free slot");
     }
     let cores = w.caps.cpu.as_ref().map_or(0, |cpu| cpu.logical_cores) as f64;
     if w.reserved.cpu_cores + d.cpu_cores > cores + 1e-9 {
-        return Err("have no free cpu cores");
+        return full("have no free cpu cores");
     }
     if w.reserved.memory_mb + d.memory_mb > w.caps.memory_mb as i64 {
-        return Err("have no free memory");
+        return full("have no free memory");
     }
     for (kind, count) in &n.req.accelerators {
         let have = w.caps.accelerators.get(kind).copied().unwrap_or(0);
         if w.reserved.accelerators.get(kind).copied().unwrap_or(0) + count > have {
-            return Err("have no free accelerator");
+            return full("have no free accelerator");
         }
     }
     if d.gpu_count == 0 {
@@ -292,7 +417,7 @@ fn dynamic_fit(n: &Need<'_>, d: &Demand, w: &WorkerView) -> Result<Vec<u32>, &'s
         .take(d.gpu_count as usize)
         .collect();
     if (gpus.len() as u32) < d.gpu_count {
-        return Err("have no free matching gpu");
+        return full("have no free matching gpu");
     }
     Ok(gpus)
 }

@@ -1,17 +1,86 @@
-//! Scoring of the workers that passed the filters. Each component is a named
-//! cost in [0, 1] (lower is better) with a weight; the decision keeps the
-//! components so `explain` can say why the winner won.
+//! Scoring of the workers that passed the filters. Each policy is a small named
+//! component: hwsched's own (predicted completion time adjusted by load,
+//! temperature and affinity) and the baselines the simulator compares it with
+//! (random, round-robin, least-loaded, and the seed's static hardware-aware
+//! score). The decision keeps each candidate's components so `explain` can say
+//! why the winner won.
+
+use std::{fmt, str::FromStr};
 
 use hwsched_model::Model;
 use hwsched_proto::v1::TaskRequest;
 
 use crate::fit::WorkerView;
 
-/// Weights of the score components.
+/// Runtime assumed for a task that declares no `expected_duration_s` and that
+/// the model does not know, s.
+pub const DEFAULT_RUNTIME_S: f64 = 60.0;
+
+/// How the winner among the candidates is chosen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Policy {
+    /// Predicted completion time (queue ahead + learned runtime), load,
+    /// temperature and affinity; may wait for a busy worker that finishes sooner.
+    #[default]
+    Hwsched,
+    /// The fewest slots in use and lowest CPU utilisation.
+    LeastLoaded,
+    /// The next candidate in worker-id order, turn by turn.
+    RoundRobin,
+    /// Any candidate, uniformly (the caller supplies the random turn).
+    Random,
+    /// The replaced Python framework's static hardware-aware composite
+    /// (docs/SIMULATOR.md lists its formulas).
+    Seed,
+}
+
+impl Policy {
+    /// Every policy, baselines first.
+    pub const ALL: [Policy; 5] =
+        [Policy::Random, Policy::RoundRobin, Policy::LeastLoaded, Policy::Seed, Policy::Hwsched];
+
+    /// Name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Hwsched => "hwsched",
+            Policy::LeastLoaded => "least-loaded",
+            Policy::RoundRobin => "round-robin",
+            Policy::Random => "random",
+            Policy::Seed => "seed",
+        }
+    }
+
+    /// Whether the policy reads thermal state and critical overload (only
+    /// hwsched excludes throttling workers; the seed excludes overloaded ones
+    /// by its own thresholds).
+    pub fn reads_thermal(self) -> bool {
+        self == Policy::Hwsched
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Policy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Policy::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Policy::ALL.iter().map(|p| p.name()).collect();
+            format!("unknown policy {s:?} (one of: {})", names.join(", "))
+        })
+    }
+}
+
+/// Weights of hwsched's score components.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Weights {
-    /// Predicted runtime on the worker's hardware, relative to the fastest candidate.
-    pub runtime: f64,
+    /// Predicted completion time (time until the worker is free + predicted
+    /// runtime on its hardware), relative to the soonest candidate.
+    pub completion: f64,
     /// Slots in use and CPU utilisation.
     pub load: f64,
     /// Temperature; a worker marked hot costs the most.
@@ -22,19 +91,67 @@ pub struct Weights {
 
 impl Default for Weights {
     fn default() -> Self {
-        Self { runtime: 0.5, load: 0.2, thermal: 0.2, affinity: 0.1 }
+        Self { completion: 0.6, load: 0.15, thermal: 0.15, affinity: 0.1 }
+    }
+}
+
+impl fmt::Display for Weights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let w = self;
+        write!(f, "completion={},load={},thermal={},affinity={}", w.completion, w.load, w.thermal, w.affinity)
+    }
+}
+
+impl FromStr for Weights {
+    type Err = String;
+
+    /// Parses "completion=0.6,load=0.15,thermal=0.15,affinity=0.1" (components
+    /// not named keep their defaults).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut w = Weights::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').ok_or_else(|| format!("{part:?} must be name=weight"))?;
+            let v: f64 = v.trim().parse().map_err(|_| format!("{part:?}: weight must be a number"))?;
+            if !(0.0..=100.0).contains(&v) {
+                return Err(format!("{part:?}: weight must be between 0 and 100"));
+            }
+            match k.trim() {
+                "completion" => w.completion = v,
+                "load" => w.load = v,
+                "thermal" => w.thermal = v,
+                "affinity" => w.affinity = v,
+                other => return Err(format!("unknown component {other:?}: completion, load, thermal or affinity")),
+            }
+        }
+        Ok(w)
     }
 }
 
 /// How candidates are scored.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Scoring<'a> {
-    /// Component weights.
+    /// Component weights (hwsched policy).
     pub weights: Weights,
     /// The learner's model, when one was published.
     pub model: Option<&'a Model>,
     /// Prefer busy workers (bin packing) instead of idle ones (spreading).
     pub pack: bool,
+    /// How the winner is chosen.
+    pub policy: Policy,
+    /// For round-robin: the placement count; for random: a random number.
+    pub turn: u64,
+}
+
+/// A worker that could take the task: now (`wait_s` = 0) or once its running
+/// work ends (hwsched only).
+#[derive(Debug, Clone)]
+pub struct Candidate<'w> {
+    /// The worker.
+    pub view: &'w WorkerView,
+    /// GPU indices to reserve (empty when it must wait).
+    pub gpus: Vec<u32>,
+    /// Expected seconds until it has room for the task.
+    pub wait_s: f64,
 }
 
 /// The score of one candidate.
@@ -42,53 +159,286 @@ pub struct Scoring<'a> {
 pub struct Scored {
     /// Weighted cost (lower wins).
     pub cost: f64,
-    /// Each component's cost, by name.
+    /// Each component's value, by name.
     pub components: Vec<(&'static str, f64)>,
     /// Predicted runtime on this worker, when the model knows the pair.
     pub predicted_runtime_s: Option<f64>,
+    /// Expected completion: wait + runtime estimate, s.
+    pub completion_s: f64,
 }
 
 impl Scoring<'_> {
-    /// Scores every candidate of `task`.
-    pub fn score(&self, task: &TaskRequest, candidates: &[&WorkerView]) -> Vec<Scored> {
+    /// The runtime estimate of `task` on `hardware_class`: the model's
+    /// prediction, else the declared expected duration, else [`DEFAULT_RUNTIME_S`].
+    pub fn runtime_estimate(&self, workload: &str, task: &TaskRequest, hardware_class: &str) -> (f64, Option<f64>) {
+        let predicted = self.model.and_then(|m| m.predict_s(workload, hardware_class));
+        let fallback = if task.expected_duration_s > 0.0 { task.expected_duration_s } else { DEFAULT_RUNTIME_S };
+        (predicted.unwrap_or(fallback), predicted)
+    }
+
+    /// Scores every candidate of `task` (lower cost wins). Baseline policies
+    /// that pick by turn give the chosen candidate cost 0 and the others 1.
+    pub fn score(&self, task: &TaskRequest, candidates: &[Candidate<'_>]) -> Vec<Scored> {
         let workload = hwsched_model::task_workload_key(task);
-        let predictions: Vec<Option<f64>> = candidates
+        // few hardware classes, many workers: one model look-up per class
+        let mut by_class: Vec<(&str, (f64, Option<f64>))> = Vec::new();
+        let estimates: Vec<(f64, Option<f64>)> = candidates
             .iter()
-            .map(|w| self.model.and_then(|m| m.predict_s(&workload, &w.caps.hardware_class)))
-            .collect();
-        let fastest = predictions.iter().flatten().copied().fold(f64::INFINITY, f64::min);
-        let family = task.model_family.as_str();
-        candidates
-            .iter()
-            .zip(predictions)
-            .map(|(w, predicted)| {
-                let runtime = match predicted {
-                    Some(p) if p > 0.0 && fastest.is_finite() => 1.0 - fastest / p,
-                    // unknown on this hardware while others are known: neutral, so it still gets tried
-                    None if fastest.is_finite() => 0.5,
-                    _ => 0.0,
-                };
-                let slots = f64::from(w.reserved.slots) / f64::from(w.caps.slots.max(1));
-                let cpu = (w.cpu_util_pct / 100.0).clamp(0.0, 1.0);
-                let load = 0.5 * if self.pack { 1.0 - slots } else { slots } + 0.5 * cpu;
-                let thermal = if w.hot { 1.0 } else { ((w.max_temp_c - 60.0) / 30.0).clamp(0.0, 1.0) };
-                let affinity =
-                    if family.is_empty() || w.recent_families.iter().any(|f| f == family) { 0.0 } else { 1.0 };
-                let wt = self.weights;
-                let cost = wt.runtime * runtime + wt.load * load + wt.thermal * thermal + wt.affinity * affinity;
-                Scored {
-                    cost,
-                    components: vec![
-                        ("runtime", runtime),
-                        ("load", load),
-                        ("thermal", thermal),
-                        ("affinity", affinity),
-                    ],
-                    predicted_runtime_s: predicted,
+            .map(|c| {
+                let hw = c.view.caps.hardware_class.as_str();
+                if let Some((_, e)) = by_class.iter().find(|(h, _)| *h == hw) {
+                    return *e;
                 }
+                let e = self.runtime_estimate(&workload, task, hw);
+                by_class.push((hw, e));
+                e
+            })
+            .collect();
+        let completions: Vec<f64> = candidates.iter().zip(&estimates).map(|(c, (e, _))| c.wait_s + e).collect();
+        let costs: Vec<Vec<(&'static str, f64)>> = match self.policy {
+            Policy::Hwsched => self.hwsched(task, candidates, &completions),
+            Policy::LeastLoaded => candidates.iter().map(|c| vec![("load", load(c.view, false))]).collect(),
+            Policy::RoundRobin | Policy::Random => {
+                let mut order: Vec<usize> = (0..candidates.len()).collect();
+                order.sort_by(|a, b| candidates[*a].view.caps.worker_id.cmp(&candidates[*b].view.caps.worker_id));
+                let pick = order.get((self.turn % candidates.len().max(1) as u64) as usize).copied();
+                (0..candidates.len()).map(|i| vec![("turn", if Some(i) == pick { 0.0 } else { 1.0 })]).collect()
+            }
+            Policy::Seed => {
+                let mean_load =
+                    candidates.iter().map(|c| seed_load(c.view)).sum::<f64>() / candidates.len().max(1) as f64;
+                candidates
+                    .iter()
+                    .map(|c| {
+                        let (hw, adaptive, composite) = seed_score(task, c.view, self.model, &workload, mean_load);
+                        vec![("seed", -composite), ("hardware_aware", hw), ("adaptive", adaptive)]
+                    })
+                    .collect()
+            }
+        };
+        costs
+            .into_iter()
+            .zip(estimates)
+            .zip(completions)
+            .map(|((components, (_, predicted)), completion_s)| Scored {
+                cost: if self.policy == Policy::Hwsched {
+                    self.weighted(&components)
+                } else {
+                    components.first().map_or(0.0, |c| c.1)
+                },
+                components,
+                predicted_runtime_s: predicted,
+                completion_s,
             })
             .collect()
     }
+
+    fn weighted(&self, components: &[(&'static str, f64)]) -> f64 {
+        let w = self.weights;
+        components
+            .iter()
+            .map(|(name, v)| {
+                v * match *name {
+                    "completion" => w.completion,
+                    "load" => w.load,
+                    "thermal" => w.thermal,
+                    "affinity" => w.affinity,
+                    _ => 0.0,
+                }
+            })
+            .sum()
+    }
+
+    fn hwsched(
+        &self,
+        task: &TaskRequest,
+        candidates: &[Candidate<'_>],
+        completions: &[f64],
+    ) -> Vec<Vec<(&'static str, f64)>> {
+        let soonest = completions.iter().copied().fold(f64::INFINITY, f64::min);
+        let family = task.model_family.as_str();
+        candidates
+            .iter()
+            .zip(completions)
+            .map(|(c, completion)| {
+                let w = c.view;
+                let completion =
+                    if *completion > 0.0 && soonest.is_finite() { 1.0 - soonest / completion } else { 0.0 };
+                let thermal = if w.hot { 1.0 } else { ((w.max_temp_c - 60.0) / 30.0).clamp(0.0, 1.0) };
+                let affinity =
+                    if family.is_empty() || w.recent_families.iter().any(|f| f == family) { 0.0 } else { 1.0 };
+                vec![
+                    ("completion", completion),
+                    ("load", load(w, self.pack)),
+                    ("thermal", thermal),
+                    ("affinity", affinity),
+                ]
+            })
+            .collect()
+    }
+}
+
+/// Slots in use (or free, when packing) and CPU utilisation, in [0, 1].
+fn load(w: &WorkerView, pack: bool) -> f64 {
+    let slots = (f64::from(w.reserved.slots) / f64::from(w.caps.slots.max(1))).min(1.0);
+    let cpu = (w.cpu_util_pct / 100.0).clamp(0.0, 1.0);
+    0.5 * if pack { 1.0 - slots } else { slots } + 0.5 * cpu
+}
+
+/// The seed's load score: 0.3 cpu + 0.3 memory + 0.2 gpu (+ io and network,
+/// which heartbeats do not carry), in [0, 1].
+pub fn seed_load(w: &WorkerView) -> f64 {
+    (0.3 * w.cpu_util_pct + 0.3 * w.mem_util_pct + 0.2 * w.gpu_util_pct).clamp(0.0, 100.0) / 100.0
+}
+
+/// Whether the seed considered the worker out of capacity: load above 0.9, or
+/// CPU or memory at 95 % or GPU at 98 %.
+pub fn seed_excludes(w: &WorkerView) -> bool {
+    seed_load(w) > 0.9 || w.cpu_util_pct >= 95.0 || w.mem_util_pct >= 95.0 || w.gpu_util_pct >= 98.0
+}
+
+/// The seed's workload type, by substrings of the test type.
+fn seed_workload(test_type: &str) -> &'static str {
+    let t = test_type.to_ascii_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| t.contains(w));
+    if has(&["vision", "image"]) {
+        "vision"
+    } else if has(&["nlp", "text", "language"]) {
+        "nlp"
+    } else if has(&["audio", "speech"]) {
+        "audio"
+    } else if has(&["embedding"]) {
+        "embedding"
+    } else if has(&["training"]) {
+        "training"
+    } else if has(&["inference"]) {
+        "inference"
+    } else if has(&["conversational"]) {
+        "conversational"
+    } else if has(&["multi"]) {
+        "multimodal"
+    } else {
+        "mixed"
+    }
+}
+
+/// The seed's hardware family of a worker: "gpu", "tpu", "npu", "browser" or "cpu".
+fn seed_family(w: &WorkerView) -> &'static str {
+    let hw = w.caps.hardware_class.as_str();
+    let acc = |k: &str| w.caps.accelerators.get(k).copied().unwrap_or(0) > 0;
+    if !w.caps.gpus.is_empty() || hw.starts_with("gpu") {
+        "gpu"
+    } else if acc("tpu") || hw.starts_with("tpu") {
+        "tpu"
+    } else if acc("npu") || hw.starts_with("npu") {
+        "npu"
+    } else if acc("webgpu") || acc("webnn") || hw.starts_with("browser") {
+        "browser"
+    } else {
+        "cpu"
+    }
+}
+
+/// The seed's intended composite for one worker: (hardware-aware adjusted
+/// score, adaptive score, 0.7 / 0.3 composite minus its utilisation penalties).
+/// Higher is better.
+fn seed_score(
+    task: &TaskRequest,
+    w: &WorkerView,
+    model: Option<&Model>,
+    workload: &str,
+    mean_load: f64,
+) -> (f64, f64, f64) {
+    let family = seed_family(w);
+    let label = |k: &str| task.labels.get(k).map(String::as_str).unwrap_or("");
+    // 1. preferences (the seed's preferred hardware class, architecture and vendor)
+    let mut eff = 1.0;
+    let preferred = match label("preferred_backend") {
+        "cuda" | "rocm" | "gpu" => "gpu",
+        "tpu" | "xla" => "tpu",
+        "npu" | "nnapi" => "npu",
+        "webgpu" | "webnn" | "browser" => "browser",
+        "cpu" => "cpu",
+        _ => "",
+    };
+    if !preferred.is_empty() && preferred != family {
+        eff *= 0.7;
+    }
+    let arch = w.caps.cpu.as_ref().map_or("", |c| c.arch.as_str());
+    if !label("preferred_arch").is_empty() && label("preferred_arch") != arch {
+        eff *= 0.8;
+    }
+    let vendor = w.caps.gpus.first().map_or("", |g| g.vendor.as_str());
+    if !label("preferred_vendor").is_empty() && !label("preferred_vendor").eq_ignore_ascii_case(vendor) {
+        eff *= 0.9;
+    }
+    // 2. compute intensity: 0.8 above 120 s expected, 0.3 below 10 s, else 0.5
+    let expected = if task.expected_duration_s > 0.0 { task.expected_duration_s } else { 60.0 };
+    let compute_intensity = if expected > 120.0 {
+        0.8
+    } else if expected < 10.0 {
+        0.3
+    } else {
+        0.5
+    };
+    if compute_intensity > 0.7 {
+        let units = w
+            .caps
+            .labels
+            .get("compute_units")
+            .and_then(|u| u.parse::<f64>().ok())
+            .unwrap_or_else(|| f64::from(w.caps.cpu.as_ref().map_or(1, |c| c.logical_cores)));
+        eff *= 0.5 + 0.5 * (units / 100.0).min(1.0);
+    }
+    // 3. memory intensity: minimum memory / 16 GB
+    let min_mem_gb = task.requirements.as_ref().map_or(0.0, |r| r.memory_mb as f64 / 1024.0).max(0.5);
+    if (min_mem_gb / 16.0).min(1.0) > 0.7 {
+        let mem_gb = w.caps.gpus.first().map_or(w.caps.memory_mb, |g| g.memory_mb) as f64 / 1024.0;
+        eff *= 0.5 + 0.5 * (mem_gb / 16.0).min(1.0);
+    }
+    // 4. specialisation
+    let kind = seed_workload(&task.test_type);
+    let tensor_cores = w
+        .caps
+        .gpus
+        .iter()
+        .any(|g| crate::validate::parse_capability(&g.compute_capability).is_some_and(|cc| cc >= (7, 0)));
+    eff *= match (family, kind) {
+        ("gpu", "vision") => 1.2,
+        ("gpu", "nlp") if tensor_cores => 1.2,
+        ("tpu", "nlp" | "vision") => 1.3,
+        ("npu", "inference") => 1.2,
+        _ => 1.0,
+    };
+    let eff = eff.clamp(0.0, 1.0);
+    // 5. load and temperature (warming/cooling performance: 1.0, the workers are warm)
+    let load = seed_load(w);
+    let temperature = (w.max_temp_c / 100.0).clamp(0.0, 1.0);
+    let adjusted = eff * (1.0 - 0.3 * load) * (1.0 - 0.3 * temperature);
+    // 6. adaptive: performance-based when the fleet is busy, model affinity when
+    // it is idle, priority-based (load) otherwise
+    let adaptive = if mean_load > 0.8 {
+        let performance = model.and_then(|m| m.entry(workload, &w.caps.hardware_class)).map_or(0.5, |e| {
+            let time_score =
+                if e.log_runtime_mean != 0.0 { 1.0 / (1.0 + e.log_runtime_mean.exp() / expected) } else { 0.5 };
+            0.3 * e.success_rate + 0.3 * time_score + 0.1 * (e.observations as f64 / 10.0).min(1.0)
+        });
+        0.7 * performance + 0.3 * (1.0 - load)
+    } else if mean_load < 0.3 {
+        if !task.model_family.is_empty() && w.recent_families.iter().any(|f| f == &task.model_family) {
+            1.0
+        } else {
+            0.5
+        }
+    } else {
+        1.0 - load
+    };
+    // 7. the coordinator's utilisation penalties
+    let penalty = ((w.cpu_util_pct - 70.0).max(0.0) / 10.0
+        + (w.mem_util_pct - 70.0).max(0.0) / 10.0
+        + (w.gpu_util_pct - 60.0).max(0.0) / 8.0)
+        / 10.0;
+    (adjusted, adaptive, 0.7 * adjusted + 0.3 * adaptive - penalty)
 }
 
 #[cfg(test)]
@@ -115,26 +465,31 @@ mod tests {
     }
 
     fn cost(s: &Scoring<'_>, t: &TaskRequest, ws: &[WorkerView]) -> Vec<f64> {
-        let refs: Vec<&WorkerView> = ws.iter().collect();
-        s.score(t, &refs).into_iter().map(|x| x.cost).collect()
+        let cands: Vec<Candidate<'_>> = ws.iter().map(|view| Candidate { view, gpus: vec![], wait_s: 0.0 }).collect();
+        s.score(t, &cands).into_iter().map(|x| x.cost).collect()
     }
 
-    #[test]
-    fn learned_runtime_makes_the_fast_hardware_win() {
+    fn learned(pairs: &[(&str, f64)]) -> Model {
         let mut m = Model::default();
-        for (hw, secs) in [("gpu:h100", 10.0), ("cpu:x86", 200.0)] {
+        for (hw, secs) in pairs {
             for _ in 0..5 {
                 m.observe(&ExecutionResult {
                     name: "t".into(),
                     test_type: "vision".into(),
                     model_family: "resnet".into(),
-                    hardware_class: hw.into(),
-                    duration_s: secs,
+                    hardware_class: (*hw).into(),
+                    duration_s: *secs,
                     status: TaskStatus::Succeeded as i32,
                     ..Default::default()
                 });
             }
         }
+        m
+    }
+
+    #[test]
+    fn learned_runtime_makes_the_fast_hardware_win() {
+        let m = learned(&[("gpu:h100", 10.0), ("cpu:x86", 200.0)]);
         let ws = [view("cpu", "cpu:x86"), view("gpu", "gpu:h100")];
         let with = Scoring { model: Some(&m), ..Default::default() };
         let c = cost(&with, &task(), &ws);
@@ -142,6 +497,23 @@ mod tests {
         // without a model the two are equal
         let c = cost(&Scoring::default(), &task(), &ws);
         assert_eq!(c[0], c[1]);
+    }
+
+    #[test]
+    fn completion_counts_the_wait_for_a_busy_worker() {
+        let m = learned(&[("gpu:h100", 10.0), ("cpu:x86", 200.0)]);
+        let (cpu, gpu) = (view("cpu", "cpu:x86"), view("gpu", "gpu:h100"));
+        let s = Scoring { model: Some(&m), ..Default::default() };
+        let score = |wait_s: f64| {
+            let c =
+                [Candidate { view: &cpu, gpus: vec![], wait_s: 0.0 }, Candidate { view: &gpu, gpus: vec![], wait_s }];
+            s.score(&task(), &c)
+        };
+        let soon = score(30.0);
+        assert!(soon[1].cost < soon[0].cost, "waiting 30 s for a 10 s run beats 200 s now: {soon:?}");
+        assert!((soon[1].completion_s - 40.0).abs() < 1e-6);
+        let late = score(500.0);
+        assert!(late[0].cost < late[1].cost, "waiting 500 s does not: {late:?}");
     }
 
     #[test]
@@ -169,5 +541,60 @@ mod tests {
         assert!(c[1] < c[0]);
         let c = cost(&Scoring::default(), &task(), &[idle, half]);
         assert!(c[0] < c[1]);
+    }
+
+    #[test]
+    fn baselines_pick_as_named() {
+        let ws = [view("a", "cpu"), view("b", "cpu"), view("c", "cpu")];
+        let winner = |s: &Scoring<'_>| {
+            let c = cost(s, &task(), &ws);
+            (0..3).min_by(|i, j| c[*i].total_cmp(&c[*j])).unwrap_or(0)
+        };
+        let rr: Vec<usize> =
+            (0..4).map(|turn| winner(&Scoring { policy: Policy::RoundRobin, turn, ..Default::default() })).collect();
+        assert_eq!(rr, vec![0, 1, 2, 0]);
+        let mut busy = ws.clone();
+        busy[0].cpu_util_pct = 80.0;
+        busy[1].reserved.slots = 1;
+        let c = cost(&Scoring { policy: Policy::LeastLoaded, ..Default::default() }, &task(), &busy);
+        assert!(c[2] < c[1] && c[1] < c[0], "{c:?}");
+    }
+
+    #[test]
+    fn seed_prefers_the_specialised_cool_hardware() {
+        let mut gpu = view("gpu", "gpu:h100");
+        gpu.caps.gpus = vec![hwsched_proto::v1::GpuInfo { compute_capability: "9.0".into(), ..Default::default() }];
+        let cpu = view("cpu", "cpu:x86");
+        let mut t = task();
+        t.labels.insert("preferred_backend".into(), "cuda".into());
+        let s = Scoring { policy: Policy::Seed, ..Default::default() };
+        let c = cost(&s, &t, &[cpu.clone(), gpu.clone()]);
+        assert!(c[1] < c[0], "{c:?}");
+        let mut hot = gpu.clone();
+        hot.max_temp_c = 95.0;
+        hot.cpu_util_pct = 90.0;
+        let c = cost(&s, &t, &[gpu, hot]);
+        assert!(c[0] < c[1], "{c:?}");
+        let mut full = cpu;
+        full.cpu_util_pct = 96.0;
+        assert!(seed_excludes(&full));
+    }
+
+    #[test]
+    fn weights_parse_by_name() {
+        let w: Weights = "load=0.5, affinity=0".parse().unwrap_or_default();
+        assert_eq!(w, Weights { load: 0.5, affinity: 0.0, ..Weights::default() });
+        assert_eq!(Weights::default().to_string().parse::<Weights>(), Ok(Weights::default()));
+        assert!("speed=1".parse::<Weights>().is_err());
+        assert!("load=-1".parse::<Weights>().is_err());
+        assert!("load".parse::<Weights>().is_err());
+    }
+
+    #[test]
+    fn policy_names_round_trip() {
+        for p in Policy::ALL {
+            assert_eq!(p.name().parse::<Policy>(), Ok(p));
+        }
+        assert!("fastest".parse::<Policy>().is_err());
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use hwsched_placement::{place, Outcome, Reserved, WorkerView};
+use hwsched_placement::{place, place_with, Outcome, Policy, Reserved, Scoring, WorkerView};
 use hwsched_proto::v1::{CpuInfo, GpuInfo, GpuRequirement, Requirements, TaskRequest, WorkerCapabilities, WorkerState};
 use proptest::prelude::*;
 
@@ -22,53 +22,73 @@ fn worker() -> impl Strategy<Value = WorkerView> {
         (0u32..4, 0.0f64..32.0, 0i64..65_536, proptest::collection::vec(0u32..8, 0..4)), // reserved
         1u32..8,                                                                         // slots
         prop_oneof![Just(WorkerState::Active), Just(WorkerState::Draining)],
-        any::<bool>(), // throttling
+        any::<bool>(),                             // throttling
+        proptest::option::of(0.0f64..600.0),       // free in (s)
+        prop_oneof![Just(10.0f64), Just(99.0f64)], // cpu utilisation
     )
-        .prop_map(|(cores, mem, gpus, tpus, label, (r_slots, r_cpu, r_mem, r_gpus), slots, state, throttling)| {
-            let gpus: Vec<GpuInfo> = gpus
-                .into_iter()
-                .enumerate()
-                .map(|(i, (m, gmem, cc))| GpuInfo {
-                    index: i as u32,
-                    vendor: if MODELS[m].starts_with("AMD") { "amd" } else { "nvidia" }.into(),
-                    model: MODELS[m].into(),
-                    memory_mb: gmem,
-                    compute_capability: format!("{cc}.0"),
-                    ..Default::default()
-                })
-                .collect();
-            let mut accelerators = std::collections::HashMap::new();
-            if tpus > 0 {
-                accelerators.insert("tpu".to_string(), tpus);
-            }
-            let labels = if label { [("pool".to_string(), "ci".to_string())].into() } else { Default::default() };
-            WorkerView {
-                caps: WorkerCapabilities {
-                    worker_id: String::new(),
-                    cpu: Some(CpuInfo { logical_cores: cores, ..Default::default() }),
-                    memory_mb: mem,
-                    gpus,
-                    accelerators,
-                    labels,
-                    slots,
-                    backends: vec!["cpu".into()],
-                    ..Default::default()
-                },
+        .prop_map(
+            |(
+                cores,
+                mem,
+                gpus,
+                tpus,
+                label,
+                (r_slots, r_cpu, r_mem, r_gpus),
+                slots,
                 state,
-                reserved: Reserved {
-                    slots: r_slots,
-                    cpu_cores: r_cpu.min(f64::from(cores)),
-                    memory_mb: r_mem,
-                    gpus: r_gpus,
-                    accelerators: BTreeMap::new(),
-                },
-                cpu_util_pct: 0.0,
-                max_temp_c: 0.0,
                 throttling,
-                hot: false,
-                recent_families: vec![],
-            }
-        })
+                free_in,
+                cpu_util,
+            )| {
+                let gpus: Vec<GpuInfo> = gpus
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (m, gmem, cc))| GpuInfo {
+                        index: i as u32,
+                        vendor: if MODELS[m].starts_with("AMD") { "amd" } else { "nvidia" }.into(),
+                        model: MODELS[m].into(),
+                        memory_mb: gmem,
+                        compute_capability: format!("{cc}.0"),
+                        ..Default::default()
+                    })
+                    .collect();
+                let mut accelerators = std::collections::HashMap::new();
+                if tpus > 0 {
+                    accelerators.insert("tpu".to_string(), tpus);
+                }
+                let labels = if label { [("pool".to_string(), "ci".to_string())].into() } else { Default::default() };
+                WorkerView {
+                    caps: WorkerCapabilities {
+                        worker_id: String::new(),
+                        cpu: Some(CpuInfo { logical_cores: cores, ..Default::default() }),
+                        memory_mb: mem,
+                        gpus,
+                        accelerators,
+                        labels,
+                        slots,
+                        backends: vec!["cpu".into()],
+                        ..Default::default()
+                    },
+                    state,
+                    reserved: Reserved {
+                        slots: r_slots,
+                        cpu_cores: r_cpu.min(f64::from(cores)),
+                        memory_mb: r_mem,
+                        gpus: r_gpus,
+                        accelerators: BTreeMap::new(),
+                    },
+                    cpu_util_pct: cpu_util,
+                    max_temp_c: 0.0,
+                    throttling,
+                    hot: false,
+                    recent_families: vec![],
+                    mem_util_pct: 0.0,
+                    gpu_util_pct: 0.0,
+                    free_in_s: free_in,
+                    hold_s: None,
+                }
+            },
+        )
 }
 
 fn task() -> impl Strategy<Value = TaskRequest> {
@@ -116,17 +136,34 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
-    fn placements_respect_requirements_and_reservations(mut fleet in proptest::collection::vec(worker(), 0..12), t in task()) {
+    fn placements_respect_requirements_and_reservations(
+        mut fleet in proptest::collection::vec(worker(), 0..12),
+        t in task(),
+        policy in proptest::sample::select(Policy::ALL.to_vec()),
+        turn in any::<u64>(),
+    ) {
         for (i, w) in fleet.iter_mut().enumerate() {
             w.caps.worker_id = format!("w{i:02}");
         }
         let req = t.requirements.clone().unwrap_or_default();
-        if let Outcome::Place { worker_id, gpus, .. } = place(&t, &fleet) {
+        let hwsched = policy == Policy::Hwsched;
+        let outcome = place_with(&t, &fleet, &Scoring { policy, turn, ..Default::default() });
+        if let Outcome::Queue { worker_id, wait_s, .. } = &outcome {
+            // waiting for a busy worker: one that can run it once it has room
+            prop_assert!(hwsched, "only hwsched waits for a worker");
+            prop_assert!(*wait_s > 0.0);
+            let w = fleet.iter().find(|w| &w.caps.worker_id == worker_id).expect("worker exists");
+            prop_assert_eq!(w.state, WorkerState::Active);
+            prop_assert!(!w.throttling && w.cpu_util_pct < 95.0);
+            prop_assert!(w.free_in_s.is_some());
+        } else if let Outcome::Place { worker_id, gpus, .. } = outcome {
             let w = fleet.iter().find(|w| w.caps.worker_id == worker_id).expect("chosen worker exists");
             let cores = f64::from(w.caps.cpu.as_ref().map_or(0, |c| c.logical_cores));
             let cpu = if req.cpu_cores > 0.0 { req.cpu_cores } else { 1.0 };
             prop_assert_eq!(w.state, WorkerState::Active);
-            prop_assert!(!w.throttling);
+            if hwsched {
+                prop_assert!(!w.throttling && w.cpu_util_pct < 95.0, "hwsched never picks a throttling or overloaded worker");
+            }
             prop_assert!(w.reserved.slots < w.caps.slots, "free slot");
             prop_assert!(w.reserved.cpu_cores + cpu <= cores + 1e-9, "free cores");
             prop_assert!(w.reserved.memory_mb + req.memory_mb <= w.caps.memory_mb as i64, "free memory");
@@ -157,7 +194,8 @@ proptest! {
                     Some(r) => w.caps.gpus.iter().filter(|g| gpu_ok(g, r) && !w.reserved.gpus.contains(&g.index)).count() >= r.count as usize,
                 };
                 w.state == WorkerState::Active
-                    && !w.throttling
+                    && !(hwsched && (w.throttling || w.cpu_util_pct >= 95.0))
+                    && !(policy == Policy::Seed && w.cpu_util_pct >= 95.0)
                     && w.reserved.slots < w.caps.slots
                     && w.reserved.cpu_cores + cpu <= cores + 1e-9
                     && w.reserved.memory_mb + req.memory_mb <= w.caps.memory_mb as i64
@@ -165,7 +203,7 @@ proptest! {
                     && req.labels.iter().all(|(k, v)| w.caps.labels.get(k) == Some(v))
                     && free_gpus
             });
-            prop_assert!(!any_fits, "a worker could have taken it");
+            prop_assert!(!any_fits, "a worker could have taken it: {:?}", outcome);
         }
     }
 

@@ -6,7 +6,7 @@
 
 mod intake;
 pub mod lease;
-pub mod state;
+pub use hwsched_placement::state;
 
 use std::time::Duration;
 
@@ -38,26 +38,6 @@ pub use intake::{parse as parse_submission, Refusal};
 use lease::Lease;
 use state::{Action, Completion, State};
 
-/// Parses "runtime=0.5,load=0.2,thermal=0.2,affinity=0.1" (unnamed components keep their defaults).
-fn parse_weights(s: &str) -> Result<hwsched_placement::Weights, String> {
-    let mut w = hwsched_placement::Weights::default();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part.split_once('=').ok_or_else(|| format!("{part:?} must be name=weight"))?;
-        let v: f64 = v.trim().parse().map_err(|_| format!("{part:?}: weight must be a number"))?;
-        if !(0.0..=100.0).contains(&v) {
-            return Err(format!("{part:?}: weight must be between 0 and 100"));
-        }
-        match k.trim() {
-            "runtime" => w.runtime = v,
-            "load" => w.load = v,
-            "thermal" => w.thermal = v,
-            "affinity" => w.affinity = v,
-            other => return Err(format!("unknown component {other:?}: runtime, load, thermal or affinity")),
-        }
-    }
-    Ok(w)
-}
-
 /// Key of the learner's snapshot in the model bucket.
 fn hwsched_learner_key() -> &'static str {
     hwsched_model::SNAPSHOT_KEY
@@ -82,9 +62,19 @@ pub struct SchedulerConfig {
     /// A worker that reported throttling gets no task until it has not throttled for this long (s).
     #[arg(long = "throttle-cooldown-s", env = "HWSCHED_THROTTLE_COOLDOWN_S", default_value_t = 60)]
     pub throttle_cooldown_s: u64,
-    /// Score weights, e.g. runtime=0.5,load=0.2,thermal=0.2,affinity=0.1.
-    #[arg(long = "weights", env = "HWSCHED_WEIGHTS", value_parser = parse_weights, default_value = "runtime=0.5,load=0.2,thermal=0.2,affinity=0.1")]
+    /// Score weights of the hwsched policy, e.g. completion=0.6,load=0.15,thermal=0.15,affinity=0.1.
+    #[arg(
+        long = "weights",
+        env = "HWSCHED_WEIGHTS",
+        default_value = "completion=0.6,load=0.15,thermal=0.15,affinity=0.1"
+    )]
     pub weights: hwsched_placement::Weights,
+    /// Placement policy: hwsched, or a baseline (least-loaded, round-robin, random, seed).
+    #[arg(long = "policy", env = "HWSCHED_POLICY", default_value = "hwsched")]
+    pub policy: hwsched_placement::Policy,
+    /// Interleave producers within a priority instead of first come first served.
+    #[arg(long = "fair-share", env = "HWSCHED_FAIR_SHARE")]
+    pub fair_share: bool,
     /// Fill busy workers first (bin packing) instead of spreading.
     #[arg(long = "pack", env = "HWSCHED_PACK")]
     pub pack: bool,
@@ -101,6 +91,8 @@ impl Default for SchedulerConfig {
             aging_s: 60,
             throttle_cooldown_s: 60,
             weights: hwsched_placement::Weights::default(),
+            policy: hwsched_placement::Policy::Hwsched,
+            fair_share: false,
             pack: false,
             assignment_grace_ms: 30_000,
         }
@@ -231,6 +223,8 @@ async fn run_active(
             let mut st = State::with_aging((cfg.aging_s * 1000) as i64);
             st.cooldown_ms = (cfg.throttle_cooldown_s * 1000) as i64;
             st.weights = cfg.weights;
+            st.policy = cfg.policy;
+            st.fair_share = cfg.fair_share;
             st.pack = cfg.pack;
             st
         },

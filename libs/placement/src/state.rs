@@ -3,9 +3,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use hwsched_placement::{place, place_with, Demand, Outcome, Reserved, Scoring, WorkerView};
+use crate::{
+    place, place_with, score::DEFAULT_RUNTIME_S, Demand, Outcome, Policy, Ranked, Reserved, Scoring, WorkerView,
+};
 use hwsched_proto::v1::{
-    ExecutionResult, TaskRecord, TaskState, TaskStatus, WorkerCapabilities, WorkerHeartbeat, WorkerState,
+    CandidateScore, ExecutionResult, TaskRecord, TaskState, TaskStatus, WorkerCapabilities, WorkerHeartbeat,
+    WorkerState,
 };
 
 /// One known worker.
@@ -31,16 +34,23 @@ pub struct Worker {
 
 impl Worker {
     /// What the placement core sees of this worker; `None` before it registered.
-    fn view(&self, now_ms: i64) -> Option<WorkerView> {
+    fn view(&self, now_ms: i64, free_in_s: Option<f64>) -> Option<WorkerView> {
+        let caps = self.caps.clone()?;
+        let gpu_util_pct =
+            if caps.gpus.is_empty() { 0.0 } else { 100.0 * self.reserved.gpus.len() as f64 / caps.gpus.len() as f64 };
         Some(WorkerView {
-            caps: self.caps.clone()?,
+            caps,
             state: self.state,
             reserved: self.reserved.clone(),
             cpu_util_pct: self.heartbeat.cpu_util_pct,
+            mem_util_pct: self.heartbeat.memory_used_pct,
+            gpu_util_pct,
             max_temp_c: self.heartbeat.max_temp_c,
             throttling: self.heartbeat.throttling || now_ms < self.throttled_until_ms,
             hot: self.hot,
             recent_families: self.recent_families.iter().cloned().collect(),
+            free_in_s,
+            hold_s: None,
         })
     }
 }
@@ -91,10 +101,22 @@ pub struct State {
     /// The learner's latest model.
     pub model: Option<hwsched_model::Model>,
     /// Score weights and packing.
-    pub weights: hwsched_placement::Weights,
+    pub weights: crate::Weights,
     /// Prefer busy workers (pack) over idle ones (spread).
     pub pack: bool,
+    /// How the winner among candidates is chosen.
+    pub policy: Policy,
+    /// Within a priority, interleave producers by how many tasks each has
+    /// assigned, instead of first come first served.
+    pub fair_share: bool,
+    /// Placements made (round-robin turn).
+    placements: u64,
+    /// State of the random policy's generator (xorshift; fixed seed, so runs repeat).
+    rng: u64,
 }
+
+/// A queued task: (priority, queued at, sequence, task id).
+type QueueEntry = (u32, i64, u64, String);
 
 /// Attempts a task may lose with its worker before it fails.
 pub const MAX_LOSSES: u32 = 3;
@@ -103,14 +125,14 @@ static NO_TASK: std::sync::LazyLock<hwsched_proto::v1::TaskRequest> = std::sync:
 
 fn priority(r: &TaskRecord) -> u32 {
     match r.task.as_ref().map_or(0, |t| t.priority) {
-        0 => hwsched_placement::validate::DEFAULT_PRIORITY,
+        0 => crate::validate::DEFAULT_PRIORITY,
         p => p,
     }
 }
 
 fn max_attempts(r: &TaskRecord) -> u32 {
     match r.task.as_ref().map_or(0, |t| t.max_attempts) {
-        0 => hwsched_placement::validate::DEFAULT_MAX_ATTEMPTS,
+        0 => crate::validate::DEFAULT_MAX_ATTEMPTS,
         n => n,
     }
 }
@@ -122,7 +144,7 @@ fn concurrency_key(r: &TaskRecord) -> Option<String> {
 impl State {
     /// An empty state whose queue raises a task one priority level per `aging_ms` waited.
     pub fn with_aging(aging_ms: i64) -> Self {
-        Self { aging_ms, cooldown_ms: 60_000, ..Default::default() }
+        Self { aging_ms, cooldown_ms: 60_000, rng: 0x9e37_79b9_7f4a_7c15, ..Default::default() }
     }
 
     /// Tasks waiting for a worker.
@@ -267,19 +289,50 @@ impl State {
         Some(Completion::Retry(self.requeue(rec, now_ms, why)))
     }
 
+    /// Expected seconds until each busy worker has room: the soonest end of
+    /// the attempts assigned to it, by their runtime estimate. An attempt past
+    /// its estimate is expected to need another quarter of the time it has run.
+    fn free_in(&self, now_ms: i64) -> HashMap<&str, f64> {
+        let mut out: HashMap<&str, f64> = HashMap::new();
+        for r in self.tasks.values().filter(|r| r.state() == TaskState::Assigned) {
+            let t = r.task.as_ref().unwrap_or(&*NO_TASK);
+            let estimate = if r.predicted_runtime_s > 0.0 {
+                r.predicted_runtime_s
+            } else if t.expected_duration_s > 0.0 {
+                t.expected_duration_s
+            } else {
+                DEFAULT_RUNTIME_S
+            };
+            let ran = (now_ms - r.assigned_at_ms).max(0) as f64 / 1000.0;
+            let left = (estimate - ran).max(0.25 * ran);
+            let e = out.entry(r.worker_id.as_str()).or_insert(f64::INFINITY);
+            *e = e.min(left);
+        }
+        out
+    }
+
     /// One placement pass over the queue, in priority then arrival order.
     /// `may_reject`: whether a task that fits no registered worker is rejected
     /// (false during the start-up grace period, when workers are still joining).
     pub fn plan(&mut self, now_ms: i64, may_reject: bool) -> Vec<Action> {
-        let mut views: Vec<WorkerView> =
-            self.workers.values().filter(|w| w.state != WorkerState::Offline).filter_map(|w| w.view(now_ms)).collect();
+        let free_in = self.free_in(now_ms);
+        let mut views: Vec<WorkerView> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.state != WorkerState::Offline)
+            .filter_map(|(id, w)| w.view(now_ms, free_in.get(id.as_str()).copied()))
+            .collect();
+        drop(free_in);
         // Workers away right now still count for "could this task ever run here?".
-        let away: Vec<WorkerView> =
-            self.workers.values().filter(|w| w.state == WorkerState::Offline).filter_map(|w| w.view(now_ms)).collect();
+        let away: Vec<WorkerView> = self
+            .workers
+            .values()
+            .filter(|w| w.state == WorkerState::Offline)
+            .filter_map(|w| w.view(now_ms, None))
+            .collect();
         let mut actions = Vec::new();
         let order = self.order(now_ms);
         let model = self.model.take();
-        let scoring = Scoring { weights: self.weights, model: model.as_ref(), pack: self.pack };
         let mut all_busy = false;
         for entry in order {
             if all_busy || (!views.is_empty() && views.iter().all(|v| v.reserved.slots >= v.caps.slots.max(1))) {
@@ -302,20 +355,49 @@ impl State {
             }
             let task = rec.task.as_ref().unwrap_or(&*NO_TASK);
             let task_family = task.model_family.clone();
-            // Retries try the workers not tried yet first, then any.
+            let turn = match self.policy {
+                Policy::Random => {
+                    // xorshift64*
+                    let mut x = self.rng.max(1);
+                    x ^= x >> 12;
+                    x ^= x << 25;
+                    x ^= x >> 27;
+                    self.rng = x;
+                    x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11
+                }
+                _ => self.placements,
+            };
+            let scoring =
+                Scoring { weights: self.weights, model: model.as_ref(), pack: self.pack, policy: self.policy, turn };
+            // Retries prefer hardware not tried yet, then workers not tried yet, then any.
             let mut outcome = None;
             if !rec.tried_workers.is_empty() {
+                let tried_classes: Vec<&str> = rec
+                    .tried_workers
+                    .iter()
+                    .filter_map(|w| self.workers.get(w)?.caps.as_ref().map(|c| c.hardware_class.as_str()))
+                    .collect();
+                let other_hardware: Vec<WorkerView> = views
+                    .iter()
+                    .filter(|v| !tried_classes.contains(&v.caps.hardware_class.as_str()))
+                    .cloned()
+                    .collect();
                 let untried: Vec<WorkerView> =
                     views.iter().filter(|v| !rec.tried_workers.contains(&v.caps.worker_id)).cloned().collect();
-                outcome = Some(place_with(task, &untried, &scoring)).filter(|o| matches!(o, Outcome::Place { .. }));
+                outcome = [other_hardware, untried]
+                    .iter()
+                    .filter(|vs| !vs.is_empty())
+                    .map(|vs| place_with(task, vs, &scoring))
+                    .find(|o| matches!(o, Outcome::Place { .. } | Outcome::Queue { .. }));
             }
             let outcome = outcome.unwrap_or_else(|| place_with(task, &views, &scoring));
             match outcome {
-                Outcome::Place { worker_id, gpus, score, candidates, components, predicted_runtime_s } => {
+                Outcome::Place { worker_id, gpus, score, candidates, components, predicted_runtime_s, ranked } => {
                     self.queue.remove(&entry);
                     let Some(mut rec) = self.tasks.remove(&entry.3) else {
                         continue;
                     };
+                    self.placements += 1;
                     rec.state = TaskState::Assigned as i32;
                     rec.attempt += 1;
                     rec.worker_id = worker_id.clone();
@@ -323,8 +405,12 @@ impl State {
                     rec.assigned_at_ms = now_ms;
                     rec.updated_at_ms = now_ms;
                     let parts: Vec<String> = components.iter().map(|(n, c)| format!("{n} {c:.2}")).collect();
-                    rec.reason = format!("cost {score:.3} of {candidates} candidate(s): {}", parts.join(", "));
+                    rec.reason =
+                        format!("{}: cost {score:.3} of {candidates} candidate(s): {}", self.policy, parts.join(", "));
                     rec.predicted_runtime_s = predicted_runtime_s.unwrap_or(0.0);
+                    rec.policy = self.policy.name().into();
+                    rec.candidates_total = u32::try_from(candidates).unwrap_or(u32::MAX);
+                    rec.candidates = ranked.iter().map(candidate_score).collect();
                     if let Some(v) = views.iter_mut().find(|v| v.caps.worker_id == worker_id) {
                         reserve(&mut v.reserved, &rec);
                         let family = &task_family;
@@ -343,6 +429,19 @@ impl State {
                     }
                     self.insert(rec.clone(), now_ms);
                     actions.push(Action::Assign(rec));
+                }
+                Outcome::Queue { worker_id, wait_s, runtime_s, reason, ranked } => {
+                    // Later tasks see it waiting there: they queue behind it, and
+                    // only what ends before it starts may use room there now.
+                    if let Some(v) = views.iter_mut().find(|v| v.caps.worker_id == worker_id) {
+                        v.hold_s = Some(v.hold_s.map_or(wait_s, |h| h.min(wait_s)));
+                        v.free_in_s = Some(wait_s + runtime_s / f64::from(v.caps.slots.max(1)));
+                    }
+                    if let Some(r) = self.tasks.get_mut(&entry.3) {
+                        r.reason = format!("waiting {reason}");
+                        r.policy = self.policy.name().into();
+                        r.candidates = ranked.iter().map(candidate_score).collect();
+                    }
                 }
                 Outcome::Wait { reason } => {
                     if let Some(r) = self.tasks.get_mut(&entry.3) {
@@ -372,7 +471,6 @@ impl State {
                 }
             }
         }
-        let _ = scoring;
         self.model = model;
         actions
     }
@@ -393,16 +491,44 @@ impl State {
 
     /// The queue in placement order: effective priority (raised one level per
     /// `aging_ms` waited, so nothing starves), then arrival.
+    ///
+    /// With `fair_share`, tasks of the same effective priority are interleaved
+    /// by producer: a producer's k-th waiting task ranks as if it had k more
+    /// tasks assigned, so a producer with fewer tasks running goes first and one
+    /// large suite cannot hold back everyone else's.
     fn order(&self, now_ms: i64) -> Vec<(u32, i64, u64, String)> {
         let mut order: Vec<(u32, i64, u64, String)> = self.queue.iter().cloned().collect();
-        if self.aging_ms > 0 {
-            let effective = |(p, at, _, _): &(u32, i64, u64, String)| {
-                let raised = u32::try_from((now_ms - at).max(0) / self.aging_ms).unwrap_or(u32::MAX);
-                p.saturating_sub(raised).max(1)
-            };
+        let effective = |(p, at, _, _): &(u32, i64, u64, String)| {
+            if self.aging_ms <= 0 {
+                return *p;
+            }
+            let raised = u32::try_from((now_ms - at).max(0) / self.aging_ms).unwrap_or(u32::MAX);
+            p.saturating_sub(raised).max(1)
+        };
+        if self.aging_ms > 0 || self.fair_share {
             order.sort_by_key(|e| (effective(e), e.1, e.2));
         }
-        order
+        if !self.fair_share {
+            return order;
+        }
+        let producer = |id: &str| self.tasks.get(id).and_then(|r| r.task.as_ref()).map_or("", |t| t.producer.as_str());
+        let mut share: HashMap<&str, u64> = HashMap::new();
+        for r in self.tasks.values().filter(|r| r.state() == TaskState::Assigned) {
+            *share.entry(r.task.as_ref().map_or("", |t| t.producer.as_str())).or_default() += 1;
+        }
+        let mut rank: HashMap<(u32, &str), u64> = HashMap::new();
+        let mut keyed: Vec<((u32, u64, i64, u64), QueueEntry)> = order
+            .into_iter()
+            .map(|e| {
+                let (prio, p) = (effective(&e), producer(&e.3));
+                let k = rank.entry((prio, p)).or_insert_with(|| share.get(p).copied().unwrap_or(0));
+                let key = (prio, *k, e.1, e.2);
+                *k += 1;
+                (key, e)
+            })
+            .collect();
+        keyed.sort_by_key(|k| k.0);
+        keyed.into_iter().map(|(_, e)| e).collect()
     }
 
     /// Undoes an assignment whose message could not be sent: back to the queue.
@@ -475,6 +601,18 @@ impl State {
             }
         }
         Some(rec)
+    }
+}
+
+fn candidate_score(r: &Ranked) -> CandidateScore {
+    CandidateScore {
+        worker_id: r.worker_id.clone(),
+        hardware_class: r.hardware_class.clone(),
+        cost: r.cost,
+        wait_s: r.wait_s,
+        completion_s: r.completion_s,
+        predicted_runtime_s: r.predicted_runtime_s.unwrap_or(0.0),
+        components: r.components.iter().map(|(k, v)| ((*k).to_string(), *v)).collect(),
     }
 }
 
@@ -868,7 +1006,148 @@ mod tests {
         let Action::Assign(rec) = &acts[0] else { panic!("{acts:?}") };
         assert_eq!(rec.worker_id, "fast");
         assert!((rec.predicted_runtime_s - 3.0).abs() < 1e-6, "{}", rec.predicted_runtime_s);
-        assert!(rec.reason.contains("runtime 0.00"), "{}", rec.reason);
+        assert!(rec.reason.contains("completion 0.00"), "{}", rec.reason);
+        assert_eq!(rec.candidates.len(), 2);
+        assert_eq!(rec.candidates[0].worker_id, "fast");
+        assert!(rec.candidates[1].completion_s > rec.candidates[0].completion_s);
+    }
+
+    fn trained(pairs: &[(&str, &str, f64)]) -> hwsched_model::Model {
+        let mut m = hwsched_model::Model::default();
+        for (name, hw, secs) in pairs {
+            m.observe(&ExecutionResult {
+                name: (*name).into(),
+                hardware_class: (*hw).into(),
+                duration_s: *secs,
+                status: TaskStatus::Succeeded as i32,
+                ..Default::default()
+            });
+        }
+        m
+    }
+
+    fn named(id: &str, name: &str, at: i64) -> TaskRecord {
+        let mut r = queued(id, 3, at);
+        if let Some(t) = r.task.as_mut() {
+            t.name = name.into();
+        }
+        r
+    }
+
+    fn with_class(id: &str, hw: &str, slots: u32) -> WorkerCapabilities {
+        WorkerCapabilities { hardware_class: hw.into(), ..caps(id, 8, slots) }
+    }
+
+    #[test]
+    fn a_task_waits_for_a_busy_worker_that_finishes_it_sooner() {
+        let mut s = State::with_aging(0);
+        s.register(with_class("cpu", "cpu:old", 1), 0);
+        s.register(with_class("gpu", "gpu:h100", 1), 0);
+        s.model = Some(trained(&[("vision", "cpu:old", 300.0), ("vision", "gpu:h100", 10.0)]));
+        s.insert(named("first", "vision", 0), 0);
+        assert_eq!(assigned(&s.plan(0, true)), vec![("first".into(), "gpu".into())]);
+        // the gpu is busy for ~10 s more; 300 s on the idle cpu is worse
+        s.insert(named("second", "vision", 0), 0);
+        assert!(assigned(&s.plan(0, true)).is_empty(), "waits instead of taking the slow cpu");
+        let r = &s.tasks["second"];
+        assert!(r.reason.starts_with("waiting for gpu"), "{}", r.reason);
+        assert_eq!(r.candidates[0].worker_id, "gpu");
+        assert!(r.candidates[0].wait_s > 0.0);
+        // the gpu finishes: the waiting task gets it
+        let first = s.tasks["first"].clone();
+        s.complete(&result(&first, TaskStatus::Succeeded), 10_000);
+        assert_eq!(assigned(&s.plan(10_000, true)), vec![("second".into(), "gpu".into())]);
+        // a task the gpu barely speeds up does not wait for it
+        s.model = Some(trained(&[("lint", "cpu:old", 20.0), ("lint", "gpu:h100", 15.0)]));
+        s.insert(named("third", "lint", 10_000), 10_000);
+        assert_eq!(assigned(&s.plan(10_000, true)), vec![("third".into(), "cpu".into())]);
+    }
+
+    #[test]
+    fn short_tasks_backfill_without_delaying_a_waiting_task() {
+        let mut s = State::with_aging(0);
+        // one 2-slot gpu worker, busy with a long task in one slot
+        s.register(with_class("gpu", "gpu:h100", 2), 0);
+        s.register(with_class("cpu", "cpu:old", 1), 0);
+        s.model = Some(trained(&[
+            ("long", "gpu:h100", 100.0),
+            ("long", "cpu:old", 10_000.0),
+            ("big", "gpu:h100", 50.0),
+            ("big", "cpu:old", 5000.0),
+            ("short", "gpu:h100", 5.0),
+            ("short", "cpu:old", 500.0),
+            ("medium", "gpu:h100", 300.0),
+            ("medium", "cpu:old", 30_000.0),
+        ]));
+        let mut long = named("long", "long", 0);
+        if let Some(t) = long.task.as_mut() {
+            t.requirements = Some(hwsched_proto::v1::Requirements { cpu_cores: 4.0, ..Default::default() });
+        }
+        s.insert(long, 0);
+        assert_eq!(assigned(&s.plan(0, true)).len(), 1);
+        // "big" needs all 8 cores: it waits for the long task to end (~100 s)
+        let mut big = named("big", "big", 1);
+        if let Some(t) = big.task.as_mut() {
+            t.priority = 1;
+            t.requirements = Some(hwsched_proto::v1::Requirements { cpu_cores: 8.0, ..Default::default() });
+        }
+        s.insert(big, 1);
+        s.insert(named("medium", "medium", 2), 2);
+        s.insert(named("short", "short", 3), 3);
+        let placed = assigned(&s.plan(1_000, true));
+        assert_eq!(placed, vec![("short".into(), "gpu".into())], "only the short task fits before big starts");
+        assert!(s.tasks["big"].reason.starts_with("waiting for gpu"), "{}", s.tasks["big"].reason);
+        assert_eq!(s.tasks["medium"].state(), TaskState::Queued, "{}", s.tasks["medium"].reason);
+    }
+
+    #[test]
+    fn fair_share_interleaves_producers() {
+        let mut s = State::with_aging(0);
+        s.fair_share = true;
+        s.register(caps("w", 64, 1), 0);
+        for i in 0..3 {
+            let mut r = queued(&format!("big-{i}"), 3, i);
+            if let Some(t) = r.task.as_mut() {
+                t.producer = "nightly".into();
+            }
+            s.insert(r, i);
+        }
+        let mut r = queued("small-0", 3, 10);
+        if let Some(t) = r.task.as_mut() {
+            t.producer = "pr-42".into();
+        }
+        s.insert(r, 10);
+        let order: Vec<String> = s.order(20).into_iter().map(|e| e.3).collect();
+        assert_eq!(order, vec!["big-0", "small-0", "big-1", "big-2"]);
+        s.fair_share = false;
+        let order: Vec<String> = s.order(20).into_iter().map(|e| e.3).collect();
+        assert_eq!(order, vec!["big-0", "big-1", "big-2", "small-0"]);
+    }
+
+    #[test]
+    fn a_retry_prefers_other_hardware() {
+        let mut s = State::with_aging(0);
+        s.register(with_class("a1", "gpu:a100", 1), 0);
+        s.register(with_class("a2", "gpu:a100", 1), 0);
+        s.register(with_class("h1", "gpu:h100", 1), 0);
+        s.insert(queued("t", 3, 0), 0);
+        let first = assigned(&s.plan(0, true));
+        assert_eq!(first[0].1, "a1");
+        let r = s.tasks["t"].clone();
+        s.complete(&result(&r, TaskStatus::Failed), 1);
+        assert_eq!(assigned(&s.plan(2, true))[0].1, "h1", "not the other a100");
+    }
+
+    #[test]
+    fn critically_overloaded_workers_get_nothing() {
+        let mut s = State::with_aging(0);
+        s.register(caps("w", 8, 4), 0);
+        s.heartbeat(WorkerHeartbeat { cpu_util_pct: 99.0, ..hb("w", 50.0, false) }, 0);
+        s.insert(queued("t", 3, 0), 0);
+        assert!(assigned(&s.plan(1, true)).is_empty());
+        assert!(s.tasks["t"].reason.contains("critically overloaded"), "{}", s.tasks["t"].reason);
+        s.heartbeat(WorkerHeartbeat { cpu_util_pct: 40.0, ..hb("w", 50.0, false) }, 2);
+        assert_eq!(assigned(&s.plan(3, true)).len(), 1);
     }
 
     #[test]

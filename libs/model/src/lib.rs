@@ -100,6 +100,65 @@ impl Model {
             .map(|e| e.log_runtime_mean.exp())
     }
 
+    /// Runtime (s) of a pair the model has not observed, transferred from
+    /// workloads of the same test type: for each such workload observed both on
+    /// `hardware` and on a class where `workload` was observed, the runtime
+    /// ratio between the two classes is applied to `workload`'s own runtime
+    /// there; the estimate is the geometric mean of those. `None` without such
+    /// evidence (the caller then falls back to the declared duration).
+    pub fn transfer_s(&self, workload: &str, hardware: &str) -> Option<f64> {
+        let test_type = workload.split('/').next().unwrap_or("");
+        let learned = |e: &ModelEntry| e.log_runtime_mean != 0.0 || e.log_runtime_var != 0.0;
+        let own: BTreeMap<&str, f64> = self
+            .workload_entries(workload)
+            .filter(|e| learned(e))
+            .map(|e| (e.hardware_key.as_str(), e.log_runtime_mean))
+            .collect();
+        if own.is_empty() {
+            return None;
+        }
+        let prefix = format!("{test_type}/");
+        let mut sum = 0.0;
+        let mut n = 0u32;
+        let mut peers = self.entries.range((prefix.clone(), String::new())..).map(|(_, e)| e).peekable();
+        while let Some(first) = peers.next() {
+            if !first.workload_key.starts_with(&prefix) {
+                break;
+            }
+            // all entries of this peer workload
+            let peer = first.workload_key.as_str();
+            let mut rows = vec![first];
+            while let Some(e) = peers.next_if(|e| e.workload_key == peer) {
+                rows.push(e);
+            }
+            if peer == workload {
+                continue;
+            }
+            let Some(there) = rows.iter().find(|e| e.hardware_key == hardware && learned(e)) else { continue };
+            for e in rows.iter().filter(|e| learned(e)) {
+                if let Some(mine) = own.get(e.hardware_key.as_str()) {
+                    sum += mine + there.log_runtime_mean - e.log_runtime_mean;
+                    n += 1;
+                }
+            }
+        }
+        (n > 0).then(|| (sum / f64::from(n)).exp())
+    }
+
+    /// The entries of one workload.
+    fn workload_entries<'a>(&'a self, workload: &str) -> impl Iterator<Item = &'a ModelEntry> + 'a {
+        let w = workload.to_string();
+        self.entries.range((w.clone(), String::new())..).map(|(_, e)| e).take_while(move |e| e.workload_key == w)
+    }
+
+    /// Observed runtime of the fastest class `workload` ran on, s.
+    pub fn best_observed_s(&self, workload: &str) -> Option<f64> {
+        self.workload_entries(workload)
+            .filter(|e| e.log_runtime_mean != 0.0 || e.log_runtime_var != 0.0)
+            .map(|e| e.log_runtime_mean.exp())
+            .reduce(f64::min)
+    }
+
     /// Number of learned pairs.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -163,6 +222,24 @@ mod tests {
         assert_eq!(e.observations, 2);
         assert!((e.success_rate - 0.8).abs() < 1e-9);
         assert!((e.log_runtime_mean.exp() - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn unseen_pairs_borrow_the_ratio_of_the_same_test_type() {
+        let mut m = Model::default();
+        // a peer of the same type ran on both classes: the cpu is 20x slower
+        m.observe(&res("peer", "gpu", 10.0, TaskStatus::Succeeded));
+        m.observe(&res("peer", "cpu", 200.0, TaskStatus::Succeeded));
+        m.observe(&res("t", "gpu", 30.0, TaskStatus::Succeeded));
+        let est = m.transfer_s("unit/-/t", "cpu").expect("transferred");
+        assert!((est - 600.0).abs() < 1e-6, "{est}");
+        assert!((m.best_observed_s("unit/-/t").unwrap_or(0.0) - 30.0).abs() < 1e-9);
+        // another type does not lend its ratio
+        let other = ExecutionResult { test_type: "lint".into(), ..res("x", "gpu", 5.0, TaskStatus::Succeeded) };
+        m.observe(&other);
+        assert_eq!(m.transfer_s("lint/-/x", "cpu"), None);
+        // nothing observed of the workload itself: nothing to transfer
+        assert_eq!(m.transfer_s("unit/-/new", "cpu"), None);
     }
 
     #[test]

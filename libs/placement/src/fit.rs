@@ -209,6 +209,12 @@ fn contains_ignore_case(hay: &str, needle_lower: &str) -> bool {
     n.is_empty() || h.windows(n.len()).any(|w| w.iter().zip(n).all(|(a, b)| a.to_ascii_lowercase() == *b))
 }
 
+/// Whether a worker with these capabilities could ever run `task` (its hard
+/// requirements against the worker's total capacity).
+pub fn fits_ever(task: &TaskRequest, caps: &WorkerCapabilities) -> bool {
+    static_fit(&Need::of(task), &Demand::of(task), caps).is_ok()
+}
+
 /// Chooses a worker for `task` among `workers`, scored without a model.
 pub fn place(task: &TaskRequest, workers: &[WorkerView]) -> Outcome {
     place_with(task, workers, &Scoring::default())

@@ -16,6 +16,10 @@ use crate::fit::WorkerView;
 /// the model does not know, s.
 pub const DEFAULT_RUNTIME_S: f64 = 60.0;
 
+/// An unseen hardware class is assumed this many times slower than the
+/// workload's fastest observed one (see [`Scoring::runtime_estimate`]).
+pub const UNKNOWN_HARDWARE_FACTOR: f64 = 2.0;
+
 /// How the winner among the candidates is chosen.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum Policy {
@@ -168,12 +172,24 @@ pub struct Scored {
 }
 
 impl Scoring<'_> {
-    /// The runtime estimate of `task` on `hardware_class`: the model's
-    /// prediction, else the declared expected duration, else [`DEFAULT_RUNTIME_S`].
+    /// The runtime estimate of `task` on `hardware_class`, and the model's
+    /// prediction when it has one. In order: the learned runtime of the pair;
+    /// one transferred from workloads of the same test type
+    /// ([`Model::transfer_s`]); for hardware the workload never ran on, no
+    /// faster than twice its best observed runtime (so a task is not sent to
+    /// unknown, possibly far slower hardware while known hardware is free; it
+    /// is explored when the known hardware is busy); else the declared
+    /// `expected_duration_s`, else [`DEFAULT_RUNTIME_S`].
     pub fn runtime_estimate(&self, workload: &str, task: &TaskRequest, hardware_class: &str) -> (f64, Option<f64>) {
-        let predicted = self.model.and_then(|m| m.predict_s(workload, hardware_class));
-        let fallback = if task.expected_duration_s > 0.0 { task.expected_duration_s } else { DEFAULT_RUNTIME_S };
-        (predicted.unwrap_or(fallback), predicted)
+        let declared = if task.expected_duration_s > 0.0 { task.expected_duration_s } else { DEFAULT_RUNTIME_S };
+        let Some(m) = self.model else { return (declared, None) };
+        if let Some(p) = m.predict_s(workload, hardware_class).or_else(|| m.transfer_s(workload, hardware_class)) {
+            return (p, Some(p));
+        }
+        match m.best_observed_s(workload) {
+            Some(best) => (declared.max(UNKNOWN_HARDWARE_FACTOR * best), None),
+            None => (declared, None),
+        }
     }
 
     /// Scores every candidate of `task` (lower cost wins). Baseline policies

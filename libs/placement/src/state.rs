@@ -413,6 +413,9 @@ impl State {
                     rec.candidates = ranked.iter().map(candidate_score).collect();
                     if let Some(v) = views.iter_mut().find(|v| v.caps.worker_id == worker_id) {
                         reserve(&mut v.reserved, &rec);
+                        // later tasks of this pass may wait for it
+                        let ends_in = ranked.first().map_or(DEFAULT_RUNTIME_S, |r| r.completion_s);
+                        v.free_in_s = Some(v.free_in_s.map_or(ends_in, |f| f.min(ends_in)));
                         let family = &task_family;
                         if !family.is_empty() && !v.recent_families.contains(family) {
                             v.recent_families.push(family.clone());

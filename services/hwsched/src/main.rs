@@ -6,6 +6,7 @@
 
 mod client;
 mod service;
+mod sim;
 
 use clap::{Parser, Subcommand};
 use hwsched_config::{ClickHouseConfig, NatsConfig, TelemetryConfig};
@@ -58,6 +59,8 @@ enum Command {
         /// Task id.
         task_id: String,
     },
+    /// Simulate placement policies on a trace (built-in or --trace FILE) in simulated time.
+    Sim(sim::SimArgs),
     /// ClickHouse schema: print the DDL for a server version, or apply it.
     Schema {
         #[command(subcommand)]
@@ -122,6 +125,7 @@ fn command_name(c: &Command) -> &'static str {
         | Command::Queue
         | Command::Explain { .. }
         | Command::Schema { .. } => "cli",
+        Command::Sim(_) => "sim",
     }
 }
 
@@ -164,6 +168,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Queue => client::queue(&nats).await.map(|_| ok),
         Command::Explain { task_id } => client::explain(&nats, task_id).await,
         Command::Schema { command } => client::schema(command, &clickhouse).await.map(|_| ok),
+        // CPU-bound and synchronous: off the async workers
+        Command::Sim(args) => tokio::task::spawn_blocking(move || sim::run(args)).await?.map(|_| ok),
     }
 }
 

@@ -1,0 +1,13 @@
+//! The hwsched simulator: replays a trace of workers and tasks through the
+//! real scheduling core and learned model with simulated time, under each
+//! placement policy, and reports what each achieved.
+#![forbid(unsafe_code)]
+
+pub mod engine;
+pub mod generate;
+pub mod report;
+pub mod rng;
+pub mod trace;
+
+pub use engine::{lower_bound, run, Config, Report};
+pub use trace::{Trace, TraceError};

@@ -1,0 +1,219 @@
+//! The trace format: JSON lines, one worker or one task per line (documented
+//! in docs/SIMULATOR.md). Workers carry their real capability message and a
+//! thermal and background-load profile; tasks carry their real request, the
+//! arrival time and the true runtime on each hardware class.
+
+use std::collections::BTreeMap;
+
+use hwsched_proto::v1::{TaskRequest, WorkerCapabilities};
+use serde::{Deserialize, Serialize};
+
+/// Why a trace cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// A line is not a worker or a task.
+    #[error("line {line}: {source}")]
+    Parse {
+        /// 1-based line number.
+        line: usize,
+        /// The JSON error.
+        source: serde_json::Error,
+    },
+    /// The lines parse but do not make a usable trace.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How a worker heats: busy target temperature = `ambient_c + heat_c` × the
+/// share of its slots in use; it moves towards the target with time constant
+/// `tau_s`. It throttles (runs at half speed) from `throttle_c` until it has
+/// cooled below `throttle_c - 5`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thermal {
+    /// Idle temperature, °C.
+    pub ambient_c: f64,
+    /// Rise when every slot is busy, °C.
+    pub heat_c: f64,
+    /// Time constant, s.
+    #[serde(default = "default_tau")]
+    pub tau_s: f64,
+    /// Throttling threshold, °C.
+    #[serde(default = "default_throttle")]
+    pub throttle_c: f64,
+}
+
+fn default_tau() -> f64 {
+    30.0
+}
+
+fn default_throttle() -> f64 {
+    90.0
+}
+
+/// CPU load of other tenants on a worker during a window. At 95 % or more the
+/// worker is overloaded: tasks there run at half speed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Background {
+    /// Start, s since the trace began.
+    pub from_s: f64,
+    /// End, s.
+    pub to_s: f64,
+    /// CPU utilisation by others, percent.
+    pub cpu_pct: f64,
+}
+
+/// One worker of the fleet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerLine {
+    /// What its monitor would register (`hardware_class` names its class).
+    pub capabilities: WorkerCapabilities,
+    /// Thermal profile; absent: it never heats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thermal: Option<Thermal>,
+    /// Load by other tenants.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub background: Vec<Background>,
+}
+
+/// One task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskLine {
+    /// When the producer submits it, s since the trace began.
+    pub arrival_s: f64,
+    /// The request as a producer would submit it.
+    pub request: TaskRequest,
+    /// True runtime at full speed on each hardware class it can run on, s.
+    pub runtime_s: BTreeMap<String, f64>,
+    /// Probability that an attempt fails, per hardware class (absent: 0).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub failure_rate: BTreeMap<String, f64>,
+}
+
+/// One line of a trace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Line {
+    /// A worker.
+    Worker(WorkerLine),
+    /// A task.
+    Task(TaskLine),
+}
+
+/// A whole trace.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Trace {
+    /// The fleet.
+    pub workers: Vec<WorkerLine>,
+    /// The tasks, by arrival.
+    pub tasks: Vec<TaskLine>,
+}
+
+impl Trace {
+    /// Parses JSON lines (blank lines and lines starting with `#` are skipped)
+    /// and checks that the trace is usable.
+    pub fn parse(text: &str) -> Result<Self, TraceError> {
+        let mut t = Trace::default();
+        for (i, raw) in text.lines().enumerate() {
+            let raw = raw.trim();
+            if raw.is_empty() || raw.starts_with('#') {
+                continue;
+            }
+            match serde_json::from_str::<Line>(raw).map_err(|source| TraceError::Parse { line: i + 1, source })? {
+                Line::Worker(w) => t.workers.push(w),
+                Line::Task(task) => t.tasks.push(task),
+            }
+        }
+        t.tasks.sort_by(|a, b| a.arrival_s.total_cmp(&b.arrival_s));
+        t.check()?;
+        Ok(t)
+    }
+
+    /// The trace as JSON lines: workers first, then tasks.
+    pub fn to_jsonl(&self) -> String {
+        let mut out = String::new();
+        let lines = self.workers.iter().cloned().map(Line::Worker).chain(self.tasks.iter().cloned().map(Line::Task));
+        for line in lines {
+            out.push_str(&serde_json::to_string(&line).unwrap_or_default());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Worker ids are unique and named, each has a hardware class, task ids are
+    /// unique, and each task has a positive runtime for every hardware class
+    /// of the fleet it could run on.
+    pub fn check(&self) -> Result<(), TraceError> {
+        let bad = |m: String| Err(TraceError::Invalid(m));
+        if self.workers.is_empty() {
+            return bad("the trace has no worker".into());
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for w in &self.workers {
+            let c = &w.capabilities;
+            if !hwsched_placement::is_valid_id(&c.worker_id) || !ids.insert(c.worker_id.clone()) {
+                return bad(format!("worker id {:?} is invalid or repeated", c.worker_id));
+            }
+            if c.hardware_class.is_empty() {
+                return bad(format!("worker {} has no hardware_class", c.worker_id));
+            }
+        }
+        let fleet: Vec<hwsched_placement::WorkerView> =
+            self.workers.iter().map(|w| hwsched_placement::WorkerView::available(w.capabilities.clone())).collect();
+        let mut ids = std::collections::BTreeSet::new();
+        for t in &self.tasks {
+            let id = &t.request.task_id;
+            if !ids.insert(id.clone()) {
+                return bad(format!("task id {id:?} is repeated"));
+            }
+            if let Err(reasons) = hwsched_placement::validate(&t.request) {
+                return bad(format!("task {id}: {}", reasons.join("; ")));
+            }
+            if !t.arrival_s.is_finite() || t.arrival_s < 0.0 {
+                return bad(format!("task {id}: arrival_s must be a number >= 0"));
+            }
+            for w in &fleet {
+                if hwsched_placement::fit::fits_ever(&t.request, &w.caps) {
+                    let hw = &w.caps.hardware_class;
+                    if !t.runtime_s.get(hw).is_some_and(|r| *r > 0.0) {
+                        return bad(format!("task {id} can run on {} but has no runtime_s for {hw}", w.caps.worker_id));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: &str = r#"
+# one cpu worker, one task
+{"kind":"worker","capabilities":{"workerId":"cpu-1","hardwareClass":"cpu:x86","slots":2,"cpu":{"logicalCores":8},"memoryMb":"16384"}}
+{"kind":"task","arrival_s":1.5,"request":{"taskId":"t1","name":"unit","command":["true"]},"runtime_s":{"cpu:x86":10}}
+"#;
+
+    #[test]
+    fn parses_and_round_trips() {
+        let t = Trace::parse(SMALL).expect("valid");
+        assert_eq!(t.workers.len(), 1);
+        assert_eq!(t.tasks[0].runtime_s["cpu:x86"], 10.0);
+        assert_eq!(Trace::parse(&t.to_jsonl()).expect("round trip"), t);
+    }
+
+    #[test]
+    fn bad_lines_name_the_line_and_problem() {
+        let e = Trace::parse("{\"kind\":\"worker\"}\n").expect_err("no capabilities");
+        assert!(e.to_string().starts_with("line 1:"), "{e}");
+        let missing = SMALL.replace(r#""runtime_s":{"cpu:x86":10}"#, r#""runtime_s":{"gpu:h100":10}"#);
+        let e = Trace::parse(&missing).expect_err("no runtime for the class it fits");
+        assert!(e.to_string().contains("no runtime_s for cpu:x86"), "{e}");
+        let typo = SMALL.replace("arrival_s", "arrival");
+        assert!(Trace::parse(&typo).is_err());
+    }
+}

@@ -57,7 +57,9 @@ async fn queue_and_explain_say_why() -> anyhow::Result<()> {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("state      assigned, attempt 1"), "{out}");
     assert!(out.contains("worker     w-one"), "{out}");
-    assert!(out.contains("cost") && out.contains("runtime") && out.contains("load"), "{out}");
+    assert!(out.contains("cost") && out.contains("completion") && out.contains("load"), "{out}");
+    assert!(out.contains("decision   hwsched policy"), "{out}");
+    assert!(out.lines().any(|l| l.trim_start().starts_with("w-one")), "candidates table names the winner: {out}");
 
     let url = nats.url();
     let (code, out) = tokio::task::spawn_blocking(move || cli(&url, &["explain", "never-submitted"])).await??;

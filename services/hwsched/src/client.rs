@@ -357,6 +357,33 @@ pub async fn explain(nats: &NatsConfig, task_id: String) -> anyhow::Result<ExitC
         println!("tried      {}", rec.tried_workers.join(", "));
     }
     println!("why        {}", if rec.reason.is_empty() { "-" } else { &rec.reason });
+    if !rec.candidates.is_empty() {
+        println!(
+            "decision   {} policy, best {} of {} candidate(s) (the chosen or awaited worker first):",
+            rec.policy,
+            rec.candidates.len(),
+            rec.candidates_total.max(rec.candidates.len() as u32)
+        );
+        println!(
+            "  {:<20} {:<28} {:>7} {:>7} {:>10} {:>9}  COMPONENTS",
+            "WORKER", "HARDWARE", "COST", "WAIT", "COMPLETION", "PREDICTED"
+        );
+        for c in &rec.candidates {
+            let predicted =
+                if c.predicted_runtime_s > 0.0 { format!("{:.1}s", c.predicted_runtime_s) } else { "-".into() };
+            let parts: Vec<String> = c.components.iter().map(|(k, v)| format!("{k} {v:.2}")).collect();
+            println!(
+                "  {:<20} {:<28} {:>7.3} {:>6.0}s {:>9.1}s {:>9}  {}",
+                c.worker_id,
+                c.hardware_class,
+                c.cost,
+                c.wait_s,
+                c.completion_s,
+                predicted,
+                parts.join(", ")
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -46,8 +46,12 @@ def test_modern_ddl_runs_and_uses_modern_types(sess):
     assert '"hw_metrics","worker_id","LowCardinality(String)"' in cols
     assert '"hw_metrics","value","Float64","CODEC(Gorilla(8), ZSTD(1))"' in cols
     assert '"task_runs","status","LowCardinality(String)"' in cols
+    assert '"scheduler_decisions","policy","LowCardinality(String)"' in cols
+    assert '"scheduler_decisions","completion_s","Float64"' in cols
     create = sess.query("SHOW CREATE TABLE types.hw_metrics", "TSVRaw").data()
     assert "TTL" in create
+    create = sess.query("SHOW CREATE TABLE types.scheduler_decisions", "TSVRaw").data()
+    assert "ReplacingMergeTree" in create and "TTL" in create
 
 
 def test_modern_tables_accept_and_return_rows(sess):

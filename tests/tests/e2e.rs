@@ -76,6 +76,23 @@ async fn json_task_runs_on_a_real_monitor_and_lands_in_clickhouse() -> anyhow::R
     .await?;
     assert_eq!(run.0, "succeeded");
     assert!((run.1 - r.duration_s).abs() < 1e-9);
+    // The placement decision is recorded, its chosen candidate the worker that ran it.
+    let decision: (String, String, u8, String) = eventually(Duration::from_secs(20), || {
+        let ch = ch.clone();
+        async move {
+            let rows = ch
+                .query("SELECT policy, worker_id, chosen, components FROM scheduler_decisions WHERE task_id = ? AND rank = 0")
+                .bind("e2e-1")
+                .fetch_all::<(String, String, u8, String)>()
+                .await?;
+            Ok(rows.into_iter().next())
+        }
+    })
+    .await?;
+    assert_eq!(decision.0, "hwsched");
+    assert_eq!(decision.1, "e2e-worker");
+    assert_eq!(decision.2, 1);
+    assert!(decision.3.contains("\"completion\""), "{}", decision.3);
     let cpu_rows: u64 = eventually(Duration::from_secs(20), || {
         let ch = ch.clone();
         async move {

@@ -225,6 +225,9 @@ pub fn task_event(
         timestamp_ms: now_ms(),
         reason: reason.to_string(),
         name: task.map(|t| t.name.clone()).unwrap_or_default(),
+        producer: task.map(|t| t.producer.clone()).unwrap_or_default(),
+        test_type: task.map(|t| t.test_type.clone()).unwrap_or_default(),
+        ..Default::default()
     }
 }
 

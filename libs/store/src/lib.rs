@@ -7,7 +7,7 @@ pub mod schema;
 
 use clickhouse::Client;
 use hwsched_config::ClickHouseConfig;
-use hwsched_proto::v1::{ExecutionResult, MetricsBatch, TaskStatus};
+use hwsched_proto::v1::{CandidateScore, ExecutionResult, MetricsBatch, TaskEvent, TaskEventKind, TaskStatus};
 pub use schema::ServerVersion;
 use serde::Serialize;
 
@@ -103,6 +103,19 @@ impl Store {
         }
     }
 
+    /// Inserts one row per candidate of each ASSIGNED event's decision (other
+    /// events carry none and add no rows).
+    pub async fn insert_decisions(&self, events: &[TaskEvent]) -> Result<usize, StoreError> {
+        let assigned: Vec<&TaskEvent> = events.iter().filter(|e| e.kind() == TaskEventKind::Assigned).collect();
+        if self.version.is_modern() {
+            let rows: Vec<DecisionRow<i64>> = assigned.iter().flat_map(|e| decision_rows(e, |ms| ms)).collect();
+            self.insert_all("scheduler_decisions", rows.into_iter()).await
+        } else {
+            let rows: Vec<DecisionRow<u32>> = assigned.iter().flat_map(|e| decision_rows(e, secs)).collect();
+            self.insert_all("scheduler_decisions", rows.into_iter()).await
+        }
+    }
+
     async fn insert_all<R>(&self, table: &str, rows: impl Iterator<Item = R>) -> Result<usize, StoreError>
     where
         R: clickhouse::Row + Serialize,
@@ -173,6 +186,56 @@ pub struct RunRow<T> {
     memory_peak_mb: u64,
     gpu_memory_peak_mb: u64,
     error: String,
+}
+
+/// One `scheduler_decisions` row: one candidate of one decision.
+#[derive(Debug, Clone, clickhouse::Row, Serialize)]
+pub struct DecisionRow<T> {
+    time: T,
+    task_id: String,
+    attempt: u32,
+    name: String,
+    producer: String,
+    test_type: String,
+    policy: String,
+    rank: u8,
+    chosen: u8,
+    worker_id: String,
+    hardware_class: String,
+    cost: f64,
+    wait_s: f64,
+    completion_s: f64,
+    predicted_runtime_s: f64,
+    candidates_total: u32,
+    components: String,
+}
+
+fn decision_rows<T>(e: &TaskEvent, time: impl Fn(i64) -> T) -> Vec<DecisionRow<T>> {
+    e.candidates.iter().enumerate().map(|(rank, c)| decision_row(e, rank, c, &time)).collect()
+}
+
+fn decision_row<T>(e: &TaskEvent, rank: usize, c: &CandidateScore, time: impl Fn(i64) -> T) -> DecisionRow<T> {
+    let components: std::collections::BTreeMap<&str, f64> =
+        c.components.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    DecisionRow {
+        time: time(e.timestamp_ms),
+        task_id: e.task_id.clone(),
+        attempt: e.attempt,
+        name: e.name.clone(),
+        producer: e.producer.clone(),
+        test_type: e.test_type.clone(),
+        policy: e.policy.clone(),
+        rank: u8::try_from(rank).unwrap_or(u8::MAX),
+        chosen: u8::from(rank == 0 && c.worker_id == e.worker_id),
+        worker_id: c.worker_id.clone(),
+        hardware_class: c.hardware_class.clone(),
+        cost: c.cost,
+        wait_s: c.wait_s,
+        completion_s: c.completion_s,
+        predicted_runtime_s: c.predicted_runtime_s,
+        candidates_total: e.candidates_total,
+        components: serde_json::to_string(&components).unwrap_or_default(),
+    }
 }
 
 /// "succeeded", "failed", ... as stored in `task_runs.status`.

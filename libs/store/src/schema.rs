@@ -38,6 +38,9 @@ impl fmt::Display for ServerVersion {
 /// Default raw-metrics retention on modern servers (TTL), days.
 pub const METRICS_RETENTION_DAYS: u32 = 30;
 
+/// Decision retention on modern servers (TTL), days.
+pub const DECISIONS_RETENTION_DAYS: u32 = 90;
+
 /// The DDL statements, in order, for `database` on a server of `version`.
 /// Every statement is idempotent (`IF NOT EXISTS`).
 pub fn render(version: ServerVersion, database: &str) -> Vec<String> {
@@ -47,13 +50,14 @@ pub fn render(version: ServerVersion, database: &str) -> Vec<String> {
     } else {
         ("DateTime", "String", "", "")
     };
-    let ttl = |col: &str| {
+    let ttl_days = |col: &str, days: u32| {
         if modern {
-            format!("\nTTL toDateTime({col}) + INTERVAL {METRICS_RETENTION_DAYS} DAY")
+            format!("\nTTL toDateTime({col}) + INTERVAL {days} DAY")
         } else {
             String::new()
         }
     };
+    let ttl = |col: &str| ttl_days(col, METRICS_RETENTION_DAYS);
     vec![
         format!("CREATE DATABASE IF NOT EXISTS {database}"),
         format!(
@@ -74,6 +78,16 @@ pub fn render(version: ServerVersion, database: &str) -> Vec<String> {
              duration_s Float64,\n  predicted_duration_s Float64,\n  cpu_peak_pct Float64,\n  cpu_avg_pct Float64,\n  \
              memory_peak_mb UInt64,\n  gpu_memory_peak_mb UInt64,\n  error String\n\
              ) ENGINE = ReplacingMergeTree\nPARTITION BY toYYYYMM(finished_at)\nORDER BY (task_id, attempt)"
+        ),
+        // One row per candidate of each placement decision; rank 0 is the chosen worker.
+        format!(
+            "CREATE TABLE IF NOT EXISTS {database}.scheduler_decisions (\n  \
+             time {time},\n  task_id String,\n  attempt UInt32,\n  name String,\n  producer {lc},\n  \
+             test_type {lc},\n  policy {lc},\n  rank UInt8,\n  chosen UInt8,\n  worker_id {lc},\n  \
+             hardware_class {lc},\n  cost Float64,\n  wait_s Float64,\n  completion_s Float64,\n  \
+             predicted_runtime_s Float64,\n  candidates_total UInt32,\n  components String\n\
+             ) ENGINE = ReplacingMergeTree\nPARTITION BY toYYYYMM(time)\nORDER BY (task_id, attempt, rank){}",
+            ttl_days("time", DECISIONS_RETENTION_DAYS)
         ),
     ]
 }
@@ -99,7 +113,17 @@ mod tests {
             assert!(!legacy.contains(word), "{word} in legacy DDL");
             assert!(modern.contains(word), "{word} missing from modern DDL");
         }
-        for col in ["worker_id", "metric", "device", "value", "task_id", "hardware_class", "duration_s"] {
+        for col in [
+            "worker_id",
+            "metric",
+            "device",
+            "value",
+            "task_id",
+            "hardware_class",
+            "duration_s",
+            "completion_s",
+            "rank",
+        ] {
             assert!(legacy.contains(col) && modern.contains(col), "{col}");
         }
     }

@@ -1,5 +1,5 @@
-//! The hwsched recorder: durable JetStream consumers for metrics and results,
-//! batched inserts into ClickHouse, and acknowledgement only after ClickHouse
+//! The hwsched recorder: durable JetStream consumers for metrics, results and
+//! placement decisions, batched inserts into ClickHouse, and acknowledgement only after ClickHouse
 //! confirmed the insert, so a ClickHouse outage loses nothing (the backlog
 //! waits in JetStream).
 #![forbid(unsafe_code)]
@@ -13,7 +13,7 @@ use hwsched_bus::{
     streams::{self, Durable},
     Bus, Stream,
 };
-use hwsched_proto::v1::{ExecutionResult, MetricsBatch};
+use hwsched_proto::v1::{ExecutionResult, MetricsBatch, TaskEvent};
 use hwsched_store::{Store, StoreError};
 use hwsched_telemetry::{prometheus_client::metrics::counter::Counter, Telemetry};
 use tokio_util::sync::CancellationToken;
@@ -55,9 +55,10 @@ pub async fn run(
     let rows = Counter::<u64>::default();
     telemetry.register(|r| r.register("hwsched_recorder_rows", "Rows inserted into ClickHouse", rows.clone()));
     let metrics = Sink { name: "metrics", stream: Stream::Metrics, cfg: cfg.clone(), rows: rows.clone() };
-    let results = Sink { name: "results", stream: Stream::Results, cfg, rows };
+    let results = Sink { name: "results", stream: Stream::Results, cfg: cfg.clone(), rows: rows.clone() };
+    let decisions = Sink { name: "decisions", stream: Stream::Events, cfg, rows };
     telemetry.set_ready(true);
-    let (a, b) = tokio::join!(
+    let (a, b, c) = tokio::join!(
         metrics.run(&bus, &shutdown, |batch: Vec<MetricsBatch>| {
             let store = store.clone();
             async move { store.insert_metrics(&batch).await }
@@ -66,9 +67,14 @@ pub async fn run(
             let store = store.clone();
             async move { store.insert_runs(&batch).await }
         }),
+        decisions.run(&bus, &shutdown, |batch: Vec<TaskEvent>| {
+            let store = store.clone();
+            async move { store.insert_decisions(&batch).await }
+        }),
     );
     a?;
     b?;
+    c?;
     tracing::info!("recorder stopped");
     Ok(())
 }

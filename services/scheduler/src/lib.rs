@@ -488,7 +488,12 @@ impl Scheduler {
     }
 
     async fn event(&self, rec: &TaskRecord, kind: TaskEventKind, reason: &str) {
-        let ev = task_event(rec.task.as_ref(), kind, rec.attempt, &rec.worker_id, reason);
+        let mut ev = task_event(rec.task.as_ref(), kind, rec.attempt, &rec.worker_id, reason);
+        if kind == TaskEventKind::Assigned {
+            ev.policy = rec.policy.clone();
+            ev.candidates = rec.candidates.clone();
+            ev.candidates_total = rec.candidates_total;
+        }
         self.bus.publish_event(&ev, Some(&rec.traceparent)).await;
     }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use hwsched_proto::v1::{GpuInfo, Requirements, TaskRequest, WorkerCapabilities, WorkerState};
 
 use crate::{
-    score::{seed_excludes, Candidate, Policy, Scored, Scoring},
+    score::{seed_excludes, Candidate, Policy, Scoring},
     validate::{parse_capability, DEFAULT_CPU_CORES},
 };
 
@@ -54,12 +54,15 @@ pub struct WorkerView {
     /// A waiting task is expected to start here in this many seconds: only
     /// tasks predicted to end by then may be placed here now (backfill).
     pub hold_s: Option<f64>,
+    /// [`shape_of`] its capabilities (0: unknown, checked on its own).
+    pub shape: u64,
 }
 
 impl WorkerView {
     /// An active, idle, cool worker with these capabilities (nothing reserved).
     pub fn available(caps: WorkerCapabilities) -> Self {
         Self {
+            shape: shape_of(&caps),
             caps,
             state: WorkerState::Active,
             reserved: Reserved::default(),
@@ -209,6 +212,34 @@ fn contains_ignore_case(hay: &str, needle_lower: &str) -> bool {
     n.is_empty() || h.windows(n.len()).any(|w| w.iter().zip(n).all(|(a, b)| a.to_ascii_lowercase() == *b))
 }
 
+/// A hash of everything [`fits_ever`] reads of a worker, and its hardware
+/// class: workers with the same shape fit a task the same way and run it as
+/// fast, so placement checks and estimates each shape once.
+pub fn shape_of(caps: &WorkerCapabilities) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    // the class too, so runtime estimates can be shared by shape
+    caps.hardware_class.hash(&mut h);
+    caps.cpu.as_ref().map_or(0, |c| c.logical_cores).hash(&mut h);
+    caps.memory_mb.hash(&mut h);
+    for g in &caps.gpus {
+        (g.index, &g.vendor, &g.model, g.memory_mb, &g.compute_capability).hash(&mut h);
+    }
+    let mut acc: Vec<(&String, &u32)> = caps.accelerators.iter().collect();
+    acc.sort();
+    acc.hash(&mut h);
+    caps.backends.hash(&mut h);
+    sorted(&caps.software).hash(&mut h);
+    sorted(&caps.labels).hash(&mut h);
+    h.finish().max(1)
+}
+
+fn sorted(m: &std::collections::HashMap<String, String>) -> Vec<(&String, &String)> {
+    let mut v: Vec<(&String, &String)> = m.iter().collect();
+    v.sort();
+    v
+}
+
 /// Whether a worker with these capabilities could ever run `task` (its hard
 /// requirements against the worker's total capacity).
 pub fn fits_ever(task: &TaskRequest, caps: &WorkerCapabilities) -> bool {
@@ -231,27 +262,49 @@ pub fn place_with(task: &TaskRequest, workers: &[WorkerView], scoring: &Scoring<
     let demand = Demand::of(task);
     let need = Need::of(task);
     let policy = scoring.policy;
-    let workload = hwsched_model::task_workload_key(task);
     let mut never: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut busy: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut candidates: Vec<Candidate<'_>> = Vec::new();
+    let mut matching: Vec<u64> = Vec::new();
+    let mut workload: Option<String> = None;
+    // Workers of one shape (the same static capabilities) fit the same way:
+    // the requirements are checked once per shape.
+    let mut shapes: Vec<(u64, Result<u64, &'static str>)> = Vec::new();
     for w in workers {
-        if let Err(why) = static_fit(&need, &demand, &w.caps) {
-            *never.entry(why).or_default() += 1;
-            continue;
-        }
-        let mut fit = dynamic_fit(&need, &demand, w, policy);
-        if let (Ok(_), Some(hold)) = (&fit, w.hold_s) {
-            if policy == Policy::Hwsched && scoring.runtime_estimate(&workload, task, &w.caps.hardware_class).0 > hold {
+        let fits = match shapes.iter().find(|(s, _)| w.shape != 0 && *s == w.shape) {
+            Some((_, r)) => *r,
+            None => {
+                let r = static_fit(&need, &demand, &w.caps);
+                if w.shape != 0 {
+                    shapes.push((w.shape, r));
+                }
+                r
+            }
+        };
+        let gpus = match fits {
+            Ok(mask) => mask,
+            Err(why) => {
+                *never.entry(why).or_default() += 1;
+                continue;
+            }
+        };
+        let mut fit = dynamic_fit(&need, &demand, w, gpus, policy);
+        if let (Ok(()), Some(hold), Policy::Hwsched) = (&fit, w.hold_s, policy) {
+            let key = workload.get_or_insert_with(|| hwsched_model::task_workload_key(task));
+            if scoring.runtime_estimate(key, task, &w.caps.hardware_class).0 > hold {
                 fit = Err(Busy { why: "are held for a waiting task", room: true });
             }
         }
         match fit {
-            Ok(gpus) => candidates.push(Candidate { view: w, gpus, wait_s: 0.0 }),
+            Ok(()) => {
+                candidates.push(Candidate { view: w, wait_s: 0.0 });
+                matching.push(gpus);
+            }
             Err(b) => {
                 *busy.entry(b.why).or_default() += 1;
                 if let (true, Policy::Hwsched, Some(wait_s)) = (b.room, policy, w.free_in_s) {
-                    candidates.push(Candidate { view: w, gpus: Vec::new(), wait_s: wait_s.max(1e-3) });
+                    candidates.push(Candidate { view: w, wait_s: wait_s.max(1e-3) });
+                    matching.push(gpus);
                 }
             }
         }
@@ -266,43 +319,46 @@ pub fn place_with(task: &TaskRequest, workers: &[WorkerView], scoring: &Scoring<
         }
         return Outcome::Wait { reason: summarize(workers.len(), &all) };
     }
-    let scored = scoring.score(task, &candidates);
-    let mut order: Vec<usize> = (0..candidates.len()).collect();
-    let key = |i: &usize| (scored[*i].cost, candidates[*i].wait_s);
-    order.sort_by(|a, b| {
-        key(a)
-            .partial_cmp(&key(b))
-            .unwrap_or(std::cmp::Ordering::Equal)
+    let evals = scoring.evaluate(task, &candidates);
+    // lowest cost, then sooner, then smaller worker id; only the best few are sorted
+    let better = |a: &usize, b: &usize| {
+        let (x, y) = (&evals[*a], &evals[*b]);
+        x.cost
+            .total_cmp(&y.cost)
+            .then(candidates[*a].wait_s.total_cmp(&candidates[*b].wait_s))
             .then_with(|| candidates[*a].view.caps.worker_id.cmp(&candidates[*b].view.caps.worker_id))
-    });
+    };
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    if order.len() > RANKED_KEPT {
+        order.select_nth_unstable_by(RANKED_KEPT - 1, better);
+        order.truncate(RANKED_KEPT);
+    }
+    order.sort_by(better);
     let ranked: Vec<Ranked> = order
         .iter()
-        .take(RANKED_KEPT)
         .map(|i| {
-            let (c, s) = (&candidates[*i], &scored[*i]);
+            let (c, e) = (&candidates[*i], &evals[*i]);
             Ranked {
                 worker_id: c.view.caps.worker_id.clone(),
                 hardware_class: c.view.caps.hardware_class.clone(),
-                cost: s.cost,
+                cost: e.cost,
                 wait_s: c.wait_s,
-                completion_s: s.completion_s,
-                predicted_runtime_s: s.predicted_runtime_s,
-                components: s.components.clone(),
+                completion_s: e.completion_s,
+                predicted_runtime_s: e.predicted_runtime_s,
+                components: e.parts.to_vec(),
             }
         })
         .collect();
     let n = candidates.len();
-    let best = order[0];
-    let s = scored.into_iter().nth(best).unwrap_or(Scored {
-        cost: 0.0,
-        components: vec![],
-        predicted_runtime_s: None,
-        completion_s: 0.0,
-    });
-    let c = candidates.swap_remove(best);
+    let (c, e) = (candidates[order[0]], evals[order[0]]);
     if c.wait_s > 0.0 {
-        let runtime_s = s.completion_s - c.wait_s;
-        let now = ranked.iter().filter(|r| r.wait_s == 0.0).map(|r| r.completion_s).fold(f64::INFINITY, f64::min);
+        let runtime_s = e.completion_s - c.wait_s;
+        let now = evals
+            .iter()
+            .zip(&candidates)
+            .filter(|(_, c)| c.wait_s == 0.0)
+            .map(|(e, _)| e.completion_s)
+            .fold(f64::INFINITY, f64::min);
         let alternative =
             if now.is_finite() { format!("; ~{now:.0} s on the best worker free now") } else { String::new() };
         return Outcome::Queue {
@@ -318,11 +374,11 @@ pub fn place_with(task: &TaskRequest, workers: &[WorkerView], scoring: &Scoring<
     }
     Outcome::Place {
         worker_id: c.view.caps.worker_id.clone(),
-        gpus: c.gpus,
-        score: s.cost,
+        gpus: free_gpus(matching[order[0]], &demand, c.view),
+        score: e.cost,
         candidates: n,
-        components: s.components,
-        predicted_runtime_s: s.predicted_runtime_s,
+        components: e.parts.to_vec(),
+        predicted_runtime_s: e.predicted_runtime_s,
         ranked,
     }
 }
@@ -333,7 +389,9 @@ fn summarize(total: usize, reasons: &BTreeMap<&'static str, usize>) -> String {
 }
 
 /// Requirements checked against a worker's total capacity.
-fn static_fit(n: &Need<'_>, d: &Demand, c: &WorkerCapabilities) -> Result<(), &'static str> {
+/// Returns the mask of the worker's GPUs (by position, the first 64) that
+/// match the task's GPU requirement.
+fn static_fit(n: &Need<'_>, d: &Demand, c: &WorkerCapabilities) -> Result<u64, &'static str> {
     let r = n.req;
     let cores = c.cpu.as_ref().map_or(0, |cpu| cpu.logical_cores) as f64;
     if d.cpu_cores > cores {
@@ -342,8 +400,16 @@ fn static_fit(n: &Need<'_>, d: &Demand, c: &WorkerCapabilities) -> Result<(), &'
     if d.memory_mb as u64 > c.memory_mb {
         return Err("have too little memory");
     }
-    if d.gpu_count > 0 && (c.gpus.iter().filter(|g| n.gpu_matches(g)).count() as u32) < d.gpu_count {
-        return Err("lack matching gpus");
+    let mut gpus = 0u64;
+    if d.gpu_count > 0 {
+        for (i, g) in c.gpus.iter().enumerate().take(64) {
+            if n.gpu_matches(g) {
+                gpus |= 1 << i;
+            }
+        }
+        if gpus.count_ones() < d.gpu_count {
+            return Err("lack matching gpus");
+        }
     }
     for (kind, count) in &r.accelerators {
         if c.accelerators.get(kind).copied().unwrap_or(0) < *count {
@@ -365,7 +431,21 @@ fn static_fit(n: &Need<'_>, d: &Demand, c: &WorkerCapabilities) -> Result<(), &'
     if r.labels.iter().any(|(k, v)| c.labels.get(k) != Some(v)) {
         return Err("lack the labels");
     }
-    Ok(())
+    Ok(gpus)
+}
+
+/// The task's GPUs among `matching` that no placed task reserved.
+fn free_mask(matching: u64, w: &WorkerView) -> u64 {
+    if w.reserved.gpus.is_empty() {
+        return matching;
+    }
+    let mut reserved = 0u64;
+    for (i, g) in w.caps.gpus.iter().enumerate().take(64) {
+        if w.reserved.gpus.contains(&g.index) {
+            reserved |= 1 << i;
+        }
+    }
+    matching & !reserved
 }
 
 /// CPU or memory utilisation at which a worker gets nothing new, percent.
@@ -379,8 +459,8 @@ struct Busy {
     room: bool,
 }
 
-/// Requirements checked against what is free now. Returns the GPUs to reserve.
-fn dynamic_fit(n: &Need<'_>, d: &Demand, w: &WorkerView, policy: Policy) -> Result<Vec<u32>, Busy> {
+/// Requirements checked against what is free now.
+fn dynamic_fit(n: &Need<'_>, d: &Demand, w: &WorkerView, matching: u64, policy: Policy) -> Result<(), Busy> {
     let no = |why| Err(Busy { why, room: false });
     if w.state != WorkerState::Active {
         return no("are not active (draining or offline)");
@@ -411,28 +491,31 @@ fn dynamic_fit(n: &Need<'_>, d: &Demand, w: &WorkerView, policy: Policy) -> Resu
             return full("have no free accelerator");
         }
     }
-    if d.gpu_count == 0 {
-        return Ok(Vec::new());
-    }
-    let gpus: Vec<u32> = w
-        .caps
-        .gpus
-        .iter()
-        .filter(|g| n.gpu_matches(g) && !w.reserved.gpus.contains(&g.index))
-        .map(|g| g.index)
-        .take(d.gpu_count as usize)
-        .collect();
-    if (gpus.len() as u32) < d.gpu_count {
+    if d.gpu_count > 0 && free_mask(matching, w).count_ones() < d.gpu_count {
         return full("have no free matching gpu");
     }
-    Ok(gpus)
+    Ok(())
+}
+
+/// The GPUs to reserve on a worker that passed [`dynamic_fit`].
+fn free_gpus(matching: u64, d: &Demand, w: &WorkerView) -> Vec<u32> {
+    let free = free_mask(matching, w);
+    w.caps
+        .gpus
+        .iter()
+        .enumerate()
+        .take(64)
+        .filter(|(i, _)| free & (1 << i) != 0)
+        .map(|(_, g)| g.index)
+        .take(d.gpu_count as usize)
+        .collect()
 }
 
 /// "3.11.7", "3.11", "12" -> semver versions.
 fn lenient_version(v: &str) -> Option<semver::Version> {
-    let core: String =
-        v.trim().trim_start_matches('v').chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
-    let mut parts = core.split('.').filter(|p| !p.is_empty()).map(|p| p.parse::<u64>());
+    let v = v.trim().trim_start_matches('v');
+    let end = v.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(v.len());
+    let mut parts = v[..end].split('.').filter(|p| !p.is_empty()).map(|p| p.parse::<u64>());
     let major = parts.next()?.ok()?;
     let minor = parts.next().transpose().ok()?.unwrap_or(0);
     let patch = parts.next().transpose().ok()?.unwrap_or(0);

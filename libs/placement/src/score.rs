@@ -148,12 +148,10 @@ pub struct Scoring<'a> {
 
 /// A worker that could take the task: now (`wait_s` = 0) or once its running
 /// work ends (hwsched only).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct Candidate<'w> {
     /// The worker.
     pub view: &'w WorkerView,
-    /// GPU indices to reserve (empty when it must wait).
-    pub gpus: Vec<u32>,
     /// Expected seconds until it has room for the task.
     pub wait_s: f64,
 }
@@ -169,6 +167,30 @@ pub struct Scored {
     pub predicted_runtime_s: Option<f64>,
     /// Expected completion: wait + runtime estimate, s.
     pub completion_s: f64,
+}
+
+/// A candidate's component values, without allocating.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Parts {
+    names: &'static [&'static str],
+    values: [f64; 4],
+}
+
+impl Parts {
+    pub(crate) fn to_vec(self) -> Vec<(&'static str, f64)> {
+        self.names.iter().copied().zip(self.values).collect()
+    }
+}
+
+const HWSCHED_PARTS: &[&str] = &["completion", "load", "thermal", "affinity"];
+
+/// Everything the placement needs of one candidate's score.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Eval {
+    pub(crate) cost: f64,
+    pub(crate) completion_s: f64,
+    pub(crate) predicted_runtime_s: Option<f64>,
+    pub(crate) parts: Parts,
 }
 
 impl Scoring<'_> {
@@ -195,102 +217,91 @@ impl Scoring<'_> {
     /// Scores every candidate of `task` (lower cost wins). Baseline policies
     /// that pick by turn give the chosen candidate cost 0 and the others 1.
     pub fn score(&self, task: &TaskRequest, candidates: &[Candidate<'_>]) -> Vec<Scored> {
+        self.evaluate(task, candidates)
+            .into_iter()
+            .map(|e| Scored {
+                cost: e.cost,
+                components: e.parts.to_vec(),
+                predicted_runtime_s: e.predicted_runtime_s,
+                completion_s: e.completion_s,
+            })
+            .collect()
+    }
+
+    /// [`Scoring::score`] without per-candidate allocation.
+    pub(crate) fn evaluate(&self, task: &TaskRequest, candidates: &[Candidate<'_>]) -> Vec<Eval> {
         let workload = hwsched_model::task_workload_key(task);
         // few hardware classes, many workers: one model look-up per class
-        let mut by_class: Vec<(&str, (f64, Option<f64>))> = Vec::new();
-        let estimates: Vec<(f64, Option<f64>)> = candidates
+        // (and workers of one shape share their class: compared by number first)
+        let mut by_class: Vec<(u64, &str, (f64, Option<f64>))> = Vec::new();
+        let mut out: Vec<Eval> = candidates
             .iter()
             .map(|c| {
-                let hw = c.view.caps.hardware_class.as_str();
-                if let Some((_, e)) = by_class.iter().find(|(h, _)| *h == hw) {
-                    return *e;
+                let (shape, hw) = (c.view.shape, c.view.caps.hardware_class.as_str());
+                let known = by_class.iter().find(|(s, h, _)| if shape != 0 { *s == shape } else { *h == hw });
+                let (estimate, predicted) = match known {
+                    Some((_, _, e)) => *e,
+                    None => {
+                        let e = self.runtime_estimate(&workload, task, hw);
+                        by_class.push((shape, hw, e));
+                        e
+                    }
+                };
+                Eval {
+                    cost: 0.0,
+                    completion_s: c.wait_s + estimate,
+                    predicted_runtime_s: predicted,
+                    parts: Parts { names: &[], values: [0.0; 4] },
                 }
-                let e = self.runtime_estimate(&workload, task, hw);
-                by_class.push((hw, e));
-                e
             })
             .collect();
-        let completions: Vec<f64> = candidates.iter().zip(&estimates).map(|(c, (e, _))| c.wait_s + e).collect();
-        let costs: Vec<Vec<(&'static str, f64)>> = match self.policy {
-            Policy::Hwsched => self.hwsched(task, candidates, &completions),
-            Policy::LeastLoaded => candidates.iter().map(|c| vec![("load", load(c.view, false))]).collect(),
+        match self.policy {
+            Policy::Hwsched => {
+                let soonest = out.iter().map(|e| e.completion_s).fold(f64::INFINITY, f64::min);
+                let family = task.model_family.as_str();
+                let w = self.weights;
+                for (c, e) in candidates.iter().zip(out.iter_mut()) {
+                    let v = c.view;
+                    let completion =
+                        if e.completion_s > 0.0 && soonest.is_finite() { 1.0 - soonest / e.completion_s } else { 0.0 };
+                    let thermal = if v.hot { 1.0 } else { ((v.max_temp_c - 60.0) / 30.0).clamp(0.0, 1.0) };
+                    let affinity =
+                        if family.is_empty() || v.recent_families.iter().any(|f| f == family) { 0.0 } else { 1.0 };
+                    let values = [completion, load(v, self.pack), thermal, affinity];
+                    e.cost =
+                        w.completion * values[0] + w.load * values[1] + w.thermal * values[2] + w.affinity * values[3];
+                    e.parts = Parts { names: HWSCHED_PARTS, values };
+                }
+            }
+            Policy::LeastLoaded => {
+                for (c, e) in candidates.iter().zip(out.iter_mut()) {
+                    e.cost = load(c.view, false);
+                    e.parts = Parts { names: &["load"], values: [e.cost, 0.0, 0.0, 0.0] };
+                }
+            }
             Policy::RoundRobin | Policy::Random => {
                 let mut order: Vec<usize> = (0..candidates.len()).collect();
                 order.sort_by(|a, b| candidates[*a].view.caps.worker_id.cmp(&candidates[*b].view.caps.worker_id));
                 let pick = order.get((self.turn % candidates.len().max(1) as u64) as usize).copied();
-                (0..candidates.len()).map(|i| vec![("turn", if Some(i) == pick { 0.0 } else { 1.0 })]).collect()
+                for (i, e) in out.iter_mut().enumerate() {
+                    e.cost = if Some(i) == pick { 0.0 } else { 1.0 };
+                    e.parts = Parts { names: &["turn"], values: [e.cost, 0.0, 0.0, 0.0] };
+                }
             }
             Policy::Seed => {
                 let mean_load =
                     candidates.iter().map(|c| seed_load(c.view)).sum::<f64>() / candidates.len().max(1) as f64;
-                candidates
-                    .iter()
-                    .map(|c| {
-                        let (hw, adaptive, composite) = seed_score(task, c.view, self.model, &workload, mean_load);
-                        vec![("seed", -composite), ("hardware_aware", hw), ("adaptive", adaptive)]
-                    })
-                    .collect()
-            }
-        };
-        costs
-            .into_iter()
-            .zip(estimates)
-            .zip(completions)
-            .map(|((components, (_, predicted)), completion_s)| Scored {
-                cost: if self.policy == Policy::Hwsched {
-                    self.weighted(&components)
-                } else {
-                    components.first().map_or(0.0, |c| c.1)
-                },
-                components,
-                predicted_runtime_s: predicted,
-                completion_s,
-            })
-            .collect()
-    }
-
-    fn weighted(&self, components: &[(&'static str, f64)]) -> f64 {
-        let w = self.weights;
-        components
-            .iter()
-            .map(|(name, v)| {
-                v * match *name {
-                    "completion" => w.completion,
-                    "load" => w.load,
-                    "thermal" => w.thermal,
-                    "affinity" => w.affinity,
-                    _ => 0.0,
+                for (c, e) in candidates.iter().zip(out.iter_mut()) {
+                    let (hw, adaptive, composite) = seed_score(task, c.view, self.model, &workload, mean_load);
+                    e.cost = -composite;
+                    e.parts = Parts {
+                        names: &["seed", "hardware_aware", "adaptive"],
+                        values: [-composite, hw, adaptive, 0.0],
+                    };
                 }
-            })
-            .sum()
-    }
-
-    fn hwsched(
-        &self,
-        task: &TaskRequest,
-        candidates: &[Candidate<'_>],
-        completions: &[f64],
-    ) -> Vec<Vec<(&'static str, f64)>> {
-        let soonest = completions.iter().copied().fold(f64::INFINITY, f64::min);
-        let family = task.model_family.as_str();
-        candidates
-            .iter()
-            .zip(completions)
-            .map(|(c, completion)| {
-                let w = c.view;
-                let completion =
-                    if *completion > 0.0 && soonest.is_finite() { 1.0 - soonest / completion } else { 0.0 };
-                let thermal = if w.hot { 1.0 } else { ((w.max_temp_c - 60.0) / 30.0).clamp(0.0, 1.0) };
-                let affinity =
-                    if family.is_empty() || w.recent_families.iter().any(|f| f == family) { 0.0 } else { 1.0 };
-                vec![
-                    ("completion", completion),
-                    ("load", load(w, self.pack)),
-                    ("thermal", thermal),
-                    ("affinity", affinity),
-                ]
-            })
-            .collect()
+            }
+        }
+        out
     }
 }
 
@@ -481,7 +492,7 @@ mod tests {
     }
 
     fn cost(s: &Scoring<'_>, t: &TaskRequest, ws: &[WorkerView]) -> Vec<f64> {
-        let cands: Vec<Candidate<'_>> = ws.iter().map(|view| Candidate { view, gpus: vec![], wait_s: 0.0 }).collect();
+        let cands: Vec<Candidate<'_>> = ws.iter().map(|view| Candidate { view, wait_s: 0.0 }).collect();
         s.score(t, &cands).into_iter().map(|x| x.cost).collect()
     }
 
@@ -521,8 +532,7 @@ mod tests {
         let (cpu, gpu) = (view("cpu", "cpu:x86"), view("gpu", "gpu:h100"));
         let s = Scoring { model: Some(&m), ..Default::default() };
         let score = |wait_s: f64| {
-            let c =
-                [Candidate { view: &cpu, gpus: vec![], wait_s: 0.0 }, Candidate { view: &gpu, gpus: vec![], wait_s }];
+            let c = [Candidate { view: &cpu, wait_s: 0.0 }, Candidate { view: &gpu, wait_s }];
             s.score(&task(), &c)
         };
         let soon = score(30.0);

@@ -30,6 +30,8 @@ pub struct Worker {
     pub throttled_until_ms: i64,
     /// Model families assigned to it lately, newest last.
     pub recent_families: std::collections::VecDeque<String>,
+    /// `fit::shape_of` its capabilities.
+    pub shape: u64,
 }
 
 impl Worker {
@@ -51,6 +53,7 @@ impl Worker {
             recent_families: self.recent_families.iter().cloned().collect(),
             free_in_s,
             hold_s: None,
+            shape: self.shape,
         })
     }
 }
@@ -185,6 +188,7 @@ impl State {
     pub fn register(&mut self, caps: WorkerCapabilities, now_ms: i64) -> bool {
         let w = self.workers.entry(caps.worker_id.clone()).or_default();
         let new = w.caps.is_none();
+        w.shape = crate::fit::shape_of(&caps);
         w.caps = Some(caps);
         w.last_seen_ms = now_ms;
         if w.state == WorkerState::Unspecified || w.state == WorkerState::Offline {

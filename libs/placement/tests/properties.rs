@@ -86,6 +86,7 @@ fn worker() -> impl Strategy<Value = WorkerView> {
                     gpu_util_pct: 0.0,
                     free_in_s: free_in,
                     hold_s: None,
+                    shape: 0,
                 }
             },
         )
@@ -214,5 +215,11 @@ proptest! {
             w.caps.worker_id = format!("w{i}");
         }
         prop_assert_eq!(place(&t, &fleet), place(&t, &fleet));
+        // checking requirements once per shape changes nothing
+        let mut shaped = fleet.clone();
+        for w in &mut shaped {
+            w.shape = hwsched_placement::fit::shape_of(&w.caps);
+        }
+        prop_assert_eq!(place(&t, &shaped), place(&t, &fleet));
     }
 }

@@ -184,6 +184,9 @@ impl Parts {
 
 const HWSCHED_PARTS: &[&str] = &["completion", "load", "thermal", "affinity"];
 
+/// A runtime estimate and the model's prediction behind it, when any.
+type Estimate = (f64, Option<f64>);
+
 /// Everything the placement needs of one candidate's score.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Eval {
@@ -233,7 +236,7 @@ impl Scoring<'_> {
         let workload = hwsched_model::task_workload_key(task);
         // few hardware classes, many workers: one model look-up per class
         // (and workers of one shape share their class: compared by number first)
-        let mut by_class: Vec<(u64, &str, (f64, Option<f64>))> = Vec::new();
+        let mut by_class: Vec<(u64, &str, Estimate)> = Vec::new();
         let mut out: Vec<Eval> = candidates
             .iter()
             .map(|c| {

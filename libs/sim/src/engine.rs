@@ -85,6 +85,8 @@ pub struct Report {
     pub mean_completion_s: f64,
     /// 95th percentile of (end - arrival), s.
     pub p95_completion_s: f64,
+    /// Mean of (end - arrival) by the tasks' test type, s.
+    pub mean_completion_by_test_type_s: BTreeMap<String, f64>,
     /// Mean time from arrival to the first start, by priority (1..5), s.
     pub mean_wait_by_priority_s: BTreeMap<String, f64>,
     /// Busy share of each hardware class's slots over the makespan.
@@ -467,6 +469,11 @@ impl<'t> Sim<'t> {
             .get(((completions.len() as f64 * 0.95).ceil() as usize).saturating_sub(1))
             .copied()
             .unwrap_or(0.0);
+        let mut by_type: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for (i, (end, _)) in &self.ended_ms {
+            let t = &tasks[*i];
+            by_type.entry(t.request.test_type.clone()).or_default().push(*end as f64 / 1000.0 - t.arrival_s);
+        }
         let mut waits: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         for (i, start) in &self.first_start_ms {
             let p = match tasks[*i].request.priority {
@@ -504,6 +511,7 @@ impl<'t> Sim<'t> {
             makespan_lower_bound_s: round(lower_bound(self.trace), 3),
             mean_completion_s: round(mean(&completions), 3),
             p95_completion_s: round(p95, 3),
+            mean_completion_by_test_type_s: by_type.into_iter().map(|(k, v)| (k, round(mean(&v), 3))).collect(),
             mean_wait_by_priority_s: waits.into_iter().map(|(p, w)| (p, round(mean(&w), 3))).collect(),
             utilization_by_class,
             throttled_placements: self.throttled,

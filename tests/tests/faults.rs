@@ -1,6 +1,7 @@
-//! Faults the foundation already survives: a worker killed with SIGKILL (its
-//! task is placed again elsewhere), and a nats-server restart (every service
-//! reconnects and the next task still runs).
+//! Faults the system survives: a worker killed with SIGKILL (its task is
+//! placed again elsewhere), a test that fails on one kind of hardware (retried
+//! on another kind), and a nats-server restart (every service reconnects and
+//! the next task still runs).
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use hwsched_proto::{
     Message,
 };
 use hwsched_testkit::NatsServer;
-use hwsched_tests::{bus, submit, Proc};
+use hwsched_tests::{bus, sh_task, submit, Proc};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -59,6 +60,47 @@ async fn task_of_a_killed_worker_is_placed_on_another() -> anyhow::Result<()> {
     assert!(lost_at.elapsed() < Duration::from_secs(10), "took {:?}", lost_at.elapsed());
     let log = sched.log();
     assert!(log.contains("attempt lost, task queued again") && log.contains(&format!("worker {victim} lost")), "{log}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_attempt_is_retried_on_other_hardware() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let sched = Proc::spawn("scheduler", &nats.url(), &["scheduler"], &[])?;
+    sched.wait_for_log("scheduler ready", WAIT).await?;
+    let cpu1 = monitor(&nats, "w-cpu1")?;
+    sched.wait_for_log("worker joined worker_id=\"w-cpu1\"", WAIT).await?;
+
+    // The first attempt can only go to w-cpu1; it fails after a second, once.
+    let dir = tempfile::tempdir()?;
+    let mark = dir.path().join("failed-once");
+    let script = format!("sleep 1; test -f {m} || {{ touch {m}; exit 3; }}", m = mark.display());
+    let bus = bus(&nats.url()).await?;
+    let mut results = bus.client().subscribe("hws.results.flaky-kernel").await?;
+    submit(&bus, &sh_task("flaky-kernel", &script)).await?;
+    // Meanwhile a second worker of the same hardware and one with an NPU join.
+    let cpu2 = monitor(&nats, "w-cpu2")?;
+    let npu = Proc::spawn(
+        "w-npu",
+        &nats.url(),
+        &["monitor", "--worker-id", "w-npu", "--slots", "1", "--interval-ms", "200", "--accelerator", "npu=1"],
+        &[],
+    )?;
+    sched.wait_for_log("worker joined worker_id=\"w-cpu2\"", WAIT).await?;
+    sched.wait_for_log("worker joined worker_id=\"w-npu\"", WAIT).await?;
+
+    let first =
+        ExecutionResult::decode(tokio::time::timeout(WAIT, results.next()).await?.expect("first").payload.as_ref())?;
+    assert_eq!((first.worker_id.as_str(), first.attempt, first.status()), ("w-cpu1", 1, TaskStatus::Failed));
+    let second =
+        ExecutionResult::decode(tokio::time::timeout(WAIT, results.next()).await?.expect("second").payload.as_ref())?;
+    assert_eq!(second.attempt, 2);
+    assert_eq!(second.status(), TaskStatus::Succeeded);
+    // not the idle worker of the same hardware: the one of another kind
+    assert_eq!(second.worker_id, "w-npu", "{second:?}");
+    assert_ne!(second.hardware_class, first.hardware_class);
+    assert_eq!(second.hardware_class, "accel:npu");
+    drop((cpu1, cpu2, npu));
     Ok(())
 }
 

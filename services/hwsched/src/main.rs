@@ -4,6 +4,7 @@
 //! configuration and calls each crate's `run`.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod client;
 mod service;
 mod sim;
@@ -58,6 +59,11 @@ enum Command {
     Explain {
         /// Task id.
         task_id: String,
+    },
+    /// Load generators against a running scheduler (use a dedicated NATS server).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
     },
     /// Simulate placement policies on a trace (built-in or --trace FILE) in simulated time.
     Sim(sim::SimArgs),
@@ -126,6 +132,7 @@ fn command_name(c: &Command) -> &'static str {
         | Command::Explain { .. }
         | Command::Schema { .. } => "cli",
         Command::Sim(_) => "sim",
+        Command::Bench { .. } => "bench",
     }
 }
 
@@ -168,6 +175,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Queue => client::queue(&nats).await.map(|_| ok),
         Command::Explain { task_id } => client::explain(&nats, task_id).await,
         Command::Schema { command } => client::schema(command, &clickhouse).await.map(|_| ok),
+        Command::Bench { command } => bench::run(&nats, command).await.map(|_| ok),
         // CPU-bound and synchronous: off the async workers
         Command::Sim(args) => tokio::task::spawn_blocking(move || sim::run(args)).await?.map(|_| ok),
     }

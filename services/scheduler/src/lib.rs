@@ -43,6 +43,24 @@ fn hwsched_learner_key() -> &'static str {
     hwsched_model::SNAPSHOT_KEY
 }
 
+/// What became of one submission.
+enum Intake {
+    /// Refused, or to be retried: nothing to queue.
+    Done,
+    /// Recorded and acknowledged: queue it.
+    Accepted(Box<TaskRecord>),
+    /// Its task id is already recorded.
+    Exists { msg: Box<jetstream::Message>, task_id: String, reply_to: Option<Reply> },
+}
+
+/// Submissions (or results) taken in one batch.
+const INTAKE_BATCH: usize = 256;
+/// Submission or result records written at once.
+const INTAKE_CONCURRENCY: usize = 64;
+
+/// Assignments of one placement pass in flight at once (record, send, announce).
+const ASSIGN_CONCURRENCY: usize = 256;
+
 /// Ack wait of the scheduler's consumers.
 const CONSUMER_ACK_WAIT: Duration = Duration::from_secs(10);
 
@@ -285,12 +303,35 @@ async fn run_active(
             }
             Some(Ok(entry)) = model_updates.next() => { s.on_model(&entry.value); true }
             m = submissions.next() => match m {
-                Some(Ok(msg)) => { s.on_submission(msg).await; true }
+                Some(Ok(msg)) => {
+                    // take what else is ready too: one placement pass for the batch
+                    let mut batch = vec![msg];
+                    while batch.len() < INTAKE_BATCH {
+                        match futures::FutureExt::now_or_never(submissions.next()) {
+                            Some(Some(Ok(m))) => batch.push(m),
+                            Some(Some(Err(e))) => tracing::warn!(error = %e, "submission stream error"),
+                            _ => break,
+                        }
+                    }
+                    s.on_submissions(batch).await;
+                    true
+                }
                 Some(Err(e)) => { tracing::warn!(error = %e, "submission stream error"); false }
                 None => anyhow::bail!("submission consumer closed"),
             },
             m = results.next() => match m {
-                Some(Ok(msg)) => { s.on_result(msg).await; true }
+                Some(Ok(msg)) => {
+                    let mut batch = vec![msg];
+                    while batch.len() < INTAKE_BATCH {
+                        match futures::FutureExt::now_or_never(results.next()) {
+                            Some(Some(Ok(m))) => batch.push(m),
+                            Some(Some(Err(e))) => tracing::warn!(error = %e, "result stream error"),
+                            _ => break,
+                        }
+                    }
+                    s.on_results(batch).await;
+                    true
+                }
                 Some(Err(e)) => { tracing::warn!(error = %e, "result stream error"); false }
                 None => anyhow::bail!("result consumer closed"),
             },
@@ -336,7 +377,24 @@ impl Scheduler {
         Ok(())
     }
 
-    async fn on_submission(&mut self, msg: jetstream::Message) {
+    /// Takes a batch of submissions: each is validated and recorded (the
+    /// records are written concurrently), then the accepted ones join the queue.
+    async fn on_submissions(&mut self, msgs: Vec<jetstream::Message>) {
+        let this = &*self;
+        let outcomes: Vec<Intake> =
+            futures::stream::iter(msgs).map(|m| this.intake(m)).buffer_unordered(INTAKE_CONCURRENCY).collect().await;
+        let now = now_ms();
+        for o in outcomes {
+            match o {
+                Intake::Done => {}
+                Intake::Accepted(rec) => self.state.insert(*rec, now),
+                Intake::Exists { msg, task_id, reply_to } => self.on_existing(*msg, task_id, reply_to).await,
+            }
+        }
+    }
+
+    /// One submission: refused, recorded and acknowledged, or found to exist already.
+    async fn intake(&self, msg: jetstream::Message) -> Intake {
         let reply_to = msg.headers.as_ref().and_then(|h| h.get(REPLY_TO)).map(|v| v.as_str().to_string());
         let json = matches!(hwsched_bus::Encoding::from_headers(msg.headers.as_ref()), Ok(hwsched_bus::Encoding::Json));
         let prefix = self.bus.subjects().prefix().to_string();
@@ -346,7 +404,7 @@ impl Scheduler {
             Err(refusal) => {
                 self.refuse(refusal, reply_to.as_ref()).await;
                 let _ = msg.double_ack().await;
-                return;
+                return Intake::Done;
             }
         };
         let now = now_ms();
@@ -373,31 +431,38 @@ impl Scheduler {
                 tracing::info!(task_id, trace_id = trace::trace_id(&rec.traceparent).unwrap_or(""), "task queued");
                 self.event(&rec, TaskEventKind::Queued, "").await;
                 self.reply(reply_to.as_ref(), SubmitReply { task_id, accepted: true, ..Default::default() }).await;
-                self.state.insert(rec, now);
-            }
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists && self.recover_record(&task_id).await => {
-                // An earlier create succeeded although it reported a failure: this is that task.
-                let _ = msg.double_ack().await;
-                self.metrics.accepted.inc();
-                tracing::info!(task_id, "task queued (record found from an earlier attempt to record it)");
-                self.reply(reply_to.as_ref(), SubmitReply { task_id, accepted: true, ..Default::default() }).await;
+                Intake::Accepted(Box::new(rec))
             }
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                let _ = msg.double_ack().await;
-                self.metrics.duplicates.inc();
-                tracing::info!(task_id, "duplicate submission ignored (task_id already known)");
-                let reasons = vec!["task_id: already submitted; this copy is ignored".to_string()];
-                self.reply(
-                    reply_to.as_ref(),
-                    SubmitReply { task_id, accepted: false, duplicate: true, reasons, ..Default::default() },
-                )
-                .await;
+                Intake::Exists { msg: Box::new(msg), task_id, reply_to }
             }
             Err(e) => {
                 tracing::warn!(task_id, error = %e, "cannot record task yet, will retry");
                 let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                Intake::Done
             }
         }
+    }
+
+    /// A submission whose task id is already recorded: an earlier create that
+    /// reported a failure but succeeded (take the task on), or a duplicate.
+    async fn on_existing(&mut self, msg: jetstream::Message, task_id: String, reply_to: Option<Reply>) {
+        if self.recover_record(&task_id).await {
+            let _ = msg.double_ack().await;
+            self.metrics.accepted.inc();
+            tracing::info!(task_id, "task queued (record found from an earlier attempt to record it)");
+            self.reply(reply_to.as_ref(), SubmitReply { task_id, accepted: true, ..Default::default() }).await;
+            return;
+        }
+        let _ = msg.double_ack().await;
+        self.metrics.duplicates.inc();
+        tracing::info!(task_id, "duplicate submission ignored (task_id already known)");
+        let reasons = vec!["task_id: already submitted; this copy is ignored".to_string()];
+        self.reply(
+            reply_to.as_ref(),
+            SubmitReply { task_id, accepted: false, duplicate: true, reasons, ..Default::default() },
+        )
+        .await;
     }
 
     /// A record that exists in the bucket but not in memory (its create timed out
@@ -417,7 +482,7 @@ impl Scheduler {
         }
     }
 
-    async fn refuse(&mut self, r: Refusal, reply_to: Option<&Reply>) {
+    async fn refuse(&self, r: Refusal, reply_to: Option<&Reply>) {
         self.metrics.rejected.inc();
         tracing::warn!(task_id = %r.task_id, reasons = ?r.reasons, "submission rejected");
         let rejection = TaskRejection {
@@ -516,16 +581,33 @@ impl Scheduler {
         }
     }
 
-    async fn on_result(&mut self, msg: jetstream::Message) {
-        let res: ExecutionResult = match hwsched_bus::decode(msg.headers.as_ref(), &msg.payload) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, subject = %msg.subject, "undecodable result skipped");
-                let _ = msg.ack_with(AckKind::Term).await;
-                return;
+    /// Applies a batch of results to the state, then stores and announces each
+    /// outcome (concurrently across tasks) before acknowledging its result.
+    async fn on_results(&mut self, msgs: Vec<jetstream::Message>) {
+        let now = now_ms();
+        let mut done = Vec::with_capacity(msgs.len());
+        for msg in msgs {
+            match hwsched_bus::decode::<ExecutionResult>(msg.headers.as_ref(), &msg.payload) {
+                Ok(res) => {
+                    let c = self.state.complete(&res, now);
+                    done.push((msg, res, c));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, subject = %msg.subject, "undecodable result skipped");
+                    let _ = msg.ack_with(AckKind::Term).await;
+                }
             }
-        };
-        match self.state.complete(&res, now_ms()) {
+        }
+        let this = &*self;
+        futures::stream::iter(done)
+            .map(|(msg, res, c)| this.finish(msg, res, c))
+            .buffer_unordered(INTAKE_CONCURRENCY)
+            .collect::<Vec<()>>()
+            .await;
+    }
+
+    async fn finish(&self, msg: jetstream::Message, res: ExecutionResult, c: Completion) {
+        match c {
             Completion::Done(rec) => {
                 self.save(&rec).await;
                 let status = res.status();
@@ -679,9 +761,10 @@ impl Scheduler {
     async fn place(&mut self) {
         let now = now_ms();
         let may_reject = now - self.started_ms > (self.cfg.startup_grace_s * 1000) as i64;
+        let mut assigns = Vec::new();
         for action in self.state.plan(now, may_reject) {
             match action {
-                Action::Assign(rec) => self.assign(rec, now).await,
+                Action::Assign(rec) => assigns.push(rec),
                 Action::Reject(rec) => {
                     self.save(&rec).await;
                     let task_id = rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default();
@@ -690,18 +773,33 @@ impl Scheduler {
                 }
             }
         }
+        // Each assignment is recorded, sent and announced in that order; different
+        // tasks' assignments proceed concurrently.
+        let this = &*self;
+        let unsent: Vec<String> = futures::stream::iter(assigns)
+            .map(|rec| async move {
+                let span = tracing::info_span!("assign", task_id = %task_id(&rec), worker_id = %rec.worker_id, attempt = rec.attempt);
+                hwsched_telemetry::set_parent(&span, &rec.traceparent);
+                let sent = this.send_assignment(&rec, now).instrument(span).await;
+                (!sent).then(|| task_id(&rec))
+            })
+            .buffer_unordered(ASSIGN_CONCURRENCY)
+            .filter_map(|unsent| async move { unsent })
+            .collect()
+            .await;
+        for id in unsent {
+            self.state.unassign(&id, now);
+            if let Some(queued) = self.state.tasks.get(&id).cloned() {
+                self.save(&queued).await;
+            }
+        }
         self.metrics.queued.set(self.state.queued() as i64);
     }
 
-    /// Records the assignment, then sends it.
-    async fn assign(&mut self, rec: TaskRecord, now: i64) {
-        let span = tracing::info_span!("assign", task_id = %rec.task.as_ref().map_or("", |t| t.task_id.as_str()), worker_id = %rec.worker_id, attempt = rec.attempt);
-        hwsched_telemetry::set_parent(&span, &rec.traceparent);
-        self.assign_in(rec, now).instrument(span).await
-    }
-
-    async fn assign_in(&mut self, rec: TaskRecord, now: i64) {
-        let task_id = rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default();
+    /// Records the assignment, then sends it, then announces it. False when it
+    /// could not be sent (the caller puts the task back in the queue).
+    async fn send_assignment(&self, rec: &TaskRecord, now: i64) -> bool {
+        let task_id = task_id(rec);
         let a = TaskAssignment {
             schema_version: SCHEMA_VERSION,
             task: rec.task.clone(),
@@ -725,17 +823,14 @@ impl Scheduler {
         // Recorded first, so the monitor finds the assignment current at once. A crash
         // before the send leaves a recorded assignment no worker reports running: the
         // supervisor places it again after the assignment grace (no loss, no double run).
-        self.save(&rec).await;
+        self.save(rec).await;
         if let Err(e) = self.bus.publish_durable(subject, &a, Some(&msg_id), Some(&rec.traceparent)).await {
             tracing::warn!(task_id, worker_id = %rec.worker_id, error = %e, "assignment not sent, task stays queued");
-            self.state.unassign(&task_id, now);
-            if let Some(queued) = self.state.tasks.get(&task_id).cloned() {
-                self.save(&queued).await;
-            }
-            return;
+            return false;
         }
         self.metrics.assigned.inc();
         tracing::info!(task_id, worker_id = %rec.worker_id, attempt = rec.attempt, reason = %rec.reason, "task assigned");
-        self.event(&rec, TaskEventKind::Assigned, &rec.reason).await;
+        self.event(rec, TaskEventKind::Assigned, &rec.reason).await;
+        true
     }
 }

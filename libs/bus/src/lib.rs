@@ -146,11 +146,23 @@ impl Bus {
     }
 
     /// Stores a lifecycle event on `hws.events.<task_id>`. Events inform
-    /// producers and dashboards; a failure is logged, not returned.
+    /// producers and dashboards: the event is sent at once (in order with
+    /// everything else on this connection) and its acknowledgement is awaited
+    /// in the background, so the caller does not wait a round trip; a failure
+    /// is logged, not returned.
     pub async fn publish_event(&self, ev: &TaskEvent, traceparent: Option<&str>) {
         let subject = self.subjects.events(&ev.task_id);
-        if let Err(e) = self.publish_durable(subject, ev, None, traceparent).await {
-            tracing::warn!(error = %e, task_id = %ev.task_id, kind = ev.kind().as_str_name(), "task event not stored");
+        let (task_id, kind) = (ev.task_id.clone(), ev.kind().as_str_name());
+        let sent = self.js.publish_with_headers(subject, proto_headers(traceparent), codec::encode(ev)).await;
+        match sent {
+            Ok(ack) => {
+                tokio::spawn(async move {
+                    if let Err(e) = ack.await {
+                        tracing::warn!(error = %e, task_id, kind, "task event not stored");
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, task_id, kind, "task event not stored"),
         }
     }
 

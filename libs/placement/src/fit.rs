@@ -28,8 +28,8 @@ pub struct Reserved {
 /// The scheduler's view of one worker.
 #[derive(Debug, Clone)]
 pub struct WorkerView {
-    /// Registered capabilities.
-    pub caps: WorkerCapabilities,
+    /// Registered capabilities (shared with the scheduler's state: a view is cheap to copy).
+    pub caps: std::sync::Arc<WorkerCapabilities>,
     /// Reported state.
     pub state: WorkerState,
     /// Reservations by placed tasks.
@@ -47,7 +47,7 @@ pub struct WorkerView {
     /// Above the hot threshold (with hysteresis): penalised.
     pub hot: bool,
     /// Model families it ran recently (affinity).
-    pub recent_families: Vec<String>,
+    pub recent_families: std::sync::Arc<Vec<String>>,
     /// Expected seconds until a running task ends and frees room on it;
     /// `None` when unknown (it is then never waited for).
     pub free_in_s: Option<f64>,
@@ -63,7 +63,7 @@ impl WorkerView {
     pub fn available(caps: WorkerCapabilities) -> Self {
         Self {
             shape: shape_of(&caps),
-            caps,
+            caps: caps.into(),
             state: WorkerState::Active,
             reserved: Reserved::default(),
             cpu_util_pct: 0.0,
@@ -72,7 +72,7 @@ impl WorkerView {
             max_temp_c: 0.0,
             throttling: false,
             hot: false,
-            recent_families: vec![],
+            recent_families: Default::default(),
             free_in_s: None,
             hold_s: None,
         }

@@ -555,7 +555,7 @@ mod tests {
         busy.reserved.slots = 3;
         busy.cpu_util_pct = 90.0;
         let mut familiar = view("d", "cpu");
-        familiar.recent_families = vec!["resnet".into()];
+        familiar.recent_families = vec!["resnet".to_string()].into();
         let c = cost(&Scoring::default(), &t, &[base, hot, busy, familiar]);
         assert!(c[1] > c[0] && c[2] > c[0], "{c:?}");
         assert!(c[3] < c[0], "affinity: {c:?}");
@@ -592,7 +592,8 @@ mod tests {
     #[test]
     fn seed_prefers_the_specialised_cool_hardware() {
         let mut gpu = view("gpu", "gpu:h100");
-        gpu.caps.gpus = vec![hwsched_proto::v1::GpuInfo { compute_capability: "9.0".into(), ..Default::default() }];
+        std::sync::Arc::make_mut(&mut gpu.caps).gpus =
+            vec![hwsched_proto::v1::GpuInfo { compute_capability: "9.0".into(), ..Default::default() }];
         let cpu = view("cpu", "cpu:x86");
         let mut t = task();
         t.labels.insert("preferred_backend".into(), "cuda".into());

@@ -15,7 +15,7 @@ use hwsched_proto::v1::{
 #[derive(Debug, Clone, Default)]
 pub struct Worker {
     /// Capabilities; `None` until registered (the worker is then never chosen).
-    pub caps: Option<WorkerCapabilities>,
+    pub caps: Option<std::sync::Arc<WorkerCapabilities>>,
     /// Last heartbeat.
     pub heartbeat: WorkerHeartbeat,
     /// When it was last heard from.
@@ -29,7 +29,7 @@ pub struct Worker {
     /// Throttled recently: excluded until then.
     pub throttled_until_ms: i64,
     /// Model families assigned to it lately, newest last.
-    pub recent_families: std::collections::VecDeque<String>,
+    pub recent_families: std::sync::Arc<Vec<String>>,
     /// `fit::shape_of` its capabilities.
     pub shape: u64,
 }
@@ -50,7 +50,7 @@ impl Worker {
             max_temp_c: self.heartbeat.max_temp_c,
             throttling: self.heartbeat.throttling || now_ms < self.throttled_until_ms,
             hot: self.hot,
-            recent_families: self.recent_families.iter().cloned().collect(),
+            recent_families: self.recent_families.clone(),
             free_in_s,
             hold_s: None,
             shape: self.shape,
@@ -116,6 +116,8 @@ pub struct State {
     placements: u64,
     /// State of the random policy's generator (xorshift; fixed seed, so runs repeat).
     rng: u64,
+    /// Tasks queued since the last placement pass (they have no reason yet).
+    unexplained: Vec<String>,
 }
 
 /// A queued task: (priority, queued at, sequence, task id).
@@ -166,6 +168,9 @@ impl State {
         match rec.state() {
             TaskState::Queued => {
                 self.seq += 1;
+                if rec.reason.is_empty() {
+                    self.unexplained.push(id.clone());
+                }
                 self.queue.insert((priority(&rec), rec.queued_at_ms, self.seq, id.clone()));
             }
             TaskState::Assigned => {
@@ -189,7 +194,7 @@ impl State {
         let w = self.workers.entry(caps.worker_id.clone()).or_default();
         let new = w.caps.is_none();
         w.shape = crate::fit::shape_of(&caps);
-        w.caps = Some(caps);
+        w.caps = Some(caps.into());
         w.last_seen_ms = now_ms;
         if w.state == WorkerState::Unspecified || w.state == WorkerState::Offline {
             w.state = WorkerState::Active;
@@ -319,6 +324,23 @@ impl State {
     /// `may_reject`: whether a task that fits no registered worker is rejected
     /// (false during the start-up grace period, when workers are still joining).
     pub fn plan(&mut self, now_ms: i64, may_reject: bool) -> Vec<Action> {
+        // Every live worker full: nothing can be placed. Say so to the tasks
+        // queued since the last pass, without building anything.
+        let live = self.workers.values().filter(|w| w.state != WorkerState::Offline && w.caps.is_some());
+        let (mut n, mut full) = (0usize, true);
+        for w in live {
+            n += 1;
+            full &= w.caps.as_ref().is_some_and(|c| w.reserved.slots >= c.slots.max(1));
+        }
+        if n > 0 && full {
+            for id in std::mem::take(&mut self.unexplained) {
+                if let Some(r) = self.tasks.get_mut(&id).filter(|r| r.reason.is_empty()) {
+                    r.reason = format!("waiting: {n} worker(s), all with no free slot");
+                }
+            }
+            return Vec::new();
+        }
+        self.unexplained.clear();
         let free_in = self.free_in(now_ms);
         let mut views: Vec<WorkerView> = self
             .workers
@@ -422,15 +444,16 @@ impl State {
                         v.free_in_s = Some(v.free_in_s.map_or(ends_in, |f| f.min(ends_in)));
                         let family = &task_family;
                         if !family.is_empty() && !v.recent_families.contains(family) {
-                            v.recent_families.push(family.clone());
+                            std::sync::Arc::make_mut(&mut v.recent_families).push(family.clone());
                         }
                     }
                     if let Some(w) = self.workers.get_mut(&worker_id) {
                         if !task_family.is_empty() {
-                            w.recent_families.retain(|f| f != &task_family);
-                            w.recent_families.push_back(task_family.clone());
-                            while w.recent_families.len() > AFFINITY_MEMORY {
-                                w.recent_families.pop_front();
+                            let recent = std::sync::Arc::make_mut(&mut w.recent_families);
+                            recent.retain(|f| f != &task_family);
+                            recent.push(task_family.clone());
+                            if recent.len() > AFFINITY_MEMORY {
+                                recent.remove(0);
                             }
                         }
                     }

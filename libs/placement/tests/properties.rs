@@ -58,7 +58,7 @@ fn worker() -> impl Strategy<Value = WorkerView> {
                 }
                 let labels = if label { [("pool".to_string(), "ci".to_string())].into() } else { Default::default() };
                 WorkerView {
-                    caps: WorkerCapabilities {
+                    caps: std::sync::Arc::new(WorkerCapabilities {
                         worker_id: String::new(),
                         cpu: Some(CpuInfo { logical_cores: cores, ..Default::default() }),
                         memory_mb: mem,
@@ -68,7 +68,7 @@ fn worker() -> impl Strategy<Value = WorkerView> {
                         slots,
                         backends: vec!["cpu".into()],
                         ..Default::default()
-                    },
+                    }),
                     state,
                     reserved: Reserved {
                         slots: r_slots,
@@ -81,7 +81,7 @@ fn worker() -> impl Strategy<Value = WorkerView> {
                     max_temp_c: 0.0,
                     throttling,
                     hot: false,
-                    recent_families: vec![],
+                    recent_families: Default::default(),
                     mem_util_pct: 0.0,
                     gpu_util_pct: 0.0,
                     free_in_s: free_in,
@@ -144,7 +144,7 @@ proptest! {
         turn in any::<u64>(),
     ) {
         for (i, w) in fleet.iter_mut().enumerate() {
-            w.caps.worker_id = format!("w{i:02}");
+            std::sync::Arc::make_mut(&mut w.caps).worker_id = format!("w{i:02}");
         }
         let req = t.requirements.clone().unwrap_or_default();
         let hwsched = policy == Policy::Hwsched;
@@ -212,7 +212,7 @@ proptest! {
     fn placement_is_deterministic(fleet in proptest::collection::vec(worker(), 1..8), t in task()) {
         let mut fleet = fleet;
         for (i, w) in fleet.iter_mut().enumerate() {
-            w.caps.worker_id = format!("w{i}");
+            std::sync::Arc::make_mut(&mut w.caps).worker_id = format!("w{i}");
         }
         prop_assert_eq!(place(&t, &fleet), place(&t, &fleet));
         // checking requirements once per shape changes nothing

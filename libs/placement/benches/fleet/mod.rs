@@ -21,7 +21,7 @@ fn class(i: usize) -> &'static str {
 pub fn workers(n: usize) -> Vec<WorkerView> {
     (0..n)
         .map(|i| WorkerView {
-            caps: WorkerCapabilities {
+            caps: std::sync::Arc::new(WorkerCapabilities {
                 worker_id: format!("w{i:04}"),
                 cpu: Some(CpuInfo { logical_cores: 64, ..Default::default() }),
                 memory_mb: 512 * 1024,
@@ -39,14 +39,14 @@ pub fn workers(n: usize) -> Vec<WorkerView> {
                 software: [("python".to_string(), "3.11.7".to_string())].into(),
                 hardware_class: class(i).into(),
                 ..Default::default()
-            },
+            }),
             state: WorkerState::Active,
             reserved: Reserved { slots: (i % 8) as u32, cpu_cores: (i % 8) as f64, ..Default::default() },
             cpu_util_pct: (i * 7 % 100) as f64,
             max_temp_c: 60.0,
             throttling: false,
             hot: false,
-            recent_families: vec![],
+            recent_families: Default::default(),
             mem_util_pct: 0.0,
             gpu_util_pct: 0.0,
             free_in_s: None,

@@ -80,6 +80,9 @@ if [ -n "${HWSCHED_CLICKHOUSE_URL:-}" ]; then
   echo "latest runs recorded in ClickHouse (database ${HWSCHED_CLICKHOUSE_DATABASE:-hwsched}):"
   curl -s "$HWSCHED_CLICKHOUSE_URL/" --data-binary \
     "SELECT task_id, attempt, worker_id, status, round(duration_s, 2) AS seconds, memory_peak_mb FROM ${HWSCHED_CLICKHOUSE_DATABASE:-hwsched}.task_runs FINAL ORDER BY finished_at DESC, task_id LIMIT 10 FORMAT PrettyCompactNoEscapes"
+  echo "their placement decisions (rank 0 = the chosen worker; scheduler_decisions):"
+  curl -s "$HWSCHED_CLICKHOUSE_URL/" --data-binary \
+    "SELECT task_id, worker_id, policy, round(cost, 3) AS cost, round(completion_s, 1) AS expected_s, candidates_total AS candidates FROM ${HWSCHED_CLICKHOUSE_DATABASE:-hwsched}.scheduler_decisions FINAL WHERE rank = 0 ORDER BY time DESC, task_id LIMIT 10 FORMAT PrettyCompactNoEscapes"
   curl -s "$HWSCHED_CLICKHOUSE_URL/" --data-binary \
     "SELECT count() AS metric_rows, uniqExact(metric) AS metrics FROM ${HWSCHED_CLICKHOUSE_DATABASE:-hwsched}.hw_metrics FORMAT PrettyCompactNoEscapes"
 fi

@@ -324,6 +324,9 @@ impl State {
     /// `may_reject`: whether a task that fits no registered worker is rejected
     /// (false during the start-up grace period, when workers are still joining).
     pub fn plan(&mut self, now_ms: i64, may_reject: bool) -> Vec<Action> {
+        if self.queue.is_empty() {
+            return Vec::new();
+        }
         // Every live worker full: nothing can be placed. Say so to the tasks
         // queued since the last pass, without building anything.
         let live = self.workers.values().filter(|w| w.state != WorkerState::Offline && w.caps.is_some());

@@ -43,6 +43,9 @@ fn hwsched_learner_key() -> &'static str {
     hwsched_model::SNAPSHOT_KEY
 }
 
+/// A worker's capabilities are asked for at most this often (ms).
+const CAPS_REQUEST_EVERY_MS: i64 = 5_000;
+
 /// What became of one submission.
 enum Intake {
     /// Refused, or to be retried: nothing to queue.
@@ -179,6 +182,8 @@ struct Scheduler {
     metrics: Metrics,
     started_ms: i64,
     caps_tx: mpsc::Sender<WorkerCapabilities>,
+    /// When each worker's capabilities were last asked for.
+    caps_asked: std::collections::HashMap<String, i64>,
 }
 
 /// Runs the scheduler until `shutdown` is cancelled.
@@ -252,6 +257,7 @@ async fn run_active(
         metrics,
         started_ms: now_ms(),
         caps_tx,
+        caps_asked: Default::default(),
     };
     s.load_records().await?;
     let model_bucket = streams::bucket(bus, &subjects.model_bucket()).await?;
@@ -646,7 +652,12 @@ impl Scheduler {
         let offline = hb.state() == hwsched_proto::v1::WorkerState::Offline;
         let needs_caps = self.state.heartbeat(hb, now_ms());
         let changed = was != self.state.workers.get(&worker_id).map(|w| w.state);
-        if needs_caps && !offline {
+        // One request per worker at a time: a burst of heartbeats from workers whose
+        // registration was missed must not become a burst of requests.
+        let now = now_ms();
+        let asked_recently = self.caps_asked.get(&worker_id).is_some_and(|at| now - at < CAPS_REQUEST_EVERY_MS);
+        if needs_caps && !offline && !asked_recently {
+            self.caps_asked.insert(worker_id.clone(), now);
             let (bus, tx) = (self.bus.clone(), self.caps_tx.clone());
             tokio::spawn(async move {
                 let subject = bus.subjects().worker_capabilities(&worker_id);
@@ -672,11 +683,14 @@ impl Scheduler {
             return false;
         }
         let id = caps.worker_id.clone();
+        self.caps_asked.remove(&id);
+        let known = self.state.workers.get(&id).and_then(|w| w.caps.as_deref()) == Some(&caps);
         if self.state.register(caps, now_ms()) {
             tracing::info!(worker_id = id, "worker joined");
         }
         self.metrics.workers.set(self.state.workers.len() as i64);
-        true
+        // placements change only when the worker is new or its capabilities changed
+        !known
     }
 
     /// `hws.control.explain`: the live record when the task is not finished, else the stored one.

@@ -7,14 +7,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd); cd "$root"
 workers=${1:-1000}; tasks=${2:-20000}; rate=${3:-0}; slots=${4:-8}
-cargo build --release -q -p hwsched
-bin=target/release/hwsched
-dir=$(mktemp -d); pids=()
-trap 'for p in "${pids[@]}"; do kill -TERM $p 2>/dev/null; done; wait; rm -rf "$dir"' EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-build/venv/bin/nats-server -a 127.0.0.1 -p "$port" -js -sd "$dir/js" 2>"$dir/nats.log" & pids+=($!)
-export HWSCHED_NATS_URL=nats://127.0.0.1:$port HWSCHED_LOG=warn
-until grep -q "Server is ready" "$dir/nats.log"; do sleep 0.1; done
+. scripts/bench-nats.sh
 HWSCHED_LOG=info $bin scheduler 2>"$dir/sched.log" & pids+=($!); sched_pid=$!
 until grep -q "scheduler ready" "$dir/sched.log"; do sleep 0.1; done
 $bin bench assign --workers "$workers" --tasks "$tasks" --rate "$rate" --slots "$slots" || echo "bench failed (see above)"

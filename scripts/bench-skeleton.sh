@@ -7,14 +7,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd); cd "$root"
 n=${1:-300}; k=${2:-20}; slots=${3:-2}
-cargo build --release -q -p hwsched
-bin=target/release/hwsched
-dir=$(mktemp -d); pids=()
-trap 'for p in "${pids[@]}"; do kill -TERM $p 2>/dev/null; done; wait; rm -rf "$dir"' EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-build/venv/bin/nats-server -a 127.0.0.1 -p "$port" -js -sd "$dir/js" 2>"$dir/nats.log" & pids+=($!)
-export HWSCHED_NATS_URL=nats://127.0.0.1:$port HWSCHED_LOG=warn
-until grep -q "Server is ready" "$dir/nats.log"; do sleep 0.1; done
+. scripts/bench-nats.sh
 HWSCHED_LOG=info $bin all 2>"$dir/all.log" & pids+=($!); all_pid=$!
 until grep -q "scheduler ready" "$dir/all.log"; do sleep 0.1; done
 HWSCHED_LOG=info $bin monitor --worker-id bench --slots "$slots" 2>"$dir/mon.log" & pids+=($!); mon_pid=$!

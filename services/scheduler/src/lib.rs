@@ -43,6 +43,23 @@ fn hwsched_learner_key() -> &'static str {
     hwsched_model::SNAPSHOT_KEY
 }
 
+/// `first` and whatever else `stream` has ready, up to [`INTAKE_BATCH`] messages.
+fn ready_batch<S, E>(first: jetstream::Message, stream: &mut S, what: &str) -> Vec<jetstream::Message>
+where
+    S: futures::Stream<Item = Result<jetstream::Message, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut batch = vec![first];
+    while batch.len() < INTAKE_BATCH {
+        match futures::FutureExt::now_or_never(stream.next()) {
+            Some(Some(Ok(m))) => batch.push(m),
+            Some(Some(Err(e))) => tracing::warn!(error = %e, "{what} stream error"),
+            _ => break,
+        }
+    }
+    batch
+}
+
 /// A worker's capabilities are asked for at most this often (ms).
 const CAPS_REQUEST_EVERY_MS: i64 = 5_000;
 
@@ -311,14 +328,7 @@ async fn run_active(
             m = submissions.next() => match m {
                 Some(Ok(msg)) => {
                     // take what else is ready too: one placement pass for the batch
-                    let mut batch = vec![msg];
-                    while batch.len() < INTAKE_BATCH {
-                        match futures::FutureExt::now_or_never(submissions.next()) {
-                            Some(Some(Ok(m))) => batch.push(m),
-                            Some(Some(Err(e))) => tracing::warn!(error = %e, "submission stream error"),
-                            _ => break,
-                        }
-                    }
+                    let batch = ready_batch(msg, &mut submissions, "submission");
                     s.on_submissions(batch).await;
                     true
                 }
@@ -327,14 +337,7 @@ async fn run_active(
             },
             m = results.next() => match m {
                 Some(Ok(msg)) => {
-                    let mut batch = vec![msg];
-                    while batch.len() < INTAKE_BATCH {
-                        match futures::FutureExt::now_or_never(results.next()) {
-                            Some(Some(Ok(m))) => batch.push(m),
-                            Some(Some(Err(e))) => tracing::warn!(error = %e, "result stream error"),
-                            _ => break,
-                        }
-                    }
+                    let batch = ready_batch(msg, &mut results, "result");
                     s.on_results(batch).await;
                     true
                 }

@@ -206,6 +206,18 @@ impl<'a> Need<'a> {
     }
 }
 
+/// Whether hardware class `class` matches `pattern`: equal, or `pattern` is a
+/// prefix of it that ends where `class` has a ':' or '-' (ASCII case ignored).
+/// "gpu:nvidia-h100" matches "gpu:nvidia-h100-80gb-hbm3" but not "gpu:nvidia-h1000".
+pub fn class_matches(pattern: &str, class: &str) -> bool {
+    let (p, c) = (pattern.as_bytes(), class.as_bytes());
+    c.len() >= p.len()
+        && c[..p.len()].eq_ignore_ascii_case(p)
+        && (c.len() == p.len()
+            || matches!(c[p.len()], b':' | b'-')
+            || p.last().is_some_and(|b| matches!(b, b':' | b'-')))
+}
+
 /// `needle_lower` (ASCII lower-case) occurs in `hay`, ignoring ASCII case.
 fn contains_ignore_case(hay: &str, needle_lower: &str) -> bool {
     let (h, n) = (hay.as_bytes(), needle_lower.as_bytes());
@@ -393,6 +405,9 @@ fn summarize(total: usize, reasons: &BTreeMap<&'static str, usize>) -> String {
 /// match the task's GPU requirement.
 fn static_fit(n: &Need<'_>, d: &Demand, c: &WorkerCapabilities) -> Result<u64, &'static str> {
     let r = n.req;
+    if !r.hardware_classes.is_empty() && !r.hardware_classes.iter().any(|p| class_matches(p, &c.hardware_class)) {
+        return Err("are of another hardware class");
+    }
     let cores = c.cpu.as_ref().map_or(0, |cpu| cpu.logical_cores) as f64;
     if d.cpu_cores > cores {
         return Err("have too few cpu cores");
@@ -559,6 +574,45 @@ mod tests {
         let ws = [worker("small", 2, 1024, &[]), worker("big", 16, 65536, &[])];
         let t = task(Requirements { cpu_cores: 4.0, memory_mb: 8000, ..Default::default() });
         assert!(matches!(place(&t, &ws), Outcome::Place { ref worker_id, candidates: 1, .. } if worker_id == "big"));
+    }
+
+    #[test]
+    fn hardware_class_patterns_match_whole_segments() {
+        assert!(class_matches("gpu:nvidia-h100", "gpu:nvidia-h100-80gb-hbm3"));
+        assert!(class_matches("gpu:nvidia-h100", "gpu:nvidia-h100"));
+        assert!(class_matches("GPU", "gpu:nvidia-a100"));
+        assert!(class_matches("cpu:", "cpu:x86_64-amd-epyc"));
+        assert!(!class_matches("gpu:nvidia-h100", "gpu:nvidia-h1000"));
+        assert!(!class_matches("gpu:nvidia-h100-80gb", "gpu:nvidia-h100"));
+        assert!(!class_matches("cpu", "accel:npu"));
+    }
+
+    #[test]
+    fn required_hardware_classes_filter_workers() {
+        let mut cpu = worker("cpu", 8, 65536, &[]);
+        std::sync::Arc::make_mut(&mut cpu.caps).hardware_class = "cpu:x86_64-epyc".into();
+        let mut gpu = worker("gpu", 8, 65536, &[("NVIDIA H100 80GB HBM3", 81559)]);
+        std::sync::Arc::make_mut(&mut gpu.caps).hardware_class = "gpu:nvidia-h100-80gb-hbm3".into();
+        let (cpu, gpu) =
+            (WorkerView { shape: shape_of(&cpu.caps), ..cpu }, WorkerView { shape: shape_of(&gpu.caps), ..gpu });
+        let ws = [cpu, gpu];
+        let on = |classes: &[&str]| {
+            task(Requirements {
+                hardware_classes: classes.iter().map(|c| c.to_string()).collect(),
+                ..Default::default()
+            })
+        };
+        assert!(
+            matches!(place(&on(&["gpu:nvidia-h100"]), &ws), Outcome::Place { ref worker_id, candidates: 1, .. } if worker_id == "gpu")
+        );
+        assert!(
+            matches!(place(&on(&["cpu"]), &ws), Outcome::Place { ref worker_id, candidates: 1, .. } if worker_id == "cpu")
+        );
+        assert!(matches!(place(&on(&["cpu", "gpu"]), &ws), Outcome::Place { candidates: 2, .. }));
+        match place(&on(&["accel:tpu"]), &ws) {
+            Outcome::NeverFits { reason } => assert!(reason.contains("2 are of another hardware class"), "{reason}"),
+            o => panic!("{o:?}"),
+        }
     }
 
     #[test]

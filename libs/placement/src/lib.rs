@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod fit;
+pub mod group;
 pub mod score;
 pub mod state;
 pub mod validate;

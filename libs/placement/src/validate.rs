@@ -7,7 +7,9 @@ use hwsched_proto::v1::TaskRequest;
 pub const KNOWN_ACCELERATORS: &[&str] =
     &["tpu", "npu", "dsp", "fpga", "asic", "webgpu", "webnn", "mobile", "gaudi", "inferentia", "trainium"];
 /// Placement strategies.
-pub const STRATEGIES: &[&str] = &["single", "gang", "sharded"];
+pub const STRATEGIES: &[&str] = &["single", "gang", "sharded", "replicated"];
+/// Most shards or replicas of one task.
+pub const MAX_PARTS: usize = 256;
 
 /// Default priority when unset (0).
 pub const DEFAULT_PRIORITY: u32 = 3;
@@ -25,9 +27,11 @@ const MAX_ARG_BYTES: usize = 128 * 1024;
 const MAX_TIMEOUT_S: u32 = 7 * 24 * 3600;
 const MAX_ATTEMPTS: u32 = 20;
 
-/// True for a valid task or worker id: 1..=128 of `[A-Za-z0-9_-]` (it becomes a subject token and a KV key).
+/// True for a valid task or worker id: 1..=144 of `[A-Za-z0-9_-]` (it becomes a
+/// subject token and a KV key). Producers' task ids are at most 128 characters;
+/// the rest is room for the suffix of a shard or replica (`--s255`).
 pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_ID && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !id.is_empty() && id.len() <= MAX_ID + 16 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Checks `t`, returning every problem as "field: reason".
@@ -37,8 +41,10 @@ pub fn validate(t: &TaskRequest) -> Result<(), Vec<String>> {
 
     if t.task_id.is_empty() {
         bad("task_id", "is required (set by the producer; used for de-duplication)".into());
-    } else if !is_valid_id(&t.task_id) {
+    } else if !is_valid_id(&t.task_id) || t.task_id.len() > MAX_ID {
         bad("task_id", format!("{:?} must be 1..={MAX_ID} characters of [A-Za-z0-9_-]", truncate(&t.task_id)));
+    } else if t.task_id.contains(crate::group::SEPARATOR) {
+        bad("task_id", "must not contain \"--\": it marks the shards and replicas of a task".into());
     }
     if t.command.is_empty() || t.command[0].trim().is_empty() {
         bad("command", "is required: the argv to run, e.g. [\"pytest\", \"tests/x.py\"]".into());
@@ -120,6 +126,7 @@ pub fn validate(t: &TaskRequest) -> Result<(), Vec<String>> {
                 bad("requirements.accelerators", format!("{kind}: count {n} must be 1..=1024"));
             }
         }
+        check_classes(&mut bad, "requirements.hardware_classes", &r.hardware_classes);
         for (name, req) in &r.software {
             if let Err(e) = semver::VersionReq::parse(req) {
                 bad(
@@ -133,14 +140,59 @@ pub fn validate(t: &TaskRequest) -> Result<(), Vec<String>> {
         if !p.strategy.is_empty() && !STRATEGIES.contains(&p.strategy.as_str()) {
             bad("placement.strategy", format!("{:?} must be one of {}", truncate(&p.strategy), STRATEGIES.join(", ")));
         }
-        if p.shards > 1024 {
-            bad("placement.shards", format!("{} exceeds 1024", p.shards));
+        match p.strategy.as_str() {
+            "sharded" if p.shards < 2 || p.shards as usize > MAX_PARTS => bad(
+                "placement.shards",
+                format!("{} must be 2..={MAX_PARTS} for strategy sharded (1 shard is a single task)", p.shards),
+            ),
+            "sharded" => {}
+            _ if p.shards > 1 => {
+                bad("placement.shards", format!("{} shards need strategy \"sharded\", not {:?}", p.shards, p.strategy))
+            }
+            _ => {}
+        }
+        if p.strategy == "replicated" {
+            if p.hardware_classes.is_empty() {
+                bad("placement.hardware_classes", "lists the hardware classes to replicate on (one copy each)".into());
+            }
+            check_classes(&mut bad, "placement.hardware_classes", &p.hardware_classes);
+        } else if !p.hardware_classes.is_empty() {
+            bad(
+                "placement.hardware_classes",
+                format!(
+                    "are for strategy \"replicated\", not {:?}; use requirements.hardware_classes to restrict a task",
+                    p.strategy
+                ),
+            );
         }
     }
     if errs.is_empty() {
         Ok(())
     } else {
         Err(errs)
+    }
+}
+
+/// Hardware class patterns: at most [`MAX_PARTS`], each non-empty, distinct,
+/// of `[A-Za-z0-9:._-]`.
+fn check_classes(bad: &mut impl FnMut(&str, String), field: &str, classes: &[String]) {
+    if classes.len() > MAX_PARTS {
+        bad(field, format!("has {} entries, at most {MAX_PARTS}", classes.len()));
+        return;
+    }
+    for (i, c) in classes.iter().enumerate() {
+        let ok_chars = c.bytes().all(|b| b.is_ascii_alphanumeric() || b":._-".contains(&b));
+        if c.is_empty() || c.len() > MAX_ID || !ok_chars {
+            bad(
+                field,
+                format!(
+                    "{:?} must be 1..={MAX_ID} characters of [A-Za-z0-9:._-], e.g. \"gpu:nvidia-h100\"",
+                    truncate(c)
+                ),
+            );
+        } else if classes[..i].iter().any(|o| o.eq_ignore_ascii_case(c)) {
+            bad(field, format!("{c:?} is listed twice"));
+        }
     }
 }
 
@@ -229,14 +281,63 @@ mod tests {
                 "requirements.gpus.min_memory_mb",
             ),
             (
-                TaskRequest { placement: Some(Placement { strategy: "random".into(), shards: 1 }), ..ok_task() },
+                TaskRequest {
+                    placement: Some(Placement { strategy: "random".into(), shards: 1, ..Default::default() }),
+                    ..ok_task()
+                },
                 "placement.strategy",
+            ),
+            (TaskRequest { task_id: "suite--s1".into(), ..ok_task() }, "task_id"),
+            (TaskRequest { placement: Some(placement("sharded", 1, &[])), ..ok_task() }, "placement.shards"),
+            (TaskRequest { placement: Some(placement("sharded", 257, &[])), ..ok_task() }, "placement.shards"),
+            (TaskRequest { placement: Some(placement("single", 4, &[])), ..ok_task() }, "placement.shards"),
+            (
+                TaskRequest { placement: Some(placement("replicated", 0, &[])), ..ok_task() },
+                "placement.hardware_classes",
+            ),
+            (
+                TaskRequest { placement: Some(placement("replicated", 0, &["cpu", "CPU"])), ..ok_task() },
+                "placement.hardware_classes",
+            ),
+            (
+                TaskRequest { placement: Some(placement("single", 0, &["gpu:nvidia-h100"])), ..ok_task() },
+                "placement.hardware_classes",
+            ),
+            (
+                TaskRequest {
+                    requirements: Some(Requirements {
+                        hardware_classes: vec!["gpu h100".into()],
+                        ..Default::default()
+                    }),
+                    ..ok_task()
+                },
+                "requirements.hardware_classes",
             ),
         ];
         for (task, field) in cases {
             let errs = errors_of(task);
             assert!(errs.iter().any(|e| e.starts_with(&format!("{field}:"))), "expected {field} in {errs:?}");
         }
+    }
+
+    fn placement(strategy: &str, shards: u32, classes: &[&str]) -> Placement {
+        Placement {
+            strategy: strategy.into(),
+            shards,
+            hardware_classes: classes.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn sharded_and_replicated_tasks_are_valid() {
+        validate(&TaskRequest { placement: Some(placement("sharded", 4, &[])), ..ok_task() }).expect("sharded");
+        validate(&TaskRequest {
+            placement: Some(placement("replicated", 0, &["cpu", "gpu:nvidia-h100"])),
+            ..ok_task()
+        })
+        .expect("replicated");
+        // what producers sent before these strategies existed stays valid
+        validate(&TaskRequest { placement: Some(placement("single", 1, &[])), ..ok_task() }).expect("single");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use hwsched_bus::{codec, Bus, MSG_ID, REPLY_TO};
 use hwsched_config::{ClickHouseConfig, NatsConfig};
 use hwsched_proto::{
     v1::{
-        CancelReply, CancelTask, ExecutionResult, ExplainReply, ExplainRequest, GpuRequirement, QueueReply,
+        CancelReply, CancelTask, ExecutionResult, ExplainReply, ExplainRequest, GpuRequirement, Placement, QueueReply,
         Requirements, SubmitReply, TaskEvent, TaskEventKind, TaskRequest, TaskStatus, WorkerCapabilities,
         WorkerHeartbeat, WorkerState,
     },
@@ -43,6 +43,15 @@ pub struct SubmitArgs {
     /// Timeout in seconds.
     #[arg(long)]
     timeout: Option<u32>,
+    /// Run N shards side by side, each told HWSCHED_SHARD_INDEX and HWSCHED_SHARD_TOTAL.
+    #[arg(long, conflicts_with = "replicate")]
+    shards: Option<u32>,
+    /// Run one copy on each of these hardware classes (e.g. cpu,gpu:nvidia-h100).
+    #[arg(long, value_delimiter = ',')]
+    replicate: Vec<String>,
+    /// Only on these hardware classes (e.g. gpu:nvidia-a100).
+    #[arg(long = "hardware-class", value_delimiter = ',')]
+    hardware_class: Vec<String>,
     /// Wait for every task to finish, printing its lifecycle; exit 1 if any failed.
     #[arg(long)]
     wait: bool,
@@ -98,6 +107,15 @@ fn tasks_from(args: &SubmitArgs) -> anyhow::Result<Vec<TaskRequest>> {
         bail!("nothing to submit: give a command after `--` or a suite with --file");
     }
     let gpus = args.gpu.map(|count| GpuRequirement { count, ..Default::default() });
+    let placement = match (args.shards, args.replicate.is_empty()) {
+        (Some(shards), _) => Some(Placement { strategy: "sharded".into(), shards, ..Default::default() }),
+        (None, false) => Some(Placement {
+            strategy: "replicated".into(),
+            hardware_classes: args.replicate.clone(),
+            ..Default::default()
+        }),
+        (None, true) => None,
+    };
     Ok(vec![TaskRequest {
         schema_version: SCHEMA_VERSION,
         task_id: args.id.clone().unwrap_or_else(new_id),
@@ -109,8 +127,10 @@ fn tasks_from(args: &SubmitArgs) -> anyhow::Result<Vec<TaskRequest>> {
             cpu_cores: args.cpu.unwrap_or(0.0),
             memory_mb: args.memory.unwrap_or(0),
             gpus,
+            hardware_classes: args.hardware_class.clone(),
             ..Default::default()
         }),
+        placement,
         producer: "hwsched-cli".into(),
         ..Default::default()
     }])
@@ -195,6 +215,8 @@ pub async fn submit(nats: &NatsConfig, args: SubmitArgs) -> anyhow::Result<ExitC
         return Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS });
     }
     let waited = pending.len() + failed;
+    let split: std::collections::BTreeSet<String> =
+        tasks.iter().filter(|t| hwsched_placement::group::is_split(t)).map(|t| t.task_id.clone()).collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait_timeout_s);
     let mut last: BTreeMap<String, ExecutionResult> = BTreeMap::new();
     while !pending.is_empty() {
@@ -202,13 +224,33 @@ pub async fn submit(nats: &NatsConfig, args: SubmitArgs) -> anyhow::Result<ExitC
             _ = tokio::time::sleep_until(deadline) => bail!("gave up waiting: {} task(s) unfinished", pending.len()),
             Some(m) = results.next() => {
                 if let Ok(r) = ExecutionResult::decode(m.payload.as_ref()) {
-                    if pending.contains_key(&r.task_id) { last.insert(r.task_id.clone(), r); }
+                    let part_of = r.task_id.split_once(hwsched_placement::group::SEPARATOR).map(|(p, _)| p);
+                    if pending.contains_key(&r.task_id) || part_of.is_some_and(|p| pending.contains_key(p)) {
+                        last.insert(r.task_id.clone(), r);
+                    }
+                }
+            }
+            Some(m) = replies.next() => {
+                // A split task ends with its final verdict, which lists its parts.
+                let Ok(r) = SubmitReply::decode(m.payload.as_ref()) else { continue };
+                if r.finished && split.contains(&r.task_id) && pending.remove(&r.task_id).is_some() {
+                    print_parts(&r);
+                    if r.status() != TaskStatus::Succeeded {
+                        failed += 1;
+                    }
                 }
             }
             Some(m) = events.next() => {
                 let Ok(ev) = TaskEvent::decode(m.payload.as_ref()) else { continue };
+                let part_of = ev.task_id.split_once(hwsched_placement::group::SEPARATOR).map(|(p, _)| p);
+                if part_of.is_some_and(|p| pending.contains_key(p)) {
+                    // a shard's or replica's own lifecycle, shown but not counted
+                    print_event(&ev, last.get(&ev.task_id));
+                    continue;
+                }
                 if !pending.contains_key(&ev.task_id) { continue; }
                 print_event(&ev, last.get(&ev.task_id));
+                if split.contains(&ev.task_id) { continue; }
                 match ev.kind() {
                     TaskEventKind::Finished | TaskEventKind::Rejected | TaskEventKind::Cancelled => {
                         pending.remove(&ev.task_id);
@@ -223,6 +265,21 @@ pub async fn submit(nats: &NatsConfig, args: SubmitArgs) -> anyhow::Result<ExitC
     }
     println!("{waited} task(s): {} succeeded, {failed} failed", waited - failed);
     Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// The parts of a finished split task, one line each.
+fn print_parts(r: &SubmitReply) {
+    for p in &r.parts {
+        let state = p.state().as_str_name().trim_start_matches("TASK_STATE_").to_lowercase();
+        let on = if p.worker_id.is_empty() { String::new() } else { format!(" on {}", p.worker_id) };
+        let class = if p.hardware_class.is_empty() { String::new() } else { format!(" [{}]", p.hardware_class) };
+        let why = if p.reason.is_empty() || p.state() == hwsched_proto::v1::TaskState::Succeeded {
+            String::new()
+        } else {
+            format!(": {}", p.reason)
+        };
+        println!("  {:<22}{class} {state}{on} in {:.2}s (exit {}){why}", p.task_id, p.duration_s, p.exit_code);
+    }
 }
 
 fn print_event(ev: &TaskEvent, result: Option<&ExecutionResult>) {
@@ -344,7 +401,8 @@ pub async fn explain(nats: &NatsConfig, task_id: String) -> anyhow::Result<ExitC
     };
     let t = rec.task.clone().unwrap_or_default();
     let state = rec.state().as_str_name().trim_start_matches("TASK_STATE_").to_lowercase();
-    println!("task       {} [{}]", t.task_id, t.name);
+    let name = if t.name.is_empty() { String::new() } else { format!(" [{}]", t.name) };
+    println!("task       {}{name}", t.task_id);
     println!("state      {state}, attempt {}, failures {}, lost {}", rec.attempt, rec.failures, rec.losses);
     if !rec.worker_id.is_empty() {
         println!("worker     {} (GPUs {:?})", rec.worker_id, rec.gpu_indices);
@@ -357,6 +415,26 @@ pub async fn explain(nats: &NatsConfig, task_id: String) -> anyhow::Result<ExitC
         println!("tried      {}", rec.tried_workers.join(", "));
     }
     println!("why        {}", if rec.reason.is_empty() { "-" } else { &rec.reason });
+    if !rec.parent_id.is_empty() {
+        let which = if rec.shard_total > 0 {
+            format!("shard {} of {}", rec.shard_index, rec.shard_total)
+        } else {
+            "replica".to_string()
+        };
+        println!("part of    {} ({which})", rec.parent_id);
+    }
+    if !rec.parts.is_empty() {
+        println!("parts      (explain each for its placement)");
+        for p in &rec.parts {
+            let state = match p.state() {
+                hwsched_proto::v1::TaskState::Unspecified => "running".to_string(),
+                s => s.as_str_name().trim_start_matches("TASK_STATE_").to_lowercase(),
+            };
+            let class = if p.hardware_class.is_empty() { "-" } else { &p.hardware_class };
+            let on = if p.worker_id.is_empty() { "-" } else { &p.worker_id };
+            println!("  {:<24} {:<20} {:<10} {on}", p.task_id, class, state);
+        }
+    }
     if !rec.candidates.is_empty() {
         println!(
             "decision   {} policy, best {} of {} candidate(s) (the chosen or awaited worker first):",

@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use hwsched_placement::group;
 pub use intake::{parse as parse_submission, Refusal};
 use lease::Lease;
 use state::{Action, Completion, State};
@@ -67,8 +68,8 @@ const CAPS_REQUEST_EVERY_MS: i64 = 5_000;
 enum Intake {
     /// Refused, or to be retried: nothing to queue.
     Done,
-    /// Recorded and acknowledged: queue it.
-    Accepted(Box<TaskRecord>),
+    /// Recorded and acknowledged: queue it (a split task: the parent, then its parts).
+    Accepted(Vec<TaskRecord>),
     /// Its task id is already recorded.
     Exists { msg: Box<jetstream::Message>, task_id: String, reply_to: Option<Reply> },
 }
@@ -372,7 +373,7 @@ impl Scheduler {
                 continue;
             };
             match TaskRecord::decode(bytes.as_ref()) {
-                Ok(rec) if matches!(rec.state(), TaskState::Queued | TaskState::Assigned) => {
+                Ok(rec) if matches!(rec.state(), TaskState::Queued | TaskState::Assigned | TaskState::Split) => {
                     self.state.insert(rec, now);
                     n += 1;
                 }
@@ -380,6 +381,19 @@ impl Scheduler {
                 Err(e) => tracing::warn!(key, error = %e, "undecodable task record skipped"),
             }
         }
+        // Split tasks whose parts were not all recorded, or ended unnoticed, before the restart.
+        let split: Vec<TaskRecord> =
+            self.state.tasks.values().filter(|r| r.state() == TaskState::Split).cloned().collect();
+        for parent in split {
+            let (live, ended) = self.ensure_parts(&parent).await?;
+            for p in live {
+                self.state.insert(p, now);
+            }
+            for p in ended {
+                self.state.settle_part(&p, None, now);
+            }
+        }
+        self.publish_parent_updates().await;
         if n > 0 {
             tracing::info!(tasks = n, "resumed unfinished tasks");
         }
@@ -396,7 +410,11 @@ impl Scheduler {
         for o in outcomes {
             match o {
                 Intake::Done => {}
-                Intake::Accepted(rec) => self.state.insert(*rec, now),
+                Intake::Accepted(recs) => {
+                    for rec in recs {
+                        self.state.insert(rec, now);
+                    }
+                }
                 Intake::Exists { msg, task_id, reply_to } => self.on_existing(*msg, task_id, reply_to).await,
             }
         }
@@ -433,14 +451,34 @@ impl Scheduler {
             ..Default::default()
         };
         let task_id = rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default();
+        // A sharded or replicated task is recorded split: the record names its parts.
+        let rec = if group::is_split(rec.task.as_ref().unwrap_or(&TaskRequest::default())) {
+            group::split(&rec, now).0
+        } else {
+            rec
+        };
         match self.records.create(&task_id, rec.encode_to_vec().into()).await {
             Ok(_) => {
+                let parts = match self.ensure_parts(&rec).await {
+                    Ok((parts, _)) => parts,
+                    Err(e) => {
+                        // redelivered, the submission finds the record and completes the split
+                        tracing::warn!(task_id, error = %e, "cannot record the parts yet, will retry");
+                        let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                        return Intake::Done;
+                    }
+                };
                 let _ = msg.double_ack().await;
                 self.metrics.accepted.inc();
-                tracing::info!(task_id, trace_id = trace::trace_id(&rec.traceparent).unwrap_or(""), "task queued");
-                self.event(&rec, TaskEventKind::Queued, "").await;
+                tracing::info!(
+                    task_id,
+                    parts = parts.len(),
+                    trace_id = trace::trace_id(&rec.traceparent).unwrap_or(""),
+                    "task queued"
+                );
+                self.event(&rec, TaskEventKind::Queued, if parts.is_empty() { "" } else { &rec.reason }).await;
                 self.reply(reply_to.as_ref(), SubmitReply { task_id, accepted: true, ..Default::default() }).await;
-                Intake::Accepted(Box::new(rec))
+                Intake::Accepted(std::iter::once(rec).chain(parts).collect())
             }
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                 Intake::Exists { msg: Box::new(msg), task_id, reply_to }
@@ -487,7 +525,70 @@ impl Scheduler {
                 self.state.insert(rec, now_ms());
                 true
             }
+            Ok(rec) if rec.state() == TaskState::Split => {
+                let Ok((parts, ended)) = self.ensure_parts(&rec).await else { return false };
+                self.event(&rec, TaskEventKind::Queued, &rec.reason).await;
+                let now = now_ms();
+                self.state.insert(rec, now);
+                for p in parts {
+                    self.state.insert(p, now);
+                }
+                for p in ended {
+                    self.state.settle_part(&p, None, now);
+                }
+                self.publish_parent_updates().await;
+                true
+            }
             _ => false,
+        }
+    }
+
+    /// The parts of a split task that are not running here: recorded now if
+    /// they never were (returned to be queued), else read back (returned to be
+    /// queued again, or as ended, to be settled in the parent).
+    async fn ensure_parts(&self, parent: &TaskRecord) -> anyhow::Result<(Vec<TaskRecord>, Vec<TaskRecord>)> {
+        let (_, fresh) = group::split(parent, now_ms());
+        let (mut live, mut ended) = (Vec::new(), Vec::new());
+        for (slot, part) in parent.parts.iter().zip(fresh) {
+            if slot.state() != TaskState::Unspecified || self.state.tasks.contains_key(&slot.task_id) {
+                continue;
+            }
+            let stored = match self.records.create(&slot.task_id, part.encode_to_vec().into()).await {
+                Ok(_) => {
+                    self.event(&part, TaskEventKind::Queued, "").await;
+                    live.push(part);
+                    continue;
+                }
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    self.records.get(&slot.task_id).await.context("read a part's record")?
+                }
+                Err(e) => return Err(e).context("record a part"),
+            };
+            match stored.map(|b| TaskRecord::decode(b.as_ref())) {
+                Some(Ok(rec)) if matches!(rec.state(), TaskState::Queued | TaskState::Assigned) => live.push(rec),
+                Some(Ok(rec)) => ended.push(rec),
+                _ => anyhow::bail!("the record of part {} is unreadable", slot.task_id),
+            }
+        }
+        Ok((live, ended))
+    }
+
+    /// Saves the split tasks whose parts ended; announces those now finished.
+    async fn publish_parent_updates(&mut self) {
+        for rec in self.state.take_parent_updates() {
+            self.save(&rec).await;
+            // (the metrics count its parts, which ran)
+            if rec.state() == TaskState::Split {
+                continue;
+            }
+            let (status, ..) = group::summary(&rec);
+            tracing::info!(task_id = %task_id(&rec), status = status.as_str_name(), reason = %rec.reason, "split task finished");
+            if rec.state() == TaskState::Cancelled {
+                self.event(&rec, TaskEventKind::Cancelled, &rec.reason).await;
+            } else {
+                self.event(&rec, TaskEventKind::Finished, status.as_str_name()).await;
+            }
+            self.reply_finished(&rec, None).await;
         }
     }
 
@@ -542,6 +643,24 @@ impl Scheduler {
         if rec.reply_to.is_empty() {
             return;
         }
+        if !rec.parts.is_empty() {
+            let (status, exit_code, duration_s, workers) = group::summary(rec);
+            let reply = SubmitReply {
+                task_id: task_id(rec),
+                accepted: true,
+                finished: true,
+                status: status as i32,
+                worker_id: workers,
+                exit_code,
+                duration_s,
+                attempts: rec.parts.iter().map(|p| p.attempts).sum(),
+                reasons: vec![rec.reason.clone()],
+                duplicate: false,
+                parts: rec.parts.clone(),
+            };
+            self.reply(Some(&Reply { to: rec.reply_to.clone(), json: rec.reply_json }), reply).await;
+            return;
+        }
         let reply = SubmitReply {
             task_id: rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default(),
             // rejected at placement: it will never run
@@ -557,6 +676,7 @@ impl Scheduler {
             attempts: rec.attempt,
             reasons: if rec.reason.is_empty() { vec![] } else { vec![rec.reason.clone()] },
             duplicate: false,
+            parts: vec![],
         };
         self.reply(Some(&Reply { to: rec.reply_to.clone(), json: rec.reply_json }), reply).await;
     }
@@ -613,6 +733,7 @@ impl Scheduler {
             .buffer_unordered(INTAKE_CONCURRENCY)
             .collect::<Vec<()>>()
             .await;
+        self.publish_parent_updates().await;
     }
 
     async fn finish(&self, msg: jetstream::Message, res: ExecutionResult, c: Completion) {
@@ -731,21 +852,27 @@ impl Scheduler {
                 return;
             }
         };
-        let reply = match self.state.cancel(&c.task_id, now_ms(), &c.reason) {
-            Some(rec) => {
-                // Recorded first: a monitor that has not started it yet will see it is no longer current.
-                self.save(&rec).await;
-                let detail = if rec.worker_id.is_empty() {
-                    "removed from the queue".to_string()
-                } else {
-                    format!("stopping attempt {} on {}", rec.attempt, rec.worker_id)
-                };
-                tracing::info!(task_id = %c.task_id, detail, "task cancelled");
-                self.event(&rec, TaskEventKind::Cancelled, &rec.reason).await;
-                self.reply_finished(&rec, None).await;
-                CancelReply { task_id: c.task_id, found: true, detail }
-            }
-            None => CancelReply { task_id: c.task_id, found: false, detail: "unknown or already finished".into() },
+        let found = self.state.tasks.contains_key(&c.task_id);
+        let cancelled = self.state.cancel(&c.task_id, now_ms(), &c.reason);
+        let mut details = Vec::new();
+        for rec in &cancelled {
+            // Recorded first: a monitor that has not started it yet will see it is no longer current.
+            self.save(rec).await;
+            let detail = if rec.worker_id.is_empty() {
+                "removed from the queue".to_string()
+            } else {
+                format!("stopping attempt {} on {}", rec.attempt, rec.worker_id)
+            };
+            tracing::info!(task_id = %task_id(rec), detail, "task cancelled");
+            self.event(rec, TaskEventKind::Cancelled, &rec.reason).await;
+            self.reply_finished(rec, None).await;
+            details.push(if rec.parent_id.is_empty() { detail } else { format!("{}: {detail}", task_id(rec)) });
+        }
+        self.publish_parent_updates().await;
+        let reply = if found {
+            CancelReply { task_id: c.task_id, found: true, detail: details.join("; ") }
+        } else {
+            CancelReply { task_id: c.task_id, found: false, detail: "unknown or already finished".into() }
         };
         if let Some(to) = m.reply {
             let _ = self.bus.client().publish(to, reply.encode_to_vec().into()).await;
@@ -773,6 +900,7 @@ impl Scheduler {
                 Completion::Stale => {}
             }
         }
+        self.publish_parent_updates().await;
     }
 
     async fn place(&mut self) {
@@ -790,6 +918,7 @@ impl Scheduler {
                 }
             }
         }
+        self.publish_parent_updates().await;
         // Each assignment is recorded, sent and announced in that order; different
         // tasks' assignments proceed concurrently.
         let this = &*self;
@@ -823,8 +952,8 @@ impl Scheduler {
             attempt: rec.attempt,
             worker_id: rec.worker_id.clone(),
             assigned_at_ms: now,
-            shard_index: 0,
-            shard_total: 1,
+            shard_index: rec.shard_index,
+            shard_total: rec.shard_total.max(1),
             score: 0.0,
             predicted_duration_s: if rec.predicted_runtime_s > 0.0 {
                 rec.predicted_runtime_s

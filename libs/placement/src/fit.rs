@@ -264,7 +264,8 @@ pub fn place(task: &TaskRequest, workers: &[WorkerView]) -> Outcome {
 }
 
 /// Chooses a worker for `task`: filters on hard requirements and what is free,
-/// then the lowest cost wins (ties to the sooner, then the smaller worker id).
+/// then the lowest cost wins (ties to the sooner, then the earlier in
+/// `workers`: the scheduler passes them in worker id order).
 /// Under the hwsched policy, busy workers whose running work is expected to end
 /// are candidates too: when one of them wins, the task waits for it.
 pub fn place_with(task: &TaskRequest, workers: &[WorkerView], scoring: &Scoring<'_>) -> Outcome {
@@ -332,13 +333,10 @@ pub fn place_with(task: &TaskRequest, workers: &[WorkerView], scoring: &Scoring<
         return Outcome::Wait { reason: summarize(workers.len(), &all) };
     }
     let evals = scoring.evaluate(task, &candidates);
-    // lowest cost, then sooner, then smaller worker id; only the best few are sorted
+    // lowest cost, then sooner, then earlier in `workers`; only the best few are sorted
     let better = |a: &usize, b: &usize| {
         let (x, y) = (&evals[*a], &evals[*b]);
-        x.cost
-            .total_cmp(&y.cost)
-            .then(candidates[*a].wait_s.total_cmp(&candidates[*b].wait_s))
-            .then_with(|| candidates[*a].view.caps.worker_id.cmp(&candidates[*b].view.caps.worker_id))
+        x.cost.total_cmp(&y.cost).then(candidates[*a].wait_s.total_cmp(&candidates[*b].wait_s)).then(a.cmp(b))
     };
     let mut order: Vec<usize> = (0..candidates.len()).collect();
     if order.len() > RANKED_KEPT {
@@ -680,7 +678,7 @@ mod tests {
     }
 
     #[test]
-    fn least_loaded_worker_wins_and_ties_break_by_id() {
+    fn least_loaded_worker_wins_and_ties_go_to_the_earlier_worker() {
         let mut busy = worker("a", 8, 8192, &[]);
         busy.cpu_util_pct = 90.0;
         let idle = worker("b", 8, 8192, &[]);
@@ -689,7 +687,10 @@ mod tests {
         );
         let idle2 = worker("c", 8, 8192, &[]);
         assert!(
-            matches!(place(&task(Requirements::default()), &[idle2, idle]), Outcome::Place { ref worker_id, .. } if worker_id == "b")
+            matches!(place(&task(Requirements::default()), &[idle.clone(), idle2.clone()]), Outcome::Place { ref worker_id, .. } if worker_id == "b")
+        );
+        assert!(
+            matches!(place(&task(Requirements::default()), &[idle2, idle]), Outcome::Place { ref worker_id, .. } if worker_id == "c")
         );
     }
 

@@ -210,7 +210,9 @@ mod tests {
         assert_eq!(p.parts.iter().map(|r| r.hardware_class.as_str()).collect::<Vec<_>>(), ["cpu", "gpu:nvidia-h100"]);
         let classes: Vec<Vec<String>> = parts
             .iter()
-            .map(|r| r.task.as_ref().expect("task").requirements.as_ref().expect("requirements").hardware_classes.clone())
+            .map(|r| {
+                r.task.as_ref().expect("task").requirements.as_ref().expect("requirements").hardware_classes.clone()
+            })
             .collect();
         assert_eq!(classes, [vec!["cpu".to_string()], vec!["gpu:nvidia-h100".to_string()]]);
         assert_eq!(parts[1].task.as_ref().expect("task").task_id, "suite--r1");

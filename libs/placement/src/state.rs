@@ -32,12 +32,28 @@ pub struct Worker {
     pub recent_families: std::sync::Arc<Vec<String>>,
     /// `fit::shape_of` its capabilities.
     pub shape: u64,
+    /// (assigned at ms, runtime estimate s) of each attempt assigned to it.
+    ends: Vec<(i64, f64)>,
 }
 
 impl Worker {
+    /// Expected seconds until it has room: the soonest end of its attempts, by
+    /// their runtime estimate. An attempt past its estimate is expected to need
+    /// another quarter of the time it has run. `None` when nothing runs there.
+    fn free_in_s(&self, now_ms: i64) -> Option<f64> {
+        self.ends
+            .iter()
+            .map(|(at, estimate)| {
+                let ran = (now_ms - at).max(0) as f64 / 1000.0;
+                (estimate - ran).max(0.25 * ran)
+            })
+            .reduce(f64::min)
+    }
+
     /// What the placement core sees of this worker; `None` before it registered.
-    fn view(&self, now_ms: i64, free_in_s: Option<f64>) -> Option<WorkerView> {
+    fn view(&self, now_ms: i64) -> Option<WorkerView> {
         let caps = self.caps.clone()?;
+        let free_in_s = self.free_in_s(now_ms);
         let gpu_util_pct =
             if caps.gpus.is_empty() { 0.0 } else { 100.0 * self.reserved.gpus.len() as f64 / caps.gpus.len() as f64 };
         Some(WorkerView {
@@ -92,7 +108,7 @@ pub struct State {
     pub workers: BTreeMap<String, Worker>,
     /// Non-terminal task records by id.
     pub tasks: HashMap<String, TaskRecord>,
-    queue: BTreeSet<(u32, i64, u64, String)>,
+    queue: BTreeSet<QueueEntry>,
     running_keys: HashMap<String, u32>,
     /// When each assigned task was last reported running by its worker.
     seen_running: HashMap<String, i64>,
@@ -123,7 +139,8 @@ pub struct State {
 }
 
 /// A queued task: (priority, queued at, sequence, task id).
-type QueueEntry = (u32, i64, u64, String);
+/// The id is shared: a pass copies the queue in its order.
+type QueueEntry = (u32, i64, u64, std::sync::Arc<str>);
 
 /// Attempts a task may lose with its worker before it fails.
 pub const MAX_LOSSES: u32 = 3;
@@ -144,6 +161,19 @@ fn max_attempts(r: &TaskRecord) -> u32 {
     }
 }
 
+/// Seconds an assigned attempt is expected to run: the model's prediction for
+/// its worker, else the producer's expected duration, else the default.
+fn runtime_estimate(r: &TaskRecord) -> f64 {
+    let t = r.task.as_ref().unwrap_or(&*NO_TASK);
+    if r.predicted_runtime_s > 0.0 {
+        r.predicted_runtime_s
+    } else if t.expected_duration_s > 0.0 {
+        t.expected_duration_s
+    } else {
+        DEFAULT_RUNTIME_S
+    }
+}
+
 fn concurrency_key(r: &TaskRecord) -> Option<String> {
     r.task.as_ref().map(|t| t.concurrency_key.clone()).filter(|k| !k.is_empty())
 }
@@ -161,7 +191,7 @@ impl State {
 
     /// The waiting tasks in placement order (effective priority, then arrival).
     pub fn queue_view(&self, now_ms: i64) -> Vec<TaskRecord> {
-        self.order(now_ms).into_iter().filter_map(|e| self.tasks.get(&e.3).cloned()).collect()
+        self.order(now_ms).into_iter().filter_map(|e| self.tasks.get(&*e.3).cloned()).collect()
     }
 
     /// Adds a record: queued ones join the queue, assigned ones reserve on their worker.
@@ -173,7 +203,7 @@ impl State {
                 if rec.reason.is_empty() {
                     self.unexplained.push(id.clone());
                 }
-                self.queue.insert((priority(&rec), rec.queued_at_ms, self.seq, id.clone()));
+                self.queue.insert((priority(&rec), rec.queued_at_ms, self.seq, id.as_str().into()));
             }
             // waits for its parts; never placed itself
             TaskState::Split => {}
@@ -184,6 +214,7 @@ impl State {
                     ..Default::default()
                 });
                 reserve(&mut w.reserved, &rec);
+                w.ends.push((rec.assigned_at_ms, runtime_estimate(&rec)));
                 if let Some(k) = concurrency_key(&rec) {
                     *self.running_keys.entry(k).or_default() += 1;
                 }
@@ -303,28 +334,6 @@ impl State {
         Some(Completion::Retry(self.requeue(rec, now_ms, why)))
     }
 
-    /// Expected seconds until each busy worker has room: the soonest end of
-    /// the attempts assigned to it, by their runtime estimate. An attempt past
-    /// its estimate is expected to need another quarter of the time it has run.
-    fn free_in(&self, now_ms: i64) -> HashMap<&str, f64> {
-        let mut out: HashMap<&str, f64> = HashMap::new();
-        for r in self.tasks.values().filter(|r| r.state() == TaskState::Assigned) {
-            let t = r.task.as_ref().unwrap_or(&*NO_TASK);
-            let estimate = if r.predicted_runtime_s > 0.0 {
-                r.predicted_runtime_s
-            } else if t.expected_duration_s > 0.0 {
-                t.expected_duration_s
-            } else {
-                DEFAULT_RUNTIME_S
-            };
-            let ran = (now_ms - r.assigned_at_ms).max(0) as f64 / 1000.0;
-            let left = (estimate - ran).max(0.25 * ran);
-            let e = out.entry(r.worker_id.as_str()).or_insert(f64::INFINITY);
-            *e = e.min(left);
-        }
-        out
-    }
-
     /// One placement pass over the queue, in priority then arrival order.
     /// `may_reject`: whether a task that fits no registered worker is rejected
     /// (false during the start-up grace period, when workers are still joining).
@@ -349,40 +358,33 @@ impl State {
             return Vec::new();
         }
         self.unexplained.clear();
-        let free_in = self.free_in(now_ms);
-        let mut views: Vec<WorkerView> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| w.state != WorkerState::Offline)
-            .filter_map(|(id, w)| w.view(now_ms, free_in.get(id.as_str()).copied()))
-            .collect();
-        drop(free_in);
+        let mut views: Vec<WorkerView> =
+            self.workers.values().filter(|w| w.state != WorkerState::Offline).filter_map(|w| w.view(now_ms)).collect();
+        // workers with a free slot (when none is left, nothing more can be placed this pass)
+        let has_room = |v: &WorkerView| v.reserved.slots < v.caps.slots.max(1);
+        let mut with_room = views.iter().filter(|v| has_room(v)).count();
         // Workers away right now still count for "could this task ever run here?".
-        let away: Vec<WorkerView> = self
-            .workers
-            .values()
-            .filter(|w| w.state == WorkerState::Offline)
-            .filter_map(|w| w.view(now_ms, None))
-            .collect();
+        let away: Vec<WorkerView> =
+            self.workers.values().filter(|w| w.state == WorkerState::Offline).filter_map(|w| w.view(now_ms)).collect();
         let mut actions = Vec::new();
         let order = self.order(now_ms);
         let model = self.model.take();
         let mut all_busy = false;
         for entry in order {
-            if all_busy || (!views.is_empty() && views.iter().all(|v| v.reserved.slots >= v.caps.slots.max(1))) {
+            if all_busy || (!views.is_empty() && with_room == 0) {
                 // Nothing can be placed this pass: say so to those not told anything else yet.
                 all_busy = true;
-                if let Some(r) = self.tasks.get_mut(&entry.3).filter(|r| r.reason.is_empty()) {
+                if let Some(r) = self.tasks.get_mut(&*entry.3).filter(|r| r.reason.is_empty()) {
                     r.reason = format!("waiting: {} worker(s), all with no free slot", views.len());
                 }
                 continue;
             }
-            let Some(rec) = self.tasks.get(&entry.3) else {
+            let Some(rec) = self.tasks.get(&*entry.3) else {
                 self.queue.remove(&entry);
                 continue;
             };
             if concurrency_key(rec).is_some_and(|k| self.running_keys.get(&k).copied().unwrap_or(0) > 0) {
-                if let Some(r) = self.tasks.get_mut(&entry.3) {
+                if let Some(r) = self.tasks.get_mut(&*entry.3) {
                     r.reason = "waiting: another task with the same concurrency_key is running".into();
                 }
                 continue;
@@ -428,7 +430,7 @@ impl State {
             match outcome {
                 Outcome::Place { worker_id, gpus, score, candidates, components, predicted_runtime_s, ranked } => {
                     self.queue.remove(&entry);
-                    let Some(mut rec) = self.tasks.remove(&entry.3) else {
+                    let Some(mut rec) = self.tasks.remove(&*entry.3) else {
                         continue;
                     };
                     self.placements += 1;
@@ -445,8 +447,14 @@ impl State {
                     rec.policy = self.policy.name().into();
                     rec.candidates_total = u32::try_from(candidates).unwrap_or(u32::MAX);
                     rec.candidates = ranked.iter().map(candidate_score).collect();
-                    if let Some(v) = views.iter_mut().find(|v| v.caps.worker_id == worker_id) {
+                    // views are in worker id order (built from the BTreeMap)
+                    let at = views.binary_search_by(|v| v.caps.worker_id.as_str().cmp(&worker_id));
+                    if let Some(v) = at.ok().map(|i| &mut views[i]) {
+                        let had_room = has_room(v);
                         reserve(&mut v.reserved, &rec);
+                        if had_room && !has_room(v) {
+                            with_room -= 1;
+                        }
                         // later tasks of this pass may wait for it
                         let ends_in = ranked.first().map_or(DEFAULT_RUNTIME_S, |r| r.completion_s);
                         v.free_in_s = Some(v.free_in_s.map_or(ends_in, |f| f.min(ends_in)));
@@ -471,31 +479,32 @@ impl State {
                 Outcome::Queue { worker_id, wait_s, runtime_s, reason, ranked } => {
                     // Later tasks see it waiting there: they queue behind it, and
                     // only what ends before it starts may use room there now.
-                    if let Some(v) = views.iter_mut().find(|v| v.caps.worker_id == worker_id) {
+                    let at = views.binary_search_by(|v| v.caps.worker_id.as_str().cmp(&worker_id));
+                    if let Some(v) = at.ok().map(|i| &mut views[i]) {
                         v.hold_s = Some(v.hold_s.map_or(wait_s, |h| h.min(wait_s)));
                         v.free_in_s = Some(wait_s + runtime_s / f64::from(v.caps.slots.max(1)));
                     }
-                    if let Some(r) = self.tasks.get_mut(&entry.3) {
+                    if let Some(r) = self.tasks.get_mut(&*entry.3) {
                         r.reason = format!("waiting {reason}");
                         r.policy = self.policy.name().into();
                         r.candidates = ranked.iter().map(candidate_score).collect();
                     }
                 }
                 Outcome::Wait { reason } => {
-                    if let Some(r) = self.tasks.get_mut(&entry.3) {
+                    if let Some(r) = self.tasks.get_mut(&*entry.3) {
                         r.reason = format!("waiting: {reason}");
                     }
                 }
                 Outcome::NeverFits { .. }
                     if !away.is_empty() && !matches!(place(task, &away), Outcome::NeverFits { .. }) =>
                 {
-                    if let Some(r) = self.tasks.get_mut(&entry.3) {
+                    if let Some(r) = self.tasks.get_mut(&*entry.3) {
                         r.reason = "waiting: the workers that can run it are offline".into();
                     }
                 }
                 Outcome::NeverFits { reason } if may_reject && !views.is_empty() => {
                     self.queue.remove(&entry);
-                    if let Some(mut rec) = self.tasks.remove(&entry.3) {
+                    if let Some(mut rec) = self.tasks.remove(&*entry.3) {
                         rec.state = TaskState::Rejected as i32;
                         rec.reason = format!("fits no registered worker: {reason}");
                         rec.updated_at_ms = now_ms;
@@ -504,7 +513,7 @@ impl State {
                     }
                 }
                 Outcome::NeverFits { reason } => {
-                    if let Some(r) = self.tasks.get_mut(&entry.3) {
+                    if let Some(r) = self.tasks.get_mut(&*entry.3) {
                         r.reason = format!("waiting: {reason}");
                     }
                 }
@@ -548,7 +557,7 @@ impl State {
         }
         let Some(mut rec) = self.release(task_id) else { return Vec::new() };
         if state != TaskState::Assigned {
-            self.queue.retain(|e| e.3 != task_id);
+            self.queue.retain(|e| &*e.3 != task_id);
         }
         rec.state = TaskState::Cancelled as i32;
         rec.reason = why;
@@ -590,9 +599,9 @@ impl State {
     /// by producer: a producer's k-th waiting task ranks as if it had k more
     /// tasks assigned, so a producer with fewer tasks running goes first and one
     /// large suite cannot hold back everyone else's.
-    fn order(&self, now_ms: i64) -> Vec<(u32, i64, u64, String)> {
-        let mut order: Vec<(u32, i64, u64, String)> = self.queue.iter().cloned().collect();
-        let effective = |(p, at, _, _): &(u32, i64, u64, String)| {
+    fn order(&self, now_ms: i64) -> Vec<QueueEntry> {
+        let mut order: Vec<QueueEntry> = self.queue.iter().cloned().collect();
+        let effective = |(p, at, _, _): &QueueEntry| {
             if self.aging_ms <= 0 {
                 return *p;
             }
@@ -686,6 +695,10 @@ impl State {
         if rec.state() == TaskState::Assigned {
             if let Some(w) = self.workers.get_mut(&rec.worker_id) {
                 unreserve(&mut w.reserved, &rec);
+                let end = (rec.assigned_at_ms, runtime_estimate(&rec));
+                if let Some(i) = w.ends.iter().position(|e| *e == end) {
+                    w.ends.swap_remove(i);
+                }
             }
             if let Some(k) = concurrency_key(&rec) {
                 if let Some(n) = self.running_keys.get_mut(&k) {
@@ -1315,10 +1328,10 @@ mod tests {
             t.producer = "pr-42".into();
         }
         s.insert(r, 10);
-        let order: Vec<String> = s.order(20).into_iter().map(|e| e.3).collect();
+        let order: Vec<String> = s.order(20).into_iter().map(|e| e.3.to_string()).collect();
         assert_eq!(order, vec!["big-0", "small-0", "big-1", "big-2"]);
         s.fair_share = false;
-        let order: Vec<String> = s.order(20).into_iter().map(|e| e.3).collect();
+        let order: Vec<String> = s.order(20).into_iter().map(|e| e.3.to_string()).collect();
         assert_eq!(order, vec!["big-0", "big-1", "big-2", "small-0"]);
     }
 

@@ -283,9 +283,8 @@ impl Scoring<'_> {
                 }
             }
             Policy::RoundRobin | Policy::Random => {
-                let mut order: Vec<usize> = (0..candidates.len()).collect();
-                order.sort_by(|a, b| candidates[*a].view.caps.worker_id.cmp(&candidates[*b].view.caps.worker_id));
-                let pick = order.get((self.turn % candidates.len().max(1) as u64) as usize).copied();
+                // candidates come in worker order (the scheduler's is by id)
+                let pick = Some((self.turn % candidates.len().max(1) as u64) as usize);
                 for (i, e) in out.iter_mut().enumerate() {
                     e.cost = if Some(i) == pick { 0.0 } else { 1.0 };
                     e.parts = Parts { names: &["turn"], values: [e.cost, 0.0, 0.0, 0.0] };

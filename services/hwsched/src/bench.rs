@@ -139,8 +139,21 @@ pub async fn run(nats: &NatsConfig, cmd: BenchCommand) -> anyhow::Result<()> {
         pct(0.99),
         lat.last().copied().unwrap_or(0)
     );
+    if let Some(cpu) = own_cpu_s() {
+        println!("load generator CPU {cpu:.1} s");
+    }
     anyhow::ensure!(n == args.tasks, "only {n} of {} tasks were assigned within {} s", args.tasks, args.timeout_s);
     Ok(())
+}
+
+/// CPU time this process used so far (user + system), s; Linux only.
+fn own_cpu_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // fields after the command name (which may contain spaces) in parentheses
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 /// The simulated fleet.

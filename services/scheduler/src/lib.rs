@@ -75,12 +75,16 @@ enum Intake {
 }
 
 /// Submissions (or results) taken in one batch.
-const INTAKE_BATCH: usize = 256;
+const INTAKE_BATCH: usize = 1024;
 /// Submission or result records written at once.
-const INTAKE_CONCURRENCY: usize = 64;
+const INTAKE_CONCURRENCY: usize = 256;
 
 /// Assignments of one placement pass in flight at once (record, send, announce).
 const ASSIGN_CONCURRENCY: usize = 256;
+
+// Submissions and results are acknowledged without waiting for the server to
+// confirm: a lost ack only means a redelivery, which finds the task's record
+// (a duplicate submission) or a stale attempt (a result already applied).
 
 /// Ack wait of the scheduler's consumers.
 const CONSUMER_ACK_WAIT: Duration = Duration::from_secs(10);
@@ -286,7 +290,7 @@ async fn run_active(
 
     // The loop acks within milliseconds; a short ack wait lets a restarted scheduler
     // get what its predecessor had pulled but not acknowledged without a long pause.
-    let consumer = |s| Durable::new(s, "scheduler").ack_wait(CONSUMER_ACK_WAIT).max_ack_pending(1000);
+    let consumer = |s| Durable::new(s, "scheduler").ack_wait(CONSUMER_ACK_WAIT).max_ack_pending(4096);
     let mut submissions = streams::durable(bus, &consumer(Stream::Tasks)).await?.messages().await?;
     let mut results = streams::durable(bus, &consumer(Stream::Results)).await?.messages().await?;
     let mut heartbeats = bus.client().subscribe(subjects.workers_heartbeat_all()).await?;
@@ -430,7 +434,7 @@ impl Scheduler {
             Ok(t) => t,
             Err(refusal) => {
                 self.refuse(refusal, reply_to.as_ref()).await;
-                let _ = msg.double_ack().await;
+                let _ = msg.ack().await;
                 return Intake::Done;
             }
         };
@@ -468,7 +472,7 @@ impl Scheduler {
                         return Intake::Done;
                     }
                 };
-                let _ = msg.double_ack().await;
+                let _ = msg.ack().await;
                 self.metrics.accepted.inc();
                 tracing::info!(
                     task_id,
@@ -495,13 +499,13 @@ impl Scheduler {
     /// reported a failure but succeeded (take the task on), or a duplicate.
     async fn on_existing(&mut self, msg: jetstream::Message, task_id: String, reply_to: Option<Reply>) {
         if self.recover_record(&task_id).await {
-            let _ = msg.double_ack().await;
+            let _ = msg.ack().await;
             self.metrics.accepted.inc();
             tracing::info!(task_id, "task queued (record found from an earlier attempt to record it)");
             self.reply(reply_to.as_ref(), SubmitReply { task_id, accepted: true, ..Default::default() }).await;
             return;
         }
-        let _ = msg.double_ack().await;
+        let _ = msg.ack().await;
         self.metrics.duplicates.inc();
         tracing::info!(task_id, "duplicate submission ignored (task_id already known)");
         let reasons = vec!["task_id: already submitted; this copy is ignored".to_string()];
@@ -760,7 +764,7 @@ impl Scheduler {
                 tracing::debug!(task_id = %res.task_id, attempt = res.attempt, "stale result ignored")
             }
         }
-        let _ = msg.double_ack().await;
+        let _ = msg.ack().await;
     }
 
     fn on_heartbeat(&mut self, payload: &[u8]) -> bool {

@@ -196,13 +196,22 @@ struct Reply {
     json: bool,
 }
 
-struct Scheduler {
-    cfg: SchedulerConfig,
+/// The scheduler's handles for writing and sending: cheap to clone, so a
+/// placement pass's assignments can be sent while the next submissions are taken.
+#[derive(Clone)]
+struct Io {
     bus: Bus,
     records: kv::Store,
-    state: State,
     metrics: Metrics,
+}
+
+struct Scheduler {
+    cfg: SchedulerConfig,
+    io: Io,
+    state: State,
     started_ms: i64,
+    /// The last pass's assignments being sent; yields the tasks not sent.
+    sending: Option<tokio::task::JoinHandle<Vec<String>>>,
     caps_tx: mpsc::Sender<WorkerCapabilities>,
     /// When each worker's capabilities were last asked for.
     caps_asked: std::collections::HashMap<String, i64>,
@@ -274,10 +283,9 @@ async fn run_active(
             st
         },
         cfg,
-        bus: bus.clone(),
-        records,
-        metrics,
+        io: Io { bus: bus.clone(), records, metrics },
         started_ms: now_ms(),
+        sending: None,
         caps_tx,
         caps_asked: Default::default(),
     };
@@ -303,14 +311,14 @@ async fn run_active(
     tracing::info!(queued = s.state.queued(), "scheduler ready");
 
     let mut last_tick = tokio::time::Instant::now();
-    loop {
+    let outcome = loop {
         // Biased: liveness first, so a busy or stalled loop never mistakes live workers for lost ones.
         let dirty = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return Ok(Stepped::Shutdown),
+            _ = shutdown.cancelled() => break Ok(Stepped::Shutdown),
             _ = renew.tick() => {
                 if !lease.renew().await {
-                    return Ok(Stepped::LostLease);
+                    break Ok(Stepped::LostLease);
                 }
                 false
             }
@@ -325,7 +333,7 @@ async fn run_active(
             Some(m) = queues.next() => {
                 if let Some(to) = m.reply {
                     let reply = QueueReply { tasks: s.state.queue_view(now_ms()) };
-                    let _ = s.bus.client().publish(to, reply.encode_to_vec().into()).await;
+                    let _ = s.io.bus.client().publish(to, reply.encode_to_vec().into()).await;
                 }
                 false
             }
@@ -338,7 +346,7 @@ async fn run_active(
                     true
                 }
                 Some(Err(e)) => { tracing::warn!(error = %e, "submission stream error"); false }
-                None => anyhow::bail!("submission consumer closed"),
+                None => break Err(anyhow::anyhow!("submission consumer closed")),
             },
             m = results.next() => match m {
                 Some(Ok(msg)) => {
@@ -347,7 +355,7 @@ async fn run_active(
                     true
                 }
                 Some(Err(e)) => { tracing::warn!(error = %e, "result stream error"); false }
-                None => anyhow::bail!("result consumer closed"),
+                None => break Err(anyhow::anyhow!("result consumer closed")),
             },
             _ = tick.tick() => {
                 // After a stall, heartbeats that queued meanwhile are read first (biased) before judging anyone.
@@ -362,18 +370,21 @@ async fn run_active(
         if dirty {
             s.place().await;
         }
-    }
+    };
+    // what this scheduler assigned is sent before it stops or hands over
+    s.settle_sends().await;
+    outcome
 }
 
 impl Scheduler {
     /// Resumes every non-terminal task recorded before a restart.
     async fn load_records(&mut self) -> anyhow::Result<()> {
-        let mut keys = self.records.keys().await.context("list task records")?;
+        let mut keys = self.io.records.keys().await.context("list task records")?;
         let now = now_ms();
         let mut n = 0;
         while let Some(key) = keys.next().await {
             let key = key.context("read task record key")?;
-            let Some(bytes) = self.records.get(&key).await.context("read task record")? else {
+            let Some(bytes) = self.io.records.get(&key).await.context("read task record")? else {
                 continue;
             };
             match TaskRecord::decode(bytes.as_ref()) {
@@ -428,7 +439,7 @@ impl Scheduler {
     async fn intake(&self, msg: jetstream::Message) -> Intake {
         let reply_to = msg.headers.as_ref().and_then(|h| h.get(REPLY_TO)).map(|v| v.as_str().to_string());
         let json = matches!(hwsched_bus::Encoding::from_headers(msg.headers.as_ref()), Ok(hwsched_bus::Encoding::Json));
-        let prefix = self.bus.subjects().prefix().to_string();
+        let prefix = self.io.bus.subjects().prefix().to_string();
         let reply_to = reply_to.filter(|to| reply_subject_ok(to, &prefix)).map(|to| Reply { to, json });
         let task = match intake::parse(msg.headers.as_ref(), &msg.payload) {
             Ok(t) => t,
@@ -461,7 +472,7 @@ impl Scheduler {
         } else {
             rec
         };
-        match self.records.create(&task_id, rec.encode_to_vec().into()).await {
+        match self.io.records.create(&task_id, rec.encode_to_vec().into()).await {
             Ok(_) => {
                 let parts = match self.ensure_parts(&rec).await {
                     Ok((parts, _)) => parts,
@@ -473,7 +484,7 @@ impl Scheduler {
                     }
                 };
                 let _ = msg.ack().await;
-                self.metrics.accepted.inc();
+                self.io.metrics.accepted.inc();
                 tracing::info!(
                     task_id,
                     parts = parts.len(),
@@ -500,13 +511,13 @@ impl Scheduler {
     async fn on_existing(&mut self, msg: jetstream::Message, task_id: String, reply_to: Option<Reply>) {
         if self.recover_record(&task_id).await {
             let _ = msg.ack().await;
-            self.metrics.accepted.inc();
+            self.io.metrics.accepted.inc();
             tracing::info!(task_id, "task queued (record found from an earlier attempt to record it)");
             self.reply(reply_to.as_ref(), SubmitReply { task_id, accepted: true, ..Default::default() }).await;
             return;
         }
         let _ = msg.ack().await;
-        self.metrics.duplicates.inc();
+        self.io.metrics.duplicates.inc();
         tracing::info!(task_id, "duplicate submission ignored (task_id already known)");
         let reasons = vec!["task_id: already submitted; this copy is ignored".to_string()];
         self.reply(
@@ -522,7 +533,7 @@ impl Scheduler {
         if self.state.tasks.contains_key(task_id) {
             return false;
         }
-        let Ok(Some(bytes)) = self.records.get(task_id).await else { return false };
+        let Ok(Some(bytes)) = self.io.records.get(task_id).await else { return false };
         match TaskRecord::decode(bytes.as_ref()) {
             Ok(rec) if rec.state() == TaskState::Queued => {
                 self.event(&rec, TaskEventKind::Queued, "").await;
@@ -557,14 +568,14 @@ impl Scheduler {
             if slot.state() != TaskState::Unspecified || self.state.tasks.contains_key(&slot.task_id) {
                 continue;
             }
-            let stored = match self.records.create(&slot.task_id, part.encode_to_vec().into()).await {
+            let stored = match self.io.records.create(&slot.task_id, part.encode_to_vec().into()).await {
                 Ok(_) => {
                     self.event(&part, TaskEventKind::Queued, "").await;
                     live.push(part);
                     continue;
                 }
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                    self.records.get(&slot.task_id).await.context("read a part's record")?
+                    self.io.records.get(&slot.task_id).await.context("read a part's record")?
                 }
                 Err(e) => return Err(e).context("record a part"),
             };
@@ -597,7 +608,7 @@ impl Scheduler {
     }
 
     async fn refuse(&self, r: Refusal, reply_to: Option<&Reply>) {
-        self.metrics.rejected.inc();
+        self.io.metrics.rejected.inc();
         tracing::warn!(task_id = %r.task_id, reasons = ?r.reasons, "submission rejected");
         let rejection = TaskRejection {
             schema_version: SCHEMA_VERSION,
@@ -605,14 +616,14 @@ impl Scheduler {
             reasons: r.reasons.clone(),
             timestamp_ms: now_ms(),
         };
-        let subject = self.bus.subjects().tasks_rejected();
-        if let Err(e) = self.bus.publish_durable(subject, &rejection, None, None).await {
+        let subject = self.io.bus.subjects().tasks_rejected();
+        if let Err(e) = self.io.bus.publish_durable(subject, &rejection, None, None).await {
             tracing::warn!(error = %e, "rejection not stored");
         }
         if hwsched_placement::is_valid_id(&r.task_id) {
             let task = TaskRequest { task_id: r.task_id.clone(), ..Default::default() };
             let ev = task_event(Some(&task), TaskEventKind::Rejected, 0, "", &r.reasons.join("; "));
-            self.bus.publish_event(&ev, None).await;
+            self.io.bus.publish_event(&ev, None).await;
         }
         self.reply(
             reply_to,
@@ -631,11 +642,11 @@ impl Scheduler {
         let Some(r) = reply_to else { return };
         let sent = if r.json {
             match serde_json::to_vec(&reply) {
-                Ok(body) => self.bus.client().publish(r.to.clone(), body.into()).await.map_err(|e| e.to_string()),
+                Ok(body) => self.io.bus.client().publish(r.to.clone(), body.into()).await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             }
         } else {
-            self.bus.publish(r.to.clone(), &reply).await.map_err(|e| e.to_string())
+            self.io.bus.publish(r.to.clone(), &reply).await.map_err(|e| e.to_string())
         };
         if let Err(e) = sent {
             tracing::debug!(error = %e, "submit reply not sent");
@@ -686,32 +697,11 @@ impl Scheduler {
     }
 
     async fn event(&self, rec: &TaskRecord, kind: TaskEventKind, reason: &str) {
-        let mut ev = task_event(rec.task.as_ref(), kind, rec.attempt, &rec.worker_id, reason);
-        if kind == TaskEventKind::Assigned {
-            ev.policy = rec.policy.clone();
-            ev.candidates = rec.candidates.clone();
-            ev.candidates_total = rec.candidates_total;
-        }
-        self.bus.publish_event(&ev, Some(&rec.traceparent)).await;
+        self.io.event(rec, kind, reason).await;
     }
 
-    /// Writes the record, retrying briefly: the in-memory state has already moved on.
     async fn save(&self, rec: &TaskRecord) {
-        let key = task_id(rec);
-        let mut wait = Duration::from_millis(100);
-        for attempt in 1..=4 {
-            match self.records.put(&key, rec.encode_to_vec().into()).await {
-                Ok(_) => return,
-                Err(e) if attempt == 4 => {
-                    tracing::error!(task_id = key, error = %e, "task record not saved: a scheduler restart would resume it from its previous state");
-                }
-                Err(e) => {
-                    tracing::warn!(task_id = key, error = %e, "task record not saved yet, retrying");
-                    tokio::time::sleep(wait).await;
-                    wait *= 4;
-                }
-            }
-        }
+        self.io.save(rec).await;
     }
 
     /// Applies a batch of results to the state, then stores and announces each
@@ -746,9 +736,9 @@ impl Scheduler {
                 self.save(&rec).await;
                 let status = res.status();
                 if rec.state() == TaskState::Succeeded {
-                    self.metrics.succeeded.inc();
+                    self.io.metrics.succeeded.inc();
                 } else {
-                    self.metrics.failed.inc();
+                    self.io.metrics.failed.inc();
                 }
                 tracing::info!(task_id = %res.task_id, worker_id = %res.worker_id, status = status.as_str_name(), duration_s = res.duration_s, "task finished");
                 self.event(&rec, TaskEventKind::Finished, status.as_str_name()).await;
@@ -756,7 +746,7 @@ impl Scheduler {
             }
             Completion::Retry(rec) => {
                 self.save(&rec).await;
-                self.metrics.retried.inc();
+                self.io.metrics.retried.inc();
                 tracing::info!(task_id = %res.task_id, reason = %rec.reason, "task will be retried");
                 self.event(&rec, TaskEventKind::Retried, &rec.reason).await;
             }
@@ -786,7 +776,7 @@ impl Scheduler {
         let asked_recently = self.caps_asked.get(&worker_id).is_some_and(|at| now - at < CAPS_REQUEST_EVERY_MS);
         if needs_caps && !offline && !asked_recently {
             self.caps_asked.insert(worker_id.clone(), now);
-            let (bus, tx) = (self.bus.clone(), self.caps_tx.clone());
+            let (bus, tx) = (self.io.bus.clone(), self.caps_tx.clone());
             tokio::spawn(async move {
                 let subject = bus.subjects().worker_capabilities(&worker_id);
                 match tokio::time::timeout(Duration::from_secs(2), bus.client().request(subject, Default::default()))
@@ -816,7 +806,7 @@ impl Scheduler {
         if self.state.register(caps, now_ms()) {
             tracing::info!(worker_id = id, "worker joined");
         }
-        self.metrics.workers.set(self.state.workers.len() as i64);
+        self.io.metrics.workers.set(self.state.workers.len() as i64);
         // placements change only when the worker is new or its capabilities changed
         !known
     }
@@ -827,13 +817,13 @@ impl Scheduler {
         let Ok(req) = hwsched_bus::decode::<ExplainRequest>(m.headers.as_ref(), &m.payload) else { return };
         let record = match self.state.tasks.get(&req.task_id) {
             Some(r) => Some(r.clone()),
-            None => match self.records.get(&req.task_id).await {
+            None => match self.io.records.get(&req.task_id).await {
                 Ok(Some(b)) => TaskRecord::decode(b.as_ref()).ok(),
                 _ => None,
             },
         };
         let reply = ExplainReply { found: record.is_some(), record };
-        let _ = self.bus.client().publish(to, reply.encode_to_vec().into()).await;
+        let _ = self.io.bus.client().publish(to, reply.encode_to_vec().into()).await;
     }
 
     /// A new model snapshot from the learner: used from the next placement on.
@@ -849,6 +839,7 @@ impl Scheduler {
     }
 
     async fn on_cancel(&mut self, m: async_nats::Message) {
+        self.settle_sends().await;
         let c = match hwsched_bus::decode::<CancelTask>(m.headers.as_ref(), &m.payload) {
             Ok(c) => c,
             Err(e) => {
@@ -879,24 +870,25 @@ impl Scheduler {
             CancelReply { task_id: c.task_id, found: false, detail: "unknown or already finished".into() }
         };
         if let Some(to) = m.reply {
-            let _ = self.bus.client().publish(to, reply.encode_to_vec().into()).await;
+            let _ = self.io.bus.client().publish(to, reply.encode_to_vec().into()).await;
         }
     }
 
     /// Lost workers and forgotten assignments: their tasks are queued again (or fail).
     async fn supervise(&mut self) {
+        self.settle_sends().await;
         let (timeout, grace) = (self.cfg.worker_timeout_ms as i64, self.cfg.assignment_grace_ms as i64);
         for c in self.state.supervise(now_ms(), timeout, grace) {
             match c {
                 Completion::Retry(rec) => {
                     tracing::warn!(task_id = %task_id(&rec), reason = %rec.reason, "attempt lost, task queued again");
-                    self.metrics.retried.inc();
+                    self.io.metrics.retried.inc();
                     self.save(&rec).await;
                     self.event(&rec, TaskEventKind::Retried, &rec.reason).await;
                 }
                 Completion::Done(rec) => {
                     tracing::warn!(task_id = %task_id(&rec), reason = %rec.reason, "task failed");
-                    self.metrics.failed.inc();
+                    self.io.metrics.failed.inc();
                     self.save(&rec).await;
                     self.event(&rec, TaskEventKind::Finished, TaskStatus::Error.as_str_name()).await;
                     self.reply_finished(&rec, None).await;
@@ -908,6 +900,7 @@ impl Scheduler {
     }
 
     async fn place(&mut self) {
+        self.settle_sends().await;
         let now = now_ms();
         let may_reject = now - self.started_ms > (self.cfg.startup_grace_s * 1000) as i64;
         let mut assigns = Vec::new();
@@ -923,27 +916,88 @@ impl Scheduler {
             }
         }
         self.publish_parent_updates().await;
-        // Each assignment is recorded, sent and announced in that order; different
-        // tasks' assignments proceed concurrently.
-        let this = &*self;
-        let unsent: Vec<String> = futures::stream::iter(assigns)
-            .map(|rec| async move {
-                let span = tracing::info_span!("assign", task_id = %task_id(&rec), worker_id = %rec.worker_id, attempt = rec.attempt);
-                hwsched_telemetry::set_parent(&span, &rec.traceparent);
-                let sent = this.send_assignment(&rec, now).instrument(span).await;
-                (!sent).then(|| task_id(&rec))
-            })
-            .buffer_unordered(ASSIGN_CONCURRENCY)
-            .filter_map(|unsent| async move { unsent })
-            .collect()
-            .await;
+        self.io.metrics.queued.set(self.state.queued() as i64);
+        if assigns.is_empty() {
+            return;
+        }
+        // Each assignment is recorded, announced and sent in that order; different
+        // tasks' assignments proceed concurrently, in the background: the loop takes
+        // the next submissions and results meanwhile. A result can only follow its
+        // assignment's send; what else writes a task's record (the supervisor,
+        // cancels, the next pass) waits for the sends first (`settle_sends`), so a
+        // task's record is never written out of order.
+        let io = self.io.clone();
+        self.sending = Some(tokio::spawn(async move {
+            let io = &io;
+            futures::stream::iter(assigns)
+                .map(|rec| async move {
+                    let span = tracing::info_span!("assign", task_id = %task_id(&rec), worker_id = %rec.worker_id, attempt = rec.attempt);
+                    hwsched_telemetry::set_parent(&span, &rec.traceparent);
+                    let sent = io.send_assignment(&rec, now).instrument(span).await;
+                    (!sent).then(|| task_id(&rec))
+                })
+                .buffer_unordered(ASSIGN_CONCURRENCY)
+                .filter_map(|unsent| async move { unsent })
+                .collect()
+                .await
+        }));
+    }
+
+    /// Waits for the last pass's assignments to be sent; those that could not be
+    /// go back to the queue.
+    async fn settle_sends(&mut self) {
+        let Some(sending) = self.sending.take() else { return };
+        let unsent = match sending.await {
+            Ok(unsent) => unsent,
+            Err(e) => {
+                // their records say assigned: the supervisor places them again after the grace
+                tracing::error!(error = %e, "sending assignments failed");
+                Vec::new()
+            }
+        };
+        let now = now_ms();
         for id in unsent {
+            let worker = self.state.tasks.get(&id).map(|r| r.worker_id.clone()).unwrap_or_default();
             self.state.unassign(&id, now);
             if let Some(queued) = self.state.tasks.get(&id).cloned() {
                 self.save(&queued).await;
+                // its ASSIGNED was announced: say it is waiting again
+                self.event(&queued, TaskEventKind::Retried, &format!("assignment to {worker} not sent; queued again"))
+                    .await;
             }
         }
-        self.metrics.queued.set(self.state.queued() as i64);
+        self.io.metrics.queued.set(self.state.queued() as i64);
+    }
+}
+
+impl Io {
+    async fn event(&self, rec: &TaskRecord, kind: TaskEventKind, reason: &str) {
+        let mut ev = task_event(rec.task.as_ref(), kind, rec.attempt, &rec.worker_id, reason);
+        if kind == TaskEventKind::Assigned {
+            ev.policy = rec.policy.clone();
+            ev.candidates = rec.candidates.clone();
+            ev.candidates_total = rec.candidates_total;
+        }
+        self.bus.publish_event(&ev, Some(&rec.traceparent)).await;
+    }
+
+    /// Writes the record, retrying briefly: the in-memory state has already moved on.
+    async fn save(&self, rec: &TaskRecord) {
+        let key = task_id(rec);
+        let mut wait = Duration::from_millis(100);
+        for attempt in 1..=4 {
+            match self.records.put(&key, rec.encode_to_vec().into()).await {
+                Ok(_) => return,
+                Err(e) if attempt == 4 => {
+                    tracing::error!(task_id = key, error = %e, "task record not saved: a scheduler restart would resume it from its previous state");
+                }
+                Err(e) => {
+                    tracing::warn!(task_id = key, error = %e, "task record not saved yet, retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 4;
+                }
+            }
+        }
     }
 
     /// Records the assignment, then sends it, then announces it. False when it
@@ -974,13 +1028,15 @@ impl Scheduler {
         // before the send leaves a recorded assignment no worker reports running: the
         // supervisor places it again after the assignment grace (no loss, no double run).
         self.save(rec).await;
+        // Announced before it is sent: on this connection ASSIGNED then precedes
+        // whatever the attempt leads to (FINISHED, RETRIED).
+        self.event(rec, TaskEventKind::Assigned, &rec.reason).await;
         if let Err(e) = self.bus.publish_durable(subject, &a, Some(&msg_id), Some(&rec.traceparent)).await {
             tracing::warn!(task_id, worker_id = %rec.worker_id, error = %e, "assignment not sent, task stays queued");
             return false;
         }
         self.metrics.assigned.inc();
         tracing::info!(task_id, worker_id = %rec.worker_id, attempt = rec.attempt, reason = %rec.reason, "task assigned");
-        self.event(rec, TaskEventKind::Assigned, &rec.reason).await;
         true
     }
 }

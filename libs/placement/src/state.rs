@@ -357,7 +357,7 @@ impl State {
             }
             return Vec::new();
         }
-        self.unexplained.clear();
+        let unexplained = std::mem::take(&mut self.unexplained);
         let mut views: Vec<WorkerView> =
             self.workers.values().filter(|w| w.state != WorkerState::Offline).filter_map(|w| w.view(now_ms)).collect();
         // workers with a free slot (when none is left, nothing more can be placed this pass)
@@ -367,17 +367,19 @@ impl State {
         let away: Vec<WorkerView> =
             self.workers.values().filter(|w| w.state == WorkerState::Offline).filter_map(|w| w.view(now_ms)).collect();
         let mut actions = Vec::new();
-        let order = self.order(now_ms);
+        // In placement order; without fair share taken lazily (a pass that fills
+        // the fleet stops there, however long the queue).
+        let mut order = if self.fair_share { Order::Sorted(self.order(now_ms).into_iter()) } else { Order::lazy() };
         let model = self.model.take();
-        let mut all_busy = false;
-        for entry in order {
-            if all_busy || (!views.is_empty() && with_room == 0) {
-                // Nothing can be placed this pass: say so to those not told anything else yet.
-                all_busy = true;
-                if let Some(r) = self.tasks.get_mut(&*entry.3).filter(|r| r.reason.is_empty()) {
-                    r.reason = format!("waiting: {} worker(s), all with no free slot", views.len());
+        while let Some(entry) = order.next(self, now_ms) {
+            if !views.is_empty() && with_room == 0 {
+                // Nothing more can be placed this pass: say so to those not told anything else yet.
+                for id in &unexplained {
+                    if let Some(r) = self.tasks.get_mut(id).filter(|r| r.reason.is_empty()) {
+                        r.reason = format!("waiting: {} worker(s), all with no free slot", views.len());
+                    }
                 }
-                continue;
+                break;
             }
             let Some(rec) = self.tasks.get(&*entry.3) else {
                 self.queue.remove(&entry);
@@ -592,6 +594,15 @@ impl State {
         std::mem::take(&mut self.parent_updates)
     }
 
+    /// The effective priority of a queued task: raised one level per `aging_ms` waited.
+    fn effective(&self, (p, at, _, _): &QueueEntry, now_ms: i64) -> u32 {
+        if self.aging_ms <= 0 {
+            return *p;
+        }
+        let raised = u32::try_from((now_ms - at).max(0) / self.aging_ms).unwrap_or(u32::MAX);
+        p.saturating_sub(raised).max(1)
+    }
+
     /// The queue in placement order: effective priority (raised one level per
     /// `aging_ms` waited, so nothing starves), then arrival.
     ///
@@ -601,13 +612,7 @@ impl State {
     /// large suite cannot hold back everyone else's.
     fn order(&self, now_ms: i64) -> Vec<QueueEntry> {
         let mut order: Vec<QueueEntry> = self.queue.iter().cloned().collect();
-        let effective = |(p, at, _, _): &QueueEntry| {
-            if self.aging_ms <= 0 {
-                return *p;
-            }
-            let raised = u32::try_from((now_ms - at).max(0) / self.aging_ms).unwrap_or(u32::MAX);
-            p.saturating_sub(raised).max(1)
-        };
+        let effective = |e: &QueueEntry| self.effective(e, now_ms);
         if self.aging_ms > 0 || self.fair_share {
             order.sort_by_key(|e| (effective(e), e.1, e.2));
         }
@@ -710,6 +715,58 @@ impl State {
             }
         }
         Some(rec)
+    }
+}
+
+/// The queue in placement order, as a pass walks it.
+enum Order {
+    /// Computed in full (fair share interleaves producers).
+    Sorted(std::vec::IntoIter<QueueEntry>),
+    /// Merged on the fly from the queue's base-priority runs. Within one base
+    /// priority the queue is ordered by arrival, and the older a task the more
+    /// it is raised, so each run is already in (effective priority, arrival)
+    /// order: the next task is the least of the runs' heads. Each run's cursor
+    /// is the last entry taken from it (entries placed meanwhile are gone, those
+    /// that wait stay behind the cursor).
+    Lazy(Vec<(u32, Option<QueueEntry>)>),
+}
+
+impl Order {
+    fn lazy() -> Self {
+        Order::Lazy(Vec::new())
+    }
+
+    fn next(&mut self, s: &State, now_ms: i64) -> Option<QueueEntry> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        let cursors = match self {
+            Order::Sorted(it) => return it.next(),
+            Order::Lazy(c) => c,
+        };
+        if cursors.is_empty() {
+            // the base priorities present, each a run of the queue
+            let mut p = s.queue.first().map(|e| e.0);
+            while let Some(base) = p {
+                cursors.push((base, None));
+                let Some(after) = base.checked_add(1) else { break };
+                let start: QueueEntry = (after, i64::MIN, 0, "".into());
+                p = s.queue.range((Included(start), Unbounded)).next().map(|e| e.0);
+            }
+        }
+        let mut best: Option<(usize, (u32, i64, u64), QueueEntry)> = None;
+        for (i, (base, cursor)) in cursors.iter().enumerate() {
+            let lower = match cursor {
+                Some(c) => Excluded(c.clone()),
+                None => Included((*base, i64::MIN, 0, "".into())),
+            };
+            let Some(head) = s.queue.range((lower, Unbounded)).next().filter(|e| e.0 == *base) else { continue };
+            let key = (s.effective(head, now_ms), head.1, head.2);
+            if best.as_ref().is_none_or(|(_, k, _)| key < *k) {
+                best = Some((i, key, head.clone()));
+            }
+        }
+        let (i, _, entry) = best?;
+        cursors[i].1 = Some(entry.clone());
+        Some(entry)
     }
 }
 
@@ -1100,6 +1157,26 @@ mod tests {
             "{}",
             parent.reason
         );
+    }
+
+    #[test]
+    fn the_lazy_order_is_the_sorted_order() {
+        let mut s = State::with_aging(10_000);
+        // priorities 1..=5 arriving over 100 s, in a scrambled order
+        for i in 0..500i64 {
+            let prio = (i * 7 % 5 + 1) as u32;
+            let at = (i * 7919) % 100_000;
+            s.insert(queued(&format!("t{i}"), prio, at), at);
+        }
+        for now in [0, 35_000, 100_000, 1_000_000] {
+            let sorted: Vec<QueueEntry> = s.order(now);
+            let mut lazy = Order::lazy();
+            let mut merged = Vec::new();
+            while let Some(e) = lazy.next(&s, now) {
+                merged.push(e);
+            }
+            assert_eq!(merged, sorted, "at {now} ms");
+        }
     }
 
     #[test]

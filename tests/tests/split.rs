@@ -26,6 +26,37 @@ fn monitor(nats: &NatsServer, id: &str, extra: &[&str]) -> anyhow::Result<Proc> 
     Proc::spawn(id, &nats.url(), &args, &[])
 }
 
+/// A scheduler and monitors (id, extra flags), once the scheduler knows them all.
+async fn cluster(nats: &NatsServer, workers: &[(&str, &[&str])]) -> anyhow::Result<(Proc, Vec<Proc>)> {
+    let sched = Proc::spawn("scheduler", &nats.url(), &["scheduler"], &[])?;
+    sched.wait_for_log("scheduler ready", WAIT).await?;
+    let mut procs = Vec::new();
+    for (id, extra) in workers {
+        procs.push(monitor(nats, id, extra)?);
+    }
+    for (id, _) in workers {
+        sched.wait_for_log(&format!("worker joined worker_id=\"{id}\""), WAIT).await?;
+    }
+    Ok((sched, procs))
+}
+
+/// The next `n` results on `sub`, by task id.
+async fn results_by_task(
+    sub: &mut async_nats::Subscriber,
+    n: usize,
+    logs: impl Fn() -> String,
+) -> anyhow::Result<BTreeMap<String, ExecutionResult>> {
+    let mut by_task = BTreeMap::new();
+    while by_task.len() < n {
+        let Ok(Some(m)) = tokio::time::timeout(WAIT, sub.next()).await else {
+            anyhow::bail!("{} of {n} results\n{}", by_task.len(), logs());
+        };
+        let r = ExecutionResult::decode(m.payload.as_ref())?;
+        by_task.insert(r.task_id.clone(), r);
+    }
+    Ok(by_task)
+}
+
 /// Runs the CLI: (exit code, stdout).
 fn cli(url: &str, args: &[&str]) -> anyhow::Result<(i32, String)> {
     let out = std::process::Command::new(hwsched_bin()?).args(args).env("HWSCHED_NATS_URL", url).output()?;
@@ -58,12 +89,7 @@ async fn finished(replies: &mut async_nats::Subscriber, logs: impl Fn() -> Strin
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_know_their_index_and_the_task_fails_if_one_does() -> anyhow::Result<()> {
     let nats = NatsServer::start()?;
-    let sched = Proc::spawn("scheduler", &nats.url(), &["scheduler"], &[])?;
-    sched.wait_for_log("scheduler ready", WAIT).await?;
-    let a = monitor(&nats, "w-a", &[])?;
-    let b = monitor(&nats, "w-b", &[])?;
-    sched.wait_for_log("worker joined worker_id=\"w-a\"", WAIT).await?;
-    sched.wait_for_log("worker joined worker_id=\"w-b\"", WAIT).await?;
+    let (sched, workers) = cluster(&nats, &[("w-a", &[]), ("w-b", &[])]).await?;
 
     let bus = bus(&nats.url()).await?;
     let mut results = bus.client().subscribe("hws.results.>").await?;
@@ -80,15 +106,8 @@ async fn shards_know_their_index_and_the_task_fails_if_one_does() -> anyhow::Res
     };
     submit_with_reply(&bus, &task, &inbox).await?;
 
-    let logs = || format!("scheduler:\n{}\nw-a:\n{}\nw-b:\n{}", sched.log(), a.log(), b.log());
-    let mut by_part: BTreeMap<String, ExecutionResult> = BTreeMap::new();
-    while by_part.len() < 3 {
-        let Ok(Some(m)) = tokio::time::timeout(WAIT, results.next()).await else {
-            anyhow::bail!("{} of 3 shard results\n{}", by_part.len(), logs());
-        };
-        let r = ExecutionResult::decode(m.payload.as_ref())?;
-        by_part.insert(r.task_id.clone(), r);
-    }
+    let logs = || format!("scheduler:\n{}\nw-a:\n{}\nw-b:\n{}", sched.log(), workers[0].log(), workers[1].log());
+    let by_part = results_by_task(&mut results, 3, logs).await?;
     assert_eq!(by_part.keys().collect::<Vec<_>>(), ["shardy--s0", "shardy--s1", "shardy--s2"]);
     for (i, r) in by_part.values().enumerate() {
         assert_eq!(r.stdout_tail.trim(), format!("shard {i} of 3"), "{r:?}");
@@ -128,15 +147,9 @@ async fn shards_know_their_index_and_the_task_fails_if_one_does() -> anyhow::Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_run_once_on_each_hardware_class() -> anyhow::Result<()> {
     let nats = NatsServer::start()?;
-    let sched = Proc::spawn("scheduler", &nats.url(), &["scheduler"], &[])?;
-    sched.wait_for_log("scheduler ready", WAIT).await?;
     // two CPU workers (one would do) and one with an NPU
-    let cpu1 = monitor(&nats, "w-cpu1", &[])?;
-    let cpu2 = monitor(&nats, "w-cpu2", &[])?;
-    let npu = monitor(&nats, "w-npu", &["--accelerator", "npu=1"])?;
-    for w in ["w-cpu1", "w-cpu2", "w-npu"] {
-        sched.wait_for_log(&format!("worker joined worker_id=\"{w}\""), WAIT).await?;
-    }
+    let (sched, workers) =
+        cluster(&nats, &[("w-cpu1", &[]), ("w-cpu2", &[]), ("w-npu", &["--accelerator", "npu=1"])]).await?;
     let bus = bus(&nats.url()).await?;
     let mut results = bus.client().subscribe("hws.results.>").await?;
     let inbox = bus.client().new_inbox();
@@ -151,14 +164,7 @@ async fn replicas_run_once_on_each_hardware_class() -> anyhow::Result<()> {
     };
     submit_with_reply(&bus, &task, &inbox).await?;
     let logs = || format!("scheduler:\n{}", sched.log());
-    let mut by_part: BTreeMap<String, ExecutionResult> = BTreeMap::new();
-    while by_part.len() < 2 {
-        let Ok(Some(m)) = tokio::time::timeout(WAIT, results.next()).await else {
-            anyhow::bail!("{} of 2 replica results\n{}", by_part.len(), logs());
-        };
-        let r = ExecutionResult::decode(m.payload.as_ref())?;
-        by_part.insert(r.task_id.clone(), r);
-    }
+    let by_part = results_by_task(&mut results, 2, logs).await?;
     let cpu = &by_part["everywhere--r0"];
     assert!(cpu.hardware_class.starts_with("cpu:") && cpu.worker_id.starts_with("w-cpu"), "{cpu:?}");
     let on_npu = &by_part["everywhere--r1"];
@@ -175,7 +181,7 @@ async fn replicas_run_once_on_each_hardware_class() -> anyhow::Result<()> {
     let npu_line = out.lines().find(|l| l.contains("cli-rep--r1") && l.contains("[accel:npu]")).unwrap_or_default();
     assert!(npu_line.contains("succeeded on w-npu"), "{out}");
     assert!(out.contains("1 task(s): 1 succeeded, 0 failed"), "{out}");
-    drop((cpu1, cpu2, npu));
+    drop(workers);
     Ok(())
 }
 

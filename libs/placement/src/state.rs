@@ -1057,10 +1057,15 @@ mod tests {
         assert!(s.cancel("run", 4, "").is_empty(), "already finished");
     }
 
-    fn split_task(id: &str, placement: hwsched_proto::v1::Placement) -> (TaskRecord, Vec<TaskRecord>) {
+    /// Splits a task with `placement` and queues its parts.
+    fn insert_split(s: &mut State, id: &str, placement: hwsched_proto::v1::Placement) {
         let mut parent = queued(id, 3, 0);
         parent.task.as_mut().expect("task").placement = Some(placement);
-        crate::group::split(&parent, 0)
+        let (parent, parts) = crate::group::split(&parent, 0);
+        s.insert(parent, 0);
+        for p in parts {
+            s.insert(p, 0);
+        }
     }
 
     #[test]
@@ -1068,14 +1073,11 @@ mod tests {
         let mut s = State::default();
         s.register(caps("a", 8, 1), 0);
         s.register(caps("b", 8, 1), 0);
-        let (parent, parts) = split_task(
+        insert_split(
+            &mut s,
             "suite",
             hwsched_proto::v1::Placement { strategy: "sharded".into(), shards: 2, ..Default::default() },
         );
-        s.insert(parent, 0);
-        for p in parts {
-            s.insert(p, 0);
-        }
         assert_eq!(s.queued(), 2, "the parts queue, the parent does not");
         let actions = s.plan(1, true);
         let mut placed = assigned(&actions);
@@ -1105,14 +1107,11 @@ mod tests {
     fn cancelling_a_split_task_cancels_its_parts() {
         let mut s = State::default();
         s.register(caps("a", 8, 1), 0);
-        let (parent, parts) = split_task(
+        insert_split(
+            &mut s,
             "suite",
             hwsched_proto::v1::Placement { strategy: "sharded".into(), shards: 3, ..Default::default() },
         );
-        s.insert(parent, 0);
-        for p in parts {
-            s.insert(p, 0);
-        }
         assert_eq!(assigned(&s.plan(1, true)).len(), 1, "one slot");
         let cancelled = s.cancel("suite", 2, "stop");
         assert_eq!(cancelled.len(), 3);
@@ -1130,7 +1129,8 @@ mod tests {
         let mut cpu = caps("cpu-1", 8, 2);
         cpu.hardware_class = "cpu:x86_64-epyc".into();
         s.register(cpu, 0);
-        let (parent, parts) = split_task(
+        insert_split(
+            &mut s,
             "everywhere",
             hwsched_proto::v1::Placement {
                 strategy: "replicated".into(),
@@ -1138,10 +1138,6 @@ mod tests {
                 ..Default::default()
             },
         );
-        s.insert(parent, 0);
-        for p in parts {
-            s.insert(p, 0);
-        }
         let actions = s.plan(1, true);
         assert_eq!(assigned(&actions), [("everywhere--r0".to_string(), "cpu-1".to_string())]);
         assert!(actions.iter().any(|a| matches!(a, Action::Reject(r) if r.reason.contains("another hardware class"))));

@@ -202,8 +202,11 @@ impl InProcess {
     }
 }
 
-/// The scheduler, in-process, with a short worker timeout.
+/// The scheduler, in-process, with a short worker timeout. Its streams exist
+/// when this returns (it creates them too, but in the background), so a test
+/// may submit at once.
 pub async fn scheduler(url: &str) -> anyhow::Result<InProcess> {
+    hwsched_bus::streams::provision(&bus(url).await?).await?;
     let cfg = hwsched_scheduler::SchedulerConfig { worker_timeout_ms: 5_000, startup_grace_s: 0, ..Default::default() };
     InProcess::start(url, |b, t, s| hwsched_scheduler::run(cfg, b, t, s)).await
 }

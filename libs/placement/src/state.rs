@@ -10,6 +10,7 @@ use hwsched_proto::v1::{
     CandidateScore, ExecutionResult, TaskRecord, TaskRequest, TaskState, TaskStatus, WorkerCapabilities,
     WorkerHeartbeat, WorkerState,
 };
+use hwsched_proto::Message as _;
 
 /// One known worker.
 #[derive(Debug, Clone, Default)]
@@ -106,8 +107,11 @@ pub enum Completion {
 pub struct State {
     /// Workers by id.
     pub workers: BTreeMap<String, Worker>,
-    /// Non-terminal task records by id.
+    /// Assigned and split task records by id. Waiting tasks are held encoded
+    /// in `waiting` ([`State::record`] answers for both).
     pub tasks: HashMap<String, TaskRecord>,
+    /// Waiting tasks by id, in `queue`'s order of arrival.
+    waiting: HashMap<std::sync::Arc<str>, Waiting>,
     queue: BTreeSet<QueueEntry>,
     running_keys: HashMap<String, u32>,
     /// When each assigned task was last reported running by its worker.
@@ -141,6 +145,41 @@ pub struct State {
 /// A queued task: (priority, queued at, sequence, task id).
 /// The id is shared: a pass copies the queue in its order.
 type QueueEntry = (u32, i64, u64, std::sync::Arc<str>);
+
+/// A waiting task, held encoded: it costs its encoded size (a small task's
+/// record is about 150 bytes) instead of the whole record struct (about 1 KB
+/// before its strings). What a placement pass changes is kept beside it.
+#[derive(Debug)]
+struct Waiting {
+    /// The record as queued, protobuf, without the fields below.
+    packed: Box<[u8]>,
+    /// Why it waits.
+    reason: String,
+    /// The policy and best candidates of the last decision that made it wait for a worker.
+    policy: String,
+    candidates: Vec<CandidateScore>,
+    /// Its producer (fair share orders by it).
+    producer: Box<str>,
+}
+
+impl Waiting {
+    fn pack(mut rec: TaskRecord) -> Self {
+        let reason = std::mem::take(&mut rec.reason);
+        let policy = std::mem::take(&mut rec.policy);
+        let candidates = std::mem::take(&mut rec.candidates);
+        let producer = rec.task.as_ref().map_or("", |t| t.producer.as_str()).into();
+        Self { packed: rec.encode_to_vec().into_boxed_slice(), reason, policy, candidates, producer }
+    }
+
+    fn unpack(&self) -> TaskRecord {
+        // encoded here from a valid record: decoding cannot fail
+        let mut rec = TaskRecord::decode(&self.packed[..]).unwrap_or_default();
+        rec.reason = self.reason.clone();
+        rec.policy = self.policy.clone();
+        rec.candidates = self.candidates.clone();
+        rec
+    }
+}
 
 /// Attempts a task may lose with its worker before it fails.
 pub const MAX_LOSSES: u32 = 3;
@@ -191,7 +230,20 @@ impl State {
 
     /// The waiting tasks in placement order (effective priority, then arrival).
     pub fn queue_view(&self, now_ms: i64) -> Vec<TaskRecord> {
-        self.order(now_ms).into_iter().filter_map(|e| self.tasks.get(&*e.3).cloned()).collect()
+        self.order(now_ms).into_iter().filter_map(|e| self.record(&e.3)).collect()
+    }
+
+    /// The record of a task that is not finished: waiting, assigned or split.
+    pub fn record(&self, task_id: &str) -> Option<TaskRecord> {
+        match self.waiting.get(task_id) {
+            Some(w) => Some(w.unpack()),
+            None => self.tasks.get(task_id).cloned(),
+        }
+    }
+
+    /// Whether a task is here (not finished).
+    pub fn knows(&self, task_id: &str) -> bool {
+        self.waiting.contains_key(task_id) || self.tasks.contains_key(task_id)
     }
 
     /// Adds a record: queued ones join the queue, assigned ones reserve on their worker.
@@ -203,7 +255,10 @@ impl State {
                 if rec.reason.is_empty() {
                     self.unexplained.push(id.clone());
                 }
-                self.queue.insert((priority(&rec), rec.queued_at_ms, self.seq, id.as_str().into()));
+                let key: std::sync::Arc<str> = id.as_str().into();
+                self.queue.insert((priority(&rec), rec.queued_at_ms, self.seq, key.clone()));
+                self.waiting.insert(key, Waiting::pack(rec));
+                return;
             }
             // waits for its parts; never placed itself
             TaskState::Split => {}
@@ -351,7 +406,7 @@ impl State {
         }
         if n > 0 && full {
             for id in std::mem::take(&mut self.unexplained) {
-                if let Some(r) = self.tasks.get_mut(&id).filter(|r| r.reason.is_empty()) {
+                if let Some(r) = self.waiting.get_mut(id.as_str()).filter(|r| r.reason.is_empty()) {
                     r.reason = format!("waiting: {n} worker(s), all with no free slot");
                 }
             }
@@ -375,18 +430,18 @@ impl State {
             if !views.is_empty() && with_room == 0 {
                 // Nothing more can be placed this pass: say so to those not told anything else yet.
                 for id in &unexplained {
-                    if let Some(r) = self.tasks.get_mut(id).filter(|r| r.reason.is_empty()) {
+                    if let Some(r) = self.waiting.get_mut(id.as_str()).filter(|r| r.reason.is_empty()) {
                         r.reason = format!("waiting: {} worker(s), all with no free slot", views.len());
                     }
                 }
                 break;
             }
-            let Some(rec) = self.tasks.get(&*entry.3) else {
+            let Some(rec) = self.waiting.get(&*entry.3).map(Waiting::unpack) else {
                 self.queue.remove(&entry);
                 continue;
             };
-            if concurrency_key(rec).is_some_and(|k| self.running_keys.get(&k).copied().unwrap_or(0) > 0) {
-                if let Some(r) = self.tasks.get_mut(&*entry.3) {
+            if concurrency_key(&rec).is_some_and(|k| self.running_keys.get(&k).copied().unwrap_or(0) > 0) {
+                if let Some(r) = self.waiting.get_mut(&*entry.3) {
                     r.reason = "waiting: another task with the same concurrency_key is running".into();
                 }
                 continue;
@@ -432,9 +487,8 @@ impl State {
             match outcome {
                 Outcome::Place { worker_id, gpus, score, candidates, components, predicted_runtime_s, ranked } => {
                     self.queue.remove(&entry);
-                    let Some(mut rec) = self.tasks.remove(&*entry.3) else {
-                        continue;
-                    };
+                    self.waiting.remove(&*entry.3);
+                    let mut rec = rec;
                     self.placements += 1;
                     rec.state = TaskState::Assigned as i32;
                     rec.attempt += 1;
@@ -486,27 +540,28 @@ impl State {
                         v.hold_s = Some(v.hold_s.map_or(wait_s, |h| h.min(wait_s)));
                         v.free_in_s = Some(wait_s + runtime_s / f64::from(v.caps.slots.max(1)));
                     }
-                    if let Some(r) = self.tasks.get_mut(&*entry.3) {
+                    if let Some(r) = self.waiting.get_mut(&*entry.3) {
                         r.reason = format!("waiting {reason}");
                         r.policy = self.policy.name().into();
                         r.candidates = ranked.iter().map(candidate_score).collect();
                     }
                 }
                 Outcome::Wait { reason } => {
-                    if let Some(r) = self.tasks.get_mut(&*entry.3) {
+                    if let Some(r) = self.waiting.get_mut(&*entry.3) {
                         r.reason = format!("waiting: {reason}");
                     }
                 }
                 Outcome::NeverFits { .. }
                     if !away.is_empty() && !matches!(place(task, &away), Outcome::NeverFits { .. }) =>
                 {
-                    if let Some(r) = self.tasks.get_mut(&*entry.3) {
+                    if let Some(r) = self.waiting.get_mut(&*entry.3) {
                         r.reason = "waiting: the workers that can run it are offline".into();
                     }
                 }
                 Outcome::NeverFits { reason } if may_reject && !views.is_empty() => {
                     self.queue.remove(&entry);
-                    if let Some(mut rec) = self.tasks.remove(&*entry.3) {
+                    if self.waiting.remove(&*entry.3).is_some() {
+                        let mut rec = rec;
                         rec.state = TaskState::Rejected as i32;
                         rec.reason = format!("fits no registered worker: {reason}");
                         rec.updated_at_ms = now_ms;
@@ -515,7 +570,7 @@ impl State {
                     }
                 }
                 Outcome::NeverFits { reason } => {
-                    if let Some(r) = self.tasks.get_mut(&*entry.3) {
+                    if let Some(r) = self.waiting.get_mut(&*entry.3) {
                         r.reason = format!("waiting: {reason}");
                     }
                 }
@@ -531,8 +586,17 @@ impl State {
     /// its parts; the parent follows in [`State::take_parent_updates`]); empty
     /// when the task is unknown or finished.
     pub fn cancel(&mut self, task_id: &str, now_ms: i64, reason: &str) -> Vec<TaskRecord> {
-        let Some(state) = self.tasks.get(task_id).map(|r| r.state()) else { return Vec::new() };
         let why = if reason.is_empty() { "cancelled".to_string() } else { format!("cancelled: {reason}") };
+        if let Some(w) = self.waiting.remove(task_id) {
+            self.queue.retain(|e| &*e.3 != task_id);
+            let mut rec = w.unpack();
+            rec.state = TaskState::Cancelled as i32;
+            rec.reason = why;
+            rec.updated_at_ms = now_ms;
+            self.settle_part(&rec, None, now_ms);
+            return vec![rec];
+        }
+        let Some(state) = self.tasks.get(task_id).map(|r| r.state()) else { return Vec::new() };
         if state == TaskState::Split {
             let parts: Vec<String> = self.tasks[task_id]
                 .parts
@@ -558,9 +622,6 @@ impl State {
             return out;
         }
         let Some(mut rec) = self.release(task_id) else { return Vec::new() };
-        if state != TaskState::Assigned {
-            self.queue.retain(|e| &*e.3 != task_id);
-        }
         rec.state = TaskState::Cancelled as i32;
         rec.reason = why;
         rec.updated_at_ms = now_ms;
@@ -619,7 +680,7 @@ impl State {
         if !self.fair_share {
             return order;
         }
-        let producer = |id: &str| self.tasks.get(id).and_then(|r| r.task.as_ref()).map_or("", |t| t.producer.as_str());
+        let producer = |id: &str| self.waiting.get(id).map_or("", |w| &*w.producer);
         let mut share: HashMap<&str, u64> = HashMap::new();
         for r in self.tasks.values().filter(|r| r.state() == TaskState::Assigned) {
             *share.entry(r.task.as_ref().map_or("", |t| t.producer.as_str())).or_default() += 1;
@@ -872,7 +933,7 @@ mod tests {
         assert_eq!(got, vec![("urgent".into(), "w".into()), ("first".into(), "w".into())]);
         assert_eq!(s.queued(), 2);
         // a finished task frees its slot for the next in order
-        let rec = s.tasks["urgent"].clone();
+        let rec = s.record("urgent").expect("urgent");
         assert!(matches!(s.complete(&result(&rec, TaskStatus::Succeeded), 20), Completion::Done(_)));
         assert_eq!(assigned(&s.plan(30, true)), vec![("second".into(), "w".into())]);
     }
@@ -889,11 +950,11 @@ mod tests {
         s.insert(rec, 0);
         let first = assigned(&s.plan(1, true));
         assert_eq!(first[0].1, "a");
-        let r1 = s.tasks["t"].clone();
+        let r1 = s.record("t").expect("t");
         assert!(matches!(s.complete(&result(&r1, TaskStatus::Failed), 2), Completion::Retry(_)));
         let second = assigned(&s.plan(3, true));
         assert_eq!(second[0].1, "b", "retry goes elsewhere");
-        let r2 = s.tasks["t"].clone();
+        let r2 = s.record("t").expect("t");
         assert_eq!(r2.attempt, 2);
         match s.complete(&result(&r2, TaskStatus::Failed), 4) {
             Completion::Done(r) => assert_eq!(r.state(), TaskState::Failed),
@@ -907,7 +968,7 @@ mod tests {
         s.register(caps("a", 8, 1), 0);
         s.insert(queued("t", 3, 0), 0);
         s.plan(1, true);
-        let rec = s.tasks["t"].clone();
+        let rec = s.record("t").expect("t");
         let mut old = result(&rec, TaskStatus::Succeeded);
         old.attempt = 0;
         assert_eq!(s.complete(&old, 2), Completion::Stale);
@@ -979,7 +1040,7 @@ mod tests {
             matches!(out.as_slice(), [Completion::Retry(r)] if r.task.as_ref().map(|t| t.task_id.as_str()) == Some("ghost")),
             "{out:?}"
         );
-        assert_eq!(s.tasks["real"].state(), TaskState::Assigned);
+        assert_eq!(s.record("real").expect("real").state(), TaskState::Assigned);
     }
 
     #[test]
@@ -1004,7 +1065,11 @@ mod tests {
         }
         s.insert(t, 20_000);
         assert!(s.plan(20_001, true).is_empty());
-        assert!(s.tasks["needs-gpu"].reason.contains("offline"), "{}", s.tasks["needs-gpu"].reason);
+        assert!(
+            s.record("needs-gpu").expect("needs-gpu").reason.contains("offline"),
+            "{}",
+            s.record("needs-gpu").expect("needs-gpu").reason
+        );
     }
 
     #[test]
@@ -1019,8 +1084,8 @@ mod tests {
             s.insert(r, 0);
         }
         assert_eq!(assigned(&s.plan(1, true)).len(), 1);
-        assert!(s.tasks["k2"].reason.contains("concurrency_key"));
-        let rec = s.tasks["k1"].clone();
+        assert!(s.record("k2").expect("k2").reason.contains("concurrency_key"));
+        let rec = s.record("k1").expect("k1");
         s.complete(&result(&rec, TaskStatus::Succeeded), 2);
         assert_eq!(assigned(&s.plan(3, true)), vec![("k2".into(), "a".into())]);
     }
@@ -1035,7 +1100,11 @@ mod tests {
         }
         s.insert(r, 0);
         assert!(s.plan(1, false).is_empty());
-        assert!(s.tasks["huge"].reason.contains("too few cpu cores"), "{}", s.tasks["huge"].reason);
+        assert!(
+            s.record("huge").expect("huge").reason.contains("too few cpu cores"),
+            "{}",
+            s.record("huge").expect("huge").reason
+        );
         assert!(
             matches!(s.plan(2, true).as_slice(), [Action::Reject(r)] if r.reason.contains("fits no registered worker"))
         );
@@ -1094,12 +1163,12 @@ mod tests {
             (updates[0].state(), updates[0].reason.as_str()),
             (TaskState::Split, "1 of 2 shards ended, 1 succeeded")
         );
-        assert!(s.tasks.contains_key("suite"));
+        assert!(s.knows("suite"));
         assert!(matches!(s.complete(&result(&recs[1], TaskStatus::Succeeded), 3), Completion::Done(_)));
         let updates = s.take_parent_updates();
         assert_eq!(updates[0].state(), TaskState::Succeeded);
         assert_eq!(updates[0].parts.iter().map(|p| p.worker_id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-        assert!(!s.tasks.contains_key("suite"), "a finished parent leaves the state");
+        assert!(!s.knows("suite"), "a finished parent leaves the state");
         assert!(s.take_parent_updates().is_empty());
     }
 
@@ -1239,7 +1308,7 @@ mod tests {
         s.heartbeat(hb("hot", 70.0, false), 2_000); // stopped throttling, still cooling down
         s.insert(queued("t", 3, 2_000), 2_000);
         assert!(s.plan(30_000, true).is_empty());
-        assert!(s.tasks["t"].reason.contains("throttling"), "{}", s.tasks["t"].reason);
+        assert!(s.record("t").expect("t").reason.contains("throttling"), "{}", s.record("t").expect("t").reason);
         s.heartbeat(hb("hot", 70.0, false), 61_500);
         assert_eq!(assigned(&s.plan(61_500, true)).len(), 1, "cooled down for 60 s");
     }
@@ -1333,12 +1402,12 @@ mod tests {
         // the gpu is busy for ~10 s more; 300 s on the idle cpu is worse
         s.insert(named("second", "vision", 0), 0);
         assert!(assigned(&s.plan(0, true)).is_empty(), "waits instead of taking the slow cpu");
-        let r = &s.tasks["second"];
+        let r = &s.record("second").expect("second");
         assert!(r.reason.starts_with("waiting for gpu"), "{}", r.reason);
         assert_eq!(r.candidates[0].worker_id, "gpu");
         assert!(r.candidates[0].wait_s > 0.0);
         // the gpu finishes: the waiting task gets it
-        let first = s.tasks["first"].clone();
+        let first = s.record("first").expect("first");
         s.complete(&result(&first, TaskStatus::Succeeded), 10_000);
         assert_eq!(assigned(&s.plan(10_000, true)), vec![("second".into(), "gpu".into())]);
         // a task the gpu barely speeds up does not wait for it
@@ -1380,8 +1449,17 @@ mod tests {
         s.insert(named("short", "short", 3), 3);
         let placed = assigned(&s.plan(1_000, true));
         assert_eq!(placed, vec![("short".into(), "gpu".into())], "only the short task fits before big starts");
-        assert!(s.tasks["big"].reason.starts_with("waiting for gpu"), "{}", s.tasks["big"].reason);
-        assert_eq!(s.tasks["medium"].state(), TaskState::Queued, "{}", s.tasks["medium"].reason);
+        assert!(
+            s.record("big").expect("big").reason.starts_with("waiting for gpu"),
+            "{}",
+            s.record("big").expect("big").reason
+        );
+        assert_eq!(
+            s.record("medium").expect("medium").state(),
+            TaskState::Queued,
+            "{}",
+            s.record("medium").expect("medium").reason
+        );
     }
 
     #[test]
@@ -1417,7 +1495,7 @@ mod tests {
         s.insert(queued("t", 3, 0), 0);
         let first = assigned(&s.plan(0, true));
         assert_eq!(first[0].1, "a1");
-        let r = s.tasks["t"].clone();
+        let r = s.record("t").expect("t");
         s.complete(&result(&r, TaskStatus::Failed), 1);
         assert_eq!(assigned(&s.plan(2, true))[0].1, "h1", "not the other a100");
     }
@@ -1429,7 +1507,11 @@ mod tests {
         s.heartbeat(WorkerHeartbeat { cpu_util_pct: 99.0, ..hb("w", 50.0, false) }, 0);
         s.insert(queued("t", 3, 0), 0);
         assert!(assigned(&s.plan(1, true)).is_empty());
-        assert!(s.tasks["t"].reason.contains("critically overloaded"), "{}", s.tasks["t"].reason);
+        assert!(
+            s.record("t").expect("t").reason.contains("critically overloaded"),
+            "{}",
+            s.record("t").expect("t").reason
+        );
         s.heartbeat(WorkerHeartbeat { cpu_util_pct: 40.0, ..hb("w", 50.0, false) }, 2);
         assert_eq!(assigned(&s.plan(3, true)).len(), 1);
     }

@@ -530,7 +530,7 @@ impl Scheduler {
     /// A record that exists in the bucket but not in memory (its create timed out
     /// yet succeeded, and the submission was redelivered): take it on.
     async fn recover_record(&mut self, task_id: &str) -> bool {
-        if self.state.tasks.contains_key(task_id) {
+        if self.state.knows(task_id) {
             return false;
         }
         let Ok(Some(bytes)) = self.io.records.get(task_id).await else { return false };
@@ -565,7 +565,7 @@ impl Scheduler {
         let (_, fresh) = group::split(parent, now_ms());
         let (mut live, mut ended) = (Vec::new(), Vec::new());
         for (slot, part) in parent.parts.iter().zip(fresh) {
-            if slot.state() != TaskState::Unspecified || self.state.tasks.contains_key(&slot.task_id) {
+            if slot.state() != TaskState::Unspecified || self.state.knows(&slot.task_id) {
                 continue;
             }
             let stored = match self.io.records.create(&slot.task_id, part.encode_to_vec().into()).await {
@@ -815,8 +815,8 @@ impl Scheduler {
     async fn on_explain(&self, m: async_nats::Message) {
         let Some(to) = m.reply else { return };
         let Ok(req) = hwsched_bus::decode::<ExplainRequest>(m.headers.as_ref(), &m.payload) else { return };
-        let record = match self.state.tasks.get(&req.task_id) {
-            Some(r) => Some(r.clone()),
+        let record = match self.state.record(&req.task_id) {
+            Some(r) => Some(r),
             None => match self.io.records.get(&req.task_id).await {
                 Ok(Some(b)) => TaskRecord::decode(b.as_ref()).ok(),
                 _ => None,
@@ -847,7 +847,7 @@ impl Scheduler {
                 return;
             }
         };
-        let found = self.state.tasks.contains_key(&c.task_id);
+        let found = self.state.knows(&c.task_id);
         let cancelled = self.state.cancel(&c.task_id, now_ms(), &c.reason);
         let mut details = Vec::new();
         for rec in &cancelled {
@@ -959,7 +959,7 @@ impl Scheduler {
         for id in unsent {
             let worker = self.state.tasks.get(&id).map(|r| r.worker_id.clone()).unwrap_or_default();
             self.state.unassign(&id, now);
-            if let Some(queued) = self.state.tasks.get(&id).cloned() {
+            if let Some(queued) = self.state.record(&id) {
                 self.save(&queued).await;
                 // its ASSIGNED was announced: say it is waiting again
                 self.event(&queued, TaskEventKind::Retried, &format!("assignment to {worker} not sent; queued again"))

@@ -180,6 +180,7 @@ async fn replicas_run_once_on_each_hardware_class() -> anyhow::Result<()> {
     assert_eq!(code, 0, "{out}");
     let npu_line = out.lines().find(|l| l.contains("cli-rep--r1") && l.contains("[accel:npu]")).unwrap_or_default();
     assert!(npu_line.contains("succeeded on w-npu"), "{out}");
+    assert!(out.contains("finished succeeded: 2 of 2 replicas succeeded"), "{out}");
     assert!(out.contains("1 task(s): 1 succeeded, 0 failed"), "{out}");
     drop(workers);
     Ok(())

@@ -233,7 +233,11 @@ pub async fn submit(nats: &NatsConfig, args: SubmitArgs) -> anyhow::Result<ExitC
             Some(m) = replies.next() => {
                 // A split task ends with its final verdict, which lists its parts.
                 let Ok(r) = SubmitReply::decode(m.payload.as_ref()) else { continue };
-                if r.finished && split.contains(&r.task_id) && pending.remove(&r.task_id).is_some() {
+                if !(r.finished && split.contains(&r.task_id)) { continue; }
+                if let Some(name) = pending.remove(&r.task_id) {
+                    let status = r.status().as_str_name().trim_start_matches("TASK_STATUS_").to_lowercase();
+                    let name = if name.is_empty() { String::new() } else { format!(" [{name}]") };
+                    println!("{:<16}{name} finished {status}: {}", r.task_id, r.reasons.join("; "));
                     print_parts(&r);
                     if r.status() != TaskStatus::Succeeded {
                         failed += 1;

@@ -474,6 +474,11 @@ impl Scheduler {
         };
         match self.io.records.create(&task_id, rec.encode_to_vec().into()).await {
             Ok(_) => {
+                let split = !rec.parts.is_empty();
+                if split {
+                    // announced before its parts are
+                    self.event(&rec, TaskEventKind::Queued, &rec.reason).await;
+                }
                 let parts = match self.ensure_parts(&rec).await {
                     Ok((parts, _)) => parts,
                     Err(e) => {
@@ -491,7 +496,9 @@ impl Scheduler {
                     trace_id = trace::trace_id(&rec.traceparent).unwrap_or(""),
                     "task queued"
                 );
-                self.event(&rec, TaskEventKind::Queued, if parts.is_empty() { "" } else { &rec.reason }).await;
+                if !split {
+                    self.event(&rec, TaskEventKind::Queued, "").await;
+                }
                 self.reply(reply_to.as_ref(), SubmitReply { task_id, accepted: true, ..Default::default() }).await;
                 Intake::Accepted(std::iter::once(rec).chain(parts).collect())
             }

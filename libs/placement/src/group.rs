@@ -10,6 +10,11 @@ use hwsched_proto::v1::{ExecutionResult, PartResult, Placement, TaskRecord, Task
 /// Between a parent's id and a part's suffix; producers may not use it in ids.
 pub const SEPARATOR: &str = "--";
 
+/// The task a part id belongs to (`suite` for `suite--s2`); `None` for other ids.
+pub fn parent_of(task_id: &str) -> Option<&str> {
+    task_id.split_once(SEPARATOR).map(|(parent, _)| parent)
+}
+
 /// Whether `task` runs as parts: sharded with 2+ shards, or replicated.
 pub fn is_split(task: &TaskRequest) -> bool {
     task.placement.as_ref().is_some_and(|p| match p.strategy.as_str() {
@@ -172,6 +177,13 @@ mod tests {
 
     fn ended(part: &TaskRecord, state: TaskState, worker: &str) -> TaskRecord {
         TaskRecord { state: state as i32, worker_id: worker.into(), attempt: 1, ..part.clone() }
+    }
+
+    #[test]
+    fn part_ids_name_their_parent() {
+        assert_eq!(parent_of("suite--s2"), Some("suite"));
+        assert_eq!(parent_of("suite--r0"), Some("suite"));
+        assert_eq!(parent_of("plain-task"), None);
     }
 
     #[test]

@@ -405,11 +405,8 @@ impl State {
             full &= w.caps.as_ref().is_some_and(|c| w.reserved.slots >= c.slots.max(1));
         }
         if n > 0 && full {
-            for id in std::mem::take(&mut self.unexplained) {
-                if let Some(r) = self.waiting.get_mut(id.as_str()).filter(|r| r.reason.is_empty()) {
-                    r.reason = format!("waiting: {n} worker(s), all with no free slot");
-                }
-            }
+            let unexplained = std::mem::take(&mut self.unexplained);
+            self.explain_full(&unexplained, n);
             return Vec::new();
         }
         let unexplained = std::mem::take(&mut self.unexplained);
@@ -428,12 +425,8 @@ impl State {
         let model = self.model.take();
         while let Some(entry) = order.next(self, now_ms) {
             if !views.is_empty() && with_room == 0 {
-                // Nothing more can be placed this pass: say so to those not told anything else yet.
-                for id in &unexplained {
-                    if let Some(r) = self.waiting.get_mut(id.as_str()).filter(|r| r.reason.is_empty()) {
-                        r.reason = format!("waiting: {} worker(s), all with no free slot", views.len());
-                    }
-                }
+                // Nothing more can be placed this pass.
+                self.explain_full(&unexplained, views.len());
                 break;
             }
             let Some(rec) = self.waiting.get(&*entry.3).map(Waiting::unpack) else {
@@ -578,6 +571,16 @@ impl State {
         }
         self.model = model;
         actions
+    }
+
+    /// Tells the waiting tasks among `ids` not told anything else yet that all
+    /// `workers` live workers are full.
+    fn explain_full(&mut self, ids: &[String], workers: usize) {
+        for id in ids {
+            if let Some(r) = self.waiting.get_mut(id.as_str()).filter(|r| r.reason.is_empty()) {
+                r.reason = format!("waiting: {workers} worker(s), all with no free slot");
+            }
+        }
     }
 
     /// Cancels a non-terminal task: out of the queue, or its reservation freed

@@ -224,7 +224,7 @@ pub async fn submit(nats: &NatsConfig, args: SubmitArgs) -> anyhow::Result<ExitC
             _ = tokio::time::sleep_until(deadline) => bail!("gave up waiting: {} task(s) unfinished", pending.len()),
             Some(m) = results.next() => {
                 if let Ok(r) = ExecutionResult::decode(m.payload.as_ref()) {
-                    let part_of = r.task_id.split_once(hwsched_placement::group::SEPARATOR).map(|(p, _)| p);
+                    let part_of = hwsched_placement::group::parent_of(&r.task_id);
                     if pending.contains_key(&r.task_id) || part_of.is_some_and(|p| pending.contains_key(p)) {
                         last.insert(r.task_id.clone(), r);
                     }
@@ -246,7 +246,7 @@ pub async fn submit(nats: &NatsConfig, args: SubmitArgs) -> anyhow::Result<ExitC
             }
             Some(m) = events.next() => {
                 let Ok(ev) = TaskEvent::decode(m.payload.as_ref()) else { continue };
-                let part_of = ev.task_id.split_once(hwsched_placement::group::SEPARATOR).map(|(p, _)| p);
+                let part_of = hwsched_placement::group::parent_of(&ev.task_id);
                 if part_of.is_some_and(|p| pending.contains_key(p)) {
                     // a shard's or replica's own lifecycle, shown but not counted
                     print_event(&ev, last.get(&ev.task_id));

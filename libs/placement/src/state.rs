@@ -107,9 +107,9 @@ pub enum Completion {
 pub struct State {
     /// Workers by id.
     pub workers: BTreeMap<String, Worker>,
-    /// Assigned and split task records by id. Waiting tasks are held encoded
+    /// Assigned and split tasks by id, held encoded. Waiting tasks are held
     /// in `waiting` ([`State::record`] answers for both).
-    pub tasks: HashMap<String, TaskRecord>,
+    tasks: HashMap<String, Held>,
     /// Waiting tasks by id, in `queue`'s order of arrival.
     waiting: HashMap<std::sync::Arc<str>, Waiting>,
     queue: BTreeSet<QueueEntry>,
@@ -153,31 +153,65 @@ type QueueEntry = (u32, i64, u64, std::sync::Arc<str>);
 struct Waiting {
     /// The record as queued, protobuf, without the fields below.
     packed: Box<[u8]>,
-    /// Why it waits.
-    reason: String,
+    /// Why it waits (one text shared by all the tasks a pass found waiting for the same reason).
+    reason: std::sync::Arc<str>,
     /// The policy and best candidates of the last decision that made it wait for a worker.
-    policy: String,
-    candidates: Vec<CandidateScore>,
+    decision: Option<Box<(String, Vec<CandidateScore>)>>,
     /// Its producer (fair share orders by it).
     producer: Box<str>,
 }
 
 impl Waiting {
     fn pack(mut rec: TaskRecord) -> Self {
-        let reason = std::mem::take(&mut rec.reason);
+        let reason = std::mem::take(&mut rec.reason).into();
         let policy = std::mem::take(&mut rec.policy);
         let candidates = std::mem::take(&mut rec.candidates);
+        let decision = (!policy.is_empty() || !candidates.is_empty()).then(|| Box::new((policy, candidates)));
         let producer = rec.task.as_ref().map_or("", |t| t.producer.as_str()).into();
-        Self { packed: rec.encode_to_vec().into_boxed_slice(), reason, policy, candidates, producer }
+        Self { packed: rec.encode_to_vec().into_boxed_slice(), reason, decision, producer }
     }
 
     fn unpack(&self) -> TaskRecord {
         // encoded here from a valid record: decoding cannot fail
         let mut rec = TaskRecord::decode(&self.packed[..]).unwrap_or_default();
-        rec.reason = self.reason.clone();
-        rec.policy = self.policy.clone();
-        rec.candidates = self.candidates.clone();
+        rec.reason = self.reason.to_string();
+        if let Some((policy, candidates)) = self.decision.as_deref() {
+            rec.policy = policy.clone();
+            rec.candidates = candidates.clone();
+        }
         rec
+    }
+}
+
+/// An assigned or split task, held encoded: as a struct, a record with its
+/// five best candidates and their score components costs about 4.5 KB; encoded,
+/// about 1 KB. What the frequent paths (heartbeats, results, supervision, fair
+/// share) read is kept beside it.
+#[derive(Debug)]
+struct Held {
+    packed: Box<[u8]>,
+    state: TaskState,
+    worker_id: Box<str>,
+    attempt: u32,
+    assigned_at_ms: i64,
+    producer: Box<str>,
+}
+
+impl Held {
+    fn pack(rec: &TaskRecord) -> Self {
+        Self {
+            packed: rec.encode_to_vec().into_boxed_slice(),
+            state: rec.state(),
+            worker_id: rec.worker_id.as_str().into(),
+            attempt: rec.attempt,
+            assigned_at_ms: rec.assigned_at_ms,
+            producer: rec.task.as_ref().map_or("", |t| t.producer.as_str()).into(),
+        }
+    }
+
+    fn unpack(&self) -> TaskRecord {
+        // encoded here from a valid record: decoding cannot fail
+        TaskRecord::decode(&self.packed[..]).unwrap_or_default()
     }
 }
 
@@ -237,8 +271,18 @@ impl State {
     pub fn record(&self, task_id: &str) -> Option<TaskRecord> {
         match self.waiting.get(task_id) {
             Some(w) => Some(w.unpack()),
-            None => self.tasks.get(task_id).cloned(),
+            None => self.tasks.get(task_id).map(Held::unpack),
         }
+    }
+
+    /// The records of the assigned or split tasks in `state`, in no particular order.
+    pub fn records_in(&self, state: TaskState) -> Vec<TaskRecord> {
+        self.tasks.values().filter(|h| h.state == state).map(Held::unpack).collect()
+    }
+
+    /// The worker an assigned task is on.
+    pub fn worker_of(&self, task_id: &str) -> Option<&str> {
+        self.tasks.get(task_id).filter(|h| h.state == TaskState::Assigned).map(|h| &*h.worker_id)
     }
 
     /// Whether a task is here (not finished).
@@ -276,7 +320,7 @@ impl State {
             }
             _ => return,
         }
-        self.tasks.insert(id, rec);
+        self.tasks.insert(id, Held::pack(&rec));
     }
 
     /// Records a worker's capabilities.
@@ -296,7 +340,7 @@ impl State {
     /// unknown or outdated (the caller asks the monitor for them).
     pub fn heartbeat(&mut self, hb: WorkerHeartbeat, now_ms: i64) -> bool {
         for id in &hb.running_task_ids {
-            if self.tasks.get(id).is_some_and(|r| r.worker_id == hb.worker_id) {
+            if self.tasks.get(id).is_some_and(|h| *h.worker_id == hb.worker_id) {
                 self.seen_running.insert(id.clone(), now_ms);
             }
         }
@@ -342,22 +386,22 @@ impl State {
         // Assignments that never started (or vanished) on a live worker.
         let forgotten: Vec<String> = self
             .tasks
-            .values()
-            .filter(|r| r.state() == TaskState::Assigned)
-            .filter(|r| {
+            .iter()
+            .filter(|(_, h)| h.state == TaskState::Assigned)
+            .filter(|(_, h)| {
                 // observe-only workers do not list what their external executor runs
                 self.workers
-                    .get(&r.worker_id)
+                    .get(&*h.worker_id)
                     .is_some_and(|w| w.state != WorkerState::Offline && !w.heartbeat.observe_only)
             })
-            .filter_map(|r| {
-                let id = r.task.as_ref()?.task_id.clone();
-                let seen = self.seen_running.get(&id).copied().unwrap_or(0).max(r.assigned_at_ms);
-                (now_ms - seen > grace_ms).then_some(id)
+            .filter(|(id, h)| {
+                let seen = self.seen_running.get(*id).copied().unwrap_or(0).max(h.assigned_at_ms);
+                now_ms - seen > grace_ms
             })
+            .map(|(id, _)| id.clone())
             .collect();
         for task_id in forgotten {
-            let worker = self.tasks.get(&task_id).map(|r| r.worker_id.clone()).unwrap_or_default();
+            let worker = self.worker_of(&task_id).unwrap_or_default().to_string();
             out.extend(self.lose(
                 &task_id,
                 now_ms,
@@ -369,9 +413,9 @@ impl State {
 
     fn assigned_to(&self, worker_id: &str) -> Vec<String> {
         self.tasks
-            .values()
-            .filter(|r| r.state() == TaskState::Assigned && r.worker_id == worker_id)
-            .filter_map(|r| r.task.as_ref().map(|t| t.task_id.clone()))
+            .iter()
+            .filter(|(_, h)| h.state == TaskState::Assigned && &*h.worker_id == worker_id)
+            .map(|(id, _)| id.clone())
             .collect()
     }
 
@@ -534,14 +578,14 @@ impl State {
                         v.free_in_s = Some(wait_s + runtime_s / f64::from(v.caps.slots.max(1)));
                     }
                     if let Some(r) = self.waiting.get_mut(&*entry.3) {
-                        r.reason = format!("waiting {reason}");
-                        r.policy = self.policy.name().into();
-                        r.candidates = ranked.iter().map(candidate_score).collect();
+                        r.reason = format!("waiting {reason}").into();
+                        r.decision =
+                            Some(Box::new((self.policy.name().into(), ranked.iter().map(candidate_score).collect())));
                     }
                 }
                 Outcome::Wait { reason } => {
                     if let Some(r) = self.waiting.get_mut(&*entry.3) {
-                        r.reason = format!("waiting: {reason}");
+                        r.reason = format!("waiting: {reason}").into();
                     }
                 }
                 Outcome::NeverFits { .. }
@@ -564,7 +608,7 @@ impl State {
                 }
                 Outcome::NeverFits { reason } => {
                     if let Some(r) = self.waiting.get_mut(&*entry.3) {
-                        r.reason = format!("waiting: {reason}");
+                        r.reason = format!("waiting: {reason}").into();
                     }
                 }
             }
@@ -576,9 +620,10 @@ impl State {
     /// Tells the waiting tasks among `ids` not told anything else yet that all
     /// `workers` live workers are full.
     fn explain_full(&mut self, ids: &[String], workers: usize) {
+        let reason: std::sync::Arc<str> = format!("waiting: {workers} worker(s), all with no free slot").into();
         for id in ids {
             if let Some(r) = self.waiting.get_mut(id.as_str()).filter(|r| r.reason.is_empty()) {
-                r.reason = format!("waiting: {workers} worker(s), all with no free slot");
+                r.reason = reason.clone();
             }
         }
     }
@@ -599,9 +644,10 @@ impl State {
             self.settle_part(&rec, None, now_ms);
             return vec![rec];
         }
-        let Some(state) = self.tasks.get(task_id).map(|r| r.state()) else { return Vec::new() };
+        let Some(state) = self.tasks.get(task_id).map(|h| h.state) else { return Vec::new() };
         if state == TaskState::Split {
             let parts: Vec<String> = self.tasks[task_id]
+                .unpack()
                 .parts
                 .iter()
                 .filter(|p| p.state() == TaskState::Unspecified)
@@ -609,7 +655,7 @@ impl State {
                 .collect();
             let out: Vec<TaskRecord> = parts.iter().flat_map(|id| self.cancel(id, now_ms, reason)).collect();
             // parts not known here (never recorded) end with it too
-            if let Some(parent) = self.tasks.get(task_id).cloned() {
+            if let Some(parent) = self.tasks.get(task_id).map(Held::unpack) {
                 for p in parent.parts.iter().filter(|p| p.state() == TaskState::Unspecified) {
                     let task = TaskRequest { task_id: p.task_id.clone(), ..Default::default() };
                     let gone = TaskRecord {
@@ -639,17 +685,19 @@ impl State {
         if part.parent_id.is_empty() {
             return;
         }
-        let Some(parent) = self.tasks.get_mut(&part.parent_id).filter(|p| p.state() == TaskState::Split) else {
+        let Some(held) = self.tasks.get_mut(&part.parent_id).filter(|h| h.state == TaskState::Split) else {
             return;
         };
-        let done = crate::group::settle(parent, part, res, now_ms);
-        let parent = if done { self.tasks.remove(&part.parent_id) } else { Some(parent.clone()) };
-        if let Some(parent) = parent {
-            // one entry per parent: the latest
-            self.parent_updates
-                .retain(|p| p.task.as_ref().map(|t| &t.task_id) != parent.task.as_ref().map(|t| &t.task_id));
-            self.parent_updates.push(parent);
+        let mut parent = held.unpack();
+        let done = crate::group::settle(&mut parent, part, res, now_ms);
+        if done {
+            self.tasks.remove(&part.parent_id);
+        } else {
+            *held = Held::pack(&parent);
         }
+        // one entry per parent: the latest
+        self.parent_updates.retain(|p| p.task.as_ref().map(|t| &t.task_id) != parent.task.as_ref().map(|t| &t.task_id));
+        self.parent_updates.push(parent);
     }
 
     /// Split tasks changed since the last call (to be saved; the terminal ones
@@ -685,8 +733,8 @@ impl State {
         }
         let producer = |id: &str| self.waiting.get(id).map_or("", |w| &*w.producer);
         let mut share: HashMap<&str, u64> = HashMap::new();
-        for r in self.tasks.values().filter(|r| r.state() == TaskState::Assigned) {
-            *share.entry(r.task.as_ref().map_or("", |t| t.producer.as_str())).or_default() += 1;
+        for h in self.tasks.values().filter(|h| h.state == TaskState::Assigned) {
+            *share.entry(&*h.producer).or_default() += 1;
         }
         let mut rank: HashMap<(u32, &str), u64> = HashMap::new();
         let mut keyed: Vec<((u32, u64, i64, u64), QueueEntry)> = order
@@ -716,8 +764,8 @@ impl State {
 
     /// Applies a result.
     pub fn complete(&mut self, res: &ExecutionResult, now_ms: i64) -> Completion {
-        let current = self.tasks.get(&res.task_id).is_some_and(|r| {
-            r.state() == TaskState::Assigned && r.attempt == res.attempt && r.worker_id == res.worker_id
+        let current = self.tasks.get(&res.task_id).is_some_and(|h| {
+            h.state == TaskState::Assigned && h.attempt == res.attempt && *h.worker_id == res.worker_id
         });
         if !current {
             return Completion::Stale;
@@ -759,7 +807,7 @@ impl State {
 
     /// Removes an assigned task's record and frees its reservation.
     fn release(&mut self, task_id: &str) -> Option<TaskRecord> {
-        let rec = self.tasks.remove(task_id)?;
+        let rec = self.tasks.remove(task_id)?.unpack();
         self.seen_running.remove(task_id);
         if rec.state() == TaskState::Assigned {
             if let Some(w) = self.workers.get_mut(&rec.worker_id) {
@@ -1263,8 +1311,7 @@ mod tests {
                 }
             }
             // whatever runs finishes within the second
-            let running: Vec<TaskRecord> =
-                s.tasks.values().filter(|r| r.state() == TaskState::Assigned).cloned().collect();
+            let running: Vec<TaskRecord> = s.records_in(TaskState::Assigned);
             for r in running {
                 s.complete(&result(&r, TaskStatus::Succeeded), now + 999);
             }
@@ -1283,8 +1330,7 @@ mod tests {
             let now = sec * 1000;
             s.insert(queued(&format!("urgent-{sec}"), 1, now), now);
             assert!(assigned(&s.plan(now, true)).iter().all(|(id, _)| id != "low"));
-            let running: Vec<TaskRecord> =
-                s.tasks.values().filter(|r| r.state() == TaskState::Assigned).cloned().collect();
+            let running: Vec<TaskRecord> = s.records_in(TaskState::Assigned);
             for r in running {
                 s.complete(&result(&r, TaskStatus::Succeeded), now + 999);
             }

@@ -63,6 +63,10 @@ where
 
 /// A worker's capabilities are asked for at most this often (ms).
 const CAPS_REQUEST_EVERY_MS: i64 = 5_000;
+/// Capability requests in flight at once. A scheduler that starts beside
+/// 10,000 running workers hears each one's heartbeat before its capabilities:
+/// one request task per worker held about 20 MB at once.
+const CAPS_IN_FLIGHT: usize = 64;
 
 /// What became of one submission.
 enum Intake {
@@ -212,7 +216,8 @@ struct Scheduler {
     started_ms: i64,
     /// The last pass's assignments being sent; yields the tasks not sent.
     sending: Option<tokio::task::JoinHandle<Vec<String>>>,
-    caps_tx: mpsc::Sender<WorkerCapabilities>,
+    /// Workers whose capabilities to ask for ([`ask_capabilities`]).
+    caps_ask: mpsc::UnboundedSender<String>,
     /// When each worker's capabilities were last asked for.
     caps_asked: std::collections::HashMap<String, i64>,
 }
@@ -261,6 +266,37 @@ enum Stepped {
     LostLease,
 }
 
+/// Asks each worker named on `asks` for its capabilities, [`CAPS_IN_FLIGHT`] at
+/// a time, and passes the answers on. Ends when the sender of `asks` is dropped.
+async fn ask_capabilities(bus: Bus, asks: mpsc::UnboundedReceiver<String>, answers: mpsc::Sender<WorkerCapabilities>) {
+    let asks = futures::stream::unfold(asks, |mut rx| async move { rx.recv().await.map(|id| (id, rx)) });
+    asks.map(|worker_id| {
+        let bus = bus.clone();
+        async move {
+            let subject = bus.subjects().worker_capabilities(&worker_id);
+            match tokio::time::timeout(Duration::from_secs(2), bus.client().request(subject, Default::default())).await
+            {
+                Ok(Ok(m)) => WorkerCapabilities::decode(m.payload.as_ref())
+                    .map_err(|e| tracing::warn!(worker_id, error = %e, "undecodable capabilities"))
+                    .ok(),
+                _ => {
+                    tracing::debug!(worker_id, "capabilities request unanswered");
+                    None
+                }
+            }
+        }
+    })
+    .buffer_unordered(CAPS_IN_FLIGHT)
+    .filter_map(|caps| async move { caps })
+    .for_each(|caps| {
+        let answers = answers.clone();
+        async move {
+            let _ = answers.send(caps).await;
+        }
+    })
+    .await;
+}
+
 /// The active scheduler: consumes, places and supervises while it holds the lease.
 async fn run_active(
     cfg: SchedulerConfig,
@@ -272,6 +308,9 @@ async fn run_active(
     let subjects = bus.subjects().clone();
     let records = streams::bucket(bus, &subjects.tasks_bucket()).await?;
     let (caps_tx, mut caps_rx) = mpsc::channel(64);
+    let (caps_ask, asks) = mpsc::unbounded_channel();
+    // ends when the loop drops `caps_ask`
+    tokio::spawn(ask_capabilities(bus.clone(), asks, caps_tx));
     let mut s = Scheduler {
         state: {
             let mut st = State::with_aging((cfg.aging_s * 1000) as i64);
@@ -286,7 +325,7 @@ async fn run_active(
         io: Io { bus: bus.clone(), records, metrics },
         started_ms: now_ms(),
         sending: None,
-        caps_tx,
+        caps_ask,
         caps_asked: Default::default(),
     };
     s.load_records().await?;
@@ -397,8 +436,7 @@ impl Scheduler {
             }
         }
         // Split tasks whose parts were not all recorded, or ended unnoticed, before the restart.
-        let split: Vec<TaskRecord> =
-            self.state.tasks.values().filter(|r| r.state() == TaskState::Split).cloned().collect();
+        let split = self.state.records_in(TaskState::Split);
         for parent in split {
             let (live, ended) = match self.ensure_parts(&parent).await {
                 Ok(parts) => parts,
@@ -791,21 +829,7 @@ impl Scheduler {
         let asked_recently = self.caps_asked.get(&worker_id).is_some_and(|at| now - at < CAPS_REQUEST_EVERY_MS);
         if needs_caps && !offline && !asked_recently {
             self.caps_asked.insert(worker_id.clone(), now);
-            let (bus, tx) = (self.io.bus.clone(), self.caps_tx.clone());
-            tokio::spawn(async move {
-                let subject = bus.subjects().worker_capabilities(&worker_id);
-                match tokio::time::timeout(Duration::from_secs(2), bus.client().request(subject, Default::default()))
-                    .await
-                {
-                    Ok(Ok(m)) => match WorkerCapabilities::decode(m.payload.as_ref()) {
-                        Ok(caps) => {
-                            let _ = tx.send(caps).await;
-                        }
-                        Err(e) => tracing::warn!(worker_id, error = %e, "undecodable capabilities"),
-                    },
-                    _ => tracing::debug!(worker_id, "capabilities request unanswered"),
-                }
-            });
+            let _ = self.caps_ask.send(worker_id);
         }
         // a state change (e.g. a worker back or draining) can change placements
         changed
@@ -972,7 +996,7 @@ impl Scheduler {
         };
         let now = now_ms();
         for id in unsent {
-            let worker = self.state.tasks.get(&id).map(|r| r.worker_id.clone()).unwrap_or_default();
+            let worker = self.state.worker_of(&id).unwrap_or_default().to_string();
             self.state.unassign(&id, now);
             if let Some(queued) = self.state.record(&id) {
                 self.save(&queued).await;

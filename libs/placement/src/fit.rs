@@ -272,14 +272,21 @@ pub fn place_with(task: &TaskRequest, workers: &[WorkerView], scoring: &Scoring<
     if workers.is_empty() {
         return Outcome::NeverFits { reason: "no worker is registered".into() };
     }
-    let demand = Demand::of(task);
+    let mut demand = Demand::of(task);
+    let mut workload: Option<String> = None;
+    // A task seen to use more memory than it asks for needs what it used.
+    if let Some(m) = scoring.model {
+        let key = workload.get_or_insert_with(|| hwsched_model::task_workload_key(task));
+        if let Some(peak) = m.memory_peak_mb(key) {
+            demand.memory_mb = demand.memory_mb.max(i64::try_from(peak).unwrap_or(i64::MAX));
+        }
+    }
     let need = Need::of(task);
     let policy = scoring.policy;
     let mut never: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut busy: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut candidates: Vec<Candidate<'_>> = Vec::new();
     let mut matching: Vec<u64> = Vec::new();
-    let mut workload: Option<String> = None;
     // Workers of one shape (the same static capabilities) fit the same way:
     // the requirements are checked once per shape.
     let mut shapes: Vec<(u64, Result<u64, &'static str>)> = Vec::new();

@@ -198,17 +198,18 @@ pub(crate) struct Eval {
 
 impl Scoring<'_> {
     /// The runtime estimate of `task` on `hardware_class`, and the model's
-    /// prediction when it has one. In order: the learned runtime of the pair;
-    /// one transferred from workloads of the same test type
-    /// ([`Model::transfer_s`]); for hardware the workload never ran on, no
-    /// faster than twice its best observed runtime (so a task is not sent to
-    /// unknown, possibly far slower hardware while known hardware is free; it
-    /// is explored when the known hardware is busy); else the declared
-    /// `expected_duration_s`, else [`DEFAULT_RUNTIME_S`].
+    /// prediction when it has one. In order: the model's prediction (the
+    /// pair's learned runtime, or for a pair never observed the factor model's
+    /// estimate from the workload's runs elsewhere and the class's runs of
+    /// other workloads, [`Model::predict`]); for hardware the model knows
+    /// nothing of, no faster than twice the workload's best observed runtime
+    /// (so a task is not sent to unknown, possibly far slower hardware while
+    /// known hardware is free; it is explored when the known hardware is
+    /// busy); else the declared `expected_duration_s`, else [`DEFAULT_RUNTIME_S`].
     pub fn runtime_estimate(&self, workload: &str, task: &TaskRequest, hardware_class: &str) -> (f64, Option<f64>) {
         let declared = if task.expected_duration_s > 0.0 { task.expected_duration_s } else { DEFAULT_RUNTIME_S };
         let Some(m) = self.model else { return (declared, None) };
-        if let Some(p) = m.predict_s(workload, hardware_class).or_else(|| m.transfer_s(workload, hardware_class)) {
+        if let Some(p) = m.predict_s(workload, hardware_class) {
             return (p, Some(p));
         }
         match m.best_observed_s(workload) {
@@ -242,7 +243,7 @@ impl Scoring<'_> {
             .map(|c| {
                 let (shape, hw) = (c.view.shape, c.view.caps.hardware_class.as_str());
                 let known = by_class.iter().find(|(s, h, _)| if shape != 0 { *s == shape } else { *h == hw });
-                let (estimate, predicted) = match known {
+                let (mut estimate, mut predicted) = match known {
                     Some((_, _, e)) => *e,
                     None => {
                         let e = self.runtime_estimate(&workload, task, hw);
@@ -250,6 +251,12 @@ impl Scoring<'_> {
                         e
                     }
                 };
+                // a worker the learner found slower than its peers runs slower
+                if let Some(m) = self.model.filter(|m| m.has_degraded()) {
+                    let slow = m.slowdown(&c.view.caps.worker_id);
+                    estimate *= slow;
+                    predicted = predicted.map(|p| p * slow);
+                }
                 Eval {
                     cost: 0.0,
                     completion_s: c.wait_s + estimate,

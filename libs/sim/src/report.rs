@@ -17,14 +17,14 @@ pub fn table(reports: &[Report]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<13} {:>9} {:>9} {:>10} {:>10} {:>9} {:>9} {:>6} {:>6} {:>7}",
+        "{:<19} {:>9} {:>9} {:>10} {:>10} {:>9} {:>9} {:>6} {:>6} {:>7}",
         "policy", "makespan", "bound", "mean_done", "p95_done", "throttled", "overload", "retry", "failed", "mape"
     );
     for r in reports {
         let mape = r.prediction_mape.map_or("-".to_string(), |m| format!("{:.1}%", 100.0 * m));
         let _ = writeln!(
             out,
-            "{:<13} {:>8.0}s {:>8.0}s {:>9.1}s {:>9.1}s {:>9} {:>9} {:>6} {:>6} {:>7}",
+            "{:<19} {:>8.0}s {:>8.0}s {:>9.1}s {:>9.1}s {:>9} {:>9} {:>6} {:>6} {:>7}",
             r.policy,
             r.makespan_s,
             r.makespan_lower_bound_s,
@@ -61,14 +61,19 @@ pub fn table(reports: &[Report]) -> String {
             let waits: Vec<String> = r.mean_wait_by_priority_s.iter().map(|(p, w)| format!("p{p} {w:.1}s")).collect();
             let util: Vec<String> =
                 r.utilization_by_class.iter().map(|(c, u)| format!("{c} {:.0}%", 100.0 * u)).collect();
-            let _ = writeln!(out, "{:<13} wait: {}", r.policy, waits.join(", "));
-            let _ = writeln!(out, "{:<13} utilization: {}", "", util.join(", "));
+            let _ = writeln!(out, "{:<19} wait: {}", r.policy, waits.join(", "));
+            let _ = writeln!(out, "{:<19} utilization: {}", "", util.join(", "));
             let over_time: Vec<String> = r
                 .prediction_mape_over_time
                 .iter()
                 .map(|m| m.map_or("-".to_string(), |m| format!("{:.0}%", 100.0 * m)))
                 .collect();
-            let _ = writeln!(out, "{:<13} prediction error by tenth of the run: {}", "", over_time.join(" "));
+            let _ = writeln!(out, "{:<19} prediction error by tenth of the run: {}", "", over_time.join(" "));
+            if !r.prediction_mape_by_age.is_empty() {
+                let by_age: Vec<String> =
+                    r.prediction_mape_by_age.iter().map(|(a, m)| format!("{a} {:.0}%", 100.0 * m)).collect();
+                let _ = writeln!(out, "{:<19} prediction error by the pair's runs: {}", "", by_age.join(", "));
+            }
         }
     }
     out

@@ -33,6 +33,10 @@ pub struct SimArgs {
     /// Interleave producers within a priority.
     #[arg(long)]
     fair_share: bool,
+    /// Also run hwsched without the learner's model (every estimate the declared
+    /// duration), listed before hwsched so the comparison shows what the model adds.
+    #[arg(long)]
+    ablation: bool,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: Format,
@@ -51,15 +55,20 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         }
         None => generate::builtin(args.seed),
     };
-    let reports: Vec<hwsched_sim::Report> = args
-        .policy
+    let mut runs: Vec<(Policy, bool)> = args.policy.iter().map(|p| (*p, true)).collect();
+    if args.ablation {
+        let at = runs.iter().rposition(|(p, _)| *p == Policy::Hwsched).unwrap_or(runs.len());
+        runs.insert(at, (Policy::Hwsched, false));
+    }
+    let reports: Vec<hwsched_sim::Report> = runs
         .iter()
-        .map(|policy| {
+        .map(|&(policy, learn)| {
             let cfg = Config {
-                policy: *policy,
+                policy,
                 seed: args.seed,
                 weights: args.weights,
                 fair_share: args.fair_share,
+                learn,
                 ..Config::default()
             };
             hwsched_sim::run(&trace, &cfg)

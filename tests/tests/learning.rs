@@ -100,3 +100,96 @@ async fn scheduler_places_by_what_the_learner_learned() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+fn result(task: &str, name: &str, worker: &str, hardware: &str, secs: f64) -> ExecutionResult {
+    ExecutionResult {
+        task_id: task.into(),
+        attempt: 1,
+        worker_id: worker.into(),
+        hardware_class: hardware.into(),
+        name: name.into(),
+        test_type: "train".into(),
+        status: hwsched_proto::v1::TaskStatus::Succeeded as i32,
+        duration_s: secs,
+        ..Default::default()
+    }
+}
+
+/// Runs `hwsched model -o json` and returns its cells as (workload, hardware, source, runtime).
+fn model_cells(url: &str) -> anyhow::Result<Vec<(String, String, String, f64)>> {
+    let out = std::process::Command::new(hwsched_tests::hwsched_bin()?)
+        .args(["model", "-o", "json"])
+        .env("HWSCHED_NATS_URL", url)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "hwsched model: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let cells = v["cells"].as_array().cloned().unwrap_or_default();
+    Ok(cells
+        .iter()
+        .map(|c| {
+            (
+                c["workload"].as_str().unwrap_or("").to_string(),
+                c["hardware"].as_str().unwrap_or("").to_string(),
+                c["source"].as_str().unwrap_or("").to_string(),
+                c["runtime_s"].as_f64().unwrap_or(0.0),
+            )
+        })
+        .collect())
+}
+
+/// Results in → snapshot in KV with a prediction for the pair never run; a
+/// restarted learner keeps what it learned (no ClickHouse); one whose snapshot
+/// is gone relearns it from the results stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_learner_predicts_unseen_pairs_and_survives_restarts() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let b = bus(&nats.url()).await?;
+    hwsched_bus::streams::provision(&b).await?;
+    // "a" ran on both classes (the gpu 10x faster), "b" only on the cpu
+    let mut n = 0;
+    for (name, hw, secs) in [("a", "cpu", 100.0), ("a", "gpu", 10.0), ("b", "cpu", 60.0)] {
+        for _ in 0..5 {
+            n += 1;
+            let r = result(&format!("t{n}"), name, &format!("w-{hw}"), hw, secs);
+            b.jetstream().publish(format!("hws.results.t{n}"), r.encode_to_vec().into()).await?.await?;
+        }
+    }
+    let env = [("HWSCHED_LEARNER_PUBLISH_MS", "200".to_string())];
+    let mut learner = Proc::spawn("learner", &nats.url(), &["learner"], &env)?;
+    learner.wait_for_log("learner ready", WAIT).await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let cells = loop {
+        let cells = model_cells(&nats.url()).unwrap_or_default();
+        if cells.iter().filter(|c| c.2 == "observed").count() == 3 || tokio::time::Instant::now() > deadline {
+            break cells;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let unseen = cells.iter().find(|c| c.0 == "train/-/b" && c.1 == "gpu").expect("b on the gpu predicted");
+    assert_eq!(unseen.2, "factor", "{cells:?}");
+    assert!((4.0..9.0).contains(&unseen.3), "b on the gpu: about 6 s, got {}", unseen.3);
+
+    // restart: the snapshot is read back, nothing relearned
+    learner.terminate(WAIT).await?;
+    let mut learner = Proc::spawn("learner", &nats.url(), &["learner"], &env)?;
+    learner.wait_for_log("learner ready pairs=3", WAIT).await?;
+    learner.terminate(WAIT).await?;
+
+    // the snapshot lost: relearned from the results stream
+    let kv = hwsched_bus::streams::bucket(&b, "hws_model").await?;
+    kv.purge(hwsched_model::SNAPSHOT_KEY).await?;
+    let learner = Proc::spawn("learner", &nats.url(), &["learner"], &env)?;
+    learner.wait_for_log("relearning from the results stream", WAIT).await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let cells = model_cells(&nats.url()).unwrap_or_default();
+        if cells.iter().filter(|c| c.2 == "observed").count() == 3 {
+            let a = cells.iter().find(|c| c.0 == "train/-/a" && c.1 == "gpu").expect("a on the gpu");
+            assert!((a.3 - 10.0).abs() < 0.5, "{cells:?}");
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "not relearned: {cells:?}\n{}", learner.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}

@@ -91,6 +91,14 @@ impl Subjects {
     pub fn alerts_all(&self) -> String {
         format!("{}.alerts.>", self.prefix)
     }
+    /// `hws.model.updated`: the learner stored a new model snapshot (`ModelUpdate`).
+    pub fn model_updated(&self) -> String {
+        format!("{}.model.updated", self.prefix)
+    }
+    /// `hws.model.health.<worker_id>`: a worker became degraded or recovered (`WorkerHealth`).
+    pub fn worker_health(&self, worker_id: &str) -> String {
+        format!("{}.model.health.{worker_id}", self.prefix)
+    }
     /// `hws.control.<command>` (cancel, drain, silence).
     pub fn control(&self, command: &str) -> String {
         format!("{}.control.{command}", self.prefix)

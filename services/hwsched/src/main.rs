@@ -6,6 +6,7 @@
 
 mod bench;
 mod client;
+mod model;
 mod service;
 mod sim;
 
@@ -65,6 +66,8 @@ enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+    /// What the learner learned: runtime per workload x hardware, worker health, prediction error.
+    Model(model::ModelArgs),
     /// Simulate placement policies on a trace (built-in or --trace FILE) in simulated time.
     Sim(sim::SimArgs),
     /// ClickHouse schema: print the DDL for a server version, or apply it.
@@ -130,6 +133,7 @@ fn command_name(c: &Command) -> &'static str {
         | Command::Workers
         | Command::Queue
         | Command::Explain { .. }
+        | Command::Model(_)
         | Command::Schema { .. } => "cli",
         Command::Sim(_) => "sim",
         Command::Bench { .. } => "bench",
@@ -174,6 +178,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Workers => client::workers(&nats).await.map(|_| ok),
         Command::Queue => client::queue(&nats).await.map(|_| ok),
         Command::Explain { task_id } => client::explain(&nats, task_id).await,
+        Command::Model(args) => model::run(&nats, args).await.map(|_| ok),
         Command::Schema { command } => client::schema(command, &clickhouse).await.map(|_| ok),
         Command::Bench { command } => bench::run(&nats, command).await.map(|_| ok),
         // CPU-bound and synchronous: off the async workers

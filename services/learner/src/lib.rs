@@ -15,10 +15,14 @@ use hwsched_bus::{
     Bus, Stream,
 };
 use hwsched_proto::{
-    v1::{ExecutionResult, ModelSnapshot},
+    v1::{ExecutionResult, ModelSnapshot, ModelUpdate},
     Message,
 };
-use hwsched_telemetry::{prometheus_client::metrics::counter::Counter, Telemetry};
+use hwsched_telemetry::{
+    prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge},
+    Telemetry,
+};
+use std::sync::atomic::AtomicU64;
 use tokio_util::sync::CancellationToken;
 
 pub use hwsched_model::Model;
@@ -40,6 +44,56 @@ impl Default for LearnerConfig {
     }
 }
 
+/// The learner's metrics (for alerting and dashboards).
+#[derive(Clone, Default)]
+struct Metrics {
+    observed: Counter<u64>,
+    /// Model prediction error (MAPE, a share) by pair age.
+    mape: Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>,
+    /// How much slower each compared worker runs than its class's peers (1.0: as fast).
+    slowdown: Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>,
+    degraded: Gauge,
+    pairs: Gauge,
+    snapshot_bytes: Gauge,
+}
+
+impl Metrics {
+    fn register(&self, telemetry: &Telemetry) {
+        let m = self.clone();
+        telemetry.register(|r| {
+            r.register("hwsched_learner_results", "Results learned from", m.observed);
+            r.register(
+                "hwsched_learner_prediction_mape",
+                "Mean absolute percentage error (a share) of runtime predictions before each result, by how many runs the pair had",
+                m.mape,
+            );
+            r.register(
+                "hwsched_learner_worker_slowdown_ratio",
+                "Runtime of a worker relative to its hardware class's peers on the same workloads",
+                m.slowdown,
+            );
+            r.register("hwsched_learner_degraded_workers", "Workers flagged slower or failing more than their peers", m.degraded);
+            r.register("hwsched_learner_pairs", "Learned (workload, hardware) pairs", m.pairs);
+            r.register("hwsched_learner_snapshot_bytes", "Size of the last published model snapshot", m.snapshot_bytes);
+        });
+    }
+
+    fn update(&self, model: &Model, snapshot_bytes: usize) {
+        for e in model.errors() {
+            self.mape.get_or_create(&vec![("age".into(), e.age.clone())]).set(e.mape);
+        }
+        let mut degraded = 0;
+        for h in model.workers() {
+            let labels = vec![("worker_id".into(), h.worker_id.clone()), ("hardware".into(), h.hardware_key.clone())];
+            self.slowdown.get_or_create(&labels).set(h.log_slowdown.exp());
+            degraded += i64::from(h.degraded);
+        }
+        self.degraded.set(degraded);
+        self.pairs.set(i64::try_from(model.len()).unwrap_or(i64::MAX));
+        self.snapshot_bytes.set(i64::try_from(snapshot_bytes).unwrap_or(i64::MAX));
+    }
+}
+
 /// Runs the learner until `shutdown` is cancelled.
 pub async fn run(
     cfg: LearnerConfig,
@@ -49,21 +103,30 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     streams::provision(&bus).await?;
     let bucket = streams::bucket(&bus, &bus.subjects().model_bucket()).await?;
+    let durable = Durable::new(Stream::Results, "learner").max_ack_pending(50_000);
     let mut model = match bucket.get(SNAPSHOT_KEY).await.context("read model snapshot")? {
-        Some(b) => Model::from_snapshot(ModelSnapshot::decode(b.as_ref()).unwrap_or_default()),
-        None => Model::default(),
+        Some(b) => match ModelSnapshot::decode(b.as_ref()) {
+            Ok(snap) => Model::from_snapshot(snap),
+            Err(e) => {
+                tracing::warn!(error = %e, "stored model snapshot unreadable: relearning from the results stream");
+                replay_results(&bus, &durable.name).await?;
+                Model::default()
+            }
+        },
+        None => {
+            // Nothing stored: learn again from every result the stream still holds.
+            replay_results(&bus, &durable.name).await?;
+            Model::default()
+        }
     };
-    let observed = Counter::<u64>::default();
-    telemetry.register(|r| r.register("hwsched_learner_results", "Results learned from", observed.clone()));
-    let mut results = streams::durable(&bus, &Durable::new(Stream::Results, "learner").max_ack_pending(50_000))
-        .await?
-        .messages()
-        .await?;
+    let metrics = Metrics::default();
+    metrics.register(&telemetry);
+    let mut results = streams::durable(&bus, &durable).await?.messages().await?;
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.publish_interval_ms.max(100)));
     let mut published = model.version();
     let mut unacked: Vec<async_nats::jetstream::Message> = Vec::new();
     telemetry.set_ready(true);
-    tracing::info!(pairs = model.len(), "learner ready");
+    tracing::info!(pairs = model.len(), workers = model.workers().count(), "learner ready");
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -71,7 +134,7 @@ pub async fn run(
                 Some(Ok(msg)) => {
                     match hwsched_bus::decode::<ExecutionResult>(msg.headers.as_ref(), &msg.payload) {
                         // acknowledged once a snapshot that includes it is stored
-                        Ok(r) if model.observe(&r) => { observed.inc(); unacked.push(msg); }
+                        Ok(r) if model.observe(&r) => { metrics.observed.inc(); unacked.push(msg); }
                         Ok(_) => { let _ = msg.ack_with(AckKind::Ack).await; }
                         Err(e) => {
                             tracing::warn!(error = %e, "undecodable result skipped");
@@ -83,7 +146,7 @@ pub async fn run(
                 None => anyhow::bail!("result consumer closed"),
             },
             _ = tick.tick() => {
-                if model.version() != published && publish(&bucket, &model, &mut unacked).await {
+                if model.version() != published && publish(&bus, &bucket, &mut model, &metrics, &mut unacked).await {
                     published = model.version();
                 }
             }
@@ -91,24 +154,76 @@ pub async fn run(
     }
     // Publish what was learned since the last tick before stopping; what is not stored is redelivered.
     if model.version() != published {
-        publish(&bucket, &model, &mut unacked).await;
+        publish(&bus, &bucket, &mut model, &metrics, &mut unacked).await;
     }
     tracing::info!("learner stopped");
     Ok(())
 }
 
-/// Stores the snapshot, then acknowledges the results it includes. False when it was not stored.
+/// Removes the learner's durable consumer, so that the next one starts at the
+/// beginning of the results stream (its retention is the history relearned).
+async fn replay_results(bus: &Bus, consumer: &str) -> anyhow::Result<()> {
+    let name = bus.subjects().stream(Stream::Results);
+    let stream = bus.jetstream().get_stream(&name).await.with_context(|| format!("open stream {name}"))?;
+    match stream.delete_consumer(consumer).await {
+        Ok(_) => tracing::info!(stream = name, "no stored model: relearning from the results stream"),
+        Err(e) if e.to_string().contains("not found") => {}
+        Err(e) => return Err(e).with_context(|| format!("reset consumer {consumer} on {name}")),
+    }
+    Ok(())
+}
+
+/// Refits the factor model, stores the snapshot, then acknowledges the results
+/// it includes, announces it and any worker whose health changed. False when it
+/// was not stored.
 async fn publish(
+    bus: &Bus,
     bucket: &async_nats::jetstream::kv::Store,
-    model: &Model,
+    model: &mut Model,
+    metrics: &Metrics,
     unacked: &mut Vec<async_nats::jetstream::Message>,
 ) -> bool {
+    let started = std::time::Instant::now();
+    model.refit();
     let snap = model.snapshot(now_ms());
-    match bucket.put(SNAPSHOT_KEY, snap.encode_to_vec().into()).await {
+    let bytes = snap.encode_to_vec();
+    let size = bytes.len();
+    match bucket.put(SNAPSHOT_KEY, bytes.into()).await {
         Ok(_) => {
-            tracing::debug!(version = snap.version, pairs = snap.entries.len(), "model published");
             for m in unacked.drain(..) {
                 let _ = m.ack().await;
+            }
+            let degraded = snap.workers.iter().filter(|w| w.degraded).count();
+            tracing::debug!(
+                version = snap.version,
+                pairs = snap.entries.len(),
+                bytes = size,
+                took_ms = started.elapsed().as_millis() as u64,
+                "model published"
+            );
+            metrics.update(model, size);
+            let update = ModelUpdate {
+                version: snap.version,
+                generated_at_ms: snap.generated_at_ms,
+                pairs: u32::try_from(snap.entries.len()).unwrap_or(u32::MAX),
+                degraded_workers: u32::try_from(degraded).unwrap_or(u32::MAX),
+                snapshot_bytes: size as u64,
+            };
+            let subjects = bus.subjects();
+            let _ = bus.client().publish(subjects.model_updated(), update.encode_to_vec().into()).await;
+            for h in model.take_health_changes() {
+                if h.degraded {
+                    tracing::warn!(
+                        worker_id = h.worker_id,
+                        hardware = h.hardware_key,
+                        slowdown = h.log_slowdown.exp(),
+                        failure_excess = h.failure_excess,
+                        "worker degraded: slower or failing more than its peers"
+                    );
+                } else {
+                    tracing::info!(worker_id = h.worker_id, "worker no longer degraded");
+                }
+                let _ = bus.client().publish(subjects.worker_health(&h.worker_id), h.encode_to_vec().into()).await;
             }
             true
         }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use hwsched_proto::{
     v1::{ExecutionResult, FactorModel, ModelEntry, ModelSnapshot, PredictionError, TaskStatus, WorkerHealth},
-    SCHEMA_VERSION,
+    Message as _, SCHEMA_VERSION,
 };
 
 /// Key of the snapshot in the model bucket (`hws_model`).
@@ -407,6 +407,30 @@ impl Model {
     }
 }
 
+impl Model {
+    /// The snapshot, made to fit in `max_bytes` encoded (a NATS server's
+    /// `max_payload`, 1 MB by default): past it, the recent runtimes are left
+    /// out, then the pairs updated longest ago. Returns it and how many pairs
+    /// were left out.
+    pub fn snapshot_within(&self, now_ms: i64, max_bytes: usize) -> (ModelSnapshot, usize) {
+        let mut snap = self.snapshot(now_ms);
+        if snap.encoded_len() <= max_bytes {
+            return (snap, 0);
+        }
+        for e in &mut snap.entries {
+            e.recent_runtimes_s.clear();
+        }
+        let total = snap.entries.len();
+        while snap.encoded_len() > max_bytes && !snap.entries.is_empty() {
+            let keep = (snap.entries.len() as f64 * 0.95 * max_bytes as f64 / snap.encoded_len() as f64) as usize;
+            snap.entries.sort_by_key(|e| std::cmp::Reverse(e.updated_at_ms));
+            snap.entries.truncate(keep.min(snap.entries.len() - 1));
+        }
+        let dropped = total - snap.entries.len();
+        (snap, dropped)
+    }
+}
+
 /// The `q` quantile (0..=1) of a pair's recent runtimes, s.
 pub fn recent_quantile(e: &ModelEntry, q: f64) -> Option<f64> {
     let mut v = e.recent_runtimes_s.clone();
@@ -581,6 +605,23 @@ mod tests {
         let old = m.errors().find(|e| e.age == "20+").expect("20+");
         assert!(old.mape > 0.0 && old.mape < 0.2, "{old:?}");
         assert!(m.errors().any(|e| e.age == "1-4"));
+    }
+
+    #[test]
+    fn a_snapshot_too_large_drops_the_oldest_pairs() {
+        let mut m = Model::default();
+        for i in 0..400 {
+            let mut r = res(&format!("t{i}"), "hw", 5.0, TaskStatus::Succeeded);
+            r.finished_at_ms = i;
+            m.observe(&r);
+        }
+        let (full, dropped) = m.snapshot_within(0, usize::MAX);
+        assert_eq!((full.entries.len(), dropped), (400, 0));
+        let limit = full.encoded_len() / 4;
+        let (small, dropped) = m.snapshot_within(0, limit);
+        assert!(small.encoded_len() <= limit);
+        assert_eq!(small.entries.len() + dropped, 400);
+        assert!(small.entries.iter().all(|e| e.updated_at_ms >= i64::try_from(dropped).unwrap_or(0)));
     }
 
     #[test]

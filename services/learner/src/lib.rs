@@ -185,7 +185,21 @@ async fn publish(
 ) -> bool {
     let started = std::time::Instant::now();
     model.refit();
-    let snap = model.snapshot(now_ms());
+    // the server refuses a message over its max_payload
+    let max = match bus.client().server_info().max_payload {
+        0 => 1 << 20,
+        n => n,
+    }
+    .saturating_sub(4096);
+    let (snap, dropped) = model.snapshot_within(now_ms(), max);
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            kept = snap.entries.len(),
+            max_bytes = max,
+            "model snapshot too large: oldest pairs left out"
+        );
+    }
     let bytes = snap.encode_to_vec();
     let size = bytes.len();
     match bucket.put(SNAPSHOT_KEY, bytes.into()).await {

@@ -1,19 +1,20 @@
 //! The factor model for pairs never observed:
-//! `ln(runtime) = mean + a[workload] + b[hardware] + c[test type, hardware] + u[workload] * v[hardware]`,
+//! `ln(runtime) = mean + a[workload] + b[hardware] + c[test type, hardware] + u[test type] * v[hardware]`,
 //! fitted by weighted alternating least squares (block coordinate descent)
 //! over the observed pairs' learned log-runtimes. `a` and `b` carry how long a
-//! workload is and how fast a class is; `c` how much a test type gains from a
+//! workload is and how fast a class is; `c` how much a test type gains on a
 //! class (a CPU-bound type gains nothing from a GPU), so a test seen on one
-//! class borrows the speed-up pattern of its type; the rank-one term what is
-//! left of a workload's own pattern. `c` and the rank-one term are shrunk
-//! towards zero (ridge), so with little evidence the model stays additive.
+//! class borrows the speed-up pattern of its type; the rank-one term how much
+//! a type gains from fast hardware in general, which carries over to classes
+//! the type has few runs on. `c` and the rank-one term are shrunk towards zero
+//! (ridge), so with little evidence the model stays additive.
 
 use std::collections::{BTreeMap, HashMap};
 
 use hwsched_proto::v1::{FactorModel, HardwareFactor, TypeHardwareEffect, WorkloadFactor};
 
-/// Ridge penalty on the factors and the type x hardware effects (in units of
-/// observed pairs' weight): they depart from zero only with evidence.
+/// Ridge penalty on the (test type, hardware) effects and the factors (in
+/// units of observed pairs' weight): they depart from zero only with evidence.
 const LAMBDA: f64 = 1.0;
 /// Ridge penalty on the main effects: only enough to tie the additive offsets
 /// down; a workload seen on one class keeps its own scale.
@@ -96,24 +97,24 @@ impl Factors {
         let total: f64 = obs.iter().map(|o| o.4).sum();
         let mean = obs.iter().map(|o| o.3 * o.4).sum::<f64>() / total;
         let (mut a, mut b, mut c) = (vec![0.0; nw], vec![0.0; nh], vec![0.0; nt * nh]);
-        let (mut u, mut v) = (vec![0.0; nw], vec![0.0; nh]);
+        let (mut u, mut v) = (vec![0.0; nt], vec![0.0; nh]);
         for sweep in 0..SWEEPS {
             // each block in turn, the others held: residual without the block's own term
             let (mut num, mut den) = (vec![0.0; nw], vec![LAMBDA_EFFECT; nw]);
             for &(w, h, th, x, k) in &obs {
-                num[w] += k * (x - mean - b[h] - c[th] - u[w] * v[h]);
+                num[w] += k * (x - mean - b[h] - c[th] - u[th / nh] * v[h]);
                 den[w] += k;
             }
             a = solve(&num, &den);
             let (mut num, mut den) = (vec![0.0; nh], vec![LAMBDA_EFFECT; nh]);
             for &(w, h, th, x, k) in &obs {
-                num[h] += k * (x - mean - a[w] - c[th] - u[w] * v[h]);
+                num[h] += k * (x - mean - a[w] - c[th] - u[th / nh] * v[h]);
                 den[h] += k;
             }
             b = solve(&num, &den);
             let (mut num, mut den) = (vec![0.0; nt * nh], vec![LAMBDA; nt * nh]);
             for &(w, h, th, x, k) in &obs {
-                num[th] += k * (x - mean - a[w] - b[h] - u[w] * v[h]);
+                num[th] += k * (x - mean - a[w] - b[h] - u[th / nh] * v[h]);
                 den[th] += k;
             }
             c = solve(&num, &den);
@@ -125,21 +126,23 @@ impl Factors {
                     v = b.iter().map(|x| (x - m) / sd).collect();
                 }
             }
-            let (mut num, mut den) = (vec![0.0; nw], vec![LAMBDA; nw]);
+            let (mut num, mut den) = (vec![0.0; nt], vec![LAMBDA; nt]);
             for &(w, h, th, x, k) in &obs {
-                num[w] += k * (x - mean - a[w] - b[h] - c[th]) * v[h];
-                den[w] += k * v[h] * v[h];
+                num[th / nh] += k * (x - mean - a[w] - b[h] - c[th]) * v[h];
+                den[th / nh] += k * v[h] * v[h];
             }
             u = solve(&num, &den);
             let (mut num, mut den) = (vec![0.0; nh], vec![LAMBDA; nh]);
             for &(w, h, th, x, k) in &obs {
-                num[h] += k * (x - mean - a[w] - b[h] - c[th]) * u[w];
-                den[h] += k * u[w] * u[w];
+                num[h] += k * (x - mean - a[w] - b[h] - c[th]) * u[th / nh];
+                den[h] += k * u[th / nh] * u[th / nh];
             }
             v = solve(&num, &den);
         }
-        let sse: f64 =
-            obs.iter().map(|&(w, h, th, x, k)| k * (x - (mean + a[w] + b[h] + c[th] + u[w] * v[h])).powi(2)).sum();
+        let sse: f64 = obs
+            .iter()
+            .map(|&(w, h, th, x, k)| k * (x - (mean + a[w] + b[h] + c[th] + u[th / nh] * v[h])).powi(2))
+            .sum();
         let (mut w_cells, mut h_cells, mut th_cells) = (vec![0u32; nw], vec![0u32; nh], vec![0u32; nt * nh]);
         for &(w, h, th, _, _) in &obs {
             w_cells[w] += 1;
@@ -156,7 +159,7 @@ impl Factors {
                 .map(|(i, k)| WorkloadFactor {
                     workload_key: k.to_string(),
                     effect: a[i],
-                    factor: u[i],
+                    factor: u[t_index[test_type(k)]],
                     cells: w_cells[i],
                 })
                 .collect(),

@@ -7,7 +7,7 @@
 
 use std::{fmt, str::FromStr};
 
-use hwsched_model::Model;
+use hwsched_model::{Model, Source};
 use hwsched_proto::v1::TaskRequest;
 
 use crate::fit::WorkerView;
@@ -201,15 +201,18 @@ impl Scoring<'_> {
     /// prediction when it has one. In order: the model's prediction (the
     /// pair's learned runtime, or for a pair never observed the factor model's
     /// estimate from the workload's runs elsewhere and the class's runs of
-    /// other workloads, [`Model::predict`]); for hardware the model knows
-    /// nothing of, no faster than twice the workload's best observed runtime
+    /// other workloads of its test type, [`Model::predict`]); for hardware
+    /// where the model knows nothing of the workload or its type, no faster than twice the workload's best observed runtime
     /// (so a task is not sent to unknown, possibly far slower hardware while
     /// known hardware is free; it is explored when the known hardware is
     /// busy); else the declared `expected_duration_s`, else [`DEFAULT_RUNTIME_S`].
     pub fn runtime_estimate(&self, workload: &str, task: &TaskRequest, hardware_class: &str) -> (f64, Option<f64>) {
         let declared = if task.expected_duration_s > 0.0 { task.expected_duration_s } else { DEFAULT_RUNTIME_S };
         let Some(m) = self.model else { return (declared, None) };
-        if let Some(p) = m.predict_s(workload, hardware_class) {
+        // A pair never run whose test type never ran on this class either has
+        // only the class's average speed-up behind it: treated as unknown.
+        let p = m.predict(workload, hardware_class).filter(|p| p.source == Source::Observed || p.type_seen);
+        if let Some(p) = p.map(|p| p.runtime_s) {
             return (p, Some(p));
         }
         match m.best_observed_s(workload) {

@@ -351,6 +351,12 @@ pub fn place_with(task: &TaskRequest, workers: &[WorkerView], scoring: &Scoring<
         order.truncate(RANKED_KEPT);
     }
     order.sort_by(better);
+    let explored = explore(task, &candidates, &evals, order[0], scoring, &mut workload);
+    if let Some(i) = explored {
+        order.retain(|o| *o != i);
+        order.insert(0, i);
+        order.truncate(RANKED_KEPT);
+    }
     let ranked: Vec<Ranked> = order
         .iter()
         .map(|i| {
@@ -389,15 +395,47 @@ pub fn place_with(task: &TaskRequest, workers: &[WorkerView], scoring: &Scoring<
             ranked,
         };
     }
+    let mut components = e.parts.to_vec();
+    if explored.is_some() {
+        components.push(("explore", 1.0));
+    }
     Outcome::Place {
         worker_id: c.view.caps.worker_id.clone(),
         gpus: free_gpus(matching[order[0]], &demand, c.view),
         score: e.cost,
         candidates: n,
-        components: e.parts.to_vec(),
+        components,
         predicted_runtime_s: e.predicted_runtime_s,
         ranked,
     }
+}
+
+/// The candidate an exploring placement takes instead of `best`: free now, on
+/// hardware where the model has fewer than [`crate::score::EXPLORE_BELOW_RUNS`] runs of this
+/// workload (or no estimate), expected to finish within [`crate::score::EXPLORE_SLACK`] of
+/// `best`; the cheapest such. `None` when the placement does not explore, the
+/// best is already such a candidate, or there is none.
+fn explore(
+    task: &TaskRequest,
+    candidates: &[Candidate<'_>],
+    evals: &[crate::score::Eval],
+    best: usize,
+    scoring: &Scoring<'_>,
+    workload: &mut Option<String>,
+) -> Option<usize> {
+    let (true, Policy::Hwsched, Some(m)) = (scoring.explore, scoring.policy, scoring.model) else { return None };
+    let key = workload.get_or_insert_with(|| hwsched_model::task_workload_key(task));
+    let unsure = |i: usize| {
+        m.predict(key, &candidates[i].view.caps.hardware_class)
+            .is_none_or(|p| p.runs < crate::score::EXPLORE_BELOW_RUNS)
+    };
+    if unsure(best) {
+        return None;
+    }
+    let limit = crate::score::EXPLORE_SLACK * evals[best].completion_s;
+    (0..candidates.len())
+        .filter(|&i| candidates[i].wait_s == 0.0 && evals[i].completion_s <= limit && unsure(i))
+        .min_by(|a, b| evals[*a].cost.total_cmp(&evals[*b].cost).then(a.cmp(b)))
 }
 
 fn summarize(total: usize, reasons: &BTreeMap<&'static str, usize>) -> String {

@@ -12,5 +12,5 @@ pub mod state;
 pub mod validate;
 
 pub use fit::{place, place_with, Demand, Outcome, Ranked, Reserved, WorkerView};
-pub use score::{Policy, Scoring, Weights};
+pub use score::{Policy, Scoring, Weights, DEFAULT_EXPLORE_SHARE};
 pub use validate::{is_valid_id, validate};

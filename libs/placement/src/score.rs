@@ -144,7 +144,18 @@ pub struct Scoring<'a> {
     pub policy: Policy,
     /// For round-robin: the placement count; for random: a random number.
     pub turn: u64,
+    /// This placement may explore (hwsched): go to a worker free now whose
+    /// hardware the model knows little about for this workload, if it is
+    /// expected to finish within [`EXPLORE_SLACK`] of the best.
+    pub explore: bool,
 }
+
+/// The share of first placements that may explore, unless configured.
+pub const DEFAULT_EXPLORE_SHARE: f64 = 0.05;
+/// An exploring placement accepts a completion up to this many times the best's.
+pub const EXPLORE_SLACK: f64 = 2.0;
+/// Below this many successful runs a pair is worth exploring.
+pub const EXPLORE_BELOW_RUNS: u64 = 3;
 
 /// A worker that could take the task: now (`wait_s` = 0) or once its running
 /// work ends (hwsched only).
@@ -536,6 +547,51 @@ mod tests {
         // without a model the two are equal
         let c = cost(&Scoring::default(), &task(), &ws);
         assert_eq!(c[0], c[1]);
+    }
+
+    #[test]
+    fn an_exploring_placement_tries_hardware_the_model_is_unsure_of_within_bounds() {
+        use crate::fit::{place_with, Outcome};
+        // well known on the h100 (10 s); once on the a100, where the model is unsure
+        let mut m = learned(&[("gpu:h100", 10.0)]);
+        m.observe(&ExecutionResult {
+            name: "t".into(),
+            test_type: "vision".into(),
+            model_family: "resnet".into(),
+            hardware_class: "gpu:a100".into(),
+            duration_s: 15.0,
+            status: TaskStatus::Succeeded as i32,
+            ..Default::default()
+        });
+        let placeable = |id: &str, hw: &str| {
+            WorkerView::available(WorkerCapabilities {
+                worker_id: id.into(),
+                hardware_class: hw.into(),
+                slots: 4,
+                cpu: Some(hwsched_proto::v1::CpuInfo { logical_cores: 8, ..Default::default() }),
+                memory_mb: 16_000,
+                ..Default::default()
+            })
+        };
+        let ws = [placeable("a", "gpu:a100"), placeable("h", "gpu:h100"), placeable("x", "cpu:x86")];
+        let winner = |explore: bool, t: &TaskRequest| match place_with(
+            t,
+            &ws,
+            &Scoring { model: Some(&m), explore, ..Default::default() },
+        ) {
+            Outcome::Place { worker_id, components, .. } => {
+                (worker_id, components.iter().any(|(n, _)| *n == "explore"))
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(winner(false, &task()), ("h".to_string(), false));
+        assert_eq!(winner(true, &task()), ("a".to_string(), true));
+        // not when the unsure hardware is expected to take more than twice as long
+        let mut slow = task();
+        slow.expected_duration_s = 100.0;
+        let m2 = learned(&[("gpu:h100", 10.0)]);
+        let far = place_with(&slow, &ws, &Scoring { model: Some(&m2), explore: true, ..Default::default() });
+        assert!(matches!(far, Outcome::Place { ref worker_id, .. } if worker_id == "h"), "{far:?}");
     }
 
     #[test]

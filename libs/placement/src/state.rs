@@ -132,6 +132,11 @@ pub struct State {
     /// Within a priority, interleave producers by how many tasks each has
     /// assigned, instead of first come first served.
     pub fair_share: bool,
+    /// Share of first placements that may explore (hwsched policy): go to a
+    /// worker free now whose hardware the model has few runs of for the
+    /// workload, when it is expected to finish within 2x of the best
+    /// (`score::EXPLORE_SLACK`). 0 never explores.
+    pub explore_share: f64,
     /// Placements made (round-robin turn).
     placements: u64,
     /// State of the random policy's generator (xorshift; fixed seed, so runs repeat).
@@ -486,19 +491,21 @@ impl State {
             let task = rec.task.as_ref().unwrap_or(&*NO_TASK);
             let task_family = task.model_family.clone();
             let turn = match self.policy {
-                Policy::Random => {
-                    // xorshift64*
-                    let mut x = self.rng.max(1);
-                    x ^= x >> 12;
-                    x ^= x << 25;
-                    x ^= x >> 27;
-                    self.rng = x;
-                    x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11
-                }
+                Policy::Random => self.random(),
                 _ => self.placements,
             };
-            let scoring =
-                Scoring { weights: self.weights, model: model.as_ref(), pack: self.pack, policy: self.policy, turn };
+            // a bounded share of first attempts may explore what the model is unsure of
+            let explore = self.explore_share > 0.0
+                && rec.tried_workers.is_empty()
+                && (self.random() as f64 / (1u64 << 53) as f64) < self.explore_share;
+            let scoring = Scoring {
+                weights: self.weights,
+                model: model.as_ref(),
+                pack: self.pack,
+                policy: self.policy,
+                turn,
+                explore,
+            };
             // Retries prefer hardware not tried yet, then workers not tried yet, then any.
             let mut outcome = None;
             if !rec.tried_workers.is_empty() {
@@ -615,6 +622,17 @@ impl State {
         }
         self.model = model;
         actions
+    }
+
+    /// The next number (53 bits) of the state's generator (xorshift64*, fixed
+    /// seed: runs repeat).
+    fn random(&mut self) -> u64 {
+        let mut x = self.rng.max(1);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11
     }
 
     /// Tells the waiting tasks among `ids` not told anything else yet that all

@@ -45,6 +45,8 @@ pub struct Config {
     pub learn: bool,
     /// How often the learner publishes (refits and hands over) its model, ms.
     pub publish_ms: i64,
+    /// The scheduler's exploration share.
+    pub explore_share: f64,
 }
 
 impl Default for Config {
@@ -60,6 +62,7 @@ impl Default for Config {
             horizon_s: 7.0 * 86_400.0,
             learn: true,
             publish_ms: 2_000,
+            explore_share: hwsched_placement::DEFAULT_EXPLORE_SHARE,
         }
     }
 }
@@ -109,6 +112,9 @@ pub struct Report {
     pub prediction_mape_over_time: Vec<Option<f64>>,
     /// Share of attempts that had a model prediction when placed.
     pub predicted_share: f64,
+    /// Placements that explored (went to hardware the model had few runs of
+    /// for the workload instead of the best candidate).
+    pub explored_placements: usize,
     /// `prediction_mape` by how many successful runs the pair had when the
     /// attempt was placed: "unseen" (the factor model's estimate, other tests
     /// of its type ran on the class), "unseen-type" (none did), "1-4",
@@ -179,6 +185,7 @@ struct Sim<'t> {
     throttled: usize,
     overloaded: usize,
     predicted: usize,
+    explored: usize,
     /// (ended at, absolute percentage error, the pair's runs when placed).
     errors: Vec<(i64, f64, &'static str)>,
     busy_slot_ms: BTreeMap<String, f64>,
@@ -192,6 +199,7 @@ impl<'t> Sim<'t> {
         state.policy = cfg.policy;
         state.weights = cfg.weights;
         state.fair_share = cfg.fair_share;
+        state.explore_share = cfg.explore_share;
         let workers: Vec<SimWorker> = trace
             .workers
             .iter()
@@ -237,6 +245,7 @@ impl<'t> Sim<'t> {
             throttled: 0,
             overloaded: 0,
             predicted: 0,
+            explored: 0,
             errors: Vec::new(),
             busy_slot_ms: BTreeMap::new(),
             open: trace.tasks.len(),
@@ -326,6 +335,10 @@ impl<'t> Sim<'t> {
                 }
                 if rec.predicted_runtime_s > 0.0 {
                     self.predicted += 1;
+                }
+                // the decision's reason names its components, "explore" among them when it explored
+                if rec.reason.contains(", explore ") {
+                    self.explored += 1;
                 }
                 self.first_start_ms.entry(task).or_insert(now);
                 let speed = self.workers[w].speed;
@@ -552,6 +565,7 @@ impl<'t> Sim<'t> {
             prediction_mape: (!errors.is_empty()).then(|| round(mean(&errors), 4)),
             prediction_mape_over_time: buckets.iter().map(|b| (!b.is_empty()).then(|| round(mean(b), 4))).collect(),
             predicted_share: round(self.predicted as f64 / self.placements.max(1) as f64, 4),
+            explored_placements: self.explored,
             prediction_mape_by_age: by_age.into_iter().map(|(k, v)| (k, round(mean(&v), 4))).collect(),
         }
     }

@@ -33,6 +33,9 @@ pub struct SimArgs {
     /// Interleave producers within a priority.
     #[arg(long)]
     fair_share: bool,
+    /// hwsched's exploration share (as the scheduler's --explore-share).
+    #[arg(long, default_value_t = hwsched_placement::DEFAULT_EXPLORE_SHARE)]
+    explore_share: f64,
     /// Also run hwsched without the learner's model (every estimate the declared
     /// duration), listed before hwsched so the comparison shows what the model adds.
     #[arg(long)]
@@ -68,6 +71,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
                 seed: args.seed,
                 weights: args.weights,
                 fair_share: args.fair_share,
+                explore_share: args.explore_share,
                 learn,
                 ..Config::default()
             };

@@ -125,9 +125,21 @@ pub struct SchedulerConfig {
     /// Fill busy workers first (bin packing) instead of spreading.
     #[arg(long = "pack", env = "HWSCHED_PACK")]
     pub pack: bool,
+    /// Share of first placements that may explore hardware the learner knows little about for the
+    /// task (only a worker free now, expected to finish within 2x of the best); 0 never explores.
+    #[arg(long = "explore-share", env = "HWSCHED_EXPLORE_SHARE", default_value_t = hwsched_placement::DEFAULT_EXPLORE_SHARE,
+          value_parser = parse_share)]
+    pub explore_share: f64,
     /// An assignment its (live) worker has not reported running for this long is placed again (ms).
     #[arg(long = "assignment-grace-ms", env = "HWSCHED_ASSIGNMENT_GRACE_MS", default_value_t = 30_000)]
     pub assignment_grace_ms: u64,
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=0.5).contains(&x) => Ok(x),
+        _ => Err(format!("{s:?}: a share between 0 and 0.5")),
+    }
 }
 
 impl Default for SchedulerConfig {
@@ -141,6 +153,7 @@ impl Default for SchedulerConfig {
             policy: hwsched_placement::Policy::Hwsched,
             fair_share: false,
             pack: false,
+            explore_share: hwsched_placement::DEFAULT_EXPLORE_SHARE,
             assignment_grace_ms: 30_000,
         }
     }
@@ -318,6 +331,7 @@ async fn run_active(
             st.weights = cfg.weights;
             st.policy = cfg.policy;
             st.fair_share = cfg.fair_share;
+            st.explore_share = cfg.explore_share;
             st.pack = cfg.pack;
             st
         },

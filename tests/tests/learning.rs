@@ -115,8 +115,8 @@ fn result(task: &str, name: &str, worker: &str, hardware: &str, secs: f64) -> Ex
     }
 }
 
-/// Runs `hwsched model -o json` and returns its cells as (workload, hardware, source, runtime).
-fn model_cells(url: &str) -> anyhow::Result<Vec<(String, String, String, f64)>> {
+/// Runs `hwsched model -o json` and returns its cells as (workload, hardware, source, runtime, runs).
+fn model_cells(url: &str) -> anyhow::Result<Vec<(String, String, String, f64, u64)>> {
     let out = std::process::Command::new(hwsched_tests::hwsched_bin()?)
         .args(["model", "-o", "json"])
         .env("HWSCHED_NATS_URL", url)
@@ -132,6 +132,7 @@ fn model_cells(url: &str) -> anyhow::Result<Vec<(String, String, String, f64)>> 
                 c["hardware"].as_str().unwrap_or("").to_string(),
                 c["source"].as_str().unwrap_or("").to_string(),
                 c["runtime_s"].as_f64().unwrap_or(0.0),
+                c["runs"].as_u64().unwrap_or(0),
             )
         })
         .collect())
@@ -155,8 +156,15 @@ async fn the_learner_predicts_unseen_pairs_and_survives_restarts() -> anyhow::Re
         }
     }
     let env = [("HWSCHED_LEARNER_PUBLISH_MS", "200".to_string())];
+    let mut own_metrics = b.client().subscribe("hws.metrics.hwsched-learner").await?;
     let mut learner = Proc::spawn("learner", &nats.url(), &["learner"], &env)?;
     learner.wait_for_log("learner ready", WAIT).await?;
+    // its error and size go to the metrics stream (and so to ClickHouse's hw_metrics)
+    let m = tokio::time::timeout(WAIT, own_metrics.next()).await?.expect("learner metrics");
+    let batch = hwsched_proto::v1::MetricsBatch::decode(m.payload.as_ref())?;
+    let value = |metric: &str| batch.samples.iter().find(|s| s.metric == metric).map(|s| s.value);
+    assert_eq!(value("learner.pairs"), Some(3.0), "{batch:?}");
+    assert!(batch.samples.iter().any(|s| s.metric == "learner.prediction_mape" && s.device == "1-4"), "{batch:?}");
     let deadline = tokio::time::Instant::now() + WAIT;
     let cells = loop {
         let cells = model_cells(&nats.url()).unwrap_or_default();
@@ -189,6 +197,48 @@ async fn the_learner_predicts_unseen_pairs_and_survives_restarts() -> anyhow::Re
             break;
         }
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "not relearned: {cells:?}\n{}", learner.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// A learner without a snapshot relearns from ClickHouse's task_runs, and does
+/// not learn twice the results the stream still holds that are in that history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_without_snapshot_relearns_from_clickhouse() -> anyhow::Result<()> {
+    let db = hwsched_testkit::TestDb::create().await?;
+    let store = hwsched_store::Store::connect_and_migrate(&db.config).await?;
+    let nats = NatsServer::start()?;
+    let b = bus(&nats.url()).await?;
+    hwsched_bus::streams::provision(&b).await?;
+    let now = hwsched_bus::now_ms();
+    let history: Vec<ExecutionResult> = (0..10)
+        .map(|i| ExecutionResult { finished_at_ms: now - 60_000 + i * 1000, ..result(&format!("h{i}"), "a", "w1", "cpu", 30.0) })
+        .collect();
+    store.insert_runs(&history).await?;
+    // the stream still holds the same results, and one the history does not have
+    let newer = ExecutionResult { finished_at_ms: now, ..result("n1", "b", "w2", "gpu", 5.0) };
+    for r in history.iter().chain([&newer]) {
+        b.jetstream().publish(format!("hws.results.{}", r.task_id), r.encode_to_vec().into()).await?.await?;
+    }
+    let env = [
+        ("HWSCHED_LEARNER_PUBLISH_MS", "200".to_string()),
+        ("HWSCHED_CLICKHOUSE_URL", db.config.url.clone().unwrap_or_default()),
+        ("HWSCHED_CLICKHOUSE_DATABASE", db.config.database.clone()),
+    ];
+    let learner = Proc::spawn("learner", &nats.url(), &["learner"], &env)?;
+    learner.wait_for_log("relearned from ClickHouse", WAIT).await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let cells = model_cells(&nats.url()).unwrap_or_default();
+        let observed: Vec<_> = cells.iter().filter(|c| c.2 == "observed").collect();
+        if observed.len() == 2 {
+            let a = observed.iter().find(|c| c.0 == "train/-/a").expect("a from the history");
+            assert_eq!(a.4, 10, "each attempt learned once: {cells:?}");
+            assert!((a.3 - 30.0).abs() < 0.5, "{cells:?}");
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "not learned: {cells:?}\n{}", learner.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(())

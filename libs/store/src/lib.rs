@@ -238,6 +238,71 @@ fn decision_row<T>(e: &TaskEvent, rank: usize, c: &CandidateScore, time: impl Fn
     }
 }
 
+/// What the learner relearns from: one attempt of `task_runs`.
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct HistoryRow {
+    task_id: String,
+    attempt: u32,
+    name: String,
+    test_type: String,
+    model_family: String,
+    model_id: String,
+    worker_id: String,
+    hardware_class: String,
+    status: String,
+    duration_s: f64,
+    memory_peak_mb: u64,
+    finished_s: u32,
+}
+
+impl Store {
+    /// The latest `limit` attempts of `task_runs` (one row per attempt,
+    /// duplicates from redelivery merged), oldest first, as results: the
+    /// learner's history when it starts without a snapshot.
+    pub async fn run_history(&self, limit: u64) -> Result<Vec<ExecutionResult>, StoreError> {
+        let sql = "SELECT task_id, attempt, name, toString(test_type), toString(model_family), toString(model_id), \
+                   toString(worker_id), toString(hardware_class), toString(status), duration_s, memory_peak_mb, \
+                   toUInt32(toUnixTimestamp(finished_at)) AS finished_s \
+                   FROM (SELECT * FROM task_runs FINAL ORDER BY finished_at DESC LIMIT ?) ORDER BY finished_s";
+        let rows: Vec<HistoryRow> = self
+            .client
+            .query(sql)
+            .bind(limit)
+            .fetch_all()
+            .await
+            .map_err(|source| StoreError::Server { what: "read task_runs", source })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ExecutionResult {
+                task_id: r.task_id,
+                attempt: r.attempt,
+                name: r.name,
+                test_type: r.test_type,
+                model_family: r.model_family,
+                model_id: r.model_id,
+                worker_id: r.worker_id,
+                hardware_class: r.hardware_class,
+                status: status_of(&r.status) as i32,
+                duration_s: r.duration_s,
+                finished_at_ms: i64::from(r.finished_s) * 1000,
+                resources: Some(hwsched_proto::v1::ResourceUsage {
+                    memory_peak_mb: r.memory_peak_mb,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect())
+    }
+}
+
+/// The status stored as `name` ([`status_name`]).
+pub fn status_of(name: &str) -> TaskStatus {
+    [TaskStatus::Succeeded, TaskStatus::Failed, TaskStatus::TimedOut, TaskStatus::Error, TaskStatus::Cancelled]
+        .into_iter()
+        .find(|s| status_name(*s) == name)
+        .unwrap_or(TaskStatus::Unspecified)
+}
+
 /// "succeeded", "failed", ... as stored in `task_runs.status`.
 pub fn status_name(s: TaskStatus) -> &'static str {
     match s {

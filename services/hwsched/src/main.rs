@@ -157,7 +157,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 .map(|_| ok)
         }
         Command::Learner(cfg) => {
-            service::serve(&nats, &telemetry, "learner", |bus, t, s| hwsched_learner::run(cfg, bus, t, s))
+            service::serve(&nats, &telemetry, "learner", |bus, t, s| hwsched_learner::run(cfg, clickhouse, bus, t, s))
                 .await
                 .map(|_| ok)
         }

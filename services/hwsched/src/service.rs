@@ -76,7 +76,8 @@ pub async fn all(
     let (b, tt, s) = (bus.clone(), t.clone(), shutdown.clone());
     set.spawn(async move { ("scheduler", hwsched_scheduler::run(scheduler, b, tt, s).await) });
     let (b, tt, s) = (bus.clone(), t.clone(), shutdown.clone());
-    set.spawn(async move { ("learner", hwsched_learner::run(learner, b, tt, s).await) });
+    let history = clickhouse.clone();
+    set.spawn(async move { ("learner", hwsched_learner::run(learner, history, b, tt, s).await) });
     let (b, tt, s) = (bus.clone(), t.clone(), shutdown.clone());
     set.spawn(async move { ("alerting", hwsched_alerting::run(alerting, b, tt, s).await) });
     let (b, tt, s) = (bus.clone(), t.clone(), shutdown.clone());

@@ -14,8 +14,9 @@ use hwsched_bus::{
     streams::{self, Durable},
     Bus, Stream,
 };
+use hwsched_config::ClickHouseConfig;
 use hwsched_proto::{
-    v1::{ExecutionResult, ModelSnapshot, ModelUpdate},
+    v1::{ExecutionResult, MetricSample, MetricsBatch, ModelSnapshot, ModelUpdate},
     Message,
 };
 use hwsched_telemetry::{
@@ -97,6 +98,7 @@ impl Metrics {
 /// Runs the learner until `shutdown` is cancelled.
 pub async fn run(
     cfg: LearnerConfig,
+    clickhouse: ClickHouseConfig,
     bus: Bus,
     telemetry: Telemetry,
     shutdown: CancellationToken,
@@ -104,26 +106,30 @@ pub async fn run(
     streams::provision(&bus).await?;
     let bucket = streams::bucket(&bus, &bus.subjects().model_bucket()).await?;
     let durable = Durable::new(Stream::Results, "learner").max_ack_pending(50_000);
-    let mut model = match bucket.get(SNAPSHOT_KEY).await.context("read model snapshot")? {
-        Some(b) => match ModelSnapshot::decode(b.as_ref()) {
-            Ok(snap) => Model::from_snapshot(snap),
-            Err(e) => {
-                tracing::warn!(error = %e, "stored model snapshot unreadable: relearning from the results stream");
-                replay_results(&bus, &durable.name).await?;
-                Model::default()
-            }
-        },
+    let stored = match bucket.get(SNAPSHOT_KEY).await.context("read model snapshot")? {
+        Some(b) => ModelSnapshot::decode(b.as_ref())
+            .map_err(|e| tracing::warn!(error = %e, "stored model snapshot unreadable: relearning"))
+            .ok(),
+        None => None,
+    };
+    // Without a snapshot: relearn from ClickHouse's history when configured,
+    // then from what the results stream still holds (results already in the
+    // history are skipped).
+    let (mut model, history_until_ms) = match stored {
+        Some(snap) => (Model::from_snapshot(snap), 0),
         None => {
-            // Nothing stored: learn again from every result the stream still holds.
+            let mut model = Model::default();
+            let until = if clickhouse.enabled() { relearn_from_clickhouse(&clickhouse, &mut model).await } else { 0 };
             replay_results(&bus, &durable.name).await?;
-            Model::default()
+            (model, until)
         }
     };
     let metrics = Metrics::default();
     metrics.register(&telemetry);
     let mut results = streams::durable(&bus, &durable).await?.messages().await?;
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.publish_interval_ms.max(100)));
-    let mut published = model.version();
+    // a model relearned from history is published at the first tick
+    let mut published = if history_until_ms > 0 { 0 } else { model.version() };
     let mut unacked: Vec<async_nats::jetstream::Message> = Vec::new();
     telemetry.set_ready(true);
     tracing::info!(pairs = model.len(), workers = model.workers().count(), "learner ready");
@@ -133,6 +139,10 @@ pub async fn run(
             m = results.next() => match m {
                 Some(Ok(msg)) => {
                     match hwsched_bus::decode::<ExecutionResult>(msg.headers.as_ref(), &msg.payload) {
+                        // already learned from ClickHouse's history
+                        Ok(r) if r.finished_at_ms > 0 && r.finished_at_ms <= history_until_ms => {
+                            let _ = msg.ack_with(AckKind::Ack).await;
+                        }
                         // acknowledged once a snapshot that includes it is stored
                         Ok(r) if model.observe(&r) => { metrics.observed.inc(); unacked.push(msg); }
                         Ok(_) => { let _ = msg.ack_with(AckKind::Ack).await; }
@@ -158,6 +168,83 @@ pub async fn run(
     }
     tracing::info!("learner stopped");
     Ok(())
+}
+
+/// The id under which the learner's own metrics are recorded (`hw_metrics.worker_id`).
+pub const METRICS_ID: &str = "hwsched-learner";
+
+/// Publishes the model's error and health on the metrics stream, which the
+/// recorder writes to ClickHouse's `hw_metrics`: under [`METRICS_ID`],
+/// `learner.prediction_mape` by pair age (the device column), pairs and
+/// degraded workers; under each compared worker's own id,
+/// `learner.slowdown_ratio` and `learner.degraded` (device `model`), so its
+/// panels and alert rules select it like its other metrics.
+async fn record_metrics(bus: &Bus, model: &Model, now_ms: i64) {
+    let sample =
+        |metric: &str, device: &str, value: f64| MetricSample { metric: metric.into(), device: device.into(), value };
+    let mut own: Vec<MetricSample> =
+        model.errors().map(|e| sample("learner.prediction_mape", &e.age, e.mape)).collect();
+    own.push(sample("learner.pairs", "model", model.len() as f64));
+    own.push(sample("learner.degraded_workers", "model", model.workers().filter(|h| h.degraded).count() as f64));
+    let batches = std::iter::once(MetricsBatch {
+        schema_version: hwsched_proto::SCHEMA_VERSION,
+        worker_id: METRICS_ID.into(),
+        timestamp_ms: now_ms,
+        samples: own,
+    })
+    .chain(model.workers().map(|h| MetricsBatch {
+        schema_version: hwsched_proto::SCHEMA_VERSION,
+        worker_id: h.worker_id.clone(),
+        timestamp_ms: now_ms,
+        samples: vec![
+            sample("learner.slowdown_ratio", "model", h.log_slowdown.exp()),
+            sample("learner.degraded", "model", f64::from(u8::from(h.degraded))),
+        ],
+    }));
+    for b in batches {
+        let subject = bus.subjects().metrics(&b.worker_id);
+        let sent = match bus.jetstream().publish(subject, b.encode_to_vec().into()).await {
+            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = sent {
+            tracing::warn!(error = e, worker_id = b.worker_id, "learner metrics not recorded");
+            return;
+        }
+    }
+}
+
+/// Most attempts read back from ClickHouse when relearning.
+const HISTORY_LIMIT: u64 = 1_000_000;
+
+/// Learns from the latest attempts in ClickHouse's `task_runs`. Returns the
+/// time (ms) up to which results are in that history, 0 when none could be read.
+async fn relearn_from_clickhouse(cfg: &ClickHouseConfig, model: &mut Model) -> i64 {
+    let started = std::time::Instant::now();
+    let history = match hwsched_store::Store::connect_and_migrate(cfg).await {
+        Ok(store) => store.run_history(HISTORY_LIMIT).await,
+        Err(e) => Err(e),
+    };
+    match history {
+        Ok(runs) => {
+            let learned = runs.iter().filter(|r| model.observe(r)).count();
+            model.refit();
+            // stored with second precision: the whole last second counts as learned
+            let until = runs.last().map_or(0, |r| r.finished_at_ms + 999);
+            tracing::info!(
+                attempts = runs.len(),
+                learned,
+                pairs = model.len(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "relearned from ClickHouse's task_runs"
+            );
+            until
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "ClickHouse history unreadable: relearning from the results stream only");
+            0
+        }
+    }
 }
 
 /// Removes the learner's durable consumer, so that the next one starts at the
@@ -225,6 +312,7 @@ async fn publish(
             };
             let subjects = bus.subjects();
             let _ = bus.client().publish(subjects.model_updated(), update.encode_to_vec().into()).await;
+            record_metrics(bus, model, snap.generated_at_ms).await;
             for h in model.take_health_changes() {
                 if h.degraded {
                     tracing::warn!(

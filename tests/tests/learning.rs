@@ -115,8 +115,11 @@ fn result(task: &str, name: &str, worker: &str, hardware: &str, secs: f64) -> Ex
     }
 }
 
-/// Runs `hwsched model -o json` and returns its cells as (workload, hardware, source, runtime, runs).
-fn model_cells(url: &str) -> anyhow::Result<Vec<(String, String, String, f64, u64)>> {
+/// One cell of `hwsched model -o json`: (workload, hardware, source, runtime, runs).
+type Cell = (String, String, String, f64, u64);
+
+/// Runs `hwsched model -o json` and returns its cells.
+fn model_cells(url: &str) -> anyhow::Result<Vec<Cell>> {
     let out = std::process::Command::new(hwsched_tests::hwsched_bin()?)
         .args(["model", "-o", "json"])
         .env("HWSCHED_NATS_URL", url)

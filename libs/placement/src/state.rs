@@ -496,6 +496,7 @@ impl State {
             };
             // a bounded share of first attempts may explore what the model is unsure of
             let explore = self.explore_share > 0.0
+                && self.policy == Policy::Hwsched
                 && rec.tried_workers.is_empty()
                 && (self.random() as f64 / (1u64 << 53) as f64) < self.explore_share;
             let scoring = Scoring {

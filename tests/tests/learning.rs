@@ -216,7 +216,10 @@ async fn a_learner_without_snapshot_relearns_from_clickhouse() -> anyhow::Result
     hwsched_bus::streams::provision(&b).await?;
     let now = hwsched_bus::now_ms();
     let history: Vec<ExecutionResult> = (0..10)
-        .map(|i| ExecutionResult { finished_at_ms: now - 60_000 + i * 1000, ..result(&format!("h{i}"), "a", "w1", "cpu", 30.0) })
+        .map(|i| ExecutionResult {
+            finished_at_ms: now - 60_000 + i * 1000,
+            ..result(&format!("h{i}"), "a", "w1", "cpu", 30.0)
+        })
         .collect();
     store.insert_runs(&history).await?;
     // the stream still holds the same results, and one the history does not have

@@ -150,7 +150,10 @@ impl Factors {
             th_cells[th] += 1;
         }
         let hardware_keys: Vec<&str> = h_index.keys().copied().collect();
+        let groups: Vec<f64> = (0..nt * nh).filter(|&g| th_cells[g] > 0).map(|g| c[g] * c[g]).collect();
+        let type_hardware_var = groups.iter().sum::<f64>() / groups.len().max(1) as f64;
         let fit = FactorModel {
+            type_hardware_var,
             mean,
             residual_var: (sse / total).max(MIN_RESIDUAL_VAR),
             workloads: w_index
@@ -193,7 +196,8 @@ impl Factors {
     /// ln(runtime) of a pair and its variance; `None` when the workload or the
     /// hardware was never observed at all. The variance is the fit's residual
     /// variance, widened when the workload, or its type on this class, rests
-    /// on few pairs.
+    /// on few pairs, and by the spread of the type effects when its type never
+    /// ran on this class.
     pub fn predict(&self, workload: &str, hardware: &str) -> Option<(f64, f64, u32)> {
         let w = &self.fit.workloads[*self.workloads.get(workload)?];
         let h = &self.fit.hardware[*self.hardware.get(hardware)?];
@@ -204,7 +208,11 @@ impl Factors {
         let x = self.fit.mean + w.effect + h.effect + th.map_or(0.0, |t| t.effect) + w.factor * h.factor;
         let r = self.fit.residual_var;
         let group_cells = th.map_or(0, |t| t.cells);
-        let var = r * (1.0 + 1.0 / f64::from(w.cells.max(1)) + 2.0 / f64::from(group_cells + 1));
+        let mut var = r * (1.0 + 1.0 / f64::from(w.cells.max(1)) + 2.0 / f64::from(group_cells + 1));
+        if group_cells == 0 {
+            // the type never ran here: it may differ from the class's average as much as types do
+            var += self.fit.type_hardware_var;
+        }
         Some((x, var, group_cells))
     }
 }

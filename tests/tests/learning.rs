@@ -163,10 +163,14 @@ async fn the_learner_predicts_unseen_pairs_and_survives_restarts() -> anyhow::Re
     let mut learner = Proc::spawn("learner", &nats.url(), &["learner"], &env)?;
     learner.wait_for_log("learner ready", WAIT).await?;
     // its error and size go to the metrics stream (and so to ClickHouse's hw_metrics)
-    let m = tokio::time::timeout(WAIT, own_metrics.next()).await?.expect("learner metrics");
-    let batch = hwsched_proto::v1::MetricsBatch::decode(m.payload.as_ref())?;
-    let value = |metric: &str| batch.samples.iter().find(|s| s.metric == metric).map(|s| s.value);
-    assert_eq!(value("learner.pairs"), Some(3.0), "{batch:?}");
+    let batch = loop {
+        let m = tokio::time::timeout(WAIT, own_metrics.next()).await?.expect("learner metrics");
+        let batch = hwsched_proto::v1::MetricsBatch::decode(m.payload.as_ref())?;
+        // snapshots may be published while the stream is still being read
+        if batch.samples.iter().any(|s| s.metric == "learner.pairs" && s.value == 3.0) {
+            break batch;
+        }
+    };
     assert!(batch.samples.iter().any(|s| s.metric == "learner.prediction_mape" && s.device == "1-4"), "{batch:?}");
     let deadline = tokio::time::Instant::now() + WAIT;
     let cells = loop {
@@ -247,5 +251,20 @@ async fn a_learner_without_snapshot_relearns_from_clickhouse() -> anyhow::Result
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "not learned: {cells:?}\n{}", learner.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // its prediction error reaches ClickHouse through the recorder, like any metric
+    let _recorder = Proc::spawn("recorder", &nats.url(), &["recorder"], &env)?;
+    let ch = db.client();
+    let rows: u64 = hwsched_testkit::eventually(WAIT, || {
+        let ch = ch.clone();
+        async move {
+            let n: u64 = ch
+                .query("SELECT count() FROM hw_metrics WHERE worker_id = 'hwsched-learner' AND metric = 'learner.prediction_mape'")
+                .fetch_one()
+                .await?;
+            Ok((n > 0).then_some(n))
+        }
+    })
+    .await?;
+    assert!(rows > 0);
     Ok(())
 }

@@ -613,6 +613,33 @@ mod tests {
     }
 
     #[test]
+    fn a_learned_memory_peak_above_the_request_keeps_the_task_off_small_workers() {
+        let ws = [worker("eight", 4, 8_000, &[]), worker("sixteen", 4, 16_000, &[])];
+        let t =
+            TaskRequest { name: "big-model".into(), ..task(Requirements { memory_mb: 1_000, ..Default::default() }) };
+        // it asks for 1 GB; both fit, the first in worker order wins the tie
+        assert!(matches!(place(&t, &ws), Outcome::Place { ref worker_id, .. } if worker_id == "eight"));
+        // it was seen to peak at 9 GB
+        let mut m = hwsched_model::Model::default();
+        m.observe(&hwsched_proto::v1::ExecutionResult {
+            name: "big-model".into(),
+            hardware_class: "cpu".into(),
+            status: hwsched_proto::v1::TaskStatus::Succeeded as i32,
+            duration_s: 5.0,
+            resources: Some(hwsched_proto::v1::ResourceUsage { memory_peak_mb: 9_000, ..Default::default() }),
+            ..Default::default()
+        });
+        let learned = Scoring { model: Some(&m), ..Default::default() };
+        assert!(
+            matches!(place_with(&t, &ws, &learned), Outcome::Place { ref worker_id, .. } if worker_id == "sixteen")
+        );
+        // and where only small workers exist, it fits none of them
+        assert!(
+            matches!(place_with(&t, &ws[..1], &learned), Outcome::NeverFits { ref reason } if reason.contains("memory"))
+        );
+    }
+
+    #[test]
     fn memory_and_cores_filter_workers() {
         let ws = [worker("small", 2, 1024, &[]), worker("big", 16, 65536, &[])];
         let t = task(Requirements { cpu_cores: 4.0, memory_mb: 8000, ..Default::default() });

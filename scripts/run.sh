@@ -75,8 +75,11 @@ echo "submitting examples/suite.json:"
 # a suffix per run: the same suite submitted again is new work, not a duplicate
 "$bin" submit -f examples/suite.json --id-suffix="-$(date +%H%M%S)" --wait --wait-timeout-s 120
 echo
+sleep 2.5 # the learner publishes its model every 2 s
+echo "what the learner has learned so far (hwsched model):"
+"$bin" model || true
+echo
 if [ -n "${HWSCHED_CLICKHOUSE_URL:-}" ]; then
-  sleep 1.5 # the recorder flushes every second
   echo "latest runs recorded in ClickHouse (database ${HWSCHED_CLICKHOUSE_DATABASE:-hwsched}):"
   curl -s "$HWSCHED_CLICKHOUSE_URL/" --data-binary \
     "SELECT task_id, attempt, worker_id, status, round(duration_s, 2) AS seconds, memory_peak_mb FROM ${HWSCHED_CLICKHOUSE_DATABASE:-hwsched}.task_runs FINAL ORDER BY finished_at DESC, task_id LIMIT 10 FORMAT PrettyCompactNoEscapes"

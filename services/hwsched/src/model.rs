@@ -99,7 +99,13 @@ fn secs(s: f64) -> String {
 /// `hwsched model`.
 pub async fn run(nats: &NatsConfig, args: ModelArgs) -> anyhow::Result<()> {
     let model = load(nats).await?;
-    let hardware: Vec<String> = model.factors().hardware.iter().map(|h| h.hardware_key.clone()).collect();
+    // every class and workload seen, also those with failures only (no runtime learned)
+    let hardware: Vec<String> = model
+        .entries()
+        .map(|e| e.hardware_key.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     match args.command {
         Some(ModelCommand::Predict { task }) => {
             let text = std::fs::read_to_string(&task).with_context(|| format!("read {}", task.display()))?;
@@ -129,8 +135,12 @@ pub async fn run(nats: &NatsConfig, args: ModelArgs) -> anyhow::Result<()> {
             }
         }
         None => {
-            let workloads: Vec<String> =
-                model.factors().workloads.iter().map(|w| w.workload_key.clone()).collect::<Vec<_>>();
+            let workloads: Vec<String> = model
+                .entries()
+                .map(|e| e.workload_key.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
             let cells: Vec<Cell> =
                 workloads.iter().flat_map(|w| hardware.iter().filter_map(|h| cell(&model, w, h))).collect();
             match args.output {
@@ -179,7 +189,11 @@ fn print_matrix(model: &Model, workloads: &[String], hardware: &[String], cells:
                     format!("~{} ±{:.0}%", secs(c.runtime_s), 100.0 * c.uncertainty)
                 }
                 Some(c) => format!("{} ±{:.0}% ({})", secs(c.runtime_s), 100.0 * c.uncertainty, c.runs),
-                None => "-".into(),
+                None => match model.entry(w, h) {
+                    // ran there, never successfully
+                    Some(e) => format!("failed ({})", e.observations),
+                    None => "-".into(),
+                },
             };
             print!(" {text:>22}");
         }

@@ -52,6 +52,11 @@ impl Proc {
         Ok(Self { child: Some(child), log, _dir: dir, name: name.to_string() })
     }
 
+    /// Its process id (0 once stopped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
     /// Its log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

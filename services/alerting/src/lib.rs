@@ -3,6 +3,11 @@
 #![forbid(unsafe_code)]
 
 pub mod rule;
+pub mod rules;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
 
 use clap::Args;
 use futures::StreamExt;
@@ -14,22 +19,79 @@ use hwsched_proto::{
 use hwsched_telemetry::{prometheus_client::metrics::counter::Counter, Telemetry};
 use tokio_util::sync::CancellationToken;
 
-pub use rule::{Evaluator, Rule, Transition};
+pub use rule::{Evaluator, Op, Rule, Transition};
 
-/// Alerting settings (the built-in CPU rule).
-#[derive(Debug, Clone, Args)]
+/// Alerting settings.
+#[derive(Debug, Clone, Default, Args)]
 pub struct AlertingConfig {
-    /// CPU utilisation (percent) above which a worker alerts.
-    #[arg(long = "alert-cpu-pct", env = "HWSCHED_ALERT_CPU_PCT", default_value_t = 90.0)]
-    pub cpu_pct: f64,
-    /// How long CPU must stay above the threshold before the alert fires (s).
-    #[arg(long = "alert-for-s", env = "HWSCHED_ALERT_FOR_S", default_value_t = 30)]
-    pub for_s: u64,
+    /// Rules file (YAML, see `services/alerting/src/rules.rs`); without it the built-in
+    /// rules. Reloaded on SIGHUP and when the file changes; a file with errors is
+    /// refused and the rules in force are kept.
+    #[arg(long = "rules", env = "HWSCHED_ALERT_RULES", value_name = "FILE")]
+    pub rules: Option<std::path::PathBuf>,
 }
 
-impl Default for AlertingConfig {
-    fn default() -> Self {
-        Self { cpu_pct: 90.0, for_s: 30 }
+/// How often the rules file is checked for changes.
+const RELOAD_CHECK: Duration = Duration::from_secs(2);
+
+/// The rules in force and where they come from.
+struct Rules {
+    path: Option<std::path::PathBuf>,
+    modified: Option<std::time::SystemTime>,
+    evaluators: Vec<Evaluator>,
+}
+
+impl Rules {
+    /// Loads the file (or the built-in rules). An error names every problem.
+    fn load(path: Option<std::path::PathBuf>) -> anyhow::Result<Self> {
+        let mut r = Rules { path, modified: None, evaluators: Vec::new() };
+        r.reload()?;
+        Ok(r)
+    }
+
+    fn modified(&self) -> Option<std::time::SystemTime> {
+        self.path.as_ref().and_then(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+    }
+
+    /// Reads the rules again. Rules that did not change keep their state
+    /// (pending and firing series); on any error nothing changes.
+    fn reload(&mut self) -> anyhow::Result<()> {
+        let modified = self.modified();
+        let parsed = match &self.path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("read rules file {}", p.display()))?;
+                rules::parse(&text).map_err(|e| anyhow::anyhow!("rules file {}:\n{e}", p.display()))?
+            }
+            None => rules::parse(rules::DEFAULTS).map_err(|e| anyhow::anyhow!("built-in rules: {e}"))?,
+        };
+        let mut old = std::mem::take(&mut self.evaluators);
+        self.evaluators = parsed
+            .into_iter()
+            .map(|rule| match old.iter().position(|e| e.rule == rule) {
+                Some(i) => old.swap_remove(i),
+                None => Evaluator::new(rule),
+            })
+            .collect();
+        self.modified = modified;
+        Ok(())
+    }
+
+    /// Reloads when the file changed since the last load; errors are logged and the rules kept.
+    fn reload_if_changed(&mut self) {
+        if self.path.is_some() && self.modified() != self.modified {
+            self.reload_logged();
+        }
+    }
+
+    fn reload_logged(&mut self) {
+        match self.reload() {
+            Ok(()) => tracing::info!(rules = self.evaluators.len(), "alert rules reloaded"),
+            Err(e) => {
+                // do not retry the same broken file on every check
+                self.modified = self.modified();
+                tracing::error!(error = %format!("{e:#}"), "alert rules not reloaded: the previous rules stay in force");
+            }
+        }
     }
 }
 
@@ -41,21 +103,23 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     streams::provision(&bus).await?;
-    let mut rules = [Evaluator::new(Rule {
-        name: "HighCpuUtilization".into(),
-        metric: "cpu.util_pct".into(),
-        threshold: cfg.cpu_pct,
-        for_ms: (cfg.for_s * 1000) as i64,
-        severity: "warning".into(),
-    })];
+    let mut rules = Rules::load(cfg.rules.clone())?;
     let sent = Counter::<u64>::default();
     telemetry.register(|r| r.register("hwsched_alerting_notifications", "Alert transitions published", sent.clone()));
     let mut metrics = bus.client().subscribe(bus.subjects().metrics_all()).await?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut check = tokio::time::interval(RELOAD_CHECK);
     telemetry.set_ready(true);
-    tracing::info!(rules = rules.len(), "alerting ready");
+    tracing::info!(
+        rules = rules.evaluators.len(),
+        file = %cfg.rules.as_ref().map_or("built-in".into(), |p| p.display().to_string()),
+        "alerting ready"
+    );
     loop {
         let msg = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = hangup.recv() => { rules.reload_logged(); continue; }
+            _ = check.tick() => { rules.reload_if_changed(); continue; }
             m = metrics.next() => match m { Some(m) => m, None => anyhow::bail!("metrics subscription closed") },
         };
         let Ok(batch) = MetricsBatch::decode(msg.payload.as_ref()) else {
@@ -64,9 +128,9 @@ pub async fn run(
         };
         let now = now_ms();
         for s in &batch.samples {
-            for ev in rules.iter_mut() {
+            for ev in rules.evaluators.iter_mut() {
                 if let Some(t) = ev.observe(&batch.worker_id, &s.device, &s.metric, s.value, now) {
-                    let alert = to_alert(&ev.rule, &t, s.metric.clone(), now);
+                    let alert = to_alert(&ev.rule, &t, now);
                     tracing::info!(rule = %alert.rule, worker_id = %alert.worker_id, state = alert.state().as_str_name(), value = alert.value, "alert");
                     let subject = bus.subjects().alerts(&alert.severity);
                     match bus.publish_durable(subject, &alert, None, None).await {
@@ -83,7 +147,7 @@ pub async fn run(
     Ok(())
 }
 
-fn to_alert(rule: &Rule, t: &Transition, metric: String, now: i64) -> Alert {
+fn to_alert(rule: &Rule, t: &Transition, now: i64) -> Alert {
     let (state, worker_id, device, value, since, ends) = match t {
         Transition::Firing { worker_id, device, value, since_ms } => {
             (AlertState::Firing, worker_id, device, *value, *since_ms, 0)
@@ -100,12 +164,12 @@ fn to_alert(rule: &Rule, t: &Transition, metric: String, now: i64) -> Alert {
         state: state as i32,
         worker_id: worker_id.clone(),
         device: device.clone(),
-        metric,
+        metric: rule.metric.clone(),
         value,
         threshold: rule.threshold,
         starts_at_ms: since,
         ends_at_ms: ends,
-        summary: format!("{} on {worker_id}/{device}: {value:.1} > {}", rule.name, rule.threshold),
-        labels: Default::default(),
+        summary: rule.render(worker_id, device, value),
+        labels: rule.labels.clone().into_iter().collect(),
     }
 }

@@ -1,0 +1,271 @@
+//! The rules file (YAML): parsing and validation. Every problem is reported
+//! with the rule (position and name) and the field, all at once, so an
+//! operator fixes a file in one go; a file with any problem is refused whole.
+//!
+//! ```yaml
+//! rules:
+//!   - name: HotGpu               # unique
+//!     metric: gpu.temp_c
+//!     op: ">"                    # >, >=, <, <= (default >)
+//!     threshold: 85
+//!     clear: 80                  # optional hysteresis: resolves only below 80
+//!     for: 30s                   # how long before firing (ms, s, m, h; default 0s)
+//!     keep_firing_for: 1m        # how long clear before resolving (default 0s)
+//!     severity: warning          # info, warning, critical
+//!     worker: "gpu-*"            # optional; `*` ends a prefix
+//!     device: "gpu*"             # optional
+//!     labels: {team: ml}
+//!     summary: "{worker_id}/{device} at {value} °C"
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+
+use crate::rule::{Op, Rule, PLACEHOLDERS};
+
+/// The built-in rules (used when no file is given).
+pub const DEFAULTS: &str = include_str!("../rules/defaults.yaml");
+
+/// Severities a rule may have.
+pub const SEVERITIES: &[&str] = &["info", "warning", "critical"];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    metric: String,
+    #[serde(default)]
+    op: Option<String>,
+    threshold: Option<f64>,
+    #[serde(default)]
+    clear: Option<f64>,
+    #[serde(default, rename = "for")]
+    for_: Option<String>,
+    #[serde(default)]
+    keep_firing_for: Option<String>,
+    #[serde(default)]
+    severity: String,
+    #[serde(default)]
+    worker: Option<String>,
+    #[serde(default)]
+    device: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    summary: Option<String>,
+}
+
+/// Parses a duration: `500ms`, `30s`, `5m`, `1h`, or `0`.
+pub fn parse_duration_ms(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(0);
+    }
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit()).map(|i| s.split_at(i))?;
+    let n: i64 = num.parse().ok()?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    n.checked_mul(ms).filter(|v| *v <= 7 * 86_400_000)
+}
+
+/// Parses and validates a rules file. `Err` lists every problem, one per line.
+pub fn parse(text: &str) -> Result<Vec<Rule>, String> {
+    let file: File = serde_yaml::from_str(text).map_err(|e| format!("not a rules file: {e}"))?;
+    let mut problems = Vec::new();
+    let mut names = BTreeSet::new();
+    let mut rules = Vec::new();
+    for (i, r) in file.rules.into_iter().enumerate() {
+        let at = if r.name.is_empty() { format!("rule {}", i + 1) } else { format!("rule {} ({})", i + 1, r.name) };
+        let mut bad = |field: &str, why: String| problems.push(format!("{at}: field `{field}`: {why}"));
+        if r.name.is_empty() {
+            bad("name", "missing".into());
+        } else if !names.insert(r.name.clone()) {
+            bad("name", format!("{:?} is used by another rule", r.name));
+        }
+        if r.metric.is_empty() {
+            bad("metric", "missing".into());
+        }
+        let op = match r.op.as_deref() {
+            None => Some(Op::Gt),
+            Some(s) => Op::parse(s).or_else(|| {
+                bad("op", format!("{s:?} is not one of >, >=, <, <="));
+                None
+            }),
+        };
+        let threshold = match r.threshold {
+            Some(t) if t.is_finite() => Some(t),
+            Some(t) => {
+                bad("threshold", format!("{t} is not a number"));
+                None
+            }
+            None => {
+                bad("threshold", "missing".into());
+                None
+            }
+        };
+        if let (Some(c), Some(t), Some(op)) = (r.clear, threshold, op) {
+            if !c.is_finite() {
+                bad("clear", format!("{c} is not a number"));
+            } else if op.upward() && c > t {
+                bad("clear", format!("{c} must be at or below the threshold {t} for `{}`", op.symbol()));
+            } else if !op.upward() && c < t {
+                bad("clear", format!("{c} must be at or above the threshold {t} for `{}`", op.symbol()));
+            }
+        }
+        let mut duration = |field: &str, v: &Option<String>| match v {
+            None => 0,
+            Some(s) => parse_duration_ms(s).unwrap_or_else(|| {
+                bad(field, format!("{s:?} is not a duration like 30s, 5m or 1h (at most 7 days)"));
+                0
+            }),
+        };
+        let for_ms = duration("for", &r.for_);
+        let keep_firing_for_ms = duration("keep_firing_for", &r.keep_firing_for);
+        if !SEVERITIES.contains(&r.severity.as_str()) {
+            bad("severity", format!("{:?} is not one of {}", r.severity, SEVERITIES.join(", ")));
+        }
+        let summary =
+            r.summary.unwrap_or_else(|| "{rule} on {worker_id}/{device}: {metric} {value} {op} {threshold}".into());
+        for placeholder in placeholders(&summary) {
+            if !PLACEHOLDERS.contains(&placeholder.as_str()) {
+                bad("summary", format!("unknown placeholder {{{placeholder}}} (known: {})", PLACEHOLDERS.join(", ")));
+            }
+        }
+        if let (Some(op), Some(threshold)) = (op, threshold) {
+            rules.push(Rule {
+                name: r.name,
+                metric: r.metric,
+                op,
+                threshold,
+                clear: r.clear,
+                for_ms,
+                keep_firing_for_ms,
+                severity: r.severity,
+                worker: r.worker,
+                device: r.device,
+                labels: r.labels,
+                summary,
+            });
+        }
+    }
+    if problems.is_empty() {
+        Ok(rules)
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// The `{name}` placeholders of a template.
+fn placeholders(template: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let Some(len) = rest[start..].find('}') else { break };
+        out.push(rest[start + 1..start + len].to_string());
+        rest = &rest[start + len + 1..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_cover_what_the_seed_lacked() {
+        let rules = parse(DEFAULTS).expect("defaults");
+        let metric = |m: &str| rules.iter().filter(|r| r.metric == m).count();
+        for m in ["cpu.util_pct", "mem.used_pct", "gpu.util_pct", "gpu.mem_used_pct", "disk.used_pct"] {
+            assert_eq!(metric(m), 2, "{m}: warning and critical");
+        }
+        for m in ["gpu.temp_c", "cpu.temp_c", "gpu.throttle_thermal", "gpu.ecc_uncorrected", "learner.degraded"] {
+            assert!(metric(m) > 0, "{m}");
+        }
+        let cpu: Vec<f64> = rules.iter().filter(|r| r.metric == "cpu.util_pct").map(|r| r.threshold).collect();
+        assert_eq!(cpu, [90.0, 95.0]);
+    }
+
+    #[test]
+    fn a_full_rule_parses() {
+        let rules = parse(
+            r#"
+rules:
+  - name: LowMemory
+    metric: mem.available_mb
+    op: "<"
+    threshold: 512
+    clear: 1024
+    for: 30s
+    keep_firing_for: 2m
+    severity: critical
+    worker: "gpu-*"
+    labels: {team: ml}
+    summary: "{worker_id} has {value} MB left"
+"#,
+        )
+        .expect("valid");
+        let r = &rules[0];
+        assert_eq!(
+            (r.op, r.threshold, r.clear, r.for_ms, r.keep_firing_for_ms),
+            (Op::Lt, 512.0, Some(1024.0), 30_000, 120_000)
+        );
+        assert_eq!(r.labels["team"], "ml");
+        assert_eq!(r.render("gpu-1", "mem", 300.0), "gpu-1 has 300.0 MB left");
+    }
+
+    #[test]
+    fn every_problem_is_named_by_rule_and_field() {
+        let err = parse(
+            r#"
+rules:
+  - {name: A, metric: cpu.util_pct, threshold: 90, clear: 95, severity: warning}
+  - {name: A, metric: cpu.util_pct, op: "=>", threshold: 90, severity: loud, for: soon}
+  - {metric: "", severity: info, summary: "{host}"}
+"#,
+        )
+        .expect_err("invalid");
+        for expected in [
+            "rule 1 (A): field `clear`: 95 must be at or below the threshold 90",
+            "rule 2 (A): field `name`: \"A\" is used by another rule",
+            "rule 2 (A): field `op`: \"=>\" is not one of",
+            "rule 2 (A): field `for`: \"soon\" is not a duration",
+            "rule 2 (A): field `severity`: \"loud\" is not one of info, warning, critical",
+            "rule 3: field `name`: missing",
+            "rule 3: field `metric`: missing",
+            "rule 3: field `threshold`: missing",
+            "rule 3: field `summary`: unknown placeholder {host}",
+        ] {
+            assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+        }
+        assert!(parse("rules: [{name: A, metric: m, threshold: 1, severity: info, colour: red}]")
+            .expect_err("unknown field")
+            .contains("colour"));
+        assert!(parse("not: yaml: [").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("0"), Some(0));
+        assert_eq!(parse_duration_ms("250ms"), Some(250));
+        assert_eq!(parse_duration_ms("30s"), Some(30_000));
+        assert_eq!(parse_duration_ms("5m"), Some(300_000));
+        assert_eq!(parse_duration_ms("1h"), Some(3_600_000));
+        assert_eq!(parse_duration_ms("8d"), None);
+        assert_eq!(parse_duration_ms("s"), None);
+        assert_eq!(parse_duration_ms("10"), None);
+    }
+}

@@ -65,3 +65,90 @@ async fn a_rules_file_fires_on_real_samples_and_a_bad_edit_keeps_the_old_rules()
     alerting.terminate(WAIT).await?;
     Ok(())
 }
+
+/// A webhook receiver for the test: records (path, JSON body) of each POST and
+/// answers 500 to the first `fail_first` requests, 200 after.
+async fn receiver(
+    fail_first: usize,
+) -> anyhow::Result<(String, tokio::sync::mpsc::UnboundedReceiver<(String, serde_json::Value)>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut served = 0;
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // headers, then Content-Length bytes of body
+            let (head_end, length) = loop {
+                let Ok(n) = conn.read(&mut chunk).await else { break (0, 0) };
+                if n == 0 {
+                    break (0, 0);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..i]).to_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                        .unwrap_or(0);
+                    break (i + 4, length);
+                }
+            };
+            if head_end == 0 {
+                continue;
+            }
+            while buf.len() < head_end + length {
+                match conn.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let path = String::from_utf8_lossy(&buf[..head_end]).split_whitespace().nth(1).unwrap_or("").to_string();
+            let body = serde_json::from_slice(&buf[head_end..]).unwrap_or(serde_json::Value::Null);
+            served += 1;
+            let status = if served <= fail_first { "500 Internal Server Error" } else { "200 OK" };
+            let _ = conn
+                .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes())
+                .await;
+            if served > fail_first {
+                let _ = tx.send((path, body));
+            }
+        }
+    });
+    Ok((url, rx))
+}
+
+/// The acceptance path: a real monitor's samples cross a `for: 0s`
+/// rule, and a webhook receiver gets the notification (after a failed first
+/// attempt: delivery is retried), as does an Alertmanager's API v2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_monitor_crossing_a_rule_reaches_the_webhook_and_alertmanager() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("rules.yaml");
+    std::fs::write(&file, ALWAYS)?;
+    let (hook, mut hooked) = receiver(1).await?;
+    let (am, mut posted) = receiver(0).await?;
+    let webhook = format!("{hook}/hook");
+    let _alerting = Proc::spawn(
+        "alerting",
+        &nats.url(),
+        &["alerting", "--rules", file.to_str().unwrap_or_default(), "--webhook", &webhook, "--alertmanager", &am],
+        &[],
+    )?;
+    let _monitor = Proc::spawn("monitor", &nats.url(), &["monitor", "--worker-id", "m1", "--interval-ms", "200"], &[])?;
+    let (path, body) = tokio::time::timeout(WAIT, hooked.recv()).await?.expect("webhook called");
+    assert_eq!(path, "/hook");
+    assert_eq!(body["status"], "firing", "{body}");
+    assert_eq!(body["alerts"][0]["labels"]["alertname"], "CpuSeen");
+    assert_eq!(body["alerts"][0]["labels"]["worker_id"], "m1");
+    assert_eq!(body["alerts"][0]["labels"]["team"], "infra");
+    let (path, body) = tokio::time::timeout(WAIT, posted.recv()).await?.expect("alertmanager called");
+    assert_eq!(path, "/api/v2/alerts");
+    assert_eq!(body[0]["labels"]["alertname"], "CpuSeen", "{body}");
+    assert_eq!(body[0]["labels"]["severity"], "warning");
+    assert!(body[0]["startsAt"].as_str().is_some_and(|t| t.ends_with('Z')), "{body}");
+    Ok(())
+}

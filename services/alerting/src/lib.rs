@@ -2,6 +2,7 @@
 //! and publishes firing/resolved alerts on `hws.alerts.<severity>` (JetStream).
 #![forbid(unsafe_code)]
 
+pub mod notify;
 pub mod rule;
 pub mod rules;
 
@@ -29,6 +30,22 @@ pub struct AlertingConfig {
     /// refused and the rules in force are kept.
     #[arg(long = "rules", env = "HWSCHED_ALERT_RULES", value_name = "FILE")]
     pub rules: Option<std::path::PathBuf>,
+    /// Webhooks notified of each transition (JSON in the shape of Alertmanager's webhook
+    /// payload), retried with backoff; comma-separated in the environment.
+    #[arg(long = "webhook", env = "HWSCHED_ALERT_WEBHOOKS", value_delimiter = ',', value_name = "URL",
+          value_parser = parse_url)]
+    pub webhooks: Vec<String>,
+    /// An Alertmanager to post alerts to (its API v2, `<URL>/api/v2/alerts`).
+    #[arg(long = "alertmanager", env = "HWSCHED_ALERTMANAGER_URL", value_name = "URL", value_parser = parse_url)]
+    pub alertmanager: Option<String>,
+}
+
+fn parse_url(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    match reqwest::Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(s.to_string()),
+        _ => Err(format!("{s:?} is not an http(s) URL")),
+    }
 }
 
 /// How often the rules file is checked for changes.
@@ -104,6 +121,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     streams::provision(&bus).await?;
     let mut rules = Rules::load(cfg.rules.clone())?;
+    let receivers: Vec<notify::Receiver> = cfg
+        .webhooks
+        .iter()
+        .cloned()
+        .map(notify::Receiver::Webhook)
+        .chain(cfg.alertmanager.iter().cloned().map(notify::Receiver::Alertmanager))
+        .collect();
+    let notifier = notify::Notifier::start(receivers.clone());
     let sent = Counter::<u64>::default();
     telemetry.register(|r| r.register("hwsched_alerting_notifications", "Alert transitions published", sent.clone()));
     let mut metrics = bus.client().subscribe(bus.subjects().metrics_all()).await?;
@@ -113,6 +138,7 @@ pub async fn run(
     tracing::info!(
         rules = rules.evaluators.len(),
         file = %cfg.rules.as_ref().map_or("built-in".into(), |p| p.display().to_string()),
+        receivers = receivers.len(),
         "alerting ready"
     );
     loop {
@@ -139,6 +165,7 @@ pub async fn run(
                         }
                         Err(e) => tracing::warn!(error = %e, "alert not stored"),
                     };
+                    notifier.send(&alert);
                 }
             }
         }

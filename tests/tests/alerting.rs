@@ -152,3 +152,29 @@ async fn a_real_monitor_crossing_a_rule_reaches_the_webhook_and_alertmanager() -
     assert!(body[0]["startsAt"].as_str().is_some_and(|t| t.ends_with('Z')), "{body}");
     Ok(())
 }
+
+/// A restarted alerting service does not notify again what was firing when it
+/// stopped (the firing state is in KV; that a restored alert still resolves is
+/// `rule.rs`'s unit test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_does_not_notify_firing_alerts_again() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("rules.yaml");
+    std::fs::write(&file, ALWAYS)?;
+    let b = hwsched_tests::bus(&nats.url()).await?;
+    let mut alerts = b.client().subscribe("hws.alerts.>").await?;
+    let args = ["alerting", "--rules", file.to_str().unwrap_or_default()];
+    let mut first = Proc::spawn("alerting", &nats.url(), &args, &[])?;
+    first.wait_for_log("alerting ready", WAIT).await?;
+    let _monitor = Proc::spawn("monitor", &nats.url(), &["monitor", "--worker-id", "m1", "--interval-ms", "200"], &[])?;
+    tokio::time::timeout(WAIT, alerts.next()).await?.expect("fired");
+    first.terminate(WAIT).await?;
+
+    let mut second = Proc::spawn("alerting again", &nats.url(), &args, &[])?;
+    second.wait_for_log("firing=1", WAIT).await?;
+    // samples keep coming every 200 ms, still above the threshold: no new notification
+    assert!(tokio::time::timeout(Duration::from_secs(2), alerts.next()).await.is_err(), "notified again");
+    second.terminate(WAIT).await?;
+    Ok(())
+}

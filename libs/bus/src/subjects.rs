@@ -137,6 +137,11 @@ impl Subjects {
     pub fn model_bucket(&self) -> String {
         format!("{}_model", self.bucket_prefix)
     }
+    /// KV bucket of the alerts firing now (key: fingerprint), so a restarted
+    /// alerting service does not notify them again.
+    pub fn alerts_bucket(&self) -> String {
+        format!("{}_alerts", self.bucket_prefix)
+    }
 }
 
 /// The JetStream streams hwsched provisions.
@@ -201,6 +206,7 @@ mod tests {
         assert_eq!(s.control("cancel"), "hws.control.cancel");
         assert_eq!(s.stream(Stream::Tasks), "HWS_TASKS");
         assert_eq!(s.model_bucket(), "hws_model");
+        assert_eq!(s.alerts_bucket(), "hws_alerts");
     }
 
     #[test]

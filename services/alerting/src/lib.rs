@@ -121,6 +121,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     streams::provision(&bus).await?;
     let mut rules = Rules::load(cfg.rules.clone())?;
+    let firing = streams::bucket(&bus, &bus.subjects().alerts_bucket()).await?;
+    let restored = restore(&firing, &mut rules.evaluators).await?;
     let receivers: Vec<notify::Receiver> = cfg
         .webhooks
         .iter()
@@ -139,6 +141,7 @@ pub async fn run(
         rules = rules.evaluators.len(),
         file = %cfg.rules.as_ref().map_or("built-in".into(), |p| p.display().to_string()),
         receivers = receivers.len(),
+        firing = restored,
         "alerting ready"
     );
     loop {
@@ -165,6 +168,7 @@ pub async fn run(
                         }
                         Err(e) => tracing::warn!(error = %e, "alert not stored"),
                     };
+                    remember(&firing, &alert).await;
                     notifier.send(&alert);
                 }
             }
@@ -172,6 +176,47 @@ pub async fn run(
     }
     tracing::info!("alerting stopped");
     Ok(())
+}
+
+/// The KV key of an alert (fingerprints hold characters keys may not).
+fn key(fingerprint: &str) -> String {
+    fingerprint.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Keeps the firing alerts in KV (a resolved one is removed), so that a
+/// restarted service knows what it already notified.
+async fn remember(firing: &async_nats::jetstream::kv::Store, alert: &Alert) {
+    let k = key(&alert.fingerprint);
+    let stored = if alert.state() == AlertState::Firing {
+        firing.put(&k, alert.encode_to_vec().into()).await.map(|_| ()).map_err(|e| e.to_string())
+    } else {
+        firing.delete(&k).await.map_err(|e| e.to_string())
+    };
+    if let Err(e) = stored {
+        tracing::warn!(
+            error = e,
+            fingerprint = alert.fingerprint,
+            "firing state not stored: a restart may notify it again"
+        );
+    }
+}
+
+/// Marks the alerts that were firing when the service last stopped as firing
+/// again, without notifying them: the next samples keep them firing silently
+/// or resolve them. Returns how many were restored.
+async fn restore(firing: &async_nats::jetstream::kv::Store, evaluators: &mut [Evaluator]) -> anyhow::Result<usize> {
+    let mut keys = firing.keys().await.context("list firing alerts")?;
+    let mut n = 0;
+    while let Some(k) = keys.next().await {
+        let Ok(k) = k else { continue };
+        let Ok(Some(bytes)) = firing.get(&k).await else { continue };
+        let Ok(alert) = Alert::decode(bytes.as_ref()) else { continue };
+        if let Some(ev) = evaluators.iter_mut().find(|e| e.rule.name == alert.rule) {
+            ev.restore(&alert.worker_id, &alert.device, alert.starts_at_ms);
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 fn to_alert(rule: &Rule, t: &Transition, now: i64) -> Alert {

@@ -183,6 +183,14 @@ impl Evaluator {
         Self { rule, series: HashMap::new() }
     }
 
+    /// Marks a series as firing since `since_ms` without notifying: an alert
+    /// that was firing when the service stopped (its next sample either keeps it
+    /// firing silently or resolves it).
+    pub fn restore(&mut self, worker_id: &str, device: &str, since_ms: i64) {
+        self.series
+            .insert((worker_id.to_string(), device.to_string()), Phase::Firing { since_ms, clear_since_ms: None });
+    }
+
     /// Series currently firing.
     pub fn firing(&self) -> usize {
         self.series.values().filter(|p| matches!(p, Phase::Firing { .. })).count()
@@ -354,6 +362,17 @@ mod tests {
         assert!(fired(e.observe("b", "cpu", "cpu.util_pct", 95.0, 0)));
         assert_eq!(e.observe("a", "cpu", "mem.used_pct", 99.0, 0), None);
         assert_eq!(e.observe("a", "cpu", "cpu.util_pct", f64::NAN, 0), None);
+    }
+
+    #[test]
+    fn a_restored_alert_is_not_notified_again_but_resolves() {
+        let mut e = Evaluator::new(rule(0));
+        e.restore("w", "cpu", 5_000);
+        assert_eq!(e.observe("w", "cpu", "cpu.util_pct", 99.0, 10_000), None, "still firing: no new notification");
+        assert!(matches!(
+            e.observe("w", "cpu", "cpu.util_pct", 10.0, 11_000),
+            Some(Transition::Resolved { since_ms: 5_000, .. })
+        ));
     }
 
     #[test]

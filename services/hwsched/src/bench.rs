@@ -31,6 +31,8 @@ use hwsched_proto::{
 pub enum BenchCommand {
     /// Submit → assignment throughput and latency against a running scheduler.
     Assign(AssignArgs),
+    /// Sample → alert notification latency against a running alerting service.
+    Alerts(crate::bench_alerts::AlertsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -56,8 +58,11 @@ pub struct AssignArgs {
 }
 
 pub async fn run(nats: &NatsConfig, cmd: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Assign(args) = cmd;
     let bus = Bus::connect(nats, "hwsched-bench", Duration::from_secs(5)).await?;
+    let args = match cmd {
+        BenchCommand::Assign(args) => args,
+        BenchCommand::Alerts(args) => return crate::bench_alerts::run(&bus, args).await,
+    };
     streams::provision(&bus).await?;
     let run_id = format!("{:x}", now_ms() % 0xffff_ffff);
     let ids: Vec<String> = (0..args.workers).map(|i| format!("bench-{run_id}-w{i:05}")).collect();

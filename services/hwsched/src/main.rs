@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_alerts;
 mod client;
 mod model;
 mod service;

@@ -47,6 +47,15 @@ impl Drop for Guard {
     }
 }
 
+/// Installs the process's TLS crypto provider (ring, which the NATS client
+/// uses too). HTTP clients built on rustls without a provider of their own
+/// (the OTLP exporter, alert webhooks) need it; call before building one.
+/// Idempotent.
+pub fn install_crypto_provider() {
+    // an error only says a provider is installed already
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Initialises logging, and trace export over OTLP/HTTP when `otlp_endpoint`
 /// (the collector's base URL, e.g. `http://otel-collector:4318`) is given.
 /// `format` is "text" or "json"; `filter` uses `EnvFilter` syntax.
@@ -62,6 +71,7 @@ pub fn init(format: &str, filter: &str, otlp_endpoint: Option<&str>, service: &s
     let provider = match otlp_endpoint {
         None => None,
         Some(base) => {
+            install_crypto_provider();
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .with_endpoint(format!("{}/v1/traces", base.trim_end_matches('/')))

@@ -134,8 +134,7 @@ impl Notifier {
         if receivers.is_empty() {
             return Self { tx: None };
         }
-        // rustls needs a process-wide crypto provider; async-nats already uses ring
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        hwsched_telemetry::install_crypto_provider();
         let (tx, mut rx) = mpsc::channel::<Alert>(QUEUE);
         tokio::spawn(async move {
             let client = match reqwest::Client::builder().timeout(TIMEOUT).build() {

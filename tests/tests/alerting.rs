@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use futures::StreamExt;
 use hwsched_proto::{v1::Alert, Message};
 use hwsched_testkit::NatsServer;
@@ -24,42 +25,70 @@ rules:
     summary: "{worker_id} cpu at {value}"
 "#;
 
+/// A nats-server, a rules file holding `rules`, and a subscription to every alert.
+struct Setup {
+    nats: NatsServer,
+    _dir: tempfile::TempDir,
+    file: std::path::PathBuf,
+    bus: hwsched_bus::Bus,
+    alerts: async_nats::Subscriber,
+}
+
+impl Setup {
+    async fn new(rules: &str) -> anyhow::Result<Self> {
+        let nats = NatsServer::start()?;
+        let dir = tempfile::tempdir()?;
+        let file = dir.path().join("rules.yaml");
+        std::fs::write(&file, rules)?;
+        let bus = hwsched_tests::bus(&nats.url()).await?;
+        let alerts = bus.client().subscribe("hws.alerts.>").await?;
+        Ok(Self { nats, _dir: dir, file, bus, alerts })
+    }
+
+    /// `hwsched alerting --rules <file> <extra>`.
+    fn alerting(&self, name: &str, extra: &[&str]) -> anyhow::Result<Proc> {
+        let file = self.file.to_str().unwrap_or_default();
+        Proc::spawn(name, &self.nats.url(), &[&["alerting", "--rules", file][..], extra].concat(), &[])
+    }
+
+    /// A real monitor sampling every 200 ms.
+    fn monitor(&self, id: &str) -> anyhow::Result<Proc> {
+        Proc::spawn(id, &self.nats.url(), &["monitor", "--worker-id", id, "--interval-ms", "200"], &[])
+    }
+
+    async fn next_alert(&mut self) -> anyhow::Result<(String, Alert)> {
+        let m = tokio::time::timeout(WAIT, self.alerts.next()).await?.context("alert subscription closed")?;
+        Ok((m.subject.to_string(), Alert::decode(m.payload.as_ref())?))
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rules_file_fires_on_real_samples_and_a_bad_edit_keeps_the_old_rules() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
-    let dir = tempfile::tempdir()?;
-    let file = dir.path().join("rules.yaml");
-    std::fs::write(&file, ALWAYS)?;
-    let b = hwsched_tests::bus(&nats.url()).await?;
-    let mut alerts = b.client().subscribe("hws.alerts.>").await?;
-    let mut alerting =
-        Proc::spawn("alerting", &nats.url(), &["alerting", "--rules", file.to_str().unwrap_or_default()], &[])?;
+    let mut t = Setup::new(ALWAYS).await?;
+    let mut alerting = t.alerting("alerting", &[])?;
     alerting.wait_for_log("alerting ready", WAIT).await?;
-    let _monitor = Proc::spawn("monitor", &nats.url(), &["monitor", "--worker-id", "m1", "--interval-ms", "200"], &[])?;
-    let m = tokio::time::timeout(WAIT, alerts.next()).await?.expect("an alert");
-    let alert = Alert::decode(m.payload.as_ref())?;
+    let _monitor = t.monitor("m1")?;
+    let (subject, alert) = t.next_alert().await?;
     assert_eq!((alert.rule.as_str(), alert.worker_id.as_str(), alert.device.as_str()), ("CpuSeen", "m1", "cpu"));
-    assert_eq!(m.subject.as_str(), "hws.alerts.warning");
+    assert_eq!(subject, "hws.alerts.warning");
     assert!(alert.summary.starts_with("m1 cpu at "), "{}", alert.summary);
     assert_eq!(alert.labels.get("team").map(String::as_str), Some("infra"));
     // fired once: no repeat while it keeps firing
-    assert!(tokio::time::timeout(Duration::from_millis(800), alerts.next()).await.is_err(), "repeated");
+    assert!(tokio::time::timeout(Duration::from_millis(800), t.alerts.next()).await.is_err(), "repeated");
 
     // a broken edit: refused, named, the old rule stays in force
-    std::fs::write(&file, "rules: [{name: CpuSeen, metric: cpu.util_pct, threshold: 0, severity: loud}]")?;
+    std::fs::write(&t.file, "rules: [{name: CpuSeen, metric: cpu.util_pct, threshold: 0, severity: loud}]")?;
     alerting.wait_for_log("field `severity`", WAIT).await?;
     assert!(alerting.log().contains("the previous rules stay in force"));
-    let _second =
-        Proc::spawn("monitor 2", &nats.url(), &["monitor", "--worker-id", "m2", "--interval-ms", "200"], &[])?;
-    let m = tokio::time::timeout(WAIT, alerts.next()).await?.expect("an alert for m2");
-    assert_eq!(Alert::decode(m.payload.as_ref())?.worker_id, "m2");
+    let _second = t.monitor("m2")?;
+    assert_eq!(t.next_alert().await?.1.worker_id, "m2");
 
     // a valid edit is taken: the new rule fires at critical
-    std::fs::write(&file, ALWAYS.replace("CpuSeen", "CpuSeenAgain").replace("warning", "critical"))?;
+    std::fs::write(&t.file, ALWAYS.replace("CpuSeen", "CpuSeenAgain").replace("warning", "critical"))?;
     let pid = nix::unistd::Pid::from_raw(i32::try_from(alerting.pid()).unwrap_or_default());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP)?;
     alerting.wait_for_log("alert rules reloaded", WAIT).await?;
-    let mut critical = b.client().subscribe("hws.alerts.critical").await?;
+    let mut critical = t.bus.client().subscribe("hws.alerts.critical").await?;
     let m = tokio::time::timeout(WAIT, critical.next()).await?.expect("a critical alert");
     assert_eq!(Alert::decode(m.payload.as_ref())?.rule, "CpuSeenAgain");
     alerting.terminate(WAIT).await?;
@@ -125,20 +154,12 @@ async fn receiver(
 /// attempt: delivery is retried), as does an Alertmanager's API v2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_monitor_crossing_a_rule_reaches_the_webhook_and_alertmanager() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
-    let dir = tempfile::tempdir()?;
-    let file = dir.path().join("rules.yaml");
-    std::fs::write(&file, ALWAYS)?;
+    let t = Setup::new(ALWAYS).await?;
     let (hook, mut hooked) = receiver(1).await?;
     let (am, mut posted) = receiver(0).await?;
     let webhook = format!("{hook}/hook");
-    let _alerting = Proc::spawn(
-        "alerting",
-        &nats.url(),
-        &["alerting", "--rules", file.to_str().unwrap_or_default(), "--webhook", &webhook, "--alertmanager", &am],
-        &[],
-    )?;
-    let _monitor = Proc::spawn("monitor", &nats.url(), &["monitor", "--worker-id", "m1", "--interval-ms", "200"], &[])?;
+    let _alerting = t.alerting("alerting", &["--webhook", &webhook, "--alertmanager", &am])?;
+    let _monitor = t.monitor("m1")?;
     let (path, body) = tokio::time::timeout(WAIT, hooked.recv()).await?.expect("webhook called");
     assert_eq!(path, "/hook");
     assert_eq!(body["status"], "firing", "{body}");
@@ -158,23 +179,17 @@ async fn a_real_monitor_crossing_a_rule_reaches_the_webhook_and_alertmanager() -
 /// `rule.rs`'s unit test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_does_not_notify_firing_alerts_again() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
-    let dir = tempfile::tempdir()?;
-    let file = dir.path().join("rules.yaml");
-    std::fs::write(&file, ALWAYS)?;
-    let b = hwsched_tests::bus(&nats.url()).await?;
-    let mut alerts = b.client().subscribe("hws.alerts.>").await?;
-    let args = ["alerting", "--rules", file.to_str().unwrap_or_default()];
-    let mut first = Proc::spawn("alerting", &nats.url(), &args, &[])?;
+    let mut t = Setup::new(ALWAYS).await?;
+    let mut first = t.alerting("alerting", &[])?;
     first.wait_for_log("alerting ready", WAIT).await?;
-    let _monitor = Proc::spawn("monitor", &nats.url(), &["monitor", "--worker-id", "m1", "--interval-ms", "200"], &[])?;
-    tokio::time::timeout(WAIT, alerts.next()).await?.expect("fired");
+    let _monitor = t.monitor("m1")?;
+    t.next_alert().await?;
     first.terminate(WAIT).await?;
 
-    let mut second = Proc::spawn("alerting again", &nats.url(), &args, &[])?;
+    let mut second = t.alerting("alerting again", &[])?;
     second.wait_for_log("firing=1", WAIT).await?;
     // samples keep coming every 200 ms, still above the threshold: no new notification
-    assert!(tokio::time::timeout(Duration::from_secs(2), alerts.next()).await.is_err(), "notified again");
+    assert!(tokio::time::timeout(Duration::from_secs(2), t.alerts.next()).await.is_err(), "notified again");
     second.terminate(WAIT).await?;
     Ok(())
 }

@@ -96,16 +96,16 @@ fn secs(s: f64) -> String {
     }
 }
 
+/// The distinct values of one key of the learned pairs, sorted.
+fn distinct(model: &Model, key: impl Fn(&hwsched_proto::v1::ModelEntry) -> &String) -> Vec<String> {
+    model.entries().map(key).collect::<std::collections::BTreeSet<_>>().into_iter().cloned().collect()
+}
+
 /// `hwsched model`.
 pub async fn run(nats: &NatsConfig, args: ModelArgs) -> anyhow::Result<()> {
     let model = load(nats).await?;
     // every class and workload seen, also those with failures only (no runtime learned)
-    let hardware: Vec<String> = model
-        .entries()
-        .map(|e| e.hardware_key.clone())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let hardware = distinct(&model, |e| &e.hardware_key);
     match args.command {
         Some(ModelCommand::Predict { task }) => {
             let text = std::fs::read_to_string(&task).with_context(|| format!("read {}", task.display()))?;
@@ -135,12 +135,7 @@ pub async fn run(nats: &NatsConfig, args: ModelArgs) -> anyhow::Result<()> {
             }
         }
         None => {
-            let workloads: Vec<String> = model
-                .entries()
-                .map(|e| e.workload_key.clone())
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect();
+            let workloads = distinct(&model, |e| &e.workload_key);
             let cells: Vec<Cell> =
                 workloads.iter().flat_map(|w| hardware.iter().filter_map(|h| cell(&model, w, h))).collect();
             match args.output {
@@ -181,10 +176,12 @@ fn print_matrix(model: &Model, workloads: &[String], hardware: &[String], cells:
         print!(" {:>22}", truncate(h, 22));
     }
     println!();
+    let by_pair: std::collections::HashMap<(&str, &str), &Cell> =
+        cells.iter().map(|c| ((c.workload.as_str(), c.hardware.as_str()), c)).collect();
     for w in workloads {
         print!("{:<40}", truncate(w, 40));
         for h in hardware {
-            let text = match cells.iter().find(|c| &c.workload == w && &c.hardware == h) {
+            let text = match by_pair.get(&(w.as_str(), h.as_str())) {
                 Some(c) if c.source == "factor" => {
                     format!("~{} ±{:.0}%", secs(c.runtime_s), 100.0 * c.uncertainty)
                 }

@@ -425,9 +425,16 @@ fn explore(
 ) -> Option<usize> {
     let (true, Policy::Hwsched, Some(m)) = (scoring.explore, scoring.policy, scoring.model) else { return None };
     let key = workload.get_or_insert_with(|| hwsched_model::task_workload_key(task));
-    let unsure = |i: usize| {
-        m.predict(key, &candidates[i].view.caps.hardware_class)
-            .is_none_or(|p| p.runs < crate::score::EXPLORE_BELOW_RUNS)
+    // many workers, few classes: one model look-up per class
+    let mut known: Vec<(&str, bool)> = Vec::new();
+    let mut unsure = |i: usize| {
+        let class = candidates[i].view.caps.hardware_class.as_str();
+        if let Some((_, u)) = known.iter().find(|(c, _)| *c == class) {
+            return *u;
+        }
+        let u = m.predict(key, class).is_none_or(|p| p.runs < crate::score::EXPLORE_BELOW_RUNS);
+        known.push((class, u));
+        u
     };
     if unsure(best) {
         return None;

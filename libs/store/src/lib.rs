@@ -59,20 +59,28 @@ fn base_client(cfg: &ClickHouseConfig) -> Result<Client, StoreError> {
 }
 
 impl Store {
-    /// Connects, detects the server version and applies the schema.
-    pub async fn connect_and_migrate(cfg: &ClickHouseConfig) -> Result<Self, StoreError> {
+    /// Connects and detects the server version; changes nothing on the server
+    /// (readers such as the learner need no DDL rights).
+    pub async fn connect(cfg: &ClickHouseConfig) -> Result<Self, StoreError> {
         let base = base_client(cfg)?;
         let raw: String = base
             .query("SELECT version()")
             .fetch_one()
             .await
             .map_err(|source| StoreError::Server { what: "version()", source })?;
-        let version = ServerVersion::parse(&raw).ok_or(StoreError::Version(raw.clone()))?;
-        for ddl in schema::render(version, &cfg.database) {
+        let version = ServerVersion::parse(&raw).ok_or(StoreError::Version(raw))?;
+        Ok(Self { client: base.with_database(&cfg.database), version, database: cfg.database.clone() })
+    }
+
+    /// Connects, detects the server version and applies the schema.
+    pub async fn connect_and_migrate(cfg: &ClickHouseConfig) -> Result<Self, StoreError> {
+        let store = Self::connect(cfg).await?;
+        let base = base_client(cfg)?;
+        for ddl in schema::render(store.version, &cfg.database) {
             base.query(&ddl).execute().await.map_err(|source| StoreError::Server { what: "migration", source })?;
         }
-        tracing::info!(version = %raw, database = %cfg.database, modern = version.is_modern(), "ClickHouse schema ready");
-        Ok(Self { client: base.with_database(&cfg.database), version, database: cfg.database.clone() })
+        tracing::info!(version = %store.version, database = %cfg.database, modern = store.version.is_modern(), "ClickHouse schema ready");
+        Ok(store)
     }
 
     /// Server version.

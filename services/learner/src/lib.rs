@@ -221,7 +221,7 @@ const HISTORY_LIMIT: u64 = 1_000_000;
 /// time (ms) up to which results are in that history, 0 when none could be read.
 async fn relearn_from_clickhouse(cfg: &ClickHouseConfig, model: &mut Model) -> i64 {
     let started = std::time::Instant::now();
-    let history = match hwsched_store::Store::connect_and_migrate(cfg).await {
+    let history = match hwsched_store::Store::connect(cfg).await {
         Ok(store) => store.run_history(HISTORY_LIMIT).await,
         Err(e) => Err(e),
     };

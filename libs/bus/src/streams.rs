@@ -59,6 +59,7 @@ pub async fn provision(bus: &Bus) -> Result<(), BusError> {
         (bus.subjects().attempts_bucket(), 1, 7 * DAY),
         (bus.subjects().model_bucket(), 5, Duration::ZERO),
         (bus.subjects().alerts_bucket(), 1, Duration::ZERO),
+        (bus.subjects().silences_bucket(), 1, Duration::ZERO),
         (bus.subjects().leases_bucket(), 1, LEASE_TTL),
     ] {
         js.create_or_update_key_value(kv::Config {

@@ -142,6 +142,11 @@ impl Subjects {
     pub fn alerts_bucket(&self) -> String {
         format!("{}_alerts", self.bucket_prefix)
     }
+    /// KV bucket of alert silences (key: silence id), shared by every alerting
+    /// replica and kept across restarts.
+    pub fn silences_bucket(&self) -> String {
+        format!("{}_silences", self.bucket_prefix)
+    }
 }
 
 /// The JetStream streams hwsched provisions.
@@ -207,6 +212,7 @@ mod tests {
         assert_eq!(s.stream(Stream::Tasks), "HWS_TASKS");
         assert_eq!(s.model_bucket(), "hws_model");
         assert_eq!(s.alerts_bucket(), "hws_alerts");
+        assert_eq!(s.silences_bucket(), "hws_silences");
     }
 
     #[test]

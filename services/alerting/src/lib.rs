@@ -243,5 +243,7 @@ fn to_alert(rule: &Rule, t: &Transition, now: i64) -> Alert {
         ends_at_ms: ends,
         summary: rule.render(worker_id, device, value),
         labels: rule.labels.clone().into_iter().collect(),
+        muted_by: String::new(),
+        at_ms: now,
     }
 }

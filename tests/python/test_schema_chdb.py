@@ -6,6 +6,7 @@ behaves: it creates the tables, inserts rows and reads them back.
 """
 import os
 import subprocess
+import time
 
 import pytest
 from chdb import session as chs
@@ -48,9 +49,14 @@ def test_modern_ddl_runs_and_uses_modern_types(sess):
     assert '"task_runs","status","LowCardinality(String)"' in cols
     assert '"scheduler_decisions","policy","LowCardinality(String)"' in cols
     assert '"scheduler_decisions","completion_s","Float64"' in cols
+    assert '"alerts","state","LowCardinality(String)"' in cols
+    assert '"alerts","starts_at","DateTime64(3)"' in cols
+    assert '"alerts","label_keys","Array(String)"' in cols
     create = sess.query("SHOW CREATE TABLE types.hw_metrics", "TSVRaw").data()
     assert "TTL" in create
     create = sess.query("SHOW CREATE TABLE types.scheduler_decisions", "TSVRaw").data()
+    assert "ReplacingMergeTree" in create and "TTL" in create
+    create = sess.query("SHOW CREATE TABLE types.alerts", "TSVRaw").data()
     assert "ReplacingMergeTree" in create and "TTL" in create
 
 
@@ -67,6 +73,17 @@ def test_modern_tables_accept_and_return_rows(sess):
     assert n == "1000"
     row = sess.query("SELECT status, duration_s FROM rows.task_runs WHERE task_id = 't1'", "CSV").data().strip()
     assert row == '"succeeded",1.5'
+    # a redelivered transition (same key, its own insert) collapses with its first copy
+    at = int(time.time())
+    for _ in range(2):
+        sess.query(
+            "INSERT INTO rows.alerts (time, fingerprint, rule, severity, state, value, starts_at, "
+            f"label_keys, label_values, muted_by) VALUES (toDateTime64({at}, 3), 'f1', 'gpu_hot', 'critical', "
+            f"'firing', 91.5, toDateTime64({at}, 3), ['alertname'], ['gpu_hot'], 'silence:s1')")
+    row = sess.query(
+        "SELECT count(), any(state), any(label_values), any(muted_by) FROM rows.alerts FINAL "
+        "WHERE fingerprint = 'f1'", "CSV").data().strip()
+    assert row == '1,"firing","[\'gpu_hot\']","silence:s1"'
 
 
 def test_ddl_is_idempotent(sess):

@@ -7,7 +7,9 @@ pub mod schema;
 
 use clickhouse::Client;
 use hwsched_config::ClickHouseConfig;
-use hwsched_proto::v1::{CandidateScore, ExecutionResult, MetricsBatch, TaskEvent, TaskEventKind, TaskStatus};
+use hwsched_proto::v1::{
+    Alert, AlertState, CandidateScore, ExecutionResult, MetricsBatch, TaskEvent, TaskEventKind, TaskStatus,
+};
 pub use schema::ServerVersion;
 use serde::Serialize;
 
@@ -121,6 +123,16 @@ impl Store {
         } else {
             let rows: Vec<DecisionRow<u32>> = assigned.iter().flat_map(|e| decision_rows(e, secs)).collect();
             self.insert_all("scheduler_decisions", rows.into_iter()).await
+        }
+    }
+
+    /// Inserts one `alerts` row per alert transition (a redelivered one
+    /// collapses with its first copy under `FINAL`).
+    pub async fn insert_alerts(&self, alerts: &[Alert]) -> Result<usize, StoreError> {
+        if self.version.is_modern() {
+            self.insert_all("alerts", alerts.iter().map(|a| alert_row(a, |ms| ms))).await
+        } else {
+            self.insert_all("alerts", alerts.iter().map(|a| alert_row(a, secs))).await
         }
     }
 
@@ -246,6 +258,72 @@ fn decision_row<T>(e: &TaskEvent, rank: usize, c: &CandidateScore, time: impl Fn
     }
 }
 
+/// One `alerts` row: one transition of one alert.
+#[derive(Debug, Clone, clickhouse::Row, Serialize)]
+pub struct AlertRow<T> {
+    time: T,
+    fingerprint: String,
+    rule: String,
+    severity: String,
+    state: String,
+    worker_id: String,
+    device: String,
+    metric: String,
+    value: f64,
+    threshold: f64,
+    starts_at: T,
+    ends_at: T,
+    summary: String,
+    label_keys: Vec<String>,
+    label_values: Vec<String>,
+    muted_by: String,
+}
+
+/// "firing", "resolved", ... as stored in `alerts.state`.
+pub fn alert_state_name(s: AlertState) -> &'static str {
+    match s {
+        AlertState::Pending => "pending",
+        AlertState::Firing => "firing",
+        AlertState::Resolved => "resolved",
+        AlertState::Unspecified => "unknown",
+    }
+}
+
+/// When the transition happened: `at_ms`, or for alerts published without it
+/// the end of a resolved alert and the start of any other.
+fn alert_time_ms(a: &Alert) -> i64 {
+    if a.at_ms != 0 {
+        a.at_ms
+    } else if a.state() == AlertState::Resolved && a.ends_at_ms != 0 {
+        a.ends_at_ms
+    } else {
+        a.starts_at_ms
+    }
+}
+
+fn alert_row<T>(a: &Alert, time: impl Fn(i64) -> T) -> AlertRow<T> {
+    // sorted, so a transition always stores the same arrays
+    let labels: std::collections::BTreeMap<&String, &String> = a.labels.iter().collect();
+    AlertRow {
+        time: time(alert_time_ms(a)),
+        fingerprint: a.fingerprint.clone(),
+        rule: a.rule.clone(),
+        severity: a.severity.clone(),
+        state: alert_state_name(a.state()).to_string(),
+        worker_id: a.worker_id.clone(),
+        device: a.device.clone(),
+        metric: a.metric.clone(),
+        value: a.value,
+        threshold: a.threshold,
+        starts_at: time(a.starts_at_ms),
+        ends_at: time(a.ends_at_ms),
+        summary: a.summary.clone(),
+        label_keys: labels.keys().map(|k| (*k).clone()).collect(),
+        label_values: labels.values().map(|v| (*v).clone()).collect(),
+        muted_by: a.muted_by.clone(),
+    }
+}
+
 /// What the learner relearns from: one attempt of `task_runs`.
 #[derive(Debug, clickhouse::Row, serde::Deserialize)]
 struct HistoryRow {
@@ -348,5 +426,35 @@ fn run_row<T>(r: &ExecutionResult, time: impl Fn(i64) -> T) -> RunRow<T> {
         memory_peak_mb: u.memory_peak_mb,
         gpu_memory_peak_mb: u.gpu_memory_peak_mb,
         error: r.error.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(state: AlertState) -> Alert {
+        Alert {
+            fingerprint: "f1".into(),
+            state: state as i32,
+            starts_at_ms: 1_000,
+            labels: [("b".to_string(), "2".to_string()), ("a".to_string(), "1".to_string())].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn alert_rows_take_the_transition_time_and_sorted_labels() {
+        let firing = alert_row(&alert(AlertState::Firing), |ms| ms);
+        assert_eq!((firing.time, firing.starts_at, firing.ends_at), (1_000, 1_000, 0));
+        assert_eq!(firing.state, "firing");
+        assert_eq!(firing.label_keys, ["a", "b"]);
+        assert_eq!(firing.label_values, ["1", "2"]);
+        let resolved = Alert { ends_at_ms: 5_000, ..alert(AlertState::Resolved) };
+        let row = alert_row(&resolved, secs);
+        assert_eq!((row.time, row.starts_at, row.ends_at), (5, 1, 5));
+        assert_eq!(row.state, "resolved");
+        let stamped = Alert { at_ms: 7_000, ..resolved };
+        assert_eq!(alert_row(&stamped, |ms| ms).time, 7_000);
     }
 }

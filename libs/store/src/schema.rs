@@ -41,6 +41,9 @@ pub const METRICS_RETENTION_DAYS: u32 = 30;
 /// Decision retention on modern servers (TTL), days.
 pub const DECISIONS_RETENTION_DAYS: u32 = 90;
 
+/// Alert-transition retention on modern servers (TTL), days.
+pub const ALERTS_RETENTION_DAYS: u32 = 180;
+
 /// The DDL statements, in order, for `database` on a server of `version`.
 /// Every statement is idempotent (`IF NOT EXISTS`).
 pub fn render(version: ServerVersion, database: &str) -> Vec<String> {
@@ -89,6 +92,18 @@ pub fn render(version: ServerVersion, database: &str) -> Vec<String> {
              ) ENGINE = ReplacingMergeTree\nPARTITION BY toYYYYMM(time)\nORDER BY (task_id, attempt, rank){}",
             ttl_days("time", DECISIONS_RETENTION_DAYS)
         ),
+        // One row per alert transition (firing, resolved); a redelivered
+        // transition has the same key and collapses. Labels as two parallel
+        // arrays: 18.16 has no Map type.
+        format!(
+            "CREATE TABLE IF NOT EXISTS {database}.alerts (\n  \
+             time {time},\n  fingerprint String,\n  rule {lc},\n  severity {lc},\n  state {lc},\n  \
+             worker_id {lc},\n  device {lc},\n  metric {lc},\n  value Float64,\n  threshold Float64,\n  \
+             starts_at {time},\n  ends_at {time},\n  summary String,\n  label_keys Array(String),\n  \
+             label_values Array(String),\n  muted_by String\n\
+             ) ENGINE = ReplacingMergeTree\nPARTITION BY toYYYYMM(time)\nORDER BY (fingerprint, starts_at, state){}",
+            ttl_days("time", ALERTS_RETENTION_DAYS)
+        ),
     ]
 }
 
@@ -123,8 +138,28 @@ mod tests {
             "duration_s",
             "completion_s",
             "rank",
+            "fingerprint",
+            "severity",
+            "threshold",
+            "starts_at",
+            "ends_at",
+            "label_keys",
+            "label_values",
+            "muted_by",
         ] {
             assert!(legacy.contains(col) && modern.contains(col), "{col}");
+        }
+    }
+
+    #[test]
+    fn alerts_collapse_redelivered_transitions_on_both_schemas() {
+        for v in [ServerVersion { major: 18, minor: 16 }, ServerVersion { major: 24, minor: 8 }] {
+            let ddl = render(v, "db");
+            let alerts = ddl.iter().find(|s| s.contains("db.alerts (")).expect("alerts table");
+            assert!(alerts.contains("ReplacingMergeTree"), "{alerts}");
+            assert!(alerts.contains("ORDER BY (fingerprint, starts_at, state)"), "{alerts}");
+            assert!(alerts.contains("label_keys Array(String)") && alerts.contains("label_values Array(String)"));
+            assert_eq!(alerts.contains(&format!("INTERVAL {ALERTS_RETENTION_DAYS} DAY")), v.is_modern(), "{alerts}");
         }
     }
 }

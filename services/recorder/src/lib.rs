@@ -1,7 +1,8 @@
-//! The hwsched recorder: durable JetStream consumers for metrics, results and
-//! placement decisions, batched inserts into ClickHouse, and acknowledgement only after ClickHouse
-//! confirmed the insert, so a ClickHouse outage loses nothing (the backlog
-//! waits in JetStream).
+//! The hwsched recorder: durable JetStream consumers for metrics (`hw_metrics`),
+//! results (`task_runs`), placement decisions (`scheduler_decisions`) and alert
+//! transitions (`alerts`), batched inserts into ClickHouse, and acknowledgement
+//! only after ClickHouse confirmed the insert, so a ClickHouse outage loses
+//! nothing (the backlog waits in JetStream).
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
@@ -13,7 +14,7 @@ use hwsched_bus::{
     streams::{self, Durable},
     Bus, Stream,
 };
-use hwsched_proto::v1::{ExecutionResult, MetricsBatch, TaskEvent};
+use hwsched_proto::v1::{Alert, ExecutionResult, MetricsBatch, TaskEvent};
 use hwsched_store::{Store, StoreError};
 use hwsched_telemetry::{prometheus_client::metrics::counter::Counter, Telemetry};
 use tokio_util::sync::CancellationToken;
@@ -56,9 +57,10 @@ pub async fn run(
     telemetry.register(|r| r.register("hwsched_recorder_rows", "Rows inserted into ClickHouse", rows.clone()));
     let metrics = Sink { name: "metrics", stream: Stream::Metrics, cfg: cfg.clone(), rows: rows.clone() };
     let results = Sink { name: "results", stream: Stream::Results, cfg: cfg.clone(), rows: rows.clone() };
-    let decisions = Sink { name: "decisions", stream: Stream::Events, cfg, rows };
+    let decisions = Sink { name: "decisions", stream: Stream::Events, cfg: cfg.clone(), rows: rows.clone() };
+    let alerts = Sink { name: "alerts", stream: Stream::Alerts, cfg, rows };
     telemetry.set_ready(true);
-    let (a, b, c) = tokio::join!(
+    let (a, b, c, d) = tokio::join!(
         metrics.run(&bus, &shutdown, |batch: Vec<MetricsBatch>| {
             let store = store.clone();
             async move { store.insert_metrics(&batch).await }
@@ -71,10 +73,15 @@ pub async fn run(
             let store = store.clone();
             async move { store.insert_decisions(&batch).await }
         }),
+        alerts.run(&bus, &shutdown, |batch: Vec<Alert>| {
+            let store = store.clone();
+            async move { store.insert_alerts(&batch).await }
+        }),
     );
     a?;
     b?;
     c?;
+    d?;
     tracing::info!("recorder stopped");
     Ok(())
 }

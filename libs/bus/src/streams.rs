@@ -75,6 +75,10 @@ pub async fn provision(bus: &Bus) -> Result<(), BusError> {
     Ok(())
 }
 
+/// The recorder's durable consumer name on every stream it writes to
+/// ClickHouse (alerting reads its lag from them).
+pub const RECORDER_DURABLE: &str = "recorder";
+
 /// A durable pull consumer description.
 #[derive(Debug, Clone)]
 pub struct Durable {

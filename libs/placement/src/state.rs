@@ -267,6 +267,13 @@ impl State {
         self.queue.len()
     }
 
+    /// How many tasks wait, and how long ago the oldest of them was submitted
+    /// (ms; 0 with an empty queue). A retried task counts from its submission.
+    pub fn queue_age(&self, now_ms: i64) -> (usize, i64) {
+        let oldest = self.queue.iter().map(|e| e.1).min();
+        (self.queue.len(), oldest.map_or(0, |at| (now_ms - at).max(0)))
+    }
+
     /// The waiting tasks in placement order (effective priority, then arrival).
     pub fn queue_view(&self, now_ms: i64) -> Vec<TaskRecord> {
         self.order(now_ms).into_iter().filter_map(|e| self.record(&e.3)).collect()
@@ -989,6 +996,19 @@ mod tests {
                 Action::Reject(_) => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn queue_age_is_the_oldest_submission_whatever_its_priority() {
+        let mut s = State::default();
+        assert_eq!(s.queue_age(10_000), (0, 0));
+        s.insert(queued("urgent-new", 0, 9_000), 9_000);
+        s.insert(queued("lazy-old", 9, 4_000), 9_000);
+        assert_eq!(s.queue_age(10_000), (2, 6_000));
+        s.register(caps("w", 8, 1), 10_000);
+        let placed = assigned(&s.plan(10_000, true));
+        assert_eq!(placed, [("urgent-new".to_string(), "w".to_string())]);
+        assert_eq!(s.queue_age(11_000), (1, 7_000));
     }
 
     #[test]

@@ -21,7 +21,7 @@ const METRICS: [(&str, &str); 10] = [
 fn evaluate(c: &mut Criterion) {
     let workers: Vec<String> = (0..1000).map(|i| format!("w{i}")).collect();
     let mut evaluators: Vec<Evaluator> =
-        rules::parse(rules::DEFAULTS).expect("defaults").into_iter().map(Evaluator::new).collect();
+        rules::parse(rules::DEFAULTS).expect("defaults").rules.into_iter().map(Evaluator::new).collect();
     let mut g = c.benchmark_group("evaluate");
     g.throughput(Throughput::Elements((workers.len() * METRICS.len()) as u64));
     let mut now = 0i64;

@@ -8,9 +8,13 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use hwsched_proto::v1::{Alert, AlertState};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
+
+use crate::dispatch::{labels, Notification};
 
 /// Attempts per delivery (the first and its retries).
 pub const ATTEMPTS: u32 = 6;
@@ -21,87 +25,88 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// Notifications waiting for delivery, beyond which new ones are dropped (logged).
 const QUEUE: usize = 10_000;
 
+/// Alertmanager forgets a firing alert that is not sent again before its
+/// `endsAt`: firing alerts are re-sent this often, valid for four times as long
+/// (what Prometheus does), so an alerting service that dies leaves no alert
+/// firing forever.
+pub const ALERTMANAGER_RESEND: Duration = Duration::from_secs(60);
+
 /// Where notifications go.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Receiver {
-    /// POST the webhook payload to this URL.
-    Webhook(String),
-    /// POST to `<url>/api/v2/alerts` (Alertmanager API v2).
-    Alertmanager(String),
+enum Delivery {
+    /// A group notification for every webhook.
+    Group(Notification),
+    /// Alerts for Alertmanager, which groups, silences and inhibits itself.
+    Alertmanager(Vec<Alert>, i64),
 }
 
-impl Receiver {
-    fn url(&self) -> String {
-        match self {
-            Receiver::Webhook(u) => u.clone(),
-            Receiver::Alertmanager(u) => format!("{}/api/v2/alerts", u.trim_end_matches('/')),
-        }
-    }
-
-    fn body(&self, alert: &Alert) -> Value {
-        match self {
-            Receiver::Webhook(_) => webhook_payload(alert),
-            Receiver::Alertmanager(_) => Value::Array(vec![alertmanager_alert(alert)]),
-        }
-    }
-}
-
-/// The labels identifying an alert: `alertname`, `severity`, `worker_id`,
-/// `device`, `metric` and the rule's own labels.
-fn labels(a: &Alert) -> serde_json::Map<String, Value> {
-    let mut l = serde_json::Map::new();
-    for (k, v) in &a.labels {
-        l.insert(k.clone(), Value::String(v.clone()));
-    }
-    for (k, v) in [
-        ("alertname", &a.rule),
-        ("severity", &a.severity),
-        ("worker_id", &a.worker_id),
-        ("device", &a.device),
-        ("metric", &a.metric),
-    ] {
-        l.insert(k.into(), Value::String(v.clone()));
-    }
-    l
+fn alertmanager_url(base: &str) -> String {
+    format!("{}/api/v2/alerts", base.trim_end_matches('/'))
 }
 
 /// One alert as Alertmanager API v2 takes it (`postableAlert`). A resolved
-/// alert carries its end time, which tells Alertmanager it is over.
-pub fn alertmanager_alert(a: &Alert) -> Value {
-    let mut v = json!({
+/// alert carries its end time, which tells Alertmanager it is over; a firing
+/// one is valid until `valid_until_ms` unless sent again.
+pub fn alertmanager_alert(a: &Alert, valid_until_ms: i64) -> Value {
+    let ends = if a.state() == AlertState::Resolved { a.ends_at_ms } else { valid_until_ms };
+    json!({
         "labels": labels(a),
-        "annotations": {
-            "summary": a.summary,
-            "value": format!("{}", a.value),
-            "threshold": format!("{}", a.threshold),
-        },
+        "annotations": annotations(a),
         "startsAt": rfc3339(a.starts_at_ms),
-    });
-    if a.state() == AlertState::Resolved {
-        v["endsAt"] = Value::String(rfc3339(a.ends_at_ms));
-    }
-    v
+        "endsAt": rfc3339(ends),
+    })
+}
+
+fn annotations(a: &Alert) -> BTreeMap<String, String> {
+    [
+        ("summary".to_string(), a.summary.clone()),
+        ("value".to_string(), format!("{}", a.value)),
+        ("threshold".to_string(), format!("{}", a.threshold)),
+    ]
+    .into()
+}
+
+/// The labels (or annotations) every map shares, with the same values.
+fn common(maps: &[BTreeMap<String, String>]) -> BTreeMap<String, String> {
+    let Some((first, rest)) = maps.split_first() else { return BTreeMap::new() };
+    first
+        .iter()
+        .filter(|(k, v)| rest.iter().all(|m| m.get(*k) == Some(v)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// The generic webhook payload: the shape of Alertmanager's webhook receiver
-/// (version 4), one alert per notification.
-pub fn webhook_payload(a: &Alert) -> Value {
-    let status = if a.state() == AlertState::Resolved { "resolved" } else { "firing" };
-    let mut alert = alertmanager_alert(a);
-    alert["status"] = Value::String(status.into());
-    alert["fingerprint"] = Value::String(a.fingerprint.clone());
-    if a.state() != AlertState::Resolved {
-        alert["endsAt"] = Value::String("0001-01-01T00:00:00Z".into());
-    }
+/// (version 4), one group per notification.
+pub fn webhook_payload(n: &Notification) -> Value {
+    let alerts: Vec<Value> = n
+        .alerts
+        .iter()
+        .map(|a| {
+            let resolved = a.state() == AlertState::Resolved;
+            json!({
+                "status": if resolved { "resolved" } else { "firing" },
+                "labels": labels(a),
+                "annotations": annotations(a),
+                "startsAt": rfc3339(a.starts_at_ms),
+                "endsAt": if resolved { rfc3339(a.ends_at_ms) } else { "0001-01-01T00:00:00Z".into() },
+                "fingerprint": a.fingerprint,
+            })
+        })
+        .collect();
+    let all_labels: Vec<_> = n.alerts.iter().map(labels).collect();
+    let all_annotations: Vec<_> = n.alerts.iter().map(annotations).collect();
     json!({
         "version": "4",
         "receiver": "hwsched",
-        "status": status,
-        "groupKey": a.fingerprint,
-        "groupLabels": {"alertname": a.rule},
-        "commonLabels": labels(a),
-        "commonAnnotations": {"summary": a.summary},
-        "alerts": [alert],
+        "status": n.status(),
+        "groupKey": n.group_key,
+        "truncatedAlerts": 0,
+        "groupLabels": n.group_labels,
+        "commonLabels": common(&all_labels),
+        "commonAnnotations": common(&all_annotations),
+        "externalURL": "",
+        "alerts": alerts,
     })
 }
 
@@ -125,17 +130,21 @@ pub fn rfc3339(ms: i64) -> String {
 /// Sends notifications to the receivers in the background.
 #[derive(Debug, Clone)]
 pub struct Notifier {
-    tx: Option<mpsc::Sender<Alert>>,
+    tx: Option<mpsc::Sender<Delivery>>,
+    webhooks: bool,
+    alertmanager: bool,
 }
 
 impl Notifier {
-    /// Starts delivery to `receivers` (none: notifications go nowhere but the stream).
-    pub fn start(receivers: Vec<Receiver>) -> Self {
-        if receivers.is_empty() {
-            return Self { tx: None };
+    /// Starts delivery to `webhooks` and to `alertmanager` (none: notifications
+    /// go nowhere but the stream).
+    pub fn start(webhooks: Vec<String>, alertmanager: Option<String>) -> Self {
+        let (has_webhooks, has_am) = (!webhooks.is_empty(), alertmanager.is_some());
+        if !has_webhooks && !has_am {
+            return Self { tx: None, webhooks: false, alertmanager: false };
         }
         hwsched_telemetry::install_crypto_provider();
-        let (tx, mut rx) = mpsc::channel::<Alert>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Delivery>(QUEUE);
         tokio::spawn(async move {
             let client = match reqwest::Client::builder().timeout(TIMEOUT).build() {
                 Ok(c) => c,
@@ -144,51 +153,75 @@ impl Notifier {
                     return;
                 }
             };
-            while let Some(alert) = rx.recv().await {
-                for r in &receivers {
-                    tokio::spawn(deliver(client.clone(), r.clone(), alert.clone()));
+            while let Some(d) = rx.recv().await {
+                match d {
+                    Delivery::Group(n) => {
+                        let body = webhook_payload(&n).to_string();
+                        for url in &webhooks {
+                            tokio::spawn(deliver(client.clone(), url.clone(), body.clone(), n.group_key.clone()));
+                        }
+                    }
+                    Delivery::Alertmanager(alerts, valid_until_ms) => {
+                        let Some(base) = &alertmanager else { continue };
+                        let body: Vec<Value> = alerts.iter().map(|a| alertmanager_alert(a, valid_until_ms)).collect();
+                        let what = format!("{} alerts", alerts.len());
+                        tokio::spawn(deliver(
+                            client.clone(),
+                            alertmanager_url(base),
+                            Value::Array(body).to_string(),
+                            what,
+                        ));
+                    }
                 }
             }
         });
-        Self { tx: Some(tx) }
+        Self { tx: Some(tx), webhooks: has_webhooks, alertmanager: has_am }
     }
 
-    /// Queues one transition for every receiver.
-    pub fn send(&self, alert: &Alert) {
+    fn queue(&self, d: Delivery) {
         if let Some(tx) = &self.tx {
-            if tx.try_send(alert.clone()).is_err() {
-                tracing::warn!(fingerprint = alert.fingerprint, "notification queue full: not sent to webhooks");
+            if tx.try_send(d).is_err() {
+                tracing::warn!("notification queue full: a notification was not sent");
             }
+        }
+    }
+
+    /// Queues a group notification for every webhook.
+    pub fn notify(&self, n: Notification) {
+        if self.webhooks {
+            self.queue(Delivery::Group(n));
+        }
+    }
+
+    /// Queues alerts for Alertmanager (firing ones valid for four resend periods).
+    pub fn alertmanager(&self, alerts: Vec<Alert>, now_ms: i64) {
+        if self.alertmanager && !alerts.is_empty() {
+            let valid_until = now_ms + 4 * ALERTMANAGER_RESEND.as_millis() as i64;
+            self.queue(Delivery::Alertmanager(alerts, valid_until));
         }
     }
 }
 
 /// POSTs one notification, retrying on errors and 5xx/429 answers.
-async fn deliver(client: reqwest::Client, receiver: Receiver, alert: Alert) {
-    let (url, body) = (receiver.url(), receiver.body(&alert).to_string());
+async fn deliver(client: reqwest::Client, url: String, body: String, what: String) {
     let mut wait = FIRST_BACKOFF;
     for attempt in 1..=ATTEMPTS {
         let sent = client.post(&url).header("Content-Type", "application/json").body(body.clone()).send().await;
         let why = match sent {
             Ok(r) if r.status().is_success() => {
-                tracing::debug!(url, fingerprint = alert.fingerprint, attempt, "notification delivered");
+                tracing::debug!(url, what, attempt, "notification delivered");
                 return;
             }
             // the receiver refused the payload: retrying will not help
             Ok(r) if r.status().is_client_error() && r.status().as_u16() != 429 => {
-                tracing::error!(
-                    url,
-                    status = r.status().as_u16(),
-                    fingerprint = alert.fingerprint,
-                    "notification refused"
-                );
+                tracing::error!(url, status = r.status().as_u16(), what, "notification refused");
                 return;
             }
             Ok(r) => format!("HTTP {}", r.status().as_u16()),
             Err(e) => e.to_string(),
         };
         if attempt == ATTEMPTS {
-            tracing::error!(url, fingerprint = alert.fingerprint, error = why, "notification not delivered, giving up");
+            tracing::error!(url, what, error = why, "notification not delivered, giving up");
             return;
         }
         tracing::warn!(url, attempt, error = why, retry_in_ms = wait.as_millis() as u64, "notification not delivered");
@@ -228,26 +261,41 @@ mod tests {
     }
 
     #[test]
-    fn alertmanager_payload_has_labels_and_an_end_only_when_resolved() {
-        let firing = alertmanager_alert(&alert(AlertState::Firing));
+    fn alertmanager_payload_has_labels_and_an_end() {
+        let firing = alertmanager_alert(&alert(AlertState::Firing), 1_795_631_700_000);
         assert_eq!(firing["labels"]["alertname"], "HotGpu");
         assert_eq!(firing["labels"]["worker_id"], "w1");
         assert_eq!(firing["labels"]["team"], "ml");
         assert_eq!(firing["annotations"]["summary"], "w1/gpu0 at 91 °C");
         assert_eq!(firing["startsAt"], "2026-11-25T18:30:00.123Z");
-        assert!(firing.get("endsAt").is_none());
-        let resolved = alertmanager_alert(&alert(AlertState::Resolved));
+        assert_eq!(firing["endsAt"], "2026-11-25T18:35:00.000Z", "valid until re-sent");
+        let resolved = alertmanager_alert(&alert(AlertState::Resolved), 1_795_631_700_000);
         assert_eq!(resolved["endsAt"], "2026-11-25T18:31:00.000Z");
-        assert_eq!(Receiver::Alertmanager("http://am:9093/".into()).url(), "http://am:9093/api/v2/alerts");
+        assert_eq!(alertmanager_url("http://am:9093/"), "http://am:9093/api/v2/alerts");
     }
 
     #[test]
-    fn webhook_payload_says_firing_or_resolved() {
-        let p = webhook_payload(&alert(AlertState::Firing));
-        assert_eq!((p["status"].as_str(), p["alerts"][0]["status"].as_str()), (Some("firing"), Some("firing")));
+    fn webhook_payload_carries_the_group_and_what_its_alerts_share() {
+        let mut other = alert(AlertState::Resolved);
+        other.worker_id = "w2".into();
+        other.fingerprint = "HotGpu:w2:gpu0".into();
+        let n = Notification {
+            group_key: "{alertname=\"HotGpu\"}".into(),
+            group_labels: [("alertname".to_string(), "HotGpu".to_string())].into(),
+            alerts: vec![alert(AlertState::Firing), other],
+            repeat: false,
+        };
+        let p = webhook_payload(&n);
+        assert_eq!(p["status"], "firing");
+        assert_eq!(p["groupLabels"]["alertname"], "HotGpu");
+        assert_eq!(p["commonLabels"]["team"], "ml");
+        assert!(p["commonLabels"].get("worker_id").is_none(), "differs between the alerts");
+        assert_eq!(
+            (p["alerts"][0]["status"].as_str(), p["alerts"][1]["status"].as_str()),
+            (Some("firing"), Some("resolved"))
+        );
         assert_eq!(p["alerts"][0]["fingerprint"], "HotGpu:w1:gpu0");
-        let p = webhook_payload(&alert(AlertState::Resolved));
-        assert_eq!(p["status"], "resolved");
-        assert_eq!(p["alerts"][0]["endsAt"], "2026-11-25T18:31:00.000Z");
+        assert_eq!(p["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+        assert_eq!(p["alerts"][1]["endsAt"], "2026-11-25T18:31:00.000Z");
     }
 }

@@ -191,6 +191,23 @@ impl Evaluator {
             .insert((worker_id.to_string(), device.to_string()), Phase::Firing { since_ms, clear_since_ms: None });
     }
 
+    /// Ends every firing series (the rule was removed): one `Resolved` each,
+    /// with a NaN value since no sample cleared it.
+    pub fn resolve_all(&mut self) -> Vec<Transition> {
+        let mut out: Vec<Transition> = self
+            .series
+            .drain()
+            .filter_map(|((worker_id, device), p)| match p {
+                Phase::Firing { since_ms, .. } => {
+                    Some(Transition::Resolved { worker_id, device, value: f64::NAN, since_ms })
+                }
+                Phase::Pending { .. } => None,
+            })
+            .collect();
+        out.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        out
+    }
+
     /// Series currently firing.
     pub fn firing(&self) -> usize {
         self.series.values().filter(|p| matches!(p, Phase::Firing { .. })).count()
@@ -373,6 +390,18 @@ mod tests {
             e.observe("w", "cpu", "cpu.util_pct", 10.0, 11_000),
             Some(Transition::Resolved { since_ms: 5_000, .. })
         ));
+    }
+
+    #[test]
+    fn a_removed_rule_resolves_what_it_fired_and_forgets_what_was_pending() {
+        let mut e = Evaluator::new(rule(10_000));
+        e.restore("a", "cpu", 0);
+        e.observe("b", "cpu", "cpu.util_pct", 95.0, 0);
+        let t = e.resolve_all();
+        assert_eq!(t.len(), 1);
+        assert!(matches!(&t[0], Transition::Resolved { worker_id, since_ms: 0, .. } if worker_id == "a"));
+        assert_eq!(e.firing(), 0);
+        assert!(e.resolve_all().is_empty());
     }
 
     #[test]

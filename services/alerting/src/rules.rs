@@ -16,13 +16,32 @@
 //!     device: "gpu*"             # optional
 //!     labels: {team: ml}
 //!     summary: "{worker_id}/{device} at {value} °C"
+//! route:                         # optional; these are the defaults
+//!   group_by: [alertname]        # alerts with the same values are sent together
+//!   group_wait: 200ms            # a new group waits this long for more alerts
+//!   group_interval: 5s           # then changes go out at most this often
+//!   repeat_interval: 4h          # an unchanged firing group is sent again after this
+//! inhibit:                       # optional; without the key, the defaults below
+//!   - source: {severity: critical}         # matchers: exact, or a prefix ending in `*`
+//!     target: {severity: warning}
+//!     equal: [worker_id, device, metric]   # a critical alert mutes the warning of the same resource
+//!   - source: {alertname: WorkerOffline}
+//!     target: {}
+//!     equal: [worker_id]                   # an offline worker's other alerts are muted
 //! ```
+//!
+//! Alert labels: the rule's `labels`, then `alertname`, `severity`,
+//! `worker_id`, `device` and `metric`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
-use crate::rule::{Op, Rule, PLACEHOLDERS};
+use crate::{
+    dispatch::{Inhibit, Route},
+    rule::{Op, Rule, PLACEHOLDERS},
+};
+use hwsched_proto::v1::Matcher;
 
 /// The built-in rules (used when no file is given).
 pub const DEFAULTS: &str = include_str!("../rules/defaults.yaml");
@@ -34,6 +53,62 @@ pub const SEVERITIES: &[&str] = &["info", "warning", "critical"];
 #[serde(deny_unknown_fields)]
 struct File {
     rules: Vec<RawRule>,
+    #[serde(default)]
+    route: Option<RawRoute>,
+    #[serde(default)]
+    inhibit: Option<Vec<RawInhibit>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    #[serde(default)]
+    group_by: Option<Vec<String>>,
+    #[serde(default)]
+    group_wait: Option<String>,
+    #[serde(default)]
+    group_interval: Option<String>,
+    #[serde(default)]
+    repeat_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInhibit {
+    #[serde(default)]
+    source: BTreeMap<String, String>,
+    #[serde(default)]
+    target: BTreeMap<String, String>,
+    #[serde(default)]
+    equal: Vec<String>,
+}
+
+/// A parsed rules file: the rules, how their alerts are grouped, and what inhibits what.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The rules, in file order.
+    pub rules: Vec<Rule>,
+    /// Grouping and notification timing.
+    pub route: Route,
+    /// Inhibit rules.
+    pub inhibits: Vec<Inhibit>,
+}
+
+/// The inhibit rules used when a file has no `inhibit` key.
+pub fn default_inhibits() -> Vec<Inhibit> {
+    let m = |k: &str, v: &str| vec![Matcher { label: k.into(), value: v.into() }];
+    vec![
+        Inhibit {
+            source: m("severity", "critical"),
+            target: m("severity", "warning"),
+            equal: vec!["worker_id".into(), "device".into(), "metric".into()],
+        },
+        Inhibit { source: m("alertname", "WorkerOffline"), target: vec![], equal: vec!["worker_id".into()] },
+    ]
+}
+
+fn matchers(m: BTreeMap<String, String>) -> Vec<Matcher> {
+    m.into_iter().map(|(label, value)| Matcher { label, value }).collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,9 +158,23 @@ pub fn parse_duration_ms(s: &str) -> Option<i64> {
 }
 
 /// Parses and validates a rules file. `Err` lists every problem, one per line.
-pub fn parse(text: &str) -> Result<Vec<Rule>, String> {
+pub fn parse(text: &str) -> Result<Config, String> {
     let file: File = serde_yaml::from_str(text).map_err(|e| format!("not a rules file: {e}"))?;
     let mut problems = Vec::new();
+    let route = parse_route(file.route, &mut problems);
+    let inhibits = match file.inhibit {
+        None => default_inhibits(),
+        Some(raw) => raw
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| {
+                if r.source.is_empty() {
+                    problems.push(format!("inhibit {}: field `source`: needs at least one matcher", i + 1));
+                }
+                Inhibit { source: matchers(r.source), target: matchers(r.target), equal: r.equal }
+            })
+            .collect(),
+    };
     let mut names = BTreeSet::new();
     let mut rules = Vec::new();
     for (i, r) in file.rules.into_iter().enumerate() {
@@ -163,10 +252,30 @@ pub fn parse(text: &str) -> Result<Vec<Rule>, String> {
         }
     }
     if problems.is_empty() {
-        Ok(rules)
+        Ok(Config { rules, route, inhibits })
     } else {
         Err(problems.join("\n"))
     }
+}
+
+fn parse_route(raw: Option<RawRoute>, problems: &mut Vec<String>) -> Route {
+    let mut route = Route::default();
+    let Some(raw) = raw else { return route };
+    if let Some(g) = raw.group_by {
+        route.group_by = g;
+    }
+    for (field, value, slot, min) in [
+        ("group_wait", raw.group_wait, &mut route.group_wait_ms, 0),
+        ("group_interval", raw.group_interval, &mut route.group_interval_ms, 100),
+        ("repeat_interval", raw.repeat_interval, &mut route.repeat_interval_ms, 1_000),
+    ] {
+        let Some(v) = value else { continue };
+        match parse_duration_ms(&v) {
+            Some(ms) if ms >= min => *slot = ms,
+            _ => problems.push(format!("route: field `{field}`: {v:?} is not a duration of at least {min} ms")),
+        }
+    }
+    route
 }
 
 /// The `{name}` placeholders of a template.
@@ -187,12 +296,23 @@ mod tests {
 
     #[test]
     fn the_defaults_are_valid_and_cover_what_the_seed_lacked() {
-        let rules = parse(DEFAULTS).expect("defaults");
+        let rules = parse(DEFAULTS).expect("defaults").rules;
         let metric = |m: &str| rules.iter().filter(|r| r.metric == m).count();
         for m in ["cpu.util_pct", "mem.used_pct", "gpu.util_pct", "gpu.mem_used_pct", "disk.used_pct"] {
             assert_eq!(metric(m), 2, "{m}: warning and critical");
         }
-        for m in ["gpu.temp_c", "cpu.temp_c", "gpu.throttle_thermal", "gpu.ecc_uncorrected", "learner.degraded"] {
+        for m in [
+            "gpu.temp_c",
+            "cpu.temp_c",
+            "gpu.throttle_thermal",
+            "gpu.ecc_uncorrected",
+            "learner.degraded",
+            "worker.heartbeat_age_s",
+            "tasks.failure_rate_pct",
+            "tasks.class_failure_rate_pct",
+            "scheduler.oldest_queued_s",
+            "recorder.lag_s",
+        ] {
             assert!(metric(m) > 0, "{m}");
         }
         let cpu: Vec<f64> = rules.iter().filter(|r| r.metric == "cpu.util_pct").map(|r| r.threshold).collect();
@@ -217,7 +337,8 @@ rules:
     summary: "{worker_id} has {value} MB left"
 "#,
         )
-        .expect("valid");
+        .expect("valid")
+        .rules;
         let r = &rules[0];
         assert_eq!(
             (r.op, r.threshold, r.clear, r.for_ms, r.keep_firing_for_ms),
@@ -255,6 +376,33 @@ rules:
             .expect_err("unknown field")
             .contains("colour"));
         assert!(parse("not: yaml: [").is_err());
+    }
+
+    #[test]
+    fn route_and_inhibit_rules_parse_with_defaults() {
+        let c = parse("rules: []").expect("empty");
+        assert_eq!((c.route, c.inhibits), (Route::default(), default_inhibits()));
+        let c = parse(
+            r#"
+rules: []
+route: {group_by: [alertname, worker_id], group_wait: 1s, repeat_interval: 1h}
+inhibit:
+  - {source: {alertname: "Critical*"}, target: {severity: warning}, equal: [worker_id]}
+"#,
+        )
+        .expect("valid");
+        assert_eq!(c.route.group_by, ["alertname", "worker_id"]);
+        assert_eq!(
+            (c.route.group_wait_ms, c.route.group_interval_ms, c.route.repeat_interval_ms),
+            (1_000, 5_000, 3_600_000)
+        );
+        assert_eq!(c.inhibits.len(), 1);
+        assert_eq!(c.inhibits[0].source[0].value, "Critical*");
+        assert!(parse("rules: []\ninhibit: []").expect("none").inhibits.is_empty());
+        let err =
+            parse("rules: []\nroute: {group_interval: 0s}\ninhibit: [{target: {severity: info}}]").expect_err("bad");
+        assert!(err.contains("route: field `group_interval`"), "{err}");
+        assert!(err.contains("inhibit 1: field `source`"), "{err}");
     }
 
     #[test]

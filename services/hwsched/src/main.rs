@@ -4,6 +4,7 @@
 //! configuration and calls each crate's `run`.
 #![forbid(unsafe_code)]
 
+mod alerts;
 mod bench;
 mod bench_alerts;
 mod client;
@@ -69,6 +70,14 @@ enum Command {
     },
     /// What the learner learned: runtime per workload x hardware, worker health, prediction error.
     Model(model::ModelArgs),
+    /// The alerts firing now (muted ones say by what).
+    Alerts {
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: model::Format,
+    },
+    /// Silence alerts: add, list, expire (shared by every alerting replica).
+    Silence(alerts::SilenceArgs),
     /// Simulate placement policies on a trace (built-in or --trace FILE) in simulated time.
     Sim(sim::SimArgs),
     /// ClickHouse schema: print the DDL for a server version, or apply it.
@@ -135,6 +144,8 @@ fn command_name(c: &Command) -> &'static str {
         | Command::Queue
         | Command::Explain { .. }
         | Command::Model(_)
+        | Command::Alerts { .. }
+        | Command::Silence(_)
         | Command::Schema { .. } => "cli",
         Command::Sim(_) => "sim",
         Command::Bench { .. } => "bench",
@@ -180,6 +191,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Queue => client::queue(&nats).await.map(|_| ok),
         Command::Explain { task_id } => client::explain(&nats, task_id).await,
         Command::Model(args) => model::run(&nats, args).await.map(|_| ok),
+        Command::Alerts { output } => alerts::firing(&nats, output).await.map(|_| ok),
+        Command::Silence(args) => alerts::silence(&nats, args).await.map(|_| ok),
         Command::Schema { command } => client::schema(command, &clickhouse).await.map(|_| ok),
         Command::Bench { command } => bench::run(&nats, command).await.map(|_| ok),
         // CPU-bound and synchronous: off the async workers

@@ -124,7 +124,8 @@ impl Sink {
         F: Fn(Vec<M>) -> Fut,
         Fut: std::future::Future<Output = Result<usize, StoreError>>,
     {
-        let durable = Durable::new(self.stream, "recorder").max_ack_pending(self.cfg.batch_messages as i64 * 4);
+        let durable =
+            Durable::new(self.stream, streams::RECORDER_DURABLE).max_ack_pending(self.cfg.batch_messages as i64 * 4);
         let mut messages = streams::durable(bus, &durable).await?.messages().await?;
         let flush = Duration::from_millis(self.cfg.flush_ms.max(10));
         let mut held: Vec<jetstream::Message> = Vec::new();

@@ -233,7 +233,15 @@ struct Scheduler {
     caps_ask: mpsc::UnboundedSender<String>,
     /// When each worker's capabilities were last asked for.
     caps_asked: std::collections::HashMap<String, i64>,
+    /// When the queue metrics were last published.
+    queue_published_ms: i64,
 }
+
+/// The id the scheduler's own metrics carry on the metrics stream.
+pub const METRICS_ID: &str = "hwsched-scheduler";
+
+/// How often the queue metrics are published.
+const QUEUE_METRICS_EVERY_MS: i64 = 5_000;
 
 /// Runs the scheduler until `shutdown` is cancelled.
 pub async fn run(
@@ -338,6 +346,7 @@ async fn run_active(
         cfg,
         io: Io { bus: bus.clone(), records, metrics },
         started_ms: now_ms(),
+        queue_published_ms: 0,
         sending: None,
         caps_ask,
         caps_asked: Default::default(),
@@ -950,6 +959,38 @@ impl Scheduler {
             }
         }
         self.publish_parent_updates().await;
+        self.publish_queue_metrics().await;
+    }
+
+    /// Publishes `scheduler.queued` and `scheduler.oldest_queued_s` (device
+    /// `queue`, worker id [`METRICS_ID`]) on the metrics stream every few
+    /// seconds: the recorder stores them for the dashboards, and alert rules
+    /// (queue wait too long) read them.
+    async fn publish_queue_metrics(&mut self) {
+        let now = now_ms();
+        if now - self.queue_published_ms < QUEUE_METRICS_EVERY_MS {
+            return;
+        }
+        self.queue_published_ms = now;
+        let (queued, oldest_ms) = self.state.queue_age(now);
+        let sample = |metric: &str, value: f64| hwsched_proto::v1::MetricSample {
+            metric: metric.into(),
+            device: "queue".into(),
+            value,
+        };
+        let batch = hwsched_proto::v1::MetricsBatch {
+            schema_version: hwsched_proto::SCHEMA_VERSION,
+            worker_id: METRICS_ID.into(),
+            timestamp_ms: now,
+            samples: vec![
+                sample("scheduler.queued", queued as f64),
+                sample("scheduler.oldest_queued_s", oldest_ms as f64 / 1000.0),
+            ],
+        };
+        let subject = self.io.bus.subjects().metrics(METRICS_ID);
+        if let Err(e) = self.io.bus.client().publish(subject, batch.encode_to_vec().into()).await {
+            tracing::debug!(error = %e, "queue metrics not published");
+        }
     }
 
     async fn place(&mut self) {

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt;
-use hwsched_proto::{v1::Alert, Message};
+use hwsched_proto::{
+    v1::{Alert, AlertState},
+    Message,
+};
 use hwsched_testkit::NatsServer;
 use hwsched_tests::Proc;
 
@@ -54,6 +57,15 @@ impl Setup {
     /// A real monitor sampling every 200 ms.
     fn monitor(&self, id: &str) -> anyhow::Result<Proc> {
         Proc::spawn(id, &self.nats.url(), &["monitor", "--worker-id", id, "--interval-ms", "200"], &[])
+    }
+
+    /// Runs an `hwsched` command against this server; its stdout.
+    fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = std::process::Command::new(hwsched_tests::hwsched_bin()?)
+            .args([&["--nats-url", &self.nats.url()][..], args].concat())
+            .output()?;
+        anyhow::ensure!(out.status.success(), "hwsched {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     async fn next_alert(&mut self) -> anyhow::Result<(String, Alert)> {
@@ -180,16 +192,125 @@ async fn a_real_monitor_crossing_a_rule_reaches_the_webhook_and_alertmanager() -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_does_not_notify_firing_alerts_again() -> anyhow::Result<()> {
     let mut t = Setup::new(ALWAYS).await?;
-    let mut first = t.alerting("alerting", &[])?;
+    let (hook, mut hooked) = receiver(0).await?;
+    let mut first = t.alerting("alerting", &["--webhook", &hook])?;
     first.wait_for_log("alerting ready", WAIT).await?;
     let _monitor = t.monitor("m1")?;
     t.next_alert().await?;
+    tokio::time::timeout(WAIT, hooked.recv()).await?.expect("notified once");
     first.terminate(WAIT).await?;
 
-    let mut second = t.alerting("alerting again", &[])?;
+    let mut second = t.alerting("alerting again", &["--webhook", &hook])?;
     second.wait_for_log("firing=1", WAIT).await?;
-    // samples keep coming every 200 ms, still above the threshold: no new notification
+    // samples keep coming every 200 ms, still above the threshold: no new
+    // transition, and no webhook call past the group wait and a group interval
     assert!(tokio::time::timeout(Duration::from_secs(2), t.alerts.next()).await.is_err(), "notified again");
+    assert!(tokio::time::timeout(Duration::from_secs(5), hooked.recv()).await.is_err(), "webhook called again");
     second.terminate(WAIT).await?;
+    Ok(())
+}
+
+/// Webhook notifications until one satisfies `want` (earlier ones are skipped).
+async fn webhook_until(
+    hooked: &mut tokio::sync::mpsc::UnboundedReceiver<(String, serde_json::Value)>,
+    want: impl Fn(&serde_json::Value) -> bool,
+) -> anyhow::Result<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, body) = tokio::time::timeout_at(deadline, hooked.recv()).await?.context("receiver closed")?;
+        if want(&body) {
+            return Ok(body);
+        }
+    }
+}
+
+/// (worker, status) of each alert of a webhook notification.
+fn sent(body: &serde_json::Value) -> Vec<(String, String)> {
+    body["alerts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|a| {
+                    (a["labels"]["worker_id"].as_str().unwrap_or("").into(), a["status"].as_str().unwrap_or("").into())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A silence added with `hwsched silence add` (stored in KV, watched by the
+/// service) mutes one worker's alert: it is published with `muted_by` and not
+/// sent to the webhook, while the other worker's is; `hwsched silence expire`
+/// ends it and the still-firing alert goes out at the group's next look.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silence_from_the_cli_mutes_one_worker_until_it_is_expired() -> anyhow::Result<()> {
+    let mut t = Setup::new(ALWAYS).await?;
+    let (hook, mut hooked) = receiver(0).await?;
+    let id = t.cli(&[
+        "silence",
+        "add",
+        "--match",
+        "alertname=CpuSeen",
+        "--match",
+        "worker_id=m1",
+        "--for",
+        "1h",
+        "--comment",
+        "maintenance",
+    ])?;
+    let id = id.trim().to_string();
+    assert_eq!(id.len(), 12, "{id}");
+    let listed = t.cli(&["silence", "list"])?;
+    assert!(listed.contains(&id) && listed.contains("worker_id=m1") && listed.contains("maintenance"), "{listed}");
+
+    let mut alerting = t.alerting("alerting", &["--webhook", &hook])?;
+    alerting.wait_for_log("alerting ready", WAIT).await?;
+    let _m1 = t.monitor("m1")?;
+    let (_, muted) = t.next_alert().await?;
+    assert_eq!((muted.worker_id.as_str(), muted.muted_by.clone()), ("m1", format!("silence:{id}")));
+    let _m2 = t.monitor("m2")?;
+    let body = webhook_until(&mut hooked, |b| !sent(b).is_empty()).await?;
+    assert_eq!(sent(&body), [("m2".to_string(), "firing".to_string())], "m1 is silenced: {body}");
+    let firing = t.cli(&["alerts"])?;
+    assert!(firing.contains("m1") && firing.contains(&format!("silence:{id}")), "{firing}");
+
+    t.cli(&["silence", "expire", &id])?;
+    let body = webhook_until(&mut hooked, |b| sent(b).iter().any(|(w, _)| w == "m1")).await?;
+    assert!(sent(&body).contains(&("m1".to_string(), "firing".to_string())), "{body}");
+    assert!(t.cli(&["silence", "list"])?.lines().count() == 1, "an ended silence is listed only with --all");
+    assert!(t.cli(&["silence", "list", "--all"])?.contains(&id));
+    alerting.terminate(WAIT).await?;
+    Ok(())
+}
+
+/// A killed monitor stops its heartbeats: the derived `worker.heartbeat_age_s`
+/// crosses the rule and `WorkerOffline` reaches the webhook; the worker coming
+/// back resolves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_monitor_raises_worker_offline_and_its_return_resolves_it() -> anyhow::Result<()> {
+    let rules = r#"
+rules:
+  - {name: WorkerOffline, metric: worker.heartbeat_age_s, threshold: 2, for: 0s, severity: critical}
+"#;
+    let mut t = Setup::new(rules).await?;
+    let (hook, mut hooked) = receiver(0).await?;
+    let mut alerting = t.alerting("alerting", &["--webhook", &hook])?;
+    alerting.wait_for_log("alerting ready", WAIT).await?;
+    let mut monitor = t.monitor("m1")?;
+    monitor.wait_for_log("monitor ready", WAIT).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(hooked.try_recv().is_err(), "a live worker is not offline");
+    monitor.kill();
+    let (_, alert) = t.next_alert().await?;
+    assert_eq!(
+        (alert.rule.as_str(), alert.worker_id.as_str(), alert.state()),
+        ("WorkerOffline", "m1", AlertState::Firing)
+    );
+    let body = webhook_until(&mut hooked, |b| b["status"] == "firing").await?;
+    assert_eq!(body["alerts"][0]["labels"]["alertname"], "WorkerOffline");
+    let _back = t.monitor("m1")?;
+    let body = webhook_until(&mut hooked, |b| b["status"] == "resolved").await?;
+    assert_eq!(sent(&body), [("m1".to_string(), "resolved".to_string())]);
+    alerting.terminate(WAIT).await?;
     Ok(())
 }

@@ -7,7 +7,11 @@
 //!   alert (collecting the alerts that arrive with it); after that the group
 //!   is looked at every `group_interval` and notified when an alert started
 //!   firing or a notified alert resolved; unchanged, it is notified again
-//!   every `repeat_interval` while any of its alerts fires.
+//!   every `repeat_interval` while any of its alerts fires. Unlike
+//!   Alertmanager, news for a group last notified more than `group_interval`
+//!   ago goes out after `group_wait` rather than at the next periodic look:
+//!   the interval limits how often a group is sent, it does not delay the
+//!   first change after a quiet spell.
 //! - **Inhibition**: a firing alert matching an inhibit rule's `source` mutes
 //!   the alerts matching its `target` that share the `equal` labels (a
 //!   critical alert mutes the warning of the same resource; a worker offline
@@ -215,6 +219,14 @@ impl Dispatcher {
         if notified && firing {
             group.notified.insert(alert.fingerprint.clone());
         }
+        // news (a new firing alert, or the end of a notified one) for a group
+        // that has been quiet for a group interval goes out after the group
+        // wait, not at the next periodic look
+        let news = !notified && muted.is_none() && (firing || group.notified.contains(&alert.fingerprint));
+        if news {
+            let earliest = (now_ms + wait).max(group.last_sent_ms.map_or(0, |t| t + interval));
+            group.next_look_ms = group.next_look_ms.min(earliest);
+        }
         if !firing && !notified && !group.notified.contains(&alert.fingerprint) {
             // never notified firing: its resolution is news to nobody
             group.alerts.remove(&alert.fingerprint);
@@ -409,6 +421,32 @@ mod tests {
         assert_eq!((n[0].status(), fingerprints(&n[0])), ("resolved", vec![("b".into(), "resolved")]));
         assert_eq!(d.next_due_ms(), None, "an empty group is gone");
         assert_eq!(d.firing(), 0);
+    }
+
+    #[test]
+    fn news_for_a_quiet_group_goes_out_after_the_group_wait() {
+        let mut d = Dispatcher::new(route(), vec![]);
+        d.ingest(firing("HighCpu", "a", 0), 0);
+        assert_eq!(d.due(200).len(), 1);
+        assert!(d.due(5_200).is_empty() && d.due(10_200).is_empty());
+        // quiet since 200: a resolve at 12_000 goes out at 12_200, not at 15_200
+        d.ingest(resolved("HighCpu", "a", 12_000), 12_000);
+        assert_eq!(d.next_due_ms(), Some(12_200));
+        assert_eq!(fingerprints(&d.due(12_200)[0]), [("a".into(), "resolved")]);
+        // a muted alert is no news
+        d.set_silence(Silence {
+            id: "s".into(),
+            matchers: vec![m("worker_id", "b")],
+            starts_at_ms: 0,
+            ends_at_ms: 99_999,
+            ..Default::default()
+        });
+        d.ingest(firing("HighCpu", "a", 20_000), 20_000);
+        assert_eq!(d.next_due_ms(), Some(20_200));
+        assert_eq!(d.due(20_200).len(), 1);
+        assert!(d.due(25_200).is_empty() && d.due(30_200).is_empty());
+        d.ingest(firing("HighCpu", "b", 31_000), 31_000);
+        assert_eq!(d.next_due_ms(), Some(35_200), "the periodic look, not pulled earlier");
     }
 
     #[test]

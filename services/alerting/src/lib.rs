@@ -22,7 +22,7 @@ use hwsched_proto::{
 use hwsched_telemetry::{prometheus_client::metrics::counter::Counter, Telemetry};
 use tokio_util::sync::CancellationToken;
 
-pub use rule::{Evaluator, Op, Rule, Transition};
+pub use rule::{Evaluator, Op, Rule, RuleSet, Transition};
 
 /// Alerting settings.
 #[derive(Debug, Clone, Default, Args)]
@@ -60,7 +60,7 @@ const SILENCE_KEEP_MS: i64 = 24 * 3_600_000;
 struct Rules {
     path: Option<std::path::PathBuf>,
     modified: Option<std::time::SystemTime>,
-    evaluators: Vec<Evaluator>,
+    set: rule::RuleSet,
     route: dispatch::Route,
     inhibits: Vec<dispatch::Inhibit>,
 }
@@ -71,7 +71,7 @@ impl Rules {
         let mut r = Rules {
             path,
             modified: None,
-            evaluators: Vec::new(),
+            set: rule::RuleSet::default(),
             route: dispatch::Route::default(),
             inhibits: Vec::new(),
         };
@@ -95,15 +95,17 @@ impl Rules {
             }
             None => rules::parse(rules::DEFAULTS).map_err(|e| anyhow::anyhow!("built-in rules: {e}"))?,
         };
-        let mut old = std::mem::take(&mut self.evaluators);
-        self.evaluators = parsed
-            .rules
-            .into_iter()
-            .map(|rule| match old.iter().position(|e| e.rule == rule) {
-                Some(i) => old.swap_remove(i),
-                None => Evaluator::new(rule),
-            })
-            .collect();
+        let mut old = std::mem::take(&mut self.set).into_evaluators();
+        self.set = rule::RuleSet::new(
+            parsed
+                .rules
+                .into_iter()
+                .map(|rule| match old.iter().position(|e| e.rule == rule) {
+                    Some(i) => old.swap_remove(i),
+                    None => Evaluator::new(rule),
+                })
+                .collect(),
+        );
         self.route = parsed.route;
         self.inhibits = parsed.inhibits;
         self.modified = modified;
@@ -121,7 +123,7 @@ impl Rules {
     fn reload_logged(&mut self) -> Vec<Evaluator> {
         match self.reload() {
             Ok(gone) => {
-                tracing::info!(rules = self.evaluators.len(), removed = gone.len(), "alert rules reloaded");
+                tracing::info!(rules = self.set.len(), removed = gone.len(), "alert rules reloaded");
                 gone
             }
             Err(e) => {
@@ -203,10 +205,8 @@ impl Service {
         let now = now_ms();
         let mut out = Vec::new();
         for (worker_id, device, metric, value) in samples {
-            for ev in self.rules.evaluators.iter_mut() {
-                if let Some(t) = ev.observe(worker_id, device, metric, value, now) {
-                    out.push(to_alert(&ev.rule, &t, now));
-                }
+            for (rule, t) in self.rules.set.observe(worker_id, device, metric, value, now) {
+                out.push(to_alert(rule, &t, now));
             }
         }
         for alert in out {
@@ -272,7 +272,7 @@ pub async fn run(
     let mut resend = tokio::time::interval(notify::ALERTMANAGER_RESEND);
     telemetry.set_ready(true);
     tracing::info!(
-        rules = svc.rules.evaluators.len(),
+        rules = svc.rules.set.len(),
         file = %cfg.rules.as_ref().map_or("built-in".into(), |p| p.display().to_string()),
         webhooks = cfg.webhooks.len(),
         alertmanager = cfg.alertmanager.is_some(),
@@ -417,7 +417,7 @@ async fn restore(svc: &mut Service) -> anyhow::Result<usize> {
     let mut n = 0;
     for alert in alerts {
         svc.dispatcher.restore(alert.clone(), now);
-        match svc.rules.evaluators.iter_mut().find(|e| e.rule.name == alert.rule) {
+        match svc.rules.set.get_mut(&alert.rule) {
             Some(ev) => {
                 ev.restore(&alert.worker_id, &alert.device, alert.starts_at_ms);
                 n += 1;

@@ -266,6 +266,70 @@ impl Evaluator {
     }
 }
 
+/// Evaluators indexed by metric, so that a sample is checked only against
+/// the rules on its metric.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    evaluators: Vec<Evaluator>,
+    by_metric: HashMap<String, Vec<usize>>,
+}
+
+impl RuleSet {
+    /// Indexes `evaluators`.
+    pub fn new(evaluators: Vec<Evaluator>) -> Self {
+        let mut by_metric: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, e) in evaluators.iter().enumerate() {
+            by_metric.entry(e.rule.metric.clone()).or_default().push(i);
+        }
+        Self { evaluators, by_metric }
+    }
+
+    /// Feeds one sample to the rules on its metric; each transition comes with its rule.
+    pub fn observe<'a>(
+        &'a mut self,
+        worker_id: &str,
+        device: &str,
+        metric: &str,
+        value: f64,
+        now_ms: i64,
+    ) -> impl Iterator<Item = (&'a Rule, Transition)> + 'a {
+        let idx = self.by_metric.get(metric).map_or(&[][..], Vec::as_slice);
+        let mut out = Vec::new();
+        for &i in idx {
+            if let Some(t) = self.evaluators[i].observe(worker_id, device, metric, value, now_ms) {
+                out.push((i, t));
+            }
+        }
+        let evaluators = &self.evaluators;
+        out.into_iter().map(move |(i, t)| (&evaluators[i].rule, t))
+    }
+
+    /// The evaluators, in file order.
+    pub fn evaluators(&self) -> &[Evaluator] {
+        &self.evaluators
+    }
+
+    /// The evaluator of a rule, by name.
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Evaluator> {
+        self.evaluators.iter_mut().find(|e| e.rule.name == name)
+    }
+
+    /// Takes the evaluators out (a reload keeps those whose rule did not change).
+    pub fn into_evaluators(self) -> Vec<Evaluator> {
+        self.evaluators
+    }
+
+    /// Rules held.
+    pub fn len(&self) -> usize {
+        self.evaluators.len()
+    }
+
+    /// Whether there is no rule.
+    pub fn is_empty(&self) -> bool {
+        self.evaluators.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,6 +466,18 @@ mod tests {
         assert!(matches!(&t[0], Transition::Resolved { worker_id, since_ms: 0, .. } if worker_id == "a"));
         assert_eq!(e.firing(), 0);
         assert!(e.resolve_all().is_empty());
+    }
+
+    #[test]
+    fn a_rule_set_routes_samples_by_metric() {
+        let mut mem = rule(0);
+        mem.name = "HighMem".into();
+        mem.metric = "mem.used_pct".into();
+        let mut set = RuleSet::new(vec![Evaluator::new(rule(0)), Evaluator::new(mem)]);
+        let fired: Vec<String> = set.observe("w", "mem", "mem.used_pct", 99.0, 0).map(|(r, _)| r.name.clone()).collect();
+        assert_eq!(fired, ["HighMem"]);
+        assert_eq!(set.observe("w", "x", "other", 99.0, 0).count(), 0);
+        assert_eq!(set.get_mut("HighMem").map(|e| e.firing()), Some(1));
     }
 
     #[test]

@@ -79,6 +79,9 @@ sleep 2.5 # the learner publishes its model every 2 s
 echo "what the learner has learned so far (hwsched model):"
 "$bin" model || true
 echo
+echo "alerts firing now (hwsched alerts; built-in rules, hwsched silence to mute one):"
+"$bin" alerts || true
+echo
 if [ -n "${HWSCHED_CLICKHOUSE_URL:-}" ]; then
   echo "latest runs recorded in ClickHouse (database ${HWSCHED_CLICKHOUSE_DATABASE:-hwsched}):"
   curl -s "$HWSCHED_CLICKHOUSE_URL/" --data-binary \

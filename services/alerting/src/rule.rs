@@ -474,7 +474,8 @@ mod tests {
         mem.name = "HighMem".into();
         mem.metric = "mem.used_pct".into();
         let mut set = RuleSet::new(vec![Evaluator::new(rule(0)), Evaluator::new(mem)]);
-        let fired: Vec<String> = set.observe("w", "mem", "mem.used_pct", 99.0, 0).map(|(r, _)| r.name.clone()).collect();
+        let fired: Vec<String> =
+            set.observe("w", "mem", "mem.used_pct", 99.0, 0).map(|(r, _)| r.name.clone()).collect();
         assert_eq!(fired, ["HighMem"]);
         assert_eq!(set.observe("w", "x", "other", 99.0, 0).count(), 0);
         assert_eq!(set.get_mut("HighMem").map(|e| e.firing()), Some(1));

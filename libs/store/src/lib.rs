@@ -74,15 +74,60 @@ impl Store {
         Ok(Self { client: base.with_database(&cfg.database), version, database: cfg.database.clone() })
     }
 
-    /// Connects, detects the server version and applies the schema.
+    /// Connects, detects the server version and applies the migrations not
+    /// yet recorded in `schema_migrations`, in order.
     pub async fn connect_and_migrate(cfg: &ClickHouseConfig) -> Result<Self, StoreError> {
         let store = Self::connect(cfg).await?;
-        let base = base_client(cfg)?;
-        for ddl in schema::render(store.version, &cfg.database) {
-            base.query(&ddl).execute().await.map_err(|source| StoreError::Server { what: "migration", source })?;
-        }
-        tracing::info!(version = %store.version, database = %cfg.database, modern = store.version.is_modern(), "ClickHouse schema ready");
+        let applied = store.migrate(cfg).await?;
+        tracing::info!(
+            version = %store.version,
+            database = %cfg.database,
+            modern = store.version.is_modern(),
+            applied = ?applied,
+            "ClickHouse schema ready"
+        );
         Ok(store)
+    }
+
+    /// Applies the migrations not yet applied; returns their versions.
+    pub async fn migrate(&self, cfg: &ClickHouseConfig) -> Result<Vec<u32>, StoreError> {
+        let base = base_client(cfg)?;
+        let err = |source| StoreError::Server { what: "migration", source };
+        for ddl in schema::migrations_table(&cfg.database) {
+            base.query(&ddl).execute().await.map_err(err)?;
+        }
+        let done: Vec<u32> =
+            self.client.query("SELECT DISTINCT version FROM schema_migrations").fetch_all().await.map_err(err)?;
+        let mut applied = Vec::new();
+        for m in schema::migrations(self.version, &cfg.database) {
+            if done.contains(&m.version) {
+                continue;
+            }
+            for ddl in &m.statements {
+                base.query(ddl).execute().await.map_err(err)?;
+            }
+            let row = MigrationRow {
+                version: m.version,
+                description: m.description.to_string(),
+                applied_at: secs(now_ms()),
+                server_version: self.version.to_string(),
+            };
+            let mut insert = self.client.insert::<MigrationRow>("schema_migrations").await.map_err(err)?;
+            insert.write(&row).await.map_err(err)?;
+            insert.end().await.map_err(err)?;
+            tracing::info!(version = m.version, description = m.description, "ClickHouse migration applied");
+            applied.push(m.version);
+        }
+        Ok(applied)
+    }
+
+    /// The migrations recorded as applied: (version, description).
+    pub async fn applied_migrations(&self) -> Result<Vec<(u32, String)>, StoreError> {
+        self.client
+            .query("SELECT version, any(description) FROM schema_migrations GROUP BY version ORDER BY version")
+            .fetch_all()
+            .await
+            .map_err(|source| StoreError::Server { what: "schema_migrations", source })
     }
 
     /// Server version.
@@ -126,6 +171,20 @@ impl Store {
         }
     }
 
+    /// Inserts `workers` rows (the latest per worker wins).
+    pub async fn insert_workers(&self, rows: &[WorkerRow]) -> Result<usize, StoreError> {
+        self.insert_all("workers", rows.iter().cloned()).await
+    }
+
+    /// When each worker was first seen (unix seconds), as recorded so far.
+    pub async fn workers_first_seen(&self) -> Result<Vec<(String, u32)>, StoreError> {
+        self.client
+            .query("SELECT worker_id, toUInt32(min(first_seen)) FROM workers GROUP BY worker_id")
+            .fetch_all()
+            .await
+            .map_err(|source| StoreError::Server { what: "workers", source })
+    }
+
     /// Inserts one `alerts` row per alert transition (a redelivered one
     /// collapses with its first copy under `FINAL`).
     pub async fn insert_alerts(&self, alerts: &[Alert]) -> Result<usize, StoreError> {
@@ -151,6 +210,19 @@ impl Store {
         insert.end().await.map_err(err)?;
         Ok(n)
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// One `schema_migrations` row.
+#[derive(Debug, Clone, clickhouse::Row, Serialize)]
+struct MigrationRow {
+    version: u32,
+    description: String,
+    applied_at: u32,
+    server_version: String,
 }
 
 fn secs(ms: i64) -> u32 {
@@ -255,6 +327,64 @@ fn decision_row<T>(e: &TaskEvent, rank: usize, c: &CandidateScore, time: impl Fn
         predicted_runtime_s: c.predicted_runtime_s,
         candidates_total: e.candidates_total,
         components: serde_json::to_string(&components).unwrap_or_default(),
+    }
+}
+
+/// One `workers` row: a worker's capabilities and when it was seen. Times
+/// are unix seconds (`DateTime` on every server).
+#[derive(Debug, Clone, Default, PartialEq, clickhouse::Row, Serialize)]
+pub struct WorkerRow {
+    /// Worker id.
+    pub worker_id: String,
+    /// Host name.
+    pub hostname: String,
+    /// Hardware class, e.g. `gpu:nvidia-h100-80gb-hbm3`.
+    pub hardware_class: String,
+    /// CPU model.
+    pub cpu_model: String,
+    /// Logical cores.
+    pub logical_cores: u32,
+    /// Memory, MB.
+    pub memory_mb: u64,
+    /// Task slots.
+    pub slots: u32,
+    /// GPUs.
+    pub gpu_count: u32,
+    /// GPU models, one per GPU.
+    pub gpu_models: Vec<String>,
+    /// Declared accelerators, `kind:count`.
+    pub accelerators: Vec<String>,
+    /// Labels, `key=value`.
+    pub labels: Vec<String>,
+    /// active, draining, offline.
+    pub state: String,
+    /// First seen.
+    pub first_seen: u32,
+    /// Last seen.
+    pub last_seen: u32,
+}
+
+impl WorkerRow {
+    /// The row for a worker's capabilities.
+    pub fn from_capabilities(c: &hwsched_proto::v1::WorkerCapabilities) -> Self {
+        let mut accelerators: Vec<String> = c.accelerators.iter().map(|(k, n)| format!("{k}:{n}")).collect();
+        accelerators.sort();
+        let mut labels: Vec<String> = c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        Self {
+            worker_id: c.worker_id.clone(),
+            hostname: c.hostname.clone(),
+            hardware_class: c.hardware_class.clone(),
+            cpu_model: c.cpu.as_ref().map(|c| c.model.clone()).unwrap_or_default(),
+            logical_cores: c.cpu.as_ref().map_or(0, |c| c.logical_cores),
+            memory_mb: c.memory_mb,
+            slots: c.slots,
+            gpu_count: c.gpus.len() as u32,
+            gpu_models: c.gpus.iter().map(|g| g.model.clone()).collect(),
+            accelerators,
+            labels,
+            ..Default::default()
+        }
     }
 }
 

@@ -44,9 +44,45 @@ pub const DECISIONS_RETENTION_DAYS: u32 = 90;
 /// Alert-transition retention on modern servers (TTL), days.
 pub const ALERTS_RETENTION_DAYS: u32 = 180;
 
-/// The DDL statements, in order, for `database` on a server of `version`.
-/// Every statement is idempotent (`IF NOT EXISTS`).
+/// Rollup retention on modern servers (TTL), days.
+pub const ROLLUP_RETENTION_DAYS: u32 = 400;
+
+/// One schema migration: a version, what it does, and its statements.
+/// Every statement is idempotent (`IF NOT EXISTS`), so applying a migration
+/// twice (two processes migrating at once) is harmless, except a rollup
+/// backfill, which would count the old rows twice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Migration {
+    /// Applied in increasing order; recorded in `schema_migrations`.
+    pub version: u32,
+    /// One line.
+    pub description: &'static str,
+    /// The statements, in order.
+    pub statements: Vec<String>,
+}
+
+/// The table recording the migrations applied to `database` (created before any migration).
+pub fn migrations_table(database: &str) -> [String; 2] {
+    [
+        format!("CREATE DATABASE IF NOT EXISTS {database}"),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {database}.schema_migrations (\n  \
+             version UInt32,\n  description String,\n  applied_at DateTime,\n  server_version String\n\
+             ) ENGINE = ReplacingMergeTree\nORDER BY version"
+        ),
+    ]
+}
+
+/// Every statement of every migration, in order, for `database` on a server
+/// of `version` (what `hwsched schema print` shows).
 pub fn render(version: ServerVersion, database: &str) -> Vec<String> {
+    let mut out = migrations_table(database).to_vec();
+    out.extend(migrations(version, database).into_iter().flat_map(|m| m.statements));
+    out
+}
+
+/// The migrations, in order, for `database` on a server of `version`.
+pub fn migrations(version: ServerVersion, database: &str) -> Vec<Migration> {
     let modern = version.is_modern();
     let (time, lc, time_codec, value_codec) = if modern {
         ("DateTime64(3)", "LowCardinality(String)", " CODEC(DoubleDelta, ZSTD(1))", " CODEC(Gorilla, ZSTD(1))")
@@ -61,8 +97,9 @@ pub fn render(version: ServerVersion, database: &str) -> Vec<String> {
         }
     };
     let ttl = |col: &str| ttl_days(col, METRICS_RETENTION_DAYS);
+    let m = |version, description, statements| Migration { version, description, statements };
     vec![
-        format!("CREATE DATABASE IF NOT EXISTS {database}"),
+        m(1, "metrics, task runs and placement decisions", vec![
         format!(
             "CREATE TABLE IF NOT EXISTS {database}.hw_metrics (\n  \
              time {time}{time_codec},\n  \
@@ -92,6 +129,8 @@ pub fn render(version: ServerVersion, database: &str) -> Vec<String> {
              ) ENGINE = ReplacingMergeTree\nPARTITION BY toYYYYMM(time)\nORDER BY (task_id, attempt, rank){}",
             ttl_days("time", DECISIONS_RETENTION_DAYS)
         ),
+        ]),
+        m(2, "alert transitions", vec![
         // One row per alert transition (firing, resolved); a redelivered
         // transition has the same key and collapses. Labels as two parallel
         // arrays: 18.16 has no Map type.
@@ -104,7 +143,51 @@ pub fn render(version: ServerVersion, database: &str) -> Vec<String> {
              ) ENGINE = ReplacingMergeTree\nPARTITION BY toYYYYMM(time)\nORDER BY (fingerprint, starts_at, state){}",
             ttl_days("time", ALERTS_RETENTION_DAYS)
         ),
+        ]),
+        m(3, "worker inventory", vec![
+        // One row per worker and sighting; the latest (by last_seen) wins.
+        // first_seen is carried forward by the recorder.
+        format!(
+            "CREATE TABLE IF NOT EXISTS {database}.workers (\n  \
+             worker_id String,\n  hostname String,\n  hardware_class {lc},\n  cpu_model String,\n  \
+             logical_cores UInt32,\n  memory_mb UInt64,\n  slots UInt32,\n  gpu_count UInt32,\n  \
+             gpu_models Array(String),\n  accelerators Array(String),\n  labels Array(String),\n  \
+             state {lc},\n  first_seen DateTime,\n  last_seen DateTime\n\
+             ) ENGINE = ReplacingMergeTree(last_seen)\nORDER BY worker_id"
+        ),
+        ]),
+        m(4, "one-minute rollup of hw_metrics (min, max, avg), filled by a materialized view", vec![
+        // Aggregate states, read with minMerge/maxMerge/avgMerge: both servers have them.
+        format!(
+            "CREATE TABLE IF NOT EXISTS {database}.hw_metrics_1m (\n  \
+             time DateTime,\n  worker_id {lc},\n  device {lc},\n  metric {lc},\n  \
+             min_value AggregateFunction(min, Float64),\n  max_value AggregateFunction(max, Float64),\n  \
+             avg_value AggregateFunction(avg, Float64)\n\
+             ) ENGINE = AggregatingMergeTree\nPARTITION BY toYYYYMM(time)\nORDER BY (worker_id, metric, device, time){}",
+            ttl_days("time", ROLLUP_RETENTION_DAYS)
+        ),
+        // the rows already there, once (this migration runs once per database)
+        format!(
+            "INSERT INTO {database}.hw_metrics_1m {}",
+            rollup_select(&format!("{database}.hw_metrics"))
+        ),
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.hw_metrics_1m_mv TO {database}.hw_metrics_1m AS {}",
+            rollup_select(&format!("{database}.hw_metrics"))
+        ),
+        ]),
     ]
+}
+
+/// The rollup of `source` rows into one-minute aggregate states, in the
+/// rollup table's column order (an `INSERT ... SELECT` maps by position, the
+/// view by name).
+fn rollup_select(source: &str) -> String {
+    format!(
+        "SELECT toStartOfMinute(time) AS time, worker_id, device, metric, \
+         minState(value) AS min_value, maxState(value) AS max_value, avgState(value) AS avg_value \
+         FROM {source} GROUP BY time, worker_id, device, metric"
+    )
 }
 
 #[cfg(test)]
@@ -148,6 +231,23 @@ mod tests {
             "muted_by",
         ] {
             assert!(legacy.contains(col) && modern.contains(col), "{col}");
+        }
+    }
+
+    #[test]
+    fn migrations_are_numbered_in_order_and_render_covers_them_all() {
+        for v in [ServerVersion { major: 18, minor: 16 }, ServerVersion { major: 24, minor: 8 }] {
+            let ms = migrations(v, "db");
+            let versions: Vec<u32> = ms.iter().map(|m| m.version).collect();
+            assert_eq!(versions, (1..=ms.len() as u32).collect::<Vec<_>>());
+            let all = render(v, "db");
+            assert!(all[1].contains("db.schema_migrations"));
+            assert_eq!(all.len(), 2 + ms.iter().map(|m| m.statements.len()).sum::<usize>());
+            for table in ["hw_metrics", "task_runs", "scheduler_decisions", "alerts", "workers", "hw_metrics_1m"] {
+                assert!(all.iter().any(|s| s.contains(&format!("TABLE IF NOT EXISTS db.{table} ("))), "{table}");
+            }
+            let view = all.iter().find(|s| s.contains("MATERIALIZED VIEW")).expect("rollup view");
+            assert!(view.contains("TO db.hw_metrics_1m") && view.contains("FROM db.hw_metrics GROUP BY"), "{view}");
         }
     }
 

@@ -523,7 +523,7 @@ pub enum SchemaCommand {
         #[arg(long)]
         server_version: String,
     },
-    /// Detect the configured server's version and apply the schema (idempotent).
+    /// Detect the configured server's version and apply the migrations not yet applied.
     Migrate,
 }
 
@@ -538,8 +538,16 @@ pub async fn schema(cmd: SchemaCommand, clickhouse: &ClickHouseConfig) -> anyhow
             }
         }
         SchemaCommand::Migrate => {
-            let store = hwsched_store::Store::connect_and_migrate(clickhouse).await?;
-            println!("schema applied (server {}, database {})", store.version(), clickhouse.database);
+            let store = hwsched_store::Store::connect(clickhouse).await?;
+            let applied = store.migrate(clickhouse).await?;
+            println!("server {}, database {}", store.version(), clickhouse.database);
+            if applied.is_empty() {
+                println!("nothing to apply");
+            }
+            for (version, description) in store.applied_migrations().await? {
+                let now = if applied.contains(&version) { "applied now" } else { "already applied" };
+                println!("  {version:>3}  {description} ({now})");
+            }
         }
     }
     Ok(())

@@ -2,8 +2,12 @@
 //! results (`task_runs`), placement decisions (`scheduler_decisions`) and alert
 //! transitions (`alerts`), batched inserts into ClickHouse, and acknowledgement
 //! only after ClickHouse confirmed the insert, so a ClickHouse outage loses
-//! nothing (the backlog waits in JetStream).
+//! nothing (the backlog waits in JetStream). The worker inventory (`workers`)
+//! comes from registrations and heartbeats (`inventory.rs`). The one-minute
+//! rollup `hw_metrics_1m` is filled by ClickHouse itself (a materialized view).
 #![forbid(unsafe_code)]
+
+pub mod inventory;
 
 use std::time::Duration;
 
@@ -60,7 +64,7 @@ pub async fn run(
     let decisions = Sink { name: "decisions", stream: Stream::Events, cfg: cfg.clone(), rows: rows.clone() };
     let alerts = Sink { name: "alerts", stream: Stream::Alerts, cfg, rows };
     telemetry.set_ready(true);
-    let (a, b, c, d) = tokio::join!(
+    let (a, b, c, d, e) = tokio::join!(
         metrics.run(&bus, &shutdown, |batch: Vec<MetricsBatch>| {
             let store = store.clone();
             async move { store.insert_metrics(&batch).await }
@@ -77,11 +81,13 @@ pub async fn run(
             let store = store.clone();
             async move { store.insert_alerts(&batch).await }
         }),
+        inventory::run(&bus, &store, &shutdown),
     );
     a?;
     b?;
     c?;
     d?;
+    e?;
     tracing::info!("recorder stopped");
     Ok(())
 }

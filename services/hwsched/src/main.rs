@@ -1,6 +1,6 @@
 //! The `hwsched` binary: every service as a subcommand (`monitor`, `scheduler`,
 //! `learner`, `alerting`, `recorder`, or `all` in one process) and the client
-//! commands (`submit`, `events`, `workers`, `schema`). Thin: it parses
+//! commands (`submit`, `events`, `workers`, `schema`, `report`). Thin: it parses
 //! configuration and calls each crate's `run`.
 #![forbid(unsafe_code)]
 
@@ -9,6 +9,7 @@ mod bench;
 mod bench_alerts;
 mod client;
 mod model;
+mod report;
 mod service;
 mod sim;
 
@@ -85,6 +86,8 @@ enum Command {
         #[command(subcommand)]
         command: client::SchemaCommand,
     },
+    /// Fleet report from ClickHouse over a window: utilization, task resources, slowest tests, failures, alerts (HTML and/or JSON).
+    Report(report::ReportArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -146,7 +149,8 @@ fn command_name(c: &Command) -> &'static str {
         | Command::Model(_)
         | Command::Alerts { .. }
         | Command::Silence(_)
-        | Command::Schema { .. } => "cli",
+        | Command::Schema { .. }
+        | Command::Report(_) => "cli",
         Command::Sim(_) => "sim",
         Command::Bench { .. } => "bench",
     }
@@ -194,6 +198,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Alerts { output } => alerts::firing(&nats, output).await.map(|_| ok),
         Command::Silence(args) => alerts::silence(&nats, args).await.map(|_| ok),
         Command::Schema { command } => client::schema(command, &clickhouse).await.map(|_| ok),
+        Command::Report(args) => report::run(&clickhouse, args).await.map(|_| ok),
         Command::Bench { command } => bench::run(&nats, command).await.map(|_| ok),
         // CPU-bound and synchronous: off the async workers
         Command::Sim(args) => tokio::task::spawn_blocking(move || sim::run(args)).await?.map(|_| ok),

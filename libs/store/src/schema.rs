@@ -99,6 +99,11 @@ pub fn migrations(version: ServerVersion, database: &str) -> Vec<Migration> {
     let ttl = |col: &str| ttl_days(col, METRICS_RETENTION_DAYS);
     let m = |version, description, statements| Migration { version, description, statements };
     vec![
+        // A sample is identified by its series and time: a batch the recorder
+        // inserted but could not acknowledge (ClickHouse answered too late) is
+        // redelivered and its rows collapse with the first copy at merge (or
+        // under FINAL). Without DateTime64 (old servers), samples of one series
+        // within the same second collapse too.
         m(1, "metrics, task runs and placement decisions", vec![
         format!(
             "CREATE TABLE IF NOT EXISTS {database}.hw_metrics (\n  \
@@ -107,7 +112,7 @@ pub fn migrations(version: ServerVersion, database: &str) -> Vec<Migration> {
              device {lc},\n  \
              metric {lc},\n  \
              value Float64{value_codec}\n\
-             ) ENGINE = MergeTree\nPARTITION BY toDate(time)\nORDER BY (worker_id, metric, device, time){}",
+             ) ENGINE = ReplacingMergeTree\nPARTITION BY toDate(time)\nORDER BY (worker_id, metric, device, time){}",
             ttl("time")
         ),
         format!(

@@ -33,6 +33,8 @@ pub enum BenchCommand {
     Assign(AssignArgs),
     /// Sample → alert notification latency against a running alerting service.
     Alerts(crate::bench_alerts::AlertsArgs),
+    /// Metric rows per second through a running recorder into ClickHouse.
+    Ingest(crate::bench_ingest::IngestArgs),
 }
 
 #[derive(Debug, Args)]
@@ -57,11 +59,16 @@ pub struct AssignArgs {
     timeout_s: u64,
 }
 
-pub async fn run(nats: &NatsConfig, cmd: BenchCommand) -> anyhow::Result<()> {
+pub async fn run(
+    nats: &NatsConfig,
+    clickhouse: &hwsched_config::ClickHouseConfig,
+    cmd: BenchCommand,
+) -> anyhow::Result<()> {
     let bus = Bus::connect(nats, "hwsched-bench", Duration::from_secs(5)).await?;
     let args = match cmd {
         BenchCommand::Assign(args) => args,
         BenchCommand::Alerts(args) => return crate::bench_alerts::run(&bus, args).await,
+        BenchCommand::Ingest(args) => return crate::bench_ingest::run(&bus, clickhouse, args).await,
     };
     streams::provision(&bus).await?;
     let run_id = format!("{:x}", now_ms() % 0xffff_ffff);

@@ -7,6 +7,7 @@
 mod alerts;
 mod bench;
 mod bench_alerts;
+mod bench_ingest;
 mod client;
 mod model;
 mod report;
@@ -199,7 +200,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Silence(args) => alerts::silence(&nats, args).await.map(|_| ok),
         Command::Schema { command } => client::schema(command, &clickhouse).await.map(|_| ok),
         Command::Report(args) => report::run(&clickhouse, args).await.map(|_| ok),
-        Command::Bench { command } => bench::run(&nats, command).await.map(|_| ok),
+        Command::Bench { command } => bench::run(&nats, &clickhouse, command).await.map(|_| ok),
         // CPU-bound and synchronous: off the async workers
         Command::Sim(args) => tokio::task::spawn_blocking(move || sim::run(args)).await?.map(|_| ok),
     }

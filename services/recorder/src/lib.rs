@@ -26,8 +26,12 @@ use tokio_util::sync::CancellationToken;
 /// Recorder settings.
 #[derive(Debug, Clone, Args)]
 pub struct RecorderConfig {
-    /// Messages per insert at most.
-    #[arg(long = "batch-messages", env = "HWSCHED_RECORDER_BATCH", default_value_t = 1000)]
+    /// Rows per insert: a batch is inserted once it holds this many rows
+    /// (ClickHouse prefers few large inserts), or after `flush-ms`.
+    #[arg(long = "batch-rows", env = "HWSCHED_RECORDER_BATCH_ROWS", default_value_t = 20_000)]
+    pub batch_rows: usize,
+    /// Messages per insert at most (bounds memory when messages hold few rows).
+    #[arg(long = "batch-messages", env = "HWSCHED_RECORDER_BATCH", default_value_t = 10_000)]
     pub batch_messages: usize,
     /// Longest a message waits for its batch (ms).
     #[arg(long = "flush-ms", env = "HWSCHED_RECORDER_FLUSH_MS", default_value_t = 1000)]
@@ -36,7 +40,7 @@ pub struct RecorderConfig {
 
 impl Default for RecorderConfig {
     fn default() -> Self {
-        Self { batch_messages: 1000, flush_ms: 1000 }
+        Self { batch_rows: 20_000, batch_messages: 10_000, flush_ms: 1000 }
     }
 }
 
@@ -65,22 +69,42 @@ pub async fn run(
     let alerts = Sink { name: "alerts", stream: Stream::Alerts, cfg, rows };
     telemetry.set_ready(true);
     let (a, b, c, d, e) = tokio::join!(
-        metrics.run(&bus, &shutdown, |batch: Vec<MetricsBatch>| {
-            let store = store.clone();
-            async move { store.insert_metrics(&batch).await }
-        }),
-        results.run(&bus, &shutdown, |batch: Vec<ExecutionResult>| {
-            let store = store.clone();
-            async move { store.insert_runs(&batch).await }
-        }),
-        decisions.run(&bus, &shutdown, |batch: Vec<TaskEvent>| {
-            let store = store.clone();
-            async move { store.insert_decisions(&batch).await }
-        }),
-        alerts.run(&bus, &shutdown, |batch: Vec<Alert>| {
-            let store = store.clone();
-            async move { store.insert_alerts(&batch).await }
-        }),
+        metrics.run(
+            &bus,
+            &shutdown,
+            |m: &MetricsBatch| m.samples.len(),
+            |batch: Vec<MetricsBatch>| {
+                let store = store.clone();
+                async move { store.insert_metrics(&batch).await }
+            }
+        ),
+        results.run(
+            &bus,
+            &shutdown,
+            |_: &ExecutionResult| 1,
+            |batch: Vec<ExecutionResult>| {
+                let store = store.clone();
+                async move { store.insert_runs(&batch).await }
+            }
+        ),
+        decisions.run(
+            &bus,
+            &shutdown,
+            |e: &TaskEvent| e.candidates.len().max(1),
+            |batch: Vec<TaskEvent>| {
+                let store = store.clone();
+                async move { store.insert_decisions(&batch).await }
+            }
+        ),
+        alerts.run(
+            &bus,
+            &shutdown,
+            |_: &Alert| 1,
+            |batch: Vec<Alert>| {
+                let store = store.clone();
+                async move { store.insert_alerts(&batch).await }
+            }
+        ),
         inventory::run(&bus, &store, &shutdown),
     );
     a?;
@@ -124,7 +148,13 @@ struct Sink {
 impl Sink {
     /// Consumes, batches, inserts, then acks. An insert that fails is retried
     /// with backoff while the batch's messages are kept in progress.
-    async fn run<M, F, Fut>(self, bus: &Bus, shutdown: &CancellationToken, insert: F) -> anyhow::Result<()>
+    async fn run<M, F, Fut>(
+        self,
+        bus: &Bus,
+        shutdown: &CancellationToken,
+        rows_of: fn(&M) -> usize,
+        insert: F,
+    ) -> anyhow::Result<()>
     where
         M: hwsched_proto::Message + Default + Clone + serde::de::DeserializeOwned,
         F: Fn(Vec<M>) -> Fut,
@@ -136,11 +166,13 @@ impl Sink {
         let flush = Duration::from_millis(self.cfg.flush_ms.max(10));
         let mut held: Vec<jetstream::Message> = Vec::new();
         let mut decoded: Vec<M> = Vec::new();
+        let mut rows = 0;
         let mut deadline = tokio::time::Instant::now() + flush;
         loop {
-            let full = held.len() >= self.cfg.batch_messages;
+            let full = held.len() >= self.cfg.batch_messages || rows >= self.cfg.batch_rows;
             if full || (!held.is_empty() && tokio::time::Instant::now() >= deadline) {
                 self.flush(&mut held, &mut decoded, &insert, shutdown).await;
+                rows = 0;
                 deadline = tokio::time::Instant::now() + flush;
                 continue;
             }
@@ -158,6 +190,7 @@ impl Sink {
                             if held.is_empty() {
                                 deadline = tokio::time::Instant::now() + flush;
                             }
+                            rows += rows_of(&v);
                             decoded.push(v);
                             held.push(msg);
                         }

@@ -1,5 +1,6 @@
-//! Shutdown and restart: SIGTERM lets a monitor finish what it runs, and a
-//! scheduler killed with SIGKILL mid-run loses no task it acknowledged.
+//! Shutdown and restart: SIGTERM lets a monitor finish what it runs, a
+//! scheduler killed with SIGKILL mid-run loses no task it acknowledged, and a
+//! service whose NATS server is gone still stops on one SIGTERM.
 
 use std::time::Duration;
 
@@ -75,5 +76,22 @@ async fn scheduler_killed_mid_run_loses_no_accepted_task() -> anyhow::Result<()>
     results.until(N, WAIT, || format!("scheduler #2 log:\n{}", sched2.log())).await?;
     // At-least-once: a kill between sending an assignment and recording it may rerun one attempt.
     assert!(results.duplicates() <= 2, "{} duplicate runs: {:?}", results.duplicates(), results.done);
+    Ok(())
+}
+
+/// With the NATS server gone, draining the connection can never finish: one
+/// SIGTERM must still stop the service, after a bounded wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_service_whose_nats_server_is_gone() -> anyhow::Result<()> {
+    let mut nats = NatsServer::start()?;
+    let mut alerting = Proc::spawn("hwsched alerting", &nats.url(), &["alerting"], &[])?;
+    alerting.wait_for_log("alerting ready", WAIT).await?;
+    nats.kill();
+    alerting.wait_for_log("NATS connection lost", WAIT).await?;
+    let started = std::time::Instant::now();
+    let status = alerting.terminate(Duration::from_secs(15)).await?;
+    assert!(status.success(), "exit {status}\n{}", alerting.log());
+    assert!(alerting.log().contains("not drained in time"), "{}", alerting.log());
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
     Ok(())
 }

@@ -168,14 +168,27 @@ impl Bus {
 
     /// Flushes buffered publishes and closes the connection (shutdown path).
     pub async fn drain(&self) {
-        if let Err(e) = self.client.flush().await {
-            tracing::debug!(error = %e, "flush on shutdown failed");
-        }
-        if let Err(e) = self.client.drain().await {
-            tracing::debug!(error = %e, "drain on shutdown failed");
+        let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
+            if let Err(e) = self.client.flush().await {
+                tracing::debug!(error = %e, "flush on shutdown failed");
+            }
+            if let Err(e) = self.client.drain().await {
+                tracing::debug!(error = %e, "drain on shutdown failed");
+            }
+        })
+        .await;
+        if drained.is_err() {
+            // NATS unreachable: waiting longer would keep the process alive for nothing
+            tracing::warn!(
+                deadline_s = DRAIN_DEADLINE.as_secs(),
+                "NATS connection not drained in time: messages still buffered are dropped"
+            );
         }
     }
 }
+
+/// How long a shutdown waits for the NATS connection to drain.
+pub const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Headers of a protobuf message, with an optional trace context.
 pub fn proto_headers(traceparent: Option<&str>) -> HeaderMap {

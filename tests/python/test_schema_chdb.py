@@ -45,7 +45,7 @@ def test_modern_ddl_runs_and_uses_modern_types(sess):
         "WHERE database = 'types' ORDER BY table, name", "CSV").data()
     assert '"hw_metrics","time","DateTime64(3)","CODEC(DoubleDelta, ZSTD(1))"' in cols
     assert '"hw_metrics","worker_id","LowCardinality(String)"' in cols
-    assert '"hw_metrics","value","Float64","CODEC(Gorilla(8), ZSTD(1))"' in cols
+    assert '"hw_metrics","value","Float64","CODEC(ZSTD(3))"' in cols
     assert '"task_runs","status","LowCardinality(String)"' in cols
     assert '"scheduler_decisions","policy","LowCardinality(String)"' in cols
     assert '"scheduler_decisions","completion_s","Float64"' in cols
@@ -91,3 +91,41 @@ def test_ddl_is_idempotent(sess):
     for _ in range(2):
         for stmt in ddl:
             sess.query(stmt)
+
+
+# One hour of a fleet's telemetry at 1 s: 100 workers x 20 series of the kinds a
+# monitor sends (noisy utilisation and power with one decimal, slow integer
+# temperatures, rare throttle flags, slowly drifting usage, constant clocks,
+# noisy network rates).
+FLEET_HOUR = """SELECT
+  toDateTime64('2026-11-25 00:00:00', 3) + toIntervalMillisecond(i * 1000) AS time,
+  concat('worker-', toString(w)) AS worker_id,
+  concat('dev', toString(k % 4)) AS device,
+  concat('metric.', toString(k)) AS metric,
+  multiIf(
+    k < 4, round(greatest(0, least(100, 50 + 40 * sin(i / 600.0 + w) + (cityHash64(number) % 100) / 10.0 - 5)), 1),
+    k < 8, round(60 + 15 * sin(i / 1800.0 + w)),
+    k < 10, round(300 + 100 * sin(i / 900.0 + w) + (cityHash64(number) % 200) / 10.0, 1),
+    k < 12, if((cityHash64(intDiv(i, 120), w) % 20) = 0, 1, 0),
+    k < 14, round(40 + i / 3600.0, 2),
+    k < 16, 1410,
+    round((cityHash64(number) % 10000) / 10.0, 1)) AS value
+FROM (SELECT number, number % 3600 AS i, intDiv(number, 72000) AS w, intDiv(number % 72000, 3600) AS k
+      FROM numbers(7200000))"""
+
+
+def test_bytes_per_stored_sample(sess):
+    """The issue's storage target: <= 2 bytes per metric value, measured from
+    system.parts_columns after the parts are merged."""
+    for stmt in modern_ddl(version(sess), "density"):
+        sess.query(stmt)
+    sess.query(f"INSERT INTO density.hw_metrics {FLEET_HOUR}")
+    sess.query("OPTIMIZE TABLE density.hw_metrics FINAL")
+    rows = int(sess.query("SELECT count() FROM density.hw_metrics", "CSV").data())
+    assert rows == 7_200_000
+    stored = int(sess.query(
+        "SELECT sum(column_data_compressed_bytes) FROM system.parts_columns "
+        "WHERE database = 'density' AND table = 'hw_metrics' AND active", "CSV").data())
+    per_sample = stored / rows
+    print(f"hw_metrics: {per_sample:.3f} bytes per stored sample ({stored} bytes, {rows} rows)")
+    assert per_sample <= 2.0, per_sample

@@ -35,6 +35,11 @@ impl fmt::Display for ServerVersion {
     }
 }
 
+// Sample values: plain ZSTD(3). Telemetry is mostly rounded decimals (one
+// decimal place), which Gorilla's XOR encoding handles poorly: on the mixed
+// fleet data of `tests/python/test_schema_chdb.py` ZSTD(3) stores 1.25 bytes
+// per value where Gorilla + ZSTD(1) needs 1.72 (BENCHMARKS.md).
+
 /// Default raw-metrics retention on modern servers (TTL), days.
 pub const METRICS_RETENTION_DAYS: u32 = 30;
 
@@ -85,7 +90,7 @@ pub fn render(version: ServerVersion, database: &str) -> Vec<String> {
 pub fn migrations(version: ServerVersion, database: &str) -> Vec<Migration> {
     let modern = version.is_modern();
     let (time, lc, time_codec, value_codec) = if modern {
-        ("DateTime64(3)", "LowCardinality(String)", " CODEC(DoubleDelta, ZSTD(1))", " CODEC(Gorilla, ZSTD(1))")
+        ("DateTime64(3)", "LowCardinality(String)", " CODEC(DoubleDelta, ZSTD(1))", " CODEC(ZSTD(3))")
     } else {
         ("DateTime", "String", "", "")
     };

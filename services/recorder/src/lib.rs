@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 pub struct RecorderConfig {
     /// Rows per insert: a batch is inserted once it holds this many rows
     /// (ClickHouse prefers few large inserts), or after `flush-ms`.
-    #[arg(long = "batch-rows", env = "HWSCHED_RECORDER_BATCH_ROWS", default_value_t = 20_000)]
+    #[arg(long = "batch-rows", env = "HWSCHED_RECORDER_BATCH_ROWS", default_value_t = 50_000)]
     pub batch_rows: usize,
     /// Messages per insert at most (bounds memory when messages hold few rows).
     #[arg(long = "batch-messages", env = "HWSCHED_RECORDER_BATCH", default_value_t = 10_000)]
@@ -40,7 +40,7 @@ pub struct RecorderConfig {
 
 impl Default for RecorderConfig {
     fn default() -> Self {
-        Self { batch_rows: 20_000, batch_messages: 10_000, flush_ms: 1000 }
+        Self { batch_rows: 50_000, batch_messages: 10_000, flush_ms: 1000 }
     }
 }
 

@@ -86,7 +86,8 @@ async fn load(nats: &NatsConfig) -> anyhow::Result<Model> {
     Ok(Model::from_snapshot(ModelSnapshot::decode(bytes.as_ref()).context("undecodable model snapshot")?))
 }
 
-fn secs(s: f64) -> String {
+/// A duration for people: "4.2s", "12.5m", "3.1h".
+pub fn secs(s: f64) -> String {
     if s < 100.0 {
         format!("{s:.1}s")
     } else if s < 6000.0 {

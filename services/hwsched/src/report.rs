@@ -597,14 +597,7 @@ pub fn fmt_window(secs: u64) -> String {
 
 /// "4.2s", "12.5m", "3.1h".
 fn fmt_secs(s: f64) -> String {
-    let s = finite(s);
-    if s < 100.0 {
-        format!("{s:.1}s")
-    } else if s < 6000.0 {
-        format!("{:.1}m", s / 60.0)
-    } else {
-        format!("{:.1}h", s / 3600.0)
-    }
+    crate::model::secs(finite(s))
 }
 
 fn fmt_num(x: f64) -> String {
@@ -837,6 +830,25 @@ fn thead(cols: &[&str]) -> String {
     s
 }
 
+/// A table with a header and one row per item, or, with no items, the `none` note.
+fn table<T>(h: &mut String, items: &[T], none: &str, cols: &[&str], row: impl Fn(&T) -> Vec<String>) {
+    if items.is_empty() {
+        h.push_str(&empty(none));
+        return;
+    }
+    h.push_str("<table>");
+    h.push_str(&thead(cols));
+    h.push_str("<tbody>");
+    for item in items {
+        h.push_str("<tr>");
+        for cell in row(item) {
+            h.push_str(&cell);
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</tbody></table>");
+}
+
 fn empty(what: &str) -> String {
     format!("<p class=\"empty\">{}</p>", esc(what))
 }
@@ -968,135 +980,102 @@ pub fn render_html(r: &Report) -> String {
         h.push_str("</tbody></table>");
     }
     h.push_str("<h2>Slowest tests by hardware class</h2>");
-    if r.slowest.is_empty() {
-        h.push_str(&empty("No task runs in this window."));
-    } else {
-        h.push_str("<table>");
-        h.push_str(&thead(&["task", "test type", "hardware class", "#runs", "#p50", "#p95", "#max"]));
-        h.push_str("<tbody>");
-        for t in &r.slowest {
-            h.push_str("<tr>");
-            h.push_str(&td(&t.name));
-            h.push_str(&td(&t.test_type));
-            h.push_str(&td(&display_class(&t.hardware_class)));
-            h.push_str(&td_n(&t.runs.to_string()));
-            for v in [t.p50_s, t.p95_s, t.max_s] {
-                h.push_str(&td_n(&fmt_secs(v)));
-            }
-            h.push_str("</tr>");
-        }
-        h.push_str("</tbody></table>");
-        h.push_str(&truncated_note(r.slowest.len(), r.limit, "task x hardware pairs"));
-    }
+    let cols = ["task", "test type", "hardware class", "#runs", "#p50", "#p95", "#max"];
+    table(&mut h, &r.slowest, "No task runs in this window.", &cols, |t| {
+        let mut row =
+            vec![td(&t.name), td(&t.test_type), td(&display_class(&t.hardware_class)), td_n(&t.runs.to_string())];
+        row.extend([t.p50_s, t.p95_s, t.max_s].map(|v| td_n(&fmt_secs(v))));
+        row
+    });
+    h.push_str(&truncated_note(r.slowest.len(), r.limit, "task x hardware pairs"));
     h.push_str("</section>\n");
 
     // failures
     h.push_str("<section id=\"failures\"><h2>Failures</h2>");
-    if r.failures.is_empty() {
-        h.push_str(&empty("No failed, timed-out or errored task runs in this window."));
-    } else {
-        h.push_str("<table>");
-        h.push_str(&thead(&["finished (UTC)", "task", "task id", "worker", "status", "#exit", "#duration", "error"]));
-        h.push_str("<tbody>");
-        for f in &r.failures {
-            h.push_str("<tr>");
-            h.push_str(&td_time(f.finished_at));
-            h.push_str(&td(&f.name));
-            h.push_str(&td(&format!("{} #{}", f.task_id, f.attempt)));
-            h.push_str(&td(&f.worker_id));
-            h.push_str(&td_class(&format!("st-{}", f.status), &f.status));
-            h.push_str(&td_n(&f.exit_code.to_string()));
-            h.push_str(&td_n(&fmt_secs(f.duration_s)));
-            h.push_str(&format!(
+    let cols = ["finished (UTC)", "task", "task id", "worker", "status", "#exit", "#duration", "error"];
+    table(&mut h, &r.failures, "No failed, timed-out or errored task runs in this window.", &cols, |f| {
+        vec![
+            td_time(f.finished_at),
+            td(&f.name),
+            td(&format!("{} #{}", f.task_id, f.attempt)),
+            td(&f.worker_id),
+            td_class(&format!("st-{}", f.status), &f.status),
+            td_n(&f.exit_code.to_string()),
+            td_n(&fmt_secs(f.duration_s)),
+            format!(
                 "<td><pre class=\"err\" title=\"{}\">{}</pre></td>",
                 esc(&clip(&f.error, 2000)),
                 esc(&clip(&f.error, 400))
-            ));
-            h.push_str("</tr>");
-        }
-        h.push_str("</tbody></table>");
-        h.push_str(&truncated_note(r.failures.len(), r.limit, "failures"));
-    }
+            ),
+        ]
+    });
+    h.push_str(&truncated_note(r.failures.len(), r.limit, "failures"));
     h.push_str("</section>\n");
 
     // alerts
     h.push_str("<section id=\"alerts\"><h2>Alerts</h2>");
-    if r.alerts.is_empty() {
-        h.push_str(&empty("No alerts in this window."));
-    } else {
-        h.push_str("<table>");
-        h.push_str(&thead(&[
-            "rule",
-            "severity",
-            "worker",
-            "device",
-            "state",
-            "started (UTC)",
-            "ended (UTC)",
-            "#value",
-            "#threshold",
-            "summary",
-        ]));
-        h.push_str("<tbody>");
-        for a in &r.alerts {
-            h.push_str("<tr>");
-            h.push_str(&td(&a.rule));
-            h.push_str(&td_class(&format!("sev-{}", a.severity), &a.severity));
-            h.push_str(&td(&a.worker_id));
-            h.push_str(&td(&a.device));
-            let state =
-                if a.muted_by.is_empty() { a.state.clone() } else { format!("{} (muted: {})", a.state, a.muted_by) };
-            h.push_str(&td_class(&format!("st-{}", a.state), &state));
-            h.push_str(&td_time(a.starts_at));
-            h.push_str(&td_time(a.ends_at));
-            h.push_str(&td_n(&fmt_num(a.value)));
-            h.push_str(&td_n(&fmt_num(a.threshold)));
-            h.push_str(&td(&a.summary));
-            h.push_str("</tr>");
-        }
-        h.push_str("</tbody></table>");
-        h.push_str(&truncated_note(r.alerts.len(), r.limit, "alerts"));
-    }
+    let cols = [
+        "rule",
+        "severity",
+        "worker",
+        "device",
+        "state",
+        "started (UTC)",
+        "ended (UTC)",
+        "#value",
+        "#threshold",
+        "summary",
+    ];
+    table(&mut h, &r.alerts, "No alerts in this window.", &cols, |a| {
+        let state =
+            if a.muted_by.is_empty() { a.state.clone() } else { format!("{} (muted: {})", a.state, a.muted_by) };
+        vec![
+            td(&a.rule),
+            td_class(&format!("sev-{}", a.severity), &a.severity),
+            td(&a.worker_id),
+            td(&a.device),
+            td_class(&format!("st-{}", a.state), &state),
+            td_time(a.starts_at),
+            td_time(a.ends_at),
+            td_n(&fmt_num(a.value)),
+            td_n(&fmt_num(a.threshold)),
+            td(&a.summary),
+        ]
+    });
+    h.push_str(&truncated_note(r.alerts.len(), r.limit, "alerts"));
     h.push_str("</section>\n");
 
     // per-task resources
     h.push_str("<section id=\"tasks\"><h2>Task runs and their resources</h2>");
-    if r.tasks.is_empty() {
-        h.push_str(&empty("No task runs in this window."));
-    } else {
-        h.push_str("<table>");
-        h.push_str(&thead(&[
-            "finished (UTC)",
-            "task",
-            "task id",
-            "worker",
-            "hardware class",
-            "status",
-            "#duration",
-            "#CPU avg %",
-            "#CPU peak %",
-            "#memory peak MB",
-            "#GPU memory peak MB",
-        ]));
-        h.push_str("<tbody>");
-        for t in &r.tasks {
-            h.push_str("<tr>");
-            h.push_str(&td_time(t.finished_at));
-            h.push_str(&td(&t.name));
-            h.push_str(&td(&format!("{} #{}", t.task_id, t.attempt)));
-            h.push_str(&td(&t.worker_id));
-            h.push_str(&td(&display_class(&t.hardware_class)));
-            h.push_str(&td_class(&format!("st-{}", t.status), &t.status));
-            h.push_str(&td_n(&fmt_secs(t.duration_s)));
-            h.push_str(&td_n(&fmt_num(t.cpu_avg_pct)));
-            h.push_str(&td_n(&fmt_num(t.cpu_peak_pct)));
-            h.push_str(&td_n(&t.memory_peak_mb.to_string()));
-            h.push_str(&td_n(&t.gpu_memory_peak_mb.to_string()));
-            h.push_str("</tr>");
-        }
-        h.push_str("</tbody></table>");
-        h.push_str(&truncated_note(r.tasks.len(), r.limit, "task runs"));
-    }
+    let cols = [
+        "finished (UTC)",
+        "task",
+        "task id",
+        "worker",
+        "hardware class",
+        "status",
+        "#duration",
+        "#CPU avg %",
+        "#CPU peak %",
+        "#memory peak MB",
+        "#GPU memory peak MB",
+    ];
+    table(&mut h, &r.tasks, "No task runs in this window.", &cols, |t| {
+        vec![
+            td_time(t.finished_at),
+            td(&t.name),
+            td(&format!("{} #{}", t.task_id, t.attempt)),
+            td(&t.worker_id),
+            td(&display_class(&t.hardware_class)),
+            td_class(&format!("st-{}", t.status), &t.status),
+            td_n(&fmt_secs(t.duration_s)),
+            td_n(&fmt_num(t.cpu_avg_pct)),
+            td_n(&fmt_num(t.cpu_peak_pct)),
+            td_n(&t.memory_peak_mb.to_string()),
+            td_n(&t.gpu_memory_peak_mb.to_string()),
+        ]
+    });
+    h.push_str(&truncated_note(r.tasks.len(), r.limit, "task runs"));
     h.push_str("</section>\n");
 
     h.push_str(&format!(

@@ -1,0 +1,135 @@
+//! ClickHouse killed (SIGKILL) while the recorder ingests metrics, then
+//! restarted: every row arrives, exactly once after deduplication. The test
+//! runs its own ClickHouse server (Debian's, through `scripts/clickhouse.sh`,
+//! as `make test` does) so that it can kill it without disturbing the others.
+
+use std::{path::PathBuf, process::Command, time::Duration};
+
+use anyhow::Context as _;
+use hwsched_proto::{
+    v1::{MetricSample, MetricsBatch},
+    Message,
+};
+use hwsched_testkit::NatsServer;
+use hwsched_tests::{bus, Proc};
+
+const WAIT: Duration = Duration::from_secs(90);
+const BATCHES: usize = 300;
+const SAMPLES: usize = 10;
+
+/// A private ClickHouse server with its data in a temporary directory.
+struct ClickHouse {
+    dir: tempfile::TempDir,
+    http: u16,
+    tcp: u16,
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/clickhouse.sh")
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl ClickHouse {
+    fn start() -> anyhow::Result<Self> {
+        let ch = Self { dir: tempfile::tempdir()?, http: free_port()?, tcp: free_port()? };
+        ch.up()?;
+        Ok(ch)
+    }
+
+    fn up(&self) -> anyhow::Result<()> {
+        let out = Command::new("bash")
+            .arg(script())
+            .args(["start", &self.dir.path().to_string_lossy(), &self.http.to_string(), &self.tcp.to_string()])
+            .output()?;
+        anyhow::ensure!(out.status.success(), "ClickHouse did not start: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    fn kill(&self) -> anyhow::Result<()> {
+        let pid: i32 = std::fs::read_to_string(self.dir.path().join("pid"))?.trim().parse()?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)?;
+        // wait until it is gone
+        for _ in 0..100 {
+            if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        anyhow::bail!("ClickHouse {pid} still alive after SIGKILL")
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+}
+
+impl Drop for ClickHouse {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(script()).args(["stop", &self.dir.path().to_string_lossy()]).output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickhouse_killed_during_ingest_loses_and_duplicates_nothing() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let ch = ClickHouse::start()?;
+    let env = [("HWSCHED_CLICKHOUSE_URL", ch.url()), ("HWSCHED_CLICKHOUSE_DATABASE", "outage".to_string())];
+    let recorder = Proc::spawn("recorder", &nats.url(), &["recorder", "--flush-ms", "100"], &env)?;
+    recorder.wait_for_log("ClickHouse schema ready", WAIT).await?;
+    let b = bus(&nats.url()).await?;
+
+    // one batch per worker (distinct series: nothing collapses but a duplicate),
+    // published over about 3 s; ClickHouse dies a third of the way in
+    let base = hwsched_bus::now_ms();
+    for i in 0..BATCHES {
+        let worker = format!("w{i:04}");
+        let batch = MetricsBatch {
+            schema_version: hwsched_proto::SCHEMA_VERSION,
+            worker_id: worker.clone(),
+            timestamp_ms: base,
+            samples: (0..SAMPLES)
+                .map(|s| MetricSample {
+                    metric: format!("m.{s}"),
+                    device: "cpu".into(),
+                    value: (i * SAMPLES + s) as f64,
+                })
+                .collect(),
+        };
+        b.jetstream().publish(b.subjects().metrics(&worker), batch.encode_to_vec().into()).await?.await?;
+        if i == BATCHES / 3 {
+            ch.kill()?;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    recorder.wait_for_log("insert failed, batch kept for retry", WAIT).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ch.up()?;
+
+    let client = clickhouse::Client::default().with_url(ch.url()).with_database("outage").with_validation(false);
+    let want = (BATCHES * SAMPLES) as u64;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let stored = loop {
+        let n: u64 = client.query("SELECT count() FROM hw_metrics FINAL").fetch_one().await.unwrap_or(0);
+        if n >= want || tokio::time::Instant::now() > deadline {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let ctx = || format!("\n{}", recorder.log());
+    assert_eq!(stored, want, "rows after dedup{}", ctx());
+    let distinct: u64 = client
+        .query("SELECT uniqExact(worker_id, metric, value) FROM hw_metrics")
+        .fetch_one()
+        .await
+        .context("distinct rows")?;
+    assert_eq!(distinct, want, "every sample present{}", ctx());
+    // duplicates (a batch ClickHouse stored but the recorder never heard of) collapse at merge
+    client.query("OPTIMIZE TABLE hw_metrics FINAL").execute().await?;
+    let raw: u64 = client.query("SELECT count() FROM hw_metrics").fetch_one().await?;
+    assert_eq!(raw, want, "exactly once after merging{}", ctx());
+    Ok(())
+}

@@ -67,3 +67,28 @@ async fn the_rollup_migration_backfills_metrics_stored_before_it() -> anyhow::Re
     assert_eq!(avg, 50.0);
     Ok(())
 }
+
+/// ClickHouse 18.16 has no TTL: the recorder drops the partitions whose rows
+/// are all past the retention, and keeps the rest.
+#[tokio::test]
+async fn expired_partitions_are_dropped_on_a_server_without_ttl() -> anyhow::Result<()> {
+    let db = TestDb::create().await?;
+    let store = Store::connect(&db.config).await?;
+    anyhow::ensure!(!store.version().is_modern(), "this test needs the old server `make test` starts");
+    store.migrate(&db.config).await?;
+    let day = 86_400_000i64;
+    let today = hwsched_bus::now_ms().div_euclid(day);
+    let old = (today - i64::from(schema::METRICS_RETENTION_DAYS) - 2) * day + 3_600_000;
+    let recent = (today - 1) * day + 3_600_000;
+    store.insert_metrics(&[batch("w1", old, 1.0), batch("w1", recent, 2.0)]).await?;
+    let dropped = store.drop_expired_partitions(today).await?;
+    assert!(dropped.iter().any(|(t, _)| t == "hw_metrics"), "{dropped:?}");
+    let left: Vec<f64> = db.client().query("SELECT value FROM hw_metrics").fetch_all().await?;
+    assert_eq!(left, [2.0], "the old day is gone, yesterday stays");
+    // the rollup keeps the old minute: its retention is longer
+    let minutes: u64 =
+        db.client().query("SELECT count() FROM (SELECT time FROM hw_metrics_1m GROUP BY time)").fetch_one().await?;
+    assert_eq!(minutes, 2);
+    assert!(store.drop_expired_partitions(today).await?.is_empty(), "nothing more to drop");
+    Ok(())
+}

@@ -121,6 +121,42 @@ impl Store {
         Ok(applied)
     }
 
+    /// On servers without TTL, drops the partitions of [`schema::RETENTION`]'s
+    /// tables that hold only expired rows; returns the (table, partition)
+    /// dropped. Modern servers expire rows themselves (TTL): nothing to do.
+    pub async fn drop_expired_partitions(&self, today_days: i64) -> Result<Vec<(String, String)>, StoreError> {
+        if self.version.is_modern() {
+            return Ok(Vec::new());
+        }
+        let err = |source| StoreError::Server { what: "retention", source };
+        let parts: Vec<(String, String)> = self
+            .client
+            .query("SELECT DISTINCT table, partition FROM system.parts WHERE database = ? AND active")
+            .bind(&self.database)
+            .fetch_all()
+            .await
+            .map_err(err)?;
+        let mut dropped = Vec::new();
+        for (table, partition) in parts {
+            let Some((_, days)) = schema::RETENTION.iter().find(|(t, _)| *t == table) else { continue };
+            if !schema::partition_expired(&partition, *days, today_days) {
+                continue;
+            }
+            let literal = if partition.starts_with('\'') || partition.chars().all(|c| c.is_ascii_digit()) {
+                partition.clone()
+            } else {
+                format!("'{partition}'")
+            };
+            self.client
+                .query(&format!("ALTER TABLE {}.{table} DROP PARTITION {literal}", self.database))
+                .execute()
+                .await
+                .map_err(err)?;
+            dropped.push((table, partition));
+        }
+        Ok(dropped)
+    }
+
     /// The migrations recorded as applied: (version, description).
     pub async fn applied_migrations(&self) -> Result<Vec<(u32, String)>, StoreError> {
         self.client

@@ -52,6 +52,51 @@ pub const ALERTS_RETENTION_DAYS: u32 = 180;
 /// Rollup retention on modern servers (TTL), days.
 pub const ROLLUP_RETENTION_DAYS: u32 = 400;
 
+/// The tables with a retention, and its days: TTL on modern servers; on old
+/// ones (no TTL) the recorder drops their expired partitions
+/// ([`partition_expired`]).
+pub const RETENTION: &[(&str, u32)] = &[
+    ("hw_metrics", METRICS_RETENTION_DAYS),
+    ("scheduler_decisions", DECISIONS_RETENTION_DAYS),
+    ("alerts", ALERTS_RETENTION_DAYS),
+    ("hw_metrics_1m", ROLLUP_RETENTION_DAYS),
+];
+
+/// Days since 1970-01-01 of a civil date.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    // Howard Hinnant's algorithm
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (i64::from(m) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Whether a partition (as `system.parts` names it: `2026-11-25` for a day,
+/// `202611` for a month) holds only rows older than `keep_days` before
+/// `today` (days since 1970). Unknown forms are never expired.
+pub fn partition_expired(partition: &str, keep_days: u32, today: i64) -> bool {
+    let p = partition.trim_matches('\'');
+    let last_day = match p.len() {
+        10 => {
+            let (Ok(y), Ok(m), Ok(d)) = (p[0..4].parse(), p[5..7].parse(), p[8..10].parse()) else { return false };
+            days_from_civil(y, m, d)
+        }
+        6 => {
+            let (Ok(y), Ok(m)) = (p[0..4].parse::<i64>(), p[4..6].parse::<u32>()) else { return false };
+            if !(1..=12).contains(&m) {
+                return false;
+            }
+            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+            days_from_civil(ny, nm, 1) - 1
+        }
+        _ => return false,
+    };
+    last_day < today - i64::from(keep_days)
+}
+
 /// One schema migration: a version, what it does, and its statements.
 /// Every statement is idempotent (`IF NOT EXISTS`), so applying a migration
 /// twice (two processes migrating at once) is harmless, except a rollup
@@ -242,6 +287,20 @@ mod tests {
         ] {
             assert!(legacy.contains(col) && modern.contains(col), "{col}");
         }
+    }
+
+    #[test]
+    fn partitions_expire_when_their_last_day_is_past_the_retention() {
+        let today = days_from_civil(2026, 11, 25);
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert!(partition_expired("2026-10-25", 30, today));
+        assert!(!partition_expired("2026-10-26", 30, today));
+        assert!(partition_expired("'2026-10-01'", 30, today), "quoted, as old servers print it");
+        // a month goes when its last day does
+        assert!(partition_expired("202607", 90, today) && !partition_expired("202608", 90, today));
+        // 2026-02-28 is 270 days before 2026-11-25
+        assert!(partition_expired("202602", 269, today) && !partition_expired("202602", 270, today));
+        assert!(!partition_expired("tuple()", 1, today) && !partition_expired("202613", 1, today));
     }
 
     #[test]

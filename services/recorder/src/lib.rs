@@ -68,7 +68,7 @@ pub async fn run(
     let decisions = Sink { name: "decisions", stream: Stream::Events, cfg: cfg.clone(), rows: rows.clone() };
     let alerts = Sink { name: "alerts", stream: Stream::Alerts, cfg, rows };
     telemetry.set_ready(true);
-    let (a, b, c, d, e) = tokio::join!(
+    let (a, b, c, d, e, f) = tokio::join!(
         metrics.run(
             &bus,
             &shutdown,
@@ -106,14 +106,42 @@ pub async fn run(
             }
         ),
         inventory::run(&bus, &store, &shutdown),
+        retention(&store, &shutdown),
     );
     a?;
     b?;
     c?;
     d?;
     e?;
+    f?;
     tracing::info!("recorder stopped");
     Ok(())
+}
+
+/// How often expired partitions are looked for (servers without TTL).
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// On servers without TTL, drops expired partitions at start and every hour
+/// (`Store::drop_expired_partitions`); modern servers expire rows by TTL.
+async fn retention(store: &Store, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    if store.version().is_modern() {
+        return Ok(());
+    }
+    let mut tick = tokio::time::interval(RETENTION_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        match store.drop_expired_partitions(hwsched_bus::now_ms().div_euclid(86_400_000)).await {
+            Ok(dropped) => {
+                for (table, partition) in dropped {
+                    tracing::info!(table, partition, "expired partition dropped");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "expired partitions not dropped, retrying in an hour"),
+        }
+    }
 }
 
 /// Connects, retrying while ClickHouse is down; `None` if shutdown came first.

@@ -224,3 +224,13 @@ pub async fn monitor(url: &str, worker_id: &str, slots: u32) -> anyhow::Result<I
     cfg.interval_ms = 200;
     InProcess::start(url, |b, t, s| hwsched_monitor::run(cfg, b, t, s)).await
 }
+
+/// `GET path` on `addr` (HTTP/1.1, connection closed); the whole response.
+pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    Ok(out)
+}

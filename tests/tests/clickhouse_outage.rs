@@ -11,7 +11,7 @@ use hwsched_proto::{
     Message,
 };
 use hwsched_testkit::NatsServer;
-use hwsched_tests::{bus, Proc};
+use hwsched_tests::{bus, http_get, Proc};
 
 const WAIT: Duration = Duration::from_secs(90);
 const BATCHES: usize = 300;
@@ -78,7 +78,9 @@ async fn clickhouse_killed_during_ingest_loses_and_duplicates_nothing() -> anyho
     let nats = NatsServer::start()?;
     let ch = ClickHouse::start()?;
     let env = [("HWSCHED_CLICKHOUSE_URL", ch.url()), ("HWSCHED_CLICKHOUSE_DATABASE", "outage".to_string())];
-    let recorder = Proc::spawn("recorder", &nats.url(), &["recorder", "--flush-ms", "100"], &env)?;
+    let metrics = format!("127.0.0.1:{}", free_port()?);
+    let recorder =
+        Proc::spawn("recorder", &nats.url(), &["recorder", "--flush-ms", "100", "--metrics-listen", &metrics], &env)?;
     recorder.wait_for_log("ClickHouse schema ready", WAIT).await?;
     let b = bus(&nats.url()).await?;
 
@@ -106,7 +108,9 @@ async fn clickhouse_killed_during_ingest_loses_and_duplicates_nothing() -> anyho
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     recorder.wait_for_log("insert failed, batch kept for retry", WAIT).await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // the backlog shows on /metrics while ClickHouse is down
+    let backlog = pending(&metrics, |n| n > 0).await?;
+    assert!(backlog > 0);
     ch.up()?;
 
     let client = clickhouse::Client::default().with_url(ch.url()).with_database("outage").with_validation(false);
@@ -131,5 +135,24 @@ async fn clickhouse_killed_during_ingest_loses_and_duplicates_nothing() -> anyho
     client.query("OPTIMIZE TABLE hw_metrics FINAL").execute().await?;
     let raw: u64 = client.query("SELECT count() FROM hw_metrics").fetch_one().await?;
     assert_eq!(raw, want, "exactly once after merging{}", ctx());
+    assert_eq!(pending(&metrics, |n| n == 0).await?, 0, "backlog drained");
     Ok(())
+}
+
+/// Polls the recorder's `hwsched_recorder_pending{sink="metrics"}` until `want` holds.
+async fn pending(addr: &str, want: impl Fn(i64) -> bool) -> anyhow::Result<i64> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let page = http_get(addr, "/metrics").await?;
+        let n = page
+            .lines()
+            .find(|l| l.starts_with("hwsched_recorder_pending{sink=\"metrics\"}"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok());
+        if let Some(n) = n.filter(|n| want(*n)) {
+            return Ok(n);
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "pending never as wanted: {n:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -12,7 +12,7 @@ use hwsched_proto::{
     Message,
 };
 use hwsched_testkit::{eventually, NatsServer, TestDb};
-use hwsched_tests::Proc;
+use hwsched_tests::{http_get, Proc};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_task_runs_on_a_real_monitor_and_lands_in_clickhouse() -> anyhow::Result<()> {
@@ -118,13 +118,4 @@ async fn json_task_runs_on_a_real_monitor_and_lands_in_clickhouse() -> anyhow::R
     let status = all.terminate(Duration::from_secs(30)).await?;
     assert!(status.success(), "all exit {status}; log:\n{}", all.log());
     Ok(())
-}
-
-async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await?;
-    Ok(out)
 }

@@ -20,7 +20,10 @@ use hwsched_bus::{
 };
 use hwsched_proto::v1::{Alert, ExecutionResult, MetricsBatch, TaskEvent};
 use hwsched_store::{Store, StoreError};
-use hwsched_telemetry::{prometheus_client::metrics::counter::Counter, Telemetry};
+use hwsched_telemetry::{
+    prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge},
+    Telemetry,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Recorder settings.
@@ -62,11 +65,14 @@ pub async fn run(
     let Some(store) = store else { return Ok(()) };
     streams::provision(&bus).await?;
     let rows = Counter::<u64>::default();
-    telemetry.register(|r| r.register("hwsched_recorder_rows", "Rows inserted into ClickHouse", rows.clone()));
-    let metrics = Sink { name: "metrics", stream: Stream::Metrics, cfg: cfg.clone(), rows: rows.clone() };
-    let results = Sink { name: "results", stream: Stream::Results, cfg: cfg.clone(), rows: rows.clone() };
-    let decisions = Sink { name: "decisions", stream: Stream::Events, cfg: cfg.clone(), rows: rows.clone() };
-    let alerts = Sink { name: "alerts", stream: Stream::Alerts, cfg, rows };
+    let lag = Lag::default();
+    telemetry.register(|r| {
+        r.register("hwsched_recorder_rows", "Rows inserted into ClickHouse", rows.clone());
+        r.register("hwsched_recorder_pending", "Messages waiting to be written to ClickHouse", lag.clone());
+    });
+    let sink = |name, stream| Sink { name, stream, cfg: cfg.clone(), rows: rows.clone(), lag: lag.clone() };
+    let (metrics, results) = (sink("metrics", Stream::Metrics), sink("results", Stream::Results));
+    let (decisions, alerts) = (sink("decisions", Stream::Events), sink("alerts", Stream::Alerts));
     telemetry.set_ready(true);
     let (a, b, c, d, e, f) = tokio::join!(
         metrics.run(
@@ -171,7 +177,16 @@ struct Sink {
     stream: Stream,
     cfg: RecorderConfig,
     rows: Counter,
+    lag: Lag,
 }
+
+/// `hwsched_recorder_pending{sink}`: messages waiting to be written (the
+/// consumer's pending and unacknowledged ones), refreshed every few seconds,
+/// so the backlog after a ClickHouse outage shows while it drains.
+type Lag = Family<Vec<(String, String)>, Gauge>;
+
+/// How often the consumers' backlog is read.
+const LAG_EVERY: Duration = Duration::from_secs(5);
 
 impl Sink {
     /// Consumes, batches, inserts, then acks. An insert that fails is retried
@@ -190,7 +205,10 @@ impl Sink {
     {
         let durable =
             Durable::new(self.stream, streams::RECORDER_DURABLE).max_ack_pending(self.cfg.batch_messages as i64 * 4);
-        let mut messages = streams::durable(bus, &durable).await?.messages().await?;
+        let mut consumer = streams::durable(bus, &durable).await?;
+        let mut messages = consumer.messages().await?;
+        let pending = self.lag.get_or_create(&vec![("sink".to_string(), self.name.to_string())]).clone();
+        let mut lag_check = tokio::time::interval(LAG_EVERY);
         let flush = Duration::from_millis(self.cfg.flush_ms.max(10));
         let mut held: Vec<jetstream::Message> = Vec::new();
         let mut decoded: Vec<M> = Vec::new();
@@ -212,6 +230,11 @@ impl Sink {
                     return Ok(());
                 }
                 _ = tokio::time::sleep_until(deadline), if !held.is_empty() => {}
+                _ = lag_check.tick() => {
+                    if let Ok(info) = consumer.info().await {
+                        pending.set((info.num_pending + info.num_ack_pending as u64) as i64);
+                    }
+                }
                 m = messages.next() => match m {
                     Some(Ok(msg)) => match hwsched_bus::decode::<M>(msg.headers.as_ref(), &msg.payload) {
                         Ok(v) => {

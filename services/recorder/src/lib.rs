@@ -70,11 +70,17 @@ pub async fn run(
         r.register("hwsched_recorder_rows", "Rows inserted into ClickHouse", rows.clone());
         r.register("hwsched_recorder_pending", "Messages waiting to be written to ClickHouse", lag.clone());
     });
-    let sink = |name, stream| Sink { name, stream, cfg: cfg.clone(), rows: rows.clone(), lag: lag.clone() };
+    let sink = |name, stream| Sink { name, stream, cfg: cfg.clone(), rows: rows.clone() };
     let (metrics, results) = (sink("metrics", Stream::Metrics), sink("results", Stream::Results));
     let (decisions, alerts) = (sink("decisions", Stream::Events), sink("alerts", Stream::Alerts));
     telemetry.set_ready(true);
-    let (a, b, c, d, e, f) = tokio::join!(
+    let sinks = [
+        ("metrics", Stream::Metrics),
+        ("results", Stream::Results),
+        ("decisions", Stream::Events),
+        ("alerts", Stream::Alerts),
+    ];
+    let (a, b, c, d, e, f, ()) = tokio::join!(
         metrics.run(
             &bus,
             &shutdown,
@@ -113,6 +119,7 @@ pub async fn run(
         ),
         inventory::run(&bus, &store, &shutdown),
         retention(&store, &shutdown),
+        report_backlog(&bus, &sinks, &lag, &shutdown),
     );
     a?;
     b?;
@@ -122,6 +129,26 @@ pub async fn run(
     f?;
     tracing::info!("recorder stopped");
     Ok(())
+}
+
+/// Keeps `hwsched_recorder_pending` current from the consumers' info, apart
+/// from the sinks: a sink retrying an insert while ClickHouse is down is not
+/// reading messages, and that is when its backlog matters.
+async fn report_backlog(bus: &Bus, sinks: &[(&str, Stream)], lag: &Lag, shutdown: &CancellationToken) {
+    let mut tick = tokio::time::interval(LAG_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        for (name, stream) in sinks {
+            let Ok(s) = bus.jetstream().get_stream(bus.subjects().stream(*stream)).await else { continue };
+            if let Ok(info) = s.consumer_info(streams::RECORDER_DURABLE).await {
+                let pending = info.num_pending + info.num_ack_pending as u64;
+                lag.get_or_create(&vec![("sink".to_string(), name.to_string())]).set(pending as i64);
+            }
+        }
+    }
 }
 
 /// How often expired partitions are looked for (servers without TTL).
@@ -177,7 +204,6 @@ struct Sink {
     stream: Stream,
     cfg: RecorderConfig,
     rows: Counter,
-    lag: Lag,
 }
 
 /// `hwsched_recorder_pending{sink}`: messages waiting to be written (the
@@ -205,10 +231,7 @@ impl Sink {
     {
         let durable =
             Durable::new(self.stream, streams::RECORDER_DURABLE).max_ack_pending(self.cfg.batch_messages as i64 * 4);
-        let mut consumer = streams::durable(bus, &durable).await?;
-        let mut messages = consumer.messages().await?;
-        let pending = self.lag.get_or_create(&vec![("sink".to_string(), self.name.to_string())]).clone();
-        let mut lag_check = tokio::time::interval(LAG_EVERY);
+        let mut messages = streams::durable(bus, &durable).await?.messages().await?;
         let flush = Duration::from_millis(self.cfg.flush_ms.max(10));
         let mut held: Vec<jetstream::Message> = Vec::new();
         let mut decoded: Vec<M> = Vec::new();
@@ -230,11 +253,6 @@ impl Sink {
                     return Ok(());
                 }
                 _ = tokio::time::sleep_until(deadline), if !held.is_empty() => {}
-                _ = lag_check.tick() => {
-                    if let Ok(info) = consumer.info().await {
-                        pending.set((info.num_pending + info.num_ack_pending as u64) as i64);
-                    }
-                }
                 m = messages.next() => match m {
                     Some(Ok(msg)) => match hwsched_bus::decode::<M>(msg.headers.as_ref(), &msg.payload) {
                         Ok(v) => {

@@ -79,6 +79,19 @@ pub async fn provision(bus: &Bus) -> Result<(), BusError> {
 /// ClickHouse (alerting reads its lag from them).
 pub const RECORDER_DURABLE: &str = "recorder";
 
+/// The recorder's consumer on `stream`: `None` when it does not exist (the
+/// recorder never ran: ClickHouse not configured) or cannot be read.
+pub async fn recorder_consumer(bus: &Bus, stream: Stream) -> Option<jetstream::consumer::Info> {
+    let s = bus.jetstream().get_stream(bus.subjects().stream(stream)).await.ok()?;
+    s.consumer_info(RECORDER_DURABLE).await.ok()
+}
+
+/// Messages the recorder has not yet written from `stream`: pending plus
+/// delivered but unacknowledged.
+pub fn backlog(info: &jetstream::consumer::Info) -> u64 {
+    info.num_pending + info.num_ack_pending as u64
+}
+
 /// A durable pull consumer description.
 #[derive(Debug, Clone)]
 pub struct Durable {

@@ -351,10 +351,9 @@ async fn recorder_lag(bus: &Bus) -> Vec<derived::Sample> {
     let mut out = Vec::new();
     for stream in [Stream::Metrics, Stream::Results, Stream::Events, Stream::Alerts] {
         let name = bus.subjects().stream(stream);
-        let Ok(s) = bus.jetstream().get_stream(&name).await else { continue };
-        let Ok(info) = s.consumer_info(streams::RECORDER_DURABLE).await else { continue };
+        let Some(info) = streams::recorder_consumer(bus, stream).await else { continue };
         let ms = |t: async_nats::datetime::DateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
-        let pending = info.num_pending + info.num_ack_pending as u64;
+        let pending = streams::backlog(&info);
         let (created, last_ack) = (ms(info.created), info.ack_floor.last_active.map(ms));
         out.extend(derived::recorder_lag(&name, pending, last_ack, created, now_ms()));
     }

@@ -142,9 +142,8 @@ async fn report_backlog(bus: &Bus, sinks: &[(&str, Stream)], lag: &Lag, shutdown
             _ = tick.tick() => {}
         }
         for (name, stream) in sinks {
-            let Ok(s) = bus.jetstream().get_stream(bus.subjects().stream(*stream)).await else { continue };
-            if let Ok(info) = s.consumer_info(streams::RECORDER_DURABLE).await {
-                let pending = info.num_pending + info.num_ack_pending as u64;
+            if let Some(info) = streams::recorder_consumer(bus, *stream).await {
+                let pending = streams::backlog(&info);
                 lag.get_or_create(&vec![("sink".to_string(), name.to_string())]).set(pending as i64);
             }
         }

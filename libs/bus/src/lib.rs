@@ -3,7 +3,9 @@
 //! the protobuf contracts. Every service talks to the others only through this.
 #![forbid(unsafe_code)]
 
+pub mod assignment;
 pub mod codec;
+pub mod micro;
 pub mod streams;
 pub mod subjects;
 pub mod trace;

@@ -60,6 +60,7 @@ pub async fn provision(bus: &Bus) -> Result<(), BusError> {
         (bus.subjects().model_bucket(), 5, Duration::ZERO),
         (bus.subjects().alerts_bucket(), 1, Duration::ZERO),
         (bus.subjects().silences_bucket(), 1, Duration::ZERO),
+        (bus.subjects().drains_bucket(), 1, Duration::ZERO),
         (bus.subjects().leases_bucket(), 1, LEASE_TTL),
     ] {
         js.create_or_update_key_value(kv::Config {
@@ -139,6 +140,16 @@ impl Durable {
         self.max_ack_pending = n;
         self
     }
+}
+
+/// Worker `worker_id`'s assignment consumer: one per worker, whoever executes
+/// its assignments (the monitor, or an external executor beside a monitor in
+/// observe-only mode), so a worker's queue survives a switch between them.
+pub fn assignments(bus: &Bus, worker_id: &str, slots: u32, ack_wait: Duration) -> Durable {
+    Durable::new(Stream::Assign, format!("monitor-{worker_id}"))
+        .filter(bus.subjects().assign(worker_id))
+        .max_ack_pending(i64::from(slots.max(1)))
+        .ack_wait(ack_wait)
 }
 
 /// Creates (or updates) the durable consumer and returns it.

@@ -129,6 +129,18 @@ impl Subjects {
     pub fn control_queue(&self) -> String {
         self.control("queue")
     }
+    /// `hws.control.tasks`: request/reply to the active scheduler.
+    pub fn control_tasks(&self) -> String {
+        self.control("tasks")
+    }
+    /// `hws.workers.<id>.drain`: request/reply to that worker's monitor.
+    pub fn worker_drain(&self, worker_id: &str) -> String {
+        format!("{}.workers.{worker_id}.drain", self.prefix)
+    }
+    /// KV bucket of drained workers (key: worker id), read by a monitor at start.
+    pub fn drains_bucket(&self) -> String {
+        format!("{}_drains", self.bucket_prefix)
+    }
     /// KV bucket of leases (the active scheduler's), entries expiring unless renewed.
     pub fn leases_bucket(&self) -> String {
         format!("{}_leases", self.bucket_prefix)

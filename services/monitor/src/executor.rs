@@ -12,15 +12,12 @@ use std::{
 use async_nats::jetstream::{self, kv, AckKind};
 use hwsched_bus::{now_ms, trace, Bus};
 use hwsched_proto::{
-    v1::{AttemptJournal, ExecutionResult, TaskAssignment, TaskEventKind, TaskRecord, TaskState, TaskStatus},
+    v1::{AttemptJournal, ExecutionResult, TaskAssignment, TaskEventKind, TaskStatus},
     Message, SCHEMA_VERSION,
 };
 use tokio_util::sync::CancellationToken;
 
 use crate::{process, usage::TaskUsage};
-
-/// How long an unrecorded assignment is awaited before it is refused.
-const CONFIRM_WITHIN: Duration = Duration::from_secs(5);
 
 /// What runs on this worker now; shared with the telemetry loop.
 #[derive(Debug, Default)]
@@ -60,29 +57,6 @@ pub struct Executor {
     pub running: Arc<Running>,
     /// The assignment consumer's ack wait; held assignments are marked in progress three times per period.
     pub ack_wait: Duration,
-}
-
-/// Is an assignment the scheduler's current intent?
-#[derive(Debug, PartialEq)]
-enum Currency {
-    Current,
-    Stale(String),
-    Unconfirmed,
-}
-
-fn currency(rec: Option<&TaskRecord>, a: &TaskAssignment) -> Currency {
-    let Some(rec) = rec else { return Currency::Stale("the scheduler has no record of the task".into()) };
-    match rec.state() {
-        TaskState::Assigned if rec.attempt == a.attempt && rec.worker_id == a.worker_id => Currency::Current,
-        // Written concurrently by a scheduler from before it recorded first: give it a moment.
-        TaskState::Queued if rec.attempt + 1 == a.attempt => Currency::Unconfirmed,
-        s => Currency::Stale(format!(
-            "the task is now {} (attempt {} on {:?})",
-            s.as_str_name(),
-            rec.attempt,
-            rec.worker_id
-        )),
-    }
 }
 
 impl Executor {
@@ -153,7 +127,7 @@ impl Executor {
             let killed = process::kill_orphan(j.pgid as u32, j.start_ticks);
             tracing::warn!(parent: span, orphan_killed = killed, "attempt was started before this monitor restarted");
         }
-        if let Err(why) = self.confirm(a).await {
+        if let Err(why) = hwsched_bus::assignment::confirm(&self.records, a).await {
             tracing::warn!(parent: span, reason = %why, "stale assignment, not run");
             let _ = msg.ack_with(AckKind::Term).await;
             return;
@@ -262,32 +236,6 @@ impl Executor {
         }
     }
 
-    /// Waits (briefly) until the scheduler's record confirms the assignment.
-    async fn confirm(&self, a: &TaskAssignment) -> Result<(), String> {
-        let task_id = a.task.as_ref().map(|t| t.task_id.as_str()).unwrap_or("");
-        let deadline = tokio::time::Instant::now() + CONFIRM_WITHIN;
-        loop {
-            let rec = match self.records.get(task_id).await {
-                Ok(bytes) => bytes.and_then(|b| TaskRecord::decode(b.as_ref()).ok()),
-                // Cannot tell: run it (at-least-once beats losing it).
-                Err(e) => {
-                    tracing::warn!(error = %e, "task record unreadable, running the assignment unconfirmed");
-                    return Ok(());
-                }
-            };
-            match currency(rec.as_ref(), a) {
-                Currency::Current => return Ok(()),
-                Currency::Stale(why) => return Err(why),
-                Currency::Unconfirmed if tokio::time::Instant::now() >= deadline => {
-                    // The scheduler sent it and died before recording it: a restarted
-                    // scheduler places the still-queued task again, so dropping this copy loses nothing.
-                    return Err("the scheduler never recorded this assignment".into());
-                }
-                Currency::Unconfirmed => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    }
-
     /// Stores the result, then acknowledges the assignment. Retries until stored or `stop`.
     async fn finish(
         &self,
@@ -336,36 +284,5 @@ async fn keep_in_progress(msg: Arc<jetstream::Message>, every: Duration, done: C
             _ = done.cancelled() => return,
             _ = tokio::time::sleep(every) => { let _ = msg.ack_with(AckKind::Progress).await; }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use hwsched_proto::v1::TaskRequest;
-
-    fn assignment(attempt: u32, worker: &str) -> TaskAssignment {
-        TaskAssignment { attempt, worker_id: worker.into(), task: Some(TaskRequest::default()), ..Default::default() }
-    }
-
-    fn record(state: TaskState, attempt: u32, worker: &str) -> TaskRecord {
-        TaskRecord { state: state as i32, attempt, worker_id: worker.into(), ..Default::default() }
-    }
-
-    #[test]
-    fn only_the_recorded_attempt_on_this_worker_is_current() {
-        let a = assignment(2, "w1");
-        assert_eq!(currency(Some(&record(TaskState::Assigned, 2, "w1")), &a), Currency::Current);
-        assert_eq!(currency(Some(&record(TaskState::Queued, 1, "")), &a), Currency::Unconfirmed);
-        for stale in [
-            record(TaskState::Assigned, 3, "w2"), // re-placed since
-            record(TaskState::Assigned, 2, "w2"),
-            record(TaskState::Succeeded, 2, "w1"),
-            record(TaskState::Queued, 2, ""), // requeued after this attempt
-            record(TaskState::Cancelled, 2, "w1"),
-        ] {
-            assert!(matches!(currency(Some(&stale), &a), Currency::Stale(_)), "{stale:?}");
-        }
-        assert!(matches!(currency(None, &a), Currency::Stale(_)));
     }
 }

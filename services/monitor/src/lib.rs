@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod detect;
+pub mod drain;
 pub mod executor;
 pub mod gpu;
 pub mod host;
@@ -20,11 +21,7 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use futures::StreamExt;
-use hwsched_bus::{
-    now_ms,
-    streams::{self, Durable},
-    Bus, Stream,
-};
+use hwsched_bus::{now_ms, streams, Bus};
 use hwsched_proto::v1::WorkerState;
 use hwsched_telemetry::Telemetry;
 use tokio_util::sync::CancellationToken;
@@ -66,11 +63,19 @@ pub async fn run(
     streams::provision(&bus).await?;
 
     let subjects = bus.subjects().clone();
-    let mut caps_requests = bus
-        .client()
-        .subscribe(subjects.worker_capabilities(&worker_id))
-        .await
-        .context("subscribe to capability requests")?;
+    // Request/reply through the NATS services API, so `nats micro ls` lists every monitor.
+    let service = hwsched_bus::micro::start(
+        &bus,
+        "hwsched-monitor",
+        "hwsched monitor: capabilities and drain of one worker",
+        [("worker_id".to_string(), worker_id.clone()), ("hardware_class".to_string(), caps.hardware_class.clone())]
+            .into(),
+    )
+    .await?;
+    let mut caps_requests =
+        hwsched_bus::micro::endpoint(&service, "capabilities", subjects.worker_capabilities(&worker_id)).await?;
+    let mut drain_requests = hwsched_bus::micro::endpoint(&service, "drain", subjects.worker_drain(&worker_id)).await?;
+    let mut drain = drain::Drain::load(&bus, &worker_id).await?;
     bus.publish(subjects.worker_register(&worker_id), &caps).await?;
 
     // In observe-only mode another executor consumes this worker's assignments.
@@ -80,10 +85,7 @@ pub async fn run(
     } else {
         let consumer = streams::durable(
             &bus,
-            &Durable::new(Stream::Assign, format!("monitor-{worker_id}"))
-                .filter(subjects.assign(&worker_id))
-                .max_ack_pending(i64::from(caps.slots.max(1)))
-                .ack_wait(Duration::from_secs(cfg.ack_wait_s)),
+            &streams::assignments(&bus, &worker_id, caps.slots, Duration::from_secs(cfg.ack_wait_s)),
         )
         .await?;
         Some(consumer.messages().await.context("consume assignments")?)
@@ -102,7 +104,7 @@ pub async fn run(
         ack_wait: Duration::from_secs(cfg.ack_wait_s),
     });
     let (caps_tx, caps_rx) = watch::channel(caps);
-    let (state_tx, state_rx) = watch::channel(WorkerState::Active);
+    let (state_tx, state_rx) = watch::channel(drain.state());
     let outbox = Arc::new(Outbox::new(cfg.buffer_batches));
     let stop_telemetry = CancellationToken::new();
     let sender = {
@@ -130,9 +132,19 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(req) = caps_requests.next() => {
-                if let Some(reply) = req.reply {
-                    let caps = caps_rx.borrow().clone();
-                    let _ = bus.client().publish(reply, hwsched_bus::codec::encode(&caps)).await;
+                let caps = caps_rx.borrow().clone();
+                hwsched_bus::micro::respond(&req, &caps).await;
+            }
+            Some(req) = drain_requests.next() => {
+                match hwsched_bus::decode::<hwsched_proto::v1::DrainWorker>(req.message.headers.as_ref(), &req.message.payload) {
+                    Ok(d) => match drain.apply(&d, executor.running.task_ids()).await {
+                        Ok(reply) => {
+                            state_tx.send_replace(drain.state());
+                            hwsched_bus::micro::respond(&req, &reply).await;
+                        }
+                        Err(why) => hwsched_bus::micro::respond_error(&req, 500, why).await,
+                    },
+                    Err(e) => hwsched_bus::micro::respond_error(&req, hwsched_bus::micro::BAD_REQUEST, e.to_string()).await,
                 }
             }
             Some(m) = cancels.next() => {
@@ -153,6 +165,9 @@ pub async fn run(
 
     // Leaving: take no new work, say so, let running tasks finish within the grace.
     drop(assignments);
+    if let Err(e) = service.stop().await {
+        tracing::debug!(error = %e, "NATS service not stopped cleanly");
+    }
     telemetry.set_ready(false);
     state_tx.send_replace(WorkerState::Draining);
     if !tasks.is_empty() {

@@ -213,5 +213,11 @@ pub fn heartbeat(
         timestamp_ms: now_ms(),
         interval_ms,
         observe_only: false,
+        gpu_util_pct: if r.gpus.is_empty() {
+            0.0
+        } else {
+            r.gpus.iter().map(|g| g.util_pct).sum::<f64>() / r.gpus.len() as f64
+        },
+        gpus: r.gpus.len() as u32,
     }
 }

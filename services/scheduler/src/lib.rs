@@ -11,19 +11,22 @@ pub use hwsched_placement::state;
 use std::time::Duration;
 
 use anyhow::Context;
-use async_nats::jetstream::{self, kv, AckKind};
+use async_nats::{
+    jetstream::{self, kv, AckKind},
+    service,
+};
 use clap::Args;
 use futures::StreamExt;
 use hwsched_bus::{
-    now_ms,
+    micro, now_ms,
     streams::{self, Durable},
     task_event, trace, Bus, Stream, REPLY_TO,
 };
 use hwsched_proto::{
     v1::{
         CancelReply, CancelTask, ExecutionResult, ExplainReply, ExplainRequest, ModelSnapshot, QueueReply, SubmitReply,
-        TaskAssignment, TaskEventKind, TaskRecord, TaskRejection, TaskRequest, TaskState, TaskStatus,
-        WorkerCapabilities, WorkerHeartbeat,
+        TaskAssignment, TaskEventKind, TaskRecord, TaskRejection, TaskRequest, TaskState, TaskStatus, TasksReply,
+        TasksRequest, WorkerCapabilities, WorkerHeartbeat,
     },
     Message, SCHEMA_VERSION,
 };
@@ -365,9 +368,19 @@ async fn run_active(
     let mut results = streams::durable(bus, &consumer(Stream::Results)).await?.messages().await?;
     let mut heartbeats = bus.client().subscribe(subjects.workers_heartbeat_all()).await?;
     let mut registrations = bus.client().subscribe(subjects.workers_register_all()).await?;
-    let mut cancels = bus.client().subscribe(subjects.control_cancel()).await?;
-    let mut explains = bus.client().subscribe(subjects.control_explain()).await?;
-    let mut queues = bus.client().subscribe(subjects.control_queue()).await?;
+    // Only the active scheduler answers (and shows in `nats micro ls`); the
+    // service stops when this scheduler steps down.
+    let service = micro::start(
+        bus,
+        "hwsched-scheduler",
+        "hwsched scheduler (the active one): queue, tasks, explain, cancel",
+        [("policy".to_string(), s.cfg.policy.to_string())].into(),
+    )
+    .await?;
+    let mut cancels = micro::endpoint(&service, "cancel", subjects.control_cancel()).await?;
+    let mut explains = micro::endpoint(&service, "explain", subjects.control_explain()).await?;
+    let mut queues = micro::endpoint(&service, "queue", subjects.control_queue()).await?;
+    let mut listings = micro::endpoint(&service, "tasks", subjects.control_tasks()).await?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut renew = tokio::time::interval(lease::renew_every());
     tracing::info!(queued = s.state.queued(), "scheduler ready");
@@ -392,13 +405,11 @@ async fn run_active(
             Some(caps) = caps_rx.recv() => s.on_capabilities(caps),
             Some(m) = cancels.next() => { s.on_cancel(m).await; true }
             Some(m) = explains.next() => { s.on_explain(m).await; false }
-            Some(m) = queues.next() => {
-                if let Some(to) = m.reply {
-                    let reply = QueueReply { tasks: s.state.queue_view(now_ms()) };
-                    let _ = s.io.bus.client().publish(to, reply.encode_to_vec().into()).await;
-                }
+            Some(req) = queues.next() => {
+                micro::respond(&req, &QueueReply { tasks: s.state.queue_view(now_ms()) }).await;
                 false
             }
+            Some(req) = listings.next() => { s.on_tasks(req).await; false }
             Some(Ok(entry)) = model_updates.next() => { s.on_model(&entry.value); true }
             m = submissions.next() => match m {
                 Some(Ok(msg)) => {
@@ -435,6 +446,9 @@ async fn run_active(
     };
     // what this scheduler assigned is sent before it stops or hands over
     s.settle_sends().await;
+    if let Err(e) = service.stop().await {
+        tracing::debug!(error = %e, "NATS service not stopped cleanly");
+    }
     outcome
 }
 
@@ -874,9 +888,11 @@ impl Scheduler {
     }
 
     /// `hws.control.explain`: the live record when the task is not finished, else the stored one.
-    async fn on_explain(&self, m: async_nats::Message) {
-        let Some(to) = m.reply else { return };
-        let Ok(req) = hwsched_bus::decode::<ExplainRequest>(m.headers.as_ref(), &m.payload) else { return };
+    async fn on_explain(&self, r: service::Request) {
+        let req = match hwsched_bus::decode::<ExplainRequest>(r.message.headers.as_ref(), &r.message.payload) {
+            Ok(req) => req,
+            Err(e) => return micro::respond_error(&r, micro::BAD_REQUEST, e.to_string()).await,
+        };
         let record = match self.state.record(&req.task_id) {
             Some(r) => Some(r),
             None => match self.io.records.get(&req.task_id).await {
@@ -884,8 +900,27 @@ impl Scheduler {
                 _ => None,
             },
         };
-        let reply = ExplainReply { found: record.is_some(), record };
-        let _ = self.io.bus.client().publish(to, reply.encode_to_vec().into()).await;
+        micro::respond(&r, &ExplainReply { found: record.is_some(), record }).await;
+    }
+
+    /// `hws.control.tasks`: the live tasks (waiting or placed), newest first.
+    async fn on_tasks(&self, r: service::Request) {
+        let req = match hwsched_bus::decode::<TasksRequest>(r.message.headers.as_ref(), &r.message.payload) {
+            Ok(req) => req,
+            Err(e) => return micro::respond_error(&r, micro::BAD_REQUEST, e.to_string()).await,
+        };
+        let mut tasks = match req.state() {
+            TaskState::Unspecified => {
+                let mut all = self.state.records_in(TaskState::Queued);
+                all.extend(self.state.records_in(TaskState::Assigned));
+                all
+            }
+            st => self.state.records_in(st),
+        };
+        tasks.sort_by(|a, b| b.queued_at_ms.cmp(&a.queued_at_ms).then_with(|| task_id(a).cmp(&task_id(b))));
+        let total = tasks.len() as u32;
+        tasks.truncate(if req.limit == 0 { 1000 } else { req.limit as usize });
+        micro::respond(&r, &TasksReply { tasks, total }).await;
     }
 
     /// A new model snapshot from the learner: used from the next placement on.
@@ -900,13 +935,13 @@ impl Scheduler {
         }
     }
 
-    async fn on_cancel(&mut self, m: async_nats::Message) {
+    async fn on_cancel(&mut self, r: service::Request) {
         self.settle_sends().await;
-        let c = match hwsched_bus::decode::<CancelTask>(m.headers.as_ref(), &m.payload) {
+        let c = match hwsched_bus::decode::<CancelTask>(r.message.headers.as_ref(), &r.message.payload) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "undecodable cancel request");
-                return;
+                return micro::respond_error(&r, micro::BAD_REQUEST, e.to_string()).await;
             }
         };
         let found = self.state.knows(&c.task_id);
@@ -931,9 +966,7 @@ impl Scheduler {
         } else {
             CancelReply { task_id: c.task_id, found: false, detail: "unknown or already finished".into() }
         };
-        if let Some(to) = m.reply {
-            let _ = self.io.bus.client().publish(to, reply.encode_to_vec().into()).await;
-        }
+        micro::respond(&r, &reply).await;
     }
 
     /// Lost workers and forgotten assignments: their tasks are queued again (or fail).

@@ -24,6 +24,36 @@ pub fn hwsched_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// What a finished `hwsched` command left.
+#[derive(Debug)]
+pub struct Output {
+    /// Exit status (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs `hwsched <args>` against `nats_url` (blocking: call it from
+/// `spawn_blocking` in async tests, or use [`cli_async`]).
+pub fn cli(nats_url: &str, args: &[&str]) -> anyhow::Result<Output> {
+    let out =
+        Command::new(hwsched_bin()?).args(args).env("HWSCHED_NATS_URL", nats_url).stdin(Stdio::null()).output()?;
+    Ok(Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// [`cli`] off the async workers.
+pub async fn cli_async(nats_url: &str, args: &[&str]) -> anyhow::Result<Output> {
+    let url = nats_url.to_string();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || cli(&url, &args.iter().map(String::as_str).collect::<Vec<_>>())).await?
+}
+
 /// A running `hwsched` child process; killed on drop, its log printed when the test failed.
 #[derive(Debug)]
 pub struct Proc {

@@ -1,7 +1,7 @@
 //! `hwsched queue` and `hwsched explain` ask the active scheduler: waiting
 //! tasks come with the reason they wait, placed ones with why they went there.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use futures::StreamExt;
 use hwsched_proto::{
@@ -9,11 +9,11 @@ use hwsched_proto::{
     Message,
 };
 use hwsched_testkit::NatsServer;
-use hwsched_tests::{bus, hwsched_bin, monitor, scheduler, submit};
+use hwsched_tests::{bus, monitor, scheduler, submit};
 
 fn cli(url: &str, args: &[&str]) -> anyhow::Result<(i32, String)> {
-    let out = Command::new(hwsched_bin()?).args(args).env("HWSCHED_NATS_URL", url).output()?;
-    Ok((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned()))
+    let out = hwsched_tests::cli(url, args)?;
+    Ok((out.code, out.stdout))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

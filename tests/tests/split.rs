@@ -16,7 +16,7 @@ use hwsched_proto::{
     Message,
 };
 use hwsched_testkit::NatsServer;
-use hwsched_tests::{bus, hwsched_bin, sh_task, Proc};
+use hwsched_tests::{bus, sh_task, Proc};
 
 const WAIT: Duration = Duration::from_secs(45);
 
@@ -59,8 +59,8 @@ async fn results_by_task(
 
 /// Runs the CLI: (exit code, stdout).
 fn cli(url: &str, args: &[&str]) -> anyhow::Result<(i32, String)> {
-    let out = std::process::Command::new(hwsched_bin()?).args(args).env("HWSCHED_NATS_URL", url).output()?;
-    Ok((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned()))
+    let out = hwsched_tests::cli(url, args)?;
+    Ok((out.code, out.stdout))
 }
 
 /// Submits `t` asking for verdicts on `inbox`.

@@ -1,6 +1,7 @@
 //! The `hwsched` binary: every service as a subcommand (`monitor`, `scheduler`,
 //! `learner`, `alerting`, `recorder`, or `all` in one process) and the client
-//! commands (`submit`, `events`, `workers`, `schema`, `report`). Thin: it parses
+//! commands (`submit`, `workers`, `queue`, `tasks`, `watch`, `explain`,
+//! `cancel`, `drain`, ...), built on `hwsched-client`. Thin: it parses
 //! configuration and calls each crate's `run`.
 #![forbid(unsafe_code)]
 
@@ -8,17 +9,30 @@ mod alerts;
 mod bench;
 mod bench_alerts;
 mod bench_ingest;
-mod client;
 mod model;
+mod ops;
+mod output;
+mod render;
 mod report;
+mod schema;
 mod service;
 mod sim;
+mod submit;
 
 use clap::{Parser, Subcommand};
+use hwsched_client::{exit, Client};
 use hwsched_config::{ClickHouseConfig, NatsConfig, TelemetryConfig};
+use output::Format;
+
+const EXIT_CODES: &str = "Exit status: 0 done (and every task succeeded), 1 a task failed or was rejected, or what was named does not exist, 2 bad usage or input (flags, configuration, suite file), 3 NATS or a service unreachable, 130 interrupted.";
 
 #[derive(Debug, Parser)]
-#[command(name = "hwsched", version, about = "Schedules test jobs onto the hardware that runs them best.")]
+#[command(
+    name = "hwsched",
+    version,
+    about = "Schedules test jobs onto the hardware that runs them best.",
+    after_help = EXIT_CODES
+)]
 struct Cli {
     #[command(flatten)]
     nats: NatsConfig,
@@ -44,10 +58,14 @@ enum Command {
     Recorder(hwsched_recorder::RecorderConfig),
     /// Run scheduler, learner, alerting and recorder in one process.
     All(service::AllConfig),
-    /// Submit one task (flags) or a suite (file) and optionally wait for the results.
-    Submit(client::SubmitArgs),
-    /// Follow task lifecycle events and results as they happen.
-    Events,
+    /// Submit one task (flags) or a suite (JSON/YAML file) and optionally wait for the results.
+    Submit(submit::SubmitArgs),
+    /// Follow task lifecycle events as they happen.
+    Events {
+        /// Output: table (a line per event) or json (one object per line).
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Format,
+    },
     /// Cancel a task: removed from the queue, or its running attempt stopped.
     Cancel {
         /// Task id.
@@ -56,14 +74,38 @@ enum Command {
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// List the workers that are sending heartbeats.
-    Workers,
+    /// List the workers that are sending heartbeats: hardware, slots, CPU/GPU use, temperature, state.
+    Workers {
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Format,
+    },
     /// The waiting tasks, in placement order, with the reason each waits.
-    Queue,
+    Queue {
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// The tasks the scheduler holds now, or one task's history (events and attempts).
+    Tasks(ops::TasksArgs),
+    /// A live view of workers and tasks, refreshing in place.
+    Watch(ops::WatchArgs),
     /// What the scheduler knows of a task and why it is where it is.
     Explain {
         /// Task id.
         task_id: String,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Drain a worker: it takes no new tasks, the running ones finish (kept across monitor restarts).
+    Drain(ops::DrainArgs),
+    /// Undrain a worker: it takes tasks again.
+    Undrain(ops::DrainArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
     /// Load generators against a running scheduler (use a dedicated NATS server).
     Bench {
@@ -76,7 +118,7 @@ enum Command {
     Alerts {
         /// Output format.
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
-        output: model::Format,
+        output: Format,
     },
     /// Silence alerts: add, list, expire (shared by every alerting replica).
     Silence(alerts::SilenceArgs),
@@ -85,14 +127,21 @@ enum Command {
     /// ClickHouse schema: print the DDL for a server version, or apply it.
     Schema {
         #[command(subcommand)]
-        command: client::SchemaCommand,
+        command: schema::SchemaCommand,
     },
     /// Fleet report from ClickHouse over a window: utilization, task resources, slowest tests, failures, alerts (HTML and/or JSON).
     Report(report::ReportArgs),
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version print and exit 0; usage errors exit 2
+            let _ = e.print();
+            return std::process::ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::OK });
+        }
+    };
     let is_service = matches!(
         cli.command,
         Command::Monitor(_)
@@ -102,7 +151,8 @@ fn main() -> std::process::ExitCode {
             | Command::Recorder(_)
             | Command::All(_)
     );
-    let default_filter = if is_service { "info,async_nats=warn" } else { "warn" };
+    // a client command's connection retries are not news: its error says what failed
+    let default_filter = if is_service { "info,async_nats=warn" } else { "warn,hwsched_bus=error" };
     let service = format!("hwsched-{}", command_name(&cli.command));
     let _guard = match hwsched_telemetry::init(
         &cli.telemetry.log_format,
@@ -113,7 +163,7 @@ fn main() -> std::process::ExitCode {
         Ok(g) => g,
         Err(e) => {
             eprintln!("error: invalid configuration: {e}");
-            return std::process::ExitCode::FAILURE;
+            return std::process::ExitCode::from(exit::USAGE);
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -125,12 +175,37 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(dispatch(cli));
     match result {
-        Ok(code) => code,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// A problem with what the user gave (flags, configuration): exit 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Usage(String);
+
+/// The exit status of a failed command: from the client library's error
+/// kinds, 2 for configuration and input errors, else 1.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(c) = cause.downcast_ref::<hwsched_client::Error>() {
+            return c.exit_code();
+        }
+        if cause.downcast_ref::<hwsched_client::SuiteError>().is_some() {
+            return exit::USAGE;
+        }
+        if cause.downcast_ref::<hwsched_config::ConfigError>().is_some() || cause.downcast_ref::<Usage>().is_some() {
+            return exit::USAGE;
+        }
+        if let Some(hwsched_bus::BusError::Connect { .. }) = cause.downcast_ref::<hwsched_bus::BusError>() {
+            return exit::UNAVAILABLE;
+        }
+    }
+    exit::FAILURE
 }
 
 fn command_name(c: &Command) -> &'static str {
@@ -142,10 +217,15 @@ fn command_name(c: &Command) -> &'static str {
         Command::Recorder(_) => "recorder",
         Command::All(_) => "all",
         Command::Submit(_)
-        | Command::Events
+        | Command::Events { .. }
         | Command::Cancel { .. }
-        | Command::Workers
-        | Command::Queue
+        | Command::Workers { .. }
+        | Command::Queue { .. }
+        | Command::Tasks(_)
+        | Command::Watch(_)
+        | Command::Drain(_)
+        | Command::Undrain(_)
+        | Command::Completions { .. }
         | Command::Explain { .. }
         | Command::Model(_)
         | Command::Alerts { .. }
@@ -157,13 +237,13 @@ fn command_name(c: &Command) -> &'static str {
     }
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
-    let ok = std::process::ExitCode::SUCCESS;
+async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    let ok = exit::OK;
     let Cli { nats, clickhouse, telemetry, command } = cli;
     cli_validate(&nats, &clickhouse)?;
     match command {
         Command::Monitor(cfg) => {
-            cfg.validate().map_err(anyhow::Error::msg)?;
+            cfg.validate().map_err(|e| anyhow::Error::new(Usage(e)))?;
             service::serve(&nats, &telemetry, "monitor", |bus, t, s| hwsched_monitor::run(cfg, bus, t, s))
                 .await
                 .map(|_| ok)
@@ -189,16 +269,29 @@ async fn dispatch(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 .map(|_| ok)
         }
         Command::All(cfg) => service::all(cfg, &nats, clickhouse, &telemetry).await.map(|_| ok),
-        Command::Submit(args) => client::submit(&nats, args).await,
-        Command::Events => client::events(&nats).await.map(|_| ok),
-        Command::Cancel { task_id, reason } => client::cancel(&nats, task_id, reason).await,
-        Command::Workers => client::workers(&nats).await.map(|_| ok),
-        Command::Queue => client::queue(&nats).await.map(|_| ok),
-        Command::Explain { task_id } => client::explain(&nats, task_id).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "hwsched",
+                &mut std::io::stdout(),
+            );
+            Ok(ok)
+        }
+        Command::Submit(args) => submit::run(&nats, args).await,
+        Command::Events { output } => ops::events(&Client::connect(&nats).await?, output).await,
+        Command::Cancel { task_id, reason } => ops::cancel(&Client::connect(&nats).await?, &task_id, &reason).await,
+        Command::Workers { output } => ops::workers(&Client::connect(&nats).await?, output).await,
+        Command::Queue { output } => ops::queue(&Client::connect(&nats).await?, output).await,
+        Command::Tasks(args) => ops::tasks(&Client::connect(&nats).await?, args).await,
+        Command::Watch(args) => ops::watch(&Client::connect(&nats).await?, args).await,
+        Command::Explain { task_id, output } => ops::explain(&Client::connect(&nats).await?, &task_id, output).await,
+        Command::Drain(args) => ops::drain(&Client::connect(&nats).await?, args, true).await,
+        Command::Undrain(args) => ops::drain(&Client::connect(&nats).await?, args, false).await,
         Command::Model(args) => model::run(&nats, args).await.map(|_| ok),
         Command::Alerts { output } => alerts::firing(&nats, output).await.map(|_| ok),
         Command::Silence(args) => alerts::silence(&nats, args).await.map(|_| ok),
-        Command::Schema { command } => client::schema(command, &clickhouse).await.map(|_| ok),
+        Command::Schema { command } => schema::schema(command, &clickhouse).await.map(|_| ok),
         Command::Report(args) => report::run(&clickhouse, args).await.map(|_| ok),
         Command::Bench { command } => bench::run(&nats, &clickhouse, command).await.map(|_| ok),
         // CPU-bound and synchronous: off the async workers

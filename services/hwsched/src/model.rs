@@ -3,7 +3,7 @@
 //! health and the prediction error; `predict` answers for one task.
 
 use anyhow::Context as _;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use hwsched_bus::Bus;
 use hwsched_config::NatsConfig;
 use hwsched_model::{recent_quantile, Model, Source, SNAPSHOT_KEY};
@@ -13,11 +13,7 @@ use hwsched_proto::{
 };
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
-}
+pub use crate::output::Format;
 
 #[derive(Debug, Args)]
 pub struct ModelArgs {
@@ -77,8 +73,13 @@ fn cell(m: &Model, workload: &str, hardware: &str) -> Option<Cell> {
 
 async fn load(nats: &NatsConfig) -> anyhow::Result<Model> {
     let bus = Bus::connect(nats, "hwsched-cli", std::time::Duration::from_secs(5)).await?;
+    load_from(&bus).await
+}
+
+/// The learner's latest model, read from its bucket.
+pub async fn load_from(bus: &Bus) -> anyhow::Result<Model> {
     let name = bus.subjects().model_bucket();
-    let bucket = hwsched_bus::streams::bucket(&bus, &name).await.with_context(|| {
+    let bucket = hwsched_bus::streams::bucket(bus, &name).await.with_context(|| {
         format!("no model bucket {name}: has the learner (`hwsched learner` or `hwsched all`) run?")
     })?;
     let bytes = bucket.get(SNAPSHOT_KEY).await.context("read the model snapshot")?;

@@ -1,0 +1,409 @@
+//! `hwsched submit`: one task from flags or a suite file (JSON or YAML);
+//! `--wait` follows every task to its end, with a progress line for suites
+//! (done / failed / running / queued, ETA from the learner's predictions),
+//! and exits 1 if any failed. Ctrl-C offers to cancel what is still open.
+
+use std::{
+    collections::HashMap,
+    io::{IsTerminal, Write},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use clap::Args;
+use hwsched_client::{exit, suite, Client, Update};
+use hwsched_proto::v1::{GpuRequirement, Placement, Requirements, TaskEventKind, TaskRequest, TaskStatus};
+
+use crate::{
+    output::Format,
+    render::{self, Progress},
+};
+
+/// `hwsched submit`.
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    /// A suite: a JSON or YAML (.yaml/.yml) list of tasks, or {"tasks": [...]}, in the documented JSON form.
+    #[arg(long, short = 'f', conflicts_with = "command")]
+    file: Option<PathBuf>,
+    /// Task id (default: generated).
+    #[arg(long)]
+    id: Option<String>,
+    /// Human-readable name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Priority 1 (highest) .. 5 (lowest).
+    #[arg(long, default_value_t = 3)]
+    priority: u32,
+    /// CPU cores.
+    #[arg(long)]
+    cpu: Option<f64>,
+    /// Memory, e.g. 512M or 8G (plain numbers are MB).
+    #[arg(long, value_parser = parse_memory_mb, allow_hyphen_values = true)]
+    memory: Option<i64>,
+    /// GPUs.
+    #[arg(long)]
+    gpu: Option<u32>,
+    /// Timeout in seconds.
+    #[arg(long)]
+    timeout: Option<u32>,
+    /// Test type (what the learner groups runtimes by), e.g. unit, vision_classification.
+    #[arg(long)]
+    test_type: Option<String>,
+    /// Run N shards side by side, each told HWSCHED_SHARD_INDEX and HWSCHED_SHARD_TOTAL.
+    #[arg(long, conflicts_with = "replicate")]
+    shards: Option<u32>,
+    /// Run one copy on each of these hardware classes (e.g. cpu,gpu:nvidia-h100).
+    #[arg(long, value_delimiter = ',')]
+    replicate: Vec<String>,
+    /// Only on these hardware classes (e.g. gpu:nvidia-a100).
+    #[arg(long = "hardware-class", value_delimiter = ',')]
+    hardware_class: Vec<String>,
+    /// Wait for every task to finish, printing its lifecycle; exit 1 if any failed.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: on Ctrl-C (or SIGTERM) cancel every unfinished task without asking.
+    #[arg(long, requires = "wait")]
+    cancel_on_interrupt: bool,
+    /// With --wait: no progress line (it is drawn only when stderr is a terminal).
+    #[arg(long)]
+    no_progress: bool,
+    /// Appended to every task id (e.g. to submit the same suite file again as new tasks).
+    #[arg(long, allow_hyphen_values = true)]
+    id_suffix: Option<String>,
+    /// Give up waiting after this many seconds.
+    #[arg(long, default_value_t = 3600)]
+    wait_timeout_s: u64,
+    /// Output: table (lines for people) or json (one JSON object per line and update).
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    output: Format,
+    /// The command to run, after `--`.
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+fn parse_memory_mb(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 'G' | 'g')) => (&s[..i], 1024.0),
+        Some((i, 'M' | 'm')) => (&s[..i], 1.0),
+        _ => (s, 1.0),
+    };
+    let v: f64 = num.parse().map_err(|_| format!("{s:?}: expected e.g. 512M or 8G"))?;
+    Ok((v * mult) as i64)
+}
+
+fn tasks_from(args: &SubmitArgs) -> anyhow::Result<Vec<TaskRequest>> {
+    let mut tasks = if let Some(path) = &args.file {
+        suite::load(path)?
+    } else {
+        if args.command.is_empty() {
+            anyhow::bail!("nothing to submit: give a command after `--` or a suite with --file");
+        }
+        let gpus = args.gpu.map(|count| GpuRequirement { count, ..Default::default() });
+        let placement = match (args.shards, args.replicate.is_empty()) {
+            (Some(shards), _) => Some(Placement { strategy: "sharded".into(), shards, ..Default::default() }),
+            (None, false) => Some(Placement {
+                strategy: "replicated".into(),
+                hardware_classes: args.replicate.clone(),
+                ..Default::default()
+            }),
+            (None, true) => None,
+        };
+        let mut t = hwsched_client::task(args.command.clone());
+        if let Some(id) = &args.id {
+            t.task_id = id.clone();
+        }
+        if let Some(name) = &args.name {
+            t.name = name.clone();
+        }
+        t.priority = args.priority;
+        t.timeout_s = args.timeout.unwrap_or(0);
+        t.test_type = args.test_type.clone().unwrap_or_default();
+        t.requirements = Some(Requirements {
+            cpu_cores: args.cpu.unwrap_or(0.0),
+            memory_mb: args.memory.unwrap_or(0),
+            gpus,
+            hardware_classes: args.hardware_class.clone(),
+            ..Default::default()
+        });
+        t.placement = placement;
+        t.producer = "hwsched-cli".into();
+        vec![t]
+    };
+    if let Some(suffix) = &args.id_suffix {
+        for t in &mut tasks {
+            t.task_id.push_str(suffix);
+        }
+    }
+    Ok(tasks)
+}
+
+/// What an interrupted wait does.
+enum OnInterrupt {
+    Cancel,
+    Ask,
+    Leave,
+}
+
+/// Submits, prints each verdict, and with `--wait` follows every task to its end.
+pub async fn run(nats: &hwsched_config::NatsConfig, args: SubmitArgs) -> anyhow::Result<u8> {
+    // the file first: a bad suite is reported without a connection
+    let tasks = tasks_from(&args)?;
+    let client = &Client::connect(nats).await?;
+    let predicted = if args.wait { predictions(client, &tasks).await } else { HashMap::new() };
+    let names: HashMap<String, String> = tasks.iter().map(|t| (t.task_id.clone(), t.name.clone())).collect();
+    let total = tasks.len();
+    let mut run = client.submit(tasks).await?;
+    let mut out = Printer::new(args.output, total > 1 && !args.no_progress && std::io::stderr().is_terminal());
+    let mut tally = Tally { predicted, ..Default::default() };
+    let on_interrupt = if args.cancel_on_interrupt {
+        OnInterrupt::Cancel
+    } else if std::io::stdin().is_terminal() {
+        OnInterrupt::Ask
+    } else {
+        OnInterrupt::Leave
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.wait_timeout_s);
+    let interrupted = hwsched_shutdown::install_signal_handlers();
+    loop {
+        let next = tokio::select! {
+            n = run.next() => n?,
+            _ = interrupted.cancelled(), if args.wait => {
+                out.clear();
+                return interrupt(client, &run, on_interrupt, &mut out).await;
+            }
+            _ = tokio::time::sleep_until(deadline), if args.wait => {
+                out.clear();
+                anyhow::bail!("gave up waiting after {}s: {} task(s) unfinished", args.wait_timeout_s, run.open().len());
+            }
+        };
+        let Some(u) = next else { break };
+        let name = names.get(update_id(&u)).map_or("", String::as_str);
+        tally.count(&u);
+        out.update(&u, name, &tally.progress());
+        if !args.wait && run.verdicts_pending() == 0 {
+            break;
+        }
+    }
+    out.clear();
+    if args.wait && args.output == Format::Table {
+        println!("{} task(s): {} succeeded, {} failed", tally.done + tally.failed, tally.done, tally.failed);
+    }
+    Ok(if tally.failed > 0 { exit::FAILURE } else { exit::OK })
+}
+
+fn update_id(u: &Update) -> &str {
+    match u {
+        Update::Accepted { task_id } | Update::Duplicate { task_id } | Update::Rejected { task_id, .. } => task_id,
+        Update::Event(ev) => &ev.task_id,
+        Update::Finished(f) => &f.task_id,
+    }
+}
+
+/// Ctrl-C during `--wait`: cancel the open tasks, or leave them running.
+async fn interrupt(
+    client: &Client,
+    run: &hwsched_client::Submission,
+    how: OnInterrupt,
+    out: &mut Printer,
+) -> anyhow::Result<u8> {
+    let open: Vec<String> = run.open().iter().cloned().collect();
+    let cancel = match how {
+        OnInterrupt::Cancel => true,
+        OnInterrupt::Leave => false,
+        OnInterrupt::Ask => {
+            eprint!("\ninterrupted: cancel the {} unfinished task(s)? [y/N] ", open.len());
+            let _ = std::io::stderr().flush();
+            let answer = tokio::task::spawn_blocking(|| {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).map(|_| line)
+            });
+            // a second Ctrl-C while asking exits at once (130), leaving them running
+            matches!(answer.await, Ok(Ok(l)) if l.trim().eq_ignore_ascii_case("y") || l.trim().eq_ignore_ascii_case("yes"))
+        }
+    };
+    if cancel {
+        for id in &open {
+            match client.cancel(id, "submitter interrupted").await {
+                Ok(r) => out.line(&format!("{id:<16} cancel: {}", r.detail)),
+                Err(e) => out.line(&format!("{id:<16} cancel failed: {e}")),
+            }
+        }
+    } else if !open.is_empty() {
+        eprintln!(
+            "interrupted: {} task(s) still queued or running (`hwsched tasks` lists them, `hwsched cancel ID` stops one)",
+            open.len()
+        );
+    }
+    Ok(exit::INTERRUPTED)
+}
+
+/// The learner's runtime prediction per task id (best hardware it ran on),
+/// else the producer's `expected_duration_s`.
+async fn predictions(client: &Client, tasks: &[TaskRequest]) -> HashMap<String, f64> {
+    let model = crate::model::load_from(client.bus()).await.ok();
+    tasks
+        .iter()
+        .filter_map(|t| {
+            let learned = model.as_ref().and_then(|m| m.best_observed_s(&hwsched_model::task_workload_key(t)));
+            let declared = (t.expected_duration_s > 0.0).then_some(t.expected_duration_s);
+            learned.or(declared).map(|s| (t.task_id.clone(), s))
+        })
+        .collect()
+}
+
+/// Counts of a suite's tasks, and what is needed for its ETA.
+#[derive(Default)]
+struct Tally {
+    done: usize,
+    failed: usize,
+    accepted: std::collections::BTreeSet<String>,
+    ended: std::collections::HashSet<String>,
+    /// Task id -> when it (or its first part) started.
+    running: HashMap<String, Instant>,
+    predicted: HashMap<String, f64>,
+    /// Runtimes of the tasks ended so far, standing in for missing predictions.
+    ran: Vec<f64>,
+}
+
+impl Tally {
+    fn count(&mut self, u: &Update) {
+        // a shard or replica counts as its task running
+        let own = |id: &str| hwsched_placement::group::parent_of(id).unwrap_or(id).to_string();
+        match u {
+            Update::Accepted { task_id } => {
+                self.accepted.insert(task_id.clone());
+            }
+            Update::Rejected { task_id, .. } => {
+                self.failed += 1;
+                self.ended.insert(task_id.clone());
+            }
+            Update::Event(ev) if ev.kind() == TaskEventKind::Started => {
+                self.running.entry(own(&ev.task_id)).or_insert_with(Instant::now);
+            }
+            Update::Event(ev) if ev.kind() == TaskEventKind::Retried && ev.task_id == own(&ev.task_id) => {
+                self.running.remove(&ev.task_id);
+            }
+            Update::Finished(f) => {
+                self.running.remove(&f.task_id);
+                self.ended.insert(f.task_id.clone());
+                if f.duration_s > 0.0 {
+                    self.ran.push(f.duration_s);
+                }
+                if f.status == TaskStatus::Succeeded {
+                    self.done += 1;
+                } else {
+                    self.failed += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn waiting(&self) -> impl Iterator<Item = &String> {
+        self.accepted.iter().filter(|id| !self.ended.contains(*id) && !self.running.contains_key(*id))
+    }
+
+    fn progress(&self) -> Progress {
+        Progress {
+            done: self.done,
+            failed: self.failed,
+            running: self.running.len(),
+            queued: self.waiting().count(),
+            eta_s: self.eta(),
+        }
+    }
+
+    /// Remaining predicted work spread over the tasks running now (one lane
+    /// when none runs yet); `None` when nothing was predicted or has ended.
+    fn eta(&self) -> Option<f64> {
+        let known: Vec<f64> = self.predicted.values().chain(&self.ran).copied().collect();
+        if known.is_empty() {
+            return None;
+        }
+        let typical = known.iter().sum::<f64>() / known.len() as f64;
+        let predict = |id: &str| self.predicted.get(id).copied().unwrap_or(typical);
+        let running: f64 =
+            self.running.iter().map(|(id, since)| (predict(id) - since.elapsed().as_secs_f64()).max(0.0)).sum();
+        let waiting: f64 = self.waiting().map(|id| predict(id)).sum();
+        Some((running + waiting) / self.running.len().max(1) as f64)
+    }
+}
+
+/// Prints updates as lines (with a progress line redrawn on stderr) or JSON.
+struct Printer {
+    format: Format,
+    bar: bool,
+    drawn: bool,
+}
+
+impl Printer {
+    fn new(format: Format, bar: bool) -> Self {
+        Self { format, bar: bar && format == Format::Table, drawn: false }
+    }
+
+    fn clear(&mut self) {
+        if self.drawn {
+            eprint!("\r\x1b[2K");
+            self.drawn = false;
+        }
+    }
+
+    fn line(&mut self, text: &str) {
+        self.clear();
+        println!("{text}");
+    }
+
+    fn update(&mut self, u: &Update, name: &str, p: &Progress) {
+        match self.format {
+            Format::Json => println!("{}", crate::output::update_json(u)),
+            Format::Table => {
+                if let Some(line) = render::update(u, name) {
+                    self.line(&line);
+                }
+                if self.bar {
+                    eprint!("\r\x1b[2K{}", render::progress(p, 30));
+                    let _ = std::io::stderr().flush();
+                    self.drawn = true;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_units() {
+        assert_eq!(parse_memory_mb("512"), Ok(512));
+        assert_eq!(parse_memory_mb("8G"), Ok(8192));
+        assert_eq!(parse_memory_mb("256M"), Ok(256));
+        assert!(parse_memory_mb("lots").is_err());
+    }
+
+    #[test]
+    fn eta_spreads_the_predicted_work_over_the_running_tasks() {
+        let mut t = Tally {
+            predicted: [("a".into(), 10.0), ("b".into(), 10.0), ("c".into(), 30.0)].into(),
+            ..Default::default()
+        };
+        for id in ["a", "b", "c"] {
+            t.count(&Update::Accepted { task_id: id.into() });
+        }
+        // nothing runs yet: all 50 s of work in one lane
+        let p = t.progress();
+        assert_eq!((p.queued, p.running), (3, 0));
+        assert!((p.eta_s.expect("eta") - 50.0).abs() < 0.5, "{p:?}");
+        t.running.insert("a".into(), Instant::now());
+        t.running.insert("b".into(), Instant::now());
+        let p = t.progress();
+        assert_eq!((p.queued, p.running), (1, 2));
+        // (10 + 10 running + 30 waiting) / 2 lanes
+        assert!((p.eta_s.expect("eta") - 25.0).abs() < 0.5, "{p:?}");
+        // no prediction at all: no ETA
+        let t = Tally::default();
+        assert_eq!(t.progress().eta_s, None);
+    }
+}

@@ -33,6 +33,9 @@ use hwsched_proto::{
 
 use crate::{Client, Error};
 
+/// How long [`Client::executor`] waits for the worker's monitor to answer.
+pub const MONITOR_WITHIN: Duration = Duration::from_secs(10);
+
 /// How long an assignment waits for redelivery when its executor vanished.
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
 
@@ -107,17 +110,25 @@ impl Client {
     /// class goes into every result, which is what the learner learns by.
     pub async fn executor(&self, worker_id: &str, slots: u32) -> Result<Executor, Error> {
         let bus = &self.bus;
-        let caps: WorkerCapabilities = self
-            .ask("monitor", bus.subjects().worker_capabilities(worker_id), Default::default())
-            .await
-            .map_err(|e| match e {
-                Error::NoResponder { service, subject, .. } => Error::NoResponder {
-                    service,
-                    subject,
-                    hint: format!("run `hwsched monitor --observe-only --worker-id {worker_id}` on that worker first"),
-                },
-                e => e,
-            })?;
+        // started together with its monitor, the executor gives it a moment to come up
+        let deadline = tokio::time::Instant::now() + MONITOR_WITHIN;
+        let caps: WorkerCapabilities = loop {
+            let asked = self.ask("monitor", bus.subjects().worker_capabilities(worker_id), Default::default()).await;
+            match asked {
+                Err(Error::NoResponder { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                other => break other,
+            }
+        }
+        .map_err(|e| match e {
+            Error::NoResponder { service, subject, .. } => Error::NoResponder {
+                service,
+                subject,
+                hint: format!("run `hwsched monitor --observe-only --worker-id {worker_id}` on that worker first"),
+            },
+            e => e,
+        })?;
         let d = streams::assignments(bus, worker_id, slots, ACK_WAIT);
         let messages = streams::durable(bus, &d)
             .await

@@ -165,9 +165,14 @@ impl Submission {
         &self.tasks
     }
 
-    /// Tasks whose verdict (accepted, duplicate, rejected) has not come yet.
+    /// Verdicts (accepted, duplicate, rejected) not yet returned by [`Submission::next`].
     pub fn verdicts_pending(&self) -> usize {
-        self.awaiting_verdict.len()
+        let queued = self
+            .ready
+            .iter()
+            .filter(|u| matches!(u, Update::Accepted { .. } | Update::Duplicate { .. } | Update::Rejected { .. }))
+            .count();
+        self.awaiting_verdict.len() + queued
     }
 
     /// Tasks not ended yet (accepted, or waiting for their verdict).

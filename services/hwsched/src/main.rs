@@ -134,6 +134,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    quiet_broken_pipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -181,6 +182,24 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// `hwsched tasks | head`: a closed stdout ends the command quietly with the
+/// status of a process killed by SIGPIPE (128 + 13), not with a panic.
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("Broken pipe") || msg.contains("BrokenPipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 /// A problem with what the user gave (flags, configuration): exit 2.

@@ -178,6 +178,9 @@ pub async fn run(nats: &hwsched_config::NatsConfig, args: SubmitArgs) -> anyhow:
             }
         };
         let Some(u) = next else { break };
+        if !args.wait && matches!(u, Update::Event(_)) {
+            continue;
+        }
         let name = names.get(update_id(&u)).map_or("", String::as_str);
         tally.count(&u);
         out.update(&u, name, &tally.progress());

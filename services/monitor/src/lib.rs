@@ -106,6 +106,7 @@ pub async fn run(
     let (caps_tx, caps_rx) = watch::channel(caps);
     let (state_tx, state_rx) = watch::channel(drain.state());
     let outbox = Arc::new(Outbox::new(cfg.buffer_batches));
+    let last_heartbeat = Arc::new(std::sync::Mutex::new(None));
     let stop_telemetry = CancellationToken::new();
     let sender = {
         let (o, b, s) = (outbox.clone(), bus.clone(), stop_telemetry.clone());
@@ -120,6 +121,7 @@ pub async fn run(
             running,
             state: state_rx,
             outbox: outbox.clone(),
+            last_heartbeat: last_heartbeat.clone(),
         }
         .run(stop_telemetry.clone()),
     );
@@ -140,6 +142,9 @@ pub async fn run(
                     Ok(d) => match drain.apply(&d, executor.running.task_ids()).await {
                         Ok(reply) => {
                             state_tx.send_replace(drain.state());
+                            // announced before the reply, on the same connection: once
+                            // `hwsched drain` returns, the scheduler has it ahead of any new task
+                            announce(&bus, &last_heartbeat, drain.state()).await;
                             hwsched_bus::micro::respond(&req, &reply).await;
                         }
                         Err(why) => hwsched_bus::micro::respond_error(&req, 500, why).await,
@@ -187,6 +192,18 @@ pub async fn run(
     bus.publish(subjects.worker_heartbeat(&worker_id), &offline).await?;
     tracing::info!(worker_id, "monitor stopped");
     Ok(())
+}
+
+/// Sends the last heartbeat again with `state`.
+async fn announce(bus: &Bus, last: &std::sync::Mutex<Option<hwsched_proto::v1::WorkerHeartbeat>>, state: WorkerState) {
+    let hb = last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Some(mut hb) = hb {
+        hb.state = state as i32;
+        hb.timestamp_ms = now_ms();
+        if let Err(e) = bus.publish(bus.subjects().worker_heartbeat(&hb.worker_id), &hb).await {
+            tracing::debug!(error = %e, "heartbeat not sent");
+        }
+    }
 }
 
 /// Sends what is still buffered, for at most a few seconds.

@@ -46,6 +46,8 @@ pub struct Loop {
     pub state: watch::Receiver<WorkerState>,
     /// Metrics waiting to be sent.
     pub outbox: Arc<Outbox>,
+    /// The last heartbeat sent, for a state change to be announced at once.
+    pub last_heartbeat: Arc<Mutex<Option<WorkerHeartbeat>>>,
 }
 
 impl Loop {
@@ -163,6 +165,7 @@ impl Loop {
         if let Err(e) = self.bus.publish(self.bus.subjects().worker_heartbeat(&caps.worker_id), &hb).await {
             tracing::debug!(error = %e, "heartbeat not sent");
         }
+        *self.last_heartbeat.lock().unwrap_or_else(|p| p.into_inner()) = Some(hb);
     }
 
     /// Detects capabilities again (probes run processes: off the async threads)

@@ -909,12 +909,15 @@ impl Scheduler {
             Ok(req) => req,
             Err(e) => return micro::respond_error(&r, micro::BAD_REQUEST, e.to_string()).await,
         };
+        let now = now_ms();
         let mut tasks = match req.state() {
             TaskState::Unspecified => {
-                let mut all = self.state.records_in(TaskState::Queued);
+                let mut all = self.state.queue_view(now);
                 all.extend(self.state.records_in(TaskState::Assigned));
+                all.extend(self.state.records_in(TaskState::Split));
                 all
             }
+            TaskState::Queued => self.state.queue_view(now),
             st => self.state.records_in(st),
         };
         tasks.sort_by(|a, b| b.queued_at_ms.cmp(&a.queued_at_ms).then_with(|| task_id(a).cmp(&task_id(b))));

@@ -107,3 +107,71 @@ async fn interrupting_a_wait_with_cancel_on_interrupt_cancels_the_running_task()
     mon.stop().await?;
     sched.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_follow_a_task_and_cancel_takes_it_out_of_the_queue() -> anyhow::Result<()> {
+    use std::io::BufRead;
+
+    let nats = NatsServer::start()?;
+    let url = nats.url();
+    let sched = scheduler(&url).await?;
+    let mon = monitor(&url, "w-ev", 1).await?;
+    let mut follower = std::process::Command::new(hwsched_bin()?)
+        .args(["events", "-o", "json"])
+        .env("HWSCHED_NATS_URL", &url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = follower.stdout.take().expect("piped");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let Ok(ev) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            let (id, kind) = (ev["taskId"].as_str().unwrap_or_default(), ev["kind"].as_str().unwrap_or_default());
+            if tx.send((id.to_string(), kind.to_string())).is_err() {
+                return;
+            }
+        }
+    });
+    // it follows once it prints a probe event published after it started
+    let b = bus(&url).await?;
+    let probe = hwsched_bus::task_event(None, TaskEventKind::Queued, 0, "", "probe");
+    let probe = TaskEvent { task_id: "probe".into(), ..probe };
+    let seen = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            b.publish_event(&probe, None).await;
+            if let Ok(Some((id, _))) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+                if id == "probe" {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(seen.is_ok(), "hwsched events printed nothing");
+    let out = cli_async(&url, &["submit", "--id", "ev-1", "--", "sleep", "3"]).await?;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // while ev-1 holds the only slot, a second task waits: cancel takes it out
+    let out = cli_async(&url, &["submit", "--id", "ev-2", "--", "true"]).await?;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = cli_async(&url, &["cancel", "ev-2", "--reason", "not needed"]).await?;
+    assert_eq!((out.code, out.stdout.trim()), (0, "ev-2: removed from the queue"), "{}", out.stderr);
+    let out = cli_async(&url, &["cancel", "ev-2"]).await?;
+    assert_eq!(out.code, 1, "cancelled already: {}", out.stdout);
+
+    let mut kinds = Vec::new();
+    while kinds.last().is_none_or(|k: &String| !k.ends_with("FINISHED")) {
+        let (id, kind) = tokio::time::timeout(Duration::from_secs(30), rx.recv()).await?.expect("hwsched events ended");
+        if id == "ev-1" {
+            kinds.push(kind);
+        }
+    }
+    for k in ["QUEUED", "ASSIGNED", "STARTED", "FINISHED"] {
+        assert!(kinds.iter().any(|x| x.ends_with(k)), "{k} missing from {kinds:?}");
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(follower.id() as i32), nix::sys::signal::Signal::SIGTERM)?;
+    let status = tokio::task::spawn_blocking(move || follower.wait()).await??;
+    assert_eq!(status.code(), Some(0));
+    mon.stop().await?;
+    sched.stop().await
+}

@@ -165,8 +165,14 @@ fn yaml_err(path: &Path, field: &str, e: &serde_yaml::Error) -> SuiteError {
     let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
     let reason = e.to_string();
     // serde_yaml appends " at line L column C" itself
-    let reason = reason.split(" at line ").next().unwrap_or_default().to_string();
-    SuiteError::Syntax { path: path.into(), line, column, field: field.into(), reason }
+    let mut reason = reason.split(" at line ").next().unwrap_or_default();
+    // and may start with its own (shorter) path of the field: ours says it already
+    if let Some((head, rest)) = reason.split_once(": ") {
+        if !head.is_empty() && !head.contains(' ') && field.trim_end_matches(": ").starts_with(head) {
+            reason = rest;
+        }
+    }
+    SuiteError::Syntax { path: path.into(), line, column, field: field.into(), reason: reason.to_string() }
 }
 
 #[cfg(test)]
@@ -201,7 +207,7 @@ mod tests {
         let text = "tasks:\n  - task_id: ok\n    command: [\"true\"]\n  - task_id: bad\n    command: [\"true\"]\n    requirements:\n      memory_mb: lots\n";
         let e = yaml(text).expect_err("bad memory");
         assert!(e.starts_with("suite.yaml:7:"), "{e}");
-        assert!(e.contains("tasks[1].requirements.memory_mb"), "{e}");
+        assert!(e.contains("tasks[1].requirements.memory_mb: invalid"), "the field once: {e}");
         let e = json("[\n {\"command\": [\"true\"]},\n {\"command\": [\"true\"], \"requirments\": {}}\n]")
             .expect_err("typo");
         assert!(e.starts_with("suite.json:3:"), "{e}");

@@ -73,7 +73,13 @@ echo
 echo
 echo "submitting examples/suite.json:"
 # a suffix per run: the same suite submitted again is new work, not a duplicate
-"$bin" submit -f examples/suite.json --id-suffix="-$(date +%H%M%S)" --wait --wait-timeout-s 120
+suffix="-$(date +%H%M%S)"
+# a task the scheduler refuses, with the reason (a suite file with one is refused whole, before sending)
+"$bin" submit --id "demo-invalid$suffix" --name "rejected: negative memory" --memory=-1 -- true
+"$bin" submit -f examples/suite.json --id-suffix="$suffix" --wait --wait-timeout-s 120
+echo
+echo "one task's history, read back from the streams (hwsched tasks demo-memory$suffix):"
+"$bin" tasks "demo-memory$suffix" || true
 echo
 sleep 2.5 # the learner publishes its model every 2 s
 echo "what the learner has learned so far (hwsched model):"
@@ -93,8 +99,11 @@ if [ -n "${HWSCHED_CLICKHOUSE_URL:-}" ]; then
     "SELECT count() AS metric_rows, uniqExact(metric) AS metrics FROM ${HWSCHED_CLICKHOUSE_DATABASE:-hwsched}.hw_metrics FORMAT PrettyCompactNoEscapes"
 fi
 echo
-echo "hwsched is running. Submit more from another shell, e.g.:"
-echo "  HWSCHED_NATS_URL=$HWSCHED_NATS_URL $bin submit --wait -- python3 -c 'print(42)'"
+echo "hwsched is running. From another shell, e.g.:"
+echo "  export HWSCHED_NATS_URL=$HWSCHED_NATS_URL"
+echo "  $bin submit --wait -- python3 -c 'print(42)'"
+echo "  $bin watch                       # workers and tasks, refreshing"
+echo "  $bin drain WORKER --reason demo  # WORKER as hwsched workers shows it; then $bin undrain WORKER"
 echo "Following events (Ctrl-C stops everything):"
 "$bin" events &
 pids+=($!)

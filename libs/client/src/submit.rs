@@ -38,7 +38,8 @@ pub enum Update {
         /// Task id.
         task_id: String,
     },
-    /// Refused at intake, with one reason per problem. It has ended.
+    /// Refused, with one reason per problem: at intake, or later when it
+    /// turned out to fit no registered worker. It has ended.
     Rejected {
         /// Task id.
         task_id: String,
@@ -252,6 +253,12 @@ impl Submission {
             return;
         }
         self.awaiting_verdict.remove(&r.task_id);
+        if !r.accepted {
+            // accepted at intake, then found to fit no worker: it never ran
+            let reasons = r.reasons.into_iter().filter(|x| !x.is_empty()).collect();
+            self.ready.push_back(Update::Rejected { task_id: r.task_id, reasons });
+            return;
+        }
         let mut result = self.last.remove(&r.task_id);
         if result.is_none() && r.attempts > 0 && r.parts.is_empty() {
             // the result may still be on its way to this subscription: read it from its stream

@@ -35,16 +35,13 @@ pub enum SuiteError {
         /// What is wrong.
         reason: String,
     },
-    /// Well-formed, but a task the scheduler would refuse (each problem named by field).
-    #[error("{}: task #{index} ({task_id}): {}", path.display(), problems.join("; "))]
+    /// Well-formed, but tasks the scheduler would refuse: one line per task,
+    /// `task #N (id): field: reason; ...`. Nothing of the suite is submitted.
+    #[error("{}: {} invalid task(s), nothing submitted:\n  {}", path.display(), problems.len(), problems.join("\n  "))]
     Invalid {
         /// File.
         path: PathBuf,
-        /// 1-based position of the task in the file.
-        index: usize,
-        /// Its id.
-        task_id: String,
-        /// One per bad field.
+        /// One per invalid task.
         problems: Vec<String>,
     },
     /// Two tasks with one id.
@@ -98,6 +95,7 @@ pub fn parse(path: &Path, text: &str, yaml: bool) -> Result<Vec<TaskRequest>, Su
         return Err(SuiteError::Empty { path: path.into() });
     }
     let mut seen = std::collections::HashMap::new();
+    let mut invalid = Vec::new();
     for (i, t) in tasks.iter_mut().enumerate() {
         if t.task_id.is_empty() {
             t.task_id = crate::new_task_id();
@@ -106,10 +104,14 @@ pub fn parse(path: &Path, text: &str, yaml: bool) -> Result<Vec<TaskRequest>, Su
             return Err(SuiteError::DuplicateId { path: path.into(), index: i + 1, first, task_id: t.task_id.clone() });
         }
         if let Err(problems) = hwsched_placement::validate(t) {
-            return Err(SuiteError::Invalid { path: path.into(), index: i + 1, task_id: t.task_id.clone(), problems });
+            invalid.push(format!("task #{} ({}): {}", i + 1, t.task_id, problems.join("; ")));
         }
     }
-    Ok(tasks)
+    if invalid.is_empty() {
+        Ok(tasks)
+    } else {
+        Err(SuiteError::Invalid { path: path.into(), problems: invalid })
+    }
 }
 
 fn field(p: &serde_path_to_error::Path) -> String {
@@ -218,10 +220,18 @@ mod tests {
 
     #[test]
     fn invalid_tasks_and_repeated_ids_are_refused_by_position() {
-        let e =
-            json(r#"[{"task_id": "x", "command": ["true"]}, {"task_id": "y", "command": []}]"#).expect_err("no cmd");
-        assert!(e.starts_with("suite.json: task #2 (y): "), "{e}");
-        assert!(e.contains("command"), "{e}");
+        let e = json(
+            r#"[{"task_id": "x", "command": ["true"]}, {"task_id": "y", "command": []},
+                {"task_id": "z", "command": ["true"], "priority": 9, "requirements": {"memory_mb": -1}}]"#,
+        )
+        .expect_err("invalid");
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines[0], "suite.json: 2 invalid task(s), nothing submitted:", "{e}");
+        assert!(lines[1].starts_with("  task #2 (y): command: "), "{e}");
+        assert!(
+            lines[2].starts_with("  task #3 (z): ") && lines[2].contains("priority") && lines[2].contains("memory_mb"),
+            "{e}"
+        );
         let e =
             json(r#"[{"task_id": "x", "command": ["true"]}, {"task_id": "x", "command": ["true"]}]"#).expect_err("dup");
         assert!(e.contains("task #2 repeats the id \"x\" of task #1"), "{e}");

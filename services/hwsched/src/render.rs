@@ -262,7 +262,13 @@ pub fn update(u: &Update, name: &str) -> Option<String> {
         Update::Accepted { task_id } => format!("{} accepted", label(task_id)),
         Update::Duplicate { task_id } => format!("{} duplicate: already submitted, not run again", label(task_id)),
         Update::Rejected { task_id, reasons } => format!("{} rejected: {}", label(task_id), reasons.join("; ")),
-        Update::Event(ev) if ev.kind() == TaskEventKind::Finished => return None,
+        // the end of a task is its `Finished` or `Rejected` update
+        Update::Event(ev)
+            if matches!(ev.kind(), TaskEventKind::Finished | TaskEventKind::Rejected | TaskEventKind::Cancelled)
+                && hwsched_placement::group::parent_of(&ev.task_id).is_none() =>
+        {
+            return None
+        }
         Update::Event(ev) => return event(ev),
         Update::Finished(f) => {
             let mut line = format!("{} finished {}", label(&f.task_id), status(f.status));

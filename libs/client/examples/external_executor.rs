@@ -27,22 +27,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 status: if o.status.success() { TaskStatus::Succeeded } else { TaskStatus::Failed },
                 exit_code: o.status.code().unwrap_or(-1),
                 error: String::new(),
-                stdout_tail: String::from_utf8_lossy(&o.stdout)
-                    .chars()
-                    .rev()
-                    .take(4096)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect(),
-                stderr_tail: String::from_utf8_lossy(&o.stderr)
-                    .chars()
-                    .rev()
-                    .take(4096)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect(),
+                stdout_tail: tail(&o.stdout),
+                stderr_tail: tail(&o.stderr),
             },
             Err(e) => {
                 Outcome { status: TaskStatus::Error, ..Outcome::failed(-1, &format!("cannot start {program}: {e}")) }
@@ -52,4 +38,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         a.finish(outcome).await?;
     }
     Ok(())
+}
+
+/// The last 4 KiB of some output, as text.
+fn tail(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(4096)..]).into_owned()
 }

@@ -210,12 +210,15 @@ async fn connect_once(
         .name(name)
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None)
+        .custom_inbox_prefix(cfg.inbox_prefix())
         .event_callback(|event| async move {
             match event {
                 async_nats::Event::Disconnected => {
                     tracing::warn!("NATS connection lost, reconnecting")
                 }
                 async_nats::Event::Connected => tracing::info!("NATS connection (re)established"),
+                // e.g. a permissions violation: what this user may not publish or subscribe
+                async_nats::Event::ServerError(e) => tracing::warn!(error = %e, "NATS server refused an operation"),
                 other => tracing::debug!(event = %other, "NATS event"),
             }
         });

@@ -76,6 +76,41 @@ pub async fn provision(bus: &Bus) -> Result<(), BusError> {
     Ok(())
 }
 
+/// Provisions only what is missing: for a service whose NATS user may read
+/// stream information but not change streams (the monitor). When everything
+/// exists nothing is written; else [`provision`] runs and its error says that
+/// this user may not create them.
+pub async fn provision_if_missing(bus: &Bus) -> Result<(), BusError> {
+    let js = bus.jetstream();
+    let sub = bus.subjects();
+    let buckets = [
+        sub.tasks_bucket(),
+        sub.attempts_bucket(),
+        sub.model_bucket(),
+        sub.alerts_bucket(),
+        sub.silences_bucket(),
+        sub.drains_bucket(),
+        sub.leases_bucket(),
+    ];
+    let mut missing = Vec::new();
+    for s in Stream::ALL {
+        if js.get_stream(sub.stream(s)).await.is_err() {
+            missing.push(sub.stream(s));
+        }
+    }
+    for b in buckets {
+        if js.get_key_value(&b).await.is_err() {
+            missing.push(b);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    provision(bus).await.map_err(|e| {
+        BusError::js(format!("create {} (missing; a scheduler creates them at its start)", missing.join(", ")), e)
+    })
+}
+
 /// The recorder's durable consumer name on every stream it writes to
 /// ClickHouse (alerting reads its lag from them).
 pub const RECORDER_DURABLE: &str = "recorder";

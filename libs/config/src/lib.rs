@@ -82,6 +82,21 @@ impl NatsConfig {
         }
     }
 
+    /// Prefix of this connection's reply inboxes: `_INBOX_<user>` with a user
+    /// name (so NATS permissions can give each user its own inboxes and no one
+    /// else's), else `_INBOX`.
+    pub fn inbox_prefix(&self) -> String {
+        match &self.user {
+            Some(u) => format!(
+                "_INBOX_{}",
+                u.chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+                    .collect::<String>()
+            ),
+            None => "_INBOX".to_string(),
+        }
+    }
+
     /// Checks every field without connecting.
     pub fn validate(&self) -> Result<(), ConfigError> {
         const F: &str = "--nats-url / HWSCHED_NATS_URL";

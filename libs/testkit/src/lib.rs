@@ -32,14 +32,26 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     store: tempfile::TempDir,
+    /// A configuration file and environment it was started with.
+    config: Option<(PathBuf, Vec<(String, String)>)>,
 }
 
 impl NatsServer {
     /// Starts a server on a random free port with a fresh store directory.
     pub fn start() -> anyhow::Result<Self> {
         let store = tempfile::tempdir().context("temp store dir")?;
-        let (child, port) = spawn(&store.path().to_path_buf(), None)?;
-        Ok(Self { child: Some(child), port, store })
+        let (child, port) = spawn(&store.path().to_path_buf(), None, None)?;
+        Ok(Self { child: Some(child), port, store, config: None })
+    }
+
+    /// Starts a server with configuration file `conf` (e.g. users and
+    /// permissions), `env` set for it (what the file references), on a random
+    /// port with JetStream in a fresh store.
+    pub fn start_with_config(conf: &std::path::Path, env: &[(String, String)]) -> anyhow::Result<Self> {
+        let store = tempfile::tempdir().context("temp store dir")?;
+        let config = Some((conf.to_path_buf(), env.to_vec()));
+        let (child, port) = spawn(&store.path().to_path_buf(), None, config.as_ref())?;
+        Ok(Self { child: Some(child), port, store, config })
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -63,7 +75,7 @@ impl NatsServer {
     /// Starts it again on the same port with the same store.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
-        let (child, _) = spawn(&self.store.path().to_path_buf(), Some(self.port))?;
+        let (child, _) = spawn(&self.store.path().to_path_buf(), Some(self.port), self.config.as_ref())?;
         self.child = Some(child);
         Ok(())
     }
@@ -75,10 +87,18 @@ impl Drop for NatsServer {
     }
 }
 
-fn spawn(store: &PathBuf, port: Option<u16>) -> anyhow::Result<(Child, u16)> {
+fn spawn(
+    store: &PathBuf,
+    port: Option<u16>,
+    config: Option<&(PathBuf, Vec<(String, String)>)>,
+) -> anyhow::Result<(Child, u16)> {
     let bin = nats_server_binary();
     let port_arg = port.map_or_else(|| "-1".to_string(), |p| p.to_string());
-    let mut child = Command::new(&bin)
+    let mut cmd = Command::new(&bin);
+    if let Some((conf, env)) = config {
+        cmd.arg("-c").arg(conf).envs(env.iter().map(|(k, v)| (k, v)));
+    }
+    let mut child = cmd
         .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
         .arg(store)
         .stdout(Stdio::null())

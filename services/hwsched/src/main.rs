@@ -10,6 +10,7 @@ mod bench;
 mod bench_alerts;
 mod bench_ingest;
 mod model;
+mod nats_auth;
 mod ops;
 mod output;
 mod render;
@@ -102,6 +103,8 @@ enum Command {
     Drain(ops::DrainArgs),
     /// Undrain a worker: it takes tasks again.
     Undrain(ops::DrainArgs),
+    /// Print the nats-server `authorization` block: a user per role and per worker, each with only its subjects.
+    NatsAuth(nats_auth::NatsAuthArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell.
@@ -245,6 +248,7 @@ fn command_name(c: &Command) -> &'static str {
         | Command::Drain(_)
         | Command::Undrain(_)
         | Command::Completions { .. }
+        | Command::NatsAuth(_)
         | Command::Explain { .. }
         | Command::Model(_)
         | Command::Alerts { .. }
@@ -297,6 +301,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             );
             Ok(ok)
         }
+        Command::NatsAuth(args) => nats_auth::run(&nats.subject_prefix, &args).map(|_| ok),
         Command::Submit(args) => submit::run(&nats, args).await,
         Command::Events { output } => ops::events(&Client::connect(&nats).await?, output).await,
         Command::Cancel { task_id, reason } => ops::cancel(&Client::connect(&nats).await?, &task_id, &reason).await,

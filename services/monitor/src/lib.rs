@@ -60,7 +60,8 @@ pub async fn run(
         level = ?cfg.level,
         "capabilities detected"
     );
-    streams::provision(&bus).await?;
+    // a monitor's NATS user may not change streams: it creates only what is missing
+    streams::provision_if_missing(&bus).await?;
 
     let subjects = bus.subjects().clone();
     // Request/reply through the NATS services API, so `nats micro ls` lists every monitor.

@@ -1,0 +1,213 @@
+//! `hwsched nats-auth`: the `authorization` block of a nats-server
+//! configuration with one user per hwsched role and one per worker, each
+//! allowed exactly the subjects its role needs (`SECURITY.md` explains them).
+//! Passwords are not in the file: each is an environment reference
+//! (`$HWSCHED_NATS_PASSWORD_<USER>`) that nats-server resolves at start.
+//!
+//! Every connection of a user gets inboxes `_INBOX_<user>.*` (`NatsConfig::
+//! inbox_prefix`), so a user may subscribe to its own replies and no one else's.
+
+use std::fmt::Write as _;
+
+use clap::Args;
+
+/// `hwsched nats-auth`.
+#[derive(Debug, Args)]
+pub struct NatsAuthArgs {
+    /// A worker (monitor) to give its own user; repeat per worker.
+    #[arg(long = "worker", value_name = "WORKER_ID")]
+    workers: Vec<String>,
+}
+
+/// One user's permissions.
+struct User {
+    name: String,
+    publish: Vec<String>,
+    subscribe: Vec<String>,
+}
+
+/// The environment variable holding `user`'s password.
+pub fn password_var(user: &str) -> String {
+    format!("HWSCHED_NATS_PASSWORD_{}", user.to_uppercase().replace('-', "_"))
+}
+
+fn own_inbox(user: &str) -> String {
+    format!("_INBOX_{user}.>")
+}
+
+fn v(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// The users of the control plane, producers and operators (subject prefix `p`).
+fn roles(p: &str) -> Vec<User> {
+    let b = p.replace('.', "_"); // buckets and streams are named after the prefix
+    let streams = b.to_uppercase();
+    // replies to producers' `Hws-Reply-To` inboxes (nats-py and other clients use `_INBOX.`)
+    let reply_inboxes = ["_INBOX.>", "_INBOX_producer.>", "_INBOX_operator.>"];
+    let control_plane = |name: &str, publish: Vec<String>, subscribe: Vec<String>| User {
+        name: name.into(),
+        publish: [v(&["$JS.API.>", "$JS.ACK.>"]), publish].concat(),
+        subscribe: [vec![own_inbox(name)], subscribe].concat(),
+    };
+    let producer_pub = vec![
+        format!("{p}.tasks.submit"),
+        format!("{p}.control.queue"),
+        format!("{p}.control.tasks"),
+        format!("{p}.control.explain"),
+        format!("{p}.control.cancel"),
+        "$JS.API.INFO".into(),
+        // `hwsched tasks ID` and the suite ETA: read-only views of streams and the model
+        format!("$JS.API.STREAM.INFO.{streams}_EVENTS"),
+        format!("$JS.API.STREAM.INFO.{streams}_RESULTS"),
+        format!("$JS.API.STREAM.INFO.KV_{b}_model"),
+        format!("$JS.API.CONSUMER.CREATE.{streams}_EVENTS"),
+        format!("$JS.API.CONSUMER.CREATE.{streams}_RESULTS"),
+        format!("$JS.API.CONSUMER.CREATE.{streams}_EVENTS.>"),
+        format!("$JS.API.CONSUMER.CREATE.{streams}_RESULTS.>"),
+        format!("$JS.API.CONSUMER.MSG.NEXT.{streams}_EVENTS.>"),
+        format!("$JS.API.CONSUMER.MSG.NEXT.{streams}_RESULTS.>"),
+        format!("$JS.API.CONSUMER.DELETE.{streams}_EVENTS.>"),
+        format!("$JS.API.CONSUMER.DELETE.{streams}_RESULTS.>"),
+        format!("$JS.API.STREAM.MSG.GET.{streams}_RESULTS"),
+        format!("$JS.API.DIRECT.GET.{streams}_RESULTS.>"),
+        format!("$JS.API.DIRECT.GET.KV_{b}_model.>"),
+        format!("$JS.API.STREAM.MSG.GET.KV_{b}_model"),
+    ];
+    vec![
+        control_plane(
+            "scheduler",
+            [
+                vec![
+                    format!("{p}.assign.*"),
+                    format!("{p}.events.>"),
+                    format!("{p}.tasks.rejected"),
+                    format!("{p}.metrics.hwsched-scheduler"),
+                    format!("{p}.workers.*.capabilities"),
+                    format!("$KV.{b}_tasks.>"),
+                    format!("$KV.{b}_leases.>"),
+                ],
+                v(&reply_inboxes),
+            ]
+            .concat(),
+            vec![
+                format!("{p}.workers.*.heartbeat"),
+                format!("{p}.workers.*.register"),
+                format!("{p}.control.>"),
+                "$SRV.>".into(),
+            ],
+        ),
+        control_plane(
+            "learner",
+            vec![format!("$KV.{b}_model.>"), format!("{p}.model.>"), format!("{p}.metrics.hwsched-learner")],
+            vec![],
+        ),
+        control_plane(
+            "alerting",
+            vec![format!("$KV.{b}_alerts.>"), format!("$KV.{b}_silences.>"), format!("{p}.alerts.>")],
+            vec![format!("{p}.metrics.>"), format!("{p}.workers.*.heartbeat"), format!("{p}.results.>")],
+        ),
+        control_plane(
+            "recorder",
+            vec![format!("{p}.workers.*.capabilities")],
+            vec![format!("{p}.workers.*.register"), format!("{p}.workers.*.heartbeat")],
+        ),
+        User {
+            name: "producer".into(),
+            publish: producer_pub.clone(),
+            subscribe: vec![
+                format!("{p}.events.>"),
+                format!("{p}.results.>"),
+                own_inbox("producer"),
+                // clients without a per-user inbox prefix (nats-py's default)
+                "_INBOX.>".into(),
+            ],
+        },
+        User {
+            name: "operator".into(),
+            // everything a producer may, plus drain, capabilities, silences, the model and streams
+            publish: [
+                producer_pub,
+                vec![
+                    format!("{p}.workers.*.drain"),
+                    format!("{p}.workers.*.capabilities"),
+                    "$JS.API.>".into(),
+                    format!("$KV.{b}_silences.>"),
+                ],
+            ]
+            .concat(),
+            subscribe: vec![format!("{p}.>"), own_inbox("operator"), "$SRV.>".into()],
+        },
+    ]
+}
+
+/// The user of worker `id`: its own telemetry, heartbeats, assignments and
+/// drain; events and results (of any task: the scheduler ignores a result
+/// whose attempt or worker is not the one it assigned).
+fn monitor(p: &str, id: &str) -> User {
+    let b = p.replace('.', "_");
+    let assign = format!("{}_ASSIGN", b.to_uppercase());
+    let consumer = format!("monitor-{id}");
+    User {
+        name: id.into(),
+        publish: vec![
+            format!("{p}.metrics.{id}"),
+            format!("{p}.workers.{id}.>"),
+            format!("{p}.events.>"),
+            format!("{p}.results.>"),
+            "$JS.API.INFO".into(),
+            "$JS.API.STREAM.INFO.>".into(),
+            format!("$JS.API.CONSUMER.CREATE.{assign}.{consumer}.>"),
+            format!("$JS.API.CONSUMER.CREATE.{assign}.{consumer}"),
+            format!("$JS.API.CONSUMER.INFO.{assign}.{consumer}"),
+            format!("$JS.API.CONSUMER.MSG.NEXT.{assign}.{consumer}"),
+            format!("$JS.ACK.{assign}.{consumer}.>"),
+            format!("$JS.API.DIRECT.GET.KV_{b}_tasks.>"),
+            format!("$JS.API.DIRECT.GET.KV_{b}_attempts.>"),
+            format!("$JS.API.DIRECT.GET.KV_{b}_drains.$KV.{b}_drains.{id}"),
+            format!("$KV.{b}_attempts.>"),
+            format!("$KV.{b}_drains.{id}"),
+        ],
+        subscribe: vec![format!("{p}.workers.{id}.>"), format!("{p}.control.cancel"), "$SRV.>".into(), own_inbox(id)],
+    }
+}
+
+/// The `authorization { ... }` block for subject prefix `prefix` and `workers`.
+pub fn render(prefix: &str, workers: &[String]) -> String {
+    let mut users = roles(prefix);
+    users.extend(workers.iter().map(|w| monitor(prefix, w)));
+    let list = |items: &[String]| items.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
+    let mut out = String::from(
+        "# hwsched NATS users (rendered by `hwsched nats-auth`; see SECURITY.md).\n\
+         # Passwords come from the environment of nats-server: one $HWSCHED_NATS_PASSWORD_<USER> each.\n\
+         authorization {\n  users = [\n",
+    );
+    for u in &users {
+        let _ = writeln!(
+            out,
+            "    {{\n      user: \"{}\"\n      password: ${}\n      permissions: {{\n        publish: {{ allow: [{}] }}\n        subscribe: {{ allow: [{}] }}\n        allow_responses: true\n      }}\n    }}",
+            u.name,
+            password_var(&u.name),
+            list(&u.publish),
+            list(&u.subscribe)
+        );
+    }
+    out.push_str("  ]\n}\n");
+    out
+}
+
+/// Prints the block.
+pub fn run(prefix: &str, args: &NatsAuthArgs) -> anyhow::Result<()> {
+    for w in &args.workers {
+        anyhow::ensure!(
+            hwsched_placement::is_valid_id(w),
+            "--worker {w:?}: a worker id is letters, digits, '-' and '_'"
+        );
+        anyhow::ensure!(
+            !["scheduler", "learner", "alerting", "recorder", "producer", "operator"].contains(&w.as_str()),
+            "--worker {w:?}: that name is a role's user"
+        );
+    }
+    print!("{}", render(prefix, &args.workers));
+    Ok(())
+}

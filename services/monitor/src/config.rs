@@ -78,12 +78,16 @@ pub struct MonitorConfig {
     /// Directory tasks run in when they name no workdir. Default: the monitor's own.
     #[arg(long = "task-dir", env = "HWSCHED_TASK_DIR")]
     pub task_dir: Option<PathBuf>,
+    /// What this worker agrees to run, as whom, where, with which environment.
+    #[command(flatten)]
+    pub policy: crate::policy::PolicyConfig,
 }
 
 impl MonitorConfig {
     /// Checks the fields that can be checked before connecting.
     pub fn validate(&self) -> Result<(), String> {
-        crate::detect::worker_id(self.worker_id.as_deref()).map(|_| ())
+        crate::detect::worker_id(self.worker_id.as_deref())?;
+        crate::policy::Policy::from_config(&self.policy).map(|_| ())
     }
 
     /// Defaults, as for a monitor started with no flags.
@@ -102,6 +106,7 @@ impl MonitorConfig {
             software: vec![],
             probes: vec![],
             task_dir: None,
+            policy: Default::default(),
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct Executor {
     pub hardware_class: String,
     /// Default working directory.
     pub task_dir: Option<std::path::PathBuf>,
+    /// What this worker agrees to run, and how.
+    pub policy: Arc<crate::policy::Policy>,
     /// Shared running state.
     pub running: Arc<Running>,
     /// The assignment consumer's ack wait; held assignments are marked in progress three times per period.
@@ -139,8 +141,24 @@ impl Executor {
             return;
         }
         let started_at_ms = now_ms();
+        if let Err(why) = self.policy.check(&task) {
+            tracing::warn!(parent: span, reason = %why, "task refused");
+            let result = self.result(a, process::Outcome::error(why), started_at_ms, now_ms());
+            self.finish(msg, result, tp, span, stop).await;
+            return;
+        }
+        let sandbox = match self.policy.sandbox_for(&task.task_id, a.attempt) {
+            Ok(d) => d,
+            Err(why) => {
+                let result = self.result(a, process::Outcome::error(why), started_at_ms, now_ms());
+                self.finish(msg, result, tp, span, stop).await;
+                return;
+            }
+        };
         let gpus: Vec<String> = a.gpu_indices.iter().map(u32::to_string).collect();
-        let mut env: Vec<(String, String)> = task.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        // the monitor's environment as the policy filters it, then the task's own
+        let mut env = self.policy.environment(std::env::vars());
+        env.extend(task.env.iter().map(|(k, v)| (k.clone(), v.clone())));
         env.extend([
             ("HWSCHED_TASK_ID".to_string(), task.task_id.clone()),
             ("HWSCHED_ATTEMPT".into(), a.attempt.to_string()),
@@ -150,8 +168,11 @@ impl Executor {
             // Only the GPUs reserved for it: none means none, not all.
             ("CUDA_VISIBLE_DEVICES".into(), gpus.join(",")),
         ]);
-        let workdir =
-            if task.workdir.is_empty() { self.task_dir.as_deref() } else { Some(std::path::Path::new(&task.workdir)) };
+        let workdir = if !task.workdir.is_empty() {
+            Some(std::path::Path::new(&task.workdir))
+        } else {
+            sandbox.as_deref().or(self.task_dir.as_deref())
+        };
         let spec = process::Spec {
             argv: &task.command,
             env,
@@ -159,8 +180,12 @@ impl Executor {
             timeout: Duration::from_secs(u64::from(if task.timeout_s == 0 { 3600 } else { task.timeout_s })),
             task_id: &task.task_id,
             gpus: &a.gpu_indices,
+            user: self.policy.run_as.as_ref().map(|u| (u.uid, u.gid)),
         };
-        let started = match process::start(spec, &self.running.usage) {
+        let started = process::start(spec, &self.running.usage);
+        // removed when this attempt is over, however it ends
+        let _sandbox = sandbox.map(SandboxGuard);
+        let started = match started {
             Ok(s) => s,
             Err(why) => {
                 let result = self.result(a, process::Outcome::error(why), started_at_ms, now_ms());
@@ -274,6 +299,17 @@ impl Executor {
     async fn event(&self, a: &TaskAssignment, kind: TaskEventKind, reason: &str, tp: &str) {
         let ev = hwsched_bus::task_event(a.task.as_ref(), kind, a.attempt, &self.worker_id, reason);
         self.bus.publish_event(&ev, Some(tp)).await;
+    }
+}
+
+/// Removes an attempt's sandbox directory when dropped.
+struct SandboxGuard(std::path::PathBuf);
+
+impl Drop for SandboxGuard {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!(dir = %self.0.display(), error = %e, "sandbox not removed");
+        }
     }
 }
 

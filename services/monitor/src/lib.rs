@@ -10,6 +10,7 @@ pub mod executor;
 pub mod gpu;
 pub mod host;
 pub mod outbox;
+pub mod policy;
 pub mod probes;
 pub mod process;
 pub mod rapl;
@@ -101,6 +102,7 @@ pub async fn run(
         worker_id: worker_id.clone(),
         hardware_class: caps.hardware_class.clone(),
         task_dir: cfg.task_dir.clone(),
+        policy: Arc::new(policy::Policy::from_config(&cfg.policy).map_err(anyhow::Error::msg)?),
         running: running.clone(),
         ack_wait: Duration::from_secs(cfg.ack_wait_s),
     });

@@ -27,7 +27,7 @@ pub const KILL_GRACE: Duration = Duration::from_secs(5);
 pub struct Spec<'a> {
     /// argv; not empty.
     pub argv: &'a [String],
-    /// Environment added to the monitor's.
+    /// The whole environment (nothing else of the monitor's is inherited).
     pub env: Vec<(String, String)>,
     /// Working directory, if any.
     pub workdir: Option<&'a Path>,
@@ -37,6 +37,8 @@ pub struct Spec<'a> {
     pub task_id: &'a str,
     /// GPUs reserved for it.
     pub gpus: &'a [u32],
+    /// Run as this (uid, gid) instead of the monitor's user.
+    pub user: Option<(u32, u32)>,
 }
 
 /// How a run ended.
@@ -106,6 +108,7 @@ pub enum Interrupt {
 pub fn start(spec: Spec<'_>, usage: &Arc<Mutex<HashMap<u32, TaskUsage>>>) -> Result<Started, String> {
     let mut cmd = Command::new(&spec.argv[0]);
     cmd.args(&spec.argv[1..])
+        .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -114,6 +117,10 @@ pub fn start(spec: Spec<'_>, usage: &Arc<Mutex<HashMap<u32, TaskUsage>>>) -> Res
         .kill_on_drop(true);
     if let Some(d) = spec.workdir {
         cmd.current_dir(d);
+    }
+    if let Some((uid, gid)) = spec.user {
+        // std drops the supplementary groups too when switching from root
+        cmd.uid(uid).gid(gid);
     }
     let mut child = cmd.spawn().map_err(|e| format!("cannot start {:?}: {e}", spec.argv[0]))?;
     let pid = child.id().unwrap_or(0);
@@ -247,7 +254,15 @@ mod tests {
     use super::*;
 
     fn spec<'a>(argv: &'a [String], timeout_s: u64) -> Spec<'a> {
-        Spec { argv, env: vec![], workdir: None, timeout: Duration::from_secs(timeout_s), task_id: "t", gpus: &[] }
+        Spec {
+            argv,
+            env: std::env::var("PATH").map(|p| vec![("PATH".to_string(), p)]).unwrap_or_default(),
+            workdir: None,
+            timeout: Duration::from_secs(timeout_s),
+            task_id: "t",
+            gpus: &[],
+            user: None,
+        }
     }
 
     #[tokio::test]

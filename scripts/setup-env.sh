@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
 # Installs what `make test` and `make run` need into build/ (idempotent):
-# a Python venv with nats-server 2.15, chdb, nats-py and pytest; and headless
-# Chromium (Debian's package, when missing), which the report test renders the HTML report with.
+# a Python venv with nats-server 2.15, chdb, nats-py and pytest; and Debian's
+# chromium and openssl when missing.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+# Debian packages the tests use: chromium (the report test renders the HTML
+# report) and openssl (the TLS test makes its certificates).
+need=""
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need="$need chromium"
+command -v openssl >/dev/null 2>&1 || need="$need openssl"
+if [ -n "$need" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing chromium (Debian package)..." >&2
+    echo "installing$need (Debian packages)..." >&2
     mkdir -p "$root/build"
-    log="$root/build/chromium-install.log"
-    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >"$log" 2>&1; then
-      echo "installing chromium failed (see $log): the report test will fail" >&2
+    log="$root/build/apt-install.log"
+    # shellcheck disable=SC2086
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need; } >"$log" 2>&1; then
+      echo "installing$need failed (see $log): the tests that need them will fail" >&2
     fi
   else
-    echo "chromium is not installed and cannot be installed here (needs root + apt): the report test will fail" >&2
+    echo "missing$need and cannot install (needs root + apt): the tests that need them will fail" >&2
   fi
 fi
 venv="$root/build/venv"

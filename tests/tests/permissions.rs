@@ -3,7 +3,8 @@
 //! from a producer to a worker and back; and the server refuses what a role
 //! must not do: a producer publishing an assignment or a result, a monitor
 //! publishing another worker's metrics or any assignment, a monitor reading
-//! another's inbox or assignments.
+//! another's inbox or assignments. The shipped `deploy/nats/hwsched-auth.conf`
+//! (the Kubernetes deployment's: one shared monitor user) is what the command renders.
 
 use std::{collections::HashMap, process::Stdio, time::Duration};
 
@@ -11,7 +12,8 @@ use futures::StreamExt;
 use hwsched_testkit::NatsServer;
 use hwsched_tests::{hwsched_bin, Output, Proc};
 
-const USERS: [&str; 8] = ["scheduler", "learner", "alerting", "recorder", "producer", "operator", "w-a", "w-b"];
+const USERS: [&str; 9] =
+    ["scheduler", "learner", "alerting", "recorder", "producer", "operator", "monitor", "w-a", "w-b"];
 
 struct Secured {
     nats: NatsServer,
@@ -24,7 +26,7 @@ impl Secured {
         let dir = tempfile::tempdir()?;
         let conf = dir.path().join("auth.conf");
         let out = std::process::Command::new(hwsched_bin()?)
-            .args(["nats-auth", "--worker", "w-a", "--worker", "w-b"])
+            .args(["nats-auth", "--worker", "w-a", "--worker", "w-b", "--shared-monitor"])
             .output()?;
         anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         std::fs::write(&conf, &out.stdout)?;
@@ -150,19 +152,22 @@ async fn each_role_does_its_job_and_nothing_else() -> anyhow::Result<()> {
         let _sub = wa.subscribe(subject).await?;
         refused(&mut wa_errors, subject).await?;
     }
-    // and only the scheduler publishes assignments
+    // and only the scheduler publishes assignments (the shared monitor user neither)
     let (learner, mut learner_errors) = s.connect("learner").await?;
     learner.publish("hws.assign.w-a", "forged".into()).await?;
     refused(&mut learner_errors, "hws.assign.w-a").await?;
+    let (shared, mut shared_errors) = s.connect("monitor").await?;
+    for subject in ["hws.assign.w-a", "hws.tasks.submit", "hws.control.queue"] {
+        shared.publish(subject, "forged".into()).await?;
+        refused(&mut shared_errors, subject).await?;
+    }
     Ok(())
 }
 
 #[test]
 fn the_shipped_example_configuration_is_what_nats_auth_renders() -> anyhow::Result<()> {
     let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/nats/hwsched-auth.conf"))?;
-    let out = std::process::Command::new(hwsched_bin()?)
-        .args(["nats-auth", "--worker", "gpu-node-1", "--worker", "cpu-node-1"])
-        .output()?;
+    let out = std::process::Command::new(hwsched_bin()?).args(["nats-auth", "--shared-monitor"]).output()?;
     assert_eq!(String::from_utf8_lossy(&out.stdout), shipped, "re-render deploy/nats/hwsched-auth.conf");
     Ok(())
 }

@@ -17,6 +17,11 @@ pub struct NatsAuthArgs {
     /// A worker (monitor) to give its own user; repeat per worker.
     #[arg(long = "worker", value_name = "WORKER_ID")]
     workers: Vec<String>,
+    /// Also one user `monitor` that every worker may log in as (a Kubernetes
+    /// DaemonSet cannot give each node its own secret). Weaker: a worker
+    /// logged in as it can act as any other worker (SECURITY.md).
+    #[arg(long)]
+    shared_monitor: bool,
 }
 
 /// One user's permissions.
@@ -141,15 +146,16 @@ fn roles(p: &str) -> Vec<User> {
     ]
 }
 
-/// The user of worker `id`: its own telemetry, heartbeats, assignments and
-/// drain; events and results (of any task: the scheduler ignores a result
-/// whose attempt or worker is not the one it assigned).
-fn monitor(p: &str, id: &str) -> User {
+/// The user of worker `id` (`*` for the shared `monitor` user): its own
+/// telemetry, heartbeats, assignments and drain; events and results (of any
+/// task: the scheduler ignores a result whose attempt or worker is not the one
+/// it assigned).
+fn monitor(p: &str, name: &str, id: &str) -> User {
     let b = p.replace('.', "_");
     let assign = format!("{}_ASSIGN", b.to_uppercase());
-    let consumer = format!("monitor-{id}");
+    let consumer = if id == "*" { "*".to_string() } else { format!("monitor-{id}") };
     User {
-        name: id.into(),
+        name: name.into(),
         publish: vec![
             format!("{p}.metrics.{id}"),
             format!("{p}.workers.{id}.>"),
@@ -168,14 +174,18 @@ fn monitor(p: &str, id: &str) -> User {
             format!("$KV.{b}_attempts.>"),
             format!("$KV.{b}_drains.{id}"),
         ],
-        subscribe: vec![format!("{p}.workers.{id}.>"), format!("{p}.control.cancel"), "$SRV.>".into(), own_inbox(id)],
+        subscribe: vec![format!("{p}.workers.{id}.>"), format!("{p}.control.cancel"), "$SRV.>".into(), own_inbox(name)],
     }
 }
 
-/// The `authorization { ... }` block for subject prefix `prefix` and `workers`.
-pub fn render(prefix: &str, workers: &[String]) -> String {
+/// The `authorization { ... }` block for subject prefix `prefix`, `workers`,
+/// and with `shared_monitor` the user `monitor` for any worker.
+pub fn render(prefix: &str, workers: &[String], shared_monitor: bool) -> String {
     let mut users = roles(prefix);
-    users.extend(workers.iter().map(|w| monitor(prefix, w)));
+    if shared_monitor {
+        users.push(monitor(prefix, "monitor", "*"));
+    }
+    users.extend(workers.iter().map(|w| monitor(prefix, w, w)));
     let list = |items: &[String]| items.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
     let mut out = String::from(
         "# hwsched NATS users (rendered by `hwsched nats-auth`; see SECURITY.md).\n\
@@ -204,10 +214,14 @@ pub fn run(prefix: &str, args: &NatsAuthArgs) -> anyhow::Result<()> {
             "--worker {w:?}: a worker id is letters, digits, '-' and '_'"
         );
         anyhow::ensure!(
-            !["scheduler", "learner", "alerting", "recorder", "producer", "operator"].contains(&w.as_str()),
+            !["scheduler", "learner", "alerting", "recorder", "producer", "operator", "monitor"].contains(&w.as_str()),
             "--worker {w:?}: that name is a role's user"
         );
     }
-    print!("{}", render(prefix, &args.workers));
+    anyhow::ensure!(
+        args.shared_monitor || !args.workers.is_empty(),
+        "no monitor user: give --worker ID per worker, or --shared-monitor"
+    );
+    print!("{}", render(prefix, &args.workers, args.shared_monitor));
     Ok(())
 }

@@ -38,6 +38,11 @@ pub struct MonitorConfig {
     /// Worker id (subject token). Default: this host's name with other characters replaced by '-'.
     #[arg(long = "worker-id", env = "HWSCHED_WORKER_ID")]
     pub worker_id: Option<String>,
+    /// Node name to derive the worker id from when none is given, with
+    /// characters other than letters, digits, '-' and '_' replaced by '-'
+    /// (Kubernetes: the downward API's spec.nodeName, e.g. ip-10-0-1-7.ec2.internal).
+    #[arg(long = "node-name", env = "HWSCHED_NODE_NAME")]
+    pub node_name: Option<String>,
     /// Tasks run at once. Default: logical CPU cores.
     #[arg(long = "slots", env = "HWSCHED_MONITOR_SLOTS")]
     pub slots: Option<u32>,
@@ -86,7 +91,7 @@ pub struct MonitorConfig {
 impl MonitorConfig {
     /// Checks the fields that can be checked before connecting.
     pub fn validate(&self) -> Result<(), String> {
-        crate::detect::worker_id(self.worker_id.as_deref())?;
+        crate::detect::worker_id(self.worker_id.as_deref(), self.node_name.as_deref())?;
         crate::policy::Policy::from_config(&self.policy).map(|_| ())
     }
 
@@ -94,6 +99,7 @@ impl MonitorConfig {
     pub fn for_tests() -> Self {
         Self {
             worker_id: None,
+            node_name: None,
             slots: None,
             interval_ms: 1000,
             level: Level::Standard,

@@ -12,14 +12,18 @@ use sysinfo::{Disks, System};
 
 use crate::{config::MonitorConfig, gpu::Gpus, host, probes};
 
-/// The worker id: configured, else the host name made subject-safe.
-pub fn worker_id(configured: Option<&str>) -> Result<String, String> {
+/// The worker id: configured, else the node name (Kubernetes: `spec.nodeName`,
+/// which may hold dots), else the host name, the last two made subject-safe.
+pub fn worker_id(configured: Option<&str>, node_name: Option<&str>) -> Result<String, String> {
     if let Some(id) = configured {
         return if id.len() <= 128 && hwsched_placement::is_valid_id(id) {
             Ok(id.to_string())
         } else {
             Err(format!("--worker-id / HWSCHED_WORKER_ID {id:?} must be 1..=128 characters of [A-Za-z0-9_-]"))
         };
+    }
+    if let Some(node) = node_name.filter(|n| !n.trim().is_empty()) {
+        return Ok(sanitize(node.trim()));
     }
     let host = System::host_name().unwrap_or_else(|_| "worker".into());
     Ok(sanitize(&host))
@@ -176,8 +180,10 @@ mod tests {
 
     #[test]
     fn configured_worker_id_is_validated() {
-        assert!(worker_id(Some("a.b")).is_err());
-        assert_eq!(worker_id(Some("node_1")).as_deref(), Ok("node_1"));
+        assert!(worker_id(Some("a.b"), None).is_err());
+        assert_eq!(worker_id(Some("node_1"), Some("other")).as_deref(), Ok("node_1"));
+        // a Kubernetes node name: made subject-safe, not refused
+        assert_eq!(worker_id(None, Some("ip-10-0-1-7.ec2.internal")).as_deref(), Ok("ip-10-0-1-7-ec2-internal"));
     }
 
     #[test]

@@ -43,7 +43,8 @@ pub async fn run(
     telemetry: Telemetry,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let worker_id = detect::worker_id(cfg.worker_id.as_deref()).map_err(anyhow::Error::msg)?;
+    let worker_id =
+        detect::worker_id(cfg.worker_id.as_deref(), cfg.node_name.as_deref()).map_err(anyhow::Error::msg)?;
     let gpus = Gpus::init().map(Arc::new);
     let started_at = now_ms();
     let caps = {

@@ -91,3 +91,31 @@ fn completions_are_generated_for_each_shell() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_do_not_appear_in_logs_or_errors() -> anyhow::Result<()> {
+    // credentials in a URL: the error names the URL without them
+    let (code, err) = run(&["--nats-url", "nats://hw:url-s3cr3t@127.0.0.1:1", "queue"])?;
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("nats://***@127.0.0.1:1") && !err.contains("url-s3cr3t"), "{err}");
+    // a service at debug level, its ClickHouse unreachable, its passwords set
+    let nats = hwsched_testkit::NatsServer::start()?;
+    let mut recorder = hwsched_tests::Proc::spawn(
+        "recorder",
+        &nats.url(),
+        &["recorder", "--log", "debug", "--log-format", "json"],
+        &[
+            ("HWSCHED_CLICKHOUSE_URL", "http://ch-user:ch-url-s3cr3t@127.0.0.1:1".into()),
+            ("HWSCHED_CLICKHOUSE_USER", "ch-user".into()),
+            ("HWSCHED_CLICKHOUSE_PASSWORD", "ch-pa55-s3cr3t".into()),
+        ],
+    )?;
+    recorder.wait_for_log("ClickHouse", std::time::Duration::from_secs(30)).await?;
+    let _ = recorder.terminate(std::time::Duration::from_secs(15)).await;
+    let log = recorder.log();
+    assert!(log.contains("127.0.0.1:1"), "the log says which ClickHouse: {log}");
+    for secret in ["ch-url-s3cr3t", "ch-pa55-s3cr3t"] {
+        assert!(!log.contains(secret), "{secret} in the recorder's log:\n{log}");
+    }
+    Ok(())
+}

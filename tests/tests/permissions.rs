@@ -112,6 +112,16 @@ async fn each_role_does_its_job_and_nothing_else() -> anyhow::Result<()> {
     // a producer may not drain
     let out = s.cli("producer", &["drain", "w-a"]).await?;
     assert_ne!(out.code, 0, "{}", out.stdout);
+    // a wrong password is refused, and the error does not repeat it
+    let mut cmd = std::process::Command::new(hwsched_bin()?);
+    cmd.args(["queue"])
+        .env("HWSCHED_NATS_URL", &url)
+        .env("HWSCHED_NATS_USER", "producer")
+        .env("HWSCHED_NATS_PASSWORD", "wrong-s3cr3t");
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("cannot connect to NATS") && !err.contains("wrong-s3cr3t"), "{err}");
     for (name, log) in [("scheduler", sched.log()), ("monitor", mon.log())] {
         assert!(!log.contains("Permissions Violation"), "{name} was refused something it needs:\n{log}");
     }

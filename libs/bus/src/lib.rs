@@ -14,7 +14,7 @@ use std::time::Duration;
 
 pub use async_nats;
 use async_nats::{jetstream, HeaderMap};
-use hwsched_config::NatsConfig;
+use hwsched_config::{redact_url, NatsConfig};
 use hwsched_proto::v1::{TaskEvent, TaskEventKind, TaskRequest};
 use prost::Message;
 
@@ -89,16 +89,16 @@ impl Bus {
         loop {
             match connect_once(cfg, name).await {
                 Ok(client) => {
-                    tracing::info!(url = %cfg.url, name, "connected to NATS");
+                    tracing::info!(url = %redact_url(&cfg.url), name, "connected to NATS");
                     let js = jetstream::new(client.clone());
                     return Ok(Self { client, js, subjects: Subjects::new(&cfg.subject_prefix) });
                 }
                 Err(e) if started.elapsed() + backoff < deadline => {
-                    tracing::warn!(url = %cfg.url, error = %e, retry_in_ms = backoff.as_millis() as u64, "NATS not reachable, retrying");
+                    tracing::warn!(url = %redact_url(&cfg.url), error = %e, retry_in_ms = backoff.as_millis() as u64, "NATS not reachable, retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
-                Err(e) => return Err(BusError::Connect { url: cfg.url.clone(), reason: e.to_string() }),
+                Err(e) => return Err(BusError::Connect { url: redact_url(&cfg.url), reason: e.to_string() }),
             }
         }
     }

@@ -20,8 +20,28 @@ fn bad(field: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError { field, reason: reason.into() }
 }
 
+/// `url` (comma-separated URLs too) with any credentials in it (`user:password@`,
+/// `token@`) replaced by `***`: what logs and error messages show.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|part| match part.rfind('@') {
+            Some(at) => {
+                let start = part.find("://").map_or(0, |i| i + 3).min(at);
+                format!("{}***{}", &part[..start], &part[at..])
+            }
+            None => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `Some("***")` for a set secret.
+fn hidden(secret: &Option<impl Sized>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "***")
+}
+
 /// How to reach NATS.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct NatsConfig {
     /// NATS server URL(s), comma separated.
     #[arg(
@@ -104,13 +124,14 @@ impl NatsConfig {
             return Err(bad(F, "is empty"));
         }
         for part in self.url.split(',') {
+            let shown = redact_url(part.trim());
             let u = url::Url::parse(part.trim())
-                .map_err(|e| bad(F, format!("{part:?} is not a URL ({e}); expected e.g. nats://127.0.0.1:4222")))?;
+                .map_err(|e| bad(F, format!("{shown:?} is not a URL ({e}); expected e.g. nats://127.0.0.1:4222")))?;
             if !matches!(u.scheme(), "nats" | "tls" | "ws" | "wss") {
-                return Err(bad(F, format!("{part:?}: scheme must be nats, tls, ws or wss")));
+                return Err(bad(F, format!("{shown:?}: scheme must be nats, tls, ws or wss")));
             }
             if u.host_str().is_none_or(str::is_empty) {
-                return Err(bad(F, format!("{part:?} has no host")));
+                return Err(bad(F, format!("{shown:?} has no host")));
             }
         }
         if self.user.is_some() != self.password.is_some() {
@@ -153,7 +174,7 @@ pub fn is_token(t: &str) -> bool {
 }
 
 /// How to reach ClickHouse; unset URL turns ClickHouse features off.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct ClickHouseConfig {
     /// ClickHouse HTTP URL, e.g. http://127.0.0.1:8123. Unset: ClickHouse features are off.
     #[arg(id = "clickhouse_url", global = true, long = "clickhouse-url", env = "HWSCHED_CLICKHOUSE_URL")]
@@ -181,6 +202,33 @@ pub struct ClickHouseConfig {
     pub password: Option<String>,
 }
 
+// Debug never shows a secret: configurations end up in logs and panics.
+impl std::fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("url", &redact_url(&self.url))
+            .field("creds_file", &self.creds_file)
+            .field("user", &self.user)
+            .field("password", &hidden(&self.password))
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("subject_prefix", &self.subject_prefix)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ClickHouseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &hidden(&self.password))
+            .finish()
+    }
+}
+
 impl ClickHouseConfig {
     /// Checks every field without connecting.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -188,7 +236,7 @@ impl ClickHouseConfig {
             let parsed = url::Url::parse(u).map_err(|e| {
                 bad(
                     "--clickhouse-url / HWSCHED_CLICKHOUSE_URL",
-                    format!("{u:?} is not a URL ({e}); expected e.g. http://127.0.0.1:8123"),
+                    format!("{:?} is not a URL ({e}); expected e.g. http://127.0.0.1:8123", redact_url(u)),
                 )
             })?;
             if !matches!(parsed.scheme(), "http" | "https") {
@@ -234,6 +282,29 @@ pub struct TelemetryConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_never_show_in_urls_debug_or_errors() {
+        assert_eq!(redact_url("nats://hw:s3cr3t@10.0.0.1:4222"), "nats://***@10.0.0.1:4222");
+        assert_eq!(redact_url("nats://tok3n@a:1, nats://b:2"), "nats://***@a:1, nats://b:2");
+        assert_eq!(redact_url("http://127.0.0.1:8123"), "http://127.0.0.1:8123");
+        assert_eq!(redact_url("hw:s3cr3t@host"), "***@host");
+        let mut n = NatsConfig::new("nats://hw:s3cr3t@127.0.0.1:4222");
+        n.user = Some("hw".into());
+        n.password = Some("pa55word".into());
+        let shown = format!("{n:?}");
+        assert!(!shown.contains("s3cr3t") && !shown.contains("pa55word") && shown.contains("***"), "{shown}");
+        let err = NatsConfig::new("nats://hw:s3cr3t@").validate().expect_err("no host").to_string();
+        assert!(!err.contains("s3cr3t"), "{err}");
+        let c = ClickHouseConfig {
+            url: Some("ftp://u:chs3cr3t@h".into()),
+            database: "hwsched".into(),
+            user: None,
+            password: Some("chpa55".into()),
+        };
+        let shown = format!("{c:?} {}", c.validate().expect_err("scheme"));
+        assert!(!shown.contains("chs3cr3t") && !shown.contains("chpa55"), "{shown}");
+    }
 
     #[test]
     fn default_nats_config_is_valid() {

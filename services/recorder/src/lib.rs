@@ -186,7 +186,8 @@ async fn connect(
         match Store::connect_and_migrate(cfg).await {
             Ok(s) => return Ok(Some(s)),
             Err(e @ StoreError::Server { .. }) => {
-                tracing::warn!(error = %e, "ClickHouse not ready, retrying");
+                let url = cfg.url.as_deref().map(hwsched_config::redact_url).unwrap_or_default();
+                tracing::warn!(url, error = %e, "ClickHouse not ready, retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(None),
                     _ = tokio::time::sleep(backoff) => {}

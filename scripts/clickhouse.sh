@@ -30,7 +30,12 @@ start)
     echo "ClickHouse already running (pid $(cat "$dir/pid"))" >&2
   else
     mkdir -p "$dir"/{data,tmp,user_files,format_schemas,log}
-    sed -e "s#@DIR@#$dir#g" -e "s#@HTTP_PORT@#$http#g" -e "s#@TCP_PORT@#$tcp#g" \
+    # HTTPS as well when CH_HTTPS_PORT, CH_TLS_CERT and CH_TLS_KEY are set (the TLS test)
+    https=""
+    if [ -n "${CH_HTTPS_PORT:-}" ]; then
+      https="<https_port>$CH_HTTPS_PORT</https_port><openSSL><server><certificateFile>$CH_TLS_CERT</certificateFile><privateKeyFile>$CH_TLS_KEY</privateKeyFile><verificationMode>none</verificationMode><loadDefaultCAFile>false</loadDefaultCAFile><cacheSessions>true</cacheSessions><preferServerCiphers>true</preferServerCiphers></server></openSSL>"
+    fi
+    sed -e "s#@DIR@#$dir#g" -e "s#@HTTP_PORT@#$http#g" -e "s#@TCP_PORT@#$tcp#g" -e "s#<!--@HTTPS@-->#$https#" \
       "$root/deploy/clickhouse-local/config.xml.in" > "$dir/config.xml"
     cp "$root/deploy/clickhouse-local/users.xml" "$dir/users.xml"
     (cd "$dir" && exec "$bin" --config-file="$dir/config.xml" >"$dir/log/stdout.log" 2>&1) &

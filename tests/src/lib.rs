@@ -264,3 +264,89 @@ pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     s.read_to_string(&mut out).await?;
     Ok(out)
 }
+
+/// A free loopback TCP port (racy by nature: bind soon).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A private ClickHouse server (Debian's, through `scripts/clickhouse.sh`, as
+/// `make test` starts its own) with its data in a temporary directory, for
+/// tests that kill it or configure it differently; stopped on drop.
+#[derive(Debug)]
+pub struct ClickHouse {
+    dir: tempfile::TempDir,
+    http: u16,
+    tcp: u16,
+    /// HTTPS port, certificate and key, when it serves HTTPS too.
+    https: Option<(u16, PathBuf, PathBuf)>,
+}
+
+fn clickhouse_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/clickhouse.sh")
+}
+
+impl ClickHouse {
+    /// Starts one on free ports.
+    pub fn start() -> anyhow::Result<Self> {
+        let ch = Self { dir: tempfile::tempdir()?, http: free_port()?, tcp: free_port()?, https: None };
+        ch.up()?;
+        Ok(ch)
+    }
+
+    /// Starts one that also serves HTTPS with this certificate and key (PEM).
+    pub fn start_with_https(cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<Self> {
+        let https = Some((free_port()?, cert.to_path_buf(), key.to_path_buf()));
+        let ch = Self { dir: tempfile::tempdir()?, http: free_port()?, tcp: free_port()?, https };
+        ch.up()?;
+        Ok(ch)
+    }
+
+    /// Starts it (again, after [`ClickHouse::kill`]) with the same data.
+    pub fn up(&self) -> anyhow::Result<()> {
+        let mut cmd = Command::new("bash");
+        cmd.arg(clickhouse_script()).args([
+            "start",
+            &self.dir.path().to_string_lossy(),
+            &self.http.to_string(),
+            &self.tcp.to_string(),
+        ]);
+        if let Some((port, cert, key)) = &self.https {
+            cmd.env("CH_HTTPS_PORT", port.to_string()).env("CH_TLS_CERT", cert).env("CH_TLS_KEY", key);
+        }
+        let out = cmd.output()?;
+        anyhow::ensure!(out.status.success(), "ClickHouse did not start: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(())
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill(&self) -> anyhow::Result<()> {
+        let pid: i32 = std::fs::read_to_string(self.dir.path().join("pid"))?.trim().parse()?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)?;
+        // wait until it is gone
+        for _ in 0..100 {
+            if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        anyhow::bail!("ClickHouse {pid} still alive after SIGKILL")
+    }
+
+    /// Its HTTP URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+
+    /// Its HTTPS URL, when it serves HTTPS.
+    pub fn https_url(&self) -> Option<String> {
+        self.https.as_ref().map(|(port, _, _)| format!("https://127.0.0.1:{port}"))
+    }
+}
+
+impl Drop for ClickHouse {
+    fn drop(&mut self) {
+        let _ =
+            Command::new("bash").arg(clickhouse_script()).args(["stop", &self.dir.path().to_string_lossy()]).output();
+    }
+}

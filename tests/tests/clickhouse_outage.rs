@@ -3,7 +3,7 @@
 //! runs its own ClickHouse server (Debian's, through `scripts/clickhouse.sh`,
 //! as `make test` does) so that it can kill it without disturbing the others.
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use hwsched_proto::{
@@ -11,67 +11,11 @@ use hwsched_proto::{
     Message,
 };
 use hwsched_testkit::NatsServer;
-use hwsched_tests::{bus, http_get, Proc};
+use hwsched_tests::{bus, free_port, http_get, ClickHouse, Proc};
 
 const WAIT: Duration = Duration::from_secs(90);
 const BATCHES: usize = 300;
 const SAMPLES: usize = 10;
-
-/// A private ClickHouse server with its data in a temporary directory.
-struct ClickHouse {
-    dir: tempfile::TempDir,
-    http: u16,
-    tcp: u16,
-}
-
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/clickhouse.sh")
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-impl ClickHouse {
-    fn start() -> anyhow::Result<Self> {
-        let ch = Self { dir: tempfile::tempdir()?, http: free_port()?, tcp: free_port()? };
-        ch.up()?;
-        Ok(ch)
-    }
-
-    fn up(&self) -> anyhow::Result<()> {
-        let out = Command::new("bash")
-            .arg(script())
-            .args(["start", &self.dir.path().to_string_lossy(), &self.http.to_string(), &self.tcp.to_string()])
-            .output()?;
-        anyhow::ensure!(out.status.success(), "ClickHouse did not start: {}", String::from_utf8_lossy(&out.stderr));
-        Ok(())
-    }
-
-    /// SIGKILL: no flush, no goodbye.
-    fn kill(&self) -> anyhow::Result<()> {
-        let pid: i32 = std::fs::read_to_string(self.dir.path().join("pid"))?.trim().parse()?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)?;
-        // wait until it is gone
-        for _ in 0..100 {
-            if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        anyhow::bail!("ClickHouse {pid} still alive after SIGKILL")
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http)
-    }
-}
-
-impl Drop for ClickHouse {
-    fn drop(&mut self) {
-        let _ = Command::new("bash").arg(script()).args(["stop", &self.dir.path().to_string_lossy()]).output();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickhouse_killed_during_ingest_loses_and_duplicates_nothing() -> anyhow::Result<()> {

@@ -123,3 +123,34 @@ async fn services_and_cli_work_over_mutual_tls_and_others_are_refused() -> anyho
     assert_eq!(code, Some(3), "{out}");
     Ok(())
 }
+
+#[test]
+fn clickhouse_over_https_is_trusted_through_ssl_cert_file() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    certificates(dir.path())?;
+    let ch =
+        hwsched_tests::ClickHouse::start_with_https(&dir.path().join("server.pem"), &dir.path().join("server.key"))?;
+    let https = ch.https_url().expect("https");
+    let migrate = |ca: Option<&Path>| -> anyhow::Result<(Option<i32>, String)> {
+        let mut cmd = Command::new(hwsched_bin()?);
+        cmd.args(["--clickhouse-url", &https, "--clickhouse-database", "over_tls", "schema", "migrate"])
+            .env_remove("SSL_CERT_FILE");
+        if let Some(ca) = ca {
+            cmd.env("SSL_CERT_FILE", ca);
+        }
+        let out = cmd.output()?;
+        Ok((
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        ))
+    };
+    // the test CA is not in the system's store: refused, with what to do
+    let (code, out) = migrate(None)?;
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("UnknownIssuer") && out.contains("SSL_CERT_FILE"), "{out}");
+    // trusted through SSL_CERT_FILE: the migrations run over HTTPS
+    let (code, out) = migrate(Some(&dir.path().join("ca.pem")))?;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("server 18.16") && out.contains("applied now"), "{out}");
+    Ok(())
+}

@@ -20,7 +20,7 @@ pub enum StoreError {
     #[error("ClickHouse is not configured (set HWSCHED_CLICKHOUSE_URL)")]
     NotConfigured,
     /// The server answered with an error or could not be reached.
-    #[error("ClickHouse {what}: {source}")]
+    #[error("ClickHouse {what}: {source}{}", tls_hint(source))]
     Server {
         /// What was being done.
         what: &'static str,
@@ -30,6 +30,21 @@ pub enum StoreError {
     /// `version()` returned something unparseable.
     #[error("unrecognised ClickHouse version {0:?}")]
     Version(String),
+}
+
+/// What to do about a server certificate from an unknown CA.
+fn tls_hint(e: &clickhouse::error::Error) -> &'static str {
+    let mut cause: Option<&dyn std::error::Error> = Some(e);
+    let mut unknown_issuer = false;
+    while let Some(c) = cause {
+        unknown_issuer |= c.to_string().contains("UnknownIssuer");
+        cause = c.source();
+    }
+    if unknown_issuer {
+        " (a private CA? point SSL_CERT_FILE at its PEM certificate)"
+    } else {
+        ""
+    }
 }
 
 /// A connected store: the client (bound to the database) and the server version.

@@ -39,7 +39,7 @@ async fn json_task_runs_on_a_real_monitor_and_lands_in_clickhouse() -> anyhow::R
 
     // A producer in any language: plain NATS, JSON, no hwsched library.
     let client = async_nats::connect(nats.url()).await?;
-    let mut results = client.subscribe("hws.results.e2e-1").await?;
+    let mut results = client.subscribe("hws.results.*.e2e-1").await?;
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Content-Type", "application/json");
     let task = serde_json::json!({

@@ -17,7 +17,7 @@ async fn run_one(task: TaskRequest) -> anyhow::Result<ExecutionResult> {
     let sched = scheduler(&nats.url()).await?;
     let mon = monitor(&nats.url(), "w-exec", 2).await?;
     let b = bus(&nats.url()).await?;
-    let mut results = b.client().subscribe(format!("hws.results.{}", task.task_id)).await?;
+    let mut results = b.client().subscribe(format!("hws.results.*.{}", task.task_id)).await?;
     submit(&b, &TaskRequest { max_attempts: 1, ..task }).await?;
     let m = tokio::time::timeout(Duration::from_secs(30), results.next()).await?.expect("result");
     mon.stop().await?;

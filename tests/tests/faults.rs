@@ -33,7 +33,7 @@ async fn task_of_a_killed_worker_is_placed_on_another() -> anyhow::Result<()> {
 
     let bus = bus(&nats.url()).await?;
     let mut events = bus.client().subscribe("hws.events.survivor").await?;
-    let mut results = bus.client().subscribe("hws.results.survivor").await?;
+    let mut results = bus.client().subscribe("hws.results.*.survivor").await?;
     let task =
         TaskRequest { task_id: "survivor".into(), command: vec!["sleep".into(), "1".into()], ..Default::default() };
     submit(&bus, &task).await?;
@@ -76,7 +76,7 @@ async fn a_failed_attempt_is_retried_on_other_hardware() -> anyhow::Result<()> {
     let mark = dir.path().join("failed-once");
     let script = format!("sleep 1; test -f {m} || {{ touch {m}; exit 3; }}", m = mark.display());
     let bus = bus(&nats.url()).await?;
-    let mut results = bus.client().subscribe("hws.results.flaky-kernel").await?;
+    let mut results = bus.client().subscribe("hws.results.*.flaky-kernel").await?;
     submit(&bus, &sh_task("flaky-kernel", &script)).await?;
     // Meanwhile a second worker of the same hardware and one with an NPU join.
     let cpu2 = monitor(&nats, "w-cpu2")?;
@@ -113,7 +113,7 @@ async fn services_reconnect_after_a_nats_restart() -> anyhow::Result<()> {
     mon.wait_for_log("monitor ready", WAIT).await?;
     {
         let b = bus(&nats.url()).await?;
-        let mut results = b.client().subscribe("hws.results.before").await?;
+        let mut results = b.client().subscribe("hws.results.*.before").await?;
         submit(&b, &TaskRequest { task_id: "before".into(), command: vec!["true".into()], ..Default::default() })
             .await?;
         tokio::time::timeout(WAIT, results.next()).await?.expect("result before restart");
@@ -122,7 +122,7 @@ async fn services_reconnect_after_a_nats_restart() -> anyhow::Result<()> {
     nats.restart()?;
 
     let b = bus(&nats.url()).await?;
-    let mut results = b.client().subscribe("hws.results.after").await?;
+    let mut results = b.client().subscribe("hws.results.*.after").await?;
     submit(&b, &TaskRequest { task_id: "after".into(), command: vec!["true".into()], ..Default::default() }).await?;
     let m = tokio::time::timeout(Duration::from_secs(60), results.next())
         .await
@@ -130,4 +130,54 @@ async fn services_reconnect_after_a_nats_restart() -> anyhow::Result<()> {
         .expect("result");
     assert_eq!(ExecutionResult::decode(m.payload.as_ref())?.status(), TaskStatus::Succeeded);
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_forged_on_another_workers_subject_is_ignored() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let sched = hwsched_tests::scheduler(&nats.url()).await?;
+    let mon = hwsched_tests::monitor(&nats.url(), "w-real", 1).await?;
+    let b = bus(&nats.url()).await?;
+    let mut events = b.client().subscribe("hws.events.victim").await?;
+    submit(&b, &sh_task("victim", "sleep 3; exit 0")).await?;
+    loop {
+        let m = tokio::time::timeout(WAIT, events.next()).await?.expect("event");
+        if TaskEvent::decode(m.payload.as_ref())?.kind() == TaskEventKind::Started {
+            break;
+        }
+    }
+    // a result claiming to be w-real's, sent on another worker's subject
+    let forged = ExecutionResult {
+        task_id: "victim".into(),
+        attempt: 1,
+        worker_id: "w-real".into(),
+        status: TaskStatus::Failed as i32,
+        exit_code: 66,
+        ..Default::default()
+    };
+    let ack =
+        b.jetstream().publish(b.subjects().results("w-evil", "victim"), forged.encode_to_vec().into()).await?.await?;
+    // once the scheduler has acknowledged it, the task is still running
+    let results = b.jetstream().get_stream("HWS_RESULTS").await?;
+    hwsched_testkit::eventually(WAIT, || {
+        let results = results.clone();
+        async move {
+            let c = results.consumer_info("scheduler").await?;
+            Ok((c.ack_floor.stream_sequence >= ack.sequence).then_some(()))
+        }
+    })
+    .await?;
+    let out = hwsched_tests::cli_async(&nats.url(), &["explain", "victim"]).await?;
+    assert!(out.stdout.contains("state      assigned, attempt 1"), "{}", out.stdout);
+    // and the real result ends it
+    let ended = loop {
+        let m = tokio::time::timeout(WAIT, events.next()).await?.expect("event");
+        let ev = TaskEvent::decode(m.payload.as_ref())?;
+        if ev.kind() == TaskEventKind::Finished {
+            break ev;
+        }
+    };
+    assert_eq!(ended.reason, TaskStatus::Succeeded.as_str_name());
+    mon.stop().await?;
+    sched.stop().await
 }

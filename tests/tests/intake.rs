@@ -39,7 +39,7 @@ async fn invalid_submissions_are_rejected_with_reasons_and_the_queue_keeps_movin
     let mut rejected = client.subscribe("hws.tasks.rejected").await?;
     let inbox = client.new_inbox();
     let mut replies = client.subscribe(inbox.clone()).await?;
-    let mut results = client.subscribe("hws.results.good-1").await?;
+    let mut results = client.subscribe("hws.results.*.good-1").await?;
     // streams are provisioned by the services; wait until the scheduler consumes
     hwsched_testkit::eventually(WAIT, || {
         let js = async_nats::jetstream::new(client.clone());

@@ -155,7 +155,10 @@ async fn the_learner_predicts_unseen_pairs_and_survives_restarts() -> anyhow::Re
         for _ in 0..5 {
             n += 1;
             let r = result(&format!("t{n}"), name, &format!("w-{hw}"), hw, secs);
-            b.jetstream().publish(format!("hws.results.t{n}"), r.encode_to_vec().into()).await?.await?;
+            b.jetstream()
+                .publish(b.subjects().results(&r.worker_id, &r.task_id), r.encode_to_vec().into())
+                .await?
+                .await?;
         }
     }
     let env = [("HWSCHED_LEARNER_PUBLISH_MS", "200".to_string())];
@@ -229,7 +232,7 @@ async fn a_learner_without_snapshot_relearns_from_clickhouse() -> anyhow::Result
     // the stream still holds the same results, and one the history does not have
     let newer = ExecutionResult { finished_at_ms: now, ..result("n1", "b", "w2", "gpu", 5.0) };
     for r in history.iter().chain([&newer]) {
-        b.jetstream().publish(format!("hws.results.{}", r.task_id), r.encode_to_vec().into()).await?.await?;
+        b.jetstream().publish(b.subjects().results(&r.worker_id, &r.task_id), r.encode_to_vec().into()).await?.await?;
     }
     let env = [
         ("HWSCHED_LEARNER_PUBLISH_MS", "200".to_string()),

@@ -58,8 +58,8 @@ async fn concurrent_tasks_get_their_own_cpu_numbers() -> anyhow::Result<()> {
     let sched = scheduler(&nats.url()).await?;
     let mon = monitor(&nats.url(), "w-cpu", 2).await?;
     let b = bus(&nats.url()).await?;
-    let mut burn_r = b.client().subscribe("hws.results.burn").await?;
-    let mut idle_r = b.client().subscribe("hws.results.idle").await?;
+    let mut burn_r = b.client().subscribe("hws.results.*.burn").await?;
+    let mut idle_r = b.client().subscribe("hws.results.*.idle").await?;
     let burn = TaskRequest {
         task_id: "burn".into(),
         command: vec![
@@ -92,7 +92,7 @@ async fn cancel_stops_a_running_task_and_a_queued_one() -> anyhow::Result<()> {
     let mon = monitor(&nats.url(), "w-cancel", 1).await?;
     let b = bus(&nats.url()).await?;
     let mut events = b.client().subscribe("hws.events.long").await?;
-    let mut results = b.client().subscribe("hws.results.long").await?;
+    let mut results = b.client().subscribe("hws.results.*.long").await?;
     submit(&b, &sh_task("long", "sleep 30")).await?;
     submit(&b, &sh_task("behind", "sleep 30")).await?; // one slot: waits in the queue
     until_started(&mut events).await?;
@@ -130,7 +130,7 @@ async fn restarted_monitor_neither_loses_nor_reruns_an_attempt() -> anyhow::Resu
     first.wait_for_log("monitor ready", WAIT).await?;
     let b = bus(&nats.url()).await?;
     let mut events = b.client().subscribe("hws.events.once").await?;
-    let mut results = b.client().subscribe("hws.results.once").await?;
+    let mut results = b.client().subscribe("hws.results.*.once").await?;
     let marker = format!("{}.125", 400 + std::process::id() % 500);
     let script =
         format!("echo $HWSCHED_ATTEMPT >> {}; if [ $HWSCHED_ATTEMPT = 1 ]; then sleep {marker}; fi", log.display());

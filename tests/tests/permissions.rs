@@ -2,7 +2,7 @@
 //! real nats-server: every service runs with its own user and a task goes
 //! from a producer to a worker and back; and the server refuses what a role
 //! must not do: a producer publishing an assignment or a result, a monitor
-//! publishing another worker's metrics or any assignment, a monitor reading
+//! publishing another worker's metrics or results or any assignment, a monitor reading
 //! another's inbox or assignments. The shipped `deploy/nats/hwsched-auth.conf`
 //! (the Kubernetes deployment's: one shared monitor user) is what the command renders.
 
@@ -131,12 +131,18 @@ async fn each_role_does_its_job_and_nothing_else() -> anyhow::Result<()> {
     let mut seen = op.subscribe("hws.>").await?;
     op.flush().await?;
     let (producer, mut producer_errors) = s.connect("producer").await?;
-    for subject in ["hws.assign.w-a", "hws.results.secure-1", "hws.metrics.w-a"] {
+    for subject in ["hws.assign.w-a", "hws.results.w-a.secure-1", "hws.metrics.w-a"] {
         producer.publish(subject, "forged".into()).await?;
         refused(&mut producer_errors, subject).await?;
     }
     let (wa, mut wa_errors) = s.connect("w-a").await?;
-    for subject in ["hws.metrics.w-b", "hws.assign.w-b", "hws.workers.w-b.heartbeat", "hws.tasks.submit"] {
+    for subject in [
+        "hws.metrics.w-b",
+        "hws.results.w-b.secure-1",
+        "hws.assign.w-b",
+        "hws.workers.w-b.heartbeat",
+        "hws.tasks.submit",
+    ] {
         wa.publish(subject, "forged".into()).await?;
         refused(&mut wa_errors, subject).await?;
     }

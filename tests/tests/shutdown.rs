@@ -23,7 +23,7 @@ async fn sigterm_lets_the_monitor_finish_its_running_task() -> anyhow::Result<()
     mon.wait_for_log("monitor ready", WAIT).await?;
     let b = bus(&nats.url()).await?;
     let mut events = b.client().subscribe("hws.events.long-1").await?;
-    let mut results = b.client().subscribe("hws.results.long-1").await?;
+    let mut results = b.client().subscribe("hws.results.*.long-1").await?;
     let mut heartbeats = b.client().subscribe("hws.workers.w-term.heartbeat").await?;
     submit(&b, &sleep_task("long-1", "1.5")).await?;
     loop {

@@ -75,9 +75,20 @@ impl Subjects {
     pub fn events_all(&self) -> String {
         format!("{}.events.>", self.prefix)
     }
-    /// `hws.results.<task_id>`.
-    pub fn results(&self, task_id: &str) -> String {
-        format!("{}.results.{task_id}", self.prefix)
+    /// `hws.results.<worker_id>.<task_id>`: a result on the subject of the worker
+    /// that ran it, so NATS permissions let a worker publish only its own.
+    pub fn results(&self, worker_id: &str, task_id: &str) -> String {
+        format!("{}.results.{worker_id}.{task_id}", self.prefix)
+    }
+    /// `hws.results.*.<task_id>`: every result of a task, whoever ran it.
+    pub fn results_of(&self, task_id: &str) -> String {
+        format!("{}.results.*.{task_id}", self.prefix)
+    }
+    /// The worker a result subject names (`None`: not a result subject).
+    pub fn result_worker<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        let rest = subject.strip_prefix(&self.prefix)?.strip_prefix(".results.")?;
+        let (worker, task) = rest.split_once('.')?;
+        (!worker.is_empty() && !task.is_empty() && !task.contains('.')).then_some(worker)
     }
     /// `hws.results.>`.
     pub fn results_all(&self) -> String {
@@ -218,7 +229,11 @@ mod tests {
         assert_eq!(s.worker_heartbeat("n"), "hws.workers.n.heartbeat");
         assert_eq!(s.assign("n"), "hws.assign.n");
         assert_eq!(s.events("t"), "hws.events.t");
-        assert_eq!(s.results("t"), "hws.results.t");
+        assert_eq!(s.results("w1", "t"), "hws.results.w1.t");
+        assert_eq!(s.results_of("t"), "hws.results.*.t");
+        assert_eq!(s.result_worker("hws.results.w1.t"), Some("w1"));
+        assert_eq!(s.result_worker("hws.results.t"), None);
+        assert_eq!(s.result_worker("hws.events.w1.t"), None);
         assert_eq!(s.alerts("critical"), "hws.alerts.critical");
         assert_eq!(s.control("cancel"), "hws.control.cancel");
         assert_eq!(s.stream(Stream::Tasks), "HWS_TASKS");

@@ -251,9 +251,14 @@ impl Assignment {
         };
         let bus = &self.client.bus;
         let msg_id = format!("{}:{}", result.task_id, result.attempt);
-        bus.publish_durable(bus.subjects().results(&result.task_id), &result, Some(&msg_id), Some(&self.traceparent))
-            .await
-            .map_err(|e| Error::bus("store the result", e))?;
+        bus.publish_durable(
+            bus.subjects().results(&result.worker_id, &result.task_id),
+            &result,
+            Some(&msg_id),
+            Some(&self.traceparent),
+        )
+        .await
+        .map_err(|e| Error::bus("store the result", e))?;
         self.msg.double_ack().await.map_err(|e| Error::bus("acknowledge the assignment", e))?;
         Ok(())
     }

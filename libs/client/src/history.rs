@@ -42,7 +42,7 @@ impl Client {
     pub async fn history(&self, task_id: &str) -> Result<History, Error> {
         let s = self.bus.subjects();
         let events: Vec<TaskEvent> = self.read_subject(Stream::Events, s.events(task_id)).await?;
-        let results: Vec<ExecutionResult> = self.read_subject(Stream::Results, s.results(task_id)).await?;
+        let results: Vec<ExecutionResult> = self.read_subject(Stream::Results, s.results_of(task_id)).await?;
         Ok(History { events, attempts: results.into_iter().map(|result| Attempt { result }).collect() })
     }
 

@@ -281,7 +281,7 @@ impl Submission {
     async fn stored_result(&self, task_id: &str) -> Option<ExecutionResult> {
         let bus = &self.client.bus;
         let stream = bus.jetstream().get_stream(bus.subjects().stream(hwsched_bus::Stream::Results)).await.ok()?;
-        let m = stream.get_last_raw_message_by_subject(&bus.subjects().results(task_id)).await.ok()?;
+        let m = stream.get_last_raw_message_by_subject(&bus.subjects().results_of(task_id)).await.ok()?;
         ExecutionResult::decode(m.payload.as_ref()).ok()
     }
 

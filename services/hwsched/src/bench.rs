@@ -279,8 +279,10 @@ async fn execute(
         };
         let mut h = hwsched_bus::proto_headers(None);
         h.insert(hwsched_bus::MSG_ID, format!("{}:{}", r.task_id, r.attempt).as_str());
-        let _ =
-            bus.jetstream().publish_with_headers(bus.subjects().results(&r.task_id), h, r.encode_to_vec().into()).await;
+        let _ = bus
+            .jetstream()
+            .publish_with_headers(bus.subjects().results(&r.worker_id, &r.task_id), h, r.encode_to_vec().into())
+            .await;
     }
     Ok(())
 }

@@ -160,7 +160,7 @@ fn monitor(p: &str, name: &str, id: &str) -> User {
             format!("{p}.metrics.{id}"),
             format!("{p}.workers.{id}.>"),
             format!("{p}.events.>"),
-            format!("{p}.results.>"),
+            format!("{p}.results.{id}.>"),
             "$JS.API.INFO".into(),
             "$JS.API.STREAM.INFO.>".into(),
             format!("$JS.API.CONSUMER.CREATE.{assign}.{consumer}.>"),

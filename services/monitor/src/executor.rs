@@ -270,7 +270,7 @@ impl Executor {
         span: &tracing::Span,
         stop: &CancellationToken,
     ) {
-        let subject = self.bus.subjects().results(&result.task_id);
+        let subject = self.bus.subjects().results(&result.worker_id, &result.task_id);
         let msg_id = format!("{}:{}", result.task_id, result.attempt);
         let mut backoff = Duration::from_millis(200);
         loop {

@@ -801,6 +801,11 @@ impl Scheduler {
         let mut done = Vec::with_capacity(msgs.len());
         for msg in msgs {
             match hwsched_bus::decode::<ExecutionResult>(msg.headers.as_ref(), &msg.payload) {
+                // only the worker's own subject counts: NATS permissions tie it to the publisher
+                Ok(res) if self.io.bus.subjects().result_worker(&msg.subject) != Some(res.worker_id.as_str()) => {
+                    tracing::warn!(subject = %msg.subject, task_id = %res.task_id, worker_id = %res.worker_id, "result not on its worker's subject, ignored");
+                    let _ = msg.ack_with(AckKind::Term).await;
+                }
                 Ok(res) => {
                     let c = self.state.complete(&res, now);
                     done.push((msg, res, c));

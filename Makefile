@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CH_DIR_TEST := build/clickhouse-test
 
-.PHONY: all build run test test-rust test-python lint fmt clean env stop-clickhouse
+.PHONY: all build run test test-rust test-python lint fmt clean env stop-clickhouse fuzz test-chaos
 
 all: build
 
@@ -21,6 +21,14 @@ run: env build
 ## Install and start what the tests need, run the whole suite, stop what was started.
 test: env
 	@scripts/test.sh
+
+## Fuzz every decoder of external input for FUZZ_SECONDS (60) each: task requests,
+## suite files, alert rules, worker messages, configuration values (nightly + cargo-fuzz).
+fuzz:
+	@scripts/fuzz.sh
+
+## The slow reliability checks, beside `make test`: today the fuzz targets.
+test-chaos: fuzz
 
 lint:
 	cargo fmt --all -- --check

@@ -99,3 +99,87 @@ async fn a_tenth_of_the_monitors_killed_mid_task_loses_nothing() -> anyhow::Resu
     }
     Ok(())
 }
+
+/// The next lifecycle event on `events`.
+async fn next_event(events: &mut async_nats::Subscriber, wait: Duration) -> anyhow::Result<TaskEvent> {
+    let m = tokio::time::timeout(wait, events.next()).await?.ok_or_else(|| anyhow::anyhow!("events ended"))?;
+    Ok(TaskEvent::decode(m.payload.as_ref())?)
+}
+
+/// A monitor frozen (SIGSTOP) longer than the worker timeout, then resumed:
+/// its test runs on elsewhere meanwhile (at-least-once: the frozen monitor's
+/// child kept running, so the command ran twice); the scheduler counts only
+/// the second attempt, ignores the late result of the first, and takes the
+/// resumed worker back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_monitor_is_replaced_and_its_late_result_ignored() -> anyhow::Result<()> {
+    use nix::sys::signal::{kill, Signal};
+    let nats = NatsServer::start()?;
+    let url = nats.url();
+    let sched = Proc::spawn(
+        "scheduler",
+        &url,
+        &["scheduler", "--startup-grace-s", "0"],
+        &[("HWSCHED_WORKER_TIMEOUT_MS", "2000".into())],
+    )?;
+    sched.wait_for_log("scheduler ready", WAIT).await?;
+    let mut monitors = HashMap::new();
+    for id in ["w-a", "w-b"] {
+        let m = Proc::spawn(id, &url, &["monitor", "--worker-id", id, "--slots", "1", "--interval-ms", "200"], &[])?;
+        m.wait_for_log("monitor ready", WAIT).await?;
+        sched.wait_for_log(&format!("worker joined worker_id=\"{id}\""), WAIT).await?;
+        monitors.insert(id.to_string(), m);
+    }
+    let b = bus(&url).await?;
+    let mut events = b.client().subscribe("hws.events.frozen").await?;
+    let mut results = b.client().subscribe("hws.results.*.frozen").await?;
+    submit(&b, &sleep_task("frozen", "3")).await?;
+    let victim = loop {
+        let ev = next_event(&mut events, WAIT).await?;
+        if ev.kind() == TaskEventKind::Started {
+            break ev.worker_id;
+        }
+    };
+    let pid = nix::unistd::Pid::from_raw(monitors[&victim].pid() as i32);
+    kill(pid, Signal::SIGSTOP)?;
+    let other = loop {
+        let ev = next_event(&mut events, WAIT).await?;
+        if ev.kind() == TaskEventKind::Assigned && ev.attempt == 2 {
+            break ev.worker_id;
+        }
+    };
+    assert_ne!(other, victim);
+    kill(pid, Signal::SIGCONT)?;
+    // both attempts report; only the second counts
+    let mut by_attempt = HashMap::new();
+    while by_attempt.len() < 2 {
+        let m = tokio::time::timeout(WAIT, results.next()).await?.expect("result");
+        let r = ExecutionResult::decode(m.payload.as_ref())?;
+        by_attempt.insert(r.attempt, r.worker_id);
+    }
+    assert_eq!((by_attempt[&1].as_str(), by_attempt[&2].as_str()), (victim.as_str(), other.as_str()));
+    let out = hwsched_tests::cli_async(&url, &["tasks", "frozen"]).await?;
+    assert_eq!(out.stdout.matches("finished").count(), 1, "one end only:\n{}", out.stdout);
+    assert!(out.stdout.contains("finished: succeeded"), "{}", out.stdout);
+    let out = hwsched_tests::cli_async(&url, &["explain", "frozen"]).await?;
+    assert!(out.stdout.contains("state      succeeded, attempt 2"), "{}", out.stdout);
+    // the resumed worker is back and takes work: two tasks for two one-slot workers
+    let mut thawed = b.client().subscribe("hws.events.>").await?;
+    hwsched_testkit::eventually(WAIT, || async {
+        let out = hwsched_tests::cli_async(&url, &["workers"]).await?;
+        Ok(out.stdout.lines().any(|l| l.starts_with(victim.as_str()) && l.contains(" active")).then_some(()))
+    })
+    .await?;
+    for id in ["thaw-1", "thaw-2"] {
+        submit(&b, &sleep_task(id, "1")).await?;
+    }
+    let mut ran_on = Vec::new();
+    while ran_on.len() < 2 {
+        let ev = next_event(&mut thawed, WAIT).await?;
+        if ev.kind() == TaskEventKind::Started && ev.task_id.starts_with("thaw-") {
+            ran_on.push(ev.worker_id);
+        }
+    }
+    assert!(ran_on.contains(&victim), "the resumed {victim} got nothing: {ran_on:?}");
+    Ok(())
+}

@@ -183,3 +183,56 @@ async fn a_frozen_monitor_is_replaced_and_its_late_result_ignored() -> anyhow::R
     assert!(ran_on.contains(&victim), "the resumed {victim} got nothing: {ran_on:?}");
     Ok(())
 }
+
+/// nats-server (file store) restarted while thirty tests are queued and
+/// running: every service reconnects and every test ends succeeded, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_mid_run_loses_no_task() -> anyhow::Result<()> {
+    const N: usize = 30;
+    let mut nats = NatsServer::start()?;
+    let url = nats.url();
+    let sched = Proc::spawn("scheduler", &url, &["scheduler", "--startup-grace-s", "0"], &[])?;
+    sched.wait_for_log("scheduler ready", WAIT).await?;
+    let mut monitors = Vec::new();
+    for id in ["w-1", "w-2"] {
+        let m = Proc::spawn(id, &url, &["monitor", "--worker-id", id, "--slots", "2", "--interval-ms", "200"], &[])?;
+        m.wait_for_log("monitor ready", WAIT).await?;
+        sched.wait_for_log(&format!("worker joined worker_id=\"{id}\""), WAIT).await?;
+        monitors.push(m);
+    }
+    {
+        let b = bus(&url).await?;
+        let mut events = b.client().subscribe("hws.events.>").await?;
+        for i in 0..N {
+            submit(&b, &sleep_task(&format!("r-{i}"), "0.5")).await?;
+        }
+        // some have run, some run, most wait: now the server goes
+        let mut started = 0;
+        while started < 6 {
+            if next_event(&mut events, WAIT).await?.kind() == TaskEventKind::Started {
+                started += 1;
+            }
+        }
+    }
+    nats.restart()?;
+    let client = hwsched_client::Client::connect(&hwsched_config::NatsConfig::new(&url)).await?;
+    let ids: Vec<String> = (0..N).map(|i| format!("r-{i}")).collect();
+    let histories = hwsched_testkit::eventually(Duration::from_secs(120), || async {
+        let mut all = Vec::new();
+        for id in &ids {
+            let h = client.history(id).await?;
+            if h.attempts.last().is_none_or(|a| a.result.status() != TaskStatus::Succeeded) {
+                return Ok(None);
+            }
+            all.push((id.clone(), h));
+        }
+        Ok(Some(all))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\nscheduler:\n{}", sched.log()))?;
+    for (id, h) in &histories {
+        let successes = h.attempts.iter().filter(|a| a.result.status() == TaskStatus::Succeeded).count();
+        assert_eq!(successes, 1, "{id} succeeded {successes} times");
+    }
+    Ok(())
+}

@@ -27,8 +27,9 @@ test: env
 fuzz:
 	@scripts/fuzz.sh
 
-## The slow reliability checks, beside `make test`: today the fuzz targets.
-test-chaos: fuzz
+## The slow reliability checks beside `make test`: the slow chaos tests, then `make fuzz`.
+test-chaos: env
+	@scripts/test-chaos.sh
 
 lint:
 	cargo fmt --all -- --check

@@ -82,7 +82,9 @@ pub async fn run(
 
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(args.tasks)));
     let assigned = Arc::new(AtomicU64::new(0));
-    let consumer = tokio::spawn(execute(bus.clone(), latencies.clone(), assigned.clone(), run_id.clone()));
+    let duplicates = Arc::new(AtomicU64::new(0));
+    let consumer =
+        tokio::spawn(execute(bus.clone(), latencies.clone(), assigned.clone(), duplicates.clone(), run_id.clone()));
 
     let start = Instant::now();
     let mut acks = futures::stream::FuturesUnordered::new();
@@ -145,6 +147,8 @@ pub async fn run(
         all_in.as_secs_f64(),
         n as f64 / all_in.as_secs_f64()
     );
+    let dups = duplicates.load(Ordering::Relaxed);
+    println!("duplicate assignments {dups} ({:.3} % of tasks)", 100.0 * dups as f64 / args.tasks.max(1) as f64);
     println!(
         "submit -> assignment received: p50 {} ms, p99 {} ms, max {} ms",
         pct(0.5),
@@ -248,8 +252,10 @@ async fn execute(
     bus: Bus,
     latencies: Arc<Mutex<Vec<u64>>>,
     assigned: Arc<AtomicU64>,
+    duplicates: Arc<AtomicU64>,
     run_id: String,
 ) -> anyhow::Result<()> {
+    let mut seen = std::collections::HashSet::new();
     let durable = streams::Durable::new(Stream::Assign, format!("bench-{run_id}"))
         // the only executor on this NATS: every worker's assignments
         .filter(bus.subjects().assign("*"))
@@ -260,10 +266,16 @@ async fn execute(
         let received = now_ms();
         let a = TaskAssignment::decode(m.payload.as_ref())?;
         let t = a.task.clone().unwrap_or_default();
-        if let Ok(mut l) = latencies.lock() {
-            l.push(u64::try_from(received - t.submitted_at_ms).unwrap_or(0));
+        // a task assigned again (a scheduler that took over re-sent it) is counted apart
+        let fresh = seen.insert(t.task_id.clone());
+        if fresh {
+            if let Ok(mut l) = latencies.lock() {
+                l.push(u64::try_from(received - t.submitted_at_ms).unwrap_or(0));
+            }
+            assigned.fetch_add(1, Ordering::Relaxed);
+        } else {
+            duplicates.fetch_add(1, Ordering::Relaxed);
         }
-        assigned.fetch_add(1, Ordering::Relaxed);
         let _ = m.ack().await;
         let r = ExecutionResult {
             schema_version: 1,

@@ -494,7 +494,33 @@ impl Scheduler {
         if n > 0 {
             tracing::info!(tasks = n, "resumed unfinished tasks");
         }
+        self.resend_recent_assignments(now).await;
         Ok(())
+    }
+
+    /// A scheduler that died between recording an assignment and sending it
+    /// left a task no worker will ever hear of. Its successor sends every
+    /// assignment recorded within the de-duplication window again under the
+    /// same message id: JetStream drops the ones that were sent, the others
+    /// reach their worker. (Older ones are caught by the assignment grace,
+    /// except on observe-only workers, which do not list what they run.)
+    async fn resend_recent_assignments(&self, now: i64) {
+        let window = streams::TASK_DEDUP_WINDOW.as_millis() as i64 * 9 / 10;
+        let recent: Vec<TaskRecord> = self
+            .state
+            .records_in(TaskState::Assigned)
+            .into_iter()
+            .filter(|r| now - r.assigned_at_ms < window)
+            .collect();
+        let resent = futures::stream::iter(recent)
+            .map(|rec| async move { self.io.publish_assignment(&rec).await })
+            .buffer_unordered(INTAKE_CONCURRENCY)
+            .filter(|sent| futures::future::ready(*sent))
+            .count()
+            .await;
+        if resent > 0 {
+            tracing::info!(assignments = resent, "recent assignments sent again (duplicates dropped by JetStream)");
+        }
     }
 
     /// Takes a batch of submissions: each is validated and recorded (the
@@ -1068,7 +1094,7 @@ impl Scheduler {
                 .map(|rec| async move {
                     let span = tracing::info_span!("assign", task_id = %task_id(&rec), worker_id = %rec.worker_id, attempt = rec.attempt);
                     hwsched_telemetry::set_parent(&span, &rec.traceparent);
-                    let sent = io.send_assignment(&rec, now).instrument(span).await;
+                    let sent = io.send_assignment(&rec).instrument(span).await;
                     (!sent).then(|| task_id(&rec))
                 })
                 .buffer_unordered(ASSIGN_CONCURRENCY)
@@ -1137,14 +1163,33 @@ impl Io {
 
     /// Records the assignment, then sends it, then announces it. False when it
     /// could not be sent (the caller puts the task back in the queue).
-    async fn send_assignment(&self, rec: &TaskRecord, now: i64) -> bool {
+    async fn send_assignment(&self, rec: &TaskRecord) -> bool {
+        let task_id = task_id(rec);
+        // Recorded first, so the monitor finds the assignment current at once. A crash
+        // before the send leaves a recorded assignment no worker reports running: the
+        // successor sends it again (`resend_recent_assignments`).
+        self.save(rec).await;
+        // Announced before it is sent: on this connection ASSIGNED then precedes
+        // whatever the attempt leads to (FINISHED, RETRIED).
+        self.event(rec, TaskEventKind::Assigned, &rec.reason).await;
+        if !self.publish_assignment(rec).await {
+            return false;
+        }
+        self.metrics.assigned.inc();
+        tracing::info!(task_id, worker_id = %rec.worker_id, attempt = rec.attempt, reason = %rec.reason, "task assigned");
+        true
+    }
+
+    /// Publishes the assignment `rec` records, under a message id unique per
+    /// decision and the same every time it is sent.
+    async fn publish_assignment(&self, rec: &TaskRecord) -> bool {
         let task_id = task_id(rec);
         let a = TaskAssignment {
             schema_version: SCHEMA_VERSION,
             task: rec.task.clone(),
             attempt: rec.attempt,
             worker_id: rec.worker_id.clone(),
-            assigned_at_ms: now,
+            assigned_at_ms: rec.assigned_at_ms,
             shard_index: rec.shard_index,
             shard_total: rec.shard_total.max(1),
             score: 0.0,
@@ -1159,19 +1204,10 @@ impl Io {
         // Unique per decision: after a crash the same attempt may be placed again and must not be dropped as a duplicate.
         let msg_id = format!("{task_id}:{}:{}:{}", rec.attempt, rec.worker_id, rec.assigned_at_ms);
         let subject = self.bus.subjects().assign(&rec.worker_id);
-        // Recorded first, so the monitor finds the assignment current at once. A crash
-        // before the send leaves a recorded assignment no worker reports running: the
-        // supervisor places it again after the assignment grace (no loss, no double run).
-        self.save(rec).await;
-        // Announced before it is sent: on this connection ASSIGNED then precedes
-        // whatever the attempt leads to (FINISHED, RETRIED).
-        self.event(rec, TaskEventKind::Assigned, &rec.reason).await;
         if let Err(e) = self.bus.publish_durable(subject, &a, Some(&msg_id), Some(&rec.traceparent)).await {
             tracing::warn!(task_id, worker_id = %rec.worker_id, error = %e, "assignment not sent, task stays queued");
             return false;
         }
-        self.metrics.assigned.inc();
-        tracing::info!(task_id, worker_id = %rec.worker_id, attempt = rec.attempt, reason = %rec.reason, "task assigned");
         true
     }
 }

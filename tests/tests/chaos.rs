@@ -17,27 +17,41 @@ const SLOTS: usize = 2;
 const TASKS: usize = WORKERS * SLOTS;
 const WAIT: Duration = Duration::from_secs(60);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tenth_of_the_monitors_killed_mid_task_loses_nothing() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
-    let url = nats.url();
+/// A scheduler (worker timeout `timeout_ms`) and a monitor process per id
+/// (`slots` each, heartbeat every `interval_ms`), every worker joined.
+async fn fleet(
+    url: &str,
+    timeout_ms: u32,
+    ids: &[&str],
+    slots: u32,
+    interval_ms: u32,
+) -> anyhow::Result<(Proc, Vec<(String, Proc)>)> {
     let sched = Proc::spawn(
         "scheduler",
-        &url,
+        url,
         &["scheduler", "--startup-grace-s", "0"],
-        &[("HWSCHED_WORKER_TIMEOUT_MS", "5000".into())],
+        &[("HWSCHED_WORKER_TIMEOUT_MS", timeout_ms.to_string())],
     )?;
     sched.wait_for_log("scheduler ready", WAIT).await?;
+    let (slots, interval) = (slots.to_string(), interval_ms.to_string());
     let mut monitors = Vec::new();
-    for i in 0..WORKERS {
-        let id = format!("w{i}");
-        let args = ["monitor", "--worker-id", &id, "--slots", "2", "--interval-ms", "500", "--level", "basic"];
-        monitors.push((id.clone(), Proc::spawn(&id, &url, &args, &[])?));
+    for id in ids {
+        let args = ["monitor", "--worker-id", id, "--slots", &slots, "--interval-ms", &interval, "--level", "basic"];
+        monitors.push((id.to_string(), Proc::spawn(id, url, &args, &[])?));
     }
     for (id, m) in &monitors {
         m.wait_for_log("monitor ready", WAIT).await?;
         sched.wait_for_log(&format!("worker joined worker_id=\"{id}\""), WAIT).await?;
     }
+    Ok((sched, monitors))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenth_of_the_monitors_killed_mid_task_loses_nothing() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let url = nats.url();
+    let ids: Vec<String> = (0..WORKERS).map(|i| format!("w{i}")).collect();
+    let (sched, mut monitors) = fleet(&url, 5000, &ids.iter().map(String::as_str).collect::<Vec<_>>(), 2, 500).await?;
 
     let b = bus(&url).await?;
     let mut events = b.client().subscribe("hws.events.>").await?;
@@ -116,20 +130,8 @@ async fn a_frozen_monitor_is_replaced_and_its_late_result_ignored() -> anyhow::R
     use nix::sys::signal::{kill, Signal};
     let nats = NatsServer::start()?;
     let url = nats.url();
-    let sched = Proc::spawn(
-        "scheduler",
-        &url,
-        &["scheduler", "--startup-grace-s", "0"],
-        &[("HWSCHED_WORKER_TIMEOUT_MS", "2000".into())],
-    )?;
-    sched.wait_for_log("scheduler ready", WAIT).await?;
-    let mut monitors = HashMap::new();
-    for id in ["w-a", "w-b"] {
-        let m = Proc::spawn(id, &url, &["monitor", "--worker-id", id, "--slots", "1", "--interval-ms", "200"], &[])?;
-        m.wait_for_log("monitor ready", WAIT).await?;
-        sched.wait_for_log(&format!("worker joined worker_id=\"{id}\""), WAIT).await?;
-        monitors.insert(id.to_string(), m);
-    }
+    let (_sched, monitors) = fleet(&url, 2000, &["w-a", "w-b"], 1, 200).await?;
+    let monitors: HashMap<String, Proc> = monitors.into_iter().collect();
     let b = bus(&url).await?;
     let mut events = b.client().subscribe("hws.events.frozen").await?;
     let mut results = b.client().subscribe("hws.results.*.frozen").await?;
@@ -191,15 +193,7 @@ async fn a_nats_restart_mid_run_loses_no_task() -> anyhow::Result<()> {
     const N: usize = 30;
     let mut nats = NatsServer::start()?;
     let url = nats.url();
-    let sched = Proc::spawn("scheduler", &url, &["scheduler", "--startup-grace-s", "0"], &[])?;
-    sched.wait_for_log("scheduler ready", WAIT).await?;
-    let mut monitors = Vec::new();
-    for id in ["w-1", "w-2"] {
-        let m = Proc::spawn(id, &url, &["monitor", "--worker-id", id, "--slots", "2", "--interval-ms", "200"], &[])?;
-        m.wait_for_log("monitor ready", WAIT).await?;
-        sched.wait_for_log(&format!("worker joined worker_id=\"{id}\""), WAIT).await?;
-        monitors.push(m);
-    }
+    let (sched, _monitors) = fleet(&url, 10_000, &["w-1", "w-2"], 2, 200).await?;
     {
         let b = bus(&url).await?;
         let mut events = b.client().subscribe("hws.events.>").await?;

@@ -63,18 +63,23 @@ impl Client {
             })
             .await
             .map_err(|e| Error::bus(&format!("read {subject}"), e))?;
+        let name = c.cached_info().name.clone();
         let mut pending = c.cached_info().num_pending;
         let mut out = Vec::new();
-        if pending == 0 {
-            return Ok(out);
-        }
-        let mut msgs = c.messages().await.map_err(|e| Error::bus(&format!("read {subject}"), e))?;
-        while pending > 0 {
-            let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(5), msgs.next()).await else { break };
-            pending = m.info().map_or(0, |i| i.pending);
-            if let Ok(v) = M::decode(m.payload.as_ref()) {
-                out.push(v);
+        if pending > 0 {
+            let mut msgs = c.messages().await.map_err(|e| Error::bus(&format!("read {subject}"), e))?;
+            while pending > 0 {
+                let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(5), msgs.next()).await else { break };
+                pending = m.info().map_or(0, |i| i.pending);
+                if let Ok(v) = M::decode(m.payload.as_ref()) {
+                    out.push(v);
+                }
             }
+        }
+        // an ephemeral consumer per read: removed at once, not left to expire
+        // (many reads in a row would otherwise hit the server's consumer limit)
+        if let Err(e) = st.delete_consumer(&name).await {
+            tracing::debug!(consumer = %name, error = %e, "history consumer not deleted; it expires on its own");
         }
         Ok(out)
     }

@@ -46,6 +46,20 @@ fn config(bus: &Bus, s: Stream) -> Config {
     }
 }
 
+/// Every KV bucket hwsched uses: (name, history kept per key, max age; zero = forever).
+fn buckets(bus: &Bus) -> [(String, i64, Duration); 7] {
+    let sub = bus.subjects();
+    [
+        (sub.tasks_bucket(), 1, 7 * DAY),
+        (sub.attempts_bucket(), 1, 7 * DAY),
+        (sub.model_bucket(), 5, Duration::ZERO),
+        (sub.alerts_bucket(), 1, Duration::ZERO),
+        (sub.silences_bucket(), 1, Duration::ZERO),
+        (sub.drains_bucket(), 1, Duration::ZERO),
+        (sub.leases_bucket(), 1, LEASE_TTL),
+    ]
+}
+
 /// Creates or updates every stream and bucket. Safe to call from every service at start.
 pub async fn provision(bus: &Bus) -> Result<(), BusError> {
     let js = bus.jetstream();
@@ -54,15 +68,7 @@ pub async fn provision(bus: &Bus) -> Result<(), BusError> {
         let name = cfg.name.clone();
         js.create_or_update_stream(cfg).await.map_err(|e| BusError::js(format!("provision stream {name}"), e))?;
     }
-    for (bucket, history, max_age) in [
-        (bus.subjects().tasks_bucket(), 1, 7 * DAY),
-        (bus.subjects().attempts_bucket(), 1, 7 * DAY),
-        (bus.subjects().model_bucket(), 5, Duration::ZERO),
-        (bus.subjects().alerts_bucket(), 1, Duration::ZERO),
-        (bus.subjects().silences_bucket(), 1, Duration::ZERO),
-        (bus.subjects().drains_bucket(), 1, Duration::ZERO),
-        (bus.subjects().leases_bucket(), 1, LEASE_TTL),
-    ] {
+    for (bucket, history, max_age) in buckets(bus) {
         js.create_or_update_key_value(kv::Config {
             bucket: bucket.clone(),
             history,
@@ -83,22 +89,13 @@ pub async fn provision(bus: &Bus) -> Result<(), BusError> {
 pub async fn provision_if_missing(bus: &Bus) -> Result<(), BusError> {
     let js = bus.jetstream();
     let sub = bus.subjects();
-    let buckets = [
-        sub.tasks_bucket(),
-        sub.attempts_bucket(),
-        sub.model_bucket(),
-        sub.alerts_bucket(),
-        sub.silences_bucket(),
-        sub.drains_bucket(),
-        sub.leases_bucket(),
-    ];
     let mut missing = Vec::new();
     for s in Stream::ALL {
         if js.get_stream(sub.stream(s)).await.is_err() {
             missing.push(sub.stream(s));
         }
     }
-    for b in buckets {
+    for (b, _, _) in buckets(bus) {
         if js.get_key_value(&b).await.is_err() {
             missing.push(b);
         }

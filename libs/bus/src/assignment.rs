@@ -2,12 +2,12 @@
 //! shared by the monitor and external executors (`hwsched-client`), which
 //! must never run an attempt the scheduler has since moved or ended.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use async_nats::jetstream::kv;
+use async_nats::jetstream::{self, kv, AckKind};
 use hwsched_proto::{
-    v1::{TaskAssignment, TaskRecord, TaskState},
-    Message,
+    v1::{ExecutionResult, TaskAssignment, TaskRecord, TaskState},
+    Message, SCHEMA_VERSION,
 };
 
 /// How long an unrecorded assignment is awaited before it is refused.
@@ -64,6 +64,47 @@ pub async fn confirm(records: &kv::Store, a: &TaskAssignment) -> Result<(), Stri
             }
             Currency::Unconfirmed => tokio::time::sleep(Duration::from_millis(20)).await,
         }
+    }
+}
+
+/// Marks a held assignment in progress every `every`, so JetStream does not
+/// redeliver it while it runs; abort the task running this to stop.
+pub async fn keep_in_progress(msg: Arc<jetstream::Message>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let _ = msg.ack_with(AckKind::Progress).await;
+    }
+}
+
+/// The result of assignment `a` run by `worker_id` (of `hardware_class`)
+/// from `started_at_ms` to `finished_at_ms`: what identifies the attempt and
+/// its workload; the caller fills in how it ended.
+pub fn result_of(
+    a: &TaskAssignment,
+    worker_id: &str,
+    hardware_class: &str,
+    started_at_ms: i64,
+    finished_at_ms: i64,
+) -> ExecutionResult {
+    let task = a.task.clone().unwrap_or_default();
+    ExecutionResult {
+        schema_version: SCHEMA_VERSION,
+        task_id: task.task_id,
+        attempt: a.attempt,
+        worker_id: worker_id.into(),
+        started_at_ms,
+        finished_at_ms,
+        duration_s: (finished_at_ms - started_at_ms) as f64 / 1000.0,
+        hardware_class: hardware_class.into(),
+        name: task.name,
+        test_type: task.test_type,
+        model_family: task.model_family,
+        model_id: task.model_id,
+        producer: task.producer,
+        queued_at_ms: a.queued_at_ms,
+        assigned_at_ms: a.assigned_at_ms,
+        predicted_duration_s: a.predicted_duration_s,
+        ..Default::default()
     }
 }
 

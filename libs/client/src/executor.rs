@@ -26,10 +26,7 @@ use std::{sync::Arc, time::Duration};
 use async_nats::jetstream::{self, consumer::pull, kv, AckKind};
 use futures::StreamExt;
 use hwsched_bus::{now_ms, streams, trace};
-use hwsched_proto::{
-    v1::{ExecutionResult, TaskAssignment, TaskEventKind, TaskRequest, TaskStatus, WorkerCapabilities},
-    SCHEMA_VERSION,
-};
+use hwsched_proto::v1::{ExecutionResult, TaskAssignment, TaskEventKind, TaskRequest, TaskStatus, WorkerCapabilities};
 
 use crate::{Client, Error};
 
@@ -178,15 +175,7 @@ impl Executor {
                 continue;
             }
             let msg = Arc::new(msg);
-            let progress = tokio::spawn({
-                let msg = msg.clone();
-                async move {
-                    loop {
-                        tokio::time::sleep(ACK_WAIT / 3).await;
-                        let _ = msg.ack_with(AckKind::Progress).await;
-                    }
-                }
-            });
+            let progress = tokio::spawn(hwsched_bus::assignment::keep_in_progress(msg.clone(), ACK_WAIT / 3));
             return Ok(Some(Assignment {
                 task: a.task.clone().unwrap_or_default(),
                 attempt: a.attempt,
@@ -223,31 +212,19 @@ impl Assignment {
     /// assignment stays unacknowledged and is redelivered after [`ACK_WAIT`].
     pub async fn finish(self, o: Outcome) -> Result<(), Error> {
         self.progress.abort();
-        let a = &self.assignment;
-        let finished_at_ms = now_ms();
         let result = ExecutionResult {
-            schema_version: SCHEMA_VERSION,
-            task_id: self.task.task_id.clone(),
-            attempt: self.attempt,
-            worker_id: self.worker_id.clone(),
             status: o.status as i32,
             exit_code: o.exit_code,
-            started_at_ms: self.started_at_ms,
-            finished_at_ms,
-            duration_s: (finished_at_ms - self.started_at_ms) as f64 / 1000.0,
             stdout_tail: o.stdout_tail,
             stderr_tail: o.stderr_tail,
             error: o.error,
-            hardware_class: self.hardware_class.clone(),
-            name: self.task.name.clone(),
-            test_type: self.task.test_type.clone(),
-            model_family: self.task.model_family.clone(),
-            model_id: self.task.model_id.clone(),
-            producer: self.task.producer.clone(),
-            queued_at_ms: a.queued_at_ms,
-            assigned_at_ms: a.assigned_at_ms,
-            predicted_duration_s: a.predicted_duration_s,
-            resources: None,
+            ..hwsched_bus::assignment::result_of(
+                &self.assignment,
+                &self.worker_id,
+                &self.hardware_class,
+                self.started_at_ms,
+                now_ms(),
+            )
         };
         let bus = &self.client.bus;
         let msg_id = format!("{}:{}", result.task_id, result.attempt);

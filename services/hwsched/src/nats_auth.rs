@@ -214,7 +214,7 @@ pub fn run(prefix: &str, args: &NatsAuthArgs) -> anyhow::Result<()> {
             "--worker {w:?}: a worker id is letters, digits, '-' and '_'"
         );
         anyhow::ensure!(
-            !["scheduler", "learner", "alerting", "recorder", "producer", "operator", "monitor"].contains(&w.as_str()),
+            w != "monitor" && roles(prefix).iter().all(|r| &r.name != w),
             "--worker {w:?}: that name is a role's user"
         );
     }

@@ -10,10 +10,10 @@ use std::{
 };
 
 use async_nats::jetstream::{self, kv, AckKind};
-use hwsched_bus::{now_ms, trace, Bus};
+use hwsched_bus::{assignment, now_ms, trace, Bus};
 use hwsched_proto::{
     v1::{AttemptJournal, ExecutionResult, TaskAssignment, TaskEventKind, TaskStatus},
-    Message, SCHEMA_VERSION,
+    Message,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -98,10 +98,9 @@ impl Executor {
             return;
         }
         let msg = Arc::new(msg);
-        let progress = CancellationToken::new();
-        tokio::spawn(keep_in_progress(msg.clone(), self.ack_wait / 3, progress.clone()));
+        let progress = tokio::spawn(assignment::keep_in_progress(msg.clone(), self.ack_wait / 3));
         self.execute(&a, &msg, &tp, &span, &stop, &cancel).await;
-        progress.cancel();
+        progress.abort();
         self.running.tasks.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
     }
 
@@ -234,30 +233,14 @@ impl Executor {
         started_at_ms: i64,
         finished_at_ms: i64,
     ) -> ExecutionResult {
-        let task = a.task.clone().unwrap_or_default();
         ExecutionResult {
-            schema_version: SCHEMA_VERSION,
-            task_id: task.task_id.clone(),
-            attempt: a.attempt,
-            worker_id: self.worker_id.clone(),
             status: o.status as i32,
             exit_code: o.exit_code,
-            started_at_ms,
-            finished_at_ms,
-            duration_s: (finished_at_ms - started_at_ms) as f64 / 1000.0,
             resources: Some(o.usage),
             stdout_tail: o.stdout,
             stderr_tail: o.stderr,
             error: o.error,
-            hardware_class: self.hardware_class.clone(),
-            name: task.name.clone(),
-            test_type: task.test_type.clone(),
-            model_family: task.model_family.clone(),
-            model_id: task.model_id.clone(),
-            producer: task.producer.clone(),
-            queued_at_ms: a.queued_at_ms,
-            assigned_at_ms: a.assigned_at_ms,
-            predicted_duration_s: a.predicted_duration_s,
+            ..assignment::result_of(a, &self.worker_id, &self.hardware_class, started_at_ms, finished_at_ms)
         }
     }
 
@@ -309,16 +292,6 @@ impl Drop for SandboxGuard {
     fn drop(&mut self) {
         if let Err(e) = std::fs::remove_dir_all(&self.0) {
             tracing::warn!(dir = %self.0.display(), error = %e, "sandbox not removed");
-        }
-    }
-}
-
-/// Marks the assignment in progress until `done`.
-async fn keep_in_progress(msg: Arc<jetstream::Message>, every: Duration, done: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = done.cancelled() => return,
-            _ = tokio::time::sleep(every) => { let _ = msg.ack_with(AckKind::Progress).await; }
         }
     }
 }

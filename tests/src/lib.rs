@@ -38,8 +38,17 @@ pub struct Output {
 /// Runs `hwsched <args>` against `nats_url` (blocking: call it from
 /// `spawn_blocking` in async tests, or use [`cli_async`]).
 pub fn cli(nats_url: &str, args: &[&str]) -> anyhow::Result<Output> {
-    let out =
-        Command::new(hwsched_bin()?).args(args).env("HWSCHED_NATS_URL", nats_url).stdin(Stdio::null()).output()?;
+    cli_with(nats_url, args, &[])
+}
+
+/// [`cli`] with more environment (credentials, TLS files).
+pub fn cli_with(nats_url: &str, args: &[&str], envs: &[(&str, String)]) -> anyhow::Result<Output> {
+    let out = Command::new(hwsched_bin()?)
+        .args(args)
+        .env("HWSCHED_NATS_URL", nats_url)
+        .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .output()?;
     Ok(Output {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -49,9 +58,20 @@ pub fn cli(nats_url: &str, args: &[&str]) -> anyhow::Result<Output> {
 
 /// [`cli`] off the async workers.
 pub async fn cli_async(nats_url: &str, args: &[&str]) -> anyhow::Result<Output> {
+    cli_with_async(nats_url, args, &[]).await
+}
+
+/// [`cli_with`] off the async workers.
+pub async fn cli_with_async(nats_url: &str, args: &[&str], envs: &[(&str, String)]) -> anyhow::Result<Output> {
     let url = nats_url.to_string();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || cli(&url, &args.iter().map(String::as_str).collect::<Vec<_>>())).await?
+    let envs: Vec<(String, String)> = envs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let envs: Vec<(&str, String)> = envs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        cli_with(&url, &args, &envs)
+    })
+    .await?
 }
 
 /// A running `hwsched` child process; killed on drop, its log printed when the test failed.

@@ -6,7 +6,7 @@
 //! another's inbox or assignments. The shipped `deploy/nats/hwsched-auth.conf`
 //! (the Kubernetes deployment's: one shared monitor user) is what the command renders.
 
-use std::{collections::HashMap, process::Stdio, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use futures::StreamExt;
 use hwsched_testkit::NatsServer;
@@ -45,14 +45,7 @@ impl Secured {
 
     /// `hwsched <args>` as `user`.
     async fn cli(&self, user: &str, args: &[&str]) -> anyhow::Result<Output> {
-        let mut cmd = std::process::Command::new(hwsched_bin()?);
-        cmd.args(args).env("HWSCHED_NATS_URL", self.nats.url()).envs(self.env(user)).stdin(Stdio::null());
-        let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
-        Ok(Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        hwsched_tests::cli_with_async(&self.nats.url(), args, &self.env(user)).await
     }
 
     /// A raw connection as `user`, with the server's refusals on the receiver.

@@ -93,15 +93,8 @@ async fn services_and_cli_work_over_mutual_tls_and_others_are_refused() -> anyho
     let cli = |envs: Vec<(&'static str, String)>, args: &'static [&'static str]| {
         let url = url.clone();
         async move {
-            let bin = hwsched_bin()?;
-            let out = tokio::task::spawn_blocking(move || {
-                Command::new(bin).args(args).env("HWSCHED_NATS_URL", url).envs(envs).output()
-            })
-            .await??;
-            anyhow::Ok((
-                out.status.code(),
-                String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-            ))
+            let out = hwsched_tests::cli_with_async(&url, args, &envs).await?;
+            anyhow::Ok((Some(out.code), out.stdout + &out.stderr))
         }
     };
     let (code, out) = cli(tls.clone(), &["submit", "--id", "over-tls", "--wait", "--", "true"]).await?;

@@ -52,6 +52,12 @@ impl Drain {
             return Err(format!("this is worker {}, not {}", self.worker_id, req.worker_id));
         }
         if req.drain {
+            // asked again (`hwsched drain --wait` polls): nothing to store
+            if let Some(d) = &self.current {
+                if req.reason.is_empty() || req.reason == d.reason {
+                    return Ok(self.reply(running));
+                }
+            }
             let d = match self.current.take() {
                 // drained already: keep when, take the newer reason if one was given
                 Some(d) => {

@@ -16,6 +16,11 @@ start)
   http=${3:-18123}; tcp=${4:-19000}
   bin=$(server_bin)
   if [ -z "$bin" ]; then
+    # one installer at a time (tests start private servers concurrently)
+    exec 9>/tmp/hwsched-clickhouse-install.lock; flock 9
+    bin=$(server_bin)
+  fi
+  if [ -z "$bin" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       echo "installing clickhouse-server (Debian package)..." >&2
       apt-get update -qq >&2

@@ -358,6 +358,62 @@ impl ClickHouse {
         format!("http://127.0.0.1:{}", self.http)
     }
 
+    fn pid(&self) -> anyhow::Result<nix::unistd::Pid> {
+        Ok(nix::unistd::Pid::from_raw(std::fs::read_to_string(self.dir.path().join("pid"))?.trim().parse()?))
+    }
+
+    /// SIGSTOP: the server keeps its sockets and accepts connections, but
+    /// answers nothing (a frozen or hopelessly slow server).
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        Ok(nix::sys::signal::kill(self.pid()?, nix::sys::signal::Signal::SIGSTOP)?)
+    }
+
+    /// SIGCONT after [`ClickHouse::freeze`].
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        Ok(nix::sys::signal::kill(self.pid()?, nix::sys::signal::Signal::SIGCONT)?)
+    }
+
+    /// Starts one whose data directory is a tmpfs of `mb` MiB (mounting needs
+    /// root, as `make test` has), so that [`ClickHouse::fill_disk`] can make
+    /// its disk full for real.
+    pub fn start_on_small_disk(mb: u32) -> anyhow::Result<Self> {
+        let ch = Self { dir: tempfile::tempdir()?, http: free_port()?, tcp: free_port()?, https: None };
+        let data = ch.dir.path().join("data");
+        std::fs::create_dir_all(&data)?;
+        let out =
+            Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"]).arg(&data).output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "mounting a {mb} MiB tmpfs for ClickHouse's data needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ch.up()?;
+        Ok(ch)
+    }
+
+    /// Fills its data disk with one file until the disk refuses more.
+    pub fn fill_disk(&self) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(self.filler())?;
+        let block = vec![0u8; 1 << 20];
+        loop {
+            match f.write_all(&block).and_then(|()| f.sync_data()) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENOSPC) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Deletes the file [`ClickHouse::fill_disk`] wrote.
+    pub fn free_disk(&self) -> anyhow::Result<()> {
+        Ok(std::fs::remove_file(self.filler())?)
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.dir.path().join("data").join("filler")
+    }
+
     /// Its HTTPS URL, when it serves HTTPS.
     pub fn https_url(&self) -> Option<String> {
         self.https.as_ref().map(|(port, _, _)| format!("https://127.0.0.1:{port}"))
@@ -366,7 +422,10 @@ impl ClickHouse {
 
 impl Drop for ClickHouse {
     fn drop(&mut self) {
+        let _ = self.thaw();
         let _ =
             Command::new("bash").arg(clickhouse_script()).args(["stop", &self.dir.path().to_string_lossy()]).output();
+        // the small disk, if any (fails harmlessly when nothing is mounted there)
+        let _ = Command::new("umount").arg(self.dir.path().join("data")).stderr(std::process::Stdio::null()).output();
     }
 }

@@ -39,11 +39,16 @@ pub struct RecorderConfig {
     /// Longest a message waits for its batch (ms).
     #[arg(long = "flush-ms", env = "HWSCHED_RECORDER_FLUSH_MS", default_value_t = 1000)]
     pub flush_ms: u64,
+    /// An insert ClickHouse has not confirmed after this long (ms) counts as
+    /// failed and is retried: a frozen or overloaded server must not hold a
+    /// batch forever. A retried insert that did land collapses at merge.
+    #[arg(long = "insert-timeout-ms", env = "HWSCHED_RECORDER_INSERT_TIMEOUT_MS", default_value_t = 20_000)]
+    pub insert_timeout_ms: u64,
 }
 
 impl Default for RecorderConfig {
     fn default() -> Self {
-        Self { batch_rows: 50_000, batch_messages: 10_000, flush_ms: 1000 }
+        Self { batch_rows: 50_000, batch_messages: 10_000, flush_ms: 1000, insert_timeout_ms: 20_000 }
     }
 }
 
@@ -66,11 +71,23 @@ pub async fn run(
     streams::provision(&bus).await?;
     let rows = Counter::<u64>::default();
     let lag = Lag::default();
+    let failures = Failures::default();
     telemetry.register(|r| {
         r.register("hwsched_recorder_rows", "Rows inserted into ClickHouse", rows.clone());
         r.register("hwsched_recorder_pending", "Messages waiting to be written to ClickHouse", lag.clone());
+        r.register(
+            "hwsched_recorder_insert_failures",
+            "Inserts ClickHouse refused or did not confirm in time (each is retried)",
+            failures.clone(),
+        );
     });
-    let sink = |name, stream| Sink { name, stream, cfg: cfg.clone(), rows: rows.clone() };
+    let sink = |name: &'static str, stream| Sink {
+        name,
+        stream,
+        cfg: cfg.clone(),
+        rows: rows.clone(),
+        failures: failures.get_or_create(&vec![("sink".to_string(), name.to_string())]).clone(),
+    };
     let (metrics, results) = (sink("metrics", Stream::Metrics), sink("results", Stream::Results));
     let (decisions, alerts) = (sink("decisions", Stream::Events), sink("alerts", Stream::Alerts));
     telemetry.set_ready(true);
@@ -204,7 +221,15 @@ struct Sink {
     stream: Stream,
     cfg: RecorderConfig,
     rows: Counter,
+    failures: Counter,
 }
+
+/// `hwsched_recorder_insert_failures{sink}`.
+type Failures = Family<Vec<(String, String)>, Counter>;
+
+/// How often the messages of a batch being inserted are marked in progress
+/// (well inside the consumers' 30 s ack wait).
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 /// `hwsched_recorder_pending{sink}`: messages waiting to be written (the
 /// consumer's pending and unacknowledged ones), refreshed every few seconds,
@@ -287,9 +312,21 @@ impl Sink {
         M: Clone,
     {
         let mut backoff = Duration::from_millis(200);
+        let timeout = Duration::from_millis(self.cfg.insert_timeout_ms.max(1));
         loop {
-            match insert(decoded.clone()).await {
-                Ok(n) => {
+            // A batch stays in progress while its insert is outstanding, so
+            // JetStream redelivers nothing that is still being written.
+            let attempt = tokio::time::timeout(timeout, insert(decoded.clone()));
+            tokio::pin!(attempt);
+            let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+            let outcome = loop {
+                tokio::select! {
+                    r = &mut attempt => break r,
+                    _ = progress.tick() => in_progress(held).await,
+                }
+            };
+            let error = match outcome {
+                Ok(Ok(n)) => {
                     self.rows.inc_by(n as u64);
                     for m in held.drain(..) {
                         let _ = m.ack().await;
@@ -298,19 +335,31 @@ impl Sink {
                     tracing::debug!(sink = self.name, rows = n, "batch stored");
                     return;
                 }
-                Err(e) => {
-                    tracing::warn!(sink = self.name, error = %e, messages = held.len(), "insert failed, batch kept for retry");
-                    for m in held.iter() {
-                        let _ = m.ack_with(AckKind::Progress).await;
-                    }
-                    tokio::select! {
-                        // Unacked messages are redelivered to the next recorder.
-                        _ = shutdown.cancelled() => { held.clear(); decoded.clear(); return; }
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("ClickHouse did not confirm the insert within {} ms", timeout.as_millis()),
+            };
+            self.failures.inc();
+            tracing::warn!(
+                sink = self.name,
+                error,
+                messages = held.len(),
+                retry_in_ms = backoff.as_millis() as u64,
+                "insert failed, batch kept for retry"
+            );
+            in_progress(held).await;
+            tokio::select! {
+                // Unacked messages are redelivered to the next recorder.
+                _ = shutdown.cancelled() => { held.clear(); decoded.clear(); return; }
+                _ = tokio::time::sleep(backoff) => {}
             }
+            backoff = (backoff * 2).min(Duration::from_secs(10));
         }
+    }
+}
+
+/// Marks every held message in progress (resets its ack wait).
+async fn in_progress(held: &[jetstream::Message]) {
+    for m in held {
+        let _ = m.ack_with(AckKind::Progress).await;
     }
 }

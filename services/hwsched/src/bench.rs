@@ -35,6 +35,9 @@ pub enum BenchCommand {
     Alerts(crate::bench_alerts::AlertsArgs),
     /// Metric rows per second through a running recorder into ClickHouse.
     Ingest(crate::bench_ingest::IngestArgs),
+    /// Producer → result through the running system with real monitors: a
+    /// throughput run, or a soak at a fixed rate sampling each service's memory.
+    E2e(crate::bench_e2e::E2eArgs),
 }
 
 #[derive(Debug, Args)]
@@ -69,6 +72,7 @@ pub async fn run(
         BenchCommand::Assign(args) => args,
         BenchCommand::Alerts(args) => return crate::bench_alerts::run(&bus, args).await,
         BenchCommand::Ingest(args) => return crate::bench_ingest::run(&bus, clickhouse, args).await,
+        BenchCommand::E2e(args) => return crate::bench_e2e::run(&bus, args).await,
     };
     streams::provision(&bus).await?;
     let run_id = format!("{:x}", now_ms() % 0xffff_ffff);

@@ -8,6 +8,7 @@
 mod alerts;
 mod bench;
 mod bench_alerts;
+mod bench_e2e;
 mod bench_ingest;
 mod model;
 mod nats_auth;

@@ -37,5 +37,6 @@ until grep -q "ClickHouse schema ready" "$dir/recorder.log"; do sleep 0.1; done
 size=(--tasks "${TASKS:-20000}")
 [ -n "${DURATION:-}" ] && size=(--duration-s "$DURATION")
 $bin bench e2e --rate "$rate" "${size[@]}" "${watch[@]}" || { echo "bench failed (see above); logs:"; tail -3 "$dir"/*.log; }
+sleep 3  # the recorder flushes every second
 rows=$(curl -s "http://127.0.0.1:$ch_http/?query=SELECT%20count()%20FROM%20bench.task_runs")
 echo "task_runs rows in ClickHouse: $rows"

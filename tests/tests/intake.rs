@@ -63,6 +63,21 @@ async fn invalid_submissions_are_rejected_with_reasons_and_the_queue_keeps_movin
         ),
         ("typo", r#"{"task_id":"typo","command":["true"],"memroy_mb":5}"#.into(), "memroy_mb"),
         ("wrong-type", r#"{"task_id":"wrong-type","command":"true"}"#.into(), "payload"),
+        (
+            "absurd-mem",
+            r#"{"task_id":"absurd-mem","command":["true"],"requirements":{"memory_mb":1000000000000}}"#.into(),
+            "requirements.memory_mb",
+        ),
+        (
+            "absurd-cpu",
+            r#"{"task_id":"absurd-cpu","command":["true"],"requirements":{"cpu_cores":1e9}}"#.into(),
+            "requirements.cpu_cores",
+        ),
+        // ids become NATS subject tokens and KV keys: dots and wildcards would route elsewhere
+        ("a.b.>", r#"{"task_id":"a.b.>","command":["true"]}"#.into(), "task_id"),
+        ("tâche-ü", r#"{"task_id":"tâche-ü","command":["true"]}"#.into(), "task_id"),
+        // a terminal escape in a name shown by `hwsched tasks` and in reports
+        ("esc-name", r#"{"task_id":"esc-name","command":["true"],"name":"\u001b[2J\u001b[31mred"}"#.into(), "name"),
     ];
     for (id, body, _) in &cases {
         let mut h = json_headers(Some(&inbox));
@@ -86,6 +101,61 @@ async fn invalid_submissions_are_rejected_with_reasons_and_the_queue_keeps_movin
     let res: ExecutionResult = next(&mut results).await?;
     assert_eq!(res.status(), TaskStatus::Succeeded);
 
+    // unicode and shell syntax in a name are only text: accepted, run, and stored verbatim
+    let name = "测试 ✓ $(rm -rf /); DROP TABLE task_runs; --";
+    let body = serde_json::json!({"task_id": "text-name", "command": ["true"], "name": name}).to_string();
+    let mut results = client.subscribe("hws.results.*.text-name").await?;
+    client.publish_with_headers("hws.tasks.submit", json_headers(None), body.into()).await?;
+    let res: ExecutionResult = next(&mut results).await?;
+    assert_eq!((res.status(), res.name.as_str()), (TaskStatus::Succeeded, name));
+
+    mon.stop().await?;
+    sched.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_submissions_get_a_precise_error_and_the_queue_keeps_moving() -> anyhow::Result<()> {
+    // a server that lets 4 MB messages through, so the task stream's own 1 MiB limit is what refuses
+    let dir = tempfile::tempdir()?;
+    let conf = dir.path().join("nats.conf");
+    std::fs::write(&conf, "max_payload: 4MB\n")?;
+    let nats = NatsServer::start_with_config(&conf, &[])?;
+    let sched = scheduler(&nats.url()).await?;
+    let mon = monitor(&nats.url(), "w1", 2).await?;
+    let b = bus(&nats.url()).await?;
+    hwsched_bus::streams::provision(&b).await?;
+    let client = b.client().clone();
+    let mut rejected = client.subscribe("hws.tasks.rejected").await?;
+    let mut results = client.subscribe("hws.results.*.small").await?;
+    let task = |id: &str, arg_bytes: usize| {
+        serde_json::json!({"task_id": id, "command": ["echo", "x".repeat(arg_bytes)]}).to_string()
+    };
+
+    // 1.5 MB: JetStream refuses it at the stream, and says why
+    let err = b
+        .jetstream()
+        .publish_with_headers("hws.tasks.submit", json_headers(None), task("big", 1_500_000).into())
+        .await?
+        .await
+        .expect_err("a message over the stream's limit is refused");
+    assert!(err.to_string().contains("maximum"), "{err}");
+    // 5 MB: over the server's max_payload, the client refuses before sending
+    let err = client
+        .publish("hws.tasks.submit", task("huge", 5_000_000).into())
+        .await
+        .expect_err("a message over max_payload is refused");
+    assert!(err.to_string().contains("payload"), "{err}");
+    // 600 KB: stored, then refused by validation naming the field and the limit
+    let ack = b.jetstream().publish_with_headers("hws.tasks.submit", json_headers(None), task("mid", 600_000).into());
+    ack.await?.await?;
+    let r: TaskRejection = next(&mut rejected).await?;
+    assert_eq!(r.task_id, "mid");
+    assert!(r.reasons.iter().any(|l| l.contains("command") && l.contains("at most 131072")), "{:?}", r.reasons);
+    // and a small task after them all runs
+    b.jetstream().publish_with_headers("hws.tasks.submit", json_headers(None), task("small", 10).into()).await?.await?;
+    let res: ExecutionResult = next(&mut results).await?;
+    assert_eq!(res.status(), TaskStatus::Succeeded);
     mon.stop().await?;
     sched.stop().await?;
     Ok(())

@@ -129,6 +129,8 @@ pub async fn run(bus: &Bus, args: E2eArgs) -> anyhow::Result<()> {
                     name: "e2e".into(),
                     command: args.command.split_whitespace().map(String::from).collect(),
                     submitted_at_ms: now_ms(),
+                    // one result per task: a failing command is not retried
+                    max_attempts: 1,
                     ..Default::default()
                 };
                 let mut h = hwsched_bus::proto_headers(None);

@@ -1,0 +1,84 @@
+//! Writes of the placement pass: events, task records, assignments.
+
+use super::*;
+
+impl Io {
+    pub(super) async fn event(&self, rec: &TaskRecord, kind: TaskEventKind, reason: &str) {
+        let mut ev = task_event(rec.task.as_ref(), kind, rec.attempt, &rec.worker_id, reason);
+        if kind == TaskEventKind::Assigned {
+            ev.policy = rec.policy.clone();
+            ev.candidates = rec.candidates.clone();
+            ev.candidates_total = rec.candidates_total;
+        }
+        self.bus.publish_event(&ev, Some(&rec.traceparent)).await;
+    }
+
+    /// Writes the record, retrying briefly: the in-memory state has already moved on.
+    pub(super) async fn save(&self, rec: &TaskRecord) {
+        let key = task_id(rec);
+        let mut wait = Duration::from_millis(100);
+        for attempt in 1..=4 {
+            match self.records.put(&key, rec.encode_to_vec().into()).await {
+                Ok(_) => return,
+                Err(e) if attempt == 4 => {
+                    tracing::error!(task_id = key, error = %e, "task record not saved: a scheduler restart would resume it from its previous state");
+                }
+                Err(e) => {
+                    tracing::warn!(task_id = key, error = %e, "task record not saved yet, retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 4;
+                }
+            }
+        }
+    }
+
+    /// Records the assignment, then sends it, then announces it. False when it
+    /// could not be sent (the caller puts the task back in the queue).
+    pub(super) async fn send_assignment(&self, rec: &TaskRecord) -> bool {
+        let task_id = task_id(rec);
+        // Recorded first, so the monitor finds the assignment current at once. A crash
+        // before the send leaves a recorded assignment no worker reports running: the
+        // successor sends it again (`resend_recent_assignments`).
+        self.save(rec).await;
+        // Announced before it is sent: on this connection ASSIGNED then precedes
+        // whatever the attempt leads to (FINISHED, RETRIED).
+        self.event(rec, TaskEventKind::Assigned, &rec.reason).await;
+        if !self.publish_assignment(rec).await {
+            return false;
+        }
+        self.metrics.assigned.inc();
+        tracing::info!(task_id, worker_id = %rec.worker_id, attempt = rec.attempt, reason = %rec.reason, "task assigned");
+        true
+    }
+
+    /// Publishes the assignment `rec` records, under a message id unique per
+    /// decision and the same every time it is sent.
+    pub(super) async fn publish_assignment(&self, rec: &TaskRecord) -> bool {
+        let task_id = task_id(rec);
+        let a = TaskAssignment {
+            schema_version: SCHEMA_VERSION,
+            task: rec.task.clone(),
+            attempt: rec.attempt,
+            worker_id: rec.worker_id.clone(),
+            assigned_at_ms: rec.assigned_at_ms,
+            shard_index: rec.shard_index,
+            shard_total: rec.shard_total.max(1),
+            score: 0.0,
+            predicted_duration_s: if rec.predicted_runtime_s > 0.0 {
+                rec.predicted_runtime_s
+            } else {
+                rec.task.as_ref().map_or(0.0, |t| t.expected_duration_s)
+            },
+            queued_at_ms: rec.queued_at_ms,
+            gpu_indices: rec.gpu_indices.clone(),
+        };
+        // Unique per decision: after a crash the same attempt may be placed again and must not be dropped as a duplicate.
+        let msg_id = format!("{task_id}:{}:{}:{}", rec.attempt, rec.worker_id, rec.assigned_at_ms);
+        let subject = self.bus.subjects().assign(&rec.worker_id);
+        if let Err(e) = self.bus.publish_durable(subject, &a, Some(&msg_id), Some(&rec.traceparent)).await {
+            tracing::warn!(task_id, worker_id = %rec.worker_id, error = %e, "assignment not sent, task stays queued");
+            return false;
+        }
+        true
+    }
+}

@@ -1,0 +1,296 @@
+//! Submissions: intake of new tasks (decode, validate, record, split into
+//! parts), duplicates and recovery of records, refusals and the replies to
+//! producers.
+
+use super::*;
+
+impl Scheduler {
+    /// Takes a batch of submissions: each is validated and recorded (the
+    /// records are written concurrently), then the accepted ones join the queue.
+    pub(super) async fn on_submissions(&mut self, msgs: Vec<jetstream::Message>) {
+        let this = &*self;
+        let outcomes: Vec<Intake> =
+            futures::stream::iter(msgs).map(|m| this.intake(m)).buffer_unordered(INTAKE_CONCURRENCY).collect().await;
+        let now = now_ms();
+        for o in outcomes {
+            match o {
+                Intake::Done => {}
+                Intake::Accepted(recs) => {
+                    for rec in recs {
+                        self.state.insert(rec, now);
+                    }
+                }
+                Intake::Exists { msg, task_id, reply_to } => self.on_existing(*msg, task_id, reply_to).await,
+            }
+        }
+    }
+
+    /// One submission: refused, recorded and acknowledged, or found to exist already.
+    pub(super) async fn intake(&self, msg: jetstream::Message) -> Intake {
+        let reply_to = msg.headers.as_ref().and_then(|h| h.get(REPLY_TO)).map(|v| v.as_str().to_string());
+        let json = matches!(hwsched_bus::Encoding::from_headers(msg.headers.as_ref()), Ok(hwsched_bus::Encoding::Json));
+        let prefix = self.io.bus.subjects().prefix().to_string();
+        let reply_to = reply_to.filter(|to| reply_subject_ok(to, &prefix)).map(|to| Reply { to, json });
+        let task = match intake::parse(msg.headers.as_ref(), &msg.payload) {
+            Ok(t) => t,
+            Err(refusal) => {
+                self.refuse(refusal, reply_to.as_ref()).await;
+                let _ = msg.ack().await;
+                return Intake::Done;
+            }
+        };
+        let now = now_ms();
+        let tp = trace::continue_from(msg.headers.as_ref());
+        let rec = TaskRecord {
+            schema_version: SCHEMA_VERSION,
+            task: Some(TaskRequest {
+                submitted_at_ms: if task.submitted_at_ms > 0 { task.submitted_at_ms } else { now },
+                ..task
+            }),
+            state: TaskState::Queued as i32,
+            queued_at_ms: now,
+            updated_at_ms: now,
+            traceparent: tp,
+            reply_to: reply_to.as_ref().map(|r| r.to.clone()).unwrap_or_default(),
+            reply_json: reply_to.as_ref().is_some_and(|r| r.json),
+            ..Default::default()
+        };
+        let task_id = rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default();
+        // A sharded or replicated task is recorded split: the record names its parts.
+        let rec = if group::is_split(rec.task.as_ref().unwrap_or(&TaskRequest::default())) {
+            group::split(&rec, now).0
+        } else {
+            rec
+        };
+        match self.io.records.create(&task_id, rec.encode_to_vec().into()).await {
+            Ok(_) => {
+                let split = !rec.parts.is_empty();
+                if split {
+                    // announced before its parts are
+                    self.event(&rec, TaskEventKind::Queued, &rec.reason).await;
+                }
+                let parts = match self.ensure_parts(&rec).await {
+                    Ok((parts, _)) => parts,
+                    Err(e) => {
+                        // redelivered, the submission finds the record and completes the split
+                        tracing::warn!(task_id, error = %e, "cannot record the parts yet, will retry");
+                        let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                        return Intake::Done;
+                    }
+                };
+                let _ = msg.ack().await;
+                self.io.metrics.accepted.inc();
+                tracing::info!(
+                    task_id,
+                    parts = parts.len(),
+                    trace_id = trace::trace_id(&rec.traceparent).unwrap_or(""),
+                    "task queued"
+                );
+                if !split {
+                    self.event(&rec, TaskEventKind::Queued, "").await;
+                }
+                self.reply(reply_to.as_ref(), SubmitReply { task_id, accepted: true, ..Default::default() }).await;
+                Intake::Accepted(std::iter::once(rec).chain(parts).collect())
+            }
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                Intake::Exists { msg: Box::new(msg), task_id, reply_to }
+            }
+            Err(e) => {
+                tracing::warn!(task_id, error = %e, "cannot record task yet, will retry");
+                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                Intake::Done
+            }
+        }
+    }
+
+    /// A submission whose task id is already recorded: an earlier create that
+    /// reported a failure but succeeded (take the task on), or a duplicate.
+    pub(super) async fn on_existing(&mut self, msg: jetstream::Message, task_id: String, reply_to: Option<Reply>) {
+        if self.recover_record(&task_id).await {
+            let _ = msg.ack().await;
+            self.io.metrics.accepted.inc();
+            tracing::info!(task_id, "task queued (record found from an earlier attempt to record it)");
+            self.reply(reply_to.as_ref(), SubmitReply { task_id, accepted: true, ..Default::default() }).await;
+            return;
+        }
+        let _ = msg.ack().await;
+        self.io.metrics.duplicates.inc();
+        tracing::info!(task_id, "duplicate submission ignored (task_id already known)");
+        let reasons = vec!["task_id: already submitted; this copy is ignored".to_string()];
+        self.reply(
+            reply_to.as_ref(),
+            SubmitReply { task_id, accepted: false, duplicate: true, reasons, ..Default::default() },
+        )
+        .await;
+    }
+
+    /// A record that exists in the bucket but not in memory (its create timed out
+    /// yet succeeded, and the submission was redelivered): take it on.
+    pub(super) async fn recover_record(&mut self, task_id: &str) -> bool {
+        if self.state.knows(task_id) {
+            return false;
+        }
+        let Ok(Some(bytes)) = self.io.records.get(task_id).await else { return false };
+        match TaskRecord::decode(bytes.as_ref()) {
+            Ok(rec) if rec.state() == TaskState::Queued => {
+                self.event(&rec, TaskEventKind::Queued, "").await;
+                self.state.insert(rec, now_ms());
+                true
+            }
+            Ok(rec) if rec.state() == TaskState::Split => {
+                let Ok((parts, ended)) = self.ensure_parts(&rec).await else { return false };
+                self.event(&rec, TaskEventKind::Queued, &rec.reason).await;
+                let now = now_ms();
+                self.state.insert(rec, now);
+                for p in parts {
+                    self.state.insert(p, now);
+                }
+                for p in ended {
+                    self.state.settle_part(&p, None, now);
+                }
+                self.publish_parent_updates().await;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The parts of a split task that are not running here: recorded now if
+    /// they never were (returned to be queued), else read back (returned to be
+    /// queued again, or as ended, to be settled in the parent).
+    pub(super) async fn ensure_parts(&self, parent: &TaskRecord) -> anyhow::Result<(Vec<TaskRecord>, Vec<TaskRecord>)> {
+        let (_, fresh) = group::split(parent, now_ms());
+        let (mut live, mut ended) = (Vec::new(), Vec::new());
+        for (slot, part) in parent.parts.iter().zip(fresh) {
+            if slot.state() != TaskState::Unspecified || self.state.knows(&slot.task_id) {
+                continue;
+            }
+            let stored = match self.io.records.create(&slot.task_id, part.encode_to_vec().into()).await {
+                Ok(_) => {
+                    self.event(&part, TaskEventKind::Queued, "").await;
+                    live.push(part);
+                    continue;
+                }
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    self.io.records.get(&slot.task_id).await.context("read a part's record")?
+                }
+                Err(e) => return Err(e).context("record a part"),
+            };
+            match stored.map(|b| TaskRecord::decode(b.as_ref())) {
+                Some(Ok(rec)) if matches!(rec.state(), TaskState::Queued | TaskState::Assigned) => live.push(rec),
+                Some(Ok(rec)) => ended.push(rec),
+                // stays open (its parent cannot finish; `explain` shows which part)
+                _ => tracing::error!(task_id = %slot.task_id, "the record of a part is unreadable"),
+            }
+        }
+        Ok((live, ended))
+    }
+
+    /// Saves the split tasks whose parts ended; announces those now finished.
+    pub(super) async fn publish_parent_updates(&mut self) {
+        for rec in self.state.take_parent_updates() {
+            self.save(&rec).await;
+            // (the metrics count its parts, which ran)
+            if rec.state() == TaskState::Split {
+                continue;
+            }
+            let (status, ..) = group::summary(&rec);
+            tracing::info!(task_id = %task_id(&rec), status = status.as_str_name(), reason = %rec.reason, "split task finished");
+            if rec.state() == TaskState::Cancelled {
+                self.event(&rec, TaskEventKind::Cancelled, &rec.reason).await;
+            } else {
+                self.event(&rec, TaskEventKind::Finished, status.as_str_name()).await;
+            }
+            self.reply_finished(&rec, None).await;
+        }
+    }
+
+    pub(super) async fn refuse(&self, r: Refusal, reply_to: Option<&Reply>) {
+        self.io.metrics.rejected.inc();
+        tracing::warn!(task_id = %r.task_id, reasons = ?r.reasons, "submission rejected");
+        let rejection = TaskRejection {
+            schema_version: SCHEMA_VERSION,
+            task_id: r.task_id.clone(),
+            reasons: r.reasons.clone(),
+            timestamp_ms: now_ms(),
+        };
+        let subject = self.io.bus.subjects().tasks_rejected();
+        if let Err(e) = self.io.bus.publish_durable(subject, &rejection, None, None).await {
+            tracing::warn!(error = %e, "rejection not stored");
+        }
+        if hwsched_placement::is_valid_id(&r.task_id) {
+            let task = TaskRequest { task_id: r.task_id.clone(), ..Default::default() };
+            let ev = task_event(Some(&task), TaskEventKind::Rejected, 0, "", &r.reasons.join("; "));
+            self.io.bus.publish_event(&ev, None).await;
+        }
+        self.reply(
+            reply_to,
+            SubmitReply {
+                task_id: r.task_id,
+                accepted: false,
+                reasons: r.reasons,
+                duplicate: false,
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+
+    pub(super) async fn reply(&self, reply_to: Option<&Reply>, reply: SubmitReply) {
+        let Some(r) = reply_to else { return };
+        let sent = if r.json {
+            match serde_json::to_vec(&reply) {
+                Ok(body) => self.io.bus.client().publish(r.to.clone(), body.into()).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        } else {
+            self.io.bus.publish(r.to.clone(), &reply).await.map_err(|e| e.to_string())
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "submit reply not sent");
+        }
+    }
+
+    /// The final reply to a producer that asked for verdicts.
+    pub(super) async fn reply_finished(&self, rec: &TaskRecord, res: Option<&ExecutionResult>) {
+        if rec.reply_to.is_empty() {
+            return;
+        }
+        if !rec.parts.is_empty() {
+            let (status, exit_code, duration_s, workers) = group::summary(rec);
+            let reply = SubmitReply {
+                task_id: task_id(rec),
+                accepted: true,
+                finished: true,
+                status: status as i32,
+                worker_id: workers,
+                exit_code,
+                duration_s,
+                attempts: rec.parts.iter().map(|p| p.attempts).sum(),
+                reasons: vec![rec.reason.clone()],
+                duplicate: false,
+                parts: rec.parts.clone(),
+            };
+            self.reply(Some(&Reply { to: rec.reply_to.clone(), json: rec.reply_json }), reply).await;
+            return;
+        }
+        let reply = SubmitReply {
+            task_id: rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default(),
+            // rejected at placement: it will never run
+            accepted: rec.state() != TaskState::Rejected,
+            finished: true,
+            status: res
+                .map_or(if rec.state() == TaskState::Cancelled { TaskStatus::Cancelled as i32 } else { 0 }, |r| {
+                    r.status
+                }),
+            worker_id: res.map(|r| r.worker_id.clone()).unwrap_or_default(),
+            exit_code: res.map_or(-1, |r| r.exit_code),
+            duration_s: res.map_or(0.0, |r| r.duration_s),
+            attempts: rec.attempt,
+            reasons: if rec.reason.is_empty() { vec![] } else { vec![rec.reason.clone()] },
+            duplicate: false,
+            parts: vec![],
+        };
+        self.reply(Some(&Reply { to: rec.reply_to.clone(), json: rec.reply_json }), reply).await;
+    }
+}

@@ -104,14 +104,7 @@ pub async fn run(
             submitted_at_ms: now_ms(),
             ..Default::default()
         };
-        let mut h = hwsched_bus::proto_headers(None);
-        h.insert(hwsched_bus::MSG_ID, t.task_id.as_str());
-        let ack = bus
-            .jetstream()
-            .publish_with_headers(bus.subjects().tasks_submit(), h, t.encode_to_vec().into())
-            .await
-            .context("submit")?;
-        acks.push(std::future::IntoFuture::into_future(ack));
+        acks.push(std::future::IntoFuture::into_future(submit(&bus, &t).await?));
         while acks.len() >= args.window {
             acks.next().await.transpose().context("submission ack")?;
         }
@@ -164,6 +157,21 @@ pub async fn run(
     }
     anyhow::ensure!(n == args.tasks, "only {n} of {} tasks were assigned within {} s", args.tasks, args.timeout_s);
     Ok(())
+}
+
+/// Publishes `t` on the submission subject with its task id as
+/// `Nats-Msg-Id`; the acknowledgement is left to the caller to await, so
+/// that many submissions can be in flight.
+pub(crate) async fn submit(
+    bus: &Bus,
+    t: &TaskRequest,
+) -> anyhow::Result<async_nats::jetstream::context::PublishAckFuture> {
+    let mut h = hwsched_bus::proto_headers(None);
+    h.insert(hwsched_bus::MSG_ID, t.task_id.as_str());
+    bus.jetstream()
+        .publish_with_headers(bus.subjects().tasks_submit(), h, t.encode_to_vec().into())
+        .await
+        .context("submit")
 }
 
 /// CPU time this process used so far (user + system), s; Linux only.

@@ -133,13 +133,7 @@ pub async fn run(bus: &Bus, args: E2eArgs) -> anyhow::Result<()> {
                     max_attempts: 1,
                     ..Default::default()
                 };
-                let mut h = hwsched_bus::proto_headers(None);
-                h.insert(hwsched_bus::MSG_ID, task.task_id.as_str());
-                let ack = bus
-                    .jetstream()
-                    .publish_with_headers(bus.subjects().tasks_submit(), h, task.encode_to_vec().into())
-                    .await
-                    .context("submit")?;
+                let ack = crate::bench::submit(bus, &task).await?;
                 acks.push(Box::pin(std::future::IntoFuture::into_future(ack)));
                 t.submitted_at.push(Instant::now());
                 t.submitted += 1;

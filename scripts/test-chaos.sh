@@ -8,7 +8,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 scripts/setup-env.sh
+# --workspace, as make test builds: one package alone would unify features
+# differently and rebuild dependencies
 cargo build --workspace --bins --tests
 HWSCHED_TEST_NATS_SERVER="$root/build/venv/bin/nats-server" \
-  cargo test -p hwsched-tests --test chaos --test clickhouse_outage -- --ignored --nocapture
+  cargo test --workspace --test chaos --test clickhouse_outage -- --ignored --nocapture
 scripts/fuzz.sh

@@ -124,7 +124,7 @@ async fn each_role_does_its_job_and_nothing_else() -> anyhow::Result<()> {
     let mut seen = op.subscribe("hws.>").await?;
     op.flush().await?;
     let (producer, mut producer_errors) = s.connect("producer").await?;
-    for subject in ["hws.assign.w-a", "hws.results.w-a.secure-1", "hws.metrics.w-a"] {
+    for subject in ["hws.assign.w-a", "hws.results.w-a.secure-1", "hws.metrics.w-a", "hws.deadletter.recorder"] {
         producer.publish(subject, "forged".into()).await?;
         refused(&mut producer_errors, subject).await?;
     }
@@ -135,6 +135,9 @@ async fn each_role_does_its_job_and_nothing_else() -> anyhow::Result<()> {
         "hws.assign.w-b",
         "hws.workers.w-b.heartbeat",
         "hws.tasks.submit",
+        // dead letters in another's name
+        "hws.deadletter.w-b",
+        "hws.deadletter.scheduler",
     ] {
         wa.publish(subject, "forged".into()).await?;
         refused(&mut wa_errors, subject).await?;

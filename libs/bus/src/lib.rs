@@ -27,6 +27,12 @@ pub use subjects::{Stream, Subjects};
 pub const REPLY_TO: &str = "Hws-Reply-To";
 /// JetStream de-duplication header.
 pub const MSG_ID: &str = "Nats-Msg-Id";
+/// Header of a dead letter: why it could not be used.
+pub const DEAD_REASON: &str = "Hws-Reason";
+/// Header of a dead letter: the subject it arrived on.
+pub const DEAD_SUBJECT: &str = "Hws-Subject";
+/// Longest reason a dead letter carries, in bytes.
+const DEAD_REASON_MAX: usize = 512;
 
 /// Bus errors, classified by operation.
 #[derive(Debug, thiserror::Error)]
@@ -168,6 +174,53 @@ impl Bus {
         }
     }
 
+    /// Keeps a message `who` (a service name or a worker id) could not use on
+    /// `hws.deadletter.<who>` (stream `HWS_DEADLETTER`, 7 days, 256 MiB at
+    /// most), with the reason and the subject it arrived on as headers and its
+    /// content type and payload as they were, so that bad input is never
+    /// dropped silently. Waits for the store (up to 5 s); logs either way.
+    pub async fn dead_letter(
+        &self,
+        who: &str,
+        subject: &str,
+        headers: Option<&HeaderMap>,
+        payload: &[u8],
+        reason: &str,
+    ) {
+        let mut h = HeaderMap::new();
+        if let Some(ct) = headers.and_then(|h| h.get(codec::CONTENT_TYPE)) {
+            h.insert(codec::CONTENT_TYPE, ct.as_str());
+        }
+        h.insert(DEAD_SUBJECT, subject);
+        h.insert(DEAD_REASON, one_line(reason, DEAD_REASON_MAX).as_str());
+        let stored = async {
+            let ack = self.js.publish_with_headers(self.subjects.dead_letter(who), h, payload.to_vec().into()).await?;
+            tokio::time::timeout(Duration::from_secs(5), ack)
+                .await
+                .map_err(|_| "no acknowledgement in 5 s".to_string())?
+                .map_err(|e| e.to_string())?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        }
+        .await;
+        match stored {
+            Ok(()) => {
+                tracing::warn!(who, subject, reason, bytes = payload.len(), "unusable message kept as a dead letter")
+            }
+            Err(e) => {
+                tracing::warn!(who, subject, reason, error = %e, "unusable message dropped: dead letter not stored")
+            }
+        }
+    }
+
+    /// A JetStream message `who` cannot use: kept as a dead letter
+    /// ([`Bus::dead_letter`]), then terminated so that it is not redelivered.
+    pub async fn reject_message(&self, who: &str, msg: &jetstream::Message, reason: &str) {
+        self.dead_letter(who, &msg.subject, msg.headers.as_ref(), &msg.payload, reason).await;
+        if let Err(e) = msg.ack_with(jetstream::AckKind::Term).await {
+            tracing::debug!(error = %e, "terminating an unusable message failed; it will be redelivered");
+        }
+    }
+
     /// Flushes buffered publishes and closes the connection (shutdown path).
     pub async fn drain(&self) {
         let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
@@ -264,4 +317,31 @@ pub fn task_event(
 /// Milliseconds since the Unix epoch, the time unit of every message.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// `s` on one line (control characters as spaces), cut to at most `max`
+/// bytes at a character boundary: a header value.
+fn one_line(s: &str, max: usize) -> String {
+    let mut out: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if out.len() > max {
+        let mut end = max;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+    }
+    out
+}
+
+#[cfg(test)]
+mod dead_letter_tests {
+    use super::*;
+
+    #[test]
+    fn a_reason_becomes_one_header_line_of_bounded_size() {
+        assert_eq!(one_line("bad\nthing\r\there", 100), "bad thing  here");
+        let long = "é".repeat(400);
+        let cut = one_line(&long, 511);
+        assert!(cut.len() <= 511 && cut.chars().all(|c| c == 'é'));
+    }
 }

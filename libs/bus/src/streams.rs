@@ -17,6 +17,9 @@ pub const MAX_TASK_BYTES: i32 = 1024 * 1024;
 /// How long JetStream remembers a `Nats-Msg-Id` to drop a resubmission.
 pub const TASK_DEDUP_WINDOW: Duration = Duration::from_secs(10 * 60);
 
+/// What the dead-letter stream keeps at most, in bytes.
+pub const DEAD_LETTER_BYTES: i64 = 256 * 1024 * 1024;
+
 const DAY: Duration = Duration::from_secs(24 * 3600);
 /// A lease not renewed for this long expires (the `hws_leases` bucket's max age).
 pub const LEASE_TTL: Duration = Duration::from_secs(5);
@@ -32,7 +35,12 @@ fn config(bus: &Bus, s: Stream) -> Config {
         Stream::Alerts => (vec![sub.alerts_all()], RetentionPolicy::Limits, 30 * DAY, Duration::from_secs(120)),
         // A buffer for the recorder: survives a ClickHouse outage of hours.
         Stream::Metrics => (vec![sub.metrics_all()], RetentionPolicy::Limits, DAY, Duration::from_secs(120)),
+        Stream::DeadLetter => {
+            (vec![sub.dead_letters_all()], RetentionPolicy::Limits, 7 * DAY, Duration::from_secs(120))
+        }
     };
+    // a flood of garbage must not fill the server's disk: the oldest dead letters go first
+    let max_bytes = if s == Stream::DeadLetter { DEAD_LETTER_BYTES } else { -1 };
     Config {
         name: sub.stream(s),
         subjects,
@@ -41,6 +49,7 @@ fn config(bus: &Bus, s: Stream) -> Config {
         duplicate_window: dup,
         storage: StorageType::File,
         discard: DiscardPolicy::Old,
+        max_bytes,
         max_message_size: MAX_TASK_BYTES,
         ..Default::default()
     }

@@ -102,6 +102,15 @@ impl Subjects {
     pub fn alerts_all(&self) -> String {
         format!("{}.alerts.>", self.prefix)
     }
+    /// `hws.deadletter.<who>`: a message `who` (a service, or a worker id)
+    /// could not use, kept with the reason (`Bus::dead_letter`).
+    pub fn dead_letter(&self, who: &str) -> String {
+        format!("{}.deadletter.{who}", self.prefix)
+    }
+    /// Every dead letter.
+    pub fn dead_letters_all(&self) -> String {
+        format!("{}.deadletter.>", self.prefix)
+    }
     /// `hws.model.updated`: the learner stored a new model snapshot (`ModelUpdate`).
     pub fn model_updated(&self) -> String {
         format!("{}.model.updated", self.prefix)
@@ -189,11 +198,13 @@ pub enum Stream {
     Alerts,
     /// Hardware metrics (buffer for the recorder).
     Metrics,
+    /// Messages a service could not use, with the reason.
+    DeadLetter,
 }
 
 impl Stream {
     /// Every stream.
-    pub const ALL: [Stream; 7] = [
+    pub const ALL: [Stream; 8] = [
         Stream::Tasks,
         Stream::Rejected,
         Stream::Assign,
@@ -201,6 +212,7 @@ impl Stream {
         Stream::Events,
         Stream::Alerts,
         Stream::Metrics,
+        Stream::DeadLetter,
     ];
 
     fn suffix(self) -> &'static str {
@@ -212,6 +224,7 @@ impl Stream {
             Stream::Events => "EVENTS",
             Stream::Alerts => "ALERTS",
             Stream::Metrics => "METRICS",
+            Stream::DeadLetter => "DEADLETTER",
         }
     }
 }
@@ -237,6 +250,8 @@ mod tests {
         assert_eq!(s.alerts("critical"), "hws.alerts.critical");
         assert_eq!(s.control("cancel"), "hws.control.cancel");
         assert_eq!(s.stream(Stream::Tasks), "HWS_TASKS");
+        assert_eq!(s.dead_letter("recorder"), "hws.deadletter.recorder");
+        assert_eq!(s.stream(Stream::DeadLetter), "HWS_DEADLETTER");
         assert_eq!(s.model_bucket(), "hws_model");
         assert_eq!(s.alerts_bucket(), "hws_alerts");
         assert_eq!(s.silences_bucket(), "hws_silences");

@@ -161,11 +161,20 @@ impl Executor {
                 Some(Err(e)) => return Err(Error::bus("assignment stream", e)),
                 Some(Ok(m)) => m,
             };
-            let a = match hwsched_bus::decode::<TaskAssignment>(msg.headers.as_ref(), &msg.payload) {
-                Ok(a) if a.worker_id == self.worker_id && a.task.as_ref().is_some_and(|t| !t.command.is_empty()) => a,
-                Ok(_) | Err(_) => {
-                    tracing::warn!(subject = %msg.subject, "invalid assignment (undecodable, other worker or no command), dropping it");
-                    let _ = msg.ack_with(AckKind::Term).await;
+            let why = match hwsched_bus::decode::<TaskAssignment>(msg.headers.as_ref(), &msg.payload) {
+                Ok(a) if a.worker_id == self.worker_id && a.task.as_ref().is_some_and(|t| !t.command.is_empty()) => {
+                    Ok(a)
+                }
+                Ok(a) if a.worker_id != self.worker_id => {
+                    Err(format!("assignment for worker {:?} on this worker's subject", a.worker_id))
+                }
+                Ok(_) => Err("assignment without a command".to_string()),
+                Err(e) => Err(format!("undecodable assignment: {e}")),
+            };
+            let a = match why {
+                Ok(a) => a,
+                Err(why) => {
+                    self.client.bus.reject_message(&self.worker_id, &msg, &why).await;
                     continue;
                 }
             };

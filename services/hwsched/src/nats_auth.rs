@@ -52,7 +52,7 @@ fn roles(p: &str) -> Vec<User> {
     let reply_inboxes = ["_INBOX.>", "_INBOX_producer.>", "_INBOX_operator.>"];
     let control_plane = |name: &str, publish: Vec<String>, subscribe: Vec<String>| User {
         name: name.into(),
-        publish: [v(&["$JS.API.>", "$JS.ACK.>"]), publish].concat(),
+        publish: [v(&["$JS.API.>", "$JS.ACK.>"]), vec![format!("{p}.deadletter.{name}")], publish].concat(),
         subscribe: [vec![own_inbox(name)], subscribe].concat(),
     };
     let producer_pub = vec![
@@ -161,6 +161,7 @@ fn monitor(p: &str, name: &str, id: &str) -> User {
             format!("{p}.workers.{id}.>"),
             format!("{p}.events.>"),
             format!("{p}.results.{id}.>"),
+            format!("{p}.deadletter.{id}"),
             "$JS.API.INFO".into(),
             "$JS.API.STREAM.INFO.>".into(),
             format!("$JS.API.CONSUMER.CREATE.{assign}.{consumer}.>"),

@@ -146,10 +146,7 @@ pub async fn run(
                         // acknowledged once a snapshot that includes it is stored
                         Ok(r) if model.observe(&r) => { metrics.observed.inc(); unacked.push(msg); }
                         Ok(_) => { let _ = msg.ack_with(AckKind::Ack).await; }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "undecodable result skipped");
-                            let _ = msg.ack_with(AckKind::Term).await;
-                        }
+                        Err(e) => bus.reject_message("learner", &msg, &format!("undecodable result: {e}")).await,
                     }
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "result stream error"),

@@ -68,8 +68,7 @@ impl Executor {
         let a: TaskAssignment = match hwsched_bus::decode(msg.headers.as_ref(), &msg.payload) {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!(error = %e, subject = %msg.subject, "undecodable assignment, dropping it");
-                let _ = msg.ack_with(AckKind::Term).await;
+                self.bus.reject_message(&self.worker_id, &msg, &format!("undecodable assignment: {e}")).await;
                 return;
             }
         };
@@ -79,8 +78,12 @@ impl Executor {
         hwsched_telemetry::set_parent(&span, &tp);
         let key = (task.task_id.clone(), a.attempt);
         if a.worker_id != self.worker_id || task.command.first().is_none_or(|c| c.is_empty()) {
-            tracing::warn!(parent: &span, assigned_to = %a.worker_id, "invalid assignment (other worker or no command), dropping it");
-            let _ = msg.ack_with(AckKind::Term).await;
+            let why = if a.worker_id != self.worker_id {
+                format!("assignment for worker {:?} on this worker's subject", a.worker_id)
+            } else {
+                "assignment without a command".to_string()
+            };
+            tracing::Instrument::instrument(self.bus.reject_message(&self.worker_id, &msg, &why), span).await;
             return;
         }
         let cancel = CancellationToken::new();

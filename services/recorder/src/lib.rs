@@ -288,10 +288,7 @@ impl Sink {
                             decoded.push(v);
                             held.push(msg);
                         }
-                        Err(e) => {
-                            tracing::warn!(sink = self.name, error = %e, subject = %msg.subject, "undecodable message terminated");
-                            let _ = msg.ack_with(AckKind::Term).await;
-                        }
+                        Err(e) => bus.reject_message("recorder", &msg, &format!("undecodable on the {} sink: {e}", self.name)).await,
                     },
                     Some(Err(e)) => tracing::warn!(sink = self.name, error = %e, "consumer error"),
                     None => anyhow::bail!("{} consumer closed", self.name),

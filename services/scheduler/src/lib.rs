@@ -486,10 +486,7 @@ impl Scheduler {
                     let c = self.state.complete(&res, now);
                     done.push((msg, res, c));
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, subject = %msg.subject, "undecodable result skipped");
-                    let _ = msg.ack_with(AckKind::Term).await;
-                }
+                Err(e) => self.io.bus.reject_message("scheduler", &msg, &format!("undecodable result: {e}")).await,
             }
         }
         let this = &*self;

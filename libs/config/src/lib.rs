@@ -26,13 +26,28 @@ pub fn redact_url(url: &str) -> String {
     url.split(',')
         .map(|part| match part.rfind('@') {
             Some(at) => {
-                let start = part.find("://").map_or(0, |i| i + 3).min(at);
+                let start = authority_start(part).filter(|&i| i <= at).unwrap_or(0);
                 format!("{}***{}", &part[..start], &part[at..])
             }
             None => part.to_string(),
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Where the authority (`user:password@host`) of `url` begins: after
+/// `scheme:` and the slashes that follow it. URL parsers take one slash or a
+/// backslash too (`ws:/u:p@h`), so "://" is not looked for. `None` without a
+/// scheme followed by a slash: then everything before the `@` is hidden.
+fn authority_start(url: &str) -> Option<usize> {
+    let colon = url.find(':')?;
+    let scheme = &url[..colon];
+    let mut chars = scheme.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    let rest = &url[colon + 1..];
+    let after = rest.trim_start_matches(['/', '\\']);
+    (valid && after.len() < rest.len()).then(|| url.len() - after.len())
 }
 
 /// `Some("***")` for a set secret.
@@ -289,6 +304,10 @@ mod tests {
         assert_eq!(redact_url("nats://tok3n@a:1, nats://b:2"), "nats://***@a:1, nats://b:2");
         assert_eq!(redact_url("http://127.0.0.1:8123"), "http://127.0.0.1:8123");
         assert_eq!(redact_url("hw:s3cr3t@host"), "***@host");
+        // found by fuzzing: a parser takes "ws:/" as "ws://", and "://" may come only after the "@"
+        assert_eq!(redact_url("ws:/hw:s3cr3t@127.0.0.1:/?x=s://y"), "ws:/***@127.0.0.1:/?x=s://y");
+        assert_eq!(redact_url("nats:\\\\hw:s3cr3t@h"), "nats:\\\\***@h");
+        assert_eq!(redact_url("ws:hw:s3cr3t@h"), "***@h");
         let mut n = NatsConfig::new("nats://hw:s3cr3t@127.0.0.1:4222");
         n.user = Some("hw".into());
         n.password = Some("pa55word".into());

@@ -8,9 +8,10 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 scripts/setup-env.sh
-# --workspace, as make test builds: one package alone would unify features
-# differently and rebuild dependencies
+# The targets make test builds (--workspace --tests): a narrower selection
+# (-p, or --test NAME) unifies features differently and rebuilds dependencies.
+# Only tests/tests/chaos.rs and clickhouse_outage.rs have #[ignore] tests.
 cargo build --workspace --bins --tests
 HWSCHED_TEST_NATS_SERVER="$root/build/venv/bin/nats-server" \
-  cargo test --workspace --test chaos --test clickhouse_outage -- --ignored --nocapture
+  cargo test --workspace --tests -- --ignored --nocapture
 scripts/fuzz.sh

@@ -185,12 +185,14 @@ impl Executor {
             user: self.policy.run_as.as_ref().map(|u| (u.uid, u.gid)),
         };
         let started = process::start(spec, &self.running.usage);
-        // removed when this attempt is over, however it ends
-        let _sandbox = sandbox.map(SandboxGuard);
+        // removed when this attempt is over, however it ends, and before its
+        // result is published: whoever sees the result finds the sandbox gone
+        let sandbox = sandbox.map(SandboxGuard);
         let started = match started {
             Ok(s) => s,
             Err(why) => {
                 let result = self.result(a, process::Outcome::error(why), started_at_ms, now_ms());
+                drop(sandbox);
                 self.finish(msg, result, tp, span, stop).await;
                 return;
             }
@@ -220,6 +222,7 @@ impl Executor {
             return;
         };
         let result = self.result(a, o, started_at_ms, now_ms());
+        drop(sandbox);
         self.finish(msg, result, tp, span, stop).await;
     }
 

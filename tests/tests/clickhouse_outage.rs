@@ -53,11 +53,14 @@ impl Rig {
         let metrics = format!("127.0.0.1:{}", free_port()?);
         let args = [&["recorder", "--flush-ms", "100", "--metrics-listen", &metrics][..], recorder_args].concat();
         let recorder = Proc::spawn("recorder", &nats.url(), &args, &env)?;
-        recorder.wait_for_log("ClickHouse schema ready", WAIT).await?;
+        // "recorder ready" comes after the streams exist ("ClickHouse schema ready" comes before:
+        // publishing on it failed once under load with "no stream found for given subject")
+        recorder.wait_for_log("recorder ready", WAIT).await?;
         let rules = tempfile::tempdir()?;
         let file = rules.path().join("rules.yaml");
         std::fs::write(&file, LAG_RULE)?;
         let alerting = Proc::spawn("alerting", &nats.url(), &["alerting", "--rules", &file.to_string_lossy()], &[])?;
+        alerting.wait_for_log("alerting ready", WAIT).await?;
         let bus = bus(&nats.url()).await?;
         let alerts = bus.client().subscribe("hws.alerts.>").await?;
         Ok(Self { _nats: nats, ch, recorder, _alerting: alerting, _rules: rules, metrics, bus, alerts, database })

@@ -91,6 +91,8 @@ pub async fn run(
     let (metrics, results) = (sink("metrics", Stream::Metrics), sink("results", Stream::Results));
     let (decisions, alerts) = (sink("decisions", Stream::Events), sink("alerts", Stream::Alerts));
     telemetry.set_ready(true);
+    // after provisioning: whoever waits for this line may publish to every stream
+    tracing::info!(database = %clickhouse.database, "recorder ready");
     let sinks = [
         ("metrics", Stream::Metrics),
         ("results", Stream::Results),

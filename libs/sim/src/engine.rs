@@ -17,9 +17,12 @@ use hwsched_placement::{
     Demand, Policy, Weights,
 };
 use hwsched_proto::v1::{ExecutionResult, TaskRecord, TaskStatus, WorkerHeartbeat, WorkerState};
-use serde::Serialize;
 
-use crate::{rng::Rng, trace::Trace};
+use crate::{
+    report::{Outcome, Report},
+    rng::Rng,
+    trace::Trace,
+};
 
 /// Simulation settings.
 #[derive(Debug, Clone)]
@@ -65,61 +68,6 @@ impl Default for Config {
             explore_share: hwsched_placement::DEFAULT_EXPLORE_SHARE,
         }
     }
-}
-
-/// What one policy achieved on a trace. Field names are read by other tools:
-/// keep them.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Report {
-    /// Policy name.
-    pub policy: String,
-    /// Tasks in the trace.
-    pub tasks: usize,
-    /// Tasks that succeeded.
-    pub succeeded: usize,
-    /// Tasks that failed after their attempts.
-    pub failed: usize,
-    /// Tasks that fit no worker.
-    pub rejected: usize,
-    /// Tasks still open at the horizon.
-    pub unfinished: usize,
-    /// Attempts started.
-    pub placements: usize,
-    /// Attempts retried after a failure.
-    pub retries: usize,
-    /// Time from the first arrival to the last task's end, s.
-    pub makespan_s: f64,
-    /// A lower bound on any policy's makespan on this trace, s.
-    pub makespan_lower_bound_s: f64,
-    /// Mean of (end - arrival) over finished tasks, s.
-    pub mean_completion_s: f64,
-    /// 95th percentile of (end - arrival), s.
-    pub p95_completion_s: f64,
-    /// Mean of (end - arrival) by the tasks' test type, s.
-    pub mean_completion_by_test_type_s: BTreeMap<String, f64>,
-    /// Mean time from arrival to the first start, by priority (1..5), s.
-    pub mean_wait_by_priority_s: BTreeMap<String, f64>,
-    /// Busy share of each hardware class's slots over the makespan.
-    pub utilization_by_class: BTreeMap<String, f64>,
-    /// Attempts placed on a worker that was throttling at that moment.
-    pub throttled_placements: usize,
-    /// Attempts placed on a worker whose CPU was at 95 % or more.
-    pub overloaded_placements: usize,
-    /// Mean absolute percentage error of the model's runtime prediction for
-    /// the chosen worker, over successful attempts that had one (null: none).
-    pub prediction_mape: Option<f64>,
-    /// The same, per tenth of the makespan (null where no attempt ended).
-    pub prediction_mape_over_time: Vec<Option<f64>>,
-    /// Share of attempts that had a model prediction when placed.
-    pub predicted_share: f64,
-    /// Placements that explored (went to hardware the model had few runs of
-    /// for the workload instead of the best candidate).
-    pub explored_placements: usize,
-    /// `prediction_mape` by how many successful runs the pair had when the
-    /// attempt was placed: "unseen" (the factor model's estimate, other tests
-    /// of its type ran on the class), "unseen-type" (none did), "1-4",
-    /// "5-19", "20+".
-    pub prediction_mape_by_age: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -496,78 +444,32 @@ impl<'t> Sim<'t> {
     }
 
     fn report(&self, now: i64) -> Report {
-        let tasks = &self.trace.tasks;
-        let first = tasks.iter().map(|t| t.arrival_s).fold(f64::INFINITY, f64::min);
-        let first = if first.is_finite() { first } else { 0.0 };
-        let last = self.ended_ms.values().map(|(t, _)| *t).max().unwrap_or(now);
-        let makespan_s = (last as f64 / 1000.0 - first).max(0.0);
-        let mut completions: Vec<f64> =
-            self.ended_ms.iter().map(|(i, (end, _))| *end as f64 / 1000.0 - tasks[*i].arrival_s).collect();
-        completions.sort_by(f64::total_cmp);
-        let mean = |xs: &[f64]| if xs.is_empty() { 0.0 } else { xs.iter().sum::<f64>() / xs.len() as f64 };
-        let p95 = completions
-            .get(((completions.len() as f64 * 0.95).ceil() as usize).saturating_sub(1))
-            .copied()
-            .unwrap_or(0.0);
-        let mut by_type: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-        for (i, (end, _)) in &self.ended_ms {
-            let t = &tasks[*i];
-            by_type.entry(t.request.test_type.clone()).or_default().push(*end as f64 / 1000.0 - t.arrival_s);
-        }
-        let mut waits: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-        for (i, start) in &self.first_start_ms {
-            let p = match tasks[*i].request.priority {
-                0 => 3,
-                p => p,
-            };
-            waits.entry(p.to_string()).or_default().push(*start as f64 / 1000.0 - tasks[*i].arrival_s);
-        }
-        let mut slots: BTreeMap<String, f64> = BTreeMap::new();
+        let mut slots_by_class: BTreeMap<String, f64> = BTreeMap::new();
         for w in &self.workers {
-            *slots.entry(w.class.clone()).or_default() += f64::from(w.slots);
+            *slots_by_class.entry(w.class.clone()).or_default() += f64::from(w.slots);
         }
-        let span = makespan_s.max(1e-9);
-        let utilization_by_class = self
-            .busy_slot_ms
-            .iter()
-            .map(|(c, busy)| (c.clone(), round(busy / (slots.get(c).copied().unwrap_or(1.0) * span), 4)))
-            .collect();
-        let window = (last as f64 / 10.0).max(1.0);
-        let mut buckets: Vec<Vec<f64>> = vec![Vec::new(); 10];
-        let mut by_age: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-        for (at, e, age) in &self.errors {
-            buckets[((*at as f64 / window) as usize).min(9)].push(*e);
-            by_age.entry((*age).into()).or_default().push(*e);
-        }
-        let errors: Vec<f64> = self.errors.iter().map(|(_, e, _)| *e).collect();
-        Report {
+        Report::new(&Outcome {
+            trace: self.trace,
             policy: if self.cfg.learn {
                 self.cfg.policy.name().into()
             } else {
                 format!("{}-no-learner", self.cfg.policy.name())
             },
-            tasks: tasks.len(),
-            succeeded: self.ended_ms.values().filter(|(_, ok)| *ok).count(),
-            failed: self.ended_ms.len() - self.ended_ms.values().filter(|(_, ok)| *ok).count() - self.rejected,
+            now_ms: now,
+            first_start_ms: &self.first_start_ms,
+            ended_ms: &self.ended_ms,
+            slots_by_class,
+            busy_slot_ms: &self.busy_slot_ms,
+            errors: &self.errors,
             rejected: self.rejected,
-            unfinished: self.open,
+            open: self.open,
             placements: self.placements,
             retries: self.retries,
-            makespan_s: round(makespan_s, 3),
-            makespan_lower_bound_s: round(lower_bound(self.trace), 3),
-            mean_completion_s: round(mean(&completions), 3),
-            p95_completion_s: round(p95, 3),
-            mean_completion_by_test_type_s: by_type.into_iter().map(|(k, v)| (k, round(mean(&v), 3))).collect(),
-            mean_wait_by_priority_s: waits.into_iter().map(|(p, w)| (p, round(mean(&w), 3))).collect(),
-            utilization_by_class,
-            throttled_placements: self.throttled,
-            overloaded_placements: self.overloaded,
-            prediction_mape: (!errors.is_empty()).then(|| round(mean(&errors), 4)),
-            prediction_mape_over_time: buckets.iter().map(|b| (!b.is_empty()).then(|| round(mean(b), 4))).collect(),
-            predicted_share: round(self.predicted as f64 / self.placements.max(1) as f64, 4),
-            explored_placements: self.explored,
-            prediction_mape_by_age: by_age.into_iter().map(|(k, v)| (k, round(mean(&v), 4))).collect(),
-        }
+            throttled: self.throttled,
+            overloaded: self.overloaded,
+            predicted: self.predicted,
+            explored: self.explored,
+        })
     }
 }
 
@@ -577,41 +479,6 @@ fn line_request(trace: &Trace, task: usize) -> &hwsched_proto::v1::TaskRequest {
 
 fn secs_to_ms(s: f64) -> i64 {
     (s * 1000.0).round() as i64
-}
-
-fn round(x: f64, digits: i32) -> f64 {
-    let f = 10f64.powi(digits);
-    (x * f).round() / f
-}
-
-/// A lower bound on the makespan of any schedule of the trace: the larger of
-/// (a) the latest arrival plus the task's fastest runtime, and (b) for every
-/// arrival time t, t plus the work arriving from t on at each task's fastest
-/// runtime, spread over every slot of the fleet at once. Failures, waits,
-/// throttling and slower hardware only add to both.
-pub fn lower_bound(trace: &Trace) -> f64 {
-    let slots: f64 = trace.workers.iter().map(|w| f64::from(w.capabilities.slots.max(1))).sum();
-    let fastest = |t: &crate::trace::TaskLine| {
-        let fits: Vec<f64> = trace
-            .workers
-            .iter()
-            .filter(|w| hwsched_placement::fit::fits_ever(&t.request, &w.capabilities))
-            .filter_map(|w| t.runtime_s.get(&w.capabilities.hardware_class).copied())
-            .collect();
-        fits.into_iter().fold(f64::INFINITY, f64::min)
-    };
-    let mut tasks: Vec<(f64, f64)> =
-        trace.tasks.iter().map(|t| (t.arrival_s, fastest(t))).filter(|(_, r)| r.is_finite()).collect();
-    tasks.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let first = tasks.first().map_or(0.0, |t| t.0);
-    let critical = tasks.iter().map(|(a, r)| a + r).fold(0.0, f64::max);
-    let mut work = 0.0;
-    let mut spread: f64 = 0.0;
-    for (a, r) in tasks.iter().rev() {
-        work += r;
-        spread = spread.max(a + work / slots);
-    }
-    critical.max(spread) - first
 }
 
 #[cfg(test)]

@@ -9,5 +9,6 @@ pub mod report;
 pub mod rng;
 pub mod trace;
 
-pub use engine::{lower_bound, run, Config, Report};
+pub use engine::{run, Config};
+pub use report::{lower_bound, Report};
 pub use trace::{Trace, TraceError};

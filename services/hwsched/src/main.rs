@@ -7,9 +7,6 @@
 
 mod alerts;
 mod bench;
-mod bench_alerts;
-mod bench_e2e;
-mod bench_ingest;
 mod model;
 mod nats_auth;
 mod ops;

@@ -26,6 +26,8 @@ use hwsched_proto::{
     Message,
 };
 
+use crate::bench::shared::{percentile, run_id, submit};
+
 #[derive(Debug, Args)]
 pub struct E2eArgs {
     /// Tasks per second; 0 = as fast as they finish, `--window` unfinished at most.
@@ -76,7 +78,7 @@ pub async fn run(bus: &Bus, args: E2eArgs) -> anyhow::Result<()> {
         (None, Some(_)) => usize::MAX,
         (None, None) => 10_000,
     };
-    let run_id = format!("{:x}", now_ms() % 0xffff_ffff);
+    let run_id = run_id();
     let prefix = format!("e2e-{run_id}-");
     let mut results = results_since_now(bus).await?;
 
@@ -123,17 +125,7 @@ pub async fn run(bus: &Bus, args: E2eArgs) -> anyhow::Result<()> {
                 a.context("submission not acknowledged")?;
             }
             _ = tokio::time::sleep_until(next_due.into()), if can_submit => {
-                let i = t.submitted;
-                let task = TaskRequest {
-                    task_id: format!("{prefix}{i:09}"),
-                    name: "e2e".into(),
-                    command: args.command.split_whitespace().map(String::from).collect(),
-                    submitted_at_ms: now_ms(),
-                    // one result per task: a failing command is not retried
-                    max_attempts: 1,
-                    ..Default::default()
-                };
-                let ack = crate::bench::submit(bus, &task).await?;
+                let ack = submit(bus, &task(&prefix, t.submitted, &args.command)).await?;
                 acks.push(Box::pin(std::future::IntoFuture::into_future(ack)));
                 t.submitted_at.push(Instant::now());
                 t.submitted += 1;
@@ -156,6 +148,19 @@ pub async fn run(bus: &Bus, args: E2eArgs) -> anyhow::Result<()> {
         args.timeout_s
     );
     Ok(())
+}
+
+/// Task `i` of the run: `command`, one attempt.
+fn task(prefix: &str, i: usize, command: &str) -> TaskRequest {
+    TaskRequest {
+        task_id: format!("{prefix}{i:09}"),
+        name: "e2e".into(),
+        command: command.split_whitespace().map(String::from).collect(),
+        submitted_at_ms: now_ms(),
+        // one result per task: a failing command is not retried
+        max_attempts: 1,
+        ..Default::default()
+    }
 }
 
 fn describe(args: &E2eArgs, total: usize) -> String {
@@ -223,8 +228,8 @@ impl Tally {
             self.finished(),
             self.submitted - self.finished(),
             rate,
-            pct(&recent, 0.5),
-            pct(&recent, 0.99),
+            percentile(&recent, 0.5),
+            percentile(&recent, 0.99),
             memory.latest()
         );
         self.last_report = (now, self.finished());
@@ -244,18 +249,14 @@ impl Tally {
         );
         println!(
             "submit -> result: p50 {} ms, p99 {} ms, max {} ms",
-            pct(&lat, 0.5),
-            pct(&lat, 0.99),
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
             lat.last().copied().unwrap_or(0)
         );
         for line in memory.trends(warmup_s) {
             println!("{line}");
         }
     }
-}
-
-fn pct(sorted: &[u32], p: f64) -> u32 {
-    sorted.get(((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0)
 }
 
 /// Resident memory of the watched processes over time.

@@ -20,6 +20,8 @@ use hwsched_proto::{
     Message,
 };
 
+use crate::bench::shared::run_id;
+
 #[derive(Debug, Args)]
 pub struct IngestArgs {
     /// Metric rows (samples) to publish.
@@ -50,7 +52,7 @@ pub struct IngestArgs {
 
 pub async fn run(bus: &Bus, clickhouse: &ClickHouseConfig, args: IngestArgs) -> anyhow::Result<()> {
     streams::provision(bus).await?;
-    let run = args.run.clone().unwrap_or_else(|| format!("{:x}", now_ms() % 0xffff_ffff));
+    let run = args.run.clone().unwrap_or_else(run_id);
     let start = Instant::now();
     if !args.wait_only {
         publish(bus, &run, &args).await?;
@@ -65,13 +67,7 @@ pub async fn run(bus: &Bus, clickhouse: &ClickHouseConfig, args: IngestArgs) -> 
     let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
     let want = args.rows as u64;
     loop {
-        let n: u64 = store
-            .client()
-            .query("SELECT count() FROM hw_metrics WHERE worker_id LIKE ?")
-            .bind(&pattern)
-            .fetch_one()
-            .await
-            .context("count the run's rows")?;
+        let n = store.count_metrics_like(&pattern).await?;
         if n >= want {
             let s = start.elapsed().as_secs_f64();
             println!(

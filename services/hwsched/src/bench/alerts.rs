@@ -20,6 +20,8 @@ use hwsched_proto::{
     Message,
 };
 
+use crate::bench::shared::run_id;
+
 #[derive(Debug, Args)]
 pub struct AlertsArgs {
     /// Simulated workers.
@@ -76,7 +78,7 @@ fn quantiles(what: &str, mut latencies: Vec<f64>) {
 
 pub async fn run(bus: &Bus, args: AlertsArgs) -> anyhow::Result<()> {
     let mut alerts = bus.client().subscribe(bus.subjects().alerts_all()).await?;
-    let run_id = format!("{:x}", now_ms() % 0xffff_ffff);
+    let run_id = run_id();
     let ids: Vec<String> = (0..args.workers).map(|i| format!("bench-{run_id}-a{i:04}")).collect();
     let mut hooks = match args.webhook_listen {
         Some(addr) => Some(webhook_receiver(addr).await?),

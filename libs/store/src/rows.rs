@@ -1,0 +1,334 @@
+//! The rows hwsched writes (`hw_metrics`, `task_runs`,
+//! `scheduler_decisions`, `workers`, `alerts`) and how each is built from its
+//! message. Rows with time columns are generic over [`TimeColumn`]: i64
+//! milliseconds on modern servers (`DateTime64(3)`), u32 seconds on old ones
+//! (`DateTime`).
+
+use hwsched_proto::v1::{
+    Alert, AlertState, CandidateScore, ExecutionResult, MetricsBatch, TaskEvent, TaskStatus, WorkerCapabilities,
+};
+use serde::Serialize;
+
+/// A time column as the server stores it: i64 milliseconds (`DateTime64(3)`,
+/// modern servers) or u32 seconds (`DateTime`, old ones).
+pub trait TimeColumn: Copy + Serialize + Send + Sync + 'static {
+    /// The column's value for a unix time in milliseconds.
+    fn from_ms(ms: i64) -> Self;
+}
+
+impl TimeColumn for i64 {
+    fn from_ms(ms: i64) -> Self {
+        ms
+    }
+}
+
+impl TimeColumn for u32 {
+    fn from_ms(ms: i64) -> Self {
+        secs(ms)
+    }
+}
+
+/// Unix milliseconds to whole seconds (0 before 1970, `u32::MAX` after 2106).
+pub(crate) fn secs(ms: i64) -> u32 {
+    u32::try_from(ms.max(0) / 1000).unwrap_or(u32::MAX)
+}
+
+/// One `hw_metrics` row; `T` is i64 milliseconds (DateTime64(3)) or u32 seconds (DateTime).
+#[derive(Debug, Clone, clickhouse::Row, Serialize)]
+pub struct MetricRow<T> {
+    time: T,
+    worker_id: String,
+    device: String,
+    metric: String,
+    value: f64,
+}
+
+pub(crate) fn metric_rows<T: TimeColumn>(b: &MetricsBatch) -> impl Iterator<Item = MetricRow<T>> + '_ {
+    let t = T::from_ms(b.timestamp_ms);
+    b.samples.iter().map(move |s| MetricRow {
+        time: t,
+        worker_id: b.worker_id.clone(),
+        device: s.device.clone(),
+        metric: s.metric.clone(),
+        value: s.value,
+    })
+}
+
+/// One `task_runs` row.
+#[derive(Debug, Clone, clickhouse::Row, Serialize)]
+pub struct RunRow<T> {
+    task_id: String,
+    attempt: u32,
+    name: String,
+    producer: String,
+    test_type: String,
+    model_family: String,
+    model_id: String,
+    worker_id: String,
+    hardware_class: String,
+    status: String,
+    exit_code: i32,
+    queued_at: T,
+    assigned_at: T,
+    started_at: T,
+    finished_at: T,
+    duration_s: f64,
+    predicted_duration_s: f64,
+    cpu_peak_pct: f64,
+    cpu_avg_pct: f64,
+    memory_peak_mb: u64,
+    gpu_memory_peak_mb: u64,
+    error: String,
+}
+
+/// One `scheduler_decisions` row: one candidate of one decision.
+#[derive(Debug, Clone, clickhouse::Row, Serialize)]
+pub struct DecisionRow<T> {
+    time: T,
+    task_id: String,
+    attempt: u32,
+    name: String,
+    producer: String,
+    test_type: String,
+    policy: String,
+    rank: u8,
+    chosen: u8,
+    worker_id: String,
+    hardware_class: String,
+    cost: f64,
+    wait_s: f64,
+    completion_s: f64,
+    predicted_runtime_s: f64,
+    candidates_total: u32,
+    components: String,
+}
+
+pub(crate) fn decision_rows<T: TimeColumn>(e: &TaskEvent) -> Vec<DecisionRow<T>> {
+    e.candidates.iter().enumerate().map(|(rank, c)| decision_row(e, rank, c)).collect()
+}
+
+fn decision_row<T: TimeColumn>(e: &TaskEvent, rank: usize, c: &CandidateScore) -> DecisionRow<T> {
+    let components: std::collections::BTreeMap<&str, f64> =
+        c.components.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    DecisionRow {
+        time: T::from_ms(e.timestamp_ms),
+        task_id: e.task_id.clone(),
+        attempt: e.attempt,
+        name: e.name.clone(),
+        producer: e.producer.clone(),
+        test_type: e.test_type.clone(),
+        policy: e.policy.clone(),
+        rank: u8::try_from(rank).unwrap_or(u8::MAX),
+        chosen: u8::from(rank == 0 && c.worker_id == e.worker_id),
+        worker_id: c.worker_id.clone(),
+        hardware_class: c.hardware_class.clone(),
+        cost: c.cost,
+        wait_s: c.wait_s,
+        completion_s: c.completion_s,
+        predicted_runtime_s: c.predicted_runtime_s,
+        candidates_total: e.candidates_total,
+        components: serde_json::to_string(&components).unwrap_or_default(),
+    }
+}
+
+/// One `alerts` row: one transition of one alert.
+#[derive(Debug, Clone, clickhouse::Row, Serialize)]
+pub struct AlertRow<T> {
+    time: T,
+    fingerprint: String,
+    rule: String,
+    severity: String,
+    state: String,
+    worker_id: String,
+    device: String,
+    metric: String,
+    value: f64,
+    threshold: f64,
+    starts_at: T,
+    ends_at: T,
+    summary: String,
+    label_keys: Vec<String>,
+    label_values: Vec<String>,
+    muted_by: String,
+}
+
+/// "firing", "resolved", ... as stored in `alerts.state`.
+pub fn alert_state_name(s: AlertState) -> &'static str {
+    match s {
+        AlertState::Pending => "pending",
+        AlertState::Firing => "firing",
+        AlertState::Resolved => "resolved",
+        AlertState::Unspecified => "unknown",
+    }
+}
+
+/// When the transition happened: `at_ms`, or for alerts published without it
+/// the end of a resolved alert and the start of any other.
+fn alert_time_ms(a: &Alert) -> i64 {
+    if a.at_ms != 0 {
+        a.at_ms
+    } else if a.state() == AlertState::Resolved && a.ends_at_ms != 0 {
+        a.ends_at_ms
+    } else {
+        a.starts_at_ms
+    }
+}
+
+pub(crate) fn alert_row<T: TimeColumn>(a: &Alert) -> AlertRow<T> {
+    // sorted, so a transition always stores the same arrays
+    let labels: std::collections::BTreeMap<&String, &String> = a.labels.iter().collect();
+    AlertRow {
+        time: T::from_ms(alert_time_ms(a)),
+        fingerprint: a.fingerprint.clone(),
+        rule: a.rule.clone(),
+        severity: a.severity.clone(),
+        state: alert_state_name(a.state()).to_string(),
+        worker_id: a.worker_id.clone(),
+        device: a.device.clone(),
+        metric: a.metric.clone(),
+        value: a.value,
+        threshold: a.threshold,
+        starts_at: T::from_ms(a.starts_at_ms),
+        ends_at: T::from_ms(a.ends_at_ms),
+        summary: a.summary.clone(),
+        label_keys: labels.keys().map(|k| (*k).clone()).collect(),
+        label_values: labels.values().map(|v| (*v).clone()).collect(),
+        muted_by: a.muted_by.clone(),
+    }
+}
+
+/// One `workers` row: a worker's capabilities and when it was seen. Times
+/// are unix seconds (`DateTime` on every server).
+#[derive(Debug, Clone, Default, PartialEq, clickhouse::Row, Serialize)]
+pub struct WorkerRow {
+    /// Worker id.
+    pub worker_id: String,
+    /// Host name.
+    pub hostname: String,
+    /// Hardware class, e.g. `gpu:nvidia-h100-80gb-hbm3`.
+    pub hardware_class: String,
+    /// CPU model.
+    pub cpu_model: String,
+    /// Logical cores.
+    pub logical_cores: u32,
+    /// Memory, MB.
+    pub memory_mb: u64,
+    /// Task slots.
+    pub slots: u32,
+    /// GPUs.
+    pub gpu_count: u32,
+    /// GPU models, one per GPU.
+    pub gpu_models: Vec<String>,
+    /// Declared accelerators, `kind:count`.
+    pub accelerators: Vec<String>,
+    /// Labels, `key=value`.
+    pub labels: Vec<String>,
+    /// active, draining, offline.
+    pub state: String,
+    /// First seen.
+    pub first_seen: u32,
+    /// Last seen.
+    pub last_seen: u32,
+}
+
+impl WorkerRow {
+    /// The row for a worker's capabilities.
+    pub fn from_capabilities(c: &WorkerCapabilities) -> Self {
+        let mut accelerators: Vec<String> = c.accelerators.iter().map(|(k, n)| format!("{k}:{n}")).collect();
+        accelerators.sort();
+        let mut labels: Vec<String> = c.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        Self {
+            worker_id: c.worker_id.clone(),
+            hostname: c.hostname.clone(),
+            hardware_class: c.hardware_class.clone(),
+            cpu_model: c.cpu.as_ref().map(|c| c.model.clone()).unwrap_or_default(),
+            logical_cores: c.cpu.as_ref().map_or(0, |c| c.logical_cores),
+            memory_mb: c.memory_mb,
+            slots: c.slots,
+            gpu_count: c.gpus.len() as u32,
+            gpu_models: c.gpus.iter().map(|g| g.model.clone()).collect(),
+            accelerators,
+            labels,
+            ..Default::default()
+        }
+    }
+}
+
+/// The status stored as `name` ([`status_name`]).
+pub fn status_of(name: &str) -> TaskStatus {
+    [TaskStatus::Succeeded, TaskStatus::Failed, TaskStatus::TimedOut, TaskStatus::Error, TaskStatus::Cancelled]
+        .into_iter()
+        .find(|s| status_name(*s) == name)
+        .unwrap_or(TaskStatus::Unspecified)
+}
+
+/// "succeeded", "failed", ... as stored in `task_runs.status`.
+pub fn status_name(s: TaskStatus) -> &'static str {
+    match s {
+        TaskStatus::Succeeded => "succeeded",
+        TaskStatus::Failed => "failed",
+        TaskStatus::TimedOut => "timed_out",
+        TaskStatus::Error => "error",
+        TaskStatus::Cancelled => "cancelled",
+        TaskStatus::Unspecified => "unknown",
+    }
+}
+
+pub(crate) fn run_row<T: TimeColumn>(r: &ExecutionResult) -> RunRow<T> {
+    let u = r.resources.unwrap_or_default();
+    RunRow {
+        task_id: r.task_id.clone(),
+        attempt: r.attempt,
+        name: r.name.clone(),
+        producer: r.producer.clone(),
+        test_type: r.test_type.clone(),
+        model_family: r.model_family.clone(),
+        model_id: r.model_id.clone(),
+        worker_id: r.worker_id.clone(),
+        hardware_class: r.hardware_class.clone(),
+        status: status_name(r.status()).to_string(),
+        exit_code: r.exit_code,
+        queued_at: T::from_ms(r.queued_at_ms),
+        assigned_at: T::from_ms(r.assigned_at_ms),
+        started_at: T::from_ms(r.started_at_ms),
+        finished_at: T::from_ms(r.finished_at_ms),
+        duration_s: r.duration_s,
+        predicted_duration_s: r.predicted_duration_s,
+        cpu_peak_pct: u.cpu_peak_pct,
+        cpu_avg_pct: u.cpu_avg_pct,
+        memory_peak_mb: u.memory_peak_mb,
+        gpu_memory_peak_mb: u.gpu_memory_peak_mb,
+        error: r.error.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(state: AlertState) -> Alert {
+        Alert {
+            fingerprint: "f1".into(),
+            state: state as i32,
+            starts_at_ms: 1_000,
+            labels: [("b".to_string(), "2".to_string()), ("a".to_string(), "1".to_string())].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn alert_rows_take_the_transition_time_and_sorted_labels() {
+        let firing = alert_row::<i64>(&alert(AlertState::Firing));
+        assert_eq!((firing.time, firing.starts_at, firing.ends_at), (1_000, 1_000, 0));
+        assert_eq!(firing.state, "firing");
+        assert_eq!(firing.label_keys, ["a", "b"]);
+        assert_eq!(firing.label_values, ["1", "2"]);
+        let resolved = Alert { ends_at_ms: 5_000, ..alert(AlertState::Resolved) };
+        let row = alert_row::<u32>(&resolved);
+        assert_eq!((row.time, row.starts_at, row.ends_at), (5, 1, 5));
+        assert_eq!(row.state, "resolved");
+        let stamped = Alert { at_ms: 7_000, ..resolved };
+        assert_eq!(alert_row::<i64>(&stamped).time, 7_000);
+    }
+}

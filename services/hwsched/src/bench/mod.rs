@@ -1,0 +1,39 @@
+//! `hwsched bench ...`: load generators against running services, one file
+//! per command (`assign.rs` with its simulated fleet in `fleet.rs`,
+//! `alerts.rs`, `ingest.rs`, `e2e.rs`) and what they share in `shared.rs`.
+
+mod alerts;
+mod assign;
+mod e2e;
+mod fleet;
+mod ingest;
+mod shared;
+
+use std::time::Duration;
+
+use clap::Subcommand;
+use hwsched_bus::Bus;
+use hwsched_config::{ClickHouseConfig, NatsConfig};
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Submit → assignment throughput and latency against a running scheduler.
+    Assign(assign::AssignArgs),
+    /// Sample → alert notification latency against a running alerting service.
+    Alerts(alerts::AlertsArgs),
+    /// Metric rows per second through a running recorder into ClickHouse.
+    Ingest(ingest::IngestArgs),
+    /// Producer → result through the running system with real monitors: a
+    /// throughput run, or a soak at a fixed rate sampling each service's memory.
+    E2e(e2e::E2eArgs),
+}
+
+pub async fn run(nats: &NatsConfig, clickhouse: &ClickHouseConfig, cmd: BenchCommand) -> anyhow::Result<()> {
+    let bus = Bus::connect(nats, "hwsched-bench", Duration::from_secs(5)).await?;
+    match cmd {
+        BenchCommand::Assign(args) => assign::run(&bus, args).await,
+        BenchCommand::Alerts(args) => alerts::run(&bus, args).await,
+        BenchCommand::Ingest(args) => ingest::run(&bus, clickhouse, args).await,
+        BenchCommand::E2e(args) => e2e::run(&bus, args).await,
+    }
+}

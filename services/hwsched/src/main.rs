@@ -283,6 +283,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 .map(|_| ok)
         }
         Command::Alerting(cfg) => {
+            cfg.validate().map_err(|e| anyhow::Error::new(Usage(e)))?;
             service::serve(&nats, &telemetry, "alerting", |bus, t, s| hwsched_alerting::run(cfg, bus, t, s))
                 .await
                 .map(|_| ok)
@@ -292,7 +293,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 .await
                 .map(|_| ok)
         }
-        Command::All(cfg) => service::all(cfg, &nats, clickhouse, &telemetry).await.map(|_| ok),
+        Command::All(cfg) => {
+            cfg.validate().map_err(|e| anyhow::Error::new(Usage(e)))?;
+            service::all(cfg, &nats, clickhouse, &telemetry).await.map(|_| ok)
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -103,11 +103,29 @@ pub async fn run(
     // The first component to end before shutdown stops the recorder: a sink
     // whose consumer is gone must not leave a process that says it is ready.
     let mut components = Components::<anyhow::Error>::new(shutdown.clone());
+    add_sinks(&mut components, [metrics, results, decisions, alerts], &bus, &store, &shutdown);
+    components.add("inventory", inventory::run(&bus, &store, &shutdown));
+    components.add("retention", retention(&store, &shutdown));
+    components.add("backlog reporter", report_backlog(&bus, &sinks, &lag, &shutdown));
+    components.add("readiness", not_ready_on_shutdown(&telemetry, &shutdown));
+    components.run().await?;
+    tracing::info!("recorder stopped");
+    Ok(())
+}
+
+/// One component per sink: metrics, results, decisions, alerts.
+fn add_sinks<'a>(
+    components: &mut Components<'a, anyhow::Error>,
+    [metrics, results, decisions, alerts]: [Sink; 4],
+    bus: &'a Bus,
+    store: &'a Store,
+    shutdown: &'a CancellationToken,
+) {
     components.add(
         "metrics sink",
         metrics.run(
-            &bus,
-            &shutdown,
+            bus,
+            shutdown,
             |m: &MetricsBatch| m.samples.len(),
             |batch: Vec<MetricsBatch>| {
                 let store = store.clone();
@@ -118,8 +136,8 @@ pub async fn run(
     components.add(
         "results sink",
         results.run(
-            &bus,
-            &shutdown,
+            bus,
+            shutdown,
             |_: &ExecutionResult| 1,
             |batch: Vec<ExecutionResult>| {
                 let store = store.clone();
@@ -130,8 +148,8 @@ pub async fn run(
     components.add(
         "decisions sink",
         decisions.run(
-            &bus,
-            &shutdown,
+            bus,
+            shutdown,
             |e: &TaskEvent| e.candidates.len().max(1),
             |batch: Vec<TaskEvent>| {
                 let store = store.clone();
@@ -142,8 +160,8 @@ pub async fn run(
     components.add(
         "alerts sink",
         alerts.run(
-            &bus,
-            &shutdown,
+            bus,
+            shutdown,
             |_: &Alert| 1,
             |batch: Vec<Alert>| {
                 let store = store.clone();
@@ -151,13 +169,6 @@ pub async fn run(
             },
         ),
     );
-    components.add("inventory", inventory::run(&bus, &store, &shutdown));
-    components.add("retention", retention(&store, &shutdown));
-    components.add("backlog reporter", report_backlog(&bus, &sinks, &lag, &shutdown));
-    components.add("readiness", not_ready_on_shutdown(&telemetry, &shutdown));
-    components.run().await?;
-    tracing::info!("recorder stopped");
-    Ok(())
 }
 
 /// Keeps `hwsched_recorder_pending` current from the consumers' info, apart

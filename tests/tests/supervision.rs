@@ -105,3 +105,19 @@ async fn a_monitor_whose_telemetry_loop_ends_drains_and_stops() -> anyhow::Resul
     assert_eq!(last, Some(WorkerState::Offline));
     scheduler.stop().await
 }
+
+/// The metrics endpoint is a component too: when it cannot serve (its port is
+/// taken), the service stops and says so instead of running without
+/// `/metrics` and `/readyz`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metrics_endpoint_that_cannot_serve_stops_the_service() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = taken.local_addr()?.to_string();
+    let mut alerting = Proc::spawn("alerting", &nats.url(), &["alerting"], &[("HWSCHED_METRICS_LISTEN", addr)])?;
+    let status = alerting.wait_exit(WAIT).await?;
+    let log = alerting.log();
+    assert!(!status.success(), "exit {status}\n{log}");
+    assert!(log.contains("metrics endpoint"), "the log names the endpoint:\n{log}");
+    Ok(())
+}

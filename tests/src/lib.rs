@@ -121,9 +121,15 @@ impl Proc {
 
     /// Sends SIGTERM and waits for the exit status.
     pub async fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
-        let mut child = self.child.take().context("already stopped")?;
+        let child = self.child.as_ref().context("already stopped")?;
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        self.wait_exit(timeout).await.context("after SIGTERM")
+    }
+
+    /// Waits for it to exit (killed after `timeout`) and returns the exit status.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let mut child = self.child.take().context("already stopped")?;
         let waited = tokio::task::spawn_blocking(move || {
             let deadline = std::time::Instant::now() + timeout;
             loop {
@@ -139,8 +145,7 @@ impl Proc {
             }
         })
         .await??;
-        waited
-            .with_context(|| format!("{} did not exit within {timeout:?} of SIGTERM; log:\n{}", self.name, self.log()))
+        waited.with_context(|| format!("{} did not exit within {timeout:?}; log:\n{}", self.name, self.log()))
     }
 
     /// SIGKILL, no drain.

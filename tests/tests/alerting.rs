@@ -314,3 +314,22 @@ rules:
     alerting.terminate(WAIT).await?;
     Ok(())
 }
+
+/// README: configuration is checked before connecting. A rules file with an
+/// error fails `hwsched alerting` with the configuration status (2), naming
+/// the file and the field, even when NATS cannot be reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_rules_file_fails_before_connecting() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(&file, "rules:\n  - {name: Hot, metric: gpu.temp_c, threshold: 85, severity: loud}\n")?;
+    let path = file.to_string_lossy().into_owned();
+    for command in ["alerting", "all"] {
+        let out = hwsched_tests::cli_async("nats://127.0.0.1:1", &[command, "--rules", &path]).await?;
+        assert_eq!(out.code, 2, "{command}: {}", out.stderr);
+        assert!(out.stderr.contains(&path), "{command}: {}", out.stderr);
+        assert!(out.stderr.contains("rule 1 (Hot): field `severity`"), "{command}: {}", out.stderr);
+        assert!(!out.stderr.contains("127.0.0.1:1"), "{command}: no connection was tried: {}", out.stderr);
+    }
+    Ok(())
+}

@@ -1,9 +1,13 @@
 //! One shutdown path for every hwsched process: SIGTERM or SIGINT cancel a
-//! [`CancellationToken`] that every component watches; a second signal exits at once.
+//! [`CancellationToken`] that every component watches; a second signal exits at once;
+//! and a component that ends before shutdown was requested cancels it ([`Components`]).
 #![forbid(unsafe_code)]
+
+mod components;
 
 use std::time::Duration;
 
+pub use components::{BoxError, ComponentError, Components};
 pub use tokio_util::sync::CancellationToken;
 
 /// Default time components get to drain after the token is cancelled.

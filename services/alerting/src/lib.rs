@@ -42,6 +42,14 @@ pub struct AlertingConfig {
     pub alertmanager: Option<String>,
 }
 
+impl AlertingConfig {
+    /// Reads and checks the rules file, before connecting: an error names the
+    /// file and every problem in it.
+    pub fn validate(&self) -> Result<(), String> {
+        Rules::load(self.rules.clone()).map(|_| ()).map_err(|e| format!("{e:#}"))
+    }
+}
+
 fn parse_url(s: &str) -> Result<String, String> {
     let s = s.trim();
     match reqwest::Url::parse(s) {
@@ -250,7 +258,8 @@ pub async fn run(
     let firing = streams::bucket(&bus, &bus.subjects().alerts_bucket()).await?;
     let silences = streams::bucket(&bus, &bus.subjects().silences_bucket()).await?;
     let mut silence_updates = silences.watch_with_history(">").await.context("watch silences")?;
-    let notifier = notify::Notifier::start(cfg.webhooks.clone(), cfg.alertmanager.clone());
+    let notifier =
+        notify::Notifier::start(cfg.webhooks.clone(), cfg.alertmanager.clone()).context("start notifications")?;
     let sent = Counter::<u64>::default();
     let muted = Counter::<u64>::default();
     telemetry.register(|r| {

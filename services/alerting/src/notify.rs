@@ -137,22 +137,17 @@ pub struct Notifier {
 
 impl Notifier {
     /// Starts delivery to `webhooks` and to `alertmanager` (none: notifications
-    /// go nowhere but the stream).
-    pub fn start(webhooks: Vec<String>, alertmanager: Option<String>) -> Self {
+    /// go nowhere but the stream). Fails when the HTTP client cannot be built;
+    /// once started, delivery runs until the notifier is dropped.
+    pub fn start(webhooks: Vec<String>, alertmanager: Option<String>) -> Result<Self, reqwest::Error> {
         let (has_webhooks, has_am) = (!webhooks.is_empty(), alertmanager.is_some());
         if !has_webhooks && !has_am {
-            return Self { tx: None, webhooks: false, alertmanager: false };
+            return Ok(Self { tx: None, webhooks: false, alertmanager: false });
         }
         hwsched_telemetry::install_crypto_provider();
+        let client = reqwest::Client::builder().timeout(TIMEOUT).build()?;
         let (tx, mut rx) = mpsc::channel::<Delivery>(QUEUE);
         tokio::spawn(async move {
-            let client = match reqwest::Client::builder().timeout(TIMEOUT).build() {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(error = %e, "webhook client not created: no notification will be delivered");
-                    return;
-                }
-            };
             while let Some(d) = rx.recv().await {
                 match d {
                     Delivery::Group(n) => {
@@ -175,7 +170,7 @@ impl Notifier {
                 }
             }
         });
-        Self { tx: Some(tx), webhooks: has_webhooks, alertmanager: has_am }
+        Ok(Self { tx: Some(tx), webhooks: has_webhooks, alertmanager: has_am })
     }
 
     fn queue(&self, d: Delivery) {

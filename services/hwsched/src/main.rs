@@ -280,6 +280,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 .map(|_| ok)
         }
         Command::Alerting(cfg) => {
+            cfg.validate().map_err(|e| anyhow::Error::new(Usage(e)))?;
             service::serve(&nats, &telemetry, "alerting", |bus, t, s| hwsched_alerting::run(cfg, bus, t, s))
                 .await
                 .map(|_| ok)
@@ -289,7 +290,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 .await
                 .map(|_| ok)
         }
-        Command::All(cfg) => service::all(cfg, &nats, clickhouse, &telemetry).await.map(|_| ok),
+        Command::All(cfg) => {
+            cfg.validate().map_err(|e| anyhow::Error::new(Usage(e)))?;
+            service::all(cfg, &nats, clickhouse, &telemetry).await.map(|_| ok)
+        }
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

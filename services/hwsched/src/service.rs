@@ -2,13 +2,13 @@
 //! endpoint, and the rule that when one component dies the process stops
 //! cleanly and says why.
 
-use std::future::Future;
+use std::{future::Future, time::Duration};
 
 use anyhow::Context;
 use clap::Args;
 use hwsched_bus::{Bus, CONNECT_DEADLINE};
 use hwsched_config::{ClickHouseConfig, NatsConfig, TelemetryConfig};
-use hwsched_shutdown::{install_signal_handlers, CancellationToken, DEFAULT_GRACE};
+use hwsched_shutdown::{install_signal_handlers, CancellationToken, Components, DEFAULT_GRACE};
 use hwsched_telemetry::Telemetry;
 
 /// Settings of `hwsched all`.
@@ -24,8 +24,25 @@ pub struct AllConfig {
     recorder: hwsched_recorder::RecorderConfig,
 }
 
-/// Connects, serves telemetry and runs one service until a signal arrives or it fails.
-pub async fn serve<F, Fut>(nats: &NatsConfig, telemetry: &TelemetryConfig, name: &str, run: F) -> anyhow::Result<()>
+impl AllConfig {
+    /// Checks the file-based configuration (alert rules) before connecting.
+    pub fn validate(&self) -> Result<(), String> {
+        self.alerting.validate()
+    }
+}
+
+/// How long a service may take to stop once shutdown is requested (its own
+/// components have shorter graces: the monitor's task drain is the longest).
+const SERVICE_GRACE: Duration = Duration::from_secs(60);
+
+/// Connects, serves telemetry and runs one service until a signal arrives or
+/// it fails, or its metrics endpoint does.
+pub async fn serve<F, Fut>(
+    nats: &NatsConfig,
+    telemetry: &TelemetryConfig,
+    name: &'static str,
+    run: F,
+) -> anyhow::Result<()>
 where
     F: FnOnce(Bus, Telemetry, CancellationToken) -> Fut,
     Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
@@ -33,31 +50,31 @@ where
     let shutdown = install_signal_handlers();
     let bus = Bus::connect(nats, &format!("hwsched-{name}"), CONNECT_DEADLINE).await?;
     let t = Telemetry::new();
-    let endpoint = spawn_endpoint(telemetry, &t, &shutdown);
-    let result = tokio::spawn(run(bus.clone(), t, shutdown.clone())).await.context("service task panicked")?;
-    if let Err(e) = &result {
-        tracing::error!(service = name, error = %format!("{e:#}"), "service failed, stopping");
-    }
+    let mut components = Components::<anyhow::Error>::new(shutdown.clone()).grace(SERVICE_GRACE);
+    add_endpoint(&mut components, telemetry, &t, &shutdown);
+    components.add(name, supervised(tokio::spawn(run(bus.clone(), t, shutdown.clone()))));
+    let result = components.run().await;
     shutdown.cancel();
     bus.drain().await;
-    if let Some(h) = endpoint {
-        let _ = h.await;
-    }
-    result
+    Ok(result?)
 }
 
-fn spawn_endpoint(
+/// A spawned component's end: its own result, or that it panicked.
+async fn supervised(handle: tokio::task::JoinHandle<anyhow::Result<()>>) -> anyhow::Result<()> {
+    handle.await.context("panicked")?
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` when an address is configured.
+fn add_endpoint(
+    components: &mut Components<'_, anyhow::Error>,
     cfg: &TelemetryConfig,
     t: &Telemetry,
     shutdown: &CancellationToken,
-) -> Option<tokio::task::JoinHandle<()>> {
-    let addr = cfg.metrics_listen?;
+) {
+    let Some(addr) = cfg.metrics_listen else { return };
     let (t, s) = (t.clone(), shutdown.clone());
-    Some(tokio::spawn(async move {
-        if let Err(e) = t.serve(addr, s).await {
-            tracing::error!(%addr, error = %e, "metrics endpoint failed");
-        }
-    }))
+    let endpoint = tokio::spawn(async move { t.serve(addr, s).await.with_context(|| format!("serve {addr}")) });
+    components.add("metrics endpoint", supervised(endpoint));
 }
 
 /// `hwsched all`: scheduler, learner, alerting and recorder on one connection.
@@ -70,48 +87,21 @@ pub async fn all(
     let shutdown = install_signal_handlers();
     let bus = Bus::connect(nats, "hwsched-all", CONNECT_DEADLINE).await?;
     let t = Telemetry::new();
-    let endpoint = spawn_endpoint(telemetry, &t, &shutdown);
-    let mut set = tokio::task::JoinSet::new();
+    let mut components = Components::<anyhow::Error>::new(shutdown.clone()).grace(DEFAULT_GRACE);
+    add_endpoint(&mut components, telemetry, &t, &shutdown);
     let AllConfig { scheduler, learner, alerting, recorder } = cfg;
     let (b, tt, s) = (bus.clone(), t.clone(), shutdown.clone());
-    set.spawn(async move { ("scheduler", hwsched_scheduler::run(scheduler, b, tt, s).await) });
+    components.add("scheduler", supervised(tokio::spawn(hwsched_scheduler::run(scheduler, b, tt, s))));
     let (b, tt, s) = (bus.clone(), t.clone(), shutdown.clone());
     let history = clickhouse.clone();
-    set.spawn(async move { ("learner", hwsched_learner::run(learner, history, b, tt, s).await) });
+    components.add("learner", supervised(tokio::spawn(hwsched_learner::run(learner, history, b, tt, s))));
     let (b, tt, s) = (bus.clone(), t.clone(), shutdown.clone());
-    set.spawn(async move { ("alerting", hwsched_alerting::run(alerting, b, tt, s).await) });
+    components.add("alerting", supervised(tokio::spawn(hwsched_alerting::run(alerting, b, tt, s))));
     let (b, tt, s) = (bus.clone(), t.clone(), shutdown.clone());
-    set.spawn(async move { ("recorder", hwsched_recorder::run(recorder, clickhouse, b, tt, s).await) });
-
-    let mut failure = None;
-    while let Some(joined) = set.join_next().await {
-        match joined {
-            Ok((name, Err(e))) => {
-                tracing::error!(service = name, error = %format!("{e:#}"), "service failed, stopping the others");
-                failure.get_or_insert(e.context(format!("{name} failed")));
-            }
-            Ok((name, Ok(()))) if !shutdown.is_cancelled() => {
-                tracing::error!(service = name, "service ended unexpectedly, stopping the others");
-                failure.get_or_insert(anyhow::anyhow!("{name} ended unexpectedly"));
-            }
-            Ok(_) => {}
-            Err(e) => {
-                failure.get_or_insert(anyhow::anyhow!("a service panicked: {e}"));
-            }
-        }
-        if !shutdown.is_cancelled() {
-            shutdown.cancel();
-            // The others get the grace period to drain; then we stop waiting.
-            let rest = async { while set.join_next().await.is_some() {} };
-            if tokio::time::timeout(DEFAULT_GRACE, rest).await.is_err() {
-                tracing::warn!("services did not stop within the grace period");
-            }
-            break;
-        }
-    }
+    components.add("recorder", supervised(tokio::spawn(hwsched_recorder::run(recorder, clickhouse, b, tt, s))));
+    // The first service to end stops the others; they get the grace period to drain.
+    let result = components.run().await;
+    shutdown.cancel();
     bus.drain().await;
-    if let Some(h) = endpoint {
-        let _ = h.await;
-    }
-    failure.map_or(Ok(()), Err)
+    Ok(result?)
 }

@@ -50,17 +50,23 @@ pub struct Loop {
     pub last_heartbeat: Arc<Mutex<Option<WorkerHeartbeat>>>,
 }
 
+/// Why the loop ended before `stop`: the worker would send no heartbeats.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    /// The host's statistics cannot be read.
+    #[error("cannot read host statistics")]
+    Host(#[source] sysinfo::Error),
+    /// Sampling the host panicked.
+    #[error("host sampling panicked")]
+    SamplingPanicked,
+}
+
 impl Loop {
-    /// Runs until `stop`.
-    pub async fn run(self, stop: CancellationToken) {
-        let sampler = match Sampler::new(self.cfg.level) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read host statistics: no telemetry from this worker");
-                return;
-            }
-        };
-        let Ok(tracker) = Tracker::new(std::path::Path::new(crate::rapl::POWERCAP_ROOT)) else { return };
+    /// Runs until `stop`. An error means no more heartbeats from this worker:
+    /// the monitor stops rather than keep taking work unseen.
+    pub async fn run(self, stop: CancellationToken) -> Result<(), LoopError> {
+        let sampler = Sampler::new(self.cfg.level).map_err(LoopError::Host)?;
+        let tracker = Tracker::new(std::path::Path::new(crate::rapl::POWERCAP_ROOT)).map_err(LoopError::Host)?;
         // Sampling reads /proc and NVML synchronously: it runs on the blocking pool.
         let mut sampler = Some(sampler);
         let tracker = Arc::new(Mutex::new(tracker));
@@ -76,7 +82,7 @@ impl Loop {
         let mut seq = 0u64;
         loop {
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => return Ok(()),
                 _ = track_tick.tick() => {
                     let (usage, tracker, gpus) = (self.running.usage.clone(), tracker.clone(), last_gpus.clone());
                     let _ = tokio::task::spawn_blocking(move || {
@@ -91,16 +97,15 @@ impl Loop {
                 _ = redetect.tick() => self.redetect().await,
                 _ = tick.tick() => {
                     seq += 1;
-                    let (Some(mut s), gpus) = (sampler.take(), self.gpus.clone()) else { return };
-                    let Ok((s, reading)) = tokio::task::spawn_blocking(move || {
+                    let (Some(mut s), gpus) = (sampler.take(), self.gpus.clone()) else {
+                        return Err(LoopError::SamplingPanicked);
+                    };
+                    let (s, reading) = tokio::task::spawn_blocking(move || {
                         let r = s.tick(gpus.as_deref());
                         (s, r)
                     })
                     .await
-                    else {
-                        tracing::error!("host sampling panicked: no more telemetry from this worker");
-                        return;
-                    };
+                    .map_err(|_| LoopError::SamplingPanicked)?;
                     sampler = Some(s);
                     last_gpus = reading.gpus.clone();
                     self.publish(&reading, seq).await;

@@ -9,7 +9,7 @@
 
 pub mod inventory;
 
-use std::time::Duration;
+use std::{convert::Infallible, time::Duration};
 
 use async_nats::jetstream::{self, AckKind};
 use clap::Args;
@@ -19,6 +19,7 @@ use hwsched_bus::{
     Bus, Stream,
 };
 use hwsched_proto::v1::{Alert, ExecutionResult, MetricsBatch, TaskEvent};
+use hwsched_shutdown::Components;
 use hwsched_store::{Store, StoreError};
 use hwsched_telemetry::{
     prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -99,65 +100,90 @@ pub async fn run(
         ("decisions", Stream::Events),
         ("alerts", Stream::Alerts),
     ];
-    let (a, b, c, d, e, f, ()) = tokio::join!(
+    // The first component to end before shutdown stops the recorder: a sink
+    // whose consumer is gone must not leave a process that says it is ready.
+    let mut components = Components::<anyhow::Error>::new(shutdown.clone());
+    add_sinks(&mut components, [metrics, results, decisions, alerts], &bus, &store, &shutdown);
+    components.add("inventory", inventory::run(&bus, &store, &shutdown));
+    components.add("retention", retention(&store, &shutdown));
+    components.add("backlog reporter", report_backlog(&bus, &sinks, &lag, &shutdown));
+    components.add("readiness", not_ready_on_shutdown(&telemetry, &shutdown));
+    components.run().await?;
+    tracing::info!("recorder stopped");
+    Ok(())
+}
+
+/// One component per sink: metrics, results, decisions, alerts.
+fn add_sinks<'a>(
+    components: &mut Components<'a, anyhow::Error>,
+    [metrics, results, decisions, alerts]: [Sink; 4],
+    bus: &'a Bus,
+    store: &'a Store,
+    shutdown: &'a CancellationToken,
+) {
+    components.add(
+        "metrics sink",
         metrics.run(
-            &bus,
-            &shutdown,
+            bus,
+            shutdown,
             |m: &MetricsBatch| m.samples.len(),
             |batch: Vec<MetricsBatch>| {
                 let store = store.clone();
                 async move { store.insert_metrics(&batch).await }
-            }
+            },
         ),
+    );
+    components.add(
+        "results sink",
         results.run(
-            &bus,
-            &shutdown,
+            bus,
+            shutdown,
             |_: &ExecutionResult| 1,
             |batch: Vec<ExecutionResult>| {
                 let store = store.clone();
                 async move { store.insert_runs(&batch).await }
-            }
+            },
         ),
+    );
+    components.add(
+        "decisions sink",
         decisions.run(
-            &bus,
-            &shutdown,
+            bus,
+            shutdown,
             |e: &TaskEvent| e.candidates.len().max(1),
             |batch: Vec<TaskEvent>| {
                 let store = store.clone();
                 async move { store.insert_decisions(&batch).await }
-            }
+            },
         ),
+    );
+    components.add(
+        "alerts sink",
         alerts.run(
-            &bus,
-            &shutdown,
+            bus,
+            shutdown,
             |_: &Alert| 1,
             |batch: Vec<Alert>| {
                 let store = store.clone();
                 async move { store.insert_alerts(&batch).await }
-            }
+            },
         ),
-        inventory::run(&bus, &store, &shutdown),
-        retention(&store, &shutdown),
-        report_backlog(&bus, &sinks, &lag, &shutdown),
     );
-    a?;
-    b?;
-    c?;
-    d?;
-    e?;
-    f?;
-    tracing::info!("recorder stopped");
-    Ok(())
 }
 
 /// Keeps `hwsched_recorder_pending` current from the consumers' info, apart
 /// from the sinks: a sink retrying an insert while ClickHouse is down is not
 /// reading messages, and that is when its backlog matters.
-async fn report_backlog(bus: &Bus, sinks: &[(&str, Stream)], lag: &Lag, shutdown: &CancellationToken) {
+async fn report_backlog(
+    bus: &Bus,
+    sinks: &[(&str, Stream)],
+    lag: &Lag,
+    shutdown: &CancellationToken,
+) -> Result<(), Infallible> {
     let mut tick = tokio::time::interval(LAG_EVERY);
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
         for (name, stream) in sinks {
@@ -169,13 +195,22 @@ async fn report_backlog(bus: &Bus, sinks: &[(&str, Stream)], lag: &Lag, shutdown
     }
 }
 
+/// Says ready until shutdown is requested, by a signal or by a component that ended.
+async fn not_ready_on_shutdown(telemetry: &Telemetry, shutdown: &CancellationToken) -> Result<(), Infallible> {
+    shutdown.cancelled().await;
+    telemetry.set_ready(false);
+    Ok(())
+}
+
 /// How often expired partitions are looked for (servers without TTL).
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// On servers without TTL, drops expired partitions at start and every hour
-/// (`Store::drop_expired_partitions`); modern servers expire rows by TTL.
+/// (`Store::drop_expired_partitions`); modern servers expire rows by TTL (it
+/// then only waits for shutdown).
 async fn retention(store: &Store, shutdown: &CancellationToken) -> anyhow::Result<()> {
     if store.version().is_modern() {
+        shutdown.cancelled().await;
         return Ok(());
     }
     let mut tick = tokio::time::interval(RETENTION_EVERY);

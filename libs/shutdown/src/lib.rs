@@ -1,9 +1,13 @@
 //! One shutdown path for every hwsched process: SIGTERM or SIGINT cancel a
 //! [`CancellationToken`] that every component watches; a second signal exits at once.
+//! Also the [`Backoff`] that retry loops wait with, cut short by that token.
 #![forbid(unsafe_code)]
+
+mod backoff;
 
 use std::time::Duration;
 
+pub use backoff::Backoff;
 pub use tokio_util::sync::CancellationToken;
 
 /// Default time components get to drain after the token is cancelled.

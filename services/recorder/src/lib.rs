@@ -19,6 +19,7 @@ use hwsched_bus::{
     Bus, Stream,
 };
 use hwsched_proto::v1::{Alert, ExecutionResult, MetricsBatch, TaskEvent};
+use hwsched_shutdown::Backoff;
 use hwsched_store::{Store, StoreError};
 use hwsched_telemetry::{
     prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -195,23 +196,26 @@ async fn retention(store: &Store, shutdown: &CancellationToken) -> anyhow::Resul
     }
 }
 
+/// First wait before retrying a ClickHouse connect or insert; it doubles up to [`RETRY_BACKOFF_CAP`].
+const RETRY_BACKOFF: Duration = Duration::from_millis(200);
+/// Longest wait between ClickHouse connect or insert attempts.
+const RETRY_BACKOFF_CAP: Duration = Duration::from_secs(10);
+
 /// Connects, retrying while ClickHouse is down; `None` if shutdown came first.
 async fn connect(
     cfg: &hwsched_config::ClickHouseConfig,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<Store>> {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::doubling(RETRY_BACKOFF, RETRY_BACKOFF_CAP);
     loop {
         match Store::connect_and_migrate(cfg).await {
             Ok(s) => return Ok(Some(s)),
             Err(e @ StoreError::Server { .. }) => {
                 let url = cfg.url.as_deref().map(hwsched_config::redact_url).unwrap_or_default();
                 tracing::warn!(url, error = %e, "ClickHouse not ready, retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(None),
-                    _ = tokio::time::sleep(backoff) => {}
+                if !backoff.wait(shutdown).await {
+                    return Ok(None);
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
             Err(e) => return Err(e.into()),
         }
@@ -310,7 +314,7 @@ impl Sink {
         Fut: std::future::Future<Output = Result<usize, StoreError>>,
         M: Clone,
     {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::doubling(RETRY_BACKOFF, RETRY_BACKOFF_CAP);
         let timeout = Duration::from_millis(self.cfg.insert_timeout_ms.max(1));
         loop {
             // A batch stays in progress while its insert is outstanding, so
@@ -342,16 +346,16 @@ impl Sink {
                 sink = self.name,
                 error,
                 messages = held.len(),
-                retry_in_ms = backoff.as_millis() as u64,
+                retry_in_ms = backoff.peek().as_millis() as u64,
                 "insert failed, batch kept for retry"
             );
             in_progress(held).await;
-            tokio::select! {
+            if !backoff.wait(shutdown).await {
                 // Unacked messages are redelivered to the next recorder.
-                _ = shutdown.cancelled() => { held.clear(); decoded.clear(); return; }
-                _ = tokio::time::sleep(backoff) => {}
+                held.clear();
+                decoded.clear();
+                return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(10));
         }
     }
 }

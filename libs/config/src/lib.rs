@@ -4,7 +4,21 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, Command, FromArgMatches};
+
+/// Default NATS URL (a local server).
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+/// Default first token of subject, stream and bucket names.
+pub const DEFAULT_SUBJECT_PREFIX: &str = "hws";
+
+/// What a flag struct holds when no flag is given, with its `HWSCHED_*`
+/// environment fallbacks ignored: its clap defaults. Each config's tests
+/// compare its `Default` (or test constructor) with this, so the defaults
+/// written in `#[arg]` and in code cannot drift apart.
+pub fn clap_defaults<T: Args + FromArgMatches>() -> Result<T, clap::Error> {
+    let cmd = T::augment_args(Command::new("defaults")).mut_args(|a| a.env(Option::<&'static str>::None));
+    T::from_arg_matches(&cmd.try_get_matches_from(["defaults"])?)
+}
 
 /// A configuration problem, naming the field (flag and environment variable).
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +78,7 @@ pub struct NatsConfig {
         global = true,
         long = "nats-url",
         env = "HWSCHED_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
+        default_value = DEFAULT_NATS_URL
     )]
     pub url: String,
     /// NATS credentials file (JWT + nkey seed).
@@ -97,7 +111,7 @@ pub struct NatsConfig {
         global = true,
         long = "subject-prefix",
         env = "HWSCHED_SUBJECT_PREFIX",
-        default_value = "hws"
+        default_value = DEFAULT_SUBJECT_PREFIX
     )]
     pub subject_prefix: String,
 }
@@ -113,7 +127,7 @@ impl NatsConfig {
             tls_ca: None,
             tls_cert: None,
             tls_key: None,
-            subject_prefix: "hws".into(),
+            subject_prefix: DEFAULT_SUBJECT_PREFIX.into(),
         }
     }
 
@@ -328,6 +342,19 @@ mod tests {
     #[test]
     fn default_nats_config_is_valid() {
         NatsConfig::new("nats://127.0.0.1:4222").validate().expect("valid");
+    }
+
+    #[test]
+    fn new_holds_the_clap_defaults() {
+        let parsed: NatsConfig = clap_defaults().expect("no flags");
+        assert_eq!(format!("{parsed:?}"), format!("{:?}", NatsConfig::new(DEFAULT_NATS_URL)));
+    }
+
+    #[test]
+    fn clap_defaults_ignore_the_environment() {
+        // Arg::env(None) drops the fallback, so this holds whatever HWSCHED_* is set.
+        let cmd = NatsConfig::augment_args(Command::new("t")).mut_args(|a| a.env(Option::<&'static str>::None));
+        assert!(cmd.get_arguments().all(|a| a.get_env().is_none()));
     }
 
     #[test]

@@ -27,29 +27,46 @@ use hwsched_telemetry::{
 };
 use tokio_util::sync::CancellationToken;
 
+/// Default values, shared by the flags and `Default`.
+pub mod defaults {
+    /// Rows per insert.
+    pub const BATCH_ROWS: usize = 50_000;
+    /// Messages per insert at most.
+    pub const BATCH_MESSAGES: usize = 10_000;
+    /// Longest a message waits for its batch (ms).
+    pub const FLUSH_MS: u64 = 1000;
+    /// Insert confirmation timeout (ms).
+    pub const INSERT_TIMEOUT_MS: u64 = 20_000;
+}
+
 /// Recorder settings.
 #[derive(Debug, Clone, Args)]
 pub struct RecorderConfig {
     /// Rows per insert: a batch is inserted once it holds this many rows
     /// (ClickHouse prefers few large inserts), or after `flush-ms`.
-    #[arg(long = "batch-rows", env = "HWSCHED_RECORDER_BATCH_ROWS", default_value_t = 50_000)]
+    #[arg(long = "batch-rows", env = "HWSCHED_RECORDER_BATCH_ROWS", default_value_t = defaults::BATCH_ROWS)]
     pub batch_rows: usize,
     /// Messages per insert at most (bounds memory when messages hold few rows).
-    #[arg(long = "batch-messages", env = "HWSCHED_RECORDER_BATCH", default_value_t = 10_000)]
+    #[arg(long = "batch-messages", env = "HWSCHED_RECORDER_BATCH", default_value_t = defaults::BATCH_MESSAGES)]
     pub batch_messages: usize,
     /// Longest a message waits for its batch (ms).
-    #[arg(long = "flush-ms", env = "HWSCHED_RECORDER_FLUSH_MS", default_value_t = 1000)]
+    #[arg(long = "flush-ms", env = "HWSCHED_RECORDER_FLUSH_MS", default_value_t = defaults::FLUSH_MS)]
     pub flush_ms: u64,
     /// An insert ClickHouse has not confirmed after this long (ms) counts as
     /// failed and is retried: a frozen or overloaded server must not hold a
     /// batch forever. A retried insert that did land collapses at merge.
-    #[arg(long = "insert-timeout-ms", env = "HWSCHED_RECORDER_INSERT_TIMEOUT_MS", default_value_t = 20_000)]
+    #[arg(long = "insert-timeout-ms", env = "HWSCHED_RECORDER_INSERT_TIMEOUT_MS", default_value_t = defaults::INSERT_TIMEOUT_MS)]
     pub insert_timeout_ms: u64,
 }
 
 impl Default for RecorderConfig {
     fn default() -> Self {
-        Self { batch_rows: 50_000, batch_messages: 10_000, flush_ms: 1000, insert_timeout_ms: 20_000 }
+        Self {
+            batch_rows: defaults::BATCH_ROWS,
+            batch_messages: defaults::BATCH_MESSAGES,
+            flush_ms: defaults::FLUSH_MS,
+            insert_timeout_ms: defaults::INSERT_TIMEOUT_MS,
+        }
     }
 }
 
@@ -364,5 +381,16 @@ impl Sink {
 async fn in_progress(held: &[jetstream::Message]) {
     for m in held {
         let _ = m.ack_with(AckKind::Progress).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_equals_the_flag_defaults() {
+        let parsed: RecorderConfig = hwsched_config::clap_defaults().expect("no flags");
+        assert_eq!(format!("{parsed:?}"), format!("{:?}", RecorderConfig::default()));
     }
 }

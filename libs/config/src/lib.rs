@@ -20,6 +20,18 @@ pub fn clap_defaults<T: Args + FromArgMatches>() -> Result<T, clap::Error> {
     T::from_arg_matches(&cmd.try_get_matches_from(["defaults"])?)
 }
 
+/// Checks that `value` (a config's `Default` or test constructor) holds the
+/// [`clap_defaults`]; the error shows both when they differ.
+pub fn check_flag_defaults<T: Args + FromArgMatches + std::fmt::Debug>(value: &T) -> Result<(), String> {
+    let parsed = clap_defaults::<T>().map_err(|e| e.to_string())?;
+    let (parsed, value) = (format!("{parsed:?}"), format!("{value:?}"));
+    if parsed == value {
+        Ok(())
+    } else {
+        Err(format!("flag defaults {parsed} differ from {value}"))
+    }
+}
+
 /// A configuration problem, naming the field (flag and environment variable).
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {field}: {reason}")]
@@ -346,8 +358,8 @@ mod tests {
 
     #[test]
     fn new_holds_the_clap_defaults() {
-        let parsed: NatsConfig = clap_defaults().expect("no flags");
-        assert_eq!(format!("{parsed:?}"), format!("{:?}", NatsConfig::new(DEFAULT_NATS_URL)));
+        check_flag_defaults(&NatsConfig::new(DEFAULT_NATS_URL)).expect("one set of defaults");
+        assert!(check_flag_defaults(&NatsConfig::new("nats://elsewhere:4222")).is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub use async_nats;
 use async_nats::{jetstream, HeaderMap};
 use hwsched_config::{redact_url, NatsConfig};
 use hwsched_proto::v1::{TaskEvent, TaskEventKind, TaskRequest};
+use hwsched_shutdown::Backoff;
 use prost::Message;
 
 pub use codec::{decode, DecodeError, Encoding};
@@ -85,13 +86,18 @@ pub struct Bus {
 /// How long connecting keeps retrying before it reports failure.
 pub const CONNECT_DEADLINE: Duration = Duration::from_secs(30);
 
+/// First wait between connection attempts; it doubles up to [`CONNECT_BACKOFF_CAP`].
+const CONNECT_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait between connection attempts.
+const CONNECT_BACKOFF_CAP: Duration = Duration::from_secs(5);
+
 impl Bus {
     /// Validates `cfg`, then connects, retrying with exponential backoff until
     /// `deadline`. `name` identifies the connection in server monitoring.
     pub async fn connect(cfg: &NatsConfig, name: &str, deadline: Duration) -> Result<Self, BusError> {
         cfg.validate()?;
         let started = tokio::time::Instant::now();
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::doubling(CONNECT_BACKOFF, CONNECT_BACKOFF_CAP);
         loop {
             match connect_once(cfg, name).await {
                 Ok(client) => {
@@ -99,10 +105,9 @@ impl Bus {
                     let js = jetstream::new(client.clone());
                     return Ok(Self { client, js, subjects: Subjects::new(&cfg.subject_prefix) });
                 }
-                Err(e) if started.elapsed() + backoff < deadline => {
-                    tracing::warn!(url = %redact_url(&cfg.url), error = %e, retry_in_ms = backoff.as_millis() as u64, "NATS not reachable, retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                Err(e) if started.elapsed() + backoff.peek() < deadline => {
+                    tracing::warn!(url = %redact_url(&cfg.url), error = %e, retry_in_ms = backoff.peek().as_millis() as u64, "NATS not reachable, retrying");
+                    tokio::time::sleep(backoff.next()).await;
                 }
                 Err(e) => return Err(BusError::Connect { url: redact_url(&cfg.url), reason: e.to_string() }),
             }

@@ -4,7 +4,33 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, Command, FromArgMatches};
+
+/// Default NATS URL (a local server).
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+/// Default first token of subject, stream and bucket names.
+pub const DEFAULT_SUBJECT_PREFIX: &str = "hws";
+
+/// What a flag struct holds when no flag is given, with its `HWSCHED_*`
+/// environment fallbacks ignored: its clap defaults. Each config's tests
+/// compare its `Default` (or test constructor) with this, so the defaults
+/// written in `#[arg]` and in code cannot drift apart.
+pub fn clap_defaults<T: Args + FromArgMatches>() -> Result<T, clap::Error> {
+    let cmd = T::augment_args(Command::new("defaults")).mut_args(|a| a.env(Option::<&'static str>::None));
+    T::from_arg_matches(&cmd.try_get_matches_from(["defaults"])?)
+}
+
+/// Checks that `value` (a config's `Default` or test constructor) holds the
+/// [`clap_defaults`]; the error shows both when they differ.
+pub fn check_flag_defaults<T: Args + FromArgMatches + std::fmt::Debug>(value: &T) -> Result<(), String> {
+    let parsed = clap_defaults::<T>().map_err(|e| e.to_string())?;
+    let (parsed, value) = (format!("{parsed:?}"), format!("{value:?}"));
+    if parsed == value {
+        Ok(())
+    } else {
+        Err(format!("flag defaults {parsed} differ from {value}"))
+    }
+}
 
 /// A configuration problem, naming the field (flag and environment variable).
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +90,7 @@ pub struct NatsConfig {
         global = true,
         long = "nats-url",
         env = "HWSCHED_NATS_URL",
-        default_value = "nats://127.0.0.1:4222"
+        default_value = DEFAULT_NATS_URL
     )]
     pub url: String,
     /// NATS credentials file (JWT + nkey seed).
@@ -97,7 +123,7 @@ pub struct NatsConfig {
         global = true,
         long = "subject-prefix",
         env = "HWSCHED_SUBJECT_PREFIX",
-        default_value = "hws"
+        default_value = DEFAULT_SUBJECT_PREFIX
     )]
     pub subject_prefix: String,
 }
@@ -113,7 +139,7 @@ impl NatsConfig {
             tls_ca: None,
             tls_cert: None,
             tls_key: None,
-            subject_prefix: "hws".into(),
+            subject_prefix: DEFAULT_SUBJECT_PREFIX.into(),
         }
     }
 
@@ -328,6 +354,19 @@ mod tests {
     #[test]
     fn default_nats_config_is_valid() {
         NatsConfig::new("nats://127.0.0.1:4222").validate().expect("valid");
+    }
+
+    #[test]
+    fn new_holds_the_clap_defaults() {
+        check_flag_defaults(&NatsConfig::new(DEFAULT_NATS_URL)).expect("one set of defaults");
+        assert!(check_flag_defaults(&NatsConfig::new("nats://elsewhere:4222")).is_err());
+    }
+
+    #[test]
+    fn clap_defaults_ignore_the_environment() {
+        // Arg::env(None) drops the fallback, so this holds whatever HWSCHED_* is set.
+        let cmd = NatsConfig::augment_args(Command::new("t")).mut_args(|a| a.env(Option::<&'static str>::None));
+        assert!(cmd.get_arguments().all(|a| a.get_env().is_none()));
     }
 
     #[test]

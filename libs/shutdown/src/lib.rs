@@ -1,12 +1,15 @@
 //! One shutdown path for every hwsched process: SIGTERM or SIGINT cancel a
 //! [`CancellationToken`] that every component watches; a second signal exits at once;
-//! and a component that ends before shutdown was requested cancels it ([`Components`]).
+//! a component that ends before shutdown was requested cancels it ([`Components`]);
+//! and the [`Backoff`] that retry loops wait with, cut short by that token.
 #![forbid(unsafe_code)]
 
+mod backoff;
 mod components;
 
 use std::time::Duration;
 
+pub use backoff::Backoff;
 pub use components::{BoxError, ComponentError, Components};
 pub use tokio_util::sync::CancellationToken;
 

@@ -4,18 +4,19 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hwsched_alerting::{rules, Evaluator, RuleSet};
+use hwsched_proto::metric;
 
 const METRICS: [(&str, &str); 10] = [
-    ("cpu.util_pct", "cpu"),
-    ("cpu.temp_c", "cpu"),
-    ("mem.used_pct", "mem"),
-    ("disk.used_pct", "nvme0n1"),
-    ("gpu.util_pct", "gpu0"),
-    ("gpu.mem_used_pct", "gpu0"),
-    ("gpu.temp_c", "gpu0"),
-    ("gpu.throttle_thermal", "gpu0"),
-    ("gpu.throttle_power", "gpu0"),
-    ("gpu.ecc_uncorrected", "gpu0"),
+    (metric::CPU_UTIL_PCT, "cpu"),
+    (metric::CPU_TEMP_C, "cpu"),
+    (metric::MEM_USED_PCT, "mem"),
+    (metric::DISK_USED_PCT, "nvme0n1"),
+    (metric::GPU_UTIL_PCT, "gpu0"),
+    (metric::GPU_MEM_USED_PCT, "gpu0"),
+    (metric::GPU_TEMP_C, "gpu0"),
+    (metric::GPU_THROTTLE_THERMAL, "gpu0"),
+    (metric::GPU_THROTTLE_POWER, "gpu0"),
+    (metric::GPU_ECC_UNCORRECTED, "gpu0"),
 ];
 
 fn evaluate(c: &mut Criterion) {

@@ -5,7 +5,10 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use hwsched_proto::v1::{ExecutionResult, TaskStatus, WorkerState};
+use hwsched_proto::{
+    metric,
+    v1::{ExecutionResult, TaskStatus, WorkerState},
+};
 
 /// One derived sample: worker id, device, metric, value.
 pub type Sample = (String, String, &'static str, f64);
@@ -26,14 +29,16 @@ impl Liveness {
         } else {
             self.last_ms.insert(worker_id.to_string(), now_ms);
         }
-        (worker_id.to_string(), "node".into(), "worker.heartbeat_age_s", 0.0)
+        (worker_id.to_string(), "node".into(), metric::WORKER_HEARTBEAT_AGE_S, 0.0)
     }
 
     /// The age of every known worker's last heartbeat.
     pub fn samples(&self, now_ms: i64) -> Vec<Sample> {
         self.last_ms
             .iter()
-            .map(|(w, at)| (w.clone(), "node".into(), "worker.heartbeat_age_s", (now_ms - at).max(0) as f64 / 1000.0))
+            .map(|(w, at)| {
+                (w.clone(), "node".into(), metric::WORKER_HEARTBEAT_AGE_S, (now_ms - at).max(0) as f64 / 1000.0)
+            })
             .collect()
     }
 
@@ -104,8 +109,8 @@ impl Outcomes {
 pub fn recorder_lag(stream: &str, pending: u64, last_ack_ms: Option<i64>, created_ms: i64, now_ms: i64) -> [Sample; 2] {
     let lag_s = if pending == 0 { 0.0 } else { (now_ms - last_ack_ms.unwrap_or(created_ms)).max(0) as f64 / 1000.0 };
     [
-        (RECORDER_ID.into(), stream.to_string(), "recorder.pending", pending as f64),
-        (RECORDER_ID.into(), stream.to_string(), "recorder.lag_s", lag_s),
+        (RECORDER_ID.into(), stream.to_string(), metric::RECORDER_PENDING, pending as f64),
+        (RECORDER_ID.into(), stream.to_string(), metric::RECORDER_LAG_S, lag_s),
     ]
 }
 

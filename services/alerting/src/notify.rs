@@ -11,6 +11,7 @@ use std::time::Duration;
 use std::collections::BTreeMap;
 
 use hwsched_proto::v1::{Alert, AlertState};
+use hwsched_shutdown::Backoff;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -199,7 +200,8 @@ impl Notifier {
 
 /// POSTs one notification, retrying on errors and 5xx/429 answers.
 async fn deliver(client: reqwest::Client, url: String, body: String, what: String) {
-    let mut wait = FIRST_BACKOFF;
+    // No cap: the attempts bound the longest wait.
+    let mut backoff = Backoff::doubling(FIRST_BACKOFF, Duration::MAX);
     for attempt in 1..=ATTEMPTS {
         let sent = client.post(&url).header("Content-Type", "application/json").body(body.clone()).send().await;
         let why = match sent {
@@ -219,9 +221,14 @@ async fn deliver(client: reqwest::Client, url: String, body: String, what: Strin
             tracing::error!(url, what, error = why, "notification not delivered, giving up");
             return;
         }
-        tracing::warn!(url, attempt, error = why, retry_in_ms = wait.as_millis() as u64, "notification not delivered");
-        tokio::time::sleep(wait).await;
-        wait *= 2;
+        tracing::warn!(
+            url,
+            attempt,
+            error = why,
+            retry_in_ms = backoff.peek().as_millis() as u64,
+            "notification not delivered"
+        );
+        tokio::time::sleep(backoff.next()).await;
     }
 }
 

@@ -30,18 +30,21 @@ pub use hwsched_model::Model;
 
 pub use hwsched_model::SNAPSHOT_KEY;
 
+/// Default of `--publish-interval-ms` (ms).
+pub const DEFAULT_PUBLISH_INTERVAL_MS: u64 = 2000;
+
 /// Learner settings.
 #[derive(Debug, Clone, Args)]
 pub struct LearnerConfig {
     /// How often a changed model is published (ms); results are acknowledged when it is (so at most 10 s).
-    #[arg(long = "publish-interval-ms", env = "HWSCHED_LEARNER_PUBLISH_MS", default_value_t = 2000,
+    #[arg(long = "publish-interval-ms", env = "HWSCHED_LEARNER_PUBLISH_MS", default_value_t = DEFAULT_PUBLISH_INTERVAL_MS,
           value_parser = clap::value_parser!(u64).range(100..=10_000))]
     pub publish_interval_ms: u64,
 }
 
 impl Default for LearnerConfig {
     fn default() -> Self {
-        Self { publish_interval_ms: 2000 }
+        Self { publish_interval_ms: DEFAULT_PUBLISH_INTERVAL_MS }
     }
 }
 
@@ -330,5 +333,15 @@ async fn publish(
             tracing::warn!(error = %e, "model not published; its results stay unacknowledged");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_equals_the_flag_defaults() {
+        hwsched_config::check_flag_defaults(&LearnerConfig::default()).expect("one set of defaults");
     }
 }

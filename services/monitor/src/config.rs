@@ -19,6 +19,20 @@ fn accelerator(s: &str) -> Result<(String, u32), String> {
     Ok((k.to_lowercase(), n))
 }
 
+/// Default values, shared by the flags and [`MonitorConfig::for_tests`].
+pub mod defaults {
+    use super::Level;
+
+    /// Telemetry and heartbeat period (ms).
+    pub const INTERVAL_MS: u64 = 1000;
+    /// What is measured.
+    pub const LEVEL: Level = Level::Standard;
+    /// Metrics batches kept while NATS is unreachable.
+    pub const BUFFER_BATCHES: usize = 600;
+    /// Ack wait of assignments (s).
+    pub const ACK_WAIT_S: u64 = 30;
+}
+
 /// How much the monitor measures. Each level includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum Level {
@@ -47,17 +61,17 @@ pub struct MonitorConfig {
     #[arg(long = "slots", env = "HWSCHED_MONITOR_SLOTS")]
     pub slots: Option<u32>,
     /// Telemetry and heartbeat period, milliseconds.
-    #[arg(long = "interval-ms", env = "HWSCHED_MONITOR_INTERVAL_MS", default_value_t = 1000,
+    #[arg(long = "interval-ms", env = "HWSCHED_MONITOR_INTERVAL_MS", default_value_t = defaults::INTERVAL_MS,
           value_parser = clap::value_parser!(u64).range(100..=60_000))]
     pub interval_ms: u64,
     /// What to measure: basic, standard, detailed or intensive.
-    #[arg(long = "level", env = "HWSCHED_MONITOR_LEVEL", value_enum, default_value_t = Level::Standard)]
+    #[arg(long = "level", env = "HWSCHED_MONITOR_LEVEL", value_enum, default_value_t = defaults::LEVEL)]
     pub level: Level,
     /// Metrics batches kept while NATS is unreachable (oldest dropped beyond, and counted).
-    #[arg(long = "buffer-batches", env = "HWSCHED_MONITOR_BUFFER", default_value_t = 600)]
+    #[arg(long = "buffer-batches", env = "HWSCHED_MONITOR_BUFFER", default_value_t = defaults::BUFFER_BATCHES)]
     pub buffer_batches: usize,
     /// Seconds an unacknowledged assignment waits before JetStream redelivers it (after a monitor crash).
-    #[arg(long = "ack-wait-s", env = "HWSCHED_MONITOR_ACK_WAIT_S", default_value_t = 30,
+    #[arg(long = "ack-wait-s", env = "HWSCHED_MONITOR_ACK_WAIT_S", default_value_t = defaults::ACK_WAIT_S,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub ack_wait_s: u64,
     /// Only report telemetry and capabilities; another framework executes the assignments
@@ -101,10 +115,10 @@ impl MonitorConfig {
             worker_id: None,
             node_name: None,
             slots: None,
-            interval_ms: 1000,
-            level: Level::Standard,
-            buffer_batches: 600,
-            ack_wait_s: 30,
+            interval_ms: defaults::INTERVAL_MS,
+            level: defaults::LEVEL,
+            buffer_batches: defaults::BUFFER_BATCHES,
+            ack_wait_s: defaults::ACK_WAIT_S,
             observe_only: false,
             accelerators: vec![],
             backends: vec![],
@@ -114,5 +128,15 @@ impl MonitorConfig {
             task_dir: None,
             policy: Default::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn for_tests_equals_the_flag_defaults() {
+        hwsched_config::check_flag_defaults(&MonitorConfig::for_tests()).expect("one set of defaults");
     }
 }

@@ -15,9 +15,15 @@ use hwsched_proto::{
     v1::{AttemptJournal, ExecutionResult, TaskAssignment, TaskEventKind, TaskStatus},
     Message,
 };
+use hwsched_shutdown::Backoff;
 use tokio_util::sync::CancellationToken;
 
 use crate::{process, usage::TaskUsage};
+
+/// First wait before republishing a result that was not stored; it doubles up to [`RESULT_BACKOFF_CAP`].
+const RESULT_BACKOFF: Duration = Duration::from_millis(200);
+/// Longest wait between result publish attempts.
+const RESULT_BACKOFF_CAP: Duration = Duration::from_secs(5);
 
 /// What runs on this worker now; shared with the telemetry loop.
 #[derive(Debug, Default)]
@@ -261,20 +267,16 @@ impl Executor {
     ) {
         let subject = self.bus.subjects().results(&result.worker_id, &result.task_id);
         let msg_id = format!("{}:{}", result.task_id, result.attempt);
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::doubling(RESULT_BACKOFF, RESULT_BACKOFF_CAP);
         loop {
             match self.bus.publish_durable(subject.clone(), &result, Some(&msg_id), Some(tp)).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(parent: span, error = %e, "result not stored yet, retrying");
-                    tokio::select! {
-                        _ = stop.cancelled() => {
-                            tracing::warn!(parent: span, "monitor stopping before the result was stored; assignment left for redelivery");
-                            return;
-                        }
-                        _ = tokio::time::sleep(backoff) => {}
+                    if !backoff.wait(stop).await {
+                        tracing::warn!(parent: span, "monitor stopping before the result was stored; assignment left for redelivery");
+                        return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }

@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 
-use hwsched_proto::v1::{GpuInfo, MetricSample};
+use hwsched_proto::{
+    metric,
+    v1::{GpuInfo, MetricSample},
+};
 
 use crate::config::Level;
 use nvml_wrapper::{
@@ -178,21 +181,25 @@ pub fn to_samples(s: &GpuSample, level: Level, out: &mut Vec<MetricSample>) {
         }
     };
     let flag = |b: bool| Some(f64::from(u8::from(b)));
-    push(Basic, "gpu.util_pct", Some(s.util_pct));
-    push(Basic, "gpu.mem_used_mb", Some(s.memory_used_mb));
-    push(Basic, "gpu.mem_used_pct", (s.memory_total_mb > 0.0).then(|| 100.0 * s.memory_used_mb / s.memory_total_mb));
-    push(Standard, "gpu.temp_c", Some(s.temp_c));
-    push(Standard, "gpu.power_w", Some(s.power_w));
-    push(Standard, "gpu.power_limit_w", s.power_limit_w);
-    push(Detailed, "gpu.mem_util_pct", s.mem_util_pct);
-    push(Detailed, "gpu.sm_clock_mhz", Some(s.sm_clock_mhz));
-    push(Detailed, "gpu.mem_clock_mhz", s.mem_clock_mhz);
-    push(Detailed, "gpu.fan_pct", s.fan_pct);
-    push(Detailed, "gpu.throttle_thermal", flag(s.thermal_throttle));
-    push(Detailed, "gpu.throttle_power", flag(s.power_throttle));
-    push(Detailed, "gpu.throttle_hw_slowdown", flag(s.hw_slowdown));
-    push(Detailed, "gpu.ecc_corrected", s.ecc_corrected.map(|v| v as f64));
-    push(Detailed, "gpu.ecc_uncorrected", s.ecc_uncorrected.map(|v| v as f64));
+    push(Basic, metric::GPU_UTIL_PCT, Some(s.util_pct));
+    push(Basic, metric::GPU_MEM_USED_MB, Some(s.memory_used_mb));
+    push(
+        Basic,
+        metric::GPU_MEM_USED_PCT,
+        (s.memory_total_mb > 0.0).then(|| 100.0 * s.memory_used_mb / s.memory_total_mb),
+    );
+    push(Standard, metric::GPU_TEMP_C, Some(s.temp_c));
+    push(Standard, metric::GPU_POWER_W, Some(s.power_w));
+    push(Standard, metric::GPU_POWER_LIMIT_W, s.power_limit_w);
+    push(Detailed, metric::GPU_MEM_UTIL_PCT, s.mem_util_pct);
+    push(Detailed, metric::GPU_SM_CLOCK_MHZ, Some(s.sm_clock_mhz));
+    push(Detailed, metric::GPU_MEM_CLOCK_MHZ, s.mem_clock_mhz);
+    push(Detailed, metric::GPU_FAN_PCT, s.fan_pct);
+    push(Detailed, metric::GPU_THROTTLE_THERMAL, flag(s.thermal_throttle));
+    push(Detailed, metric::GPU_THROTTLE_POWER, flag(s.power_throttle));
+    push(Detailed, metric::GPU_THROTTLE_HW_SLOWDOWN, flag(s.hw_slowdown));
+    push(Detailed, metric::GPU_ECC_CORRECTED, s.ecc_corrected.map(|v| v as f64));
+    push(Detailed, metric::GPU_ECC_UNCORRECTED, s.ecc_uncorrected.map(|v| v as f64));
 }
 
 #[cfg(test)]

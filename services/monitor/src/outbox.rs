@@ -14,8 +14,14 @@ use std::{
 
 use hwsched_bus::Bus;
 use hwsched_proto::v1::MetricsBatch;
+use hwsched_shutdown::Backoff;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+/// First wait before resending after a failed send; it doubles up to [`SEND_BACKOFF_CAP`].
+const SEND_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait between sends while they fail.
+const SEND_BACKOFF_CAP: Duration = Duration::from_secs(5);
 
 /// Pending metrics batches.
 #[derive(Debug)]
@@ -79,7 +85,7 @@ impl Outbox {
 
     /// Sends queued batches in order until `stop`; a failed send is retried with backoff.
     pub async fn run(&self, bus: Bus, stop: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::doubling(SEND_BACKOFF, SEND_BACKOFF_CAP);
         let mut failing = false;
         loop {
             let Some(batch) = self.front() else {
@@ -98,18 +104,16 @@ impl Outbox {
                         tracing::info!(queued = self.len(), dropped = self.dropped(), "metrics flowing again");
                         failing = false;
                     }
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                 }
                 Err(e) => {
                     if !failing {
                         tracing::warn!(error = %e, "metrics not stored, buffering");
                         failing = true;
                     }
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                    if !backoff.wait(&stop).await {
+                        return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! Host telemetry: one refresh per interval produces the metrics batch (as much
 //! as the configured [`Level`] asks for) and the heartbeat's load summary.
 
-use hwsched_proto::v1::MetricSample;
+use hwsched_proto::{metric, v1::MetricSample};
 use sysinfo::{Components, Disks, Networks, System};
 
 use crate::{
@@ -89,27 +89,27 @@ impl Sampler {
         let mut r = Reading::default();
         let mut out = Out { level, samples: &mut r.samples };
         let cpu = f64::from(self.sys.global_cpu_usage());
-        out.push(Basic, "cpu.util_pct", "cpu", cpu);
+        out.push(Basic, metric::CPU_UTIL_PCT, "cpu", cpu);
         for (i, c) in self.sys.cpus().iter().enumerate() {
             let device = format!("cpu{i}");
-            out.push(Detailed, "cpu.util_pct", &device, f64::from(c.usage()));
-            out.push(Detailed, "cpu.freq_mhz", &device, c.frequency() as f64);
+            out.push(Detailed, metric::CPU_UTIL_PCT, &device, f64::from(c.usage()));
+            out.push(Detailed, metric::CPU_FREQ_MHZ, &device, c.frequency() as f64);
         }
         if let Ok(load) = System::load_average() {
-            out.push(Standard, "cpu.load1", "cpu", load.one);
-            out.push(Standard, "cpu.load5", "cpu", load.five);
-            out.push(Standard, "cpu.load15", "cpu", load.fifteen);
+            out.push(Standard, metric::CPU_LOAD1, "cpu", load.one);
+            out.push(Standard, metric::CPU_LOAD5, "cpu", load.five);
+            out.push(Standard, metric::CPU_LOAD15, "cpu", load.fifteen);
         }
         let total = self.sys.total_memory() as f64;
         let used = self.sys.used_memory() as f64;
         let mem_pct = if total > 0.0 { 100.0 * used / total } else { 0.0 };
-        out.push(Basic, "mem.used_pct", "mem", mem_pct);
-        out.push(Basic, "mem.used_mb", "mem", used / 1048576.0);
-        out.push(Basic, "mem.available_mb", "mem", self.sys.available_memory() as f64 / 1048576.0);
+        out.push(Basic, metric::MEM_USED_PCT, "mem", mem_pct);
+        out.push(Basic, metric::MEM_USED_MB, "mem", used / 1048576.0);
+        out.push(Basic, metric::MEM_AVAILABLE_MB, "mem", self.sys.available_memory() as f64 / 1048576.0);
         if self.sys.total_swap() > 0 {
             out.push(
                 Standard,
-                "swap.used_pct",
+                metric::SWAP_USED_PCT,
                 "swap",
                 100.0 * self.sys.used_swap() as f64 / self.sys.total_swap() as f64,
             );
@@ -126,31 +126,31 @@ impl Sampler {
                 let u = d.usage();
                 out.push(
                     Standard,
-                    "disk.used_pct",
+                    metric::DISK_USED_PCT,
                     &name,
                     100.0 * (1.0 - d.available_space() as f64 / d.total_space() as f64),
                 );
-                out.push(Standard, "disk.read_bytes_per_s", &name, u.read_bytes as f64 / elapsed);
-                out.push(Standard, "disk.written_bytes_per_s", &name, u.written_bytes as f64 / elapsed);
+                out.push(Standard, metric::DISK_READ_BYTES_PER_S, &name, u.read_bytes as f64 / elapsed);
+                out.push(Standard, metric::DISK_WRITTEN_BYTES_PER_S, &name, u.written_bytes as f64 / elapsed);
                 seen.push(name);
             }
             for (name, n) in self.networks.iter() {
                 let name = &*name.to_string_lossy();
                 if name != "lo" {
-                    out.push(Standard, "net.rx_bytes_per_s", name, n.received() as f64 / elapsed);
-                    out.push(Standard, "net.tx_bytes_per_s", name, n.transmitted() as f64 / elapsed);
+                    out.push(Standard, metric::NET_RX_BYTES_PER_S, name, n.received() as f64 / elapsed);
+                    out.push(Standard, metric::NET_TX_BYTES_PER_S, name, n.transmitted() as f64 / elapsed);
                 }
             }
-            out.push(Standard, "host.processes", "host", process_count() as f64);
+            out.push(Standard, metric::HOST_PROCESSES, "host", process_count() as f64);
         }
         let mut cpu_temp: f64 = 0.0;
         for c in self.components.iter() {
             let Some(t) = c.temperature().map(f64::from).filter(|t| t.is_finite() && *t > 0.0) else { continue };
             cpu_temp = cpu_temp.max(t);
-            out.push(Detailed, "sensor.temp_c", &sensor_device(c.label()), t);
+            out.push(Detailed, metric::SENSOR_TEMP_C, &sensor_device(c.label()), t);
         }
         if cpu_temp > 0.0 {
-            out.push(Standard, "cpu.temp_c", "cpu", cpu_temp);
+            out.push(Standard, metric::CPU_TEMP_C, "cpu", cpu_temp);
         }
         let gpu_samples = gpus.map(Gpus::sample).unwrap_or_default();
         for g in &gpu_samples {

@@ -10,6 +10,7 @@ use std::{
 
 use hwsched_bus::{now_ms, Bus};
 use hwsched_proto::{
+    metric,
     v1::{MetricSample, MetricsBatch, WorkerCapabilities, WorkerHeartbeat, WorkerState},
     SCHEMA_VERSION,
 };
@@ -126,11 +127,11 @@ impl Loop {
                         let device = format!("task:{}", u.task_id);
                         [
                             MetricSample {
-                                metric: "task.cpu_pct".into(),
+                                metric: metric::TASK_CPU_PCT.into(),
                                 device: device.clone(),
                                 value: u.last_cpu_pct,
                             },
-                            MetricSample { metric: "task.mem_mb".into(), device, value: u.last_memory_mb as f64 },
+                            MetricSample { metric: metric::TASK_MEM_MB.into(), device, value: u.last_memory_mb as f64 },
                         ]
                     })
                     .collect()
@@ -142,12 +143,12 @@ impl Loop {
         let mut samples = reading.samples.clone();
         samples.append(&mut task_samples);
         samples.push(MetricSample {
-            metric: "worker.slots_used".into(),
+            metric: metric::WORKER_SLOTS_USED.into(),
             device: "worker".into(),
             value: tasks.len() as f64,
         });
         samples.push(MetricSample {
-            metric: "monitor.dropped_batches".into(),
+            metric: metric::MONITOR_DROPPED_BATCHES.into(),
             device: "worker".into(),
             value: self.outbox.dropped() as f64,
         });

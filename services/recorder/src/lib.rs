@@ -19,7 +19,7 @@ use hwsched_bus::{
     Bus, Stream,
 };
 use hwsched_proto::v1::{Alert, ExecutionResult, MetricsBatch, TaskEvent};
-use hwsched_shutdown::Components;
+use hwsched_shutdown::{Backoff, Components};
 use hwsched_store::{Store, StoreError};
 use hwsched_telemetry::{
     prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -27,29 +27,46 @@ use hwsched_telemetry::{
 };
 use tokio_util::sync::CancellationToken;
 
+/// Default values, shared by the flags and `Default`.
+pub mod defaults {
+    /// Rows per insert.
+    pub const BATCH_ROWS: usize = 50_000;
+    /// Messages per insert at most.
+    pub const BATCH_MESSAGES: usize = 10_000;
+    /// Longest a message waits for its batch (ms).
+    pub const FLUSH_MS: u64 = 1000;
+    /// Insert confirmation timeout (ms).
+    pub const INSERT_TIMEOUT_MS: u64 = 20_000;
+}
+
 /// Recorder settings.
 #[derive(Debug, Clone, Args)]
 pub struct RecorderConfig {
     /// Rows per insert: a batch is inserted once it holds this many rows
     /// (ClickHouse prefers few large inserts), or after `flush-ms`.
-    #[arg(long = "batch-rows", env = "HWSCHED_RECORDER_BATCH_ROWS", default_value_t = 50_000)]
+    #[arg(long = "batch-rows", env = "HWSCHED_RECORDER_BATCH_ROWS", default_value_t = defaults::BATCH_ROWS)]
     pub batch_rows: usize,
     /// Messages per insert at most (bounds memory when messages hold few rows).
-    #[arg(long = "batch-messages", env = "HWSCHED_RECORDER_BATCH", default_value_t = 10_000)]
+    #[arg(long = "batch-messages", env = "HWSCHED_RECORDER_BATCH", default_value_t = defaults::BATCH_MESSAGES)]
     pub batch_messages: usize,
     /// Longest a message waits for its batch (ms).
-    #[arg(long = "flush-ms", env = "HWSCHED_RECORDER_FLUSH_MS", default_value_t = 1000)]
+    #[arg(long = "flush-ms", env = "HWSCHED_RECORDER_FLUSH_MS", default_value_t = defaults::FLUSH_MS)]
     pub flush_ms: u64,
     /// An insert ClickHouse has not confirmed after this long (ms) counts as
     /// failed and is retried: a frozen or overloaded server must not hold a
     /// batch forever. A retried insert that did land collapses at merge.
-    #[arg(long = "insert-timeout-ms", env = "HWSCHED_RECORDER_INSERT_TIMEOUT_MS", default_value_t = 20_000)]
+    #[arg(long = "insert-timeout-ms", env = "HWSCHED_RECORDER_INSERT_TIMEOUT_MS", default_value_t = defaults::INSERT_TIMEOUT_MS)]
     pub insert_timeout_ms: u64,
 }
 
 impl Default for RecorderConfig {
     fn default() -> Self {
-        Self { batch_rows: 50_000, batch_messages: 10_000, flush_ms: 1000, insert_timeout_ms: 20_000 }
+        Self {
+            batch_rows: defaults::BATCH_ROWS,
+            batch_messages: defaults::BATCH_MESSAGES,
+            flush_ms: defaults::FLUSH_MS,
+            insert_timeout_ms: defaults::INSERT_TIMEOUT_MS,
+        }
     }
 }
 
@@ -230,23 +247,26 @@ async fn retention(store: &Store, shutdown: &CancellationToken) -> anyhow::Resul
     }
 }
 
+/// First wait before retrying a ClickHouse connect or insert; it doubles up to [`RETRY_BACKOFF_CAP`].
+const RETRY_BACKOFF: Duration = Duration::from_millis(200);
+/// Longest wait between ClickHouse connect or insert attempts.
+const RETRY_BACKOFF_CAP: Duration = Duration::from_secs(10);
+
 /// Connects, retrying while ClickHouse is down; `None` if shutdown came first.
 async fn connect(
     cfg: &hwsched_config::ClickHouseConfig,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<Store>> {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::doubling(RETRY_BACKOFF, RETRY_BACKOFF_CAP);
     loop {
         match Store::connect_and_migrate(cfg).await {
             Ok(s) => return Ok(Some(s)),
             Err(e @ StoreError::Server { .. }) => {
                 let url = cfg.url.as_deref().map(hwsched_config::redact_url).unwrap_or_default();
                 tracing::warn!(url, error = %e, "ClickHouse not ready, retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(None),
-                    _ = tokio::time::sleep(backoff) => {}
+                if !backoff.wait(shutdown).await {
+                    return Ok(None);
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
             Err(e) => return Err(e.into()),
         }
@@ -345,7 +365,7 @@ impl Sink {
         Fut: std::future::Future<Output = Result<usize, StoreError>>,
         M: Clone,
     {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::doubling(RETRY_BACKOFF, RETRY_BACKOFF_CAP);
         let timeout = Duration::from_millis(self.cfg.insert_timeout_ms.max(1));
         loop {
             // A batch stays in progress while its insert is outstanding, so
@@ -377,16 +397,16 @@ impl Sink {
                 sink = self.name,
                 error,
                 messages = held.len(),
-                retry_in_ms = backoff.as_millis() as u64,
+                retry_in_ms = backoff.peek().as_millis() as u64,
                 "insert failed, batch kept for retry"
             );
             in_progress(held).await;
-            tokio::select! {
+            if !backoff.wait(shutdown).await {
                 // Unacked messages are redelivered to the next recorder.
-                _ = shutdown.cancelled() => { held.clear(); decoded.clear(); return; }
-                _ = tokio::time::sleep(backoff) => {}
+                held.clear();
+                decoded.clear();
+                return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(10));
         }
     }
 }
@@ -395,5 +415,15 @@ impl Sink {
 async fn in_progress(held: &[jetstream::Message]) {
     for m in held {
         let _ = m.ack_with(AckKind::Progress).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_equals_the_flag_defaults() {
+        hwsched_config::check_flag_defaults(&RecorderConfig::default()).expect("one set of defaults");
     }
 }

@@ -2,21 +2,35 @@
 
 use clap::Args;
 
+/// Default values, shared by the flags and `Default`.
+pub mod defaults {
+    /// Worker silence before it counts as lost (ms).
+    pub const WORKER_TIMEOUT_MS: u64 = 10_000;
+    /// Wait for more workers after start before tasks that fit none are rejected (s).
+    pub const STARTUP_GRACE_S: u64 = 30;
+    /// Wait that raises a task one priority level (s).
+    pub const AGING_S: u64 = 60;
+    /// Throttle-free time before a throttled worker gets tasks again (s).
+    pub const THROTTLE_COOLDOWN_S: u64 = 60;
+    /// Time an assignment may go unreported before it is placed again (ms).
+    pub const ASSIGNMENT_GRACE_MS: u64 = 30_000;
+}
+
 /// Scheduler settings.
 #[derive(Debug, Clone, Args)]
 pub struct SchedulerConfig {
     /// A worker silent for this long is lost and its tasks are placed again (ms).
-    #[arg(long = "worker-timeout-ms", env = "HWSCHED_WORKER_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long = "worker-timeout-ms", env = "HWSCHED_WORKER_TIMEOUT_MS", default_value_t = defaults::WORKER_TIMEOUT_MS)]
     pub worker_timeout_ms: u64,
     /// After start, tasks that fit no registered worker wait this long for more workers to join
     /// before they are rejected (s).
-    #[arg(long = "startup-grace-s", env = "HWSCHED_STARTUP_GRACE_S", default_value_t = 30)]
+    #[arg(long = "startup-grace-s", env = "HWSCHED_STARTUP_GRACE_S", default_value_t = defaults::STARTUP_GRACE_S)]
     pub startup_grace_s: u64,
     /// Waiting this long raises a task one priority level, so low priorities never starve (s; 0 = off).
-    #[arg(long = "aging-s", env = "HWSCHED_AGING_S", default_value_t = 60)]
+    #[arg(long = "aging-s", env = "HWSCHED_AGING_S", default_value_t = defaults::AGING_S)]
     pub aging_s: u64,
     /// A worker that reported throttling gets no task until it has not throttled for this long (s).
-    #[arg(long = "throttle-cooldown-s", env = "HWSCHED_THROTTLE_COOLDOWN_S", default_value_t = 60)]
+    #[arg(long = "throttle-cooldown-s", env = "HWSCHED_THROTTLE_COOLDOWN_S", default_value_t = defaults::THROTTLE_COOLDOWN_S)]
     pub throttle_cooldown_s: u64,
     /// Score weights of the hwsched policy, e.g. completion=0.6,load=0.15,thermal=0.15,affinity=0.1.
     #[arg(
@@ -40,7 +54,7 @@ pub struct SchedulerConfig {
           value_parser = parse_share)]
     pub explore_share: f64,
     /// An assignment its (live) worker has not reported running for this long is placed again (ms).
-    #[arg(long = "assignment-grace-ms", env = "HWSCHED_ASSIGNMENT_GRACE_MS", default_value_t = 30_000)]
+    #[arg(long = "assignment-grace-ms", env = "HWSCHED_ASSIGNMENT_GRACE_MS", default_value_t = defaults::ASSIGNMENT_GRACE_MS)]
     pub assignment_grace_ms: u64,
 }
 
@@ -54,16 +68,26 @@ fn parse_share(s: &str) -> Result<f64, String> {
 impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
-            worker_timeout_ms: 10_000,
-            startup_grace_s: 30,
-            aging_s: 60,
-            throttle_cooldown_s: 60,
+            worker_timeout_ms: defaults::WORKER_TIMEOUT_MS,
+            startup_grace_s: defaults::STARTUP_GRACE_S,
+            aging_s: defaults::AGING_S,
+            throttle_cooldown_s: defaults::THROTTLE_COOLDOWN_S,
             weights: hwsched_placement::Weights::default(),
             policy: hwsched_placement::Policy::Hwsched,
             fair_share: false,
             pack: false,
             explore_share: hwsched_placement::DEFAULT_EXPLORE_SHARE,
-            assignment_grace_ms: 30_000,
+            assignment_grace_ms: defaults::ASSIGNMENT_GRACE_MS,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_equals_the_flag_defaults() {
+        hwsched_config::check_flag_defaults(&SchedulerConfig::default()).expect("one set of defaults");
     }
 }

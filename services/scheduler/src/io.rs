@@ -1,6 +1,10 @@
 //! Writes of the placement pass: events, task records, assignments.
 
 use super::*;
+use hwsched_shutdown::Backoff;
+
+/// First wait before retrying a task record write; each retry waits four times longer.
+const SAVE_BACKOFF: Duration = Duration::from_millis(100);
 
 impl Io {
     pub(super) async fn event(&self, rec: &TaskRecord, kind: TaskEventKind, reason: &str) {
@@ -16,7 +20,8 @@ impl Io {
     /// Writes the record, retrying briefly: the in-memory state has already moved on.
     pub(super) async fn save(&self, rec: &TaskRecord) {
         let key = task_id(rec);
-        let mut wait = Duration::from_millis(100);
+        // No cap: the four attempts bound the longest wait.
+        let mut backoff = Backoff::new(SAVE_BACKOFF, 4, Duration::MAX);
         for attempt in 1..=4 {
             match self.records.put(&key, rec.encode_to_vec().into()).await {
                 Ok(_) => return,
@@ -25,8 +30,7 @@ impl Io {
                 }
                 Err(e) => {
                     tracing::warn!(task_id = key, error = %e, "task record not saved yet, retrying");
-                    tokio::time::sleep(wait).await;
-                    wait *= 4;
+                    tokio::time::sleep(backoff.next()).await;
                 }
             }
         }

@@ -13,4 +13,7 @@ pub mod validate;
 
 pub use fit::{place, place_with, Demand, Outcome, Ranked, Reserved, WorkerView};
 pub use score::{Policy, Scoring, Weights, DEFAULT_EXPLORE_SHARE};
-pub use validate::{is_valid_id, validate};
+// the contracts' id rule, at its old path for services/scheduler/src/lib.rs
+// (edited by others this round); new code uses `hwsched_proto::is_valid_id`
+pub use hwsched_proto::is_valid_id;
+pub use validate::validate;

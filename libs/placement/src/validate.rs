@@ -1,7 +1,7 @@
 //! Validation of task requests: every problem found, each naming its field.
 //! Producers get these lines back verbatim, so they must say what to change.
 
-use hwsched_proto::v1::TaskRequest;
+use hwsched_proto::{is_valid_id, v1::TaskRequest};
 
 /// Accelerator kinds a task may ask for. Custom kinds start with `x-`.
 pub const KNOWN_ACCELERATORS: &[&str] =
@@ -26,13 +26,6 @@ const MAX_ARGS: usize = 4096;
 const MAX_ARG_BYTES: usize = 128 * 1024;
 const MAX_TIMEOUT_S: u32 = 7 * 24 * 3600;
 const MAX_ATTEMPTS: u32 = 20;
-
-/// True for a valid task or worker id: 1..=144 of `[A-Za-z0-9_-]` (it becomes a
-/// subject token and a KV key). Producers' task ids are at most 128 characters;
-/// the rest is room for the suffix of a shard or replica (`--s255`).
-pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_ID + 16 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
 
 /// Checks `t`, returning every problem as "field: reason".
 pub fn validate(t: &TaskRequest) -> Result<(), Vec<String>> {

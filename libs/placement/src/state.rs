@@ -31,7 +31,7 @@ pub struct Worker {
     pub throttled_until_ms: i64,
     /// Model families assigned to it lately, newest last.
     pub recent_families: std::sync::Arc<Vec<String>>,
-    /// `fit::shape_of` its capabilities.
+    /// `view::shape_of` its capabilities.
     pub shape: u64,
     /// (assigned at ms, runtime estimate s) of each attempt assigned to it.
     ends: Vec<(i64, f64)>,
@@ -339,7 +339,7 @@ impl State {
     pub fn register(&mut self, caps: WorkerCapabilities, now_ms: i64) -> bool {
         let w = self.workers.entry(caps.worker_id.clone()).or_default();
         let new = w.caps.is_none();
-        w.shape = crate::fit::shape_of(&caps);
+        w.shape = crate::view::shape_of(&caps);
         w.caps = Some(caps.into());
         w.last_seen_ms = now_ms;
         if w.state == WorkerState::Unspecified || w.state == WorkerState::Offline {

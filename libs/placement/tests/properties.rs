@@ -218,7 +218,7 @@ proptest! {
         // checking requirements once per shape changes nothing
         let mut shaped = fleet.clone();
         for w in &mut shaped {
-            w.shape = hwsched_placement::fit::shape_of(&w.caps);
+            w.shape = hwsched_placement::view::shape_of(&w.caps);
         }
         prop_assert_eq!(place(&t, &shaped), place(&t, &fleet));
     }

@@ -56,7 +56,8 @@ impl State {
     /// as offline; and finds assignments their worker has not reported running
     /// for `grace_ms`. Their tasks are queued again, or fail once lost
     /// [`crate::state::MAX_LOSSES`] times. Returns each affected record with the
-    /// reason.
+    /// reason, in a defined order: the lost workers' tasks (workers by id, each
+    /// one's tasks by task id), then the forgotten assignments by task id.
     pub fn supervise(&mut self, now_ms: i64, timeout_ms: i64, grace_ms: i64) -> Vec<Completion> {
         let mut lost = Vec::new();
         for (id, w) in self.workers.iter_mut() {
@@ -86,7 +87,7 @@ impl State {
     }
 
     /// Assignments that never started (or vanished) on a live worker: not
-    /// reported running for `grace_ms`.
+    /// reported running for `grace_ms`, in task id order.
     fn forgotten(&self, now_ms: i64, grace_ms: i64) -> Vec<String> {
         self.tasks
             .iter()
@@ -105,7 +106,7 @@ impl State {
             .collect()
     }
 
-    /// The tasks assigned to a worker.
+    /// The tasks assigned to a worker, in task id order.
     fn assigned_to(&self, worker_id: &str) -> Vec<String> {
         self.tasks
             .iter()
@@ -234,5 +235,44 @@ mod tests {
             WorkerHeartbeat { worker_id: "a".into(), capabilities_revision: 8, state: 1, ..Default::default() },
             2
         ));
+    }
+
+    /// Builds a state with tasks on two workers, in an insertion order that
+    /// differs from the task ids' order, and lets both workers go silent.
+    fn all_lost(ids: &[&str]) -> Vec<String> {
+        let mut s = State::default();
+        s.register(caps("w-b", 8, 64), 0);
+        s.register(caps("w-a", 8, 64), 0);
+        for id in ids {
+            s.insert(queued(id, 3, 0), 0);
+        }
+        assert_eq!(assigned(&s.plan(1, true)).len(), ids.len());
+        s.supervise(60_000, 10_000, 600_000)
+            .into_iter()
+            .map(|c| match c {
+                Completion::Retry(r) => format!("{} {}", r.task.map(|t| t.task_id).unwrap_or_default(), r.reason),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tasks_lost_at_once_come_back_by_worker_then_task_id() {
+        let ids = ["t7", "t3", "t9", "t1", "t5", "t2", "t8", "t0", "t6", "t4", "t11", "t10"];
+        let lost = all_lost(&ids);
+        let mut workers: Vec<&str> = lost.iter().map(|l| l.split_once(' ').map_or("", |(_, w)| w)).collect();
+        let before = workers.clone();
+        workers.sort();
+        assert_eq!(workers, before, "workers in id order: {lost:?}");
+        for w in ["worker w-a lost", "worker w-b lost"] {
+            let tasks: Vec<&str> =
+                lost.iter().filter(|l| l.ends_with(w)).map(|l| &l[..l.find(' ').unwrap_or(0)]).collect();
+            let mut sorted = tasks.clone();
+            sorted.sort();
+            assert_eq!(tasks, sorted, "{w}: tasks in id order");
+        }
+        assert_eq!(lost.len(), ids.len());
+        // the same calls, the same order (a hash map's order would differ between instances)
+        assert_eq!(all_lost(&ids), lost);
     }
 }

@@ -10,6 +10,9 @@
 //! - `outcome.rs`: results, retries, lost attempts, un-assignment.
 //! - `parts.rs`: split tasks: settling their parts, cancelling.
 //! - `views.rs`: read-only views of the records.
+//!
+//! Deterministic: the same calls give the same results in every process
+//! (maps whose order reaches a result are ordered maps).
 
 mod liveness;
 mod outcome;
@@ -66,8 +69,9 @@ pub struct State {
     /// Workers by id.
     pub workers: BTreeMap<String, Worker>,
     /// Assigned and split tasks by id, held encoded. Waiting tasks are held
-    /// in `waiting` ([`State::record`] answers for both).
-    tasks: HashMap<String, Held>,
+    /// in `waiting` ([`State::record`] answers for both). Ordered: supervision
+    /// and [`State::records_in`] walk it, and their order reaches the caller.
+    tasks: BTreeMap<String, Held>,
     /// Waiting tasks by id, in `queue`'s order of arrival (looked up, never walked).
     waiting: HashMap<Arc<str>, Waiting>,
     queue: BTreeSet<QueueEntry>,

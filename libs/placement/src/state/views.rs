@@ -14,7 +14,7 @@ impl State {
         }
     }
 
-    /// The records of the assigned or split tasks in `state`, in no particular order.
+    /// The records of the assigned or split tasks in `state`, in task id order.
     pub fn records_in(&self, state: TaskState) -> Vec<TaskRecord> {
         self.tasks.values().filter(|h| h.state == state).map(Held::unpack).collect()
     }
@@ -37,7 +37,7 @@ mod tests {
     use crate::state::testutil::{caps, queued};
 
     #[test]
-    fn records_answer_for_waiting_and_assigned_tasks() {
+    fn records_answer_for_waiting_and_assigned_tasks_in_task_id_order() {
         let mut s = State::default();
         s.register(caps("w", 64, 64), 0);
         for id in ["t3", "t1", "t4", "t0", "t2"] {
@@ -45,9 +45,8 @@ mod tests {
         }
         s.plan(1, true);
         s.insert(queued("waits", 3, 2), 2);
-        let mut ids: Vec<String> =
+        let ids: Vec<String> =
             s.records_in(TaskState::Assigned).into_iter().filter_map(|r| r.task.map(|t| t.task_id)).collect();
-        ids.sort();
         assert_eq!(ids, ["t0", "t1", "t2", "t3", "t4"]);
         assert!(s.records_in(TaskState::Split).is_empty());
         assert_eq!(s.worker_of("t3"), Some("w"));

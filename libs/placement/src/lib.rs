@@ -5,9 +5,9 @@
 //! share it.
 //!
 //! Its floors, each reading only those below it: `view` (what placement sees
-//! of a worker) and `validate`; `baseline` (the seed framework's policy);
-//! `score`; `filter` and `explore`; `fit` (placing one task); `group` (split
-//! tasks); `state` (the state machine).
+//! of a worker) and `group` (split tasks); `validate`; `baseline` (the seed
+//! framework's policy); `score`; `filter` and `explore`; `fit` (placing one
+//! task); `state` (the state machine).
 #![forbid(unsafe_code)]
 
 pub mod baseline;

@@ -1,8 +1,8 @@
 //! The placement pass ([`State::plan`]): walks the queue in placement order
 //! and places each task on the best worker, lets it wait for a busy one,
 //! explains why it waits, or rejects it when no registered worker could ever
-//! run it. Step by step: the workers' views ([`Pass`]), one decision per
-//! task ([`State::decide`]), and what the decision does ([`State::apply`]).
+//! run it. Step by step: the workers' views (`Pass`), one decision per
+//! task (`State::decide`), and what the decision does (`State::apply`).
 
 use std::sync::Arc;
 

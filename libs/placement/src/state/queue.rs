@@ -1,6 +1,6 @@
 //! The queue's placement order: effective priority (aging raises a waiting
 //! task one level per `aging_ms`), then arrival; with fair share, producers
-//! interleaved within a priority. A pass walks it lazily ([`Order`]).
+//! interleaved within a priority. A pass walks it lazily (`Order`).
 
 use std::collections::HashMap;
 use std::ops::Bound::{Excluded, Included, Unbounded};

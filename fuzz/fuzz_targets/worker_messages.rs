@@ -22,12 +22,12 @@ fuzz_target!(|data: &[u8]| {
         now += 100;
         if kind & 1 == 0 {
             if let Ok(caps) = WorkerCapabilities::decode(msg) {
-                if hwsched_placement::is_valid_id(&caps.worker_id) {
+                if hwsched_proto::is_valid_id(&caps.worker_id) {
                     st.register(caps, now);
                 }
             }
         } else if let Ok(hb) = WorkerHeartbeat::decode(msg) {
-            if hwsched_placement::is_valid_id(&hb.worker_id) {
+            if hwsched_proto::is_valid_id(&hb.worker_id) {
                 st.heartbeat(hb, now);
             }
         }

@@ -222,7 +222,7 @@ impl Client {
     /// Drains a worker (`drain = true`: no new tasks, running ones finish) or
     /// undrains it. An unknown worker is [`Error::NoResponder`] from its monitor.
     pub async fn drain(&self, worker_id: &str, drain: bool, reason: &str) -> Result<DrainReply, Error> {
-        if !hwsched_placement::is_valid_id(worker_id) {
+        if !hwsched_proto::is_valid_id(worker_id) {
             return Err(Error::NoResponder {
                 service: MONITOR,
                 subject: format!("{}.workers.{worker_id}.drain", self.bus.subjects().prefix()),

@@ -1,83 +1,19 @@
-//! Filter and score: which workers can run a task now, which could later, and
-//! the best one. Pure: no IO, no clock, deterministic for the same inputs.
+//! Placement of one task: the filters (`filter.rs`) leave the workers that
+//! can run it now or, under hwsched, once their running work ends; scoring
+//! (`score.rs`) ranks them; the best one wins, or the task waits for it.
+//! Pure: no IO, no clock, deterministic for the same inputs.
 
 use std::collections::BTreeMap;
 
-use hwsched_proto::v1::{GpuInfo, Requirements, TaskRequest, WorkerCapabilities, WorkerState};
+use hwsched_proto::v1::TaskRequest;
 
+pub use crate::filter::{class_matches, fits_ever, CRITICAL_PCT};
 use crate::{
-    score::{seed_excludes, Candidate, Policy, Scoring},
-    validate::{parse_capability, DEFAULT_CPU_CORES},
+    explore::explore,
+    filter::{dynamic_fit, free_gpus, static_fit, Busy, Demand, Need},
+    score::{Candidate, Eval, Policy, Scoring},
+    view::WorkerView,
 };
-
-/// What is already reserved on a worker by tasks placed there.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Reserved {
-    /// CPU cores.
-    pub cpu_cores: f64,
-    /// Memory, MB.
-    pub memory_mb: i64,
-    /// GPU indices in use.
-    pub gpus: Vec<u32>,
-    /// Declared accelerators in use.
-    pub accelerators: BTreeMap<String, u32>,
-    /// Tasks running or assigned.
-    pub slots: u32,
-}
-
-/// The scheduler's view of one worker.
-#[derive(Debug, Clone)]
-pub struct WorkerView {
-    /// Registered capabilities (shared with the scheduler's state: a view is cheap to copy).
-    pub caps: std::sync::Arc<WorkerCapabilities>,
-    /// Reported state.
-    pub state: WorkerState,
-    /// Reservations by placed tasks.
-    pub reserved: Reserved,
-    /// Live CPU utilisation, percent.
-    pub cpu_util_pct: f64,
-    /// Live memory utilisation, percent.
-    pub mem_util_pct: f64,
-    /// GPU utilisation, percent (share of its GPUs reserved).
-    pub gpu_util_pct: f64,
-    /// Hottest sensor, °C (0 = unknown).
-    pub max_temp_c: f64,
-    /// Throttling now or within the cool-down: excluded.
-    pub throttling: bool,
-    /// Above the hot threshold (with hysteresis): penalised.
-    pub hot: bool,
-    /// Model families it ran recently (affinity).
-    pub recent_families: std::sync::Arc<Vec<String>>,
-    /// Expected seconds until a running task ends and frees room on it;
-    /// `None` when unknown (it is then never waited for).
-    pub free_in_s: Option<f64>,
-    /// A waiting task is expected to start here in this many seconds: only
-    /// tasks predicted to end by then may be placed here now (backfill).
-    pub hold_s: Option<f64>,
-    /// [`shape_of`] its capabilities (0: unknown, checked on its own).
-    pub shape: u64,
-}
-
-impl WorkerView {
-    /// An active, idle, cool worker with these capabilities (nothing reserved).
-    pub fn available(caps: WorkerCapabilities) -> Self {
-        Self {
-            shape: shape_of(&caps),
-            caps: caps.into(),
-            state: WorkerState::Active,
-            reserved: Reserved::default(),
-            cpu_util_pct: 0.0,
-            mem_util_pct: 0.0,
-            gpu_util_pct: 0.0,
-            max_temp_c: 0.0,
-            throttling: false,
-            hot: false,
-            recent_families: Default::default(),
-            free_in_s: None,
-            hold_s: None,
-        }
-    }
-}
 
 /// One candidate of a decision, for `explain` and the decisions table.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,117 +83,6 @@ pub enum Outcome {
     },
 }
 
-/// Resources a task needs, with defaults applied.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Demand {
-    /// CPU cores.
-    pub cpu_cores: f64,
-    /// Memory, MB.
-    pub memory_mb: i64,
-    /// GPUs.
-    pub gpu_count: u32,
-}
-
-impl Demand {
-    /// What `t` reserves on a worker.
-    pub fn of(t: &TaskRequest) -> Self {
-        let r = t.requirements.as_ref().unwrap_or(&*NO_REQUIREMENTS);
-        Demand {
-            cpu_cores: if r.cpu_cores > 0.0 { r.cpu_cores } else { DEFAULT_CPU_CORES },
-            memory_mb: r.memory_mb.max(0),
-            gpu_count: r.gpus.as_ref().map_or(0, |g| g.count),
-        }
-    }
-}
-
-/// A task's requirements, parsed once per placement.
-struct Need<'a> {
-    req: &'a Requirements,
-    gpu_vendor: &'a str,
-    gpu_models: Vec<String>,
-    gpu_min_memory_mb: i64,
-    gpu_min_cc: Option<(u32, u32)>,
-    software: Vec<(&'a str, Option<semver::VersionReq>)>,
-}
-
-static NO_REQUIREMENTS: std::sync::LazyLock<Requirements> = std::sync::LazyLock::new(Requirements::default);
-
-impl<'a> Need<'a> {
-    fn of(t: &'a TaskRequest) -> Self {
-        let req = t.requirements.as_ref().unwrap_or(&*NO_REQUIREMENTS);
-        let gpu = req.gpus.as_ref();
-        Need {
-            req,
-            gpu_vendor: gpu.map_or("", |g| g.vendor.as_str()),
-            gpu_models: gpu.map(|g| g.models.iter().map(|m| m.to_ascii_lowercase()).collect()).unwrap_or_default(),
-            gpu_min_memory_mb: gpu.map_or(0, |g| g.min_memory_mb),
-            gpu_min_cc: gpu.and_then(|g| parse_capability(&g.min_compute_capability)),
-            software: req.software.iter().map(|(k, v)| (k.as_str(), semver::VersionReq::parse(v).ok())).collect(),
-        }
-    }
-
-    fn gpu_matches(&self, g: &GpuInfo) -> bool {
-        (self.gpu_vendor.is_empty() || g.vendor.eq_ignore_ascii_case(self.gpu_vendor))
-            && (self.gpu_models.is_empty() || self.gpu_models.iter().any(|m| contains_ignore_case(&g.model, m)))
-            && g.memory_mb as i64 >= self.gpu_min_memory_mb
-            && self
-                .gpu_min_cc
-                .is_none_or(|need| parse_capability(&g.compute_capability).is_some_and(|have| have >= need))
-    }
-}
-
-/// Whether hardware class `class` matches `pattern`: equal, or `pattern` is a
-/// prefix of it that ends where `class` has a ':' or '-' (ASCII case ignored).
-/// "gpu:nvidia-h100" matches "gpu:nvidia-h100-80gb-hbm3" but not "gpu:nvidia-h1000".
-pub fn class_matches(pattern: &str, class: &str) -> bool {
-    let (p, c) = (pattern.as_bytes(), class.as_bytes());
-    c.len() >= p.len()
-        && c[..p.len()].eq_ignore_ascii_case(p)
-        && (c.len() == p.len()
-            || matches!(c[p.len()], b':' | b'-')
-            || p.last().is_some_and(|b| matches!(b, b':' | b'-')))
-}
-
-/// `needle_lower` (ASCII lower-case) occurs in `hay`, ignoring ASCII case.
-fn contains_ignore_case(hay: &str, needle_lower: &str) -> bool {
-    let (h, n) = (hay.as_bytes(), needle_lower.as_bytes());
-    n.is_empty() || h.windows(n.len()).any(|w| w.iter().zip(n).all(|(a, b)| a.to_ascii_lowercase() == *b))
-}
-
-/// A hash of everything [`fits_ever`] reads of a worker, and its hardware
-/// class: workers with the same shape fit a task the same way and run it as
-/// fast, so placement checks and estimates each shape once.
-pub fn shape_of(caps: &WorkerCapabilities) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    // the class too, so runtime estimates can be shared by shape
-    caps.hardware_class.hash(&mut h);
-    caps.cpu.as_ref().map_or(0, |c| c.logical_cores).hash(&mut h);
-    caps.memory_mb.hash(&mut h);
-    for g in &caps.gpus {
-        (g.index, &g.vendor, &g.model, g.memory_mb, &g.compute_capability).hash(&mut h);
-    }
-    let mut acc: Vec<(&String, &u32)> = caps.accelerators.iter().collect();
-    acc.sort();
-    acc.hash(&mut h);
-    caps.backends.hash(&mut h);
-    sorted(&caps.software).hash(&mut h);
-    sorted(&caps.labels).hash(&mut h);
-    h.finish().max(1)
-}
-
-fn sorted(m: &std::collections::HashMap<String, String>) -> Vec<(&String, &String)> {
-    let mut v: Vec<(&String, &String)> = m.iter().collect();
-    v.sort();
-    v
-}
-
-/// Whether a worker with these capabilities could ever run `task` (its hard
-/// requirements against the worker's total capacity).
-pub fn fits_ever(task: &TaskRequest, caps: &WorkerCapabilities) -> bool {
-    static_fit(&Need::of(task), &Demand::of(task), caps).is_ok()
-}
-
 /// Chooses a worker for `task` among `workers`, scored without a model.
 pub fn place(task: &TaskRequest, workers: &[WorkerView]) -> Outcome {
     place_with(task, workers, &Scoring::default())
@@ -272,21 +97,71 @@ pub fn place_with(task: &TaskRequest, workers: &[WorkerView], scoring: &Scoring<
     if workers.is_empty() {
         return Outcome::NeverFits { reason: "no worker is registered".into() };
     }
-    let mut demand = Demand::of(task);
     let mut workload: Option<String> = None;
-    // A task seen to use more memory than it asks for needs what it used.
+    let demand = demand_seen(task, scoring, &mut workload);
+    let f = filter(task, workers, &demand, scoring, &mut workload);
+    if f.candidates.is_empty() {
+        return unplaceable(workers.len(), f.never, f.busy);
+    }
+    let evals = scoring.evaluate(task, &f.candidates);
+    let (order, explored) = rank(task, &f.candidates, &evals, scoring, &mut workload);
+    let ranked = ranked(&order, &f.candidates, &evals);
+    let (c, e) = (f.candidates[order[0]], evals[order[0]]);
+    if c.wait_s > 0.0 {
+        return queue_for(c, &e, &f.candidates, &evals, ranked);
+    }
+    let mut components = e.parts.to_vec();
+    if explored {
+        components.push(("explore", 1.0));
+    }
+    Outcome::Place {
+        worker_id: c.view.caps.worker_id.clone(),
+        gpus: free_gpus(f.matching[order[0]], &demand, c.view),
+        score: e.cost,
+        candidates: f.candidates.len(),
+        components,
+        predicted_runtime_s: e.predicted_runtime_s,
+        ranked,
+    }
+}
+
+/// What `task` reserves, with the memory it was seen to use when that is more
+/// than it asks for (a task needs what it used).
+fn demand_seen(task: &TaskRequest, scoring: &Scoring<'_>, workload: &mut Option<String>) -> Demand {
+    let mut demand = Demand::of(task);
     if let Some(m) = scoring.model {
         let key = workload.get_or_insert_with(|| hwsched_model::task_workload_key(task));
         if let Some(peak) = m.memory_peak_mb(key) {
             demand.memory_mb = demand.memory_mb.max(i64::try_from(peak).unwrap_or(i64::MAX));
         }
     }
+    demand
+}
+
+/// What the filters left of the workers for one task.
+struct Filtered<'w> {
+    /// Workers that can take it now, or (hwsched) once their running work ends.
+    candidates: Vec<Candidate<'w>>,
+    /// Each candidate's GPUs that match the task (mask by position).
+    matching: Vec<u64>,
+    /// Workers that could never run it, by reason.
+    never: BTreeMap<&'static str, usize>,
+    /// Workers that cannot run it now, by reason.
+    busy: BTreeMap<&'static str, usize>,
+}
+
+/// Runs the filters over `workers`, in their order.
+fn filter<'w>(
+    task: &TaskRequest,
+    workers: &'w [WorkerView],
+    demand: &Demand,
+    scoring: &Scoring<'_>,
+    workload: &mut Option<String>,
+) -> Filtered<'w> {
     let need = Need::of(task);
     let policy = scoring.policy;
-    let mut never: BTreeMap<&'static str, usize> = BTreeMap::new();
-    let mut busy: BTreeMap<&'static str, usize> = BTreeMap::new();
-    let mut candidates: Vec<Candidate<'_>> = Vec::new();
-    let mut matching: Vec<u64> = Vec::new();
+    let mut f =
+        Filtered { candidates: Vec::new(), matching: Vec::new(), never: BTreeMap::new(), busy: BTreeMap::new() };
     // Workers of one shape (the same static capabilities) fit the same way:
     // the requirements are checked once per shape.
     let mut shapes: Vec<(u64, Result<u64, &'static str>)> = Vec::new();
@@ -294,7 +169,7 @@ pub fn place_with(task: &TaskRequest, workers: &[WorkerView], scoring: &Scoring<
         let fits = match shapes.iter().find(|(s, _)| w.shape != 0 && *s == w.shape) {
             Some((_, r)) => *r,
             None => {
-                let r = static_fit(&need, &demand, &w.caps);
+                let r = static_fit(&need, demand, &w.caps);
                 if w.shape != 0 {
                     shapes.push((w.shape, r));
                 }
@@ -304,11 +179,11 @@ pub fn place_with(task: &TaskRequest, workers: &[WorkerView], scoring: &Scoring<
         let gpus = match fits {
             Ok(mask) => mask,
             Err(why) => {
-                *never.entry(why).or_default() += 1;
+                *f.never.entry(why).or_default() += 1;
                 continue;
             }
         };
-        let mut fit = dynamic_fit(&need, &demand, w, gpus, policy);
+        let mut fit = dynamic_fit(&need, demand, w, gpus, policy);
         if let (Ok(()), Some(hold), Policy::Hwsched) = (&fit, w.hold_s, policy) {
             let key = workload.get_or_insert_with(|| hwsched_model::task_workload_key(task));
             if scoring.runtime_estimate(key, task, &w.caps.hardware_class).0 > hold {
@@ -317,30 +192,44 @@ pub fn place_with(task: &TaskRequest, workers: &[WorkerView], scoring: &Scoring<
         }
         match fit {
             Ok(()) => {
-                candidates.push(Candidate { view: w, wait_s: 0.0 });
-                matching.push(gpus);
+                f.candidates.push(Candidate { view: w, wait_s: 0.0 });
+                f.matching.push(gpus);
             }
             Err(b) => {
-                *busy.entry(b.why).or_default() += 1;
+                *f.busy.entry(b.why).or_default() += 1;
                 if let (true, Policy::Hwsched, Some(wait_s)) = (b.room, policy, w.free_in_s) {
-                    candidates.push(Candidate { view: w, wait_s: wait_s.max(1e-3) });
-                    matching.push(gpus);
+                    f.candidates.push(Candidate { view: w, wait_s: wait_s.max(1e-3) });
+                    f.matching.push(gpus);
                 }
             }
         }
     }
-    if candidates.is_empty() {
-        if busy.is_empty() {
-            return Outcome::NeverFits { reason: summarize(workers.len(), &never) };
-        }
-        let mut all = busy;
-        for (k, v) in never {
-            *all.entry(k).or_default() += v;
-        }
-        return Outcome::Wait { reason: summarize(workers.len(), &all) };
+    f
+}
+
+/// The outcome when no worker is a candidate: wait when some are only busy,
+/// else it never fits.
+fn unplaceable(total: usize, never: BTreeMap<&'static str, usize>, busy: BTreeMap<&'static str, usize>) -> Outcome {
+    if busy.is_empty() {
+        return Outcome::NeverFits { reason: summarize(total, &never) };
     }
-    let evals = scoring.evaluate(task, &candidates);
-    // lowest cost, then sooner, then earlier in `workers`; only the best few are sorted
+    let mut all = busy;
+    for (k, v) in never {
+        *all.entry(k).or_default() += v;
+    }
+    Outcome::Wait { reason: summarize(total, &all) }
+}
+
+/// The best [`RANKED_KEPT`] candidates, the winner first: lowest cost, then
+/// sooner, then earlier in `workers` (only the best few are sorted); an
+/// exploring placement's pick goes first. Also says whether it explored.
+fn rank(
+    task: &TaskRequest,
+    candidates: &[Candidate<'_>],
+    evals: &[Eval],
+    scoring: &Scoring<'_>,
+    workload: &mut Option<String>,
+) -> (Vec<usize>, bool) {
     let better = |a: &usize, b: &usize| {
         let (x, y) = (&evals[*a], &evals[*b]);
         x.cost.total_cmp(&y.cost).then(candidates[*a].wait_s.total_cmp(&candidates[*b].wait_s)).then(a.cmp(b))
@@ -351,13 +240,18 @@ pub fn place_with(task: &TaskRequest, workers: &[WorkerView], scoring: &Scoring<
         order.truncate(RANKED_KEPT);
     }
     order.sort_by(better);
-    let explored = explore(task, &candidates, &evals, order[0], scoring, &mut workload);
+    let explored = explore(task, candidates, evals, order[0], scoring, workload);
     if let Some(i) = explored {
         order.retain(|o| *o != i);
         order.insert(0, i);
         order.truncate(RANKED_KEPT);
     }
-    let ranked: Vec<Ranked> = order
+    (order, explored.is_some())
+}
+
+/// The candidates in `order`, as a decision keeps them.
+fn ranked(order: &[usize], candidates: &[Candidate<'_>], evals: &[Eval]) -> Vec<Ranked> {
+    order
         .iter()
         .map(|i| {
             let (c, e) = (&candidates[*i], &evals[*i]);
@@ -371,78 +265,30 @@ pub fn place_with(task: &TaskRequest, workers: &[WorkerView], scoring: &Scoring<
                 components: e.parts.to_vec(),
             }
         })
-        .collect();
-    let n = candidates.len();
-    let (c, e) = (candidates[order[0]], evals[order[0]]);
-    if c.wait_s > 0.0 {
-        let runtime_s = e.completion_s - c.wait_s;
-        let now = evals
-            .iter()
-            .zip(&candidates)
-            .filter(|(_, c)| c.wait_s == 0.0)
-            .map(|(e, _)| e.completion_s)
-            .fold(f64::INFINITY, f64::min);
-        let alternative =
-            if now.is_finite() { format!("; ~{now:.0} s on the best worker free now") } else { String::new() };
-        return Outcome::Queue {
-            worker_id: c.view.caps.worker_id.clone(),
-            wait_s: c.wait_s,
-            runtime_s,
-            reason: format!(
-                "for {} (free in ~{:.0} s, then ~{runtime_s:.0} s){alternative}",
-                c.view.caps.worker_id, c.wait_s
-            ),
-            ranked,
-        };
-    }
-    let mut components = e.parts.to_vec();
-    if explored.is_some() {
-        components.push(("explore", 1.0));
-    }
-    Outcome::Place {
-        worker_id: c.view.caps.worker_id.clone(),
-        gpus: free_gpus(matching[order[0]], &demand, c.view),
-        score: e.cost,
-        candidates: n,
-        components,
-        predicted_runtime_s: e.predicted_runtime_s,
-        ranked,
-    }
+        .collect()
 }
 
-/// The candidate an exploring placement takes instead of `best`: free now, on
-/// hardware where the model has fewer than [`crate::score::EXPLORE_BELOW_RUNS`] runs of this
-/// workload (or no estimate), expected to finish within [`crate::score::EXPLORE_SLACK`] of
-/// `best`; the cheapest such. `None` when the placement does not explore, the
-/// best is already such a candidate, or there is none.
-fn explore(
-    task: &TaskRequest,
-    candidates: &[Candidate<'_>],
-    evals: &[crate::score::Eval],
-    best: usize,
-    scoring: &Scoring<'_>,
-    workload: &mut Option<String>,
-) -> Option<usize> {
-    let (true, Policy::Hwsched, Some(m)) = (scoring.explore, scoring.policy, scoring.model) else { return None };
-    let key = workload.get_or_insert_with(|| hwsched_model::task_workload_key(task));
-    // many workers, few classes: one model look-up per class
-    let mut known: Vec<(&str, bool)> = Vec::new();
-    let mut unsure = |i: usize| {
-        let class = candidates[i].view.caps.hardware_class.as_str();
-        if let Some((_, u)) = known.iter().find(|(c, _)| *c == class) {
-            return *u;
-        }
-        let u = m.predict(key, class).is_none_or(|p| p.runs < crate::score::EXPLORE_BELOW_RUNS);
-        known.push((class, u));
-        u
-    };
-    if unsure(best) {
-        return None;
+/// The outcome when the winner `c` is busy: the task waits for it.
+fn queue_for(c: Candidate<'_>, e: &Eval, candidates: &[Candidate<'_>], evals: &[Eval], ranked: Vec<Ranked>) -> Outcome {
+    let runtime_s = e.completion_s - c.wait_s;
+    let now = evals
+        .iter()
+        .zip(candidates)
+        .filter(|(_, c)| c.wait_s == 0.0)
+        .map(|(e, _)| e.completion_s)
+        .fold(f64::INFINITY, f64::min);
+    let alternative =
+        if now.is_finite() { format!("; ~{now:.0} s on the best worker free now") } else { String::new() };
+    Outcome::Queue {
+        worker_id: c.view.caps.worker_id.clone(),
+        wait_s: c.wait_s,
+        runtime_s,
+        reason: format!(
+            "for {} (free in ~{:.0} s, then ~{runtime_s:.0} s){alternative}",
+            c.view.caps.worker_id, c.wait_s
+        ),
+        ranked,
     }
-    let limit = crate::score::EXPLORE_SLACK * evals[best].completion_s;
-    (0..candidates.len())
-        .filter(|&i| candidates[i].wait_s == 0.0 && evals[i].completion_s <= limit && unsure(i))
-        .min_by(|a, b| evals[*a].cost.total_cmp(&evals[*b].cost).then(a.cmp(b)))
 }
 
 fn summarize(total: usize, reasons: &BTreeMap<&'static str, usize>) -> String {
@@ -450,147 +296,14 @@ fn summarize(total: usize, reasons: &BTreeMap<&'static str, usize>) -> String {
     format!("{total} worker(s): {}", parts.join(", "))
 }
 
-/// Requirements checked against a worker's total capacity.
-/// Returns the mask of the worker's GPUs (by position, the first 64) that
-/// match the task's GPU requirement.
-fn static_fit(n: &Need<'_>, d: &Demand, c: &WorkerCapabilities) -> Result<u64, &'static str> {
-    let r = n.req;
-    if !r.hardware_classes.is_empty() && !r.hardware_classes.iter().any(|p| class_matches(p, &c.hardware_class)) {
-        return Err("are of another hardware class");
-    }
-    let cores = c.cpu.as_ref().map_or(0, |cpu| cpu.logical_cores) as f64;
-    if d.cpu_cores > cores {
-        return Err("have too few cpu cores");
-    }
-    if d.memory_mb as u64 > c.memory_mb {
-        return Err("have too little memory");
-    }
-    let mut gpus = 0u64;
-    if d.gpu_count > 0 {
-        for (i, g) in c.gpus.iter().enumerate().take(64) {
-            if n.gpu_matches(g) {
-                gpus |= 1 << i;
-            }
-        }
-        if gpus.count_ones() < d.gpu_count {
-            return Err("lack matching gpus");
-        }
-    }
-    for (kind, count) in &r.accelerators {
-        if c.accelerators.get(kind).copied().unwrap_or(0) < *count {
-            return Err("lack the accelerator");
-        }
-    }
-    if r.backends.iter().any(|b| !c.backends.iter().any(|have| have.eq_ignore_ascii_case(b))) {
-        return Err("lack the backend");
-    }
-    for (name, req) in &n.software {
-        let ok = match (req, c.software.get(*name).and_then(|v| lenient_version(v))) {
-            (Some(req), Some(v)) => req.matches(&v),
-            _ => false,
-        };
-        if !ok {
-            return Err("lack the software version");
-        }
-    }
-    if r.labels.iter().any(|(k, v)| c.labels.get(k) != Some(v)) {
-        return Err("lack the labels");
-    }
-    Ok(gpus)
-}
-
-/// The task's GPUs among `matching` that no placed task reserved.
-fn free_mask(matching: u64, w: &WorkerView) -> u64 {
-    if w.reserved.gpus.is_empty() {
-        return matching;
-    }
-    let mut reserved = 0u64;
-    for (i, g) in w.caps.gpus.iter().enumerate().take(64) {
-        if w.reserved.gpus.contains(&g.index) {
-            reserved |= 1 << i;
-        }
-    }
-    matching & !reserved
-}
-
-/// CPU or memory utilisation at which a worker gets nothing new, percent.
-pub const CRITICAL_PCT: f64 = 95.0;
-
-/// Why a worker cannot take a task now.
-struct Busy {
-    why: &'static str,
-    /// It lacks room only (slots, cores, memory, devices): it will have some
-    /// once its running work ends.
-    room: bool,
-}
-
-/// Requirements checked against what is free now.
-fn dynamic_fit(n: &Need<'_>, d: &Demand, w: &WorkerView, matching: u64, policy: Policy) -> Result<(), Busy> {
-    let no = |why| Err(Busy { why, room: false });
-    if w.state != WorkerState::Active {
-        return no("are not active (draining or offline)");
-    }
-    if policy.reads_thermal() && w.throttling {
-        return no("are throttling");
-    }
-    if policy.reads_thermal() && (w.cpu_util_pct >= CRITICAL_PCT || w.mem_util_pct >= CRITICAL_PCT) {
-        return no("are critically overloaded");
-    }
-    if policy == Policy::Seed && seed_excludes(w) {
-        return no("are over the seed's load limits");
-    }
-    let full = |why| Err(Busy { why, room: true });
-    if w.reserved.slots >= w.caps.slots.max(1) {
-        return full("have no free slot");
-    }
-    let cores = w.caps.cpu.as_ref().map_or(0, |cpu| cpu.logical_cores) as f64;
-    if w.reserved.cpu_cores + d.cpu_cores > cores + 1e-9 {
-        return full("have no free cpu cores");
-    }
-    if w.reserved.memory_mb + d.memory_mb > w.caps.memory_mb as i64 {
-        return full("have no free memory");
-    }
-    for (kind, count) in &n.req.accelerators {
-        let have = w.caps.accelerators.get(kind).copied().unwrap_or(0);
-        if w.reserved.accelerators.get(kind).copied().unwrap_or(0) + count > have {
-            return full("have no free accelerator");
-        }
-    }
-    if d.gpu_count > 0 && free_mask(matching, w).count_ones() < d.gpu_count {
-        return full("have no free matching gpu");
-    }
-    Ok(())
-}
-
-/// The GPUs to reserve on a worker that passed [`dynamic_fit`].
-fn free_gpus(matching: u64, d: &Demand, w: &WorkerView) -> Vec<u32> {
-    let free = free_mask(matching, w);
-    w.caps
-        .gpus
-        .iter()
-        .enumerate()
-        .take(64)
-        .filter(|(i, _)| free & (1 << i) != 0)
-        .map(|(_, g)| g.index)
-        .take(d.gpu_count as usize)
-        .collect()
-}
-
-/// "3.11.7", "3.11", "12" -> semver versions.
-fn lenient_version(v: &str) -> Option<semver::Version> {
-    let v = v.trim().trim_start_matches('v');
-    let end = v.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(v.len());
-    let mut parts = v[..end].split('.').filter(|p| !p.is_empty()).map(|p| p.parse::<u64>());
-    let major = parts.next()?.ok()?;
-    let minor = parts.next().transpose().ok()?.unwrap_or(0);
-    let patch = parts.next().transpose().ok()?.unwrap_or(0);
-    Some(semver::Version::new(major, minor, patch))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hwsched_proto::v1::{CpuInfo, GpuRequirement, Requirements};
+    use hwsched_proto::v1::{
+        CpuInfo, ExecutionResult, GpuInfo, GpuRequirement, Requirements, TaskStatus, WorkerCapabilities, WorkerState,
+    };
+
+    use crate::view::shape_of;
 
     fn worker(id: &str, cores: u32, mem: u64, gpus: &[(&str, u64)]) -> WorkerView {
         WorkerView::available(WorkerCapabilities {
@@ -628,10 +341,10 @@ mod tests {
         assert!(matches!(place(&t, &ws), Outcome::Place { ref worker_id, .. } if worker_id == "eight"));
         // it was seen to peak at 9 GB
         let mut m = hwsched_model::Model::default();
-        m.observe(&hwsched_proto::v1::ExecutionResult {
+        m.observe(&ExecutionResult {
             name: "big-model".into(),
             hardware_class: "cpu".into(),
-            status: hwsched_proto::v1::TaskStatus::Succeeded as i32,
+            status: TaskStatus::Succeeded as i32,
             duration_s: 5.0,
             resources: Some(hwsched_proto::v1::ResourceUsage { memory_peak_mb: 9_000, ..Default::default() }),
             ..Default::default()
@@ -651,17 +364,6 @@ mod tests {
         let ws = [worker("small", 2, 1024, &[]), worker("big", 16, 65536, &[])];
         let t = task(Requirements { cpu_cores: 4.0, memory_mb: 8000, ..Default::default() });
         assert!(matches!(place(&t, &ws), Outcome::Place { ref worker_id, candidates: 1, .. } if worker_id == "big"));
-    }
-
-    #[test]
-    fn hardware_class_patterns_match_whole_segments() {
-        assert!(class_matches("gpu:nvidia-h100", "gpu:nvidia-h100-80gb-hbm3"));
-        assert!(class_matches("gpu:nvidia-h100", "gpu:nvidia-h100"));
-        assert!(class_matches("GPU", "gpu:nvidia-a100"));
-        assert!(class_matches("cpu:", "cpu:x86_64-amd-epyc"));
-        assert!(!class_matches("gpu:nvidia-h100", "gpu:nvidia-h1000"));
-        assert!(!class_matches("gpu:nvidia-h100-80gb", "gpu:nvidia-h100"));
-        assert!(!class_matches("cpu", "accel:npu"));
     }
 
     #[test]
@@ -776,5 +478,78 @@ mod tests {
     #[test]
     fn no_workers_is_never_fits() {
         assert!(matches!(place(&task(Requirements::default()), &[]), Outcome::NeverFits { .. }));
+    }
+
+    /// The score tests' task: a resnet vision test named "t".
+    fn vision() -> TaskRequest {
+        TaskRequest {
+            name: "t".into(),
+            test_type: "vision".into(),
+            model_family: "resnet".into(),
+            ..Default::default()
+        }
+    }
+
+    /// A model that saw `vision()` run five times on each class, taking these seconds.
+    fn learned_vision(pairs: &[(&str, f64)]) -> hwsched_model::Model {
+        let mut m = hwsched_model::Model::default();
+        for (hw, secs) in pairs {
+            for _ in 0..5 {
+                m.observe(&ExecutionResult {
+                    name: "t".into(),
+                    test_type: "vision".into(),
+                    model_family: "resnet".into(),
+                    hardware_class: (*hw).into(),
+                    duration_s: *secs,
+                    status: TaskStatus::Succeeded as i32,
+                    ..Default::default()
+                });
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn an_exploring_placement_tries_hardware_the_model_is_unsure_of_within_bounds() {
+        // well known on the h100 (10 s); once on the a100, where the model is unsure
+        let mut m = learned_vision(&[("gpu:h100", 10.0)]);
+        m.observe(&ExecutionResult {
+            name: "t".into(),
+            test_type: "vision".into(),
+            model_family: "resnet".into(),
+            hardware_class: "gpu:a100".into(),
+            duration_s: 15.0,
+            status: TaskStatus::Succeeded as i32,
+            ..Default::default()
+        });
+        let placeable = |id: &str, hw: &str| {
+            WorkerView::available(WorkerCapabilities {
+                worker_id: id.into(),
+                hardware_class: hw.into(),
+                slots: 4,
+                cpu: Some(hwsched_proto::v1::CpuInfo { logical_cores: 8, ..Default::default() }),
+                memory_mb: 16_000,
+                ..Default::default()
+            })
+        };
+        let ws = [placeable("a", "gpu:a100"), placeable("h", "gpu:h100"), placeable("x", "cpu:x86")];
+        let winner = |explore: bool, t: &TaskRequest| match place_with(
+            t,
+            &ws,
+            &Scoring { model: Some(&m), explore, ..Default::default() },
+        ) {
+            Outcome::Place { worker_id, components, .. } => {
+                (worker_id, components.iter().any(|(n, _)| *n == "explore"))
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(winner(false, &vision()), ("h".to_string(), false));
+        assert_eq!(winner(true, &vision()), ("a".to_string(), true));
+        // not when the unsure hardware is expected to take more than twice as long
+        let mut slow = vision();
+        slow.expected_duration_s = 100.0;
+        let m2 = learned_vision(&[("gpu:h100", 10.0)]);
+        let far = place_with(&slow, &ws, &Scoring { model: Some(&m2), explore: true, ..Default::default() });
+        assert!(matches!(far, Outcome::Place { ref worker_id, .. } if worker_id == "h"), "{far:?}");
     }
 }

@@ -2,7 +2,7 @@
 //! component: hwsched's own (predicted completion time adjusted by load,
 //! temperature and affinity) and the baselines the simulator compares it with
 //! (random, round-robin, least-loaded, and the seed's static hardware-aware
-//! score). The decision keeps each candidate's components so `explain` can say
+//! score, whose formulas are in `baseline.rs`). The decision keeps each candidate's components so `explain` can say
 //! why the winner won.
 
 use std::{fmt, str::FromStr};
@@ -10,7 +10,10 @@ use std::{fmt, str::FromStr};
 use hwsched_model::{Model, Source};
 use hwsched_proto::v1::TaskRequest;
 
-use crate::fit::WorkerView;
+use crate::{
+    baseline::{seed_load, seed_score},
+    view::{load, WorkerView},
+};
 
 /// Runtime assumed for a task that declares no `expected_duration_s` and that
 /// the model does not know, s.
@@ -328,169 +331,6 @@ impl Scoring<'_> {
     }
 }
 
-/// Slots in use (or free, when packing) and CPU utilisation, in [0, 1].
-fn load(w: &WorkerView, pack: bool) -> f64 {
-    let slots = (f64::from(w.reserved.slots) / f64::from(w.caps.slots.max(1))).min(1.0);
-    let cpu = (w.cpu_util_pct / 100.0).clamp(0.0, 1.0);
-    0.5 * if pack { 1.0 - slots } else { slots } + 0.5 * cpu
-}
-
-/// The seed's load score: 0.3 cpu + 0.3 memory + 0.2 gpu (+ io and network,
-/// which heartbeats do not carry), in [0, 1].
-pub fn seed_load(w: &WorkerView) -> f64 {
-    (0.3 * w.cpu_util_pct + 0.3 * w.mem_util_pct + 0.2 * w.gpu_util_pct).clamp(0.0, 100.0) / 100.0
-}
-
-/// Whether the seed considered the worker out of capacity: load above 0.9, or
-/// CPU or memory at 95 % or GPU at 98 %.
-pub fn seed_excludes(w: &WorkerView) -> bool {
-    seed_load(w) > 0.9 || w.cpu_util_pct >= 95.0 || w.mem_util_pct >= 95.0 || w.gpu_util_pct >= 98.0
-}
-
-/// The seed's workload type, by substrings of the test type.
-fn seed_workload(test_type: &str) -> &'static str {
-    let t = test_type.to_ascii_lowercase();
-    let has = |words: &[&str]| words.iter().any(|w| t.contains(w));
-    if has(&["vision", "image"]) {
-        "vision"
-    } else if has(&["nlp", "text", "language"]) {
-        "nlp"
-    } else if has(&["audio", "speech"]) {
-        "audio"
-    } else if has(&["embedding"]) {
-        "embedding"
-    } else if has(&["training"]) {
-        "training"
-    } else if has(&["inference"]) {
-        "inference"
-    } else if has(&["conversational"]) {
-        "conversational"
-    } else if has(&["multi"]) {
-        "multimodal"
-    } else {
-        "mixed"
-    }
-}
-
-/// The seed's hardware family of a worker: "gpu", "tpu", "npu", "browser" or "cpu".
-fn seed_family(w: &WorkerView) -> &'static str {
-    let hw = w.caps.hardware_class.as_str();
-    let acc = |k: &str| w.caps.accelerators.get(k).copied().unwrap_or(0) > 0;
-    if !w.caps.gpus.is_empty() || hw.starts_with("gpu") {
-        "gpu"
-    } else if acc("tpu") || hw.starts_with("tpu") {
-        "tpu"
-    } else if acc("npu") || hw.starts_with("npu") {
-        "npu"
-    } else if acc("webgpu") || acc("webnn") || hw.starts_with("browser") {
-        "browser"
-    } else {
-        "cpu"
-    }
-}
-
-/// The seed's intended composite for one worker: (hardware-aware adjusted
-/// score, adaptive score, 0.7 / 0.3 composite minus its utilisation penalties).
-/// Higher is better.
-fn seed_score(
-    task: &TaskRequest,
-    w: &WorkerView,
-    model: Option<&Model>,
-    workload: &str,
-    mean_load: f64,
-) -> (f64, f64, f64) {
-    let family = seed_family(w);
-    let label = |k: &str| task.labels.get(k).map(String::as_str).unwrap_or("");
-    // 1. preferences (the seed's preferred hardware class, architecture and vendor)
-    let mut eff = 1.0;
-    let preferred = match label("preferred_backend") {
-        "cuda" | "rocm" | "gpu" => "gpu",
-        "tpu" | "xla" => "tpu",
-        "npu" | "nnapi" => "npu",
-        "webgpu" | "webnn" | "browser" => "browser",
-        "cpu" => "cpu",
-        _ => "",
-    };
-    if !preferred.is_empty() && preferred != family {
-        eff *= 0.7;
-    }
-    let arch = w.caps.cpu.as_ref().map_or("", |c| c.arch.as_str());
-    if !label("preferred_arch").is_empty() && label("preferred_arch") != arch {
-        eff *= 0.8;
-    }
-    let vendor = w.caps.gpus.first().map_or("", |g| g.vendor.as_str());
-    if !label("preferred_vendor").is_empty() && !label("preferred_vendor").eq_ignore_ascii_case(vendor) {
-        eff *= 0.9;
-    }
-    // 2. compute intensity: 0.8 above 120 s expected, 0.3 below 10 s, else 0.5
-    let expected = if task.expected_duration_s > 0.0 { task.expected_duration_s } else { 60.0 };
-    let compute_intensity = if expected > 120.0 {
-        0.8
-    } else if expected < 10.0 {
-        0.3
-    } else {
-        0.5
-    };
-    if compute_intensity > 0.7 {
-        let units = w
-            .caps
-            .labels
-            .get("compute_units")
-            .and_then(|u| u.parse::<f64>().ok())
-            .unwrap_or_else(|| f64::from(w.caps.cpu.as_ref().map_or(1, |c| c.logical_cores)));
-        eff *= 0.5 + 0.5 * (units / 100.0).min(1.0);
-    }
-    // 3. memory intensity: minimum memory / 16 GB
-    let min_mem_gb = task.requirements.as_ref().map_or(0.0, |r| r.memory_mb as f64 / 1024.0).max(0.5);
-    if (min_mem_gb / 16.0).min(1.0) > 0.7 {
-        let mem_gb = w.caps.gpus.first().map_or(w.caps.memory_mb, |g| g.memory_mb) as f64 / 1024.0;
-        eff *= 0.5 + 0.5 * (mem_gb / 16.0).min(1.0);
-    }
-    // 4. specialisation
-    let kind = seed_workload(&task.test_type);
-    let tensor_cores = w
-        .caps
-        .gpus
-        .iter()
-        .any(|g| crate::validate::parse_capability(&g.compute_capability).is_some_and(|cc| cc >= (7, 0)));
-    eff *= match (family, kind) {
-        ("gpu", "vision") => 1.2,
-        ("gpu", "nlp") if tensor_cores => 1.2,
-        ("tpu", "nlp" | "vision") => 1.3,
-        ("npu", "inference") => 1.2,
-        _ => 1.0,
-    };
-    let eff = eff.clamp(0.0, 1.0);
-    // 5. load and temperature (warming/cooling performance: 1.0, the workers are warm)
-    let load = seed_load(w);
-    let temperature = (w.max_temp_c / 100.0).clamp(0.0, 1.0);
-    let adjusted = eff * (1.0 - 0.3 * load) * (1.0 - 0.3 * temperature);
-    // 6. adaptive: performance-based when the fleet is busy, model affinity when
-    // it is idle, priority-based (load) otherwise
-    let adaptive = if mean_load > 0.8 {
-        let performance = model.and_then(|m| m.entry(workload, &w.caps.hardware_class)).map_or(0.5, |e| {
-            let time_score =
-                if e.log_runtime_mean != 0.0 { 1.0 / (1.0 + e.log_runtime_mean.exp() / expected) } else { 0.5 };
-            0.3 * e.success_rate + 0.3 * time_score + 0.1 * (e.observations as f64 / 10.0).min(1.0)
-        });
-        0.7 * performance + 0.3 * (1.0 - load)
-    } else if mean_load < 0.3 {
-        if !task.model_family.is_empty() && w.recent_families.iter().any(|f| f == &task.model_family) {
-            1.0
-        } else {
-            0.5
-        }
-    } else {
-        1.0 - load
-    };
-    // 7. the coordinator's utilisation penalties
-    let penalty = ((w.cpu_util_pct - 70.0).max(0.0) / 10.0
-        + (w.mem_util_pct - 70.0).max(0.0) / 10.0
-        + (w.gpu_util_pct - 60.0).max(0.0) / 8.0)
-        / 10.0;
-    (adjusted, adaptive, 0.7 * adjusted + 0.3 * adaptive - penalty)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,51 +387,6 @@ mod tests {
         // without a model the two are equal
         let c = cost(&Scoring::default(), &task(), &ws);
         assert_eq!(c[0], c[1]);
-    }
-
-    #[test]
-    fn an_exploring_placement_tries_hardware_the_model_is_unsure_of_within_bounds() {
-        use crate::fit::{place_with, Outcome};
-        // well known on the h100 (10 s); once on the a100, where the model is unsure
-        let mut m = learned(&[("gpu:h100", 10.0)]);
-        m.observe(&ExecutionResult {
-            name: "t".into(),
-            test_type: "vision".into(),
-            model_family: "resnet".into(),
-            hardware_class: "gpu:a100".into(),
-            duration_s: 15.0,
-            status: TaskStatus::Succeeded as i32,
-            ..Default::default()
-        });
-        let placeable = |id: &str, hw: &str| {
-            WorkerView::available(WorkerCapabilities {
-                worker_id: id.into(),
-                hardware_class: hw.into(),
-                slots: 4,
-                cpu: Some(hwsched_proto::v1::CpuInfo { logical_cores: 8, ..Default::default() }),
-                memory_mb: 16_000,
-                ..Default::default()
-            })
-        };
-        let ws = [placeable("a", "gpu:a100"), placeable("h", "gpu:h100"), placeable("x", "cpu:x86")];
-        let winner = |explore: bool, t: &TaskRequest| match place_with(
-            t,
-            &ws,
-            &Scoring { model: Some(&m), explore, ..Default::default() },
-        ) {
-            Outcome::Place { worker_id, components, .. } => {
-                (worker_id, components.iter().any(|(n, _)| *n == "explore"))
-            }
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(winner(false, &task()), ("h".to_string(), false));
-        assert_eq!(winner(true, &task()), ("a".to_string(), true));
-        // not when the unsure hardware is expected to take more than twice as long
-        let mut slow = task();
-        slow.expected_duration_s = 100.0;
-        let m2 = learned(&[("gpu:h100", 10.0)]);
-        let far = place_with(&slow, &ws, &Scoring { model: Some(&m2), explore: true, ..Default::default() });
-        assert!(matches!(far, Outcome::Place { ref worker_id, .. } if worker_id == "h"), "{far:?}");
     }
 
     #[test]
@@ -672,7 +467,7 @@ mod tests {
         assert!(c[0] < c[1], "{c:?}");
         let mut full = cpu;
         full.cpu_util_pct = 96.0;
-        assert!(seed_excludes(&full));
+        assert!(crate::baseline::seed_excludes(&full));
     }
 
     #[test]

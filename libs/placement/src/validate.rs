@@ -1,7 +1,14 @@
 //! Validation of task requests: every problem found, each naming its field.
 //! Producers get these lines back verbatim, so they must say what to change.
 
-use hwsched_proto::v1::TaskRequest;
+use std::collections::HashMap;
+
+use hwsched_proto::{
+    is_valid_id,
+    v1::{Placement, Requirements, TaskRequest},
+};
+
+use crate::group::SEPARATOR;
 
 /// Accelerator kinds a task may ask for. Custom kinds start with `x-`.
 pub const KNOWN_ACCELERATORS: &[&str] =
@@ -27,23 +34,33 @@ const MAX_ARG_BYTES: usize = 128 * 1024;
 const MAX_TIMEOUT_S: u32 = 7 * 24 * 3600;
 const MAX_ATTEMPTS: u32 = 20;
 
-/// True for a valid task or worker id: 1..=144 of `[A-Za-z0-9_-]` (it becomes a
-/// subject token and a KV key). Producers' task ids are at most 128 characters;
-/// the rest is room for the suffix of a shard or replica (`--s255`).
-pub fn is_valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_ID + 16 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// Checks `t`, returning every problem as "field: reason".
+/// Checks `t`, returning every problem as "field: reason" (in the order of
+/// the fields; within a map field, by key).
 pub fn validate(t: &TaskRequest) -> Result<(), Vec<String>> {
     let mut errs = Vec::new();
     let mut bad = |field: &str, reason: String| errs.push(format!("{field}: {reason}"));
+    check_id_and_command(&mut bad, t);
+    check_texts_and_limits(&mut bad, t);
+    if let Some(r) = &t.requirements {
+        check_requirements(&mut bad, r);
+    }
+    if let Some(p) = &t.placement {
+        check_placement(&mut bad, p);
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(errs)
+    }
+}
 
+/// The task id, the command and the environment's variable names.
+fn check_id_and_command(bad: &mut impl FnMut(&str, String), t: &TaskRequest) {
     if t.task_id.is_empty() {
         bad("task_id", "is required (set by the producer; used for de-duplication)".into());
     } else if !is_valid_id(&t.task_id) || t.task_id.len() > MAX_ID {
         bad("task_id", format!("{:?} must be 1..={MAX_ID} characters of [A-Za-z0-9_-]", truncate(&t.task_id)));
-    } else if t.task_id.contains(crate::group::SEPARATOR) {
+    } else if t.task_id.contains(SEPARATOR) {
         bad("task_id", "must not contain \"--\": it marks the shards and replicas of a task".into());
     }
     if t.command.is_empty() || t.command[0].trim().is_empty() {
@@ -59,11 +76,15 @@ pub fn validate(t: &TaskRequest) -> Result<(), Vec<String>> {
     if t.command.iter().any(|a| a.contains('\0')) {
         bad("command", "contains a NUL byte".into());
     }
-    for k in t.env.keys() {
+    for k in sorted_keys(&t.env) {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             bad("env", format!("invalid variable name {:?}", truncate(k)));
         }
     }
+}
+
+/// The free texts, priority, timeout, attempts and expected duration.
+fn check_texts_and_limits(bad: &mut impl FnMut(&str, String), t: &TaskRequest) {
     for (field, v) in [
         ("name", &t.name),
         ("test_type", &t.test_type),
@@ -91,86 +112,95 @@ pub fn validate(t: &TaskRequest) -> Result<(), Vec<String>> {
     if !t.expected_duration_s.is_finite() || t.expected_duration_s < 0.0 {
         bad("expected_duration_s", format!("{} must be a non-negative number of seconds", t.expected_duration_s));
     }
-    if let Some(r) = &t.requirements {
-        if !r.cpu_cores.is_finite() || r.cpu_cores < 0.0 || r.cpu_cores > 4096.0 {
-            bad("requirements.cpu_cores", format!("{} must be between 0 and 4096", r.cpu_cores));
-        }
-        if r.memory_mb < 0 || r.memory_mb > 64 * 1024 * 1024 {
-            bad("requirements.memory_mb", format!("{} must be between 0 and 67108864 (64 TiB)", r.memory_mb));
-        }
-        if let Some(g) = &r.gpus {
-            if g.count > 64 {
-                bad("requirements.gpus.count", format!("{} exceeds 64", g.count));
-            }
-            if g.min_memory_mb < 0 {
-                bad("requirements.gpus.min_memory_mb", format!("{} must not be negative", g.min_memory_mb));
-            }
-            if !g.min_compute_capability.is_empty() && parse_capability(&g.min_compute_capability).is_none() {
-                bad(
-                    "requirements.gpus.min_compute_capability",
-                    format!("{:?} must look like \"8.0\"", truncate(&g.min_compute_capability)),
-                );
-            }
-        }
-        for (kind, n) in &r.accelerators {
-            if !KNOWN_ACCELERATORS.contains(&kind.as_str()) && !kind.starts_with("x-") {
-                bad(
-                    "requirements.accelerators",
-                    format!(
-                        "unknown accelerator {:?}: known are {} (or x-<custom>)",
-                        truncate(kind),
-                        KNOWN_ACCELERATORS.join(", ")
-                    ),
-                );
-            } else if *n == 0 || *n > 1024 {
-                bad("requirements.accelerators", format!("{kind}: count {n} must be 1..=1024"));
-            }
-        }
-        check_classes(&mut bad, "requirements.hardware_classes", &r.hardware_classes);
-        for (name, req) in &r.software {
-            if let Err(e) = semver::VersionReq::parse(req) {
-                bad(
-                    "requirements.software",
-                    format!("{name}: {:?} is not a version requirement ({e}); e.g. \">=3.10\"", truncate(req)),
-                );
-            }
-        }
+}
+
+/// The requirements: cores, memory, GPUs, accelerators, classes, software.
+fn check_requirements(bad: &mut impl FnMut(&str, String), r: &Requirements) {
+    if !r.cpu_cores.is_finite() || r.cpu_cores < 0.0 || r.cpu_cores > 4096.0 {
+        bad("requirements.cpu_cores", format!("{} must be between 0 and 4096", r.cpu_cores));
     }
-    if let Some(p) = &t.placement {
-        if !p.strategy.is_empty() && !STRATEGIES.contains(&p.strategy.as_str()) {
-            bad("placement.strategy", format!("{:?} must be one of {}", truncate(&p.strategy), STRATEGIES.join(", ")));
+    if r.memory_mb < 0 || r.memory_mb > 64 * 1024 * 1024 {
+        bad("requirements.memory_mb", format!("{} must be between 0 and 67108864 (64 TiB)", r.memory_mb));
+    }
+    if let Some(g) = &r.gpus {
+        if g.count > 64 {
+            bad("requirements.gpus.count", format!("{} exceeds 64", g.count));
         }
-        match p.strategy.as_str() {
-            "sharded" if p.shards < 2 || p.shards as usize > MAX_PARTS => bad(
-                "placement.shards",
-                format!("{} must be 2..={MAX_PARTS} for strategy sharded (1 shard is a single task)", p.shards),
-            ),
-            "sharded" => {}
-            _ if p.shards > 1 => {
-                bad("placement.shards", format!("{} shards need strategy \"sharded\", not {:?}", p.shards, p.strategy))
-            }
-            _ => {}
+        if g.min_memory_mb < 0 {
+            bad("requirements.gpus.min_memory_mb", format!("{} must not be negative", g.min_memory_mb));
         }
-        if p.strategy == "replicated" {
-            if p.hardware_classes.is_empty() {
-                bad("placement.hardware_classes", "lists the hardware classes to replicate on (one copy each)".into());
-            }
-            check_classes(&mut bad, "placement.hardware_classes", &p.hardware_classes);
-        } else if !p.hardware_classes.is_empty() {
+        if !g.min_compute_capability.is_empty() && parse_capability(&g.min_compute_capability).is_none() {
             bad(
-                "placement.hardware_classes",
-                format!(
-                    "are for strategy \"replicated\", not {:?}; use requirements.hardware_classes to restrict a task",
-                    p.strategy
-                ),
+                "requirements.gpus.min_compute_capability",
+                format!("{:?} must look like \"8.0\"", truncate(&g.min_compute_capability)),
             );
         }
     }
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(errs)
+    for kind in sorted_keys(&r.accelerators) {
+        let n = r.accelerators[kind];
+        if !KNOWN_ACCELERATORS.contains(&kind.as_str()) && !kind.starts_with("x-") {
+            bad(
+                "requirements.accelerators",
+                format!(
+                    "unknown accelerator {:?}: known are {} (or x-<custom>)",
+                    truncate(kind),
+                    KNOWN_ACCELERATORS.join(", ")
+                ),
+            );
+        } else if n == 0 || n > 1024 {
+            bad("requirements.accelerators", format!("{kind}: count {n} must be 1..=1024"));
+        }
     }
+    check_classes(bad, "requirements.hardware_classes", &r.hardware_classes);
+    for name in sorted_keys(&r.software) {
+        let req = &r.software[name];
+        if let Err(e) = semver::VersionReq::parse(req) {
+            bad(
+                "requirements.software",
+                format!("{name}: {:?} is not a version requirement ({e}); e.g. \">=3.10\"", truncate(req)),
+            );
+        }
+    }
+}
+
+/// The placement: strategy, shards, replicated hardware classes.
+fn check_placement(bad: &mut impl FnMut(&str, String), p: &Placement) {
+    if !p.strategy.is_empty() && !STRATEGIES.contains(&p.strategy.as_str()) {
+        bad("placement.strategy", format!("{:?} must be one of {}", truncate(&p.strategy), STRATEGIES.join(", ")));
+    }
+    match p.strategy.as_str() {
+        "sharded" if p.shards < 2 || p.shards as usize > MAX_PARTS => bad(
+            "placement.shards",
+            format!("{} must be 2..={MAX_PARTS} for strategy sharded (1 shard is a single task)", p.shards),
+        ),
+        "sharded" => {}
+        _ if p.shards > 1 => {
+            bad("placement.shards", format!("{} shards need strategy \"sharded\", not {:?}", p.shards, p.strategy))
+        }
+        _ => {}
+    }
+    if p.strategy == "replicated" {
+        if p.hardware_classes.is_empty() {
+            bad("placement.hardware_classes", "lists the hardware classes to replicate on (one copy each)".into());
+        }
+        check_classes(bad, "placement.hardware_classes", &p.hardware_classes);
+    } else if !p.hardware_classes.is_empty() {
+        bad(
+            "placement.hardware_classes",
+            format!(
+                "are for strategy \"replicated\", not {:?}; use requirements.hardware_classes to restrict a task",
+                p.strategy
+            ),
+        );
+    }
+}
+
+/// A map's keys in order: the problems found in it are listed in a defined
+/// order (a `HashMap` walks its keys in a per-process random order).
+fn sorted_keys<V>(m: &HashMap<String, V>) -> Vec<&String> {
+    let mut keys: Vec<&String> = m.keys().collect();
+    keys.sort();
+    keys
 }
 
 /// Hardware class patterns: at most [`MAX_PARTS`], each non-empty, distinct,
@@ -214,7 +244,7 @@ fn truncate(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hwsched_proto::v1::{GpuRequirement, Placement, Requirements};
+    use hwsched_proto::v1::GpuRequirement;
 
     fn ok_task() -> TaskRequest {
         TaskRequest { task_id: "t-1".into(), command: vec!["true".into()], ..Default::default() }
@@ -352,5 +382,26 @@ mod tests {
         assert_eq!(parse_capability("8.6"), Some((8, 6)));
         assert_eq!(parse_capability("9"), Some((9, 0)));
         assert_eq!(parse_capability("x"), None);
+    }
+
+    #[test]
+    fn problems_in_map_fields_are_listed_by_key() {
+        let t = TaskRequest {
+            env: (0..20).map(|i| (format!("K{i:02}=bad"), String::new())).collect(),
+            requirements: Some(Requirements {
+                accelerators: (0..20).map(|i| (format!("unknown-{i:02}"), 1)).collect(),
+                software: (0..20).map(|i| (format!("sw{i:02}"), "not a version".to_string())).collect(),
+                ..Default::default()
+            }),
+            ..ok_task()
+        };
+        let errs = errors_of(t);
+        for field in ["env:", "requirements.accelerators:", "requirements.software:"] {
+            let of: Vec<&String> = errs.iter().filter(|e| e.starts_with(field)).collect();
+            assert_eq!(of.len(), 20, "{field} {errs:?}");
+            let mut sorted = of.clone();
+            sorted.sort();
+            assert_eq!(of, sorted, "{field} in key order");
+        }
     }
 }

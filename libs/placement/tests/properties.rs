@@ -1,7 +1,7 @@
 //! Properties of the pure core over random fleets and tasks: a placement never
 //! violates a hard requirement or a reservation, and the GPUs it hands out are
 //! free, matching and distinct. The checks below are written independently of
-//! `fit.rs` (plain loops over the same data).
+//! `fit.rs` and `filter.rs` (plain loops over the same data).
 #![allow(missing_docs)]
 
 use std::collections::BTreeMap;
@@ -218,7 +218,7 @@ proptest! {
         // checking requirements once per shape changes nothing
         let mut shaped = fleet.clone();
         for w in &mut shaped {
-            w.shape = hwsched_placement::fit::shape_of(&w.caps);
+            w.shape = hwsched_placement::view::shape_of(&w.caps);
         }
         prop_assert_eq!(place(&t, &shaped), place(&t, &fleet));
     }

@@ -11,9 +11,12 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/hwsched.v1.serde.rs"));
 }
 
+pub mod ids;
+
 /// Schema version written into every message's `schema_version` field.
 pub const SCHEMA_VERSION: u32 = 1;
 
+pub use ids::is_valid_id;
 pub use prost::Message;
 
 #[cfg(test)]

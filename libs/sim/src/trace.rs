@@ -154,7 +154,7 @@ impl Trace {
         let mut ids = std::collections::BTreeSet::new();
         for w in &self.workers {
             let c = &w.capabilities;
-            if !hwsched_placement::is_valid_id(&c.worker_id) || !ids.insert(c.worker_id.clone()) {
+            if !hwsched_proto::is_valid_id(&c.worker_id) || !ids.insert(c.worker_id.clone()) {
                 return bad(format!("worker id {:?} is invalid or repeated", c.worker_id));
             }
             if c.hardware_class.is_empty() {

@@ -210,10 +210,7 @@ pub fn render(prefix: &str, workers: &[String], shared_monitor: bool) -> String 
 /// Prints the block.
 pub fn run(prefix: &str, args: &NatsAuthArgs) -> anyhow::Result<()> {
     for w in &args.workers {
-        anyhow::ensure!(
-            hwsched_placement::is_valid_id(w),
-            "--worker {w:?}: a worker id is letters, digits, '-' and '_'"
-        );
+        anyhow::ensure!(hwsched_proto::is_valid_id(w), "--worker {w:?}: a worker id is letters, digits, '-' and '_'");
         anyhow::ensure!(
             w != "monitor" && roles(prefix).iter().all(|r| &r.name != w),
             "--worker {w:?}: that name is a role's user"

@@ -16,7 +16,7 @@ use crate::{config::MonitorConfig, gpu::Gpus, host, probes};
 /// which may hold dots), else the host name, the last two made subject-safe.
 pub fn worker_id(configured: Option<&str>, node_name: Option<&str>) -> Result<String, String> {
     if let Some(id) = configured {
-        return if id.len() <= 128 && hwsched_placement::is_valid_id(id) {
+        return if id.len() <= 128 && hwsched_proto::is_valid_id(id) {
             Ok(id.to_string())
         } else {
             Err(format!("--worker-id / HWSCHED_WORKER_ID {id:?} must be 1..=128 characters of [A-Za-z0-9_-]"))

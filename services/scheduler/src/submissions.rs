@@ -218,7 +218,7 @@ impl Scheduler {
         if let Err(e) = self.io.bus.publish_durable(subject, &rejection, None, None).await {
             tracing::warn!(error = %e, "rejection not stored");
         }
-        if hwsched_placement::is_valid_id(&r.task_id) {
+        if hwsched_proto::is_valid_id(&r.task_id) {
             let task = TaskRequest { task_id: r.task_id.clone(), ..Default::default() };
             let ev = task_event(Some(&task), TaskEventKind::Rejected, 0, "", &r.reasons.join("; "));
             self.io.bus.publish_event(&ev, None).await;

@@ -54,7 +54,7 @@ pub fn workers(n: usize) -> Vec<WorkerView> {
             shape: 0,
         })
         .map(|mut w| {
-            w.shape = hwsched_placement::fit::shape_of(&w.caps);
+            w.shape = hwsched_placement::view::shape_of(&w.caps);
             w
         })
         .collect()

@@ -1,0 +1,278 @@
+//! Worker liveness: registration, heartbeats (with thermal hysteresis and the
+//! throttling cool-down), and supervision: silent or offline workers lose
+//! their attempts, and so do assignments their worker never reported running.
+
+use hwsched_proto::v1::{TaskState, WorkerCapabilities, WorkerHeartbeat, WorkerState};
+
+use crate::{
+    state::{
+        worker::{HOT_C, HOT_HYSTERESIS_C},
+        Completion, State,
+    },
+    view::shape_of,
+};
+
+impl State {
+    /// Records a worker's capabilities.
+    pub fn register(&mut self, caps: WorkerCapabilities, now_ms: i64) -> bool {
+        let w = self.workers.entry(caps.worker_id.clone()).or_default();
+        let new = w.caps.is_none();
+        w.shape = shape_of(&caps);
+        w.caps = Some(caps.into());
+        w.last_seen_ms = now_ms;
+        if w.state == WorkerState::Unspecified || w.state == WorkerState::Offline {
+            w.state = WorkerState::Active;
+        }
+        new
+    }
+
+    /// Records a heartbeat. Returns true when the worker's capabilities are
+    /// unknown or outdated (the caller asks the monitor for them).
+    pub fn heartbeat(&mut self, hb: WorkerHeartbeat, now_ms: i64) -> bool {
+        for id in &hb.running_task_ids {
+            if self.tasks.get(id).is_some_and(|h| *h.worker_id == hb.worker_id) {
+                self.seen_running.insert(id.clone(), now_ms);
+            }
+        }
+        let cooldown = self.cooldown_ms;
+        let w = self.workers.entry(hb.worker_id.clone()).or_default();
+        w.last_seen_ms = now_ms;
+        w.state = hb.state();
+        if hb.max_temp_c >= HOT_C {
+            w.hot = true;
+        } else if hb.max_temp_c < HOT_C - HOT_HYSTERESIS_C {
+            w.hot = false;
+        }
+        if hb.throttling {
+            w.throttled_until_ms = now_ms + cooldown;
+        }
+        let stale = w.caps.as_ref().is_none_or(|c| c.revision != hb.capabilities_revision);
+        w.heartbeat = hb;
+        stale
+    }
+
+    /// Marks workers silent for longer than their timeout (at least `timeout_ms`,
+    /// and three of their heartbeat periods), or that said they went offline,
+    /// as offline; and finds assignments their worker has not reported running
+    /// for `grace_ms`. Their tasks are queued again, or fail once lost
+    /// [`crate::state::MAX_LOSSES`] times. Returns each affected record with the
+    /// reason, in a defined order: the lost workers' tasks (workers by id, each
+    /// one's tasks by task id), then the forgotten assignments by task id.
+    pub fn supervise(&mut self, now_ms: i64, timeout_ms: i64, grace_ms: i64) -> Vec<Completion> {
+        let mut lost = Vec::new();
+        for (id, w) in self.workers.iter_mut() {
+            let timeout = timeout_ms.max(3 * i64::from(w.heartbeat.interval_ms));
+            let silent = now_ms - w.last_seen_ms > timeout;
+            if (silent || w.state == WorkerState::Offline) && (w.state != WorkerState::Offline || w.reserved.slots > 0)
+            {
+                w.state = WorkerState::Offline;
+                lost.push(id.clone());
+            }
+        }
+        let mut out = Vec::new();
+        for id in lost {
+            for task_id in self.assigned_to(&id) {
+                out.extend(self.lose(&task_id, now_ms, format!("worker {id} lost")));
+            }
+        }
+        for task_id in self.forgotten(now_ms, grace_ms) {
+            let worker = self.worker_of(&task_id).unwrap_or_default().to_string();
+            out.extend(self.lose(
+                &task_id,
+                now_ms,
+                format!("not running on {worker} {} s after assignment", grace_ms / 1000),
+            ));
+        }
+        out
+    }
+
+    /// Assignments that never started (or vanished) on a live worker: not
+    /// reported running for `grace_ms`, in task id order.
+    fn forgotten(&self, now_ms: i64, grace_ms: i64) -> Vec<String> {
+        self.tasks
+            .iter()
+            .filter(|(_, h)| h.state == TaskState::Assigned)
+            .filter(|(_, h)| {
+                // observe-only workers do not list what their external executor runs
+                self.workers
+                    .get(&*h.worker_id)
+                    .is_some_and(|w| w.state != WorkerState::Offline && !w.heartbeat.observe_only)
+            })
+            .filter(|(id, h)| {
+                let seen = self.seen_running.get(*id).copied().unwrap_or(0).max(h.assigned_at_ms);
+                now_ms - seen > grace_ms
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The tasks assigned to a worker, in task id order.
+    fn assigned_to(&self, worker_id: &str) -> Vec<String> {
+        self.tasks
+            .iter()
+            .filter(|(_, h)| h.state == TaskState::Assigned && &*h.worker_id == worker_id)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{
+        testutil::{assigned, caps, hb, queued},
+        MAX_LOSSES,
+    };
+
+    #[test]
+    fn lost_worker_tasks_are_requeued_and_placed_elsewhere() {
+        let mut s = State::default();
+        s.register(caps("a", 8, 1), 0);
+        s.insert(queued("t", 3, 0), 0);
+        assert_eq!(assigned(&s.plan(1, true))[0].1, "a");
+        s.register(caps("b", 8, 1), 5_000);
+        s.heartbeat(
+            WorkerHeartbeat { worker_id: "b".into(), state: 1, capabilities_revision: 7, ..Default::default() },
+            11_000,
+        );
+        let lost = s.supervise(12_000, 10_000, 60_000);
+        assert!(
+            matches!(lost.as_slice(), [Completion::Retry(r)] if r.reason == "worker a lost" && r.losses == 1),
+            "{lost:?}"
+        );
+        assert_eq!(assigned(&s.plan(12_001, true))[0].1, "b");
+    }
+
+    #[test]
+    fn a_task_that_keeps_losing_its_worker_fails_without_using_its_failure_budget() {
+        let mut s = State::default();
+        let mut t = 0;
+        s.insert(queued("killer", 3, 0), 0);
+        for round in 1..=MAX_LOSSES + 1 {
+            let w = format!("w{round}");
+            s.register(caps(&w, 8, 1), t);
+            assert_eq!(assigned(&s.plan(t + 1, true))[0].1, w);
+            t += 20_000; // silent for longer than the timeout
+            let out = s.supervise(t, 10_000, 60_000);
+            match (round <= MAX_LOSSES, out.as_slice()) {
+                (true, [Completion::Retry(r)]) => assert_eq!((r.losses, r.failures), (round, 0)),
+                (false, [Completion::Done(r)]) => {
+                    assert_eq!(r.state(), TaskState::Failed);
+                    assert!(r.reason.contains("giving up"), "{}", r.reason);
+                }
+                other => panic!("round {round}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn assignment_never_reported_running_is_placed_again() {
+        let mut s = State::default();
+        s.register(caps("a", 8, 2), 0);
+        s.insert(queued("ghost", 3, 0), 0);
+        s.insert(queued("real", 3, 1), 0);
+        assert_eq!(assigned(&s.plan(1_000, true)).len(), 2);
+        // the worker stays alive and reports only "real"
+        for now in (2_000..=40_000).step_by(1_000) {
+            let hb = WorkerHeartbeat {
+                worker_id: "a".into(),
+                state: 1,
+                capabilities_revision: 7,
+                running_task_ids: vec!["real".into()],
+                ..Default::default()
+            };
+            s.heartbeat(hb, now);
+        }
+        let out = s.supervise(40_000, 10_000, 30_000);
+        assert!(
+            matches!(out.as_slice(), [Completion::Retry(r)] if r.task.as_ref().map(|t| t.task_id.as_str()) == Some("ghost")),
+            "{out:?}"
+        );
+        assert_eq!(s.record("real").expect("real").state(), TaskState::Assigned);
+    }
+
+    #[test]
+    fn a_throttling_worker_gets_nothing_until_it_has_cooled_down() {
+        let mut s = State::with_aging(0);
+        s.cooldown_ms = 60_000;
+        s.register(caps("hot", 8, 4), 0);
+        s.heartbeat(hb("hot", 92.0, true), 1_000);
+        s.heartbeat(hb("hot", 70.0, false), 2_000); // stopped throttling, still cooling down
+        s.insert(queued("t", 3, 2_000), 2_000);
+        assert!(s.plan(30_000, true).is_empty());
+        assert!(s.record("t").expect("t").reason.contains("throttling"), "{}", s.record("t").expect("t").reason);
+        s.heartbeat(hb("hot", 70.0, false), 61_500);
+        assert_eq!(assigned(&s.plan(61_500, true)).len(), 1, "cooled down for 60 s");
+    }
+
+    #[test]
+    fn hot_has_hysteresis_and_steers_placement_away() {
+        let mut s = State::with_aging(0);
+        s.register(caps("a", 8, 4), 0);
+        s.register(caps("b", 8, 4), 0);
+        s.heartbeat(hb("a", 87.0, false), 1);
+        assert!(s.workers["a"].hot);
+        s.heartbeat(hb("a", 82.0, false), 2);
+        assert!(s.workers["a"].hot, "82 °C is not cool enough yet");
+        s.insert(queued("t", 3, 0), 0);
+        assert_eq!(assigned(&s.plan(3, true))[0].1, "b", "a is hot");
+        s.heartbeat(hb("a", 79.0, false), 4);
+        assert!(!s.workers["a"].hot);
+    }
+
+    #[test]
+    fn heartbeat_asks_for_capabilities_when_revision_changes() {
+        let mut s = State::default();
+        assert!(
+            s.heartbeat(WorkerHeartbeat { worker_id: "a".into(), capabilities_revision: 7, ..Default::default() }, 0)
+        );
+        s.register(caps("a", 2, 1), 0);
+        assert!(!s.heartbeat(
+            WorkerHeartbeat { worker_id: "a".into(), capabilities_revision: 7, state: 1, ..Default::default() },
+            1
+        ));
+        assert!(s.heartbeat(
+            WorkerHeartbeat { worker_id: "a".into(), capabilities_revision: 8, state: 1, ..Default::default() },
+            2
+        ));
+    }
+
+    /// Builds a state with tasks on two workers, in an insertion order that
+    /// differs from the task ids' order, and lets both workers go silent.
+    fn all_lost(ids: &[&str]) -> Vec<String> {
+        let mut s = State::default();
+        s.register(caps("w-b", 8, 64), 0);
+        s.register(caps("w-a", 8, 64), 0);
+        for id in ids {
+            s.insert(queued(id, 3, 0), 0);
+        }
+        assert_eq!(assigned(&s.plan(1, true)).len(), ids.len());
+        s.supervise(60_000, 10_000, 600_000)
+            .into_iter()
+            .map(|c| match c {
+                Completion::Retry(r) => format!("{} {}", r.task.map(|t| t.task_id).unwrap_or_default(), r.reason),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tasks_lost_at_once_come_back_by_worker_then_task_id() {
+        let ids = ["t7", "t3", "t9", "t1", "t5", "t2", "t8", "t0", "t6", "t4", "t11", "t10"];
+        let lost = all_lost(&ids);
+        let mut workers: Vec<&str> = lost.iter().map(|l| l.split_once(' ').map_or("", |(_, w)| w)).collect();
+        let before = workers.clone();
+        workers.sort();
+        assert_eq!(workers, before, "workers in id order: {lost:?}");
+        for w in ["worker w-a lost", "worker w-b lost"] {
+            let tasks: Vec<&str> =
+                lost.iter().filter(|l| l.ends_with(w)).map(|l| &l[..l.find(' ').unwrap_or(0)]).collect();
+            let mut sorted = tasks.clone();
+            sorted.sort();
+            assert_eq!(tasks, sorted, "{w}: tasks in id order");
+        }
+        assert_eq!(lost.len(), ids.len());
+        // the same calls, the same order (a hash map's order would differ between instances)
+        assert_eq!(all_lost(&ids), lost);
+    }
+}

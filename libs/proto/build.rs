@@ -20,9 +20,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptor_path = out.join("hwsched_descriptor.bin");
     fs::write(&descriptor_path, prost::Message::encode_to_vec(&fds))?;
 
-    prost_build::Config::new().file_descriptor_set_path(&descriptor_path).skip_protoc_run().compile_fds(fds)?;
+    // Every protobuf map is a BTreeMap: its JSON (and protobuf encoding) lists keys in
+    // order, so the same message gives the same bytes in every process.
+    prost_build::Config::new()
+        .btree_map(["."])
+        .file_descriptor_set_path(&descriptor_path)
+        .skip_protoc_run()
+        .compile_fds(fds)?;
 
     let descriptors = fs::read(&descriptor_path)?;
-    pbjson_build::Builder::new().register_descriptors(&descriptors)?.build(&[".hwsched"])?;
+    pbjson_build::Builder::new().register_descriptors(&descriptors)?.btree_map(["."]).build(&[".hwsched"])?;
     Ok(())
 }

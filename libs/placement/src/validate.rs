@@ -1,7 +1,6 @@
 //! Validation of task requests: every problem found, each naming its field.
 //! Producers get these lines back verbatim, so they must say what to change.
 
-use std::collections::HashMap;
 
 use hwsched_proto::{
     is_valid_id,
@@ -76,7 +75,7 @@ fn check_id_and_command(bad: &mut impl FnMut(&str, String), t: &TaskRequest) {
     if t.command.iter().any(|a| a.contains('\0')) {
         bad("command", "contains a NUL byte".into());
     }
-    for k in sorted_keys(&t.env) {
+    for k in t.env.keys() {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             bad("env", format!("invalid variable name {:?}", truncate(k)));
         }
@@ -136,7 +135,7 @@ fn check_requirements(bad: &mut impl FnMut(&str, String), r: &Requirements) {
             );
         }
     }
-    for kind in sorted_keys(&r.accelerators) {
+    for kind in r.accelerators.keys() {
         let n = r.accelerators[kind];
         if !KNOWN_ACCELERATORS.contains(&kind.as_str()) && !kind.starts_with("x-") {
             bad(
@@ -152,7 +151,7 @@ fn check_requirements(bad: &mut impl FnMut(&str, String), r: &Requirements) {
         }
     }
     check_classes(bad, "requirements.hardware_classes", &r.hardware_classes);
-    for name in sorted_keys(&r.software) {
+    for name in r.software.keys() {
         let req = &r.software[name];
         if let Err(e) = semver::VersionReq::parse(req) {
             bad(
@@ -193,14 +192,6 @@ fn check_placement(bad: &mut impl FnMut(&str, String), p: &Placement) {
             ),
         );
     }
-}
-
-/// A map's keys in order: the problems found in it are listed in a defined
-/// order (a `HashMap` walks its keys in a per-process random order).
-fn sorted_keys<V>(m: &HashMap<String, V>) -> Vec<&String> {
-    let mut keys: Vec<&String> = m.keys().collect();
-    keys.sort();
-    keys
 }
 
 /// Hardware class patterns: at most [`MAX_PARTS`], each non-empty, distinct,

@@ -95,19 +95,12 @@ pub fn shape_of(caps: &WorkerCapabilities) -> u64 {
     for g in &caps.gpus {
         (g.index, &g.vendor, &g.model, g.memory_mb, &g.compute_capability).hash(&mut h);
     }
-    let mut acc: Vec<(&String, &u32)> = caps.accelerators.iter().collect();
-    acc.sort();
-    acc.hash(&mut h);
+    // the maps are BTreeMaps: they hash in key order
+    caps.accelerators.hash(&mut h);
     caps.backends.hash(&mut h);
-    sorted(&caps.software).hash(&mut h);
-    sorted(&caps.labels).hash(&mut h);
+    caps.software.hash(&mut h);
+    caps.labels.hash(&mut h);
     h.finish().max(1)
-}
-
-fn sorted(m: &std::collections::HashMap<String, String>) -> Vec<(&String, &String)> {
-    let mut v: Vec<(&String, &String)> = m.iter().collect();
-    v.sort();
-    v
 }
 
 /// Slots in use (or free, when packing) and CPU utilisation, in [0, 1].

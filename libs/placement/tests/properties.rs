@@ -52,7 +52,7 @@ fn worker() -> impl Strategy<Value = WorkerView> {
                         ..Default::default()
                     })
                     .collect();
-                let mut accelerators = std::collections::HashMap::new();
+                let mut accelerators = std::collections::BTreeMap::new();
                 if tpus > 0 {
                     accelerators.insert("tpu".to_string(), tpus);
                 }

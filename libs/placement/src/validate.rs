@@ -1,7 +1,6 @@
 //! Validation of task requests: every problem found, each naming its field.
 //! Producers get these lines back verbatim, so they must say what to change.
 
-
 use hwsched_proto::{
     is_valid_id,
     v1::{Placement, Requirements, TaskRequest},

@@ -20,9 +20,13 @@ use crate::{Store, StoreError};
 
 /// The metrics the utilization section covers (CPU and memory as the
 /// machine-wide devices `cpu` and `mem`; GPUs per device).
-const UTILIZATION_FILTER: &str =
-    "((metric = 'cpu.util_pct' AND device = 'cpu') OR (metric = 'mem.used_pct' AND device = 'mem') \
-     OR metric IN ('gpu.util_pct', 'gpu.mem_used_pct', 'gpu.temp_c'))";
+fn utilization_filter() -> String {
+    use hwsched_proto::metric::{CPU_UTIL_PCT, GPU_MEM_USED_PCT, GPU_TEMP_C, GPU_UTIL_PCT, MEM_USED_PCT};
+    format!(
+        "((metric = '{CPU_UTIL_PCT}' AND device = 'cpu') OR (metric = '{MEM_USED_PCT}' AND device = 'mem') \
+         OR metric IN ('{GPU_UTIL_PCT}', '{GPU_MEM_USED_PCT}', '{GPU_TEMP_C}'))"
+    )
+}
 
 const FAILED: &str = "('failed', 'timed_out', 'error')";
 
@@ -182,9 +186,10 @@ impl Store {
             .query(&format!(
                 "SELECT toString(worker_id), toString(metric), toString(device), toUInt64(count()), \
                  toFloat64(min(value)), toFloat64(avg(value)), toFloat64(quantile(0.95)(value)), toFloat64(max(value)) \
-                 FROM {} WHERE time >= toDateTime(?) AND {UTILIZATION_FILTER} \
+                 FROM {} WHERE time >= toDateTime(?) AND {} \
                  GROUP BY worker_id, metric, device ORDER BY worker_id, metric, device",
-                w.metrics
+                w.metrics,
+                utilization_filter()
             ))
             .bind(w.from)
             .fetch_all()
@@ -214,9 +219,10 @@ impl Store {
         self.client()
             .query(&format!(
                 "SELECT toUInt32(intDiv(toUInt32(toUnixTimestamp(time)), ?) * ?) AS t, toFloat64(avg(value)) \
-                 FROM {} WHERE time >= toDateTime(?) AND metric = 'cpu.util_pct' AND device = 'cpu' \
+                 FROM {} WHERE time >= toDateTime(?) AND metric = '{}' AND device = 'cpu' \
                  GROUP BY t ORDER BY t",
-                w.metrics
+                w.metrics,
+                hwsched_proto::metric::CPU_UTIL_PCT
             ))
             .bind(w.bucket_s)
             .bind(w.bucket_s)

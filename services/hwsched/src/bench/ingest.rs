@@ -82,7 +82,8 @@ pub async fn run(bus: &Bus, clickhouse: &ClickHouseConfig, args: IngestArgs) -> 
 }
 
 async fn publish(bus: &Bus, run: &str, args: &IngestArgs) -> anyhow::Result<()> {
-    let metrics = ["cpu.util_pct", "mem.used_pct", "gpu.util_pct", "gpu.mem_used_pct", "gpu.temp_c"];
+    use hwsched_proto::metric::{CPU_UTIL_PCT, GPU_MEM_USED_PCT, GPU_TEMP_C, GPU_UTIL_PCT, MEM_USED_PCT};
+    let metrics = [CPU_UTIL_PCT, MEM_USED_PCT, GPU_UTIL_PCT, GPU_MEM_USED_PCT, GPU_TEMP_C];
     let batches = args.rows.div_ceil(args.samples_per_batch.max(1));
     let base = now_ms();
     let mut in_flight = FuturesUnordered::new();

@@ -1,6 +1,7 @@
 //! The report as one self-contained HTML page (inline CSS, SVG charts from
 //! `svg.rs`, no script): a pure function of the [`Report`] the store read.
 
+use hwsched_proto::metric;
 use hwsched_store::report::Report;
 
 use crate::report::{
@@ -65,7 +66,7 @@ fn utilization(h: &mut String, r: &Report) {
         let cpu: Vec<(String, Vec<f64>)> = r
             .utilization
             .iter()
-            .filter_map(|w| w.stat("cpu.util_pct", "cpu").map(|m| (w.worker_id.clone(), vec![m.avg, m.p95])))
+            .filter_map(|w| w.stat(metric::CPU_UTIL_PCT, "cpu").map(|m| (w.worker_id.clone(), vec![m.avg, m.p95])))
             .collect();
         if !cpu.is_empty() {
             h.push_str(&bar_chart("CPU utilization per worker", &["avg", "p95"], &cpu, "%", 100.0));
@@ -73,7 +74,7 @@ fn utilization(h: &mut String, r: &Report) {
         let mem: Vec<(String, Vec<f64>)> = r
             .utilization
             .iter()
-            .filter_map(|w| w.stat("mem.used_pct", "mem").map(|m| (w.worker_id.clone(), vec![m.avg, m.p95])))
+            .filter_map(|w| w.stat(metric::MEM_USED_PCT, "mem").map(|m| (w.worker_id.clone(), vec![m.avg, m.p95])))
             .collect();
         if !mem.is_empty() {
             h.push_str(&bar_chart("Memory used per worker", &["avg", "p95"], &mem, "%", 100.0));
@@ -319,11 +320,11 @@ fn card(key: &str, value: &str) -> String {
 
 fn metric_label(metric: &str) -> &str {
     match metric {
-        "cpu.util_pct" => "CPU %",
-        "mem.used_pct" => "memory %",
-        "gpu.util_pct" => "GPU %",
-        "gpu.mem_used_pct" => "GPU memory %",
-        "gpu.temp_c" => "GPU temperature °C",
+        metric::CPU_UTIL_PCT => "CPU %",
+        metric::MEM_USED_PCT => "memory %",
+        metric::GPU_UTIL_PCT => "GPU %",
+        metric::GPU_MEM_USED_PCT => "GPU memory %",
+        metric::GPU_TEMP_C => "GPU temperature °C",
         other => other,
     }
 }

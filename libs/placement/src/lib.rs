@@ -23,8 +23,5 @@ pub mod view;
 pub use filter::Demand;
 pub use fit::{place, place_with, Outcome, Ranked};
 pub use score::{Policy, Scoring, Weights, DEFAULT_EXPLORE_SHARE};
-// the contracts' id rule, at its old path for services/scheduler/src/lib.rs
-// (edited by others this round); new code uses `hwsched_proto::is_valid_id`
-pub use hwsched_proto::is_valid_id;
 pub use validate::validate;
 pub use view::{Reserved, WorkerView};

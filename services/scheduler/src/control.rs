@@ -1,11 +1,26 @@
-//! The control endpoints of the `hwsched-scheduler` service: explain, tasks
-//! and cancel (queue is answered in the main loop).
+//! The control endpoints of the `hwsched-scheduler` service: queue, explain,
+//! tasks and cancel.
 
-use super::*;
+use async_nats::service;
+use hwsched_bus::{micro, now_ms};
+use hwsched_proto::{
+    v1::{
+        CancelReply, CancelTask, ExplainReply, ExplainRequest, QueueReply, TaskEventKind, TaskRecord, TaskState,
+        TasksReply, TasksRequest,
+    },
+    Message,
+};
+
+use crate::{io::task_id, scheduler::Scheduler};
 
 impl Scheduler {
+    /// `hws.control.queue`: the waiting tasks, in the order they would be placed.
+    pub(crate) async fn on_queue(&self, r: service::Request) {
+        micro::respond(&r, &QueueReply { tasks: self.state.queue_view(now_ms()) }).await;
+    }
+
     /// `hws.control.explain`: the live record when the task is not finished, else the stored one.
-    pub(super) async fn on_explain(&self, r: service::Request) {
+    pub(crate) async fn on_explain(&self, r: service::Request) {
         let req = match hwsched_bus::decode::<ExplainRequest>(r.message.headers.as_ref(), &r.message.payload) {
             Ok(req) => req,
             Err(e) => return micro::respond_error(&r, micro::BAD_REQUEST, e.to_string()).await,
@@ -21,7 +36,7 @@ impl Scheduler {
     }
 
     /// `hws.control.tasks`: the live tasks (waiting or placed), newest first.
-    pub(super) async fn on_tasks(&self, r: service::Request) {
+    pub(crate) async fn on_tasks(&self, r: service::Request) {
         let req = match hwsched_bus::decode::<TasksRequest>(r.message.headers.as_ref(), &r.message.payload) {
             Ok(req) => req,
             Err(e) => return micro::respond_error(&r, micro::BAD_REQUEST, e.to_string()).await,
@@ -43,7 +58,9 @@ impl Scheduler {
         micro::respond(&r, &TasksReply { tasks, total }).await;
     }
 
-    pub(super) async fn on_cancel(&mut self, r: service::Request) {
+    /// `hws.control.cancel`: removes the task (or its parts) from the queue, or
+    /// stops its running attempts.
+    pub(crate) async fn on_cancel(&mut self, r: service::Request) {
         self.settle_sends().await;
         let c = match hwsched_bus::decode::<CancelTask>(r.message.headers.as_ref(), &r.message.payload) {
             Ok(c) => c,

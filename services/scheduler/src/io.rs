@@ -1,13 +1,42 @@
-//! Writes of the placement pass: events, task records, assignments.
+//! The scheduler's writes (`Io`): task events, task records (retried
+//! briefly) and assignments (recorded, announced, then sent). Every step
+//! writes through it (intake, results, supervision, cancels, placement);
+//! it is cheap to clone, so a placement pass's assignments are sent in the
+//! background while the loop goes on.
 
-use super::*;
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use hwsched_bus::{task_event, Bus};
+use hwsched_proto::{
+    v1::{TaskAssignment, TaskEventKind, TaskRecord},
+    Message, SCHEMA_VERSION,
+};
+
 use hwsched_shutdown::Backoff;
+
+use crate::metrics::Metrics;
 
 /// First wait before retrying a task record write; each retry waits four times longer.
 const SAVE_BACKOFF: Duration = Duration::from_millis(100);
 
+/// A record's task id: its key in the task bucket.
+pub(crate) fn task_id(rec: &TaskRecord) -> String {
+    rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default()
+}
+
+/// The scheduler's handles for writing and sending: cheap to clone, so a
+/// placement pass's assignments can be sent while the next submissions are taken.
+#[derive(Clone)]
+pub(crate) struct Io {
+    pub(crate) bus: Bus,
+    pub(crate) records: kv::Store,
+    pub(crate) metrics: Metrics,
+}
+
 impl Io {
-    pub(super) async fn event(&self, rec: &TaskRecord, kind: TaskEventKind, reason: &str) {
+    /// Announces `kind` for the task `rec` records (an `ASSIGNED` event names the candidates).
+    pub(crate) async fn event(&self, rec: &TaskRecord, kind: TaskEventKind, reason: &str) {
         let mut ev = task_event(rec.task.as_ref(), kind, rec.attempt, &rec.worker_id, reason);
         if kind == TaskEventKind::Assigned {
             ev.policy = rec.policy.clone();
@@ -18,7 +47,7 @@ impl Io {
     }
 
     /// Writes the record, retrying briefly: the in-memory state has already moved on.
-    pub(super) async fn save(&self, rec: &TaskRecord) {
+    pub(crate) async fn save(&self, rec: &TaskRecord) {
         let key = task_id(rec);
         // No cap: the four attempts bound the longest wait.
         let mut backoff = Backoff::new(SAVE_BACKOFF, 4, Duration::MAX);
@@ -38,7 +67,7 @@ impl Io {
 
     /// Records the assignment, then sends it, then announces it. False when it
     /// could not be sent (the caller puts the task back in the queue).
-    pub(super) async fn send_assignment(&self, rec: &TaskRecord) -> bool {
+    pub(crate) async fn send_assignment(&self, rec: &TaskRecord) -> bool {
         let task_id = task_id(rec);
         // Recorded first, so the monitor finds the assignment current at once. A crash
         // before the send leaves a recorded assignment no worker reports running: the
@@ -57,7 +86,7 @@ impl Io {
 
     /// Publishes the assignment `rec` records, under a message id unique per
     /// decision and the same every time it is sent.
-    pub(super) async fn publish_assignment(&self, rec: &TaskRecord) -> bool {
+    pub(crate) async fn publish_assignment(&self, rec: &TaskRecord) -> bool {
         let task_id = task_id(rec);
         let a = TaskAssignment {
             schema_version: SCHEMA_VERSION,

@@ -2,12 +2,77 @@
 //! parts), duplicates and recovery of records, refusals and the replies to
 //! producers.
 
-use super::*;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, AckKind};
+use futures::StreamExt;
+use hwsched_bus::{now_ms, task_event, trace, REPLY_TO};
+use hwsched_placement::group;
+use hwsched_proto::{
+    v1::{ExecutionResult, SubmitReply, TaskEventKind, TaskRecord, TaskRejection, TaskRequest, TaskState, TaskStatus},
+    Message, SCHEMA_VERSION,
+};
+
+use crate::{
+    intake::{self, Refusal},
+    io::task_id,
+    scheduler::{Scheduler, INTAKE_CONCURRENCY},
+};
+
+/// What became of one submission.
+enum Intake {
+    /// Refused, or to be retried: nothing to queue.
+    Done,
+    /// Recorded and acknowledged: queue it (a split task: the parent, then its parts).
+    Accepted(Vec<TaskRecord>),
+    /// Its task id is already recorded.
+    Exists { msg: Box<jetstream::Message>, task_id: String, reply_to: Option<Reply> },
+}
+
+/// Where and how to answer a producer.
+pub(crate) struct Reply {
+    to: String,
+    json: bool,
+}
+
+/// A reply subject we will publish to: a plain subject outside hwsched's own namespace
+/// (a producer must not be able to inject results or assignments through it).
+fn reply_subject_ok(subject: &str, prefix: &str) -> bool {
+    !subject.is_empty()
+        && subject.len() <= 256
+        && !subject.starts_with(&format!("{prefix}."))
+        && !subject.starts_with("$JS.")
+        && subject.split('.').all(|t| !t.is_empty() && t != "*" && t != ">" && !t.contains(char::is_whitespace))
+}
+
+/// The record of a task just submitted: queued, or split when it is sharded
+/// or replicated (the record names its parts).
+fn queued_record(task: TaskRequest, traceparent: String, reply_to: Option<&Reply>, now: i64) -> TaskRecord {
+    let rec = TaskRecord {
+        schema_version: SCHEMA_VERSION,
+        task: Some(TaskRequest {
+            submitted_at_ms: if task.submitted_at_ms > 0 { task.submitted_at_ms } else { now },
+            ..task
+        }),
+        state: TaskState::Queued as i32,
+        queued_at_ms: now,
+        updated_at_ms: now,
+        traceparent,
+        reply_to: reply_to.map(|r| r.to.clone()).unwrap_or_default(),
+        reply_json: reply_to.is_some_and(|r| r.json),
+        ..Default::default()
+    };
+    if group::is_split(rec.task.as_ref().unwrap_or(&TaskRequest::default())) {
+        group::split(&rec, now).0
+    } else {
+        rec
+    }
+}
 
 impl Scheduler {
     /// Takes a batch of submissions: each is validated and recorded (the
     /// records are written concurrently), then the accepted ones join the queue.
-    pub(super) async fn on_submissions(&mut self, msgs: Vec<jetstream::Message>) {
+    pub(crate) async fn on_submissions(&mut self, msgs: Vec<jetstream::Message>) {
         let this = &*self;
         let outcomes: Vec<Intake> =
             futures::stream::iter(msgs).map(|m| this.intake(m)).buffer_unordered(INTAKE_CONCURRENCY).collect().await;
@@ -26,7 +91,7 @@ impl Scheduler {
     }
 
     /// One submission: refused, recorded and acknowledged, or found to exist already.
-    pub(super) async fn intake(&self, msg: jetstream::Message) -> Intake {
+    async fn intake(&self, msg: jetstream::Message) -> Intake {
         let reply_to = msg.headers.as_ref().and_then(|h| h.get(REPLY_TO)).map(|v| v.as_str().to_string());
         let json = matches!(hwsched_bus::Encoding::from_headers(msg.headers.as_ref()), Ok(hwsched_bus::Encoding::Json));
         let prefix = self.io.bus.subjects().prefix().to_string();
@@ -40,28 +105,8 @@ impl Scheduler {
             }
         };
         let now = now_ms();
-        let tp = trace::continue_from(msg.headers.as_ref());
-        let rec = TaskRecord {
-            schema_version: SCHEMA_VERSION,
-            task: Some(TaskRequest {
-                submitted_at_ms: if task.submitted_at_ms > 0 { task.submitted_at_ms } else { now },
-                ..task
-            }),
-            state: TaskState::Queued as i32,
-            queued_at_ms: now,
-            updated_at_ms: now,
-            traceparent: tp,
-            reply_to: reply_to.as_ref().map(|r| r.to.clone()).unwrap_or_default(),
-            reply_json: reply_to.as_ref().is_some_and(|r| r.json),
-            ..Default::default()
-        };
+        let rec = queued_record(task, trace::continue_from(msg.headers.as_ref()), reply_to.as_ref(), now);
         let task_id = rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default();
-        // A sharded or replicated task is recorded split: the record names its parts.
-        let rec = if group::is_split(rec.task.as_ref().unwrap_or(&TaskRequest::default())) {
-            group::split(&rec, now).0
-        } else {
-            rec
-        };
         match self.io.records.create(&task_id, rec.encode_to_vec().into()).await {
             Ok(_) => {
                 let split = !rec.parts.is_empty();
@@ -105,7 +150,7 @@ impl Scheduler {
 
     /// A submission whose task id is already recorded: an earlier create that
     /// reported a failure but succeeded (take the task on), or a duplicate.
-    pub(super) async fn on_existing(&mut self, msg: jetstream::Message, task_id: String, reply_to: Option<Reply>) {
+    async fn on_existing(&mut self, msg: jetstream::Message, task_id: String, reply_to: Option<Reply>) {
         if self.recover_record(&task_id).await {
             let _ = msg.ack().await;
             self.io.metrics.accepted.inc();
@@ -126,7 +171,7 @@ impl Scheduler {
 
     /// A record that exists in the bucket but not in memory (its create timed out
     /// yet succeeded, and the submission was redelivered): take it on.
-    pub(super) async fn recover_record(&mut self, task_id: &str) -> bool {
+    async fn recover_record(&mut self, task_id: &str) -> bool {
         if self.state.knows(task_id) {
             return false;
         }
@@ -155,57 +200,9 @@ impl Scheduler {
         }
     }
 
-    /// The parts of a split task that are not running here: recorded now if
-    /// they never were (returned to be queued), else read back (returned to be
-    /// queued again, or as ended, to be settled in the parent).
-    pub(super) async fn ensure_parts(&self, parent: &TaskRecord) -> anyhow::Result<(Vec<TaskRecord>, Vec<TaskRecord>)> {
-        let (_, fresh) = group::split(parent, now_ms());
-        let (mut live, mut ended) = (Vec::new(), Vec::new());
-        for (slot, part) in parent.parts.iter().zip(fresh) {
-            if slot.state() != TaskState::Unspecified || self.state.knows(&slot.task_id) {
-                continue;
-            }
-            let stored = match self.io.records.create(&slot.task_id, part.encode_to_vec().into()).await {
-                Ok(_) => {
-                    self.event(&part, TaskEventKind::Queued, "").await;
-                    live.push(part);
-                    continue;
-                }
-                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                    self.io.records.get(&slot.task_id).await.context("read a part's record")?
-                }
-                Err(e) => return Err(e).context("record a part"),
-            };
-            match stored.map(|b| TaskRecord::decode(b.as_ref())) {
-                Some(Ok(rec)) if matches!(rec.state(), TaskState::Queued | TaskState::Assigned) => live.push(rec),
-                Some(Ok(rec)) => ended.push(rec),
-                // stays open (its parent cannot finish; `explain` shows which part)
-                _ => tracing::error!(task_id = %slot.task_id, "the record of a part is unreadable"),
-            }
-        }
-        Ok((live, ended))
-    }
-
-    /// Saves the split tasks whose parts ended; announces those now finished.
-    pub(super) async fn publish_parent_updates(&mut self) {
-        for rec in self.state.take_parent_updates() {
-            self.save(&rec).await;
-            // (the metrics count its parts, which ran)
-            if rec.state() == TaskState::Split {
-                continue;
-            }
-            let (status, ..) = group::summary(&rec);
-            tracing::info!(task_id = %task_id(&rec), status = status.as_str_name(), reason = %rec.reason, "split task finished");
-            if rec.state() == TaskState::Cancelled {
-                self.event(&rec, TaskEventKind::Cancelled, &rec.reason).await;
-            } else {
-                self.event(&rec, TaskEventKind::Finished, status.as_str_name()).await;
-            }
-            self.reply_finished(&rec, None).await;
-        }
-    }
-
-    pub(super) async fn refuse(&self, r: Refusal, reply_to: Option<&Reply>) {
+    /// A refused submission: stored on the rejections subject, announced (when it
+    /// has a valid task id) and answered.
+    pub(crate) async fn refuse(&self, r: Refusal, reply_to: Option<&Reply>) {
         self.io.metrics.rejected.inc();
         tracing::warn!(task_id = %r.task_id, reasons = ?r.reasons, "submission rejected");
         let rejection = TaskRejection {
@@ -236,7 +233,8 @@ impl Scheduler {
         .await;
     }
 
-    pub(super) async fn reply(&self, reply_to: Option<&Reply>, reply: SubmitReply) {
+    /// Answers the producer at `reply_to` (if any), in the encoding it submitted in.
+    async fn reply(&self, reply_to: Option<&Reply>, reply: SubmitReply) {
         let Some(r) = reply_to else { return };
         let sent = if r.json {
             match serde_json::to_vec(&reply) {
@@ -252,7 +250,7 @@ impl Scheduler {
     }
 
     /// The final reply to a producer that asked for verdicts.
-    pub(super) async fn reply_finished(&self, rec: &TaskRecord, res: Option<&ExecutionResult>) {
+    pub(crate) async fn reply_finished(&self, rec: &TaskRecord, res: Option<&ExecutionResult>) {
         if rec.reply_to.is_empty() {
             return;
         }

@@ -64,7 +64,7 @@ pub(crate) async fn run_active(
     let records = streams::bucket(bus, &bus.subjects().tasks_bucket()).await?;
     let (caps_tx, caps_rx) = mpsc::channel(64);
     let (caps_ask, asks) = mpsc::unbounded_channel();
-    // ends when the loop drops `caps_ask`
+    // ends when the loop drops `caps_ask`; if it ends first, the loop stops (see `Inputs::next`)
     tokio::spawn(ask_capabilities(bus.clone(), asks, caps_tx));
     let mut s = Scheduler::new(cfg, Io { bus: bus.clone(), records, metrics }, caps_ask);
     s.load_records().await?;
@@ -165,12 +165,23 @@ impl Inputs {
                 }
                 false
             }
-            Some(m) = self.heartbeats.next() => s.on_heartbeat(&m.payload),
-            Some(m) = self.registrations.next() => match WorkerCapabilities::decode(m.payload.as_ref()) {
-                Ok(caps) => s.on_capabilities(caps),
-                Err(e) => { tracing::warn!(error = %e, subject = %m.subject, "undecodable registration"); false }
+            // a subscription or the capabilities asker that ends stops the scheduler: without
+            // them it would go on placing blind to the workers (the supervisor would lose them all)
+            m = self.heartbeats.next() => match m {
+                Some(m) => s.on_heartbeat(&m.payload),
+                None => return Next::Stop(Err(anyhow::anyhow!("heartbeat subscription closed"))),
             },
-            Some(caps) = self.caps.recv() => s.on_capabilities(caps),
+            m = self.registrations.next() => match m {
+                Some(m) => match WorkerCapabilities::decode(m.payload.as_ref()) {
+                    Ok(caps) => s.on_capabilities(caps),
+                    Err(e) => { tracing::warn!(error = %e, subject = %m.subject, "undecodable registration"); false }
+                },
+                None => return Next::Stop(Err(anyhow::anyhow!("registration subscription closed"))),
+            },
+            caps = self.caps.recv() => match caps {
+                Some(caps) => s.on_capabilities(caps),
+                None => return Next::Stop(Err(anyhow::anyhow!("the capabilities asker ended"))),
+            },
             Some(m) = self.cancels.next() => { s.on_cancel(m).await; true }
             Some(m) = self.explains.next() => { s.on_explain(m).await; false }
             Some(req) = self.queues.next() => { s.on_queue(req).await; false }

@@ -189,16 +189,8 @@ fn seed_adaptive(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hwsched_proto::v1::{GpuInfo, WorkerCapabilities};
-
-    fn view(id: &str, hw: &str) -> WorkerView {
-        WorkerView::available(WorkerCapabilities {
-            worker_id: id.into(),
-            hardware_class: hw.into(),
-            slots: 4,
-            ..Default::default()
-        })
-    }
+    use crate::testutil::view;
+    use hwsched_proto::v1::GpuInfo;
 
     #[test]
     fn the_seed_reads_families_workloads_and_load_limits() {

@@ -299,6 +299,7 @@ fn summarize(total: usize, reasons: &BTreeMap<&'static str, usize>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::learned_vision;
     use hwsched_proto::v1::{
         CpuInfo, ExecutionResult, GpuInfo, GpuRequirement, Requirements, TaskStatus, WorkerCapabilities, WorkerState,
     };
@@ -488,25 +489,6 @@ mod tests {
             model_family: "resnet".into(),
             ..Default::default()
         }
-    }
-
-    /// A model that saw `vision()` run five times on each class, taking these seconds.
-    fn learned_vision(pairs: &[(&str, f64)]) -> hwsched_model::Model {
-        let mut m = hwsched_model::Model::default();
-        for (hw, secs) in pairs {
-            for _ in 0..5 {
-                m.observe(&ExecutionResult {
-                    name: "t".into(),
-                    test_type: "vision".into(),
-                    model_family: "resnet".into(),
-                    hardware_class: (*hw).into(),
-                    duration_s: *secs,
-                    status: TaskStatus::Succeeded as i32,
-                    ..Default::default()
-                });
-            }
-        }
-        m
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub mod fit;
 pub mod group;
 pub mod score;
 pub mod state;
+#[cfg(test)]
+mod testutil;
 pub mod validate;
 pub mod view;
 

@@ -334,16 +334,7 @@ impl Scoring<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hwsched_proto::v1::{ExecutionResult, TaskStatus, WorkerCapabilities};
-
-    fn view(id: &str, hw: &str) -> WorkerView {
-        WorkerView::available(WorkerCapabilities {
-            worker_id: id.into(),
-            hardware_class: hw.into(),
-            slots: 4,
-            ..Default::default()
-        })
-    }
+    use crate::testutil::{learned_vision as learned, view};
 
     fn task() -> TaskRequest {
         TaskRequest {
@@ -357,24 +348,6 @@ mod tests {
     fn cost(s: &Scoring<'_>, t: &TaskRequest, ws: &[WorkerView]) -> Vec<f64> {
         let cands: Vec<Candidate<'_>> = ws.iter().map(|view| Candidate { view, wait_s: 0.0 }).collect();
         s.score(t, &cands).into_iter().map(|x| x.cost).collect()
-    }
-
-    fn learned(pairs: &[(&str, f64)]) -> Model {
-        let mut m = Model::default();
-        for (hw, secs) in pairs {
-            for _ in 0..5 {
-                m.observe(&ExecutionResult {
-                    name: "t".into(),
-                    test_type: "vision".into(),
-                    model_family: "resnet".into(),
-                    hardware_class: (*hw).into(),
-                    duration_s: *secs,
-                    status: TaskStatus::Succeeded as i32,
-                    ..Default::default()
-                });
-            }
-        }
-        m
     }
 
     #[test]

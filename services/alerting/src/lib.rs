@@ -257,7 +257,7 @@ pub async fn run(
     let rules = Rules::load(cfg.rules.clone())?;
     let firing = streams::bucket(&bus, &bus.subjects().alerts_bucket()).await?;
     let silences = streams::bucket(&bus, &bus.subjects().silences_bucket()).await?;
-    let mut silence_updates = silences.watch_with_history(">").await.context("watch silences")?;
+    let silence_updates = silences.watch_with_history(">").await.context("watch silences")?;
     let notifier =
         notify::Notifier::start(cfg.webhooks.clone(), cfg.alertmanager.clone()).context("start notifications")?;
     let sent = Counter::<u64>::default();
@@ -269,16 +269,7 @@ pub async fn run(
     let dispatcher = dispatch::Dispatcher::new(rules.route.clone(), rules.inhibits.clone());
     let mut svc = Service { bus: bus.clone(), rules, dispatcher, notifier, firing, sent, muted };
     let restored = restore(&mut svc).await?;
-    let mut metrics = bus.client().subscribe(bus.subjects().metrics_all()).await?;
-    let mut heartbeats = bus.client().subscribe(bus.subjects().workers_heartbeat_all()).await?;
-    let mut results = bus.client().subscribe(bus.subjects().results_all()).await?;
-    let mut liveness = derived::Liveness::default();
-    let mut outcomes = derived::Outcomes::default();
-    let mut ages = tokio::time::interval(LIVENESS_EVERY);
-    let mut lag = tokio::time::interval(RECORDER_LAG_EVERY);
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut check = tokio::time::interval(RELOAD_CHECK);
-    let mut resend = tokio::time::interval(notify::ALERTMANAGER_RESEND);
+    let inputs = Inputs::open(&bus, silence_updates).await?;
     telemetry.set_ready(true);
     tracing::info!(
         rules = svc.rules.set.len(),
@@ -288,65 +279,120 @@ pub async fn run(
         firing = restored,
         "alerting ready"
     );
-    loop {
-        let due = svc
-            .dispatcher
-            .next_due_ms()
-            .map(|at| tokio::time::Instant::now() + Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0)));
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = async { tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)).await }, if due.is_some() => {
-                svc.flush();
-            }
-            _ = hangup.recv() => {
-                let gone = svc.rules.reload_logged();
-                svc.reloaded(gone).await;
-            }
-            _ = check.tick() => {
-                let gone = svc.rules.reload_if_changed();
-                svc.reloaded(gone).await;
-                purge_silences(&silences).await;
-            }
-            _ = resend.tick() => {
-                let now = now_ms();
-                svc.notifier.alertmanager(svc.dispatcher.unmuted_firing(now), now);
-            }
-            e = silence_updates.next() => match e {
-                Some(Ok(entry)) => svc.silence_changed(entry),
-                Some(Err(e)) => tracing::warn!(error = %e, "silence watch"),
-                None => anyhow::bail!("silence watch closed"),
-            },
-            Some(m) = heartbeats.next() => {
-                if let Ok(hb) = WorkerHeartbeat::decode(m.payload.as_ref()) {
-                    let s = liveness.heartbeat(&hb.worker_id, hb.state(), now_ms());
-                    svc.observe_derived(&[s]).await;
+    svc.serve(inputs, &silences, &shutdown).await?;
+    tracing::info!("alerting stopped");
+    Ok(())
+}
+
+/// What the service waits on: the bus subscriptions, the silences watch, SIGHUP and its timers.
+struct Inputs {
+    silence_updates: async_nats::jetstream::kv::Watch,
+    metrics: async_nats::Subscriber,
+    heartbeats: async_nats::Subscriber,
+    results: async_nats::Subscriber,
+    ages: tokio::time::Interval,
+    lag: tokio::time::Interval,
+    hangup: tokio::signal::unix::Signal,
+    check: tokio::time::Interval,
+    resend: tokio::time::Interval,
+}
+
+impl Inputs {
+    /// Subscribes to metrics, heartbeats and results, and starts the timers.
+    async fn open(bus: &Bus, silence_updates: async_nats::jetstream::kv::Watch) -> anyhow::Result<Self> {
+        Ok(Inputs {
+            silence_updates,
+            metrics: bus.client().subscribe(bus.subjects().metrics_all()).await?,
+            heartbeats: bus.client().subscribe(bus.subjects().workers_heartbeat_all()).await?,
+            results: bus.client().subscribe(bus.subjects().results_all()).await?,
+            ages: tokio::time::interval(LIVENESS_EVERY),
+            lag: tokio::time::interval(RECORDER_LAG_EVERY),
+            hangup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?,
+            check: tokio::time::interval(RELOAD_CHECK),
+            resend: tokio::time::interval(notify::ALERTMANAGER_RESEND),
+        })
+    }
+}
+
+impl Service {
+    /// Handles events until `shutdown` is cancelled; an error when an input it cannot do without ends.
+    async fn serve(
+        &mut self,
+        inputs: Inputs,
+        silences: &async_nats::jetstream::kv::Store,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let Inputs {
+            mut silence_updates,
+            mut metrics,
+            mut heartbeats,
+            mut results,
+            mut ages,
+            mut lag,
+            mut hangup,
+            mut check,
+            mut resend,
+        } = inputs;
+        let mut liveness = derived::Liveness::default();
+        let mut outcomes = derived::Outcomes::default();
+        loop {
+            let due = self.dispatcher.next_due_ms().map(|at| {
+                tokio::time::Instant::now() + Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0))
+            });
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = async { tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)).await }, if due.is_some() => {
+                    self.flush();
                 }
-            }
-            Some(m) = results.next() => {
-                if let Ok(r) = ExecutionResult::decode(m.payload.as_ref()) {
-                    let s = outcomes.record(&r);
-                    svc.observe_derived(&s).await;
+                _ = hangup.recv() => {
+                    let gone = self.rules.reload_logged();
+                    self.reloaded(gone).await;
                 }
-            }
-            _ = ages.tick() => {
-                let s = liveness.samples(now_ms());
-                svc.observe_derived(&s).await;
-            }
-            _ = lag.tick() => {
-                let s = recorder_lag(&bus).await;
-                svc.observe_derived(&s).await;
-            }
-            m = metrics.next() => {
-                let Some(msg) = m else { anyhow::bail!("metrics subscription closed") };
-                match MetricsBatch::decode(msg.payload.as_ref()) {
-                    Ok(batch) => svc.observe(&batch).await,
-                    Err(_) => tracing::debug!(subject = %msg.subject, "undecodable metrics batch ignored"),
+                _ = check.tick() => {
+                    let gone = self.rules.reload_if_changed();
+                    self.reloaded(gone).await;
+                    purge_silences(silences).await;
+                }
+                _ = resend.tick() => {
+                    let now = now_ms();
+                    self.notifier.alertmanager(self.dispatcher.unmuted_firing(now), now);
+                }
+                e = silence_updates.next() => match e {
+                    Some(Ok(entry)) => self.silence_changed(entry),
+                    Some(Err(e)) => tracing::warn!(error = %e, "silence watch"),
+                    None => anyhow::bail!("silence watch closed"),
+                },
+                Some(m) = heartbeats.next() => {
+                    if let Ok(hb) = WorkerHeartbeat::decode(m.payload.as_ref()) {
+                        let s = liveness.heartbeat(&hb.worker_id, hb.state(), now_ms());
+                        self.observe_derived(&[s]).await;
+                    }
+                }
+                Some(m) = results.next() => {
+                    if let Ok(r) = ExecutionResult::decode(m.payload.as_ref()) {
+                        let s = outcomes.record(&r);
+                        self.observe_derived(&s).await;
+                    }
+                }
+                _ = ages.tick() => {
+                    let s = liveness.samples(now_ms());
+                    self.observe_derived(&s).await;
+                }
+                _ = lag.tick() => {
+                    let s = recorder_lag(&self.bus).await;
+                    self.observe_derived(&s).await;
+                }
+                m = metrics.next() => {
+                    let Some(msg) = m else { anyhow::bail!("metrics subscription closed") };
+                    match MetricsBatch::decode(msg.payload.as_ref()) {
+                        Ok(batch) => self.observe(&batch).await,
+                        Err(_) => tracing::debug!(subject = %msg.subject, "undecodable metrics batch ignored"),
+                    }
                 }
             }
         }
+        Ok(())
     }
-    tracing::info!("alerting stopped");
-    Ok(())
 }
 
 /// How often worker heartbeat ages are evaluated.

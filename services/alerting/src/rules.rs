@@ -162,7 +162,22 @@ pub fn parse(text: &str) -> Result<Config, String> {
     let file: File = serde_yaml::from_str(text).map_err(|e| format!("not a rules file: {e}"))?;
     let mut problems = Vec::new();
     let route = parse_route(file.route, &mut problems);
-    let inhibits = match file.inhibit {
+    let inhibits = parse_inhibits(file.inhibit, &mut problems);
+    let mut names = BTreeSet::new();
+    let mut rules = Vec::new();
+    for (i, r) in file.rules.into_iter().enumerate() {
+        rules.extend(parse_rule(i, r, &mut names, &mut problems));
+    }
+    if problems.is_empty() {
+        Ok(Config { rules, route, inhibits })
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// The `inhibit` key, or the default inhibit rules without it.
+fn parse_inhibits(raw: Option<Vec<RawInhibit>>, problems: &mut Vec<String>) -> Vec<Inhibit> {
+    match raw {
         None => default_inhibits(),
         Some(raw) => raw
             .into_iter()
@@ -174,87 +189,92 @@ pub fn parse(text: &str) -> Result<Config, String> {
                 Inhibit { source: matchers(r.source), target: matchers(r.target), equal: r.equal }
             })
             .collect(),
+    }
+}
+
+/// Checks rule `i` (from 0) and its name against the `names` used before it; its problems
+/// go to `problems`. `None` when it has no usable op or threshold.
+fn parse_rule(i: usize, r: RawRule, names: &mut BTreeSet<String>, problems: &mut Vec<String>) -> Option<Rule> {
+    let at = if r.name.is_empty() { format!("rule {}", i + 1) } else { format!("rule {} ({})", i + 1, r.name) };
+    let mut bad = |field: &str, why: String| problems.push(format!("{at}: field `{field}`: {why}"));
+    if r.name.is_empty() {
+        bad("name", "missing".into());
+    } else if !names.insert(r.name.clone()) {
+        bad("name", format!("{:?} is used by another rule", r.name));
+    }
+    if r.metric.is_empty() {
+        bad("metric", "missing".into());
+    }
+    let op = match r.op.as_deref() {
+        None => Some(Op::Gt),
+        Some(s) => Op::parse(s).or_else(|| {
+            bad("op", format!("{s:?} is not one of >, >=, <, <="));
+            None
+        }),
     };
-    let mut names = BTreeSet::new();
-    let mut rules = Vec::new();
-    for (i, r) in file.rules.into_iter().enumerate() {
-        let at = if r.name.is_empty() { format!("rule {}", i + 1) } else { format!("rule {} ({})", i + 1, r.name) };
-        let mut bad = |field: &str, why: String| problems.push(format!("{at}: field `{field}`: {why}"));
-        if r.name.is_empty() {
-            bad("name", "missing".into());
-        } else if !names.insert(r.name.clone()) {
-            bad("name", format!("{:?} is used by another rule", r.name));
+    let threshold = match r.threshold {
+        Some(t) if t.is_finite() => Some(t),
+        Some(t) => {
+            bad("threshold", format!("{t} is not a number"));
+            None
         }
-        if r.metric.is_empty() {
-            bad("metric", "missing".into());
+        None => {
+            bad("threshold", "missing".into());
+            None
         }
-        let op = match r.op.as_deref() {
-            None => Some(Op::Gt),
-            Some(s) => Op::parse(s).or_else(|| {
-                bad("op", format!("{s:?} is not one of >, >=, <, <="));
-                None
-            }),
-        };
-        let threshold = match r.threshold {
-            Some(t) if t.is_finite() => Some(t),
-            Some(t) => {
-                bad("threshold", format!("{t} is not a number"));
-                None
-            }
-            None => {
-                bad("threshold", "missing".into());
-                None
-            }
-        };
-        if let (Some(c), Some(t), Some(op)) = (r.clear, threshold, op) {
-            if !c.is_finite() {
-                bad("clear", format!("{c} is not a number"));
-            } else if op.upward() && c > t {
-                bad("clear", format!("{c} must be at or below the threshold {t} for `{}`", op.symbol()));
-            } else if !op.upward() && c < t {
-                bad("clear", format!("{c} must be at or above the threshold {t} for `{}`", op.symbol()));
-            }
-        }
-        let mut duration = |field: &str, v: &Option<String>| match v {
-            None => 0,
-            Some(s) => parse_duration_ms(s).unwrap_or_else(|| {
-                bad(field, format!("{s:?} is not a duration like 30s, 5m or 1h (at most 7 days)"));
-                0
-            }),
-        };
-        let for_ms = duration("for", &r.for_);
-        let keep_firing_for_ms = duration("keep_firing_for", &r.keep_firing_for);
-        if !SEVERITIES.contains(&r.severity.as_str()) {
-            bad("severity", format!("{:?} is not one of {}", r.severity, SEVERITIES.join(", ")));
-        }
-        let summary =
-            r.summary.unwrap_or_else(|| "{rule} on {worker_id}/{device}: {metric} {value} {op} {threshold}".into());
-        for placeholder in placeholders(&summary) {
-            if !PLACEHOLDERS.contains(&placeholder.as_str()) {
-                bad("summary", format!("unknown placeholder {{{placeholder}}} (known: {})", PLACEHOLDERS.join(", ")));
-            }
-        }
-        if let (Some(op), Some(threshold)) = (op, threshold) {
-            rules.push(Rule {
-                name: r.name,
-                metric: r.metric,
-                op,
-                threshold,
-                clear: r.clear,
-                for_ms,
-                keep_firing_for_ms,
-                severity: r.severity,
-                worker: r.worker,
-                device: r.device,
-                labels: r.labels,
-                summary,
-            });
+    };
+    if let (Some(c), Some(t), Some(op)) = (r.clear, threshold, op) {
+        if let Some(why) = clear_problem(c, t, op) {
+            bad("clear", why);
         }
     }
-    if problems.is_empty() {
-        Ok(Config { rules, route, inhibits })
+    let mut duration = |field: &str, v: &Option<String>| match v {
+        None => 0,
+        Some(s) => parse_duration_ms(s).unwrap_or_else(|| {
+            bad(field, format!("{s:?} is not a duration like 30s, 5m or 1h (at most 7 days)"));
+            0
+        }),
+    };
+    let for_ms = duration("for", &r.for_);
+    let keep_firing_for_ms = duration("keep_firing_for", &r.keep_firing_for);
+    if !SEVERITIES.contains(&r.severity.as_str()) {
+        bad("severity", format!("{:?} is not one of {}", r.severity, SEVERITIES.join(", ")));
+    }
+    let summary =
+        r.summary.unwrap_or_else(|| "{rule} on {worker_id}/{device}: {metric} {value} {op} {threshold}".into());
+    for placeholder in placeholders(&summary) {
+        if !PLACEHOLDERS.contains(&placeholder.as_str()) {
+            bad("summary", format!("unknown placeholder {{{placeholder}}} (known: {})", PLACEHOLDERS.join(", ")));
+        }
+    }
+    let (Some(op), Some(threshold)) = (op, threshold) else { return None };
+    Some(Rule {
+        name: r.name,
+        metric: r.metric,
+        op,
+        threshold,
+        clear: r.clear,
+        for_ms,
+        keep_firing_for_ms,
+        severity: r.severity,
+        worker: r.worker,
+        device: r.device,
+        labels: r.labels,
+        summary,
+    })
+}
+
+/// What is wrong with a `clear` level `c` for threshold `t` and `op`, if anything:
+/// hysteresis must lie on the side the value comes back from.
+fn clear_problem(c: f64, t: f64, op: Op) -> Option<String> {
+    if !c.is_finite() {
+        Some(format!("{c} is not a number"))
+    } else if op.upward() && c > t {
+        Some(format!("{c} must be at or below the threshold {t} for `{}`", op.symbol()))
+    } else if !op.upward() && c < t {
+        Some(format!("{c} must be at or above the threshold {t} for `{}`", op.symbol()))
     } else {
-        Err(problems.join("\n"))
+        None
     }
 }
 

@@ -46,39 +46,15 @@ fn v(items: &[&str]) -> Vec<String> {
 
 /// The users of the control plane, producers and operators (subject prefix `p`).
 fn roles(p: &str) -> Vec<User> {
-    let b = p.replace('.', "_"); // buckets and streams are named after the prefix
-    let streams = b.to_uppercase();
-    // replies to producers' `Hws-Reply-To` inboxes (nats-py and other clients use `_INBOX.`)
+    let b = p.replace('.', "_"); // buckets are named after the prefix
+                                 // replies to producers' `Hws-Reply-To` inboxes (nats-py and other clients use `_INBOX.`)
     let reply_inboxes = ["_INBOX.>", "_INBOX_producer.>", "_INBOX_operator.>"];
     let control_plane = |name: &str, publish: Vec<String>, subscribe: Vec<String>| User {
         name: name.into(),
         publish: [v(&["$JS.API.>", "$JS.ACK.>"]), vec![format!("{p}.deadletter.{name}")], publish].concat(),
         subscribe: [vec![own_inbox(name)], subscribe].concat(),
     };
-    let producer_pub = vec![
-        format!("{p}.tasks.submit"),
-        format!("{p}.control.queue"),
-        format!("{p}.control.tasks"),
-        format!("{p}.control.explain"),
-        format!("{p}.control.cancel"),
-        "$JS.API.INFO".into(),
-        // `hwsched tasks ID` and the suite ETA: read-only views of streams and the model
-        format!("$JS.API.STREAM.INFO.{streams}_EVENTS"),
-        format!("$JS.API.STREAM.INFO.{streams}_RESULTS"),
-        format!("$JS.API.STREAM.INFO.KV_{b}_model"),
-        format!("$JS.API.CONSUMER.CREATE.{streams}_EVENTS"),
-        format!("$JS.API.CONSUMER.CREATE.{streams}_RESULTS"),
-        format!("$JS.API.CONSUMER.CREATE.{streams}_EVENTS.>"),
-        format!("$JS.API.CONSUMER.CREATE.{streams}_RESULTS.>"),
-        format!("$JS.API.CONSUMER.MSG.NEXT.{streams}_EVENTS.>"),
-        format!("$JS.API.CONSUMER.MSG.NEXT.{streams}_RESULTS.>"),
-        format!("$JS.API.CONSUMER.DELETE.{streams}_EVENTS.>"),
-        format!("$JS.API.CONSUMER.DELETE.{streams}_RESULTS.>"),
-        format!("$JS.API.STREAM.MSG.GET.{streams}_RESULTS"),
-        format!("$JS.API.DIRECT.GET.{streams}_RESULTS.>"),
-        format!("$JS.API.DIRECT.GET.KV_{b}_model.>"),
-        format!("$JS.API.STREAM.MSG.GET.KV_{b}_model"),
-    ];
+    let producer_pub = producer_publish(p);
     vec![
         control_plane(
             "scheduler",
@@ -143,6 +119,38 @@ fn roles(p: &str) -> Vec<User> {
             .concat(),
             subscribe: vec![format!("{p}.>"), own_inbox("operator"), "$SRV.>".into()],
         },
+    ]
+}
+
+/// What a producer may publish (subject prefix `p`): submit, ask and cancel, and the
+/// read-only views of the event and result streams and the model that `hwsched tasks ID`
+/// and the suite ETA use. An operator may all this and more.
+fn producer_publish(p: &str) -> Vec<String> {
+    let b = p.replace('.', "_"); // buckets and streams are named after the prefix
+    let streams = b.to_uppercase();
+    vec![
+        format!("{p}.tasks.submit"),
+        format!("{p}.control.queue"),
+        format!("{p}.control.tasks"),
+        format!("{p}.control.explain"),
+        format!("{p}.control.cancel"),
+        "$JS.API.INFO".into(),
+        // `hwsched tasks ID` and the suite ETA: read-only views of streams and the model
+        format!("$JS.API.STREAM.INFO.{streams}_EVENTS"),
+        format!("$JS.API.STREAM.INFO.{streams}_RESULTS"),
+        format!("$JS.API.STREAM.INFO.KV_{b}_model"),
+        format!("$JS.API.CONSUMER.CREATE.{streams}_EVENTS"),
+        format!("$JS.API.CONSUMER.CREATE.{streams}_RESULTS"),
+        format!("$JS.API.CONSUMER.CREATE.{streams}_EVENTS.>"),
+        format!("$JS.API.CONSUMER.CREATE.{streams}_RESULTS.>"),
+        format!("$JS.API.CONSUMER.MSG.NEXT.{streams}_EVENTS.>"),
+        format!("$JS.API.CONSUMER.MSG.NEXT.{streams}_RESULTS.>"),
+        format!("$JS.API.CONSUMER.DELETE.{streams}_EVENTS.>"),
+        format!("$JS.API.CONSUMER.DELETE.{streams}_RESULTS.>"),
+        format!("$JS.API.STREAM.MSG.GET.{streams}_RESULTS"),
+        format!("$JS.API.DIRECT.GET.{streams}_RESULTS.>"),
+        format!("$JS.API.DIRECT.GET.KV_{b}_model.>"),
+        format!("$JS.API.STREAM.MSG.GET.KV_{b}_model"),
     ]
 }
 

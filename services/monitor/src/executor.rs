@@ -12,7 +12,7 @@ use std::{
 use async_nats::jetstream::{self, kv, AckKind};
 use hwsched_bus::{assignment, now_ms, trace, Bus};
 use hwsched_proto::{
-    v1::{AttemptJournal, ExecutionResult, TaskAssignment, TaskEventKind, TaskStatus},
+    v1::{AttemptJournal, ExecutionResult, TaskAssignment, TaskEventKind, TaskRequest, TaskStatus},
     Message,
 };
 use hwsched_shutdown::Backoff;
@@ -149,69 +149,16 @@ impl Executor {
             return;
         }
         let started_at_ms = now_ms();
-        if let Err(why) = self.policy.check(&task) {
-            tracing::warn!(parent: span, reason = %why, "task refused");
-            let result = self.result(a, process::Outcome::error(why), started_at_ms, now_ms());
-            self.finish(msg, result, tp, span, stop).await;
-            return;
-        }
-        let sandbox = match self.policy.sandbox_for(&task.task_id, a.attempt) {
-            Ok(d) => d,
-            Err(why) => {
-                let result = self.result(a, process::Outcome::error(why), started_at_ms, now_ms());
-                self.finish(msg, result, tp, span, stop).await;
-                return;
-            }
-        };
-        let gpus: Vec<String> = a.gpu_indices.iter().map(u32::to_string).collect();
-        // the monitor's environment as the policy filters it, then the task's own
-        let mut env = self.policy.environment(std::env::vars());
-        env.extend(task.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        env.extend([
-            ("HWSCHED_TASK_ID".to_string(), task.task_id.clone()),
-            ("HWSCHED_ATTEMPT".into(), a.attempt.to_string()),
-            ("HWSCHED_WORKER_ID".into(), self.worker_id.clone()),
-            ("HWSCHED_SHARD_INDEX".into(), a.shard_index.to_string()),
-            ("HWSCHED_SHARD_TOTAL".into(), a.shard_total.max(1).to_string()),
-            // Only the GPUs reserved for it: none means none, not all.
-            ("CUDA_VISIBLE_DEVICES".into(), gpus.join(",")),
-        ]);
-        let workdir = if !task.workdir.is_empty() {
-            Some(std::path::Path::new(&task.workdir))
-        } else {
-            sandbox.as_deref().or(self.task_dir.as_deref())
-        };
-        let spec = process::Spec {
-            argv: &task.command,
-            env,
-            workdir,
-            timeout: Duration::from_secs(u64::from(if task.timeout_s == 0 { 3600 } else { task.timeout_s })),
-            task_id: &task.task_id,
-            gpus: &a.gpu_indices,
-            user: self.policy.run_as.as_ref().map(|u| (u.uid, u.gid)),
-        };
-        let started = process::start(spec, &self.running.usage);
-        // removed when this attempt is over, however it ends, and before its
-        // result is published: whoever sees the result finds the sandbox gone
-        let sandbox = sandbox.map(SandboxGuard);
-        let started = match started {
+        let (started, sandbox) = match self.start(a, &task, span) {
             Ok(s) => s,
             Err(why) => {
+                // a sandbox made for it is already removed
                 let result = self.result(a, process::Outcome::error(why), started_at_ms, now_ms());
-                drop(sandbox);
                 self.finish(msg, result, tp, span, stop).await;
                 return;
             }
         };
-        let journal = AttemptJournal {
-            worker_id: self.worker_id.clone(),
-            pgid: started.pid() as i32,
-            start_ticks: process::start_ticks(started.pid()).unwrap_or(0),
-            started_at_ms,
-        };
-        if let Err(e) = self.attempts.put(&journal_key, journal.encode_to_vec().into()).await {
-            tracing::warn!(parent: span, error = %e, "attempt journal not written: a monitor restart now could run this attempt again");
-        }
+        self.journal(&journal_key, &started, started_at_ms, span).await;
         // Announced once journaled: whoever sees "started" can rely on a restart not re-running it.
         self.event(a, TaskEventKind::Started, "", tp).await;
         tracing::info!(parent: span, command = ?task.command, "task started");
@@ -230,6 +177,70 @@ impl Executor {
         let result = self.result(a, o, started_at_ms, now_ms());
         drop(sandbox);
         self.finish(msg, result, tp, span, stop).await;
+    }
+
+    /// Checks `task` against the policy, makes its sandbox and starts its process.
+    /// The sandbox guard removes the directory when the attempt is over, however it
+    /// ends, and before its result is published: whoever sees the result finds the
+    /// sandbox gone. On an error the sandbox, if one was made, is already removed.
+    fn start(
+        &self,
+        a: &TaskAssignment,
+        task: &TaskRequest,
+        span: &tracing::Span,
+    ) -> Result<(process::Started, Option<SandboxGuard>), String> {
+        if let Err(why) = self.policy.check(task) {
+            tracing::warn!(parent: span, reason = %why, "task refused");
+            return Err(why);
+        }
+        let sandbox = self.policy.sandbox_for(&task.task_id, a.attempt)?;
+        let workdir = if !task.workdir.is_empty() {
+            Some(std::path::Path::new(&task.workdir))
+        } else {
+            sandbox.as_deref().or(self.task_dir.as_deref())
+        };
+        let spec = process::Spec {
+            argv: &task.command,
+            env: self.environment(a, task),
+            workdir,
+            timeout: Duration::from_secs(u64::from(if task.timeout_s == 0 { 3600 } else { task.timeout_s })),
+            task_id: &task.task_id,
+            gpus: &a.gpu_indices,
+            user: self.policy.run_as.as_ref().map(|u| (u.uid, u.gid)),
+        };
+        let started = process::start(spec, &self.running.usage);
+        let sandbox = sandbox.map(SandboxGuard);
+        Ok((started?, sandbox))
+    }
+
+    /// The task's environment: the monitor's own as the policy filters it, then the task's, then ours.
+    fn environment(&self, a: &TaskAssignment, task: &TaskRequest) -> Vec<(String, String)> {
+        let gpus: Vec<String> = a.gpu_indices.iter().map(u32::to_string).collect();
+        let mut env = self.policy.environment(std::env::vars());
+        env.extend(task.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.extend([
+            ("HWSCHED_TASK_ID".to_string(), task.task_id.clone()),
+            ("HWSCHED_ATTEMPT".into(), a.attempt.to_string()),
+            ("HWSCHED_WORKER_ID".into(), self.worker_id.clone()),
+            ("HWSCHED_SHARD_INDEX".into(), a.shard_index.to_string()),
+            ("HWSCHED_SHARD_TOTAL".into(), a.shard_total.max(1).to_string()),
+            // Only the GPUs reserved for it: none means none, not all.
+            ("CUDA_VISIBLE_DEVICES".into(), gpus.join(",")),
+        ]);
+        env
+    }
+
+    /// Journals a started attempt, so that a restarted monitor stops it rather than running it again.
+    async fn journal(&self, key: &str, started: &process::Started, started_at_ms: i64, span: &tracing::Span) {
+        let journal = AttemptJournal {
+            worker_id: self.worker_id.clone(),
+            pgid: started.pid() as i32,
+            start_ticks: process::start_ticks(started.pid()).unwrap_or(0),
+            started_at_ms,
+        };
+        if let Err(e) = self.attempts.put(key, journal.encode_to_vec().into()).await {
+            tracing::warn!(parent: span, error = %e, "attempt journal not written: a monitor restart now could run this attempt again");
+        }
     }
 
     /// The journal entry of an attempt this worker started before, if any.

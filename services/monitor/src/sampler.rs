@@ -115,43 +115,9 @@ impl Sampler {
             );
         }
         if level >= Standard {
-            self.disks.refresh(true);
-            self.networks.refresh(true);
-            let mut seen = Vec::new();
-            for d in self.disks.iter() {
-                let name = d.name().to_string_lossy().trim_start_matches("/dev/").to_string();
-                if d.total_space() == 0 || seen.contains(&name) {
-                    continue;
-                }
-                let u = d.usage();
-                out.push(
-                    Standard,
-                    metric::DISK_USED_PCT,
-                    &name,
-                    100.0 * (1.0 - d.available_space() as f64 / d.total_space() as f64),
-                );
-                out.push(Standard, metric::DISK_READ_BYTES_PER_S, &name, u.read_bytes as f64 / elapsed);
-                out.push(Standard, metric::DISK_WRITTEN_BYTES_PER_S, &name, u.written_bytes as f64 / elapsed);
-                seen.push(name);
-            }
-            for (name, n) in self.networks.iter() {
-                let name = &*name.to_string_lossy();
-                if name != "lo" {
-                    out.push(Standard, metric::NET_RX_BYTES_PER_S, name, n.received() as f64 / elapsed);
-                    out.push(Standard, metric::NET_TX_BYTES_PER_S, name, n.transmitted() as f64 / elapsed);
-                }
-            }
-            out.push(Standard, metric::HOST_PROCESSES, "host", process_count() as f64);
+            self.io(&mut out, elapsed);
         }
-        let mut cpu_temp: f64 = 0.0;
-        for c in self.components.iter() {
-            let Some(t) = c.temperature().map(f64::from).filter(|t| t.is_finite() && *t > 0.0) else { continue };
-            cpu_temp = cpu_temp.max(t);
-            out.push(Detailed, metric::SENSOR_TEMP_C, &sensor_device(c.label()), t);
-        }
-        if cpu_temp > 0.0 {
-            out.push(Standard, metric::CPU_TEMP_C, "cpu", cpu_temp);
-        }
+        let cpu_temp = self.temperatures(&mut out);
         let gpu_samples = gpus.map(Gpus::sample).unwrap_or_default();
         for g in &gpu_samples {
             gpu::to_samples(g, level, &mut r.samples);
@@ -162,6 +128,53 @@ impl Sampler {
         r.throttling = gpu_samples.iter().any(|g| g.thermal_throttle);
         r.gpus = gpu_samples;
         r
+    }
+
+    /// Disk use and I/O rates, network rates (over `elapsed` seconds) and the process count.
+    fn io(&mut self, out: &mut Out<'_>, elapsed: f64) {
+        use Level::Standard;
+        self.disks.refresh(true);
+        self.networks.refresh(true);
+        let mut seen = Vec::new();
+        for d in self.disks.iter() {
+            let name = d.name().to_string_lossy().trim_start_matches("/dev/").to_string();
+            if d.total_space() == 0 || seen.contains(&name) {
+                continue;
+            }
+            let u = d.usage();
+            out.push(
+                Standard,
+                metric::DISK_USED_PCT,
+                &name,
+                100.0 * (1.0 - d.available_space() as f64 / d.total_space() as f64),
+            );
+            out.push(Standard, metric::DISK_READ_BYTES_PER_S, &name, u.read_bytes as f64 / elapsed);
+            out.push(Standard, metric::DISK_WRITTEN_BYTES_PER_S, &name, u.written_bytes as f64 / elapsed);
+            seen.push(name);
+        }
+        for (name, n) in self.networks.iter() {
+            let name = &*name.to_string_lossy();
+            if name != "lo" {
+                out.push(Standard, metric::NET_RX_BYTES_PER_S, name, n.received() as f64 / elapsed);
+                out.push(Standard, metric::NET_TX_BYTES_PER_S, name, n.transmitted() as f64 / elapsed);
+            }
+        }
+        out.push(Standard, metric::HOST_PROCESSES, "host", process_count() as f64);
+    }
+
+    /// Every sensor's temperature; the CPU's is the hottest of them, 0 when none reads.
+    fn temperatures(&self, out: &mut Out<'_>) -> f64 {
+        use Level::{Detailed, Standard};
+        let mut cpu_temp: f64 = 0.0;
+        for c in self.components.iter() {
+            let Some(t) = c.temperature().map(f64::from).filter(|t| t.is_finite() && *t > 0.0) else { continue };
+            cpu_temp = cpu_temp.max(t);
+            out.push(Detailed, metric::SENSOR_TEMP_C, &sensor_device(c.label()), t);
+        }
+        if cpu_temp > 0.0 {
+            out.push(Standard, metric::CPU_TEMP_C, "cpu", cpu_temp);
+        }
+        cpu_temp
     }
 }
 

@@ -63,6 +63,163 @@ fn solve(num: &[f64], den: &[f64]) -> Vec<f64> {
     num.iter().zip(den).map(|(n, d)| n / d).collect()
 }
 
+/// One observed pair as the fit sees it: (workload, hardware, type x hardware,
+/// ln runtime, weight), the first three as indexes into the parameters.
+type Obs = (usize, usize, usize, f64, f64);
+
+/// The distinct workloads, hardware classes and test types of the cells,
+/// each numbered in sorted order.
+struct Keys<'a> {
+    workloads: BTreeMap<&'a str, usize>,
+    hardware: BTreeMap<&'a str, usize>,
+    types: BTreeMap<&'a str, usize>,
+}
+
+impl<'a> Keys<'a> {
+    fn of(cells: &[Cell<'a>]) -> Self {
+        Self {
+            workloads: index(cells.iter().map(|c| c.workload)),
+            hardware: index(cells.iter().map(|c| c.hardware)),
+            types: index(cells.iter().map(|c| test_type(c.workload))),
+        }
+    }
+
+    /// The cells as indexes and weights.
+    fn observations(&self, cells: &[Cell<'_>]) -> Vec<Obs> {
+        let nh = self.hardware.len();
+        cells
+            .iter()
+            .map(|c| {
+                let (w, h) = (self.workloads[c.workload], self.hardware[c.hardware]);
+                (w, h, self.types[test_type(c.workload)] * nh + h, c.log_runtime, (c.runs as f64).min(MAX_WEIGHT))
+            })
+            .collect()
+    }
+
+    /// The fitted parameters as a [`FactorModel`], with how many cells each rests on.
+    fn model(&self, p: &Params, obs: &[Obs], mean: f64, residual_var: f64) -> FactorModel {
+        let (nw, nh, nt) = (self.workloads.len(), self.hardware.len(), self.types.len());
+        let (mut w_cells, mut h_cells, mut th_cells) = (vec![0u32; nw], vec![0u32; nh], vec![0u32; nt * nh]);
+        for &(w, h, th, _, _) in obs {
+            w_cells[w] += 1;
+            h_cells[h] += 1;
+            th_cells[th] += 1;
+        }
+        let (a, b, c, u, v) = (&p.a, &p.b, &p.c, &p.u, &p.v);
+        let hardware_keys: Vec<&str> = self.hardware.keys().copied().collect();
+        let groups: Vec<f64> = (0..nt * nh).filter(|&g| th_cells[g] > 0).map(|g| c[g] * c[g]).collect();
+        let type_hardware_var = groups.iter().sum::<f64>() / groups.len().max(1) as f64;
+        FactorModel {
+            type_hardware_var,
+            mean,
+            residual_var,
+            workloads: self
+                .workloads
+                .keys()
+                .enumerate()
+                .map(|(i, k)| WorkloadFactor {
+                    workload_key: k.to_string(),
+                    effect: a[i],
+                    factor: u[self.types[test_type(k)]],
+                    cells: w_cells[i],
+                })
+                .collect(),
+            hardware: hardware_keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| HardwareFactor {
+                    hardware_key: k.to_string(),
+                    effect: b[i],
+                    factor: v[i],
+                    cells: h_cells[i],
+                })
+                .collect(),
+            type_hardware: self
+                .types
+                .keys()
+                .enumerate()
+                .flat_map(|(t, ty)| {
+                    let (th_cells, hardware_keys) = (&th_cells, &hardware_keys);
+                    (0..nh).filter(move |h| th_cells[t * nh + h] > 0).map(move |h| TypeHardwareEffect {
+                        test_type: ty.to_string(),
+                        hardware_key: hardware_keys[h].to_string(),
+                        effect: c[t * nh + h],
+                        cells: th_cells[t * nh + h],
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The parameters being fitted: workload effects `a`, hardware effects `b`,
+/// (test type, hardware) effects `c` (indexed `type * classes + hardware`),
+/// type factors `u` and hardware factors `v`.
+struct Params {
+    a: Vec<f64>,
+    b: Vec<f64>,
+    c: Vec<f64>,
+    u: Vec<f64>,
+    v: Vec<f64>,
+}
+
+impl Params {
+    fn zero(nw: usize, nh: usize, nt: usize) -> Self {
+        Self { a: vec![0.0; nw], b: vec![0.0; nh], c: vec![0.0; nt * nh], u: vec![0.0; nt], v: vec![0.0; nh] }
+    }
+
+    /// One sweep: each block in turn, the others held, fitted to the residual
+    /// without the block's own term. The `first` sweep starts the hardware
+    /// factor on the speed axis (the standardised hardware effects).
+    fn sweep(&mut self, obs: &[Obs], mean: f64, nh: usize, first: bool) {
+        let (nw, nt) = (self.a.len(), self.u.len());
+        let (mut num, mut den) = (vec![0.0; nw], vec![LAMBDA_EFFECT; nw]);
+        for &(w, h, th, x, k) in obs {
+            num[w] += k * (x - mean - self.b[h] - self.c[th] - self.u[th / nh] * self.v[h]);
+            den[w] += k;
+        }
+        self.a = solve(&num, &den);
+        let (mut num, mut den) = (vec![0.0; nh], vec![LAMBDA_EFFECT; nh]);
+        for &(w, h, th, x, k) in obs {
+            num[h] += k * (x - mean - self.a[w] - self.c[th] - self.u[th / nh] * self.v[h]);
+            den[h] += k;
+        }
+        self.b = solve(&num, &den);
+        let (mut num, mut den) = (vec![0.0; nt * nh], vec![LAMBDA; nt * nh]);
+        for &(w, h, th, x, k) in obs {
+            num[th] += k * (x - mean - self.a[w] - self.b[h] - self.u[th / nh] * self.v[h]);
+            den[th] += k;
+        }
+        self.c = solve(&num, &den);
+        if first {
+            let b = &self.b;
+            let m = b.iter().sum::<f64>() / nh as f64;
+            let sd = (b.iter().map(|x| (x - m).powi(2)).sum::<f64>() / nh as f64).sqrt();
+            if sd > 1e-9 {
+                self.v = b.iter().map(|x| (x - m) / sd).collect();
+            }
+        }
+        let (mut num, mut den) = (vec![0.0; nt], vec![LAMBDA; nt]);
+        for &(w, h, th, x, k) in obs {
+            num[th / nh] += k * (x - mean - self.a[w] - self.b[h] - self.c[th]) * self.v[h];
+            den[th / nh] += k * self.v[h] * self.v[h];
+        }
+        self.u = solve(&num, &den);
+        let (mut num, mut den) = (vec![0.0; nh], vec![LAMBDA; nh]);
+        for &(w, h, th, x, k) in obs {
+            num[h] += k * (x - mean - self.a[w] - self.b[h] - self.c[th]) * self.u[th / nh];
+            den[h] += k * self.u[th / nh] * self.u[th / nh];
+        }
+        self.v = solve(&num, &den);
+    }
+
+    /// The weighted sum of squared residuals of the fit.
+    fn sse(&self, obs: &[Obs], mean: f64, nh: usize) -> f64 {
+        let (a, b, c, u, v) = (&self.a, &self.b, &self.c, &self.u, &self.v);
+        obs.iter().map(|&(w, h, th, x, k)| k * (x - (mean + a[w] + b[h] + c[th] + u[th / nh] * v[h])).powi(2)).sum()
+    }
+}
+
 impl Factors {
     /// Indexes a fitted (or restored) model.
     pub fn from_fit(fit: FactorModel) -> Self {
@@ -82,115 +239,17 @@ impl Factors {
         if cells.is_empty() {
             return Self::default();
         }
-        let w_index = index(cells.iter().map(|c| c.workload));
-        let h_index = index(cells.iter().map(|c| c.hardware));
-        let t_index = index(cells.iter().map(|c| test_type(c.workload)));
-        let (nw, nh, nt) = (w_index.len(), h_index.len(), t_index.len());
-        // (workload, hardware, type x hardware, ln runtime, weight)
-        let obs: Vec<(usize, usize, usize, f64, f64)> = cells
-            .iter()
-            .map(|c| {
-                let (w, h) = (w_index[c.workload], h_index[c.hardware]);
-                (w, h, t_index[test_type(c.workload)] * nh + h, c.log_runtime, (c.runs as f64).min(MAX_WEIGHT))
-            })
-            .collect();
+        let keys = Keys::of(cells);
+        let (nw, nh, nt) = (keys.workloads.len(), keys.hardware.len(), keys.types.len());
+        let obs = keys.observations(cells);
         let total: f64 = obs.iter().map(|o| o.4).sum();
         let mean = obs.iter().map(|o| o.3 * o.4).sum::<f64>() / total;
-        let (mut a, mut b, mut c) = (vec![0.0; nw], vec![0.0; nh], vec![0.0; nt * nh]);
-        let (mut u, mut v) = (vec![0.0; nt], vec![0.0; nh]);
+        let mut p = Params::zero(nw, nh, nt);
         for sweep in 0..SWEEPS {
-            // each block in turn, the others held: residual without the block's own term
-            let (mut num, mut den) = (vec![0.0; nw], vec![LAMBDA_EFFECT; nw]);
-            for &(w, h, th, x, k) in &obs {
-                num[w] += k * (x - mean - b[h] - c[th] - u[th / nh] * v[h]);
-                den[w] += k;
-            }
-            a = solve(&num, &den);
-            let (mut num, mut den) = (vec![0.0; nh], vec![LAMBDA_EFFECT; nh]);
-            for &(w, h, th, x, k) in &obs {
-                num[h] += k * (x - mean - a[w] - c[th] - u[th / nh] * v[h]);
-                den[h] += k;
-            }
-            b = solve(&num, &den);
-            let (mut num, mut den) = (vec![0.0; nt * nh], vec![LAMBDA; nt * nh]);
-            for &(w, h, th, x, k) in &obs {
-                num[th] += k * (x - mean - a[w] - b[h] - u[th / nh] * v[h]);
-                den[th] += k;
-            }
-            c = solve(&num, &den);
-            if sweep == 0 {
-                // start the hardware factor on the speed axis: standardised effects
-                let m = b.iter().sum::<f64>() / nh as f64;
-                let sd = (b.iter().map(|x| (x - m).powi(2)).sum::<f64>() / nh as f64).sqrt();
-                if sd > 1e-9 {
-                    v = b.iter().map(|x| (x - m) / sd).collect();
-                }
-            }
-            let (mut num, mut den) = (vec![0.0; nt], vec![LAMBDA; nt]);
-            for &(w, h, th, x, k) in &obs {
-                num[th / nh] += k * (x - mean - a[w] - b[h] - c[th]) * v[h];
-                den[th / nh] += k * v[h] * v[h];
-            }
-            u = solve(&num, &den);
-            let (mut num, mut den) = (vec![0.0; nh], vec![LAMBDA; nh]);
-            for &(w, h, th, x, k) in &obs {
-                num[h] += k * (x - mean - a[w] - b[h] - c[th]) * u[th / nh];
-                den[h] += k * u[th / nh] * u[th / nh];
-            }
-            v = solve(&num, &den);
+            p.sweep(&obs, mean, nh, sweep == 0);
         }
-        let sse: f64 = obs
-            .iter()
-            .map(|&(w, h, th, x, k)| k * (x - (mean + a[w] + b[h] + c[th] + u[th / nh] * v[h])).powi(2))
-            .sum();
-        let (mut w_cells, mut h_cells, mut th_cells) = (vec![0u32; nw], vec![0u32; nh], vec![0u32; nt * nh]);
-        for &(w, h, th, _, _) in &obs {
-            w_cells[w] += 1;
-            h_cells[h] += 1;
-            th_cells[th] += 1;
-        }
-        let hardware_keys: Vec<&str> = h_index.keys().copied().collect();
-        let groups: Vec<f64> = (0..nt * nh).filter(|&g| th_cells[g] > 0).map(|g| c[g] * c[g]).collect();
-        let type_hardware_var = groups.iter().sum::<f64>() / groups.len().max(1) as f64;
-        let fit = FactorModel {
-            type_hardware_var,
-            mean,
-            residual_var: (sse / total).max(MIN_RESIDUAL_VAR),
-            workloads: w_index
-                .keys()
-                .enumerate()
-                .map(|(i, k)| WorkloadFactor {
-                    workload_key: k.to_string(),
-                    effect: a[i],
-                    factor: u[t_index[test_type(k)]],
-                    cells: w_cells[i],
-                })
-                .collect(),
-            hardware: hardware_keys
-                .iter()
-                .enumerate()
-                .map(|(i, k)| HardwareFactor {
-                    hardware_key: k.to_string(),
-                    effect: b[i],
-                    factor: v[i],
-                    cells: h_cells[i],
-                })
-                .collect(),
-            type_hardware: t_index
-                .keys()
-                .enumerate()
-                .flat_map(|(t, ty)| {
-                    let (c, th_cells, hardware_keys) = (&c, &th_cells, &hardware_keys);
-                    (0..nh).filter(move |h| th_cells[t * nh + h] > 0).map(move |h| TypeHardwareEffect {
-                        test_type: ty.to_string(),
-                        hardware_key: hardware_keys[h].to_string(),
-                        effect: c[t * nh + h],
-                        cells: th_cells[t * nh + h],
-                    })
-                })
-                .collect(),
-        };
-        Self::from_fit(fit)
+        let sse = p.sse(&obs, mean, nh);
+        Self::from_fit(keys.model(&p, &obs, mean, (sse / total).max(MIN_RESIDUAL_VAR)))
     }
 
     /// ln(runtime) of a pair and its variance; `None` when the workload or the

@@ -1,0 +1,104 @@
+//! [`Model`]: all learned pairs, the factor model, each worker's health and
+//! the model's own prediction error. This file holds the state and its plain
+//! read-outs; the jobs on it live next door: learning from a result
+//! (`observe`), predicting a pair (`predict`), judging workers against their
+//! peers (`health`) and the published snapshot (`snapshot`).
+
+pub(crate) mod health;
+mod observe;
+mod predict;
+pub(crate) mod snapshot;
+
+use std::collections::BTreeMap;
+
+use hwsched_proto::v1::{FactorModel, ModelEntry, PredictionError, WorkerHealth};
+
+use crate::{
+    factor::{Cell, Factors},
+    stats::{learned, runs},
+};
+
+/// All learned pairs, the factor model, each worker's health and the model's
+/// own prediction error.
+#[derive(Debug, Default, Clone)]
+pub struct Model {
+    entries: BTreeMap<(String, String), ModelEntry>,
+    factors: Factors,
+    workers: BTreeMap<String, WorkerHealth>,
+    errors: BTreeMap<String, PredictionError>,
+    /// Workers whose degraded flag changed since [`Model::take_health_changes`].
+    health_changes: Vec<WorkerHealth>,
+    /// How many workers are degraded.
+    degraded: usize,
+    version: u64,
+}
+
+impl Model {
+    /// Refits the factor model to the pairs learned so far (the learner does
+    /// before each snapshot; a few milliseconds for thousands of pairs).
+    pub fn refit(&mut self) {
+        let cells: Vec<Cell<'_>> = self
+            .entries
+            .values()
+            .filter(|e| learned(e))
+            .map(|e| Cell {
+                workload: &e.workload_key,
+                hardware: &e.hardware_key,
+                log_runtime: e.log_runtime_mean,
+                runs: runs(e),
+            })
+            .collect();
+        self.factors = Factors::fit(&cells);
+    }
+
+    /// What is known of a pair, when observed.
+    pub fn entry(&self, workload: &str, hardware: &str) -> Option<&ModelEntry> {
+        self.entries.get(&(workload.to_string(), hardware.to_string()))
+    }
+
+    /// Every learned pair, by workload then hardware.
+    pub fn entries(&self) -> impl Iterator<Item = &ModelEntry> {
+        self.entries.values()
+    }
+
+    /// The entries of one workload.
+    fn workload_entries<'a>(&'a self, workload: &str) -> impl Iterator<Item = &'a ModelEntry> + 'a {
+        let w = workload.to_string();
+        self.entries.range((w.clone(), String::new())..).map(|(_, e)| e).take_while(move |e| e.workload_key == w)
+    }
+
+    /// Observed runtime of the fastest class `workload` ran on, s.
+    pub fn best_observed_s(&self, workload: &str) -> Option<f64> {
+        self.workload_entries(workload).filter(|e| learned(e)).map(|e| e.log_runtime_mean.exp()).reduce(f64::min)
+    }
+
+    /// The most memory `workload` was seen to use on any hardware, MB.
+    pub fn memory_peak_mb(&self, workload: &str) -> Option<u64> {
+        self.workload_entries(workload).map(|e| e.memory_peak_mb).max().filter(|m| *m > 0)
+    }
+
+    /// The prediction error by pair age.
+    pub fn errors(&self) -> impl Iterator<Item = &PredictionError> {
+        self.errors.values()
+    }
+
+    /// The fitted factor model.
+    pub fn factors(&self) -> &FactorModel {
+        &self.factors.fit
+    }
+
+    /// Number of learned pairs.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True before anything was learned.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bumped by every observation.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+}

@@ -28,7 +28,6 @@ use crate::{
     io::Io,
     lease::{self, Lease},
     metrics::Metrics,
-    placing::hwsched_learner_key,
     scheduler::Scheduler,
     workers::ask_capabilities,
 };
@@ -69,10 +68,10 @@ pub(crate) async fn run_active(
     let mut s = Scheduler::new(cfg, Io { bus: bus.clone(), records, metrics }, caps_ask);
     s.load_records().await?;
     let model_bucket = streams::bucket(bus, &bus.subjects().model_bucket()).await?;
-    if let Ok(Some(bytes)) = model_bucket.get(hwsched_learner_key()).await {
+    if let Ok(Some(bytes)) = model_bucket.get(hwsched_model::SNAPSHOT_KEY).await {
         s.on_model(&bytes);
     }
-    let model_updates = model_bucket.watch(hwsched_learner_key()).await.context("watch the learner's model")?;
+    let model_updates = model_bucket.watch(hwsched_model::SNAPSHOT_KEY).await.context("watch the learner's model")?;
     let mut inputs = Inputs::open(bus, &s.cfg, caps_rx, model_updates).await?;
     tracing::info!(queued = s.state.queued(), "scheduler ready");
 

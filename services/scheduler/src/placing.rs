@@ -20,11 +20,6 @@ const ASSIGN_CONCURRENCY: usize = 256;
 /// How often the queue metrics are published.
 const QUEUE_METRICS_EVERY_MS: i64 = 5_000;
 
-/// Key of the learner's snapshot in the model bucket.
-pub(crate) fn hwsched_learner_key() -> &'static str {
-    hwsched_model::SNAPSHOT_KEY
-}
-
 impl Scheduler {
     /// A new model snapshot from the learner: used from the next placement on.
     pub(crate) fn on_model(&mut self, bytes: &[u8]) {

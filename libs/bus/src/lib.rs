@@ -81,6 +81,16 @@ pub struct Bus {
     client: async_nats::Client,
     js: jetstream::Context,
     subjects: Subjects,
+    retention: Retention,
+}
+
+/// How long the Object Stores keep what they hold (applied at provisioning).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// `hws_bundles`.
+    pub bundles: Duration,
+    /// `hws_logs` and `hws_artifacts`.
+    pub outputs: Duration,
 }
 
 /// How long connecting keeps retrying before it reports failure.
@@ -103,7 +113,11 @@ impl Bus {
                 Ok(client) => {
                     tracing::info!(url = %redact_url(&cfg.url), name, "connected to NATS");
                     let js = jetstream::new(client.clone());
-                    return Ok(Self { client, js, subjects: Subjects::new(&cfg.subject_prefix) });
+                    let retention = Retention {
+                        bundles: Duration::from_secs(cfg.bundle_max_age_s),
+                        outputs: Duration::from_secs(cfg.output_max_age_s),
+                    };
+                    return Ok(Self { client, js, subjects: Subjects::new(&cfg.subject_prefix), retention });
                 }
                 Err(e) if started.elapsed() + backoff.peek() < deadline => {
                     tracing::warn!(url = %redact_url(&cfg.url), error = %e, retry_in_ms = backoff.peek().as_millis() as u64, "NATS not reachable, retrying");
@@ -122,6 +136,11 @@ impl Bus {
     /// The JetStream context.
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.js
+    }
+
+    /// How long the Object Stores keep bundles and outputs.
+    pub fn retention(&self) -> Retention {
+        self.retention
     }
 
     /// Subject, stream and bucket names.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_nats::jetstream::{
     self,
     consumer::{pull, AckPolicy, DeliverPolicy},
-    kv,
+    kv, object_store,
     stream::{Config, DiscardPolicy, RetentionPolicy, StorageType},
 };
 
@@ -19,6 +19,10 @@ pub const TASK_DEDUP_WINDOW: Duration = Duration::from_secs(10 * 60);
 
 /// What the dead-letter stream keeps at most, in bytes.
 pub const DEAD_LETTER_BYTES: i64 = 256 * 1024 * 1024;
+
+/// What the live-log stream keeps at most, in bytes (followers read from it;
+/// the whole output is kept in the `hws_logs` Object Store).
+pub const LIVE_LOG_BYTES: i64 = 1024 * 1024 * 1024;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 /// A lease not renewed for this long expires (the `hws_leases` bucket's max age).
@@ -38,9 +42,14 @@ fn config(bus: &Bus, s: Stream) -> Config {
         Stream::DeadLetter => {
             (vec![sub.dead_letters_all()], RetentionPolicy::Limits, 7 * DAY, Duration::from_secs(120))
         }
+        Stream::Logs => (vec![sub.logs_all()], RetentionPolicy::Limits, DAY, Duration::from_secs(120)),
     };
-    // a flood of garbage must not fill the server's disk: the oldest dead letters go first
-    let max_bytes = if s == Stream::DeadLetter { DEAD_LETTER_BYTES } else { -1 };
+    // a flood of garbage or of output must not fill the server's disk: the oldest goes first
+    let max_bytes = match s {
+        Stream::DeadLetter => DEAD_LETTER_BYTES,
+        Stream::Logs => LIVE_LOG_BYTES,
+        _ => -1,
+    };
     Config {
         name: sub.stream(s),
         subjects,
@@ -69,6 +78,42 @@ fn buckets(bus: &Bus) -> [(String, i64, Duration); 7] {
     ]
 }
 
+/// Every Object Store hwsched uses: (name, max age).
+fn object_stores(bus: &Bus) -> [(String, Duration); 3] {
+    let (sub, keep) = (bus.subjects(), bus.retention());
+    [(sub.bundles_bucket(), keep.bundles), (sub.logs_bucket(), keep.outputs), (sub.artifacts_bucket(), keep.outputs)]
+}
+
+/// Creates an Object Store, or sets the max age of an existing one (the server
+/// allows changing a stream's max age in place).
+async fn provision_object_store(js: &jetstream::Context, bucket: &str, max_age: Duration) -> Result<(), BusError> {
+    let what = || format!("provision object store {bucket}");
+    match js.get_stream(format!("OBJ_{bucket}")).await {
+        Ok(mut stream) => {
+            let mut cfg = stream.info().await.map_err(|e| BusError::js(what(), e))?.config.clone();
+            if cfg.max_age != max_age {
+                cfg.max_age = max_age;
+                js.update_stream(cfg).await.map_err(|e| BusError::js(what(), e))?;
+            }
+        }
+        Err(_) => {
+            let cfg = object_store::Config {
+                bucket: bucket.to_string(),
+                max_age,
+                storage: StorageType::File,
+                ..Default::default()
+            };
+            js.create_object_store(cfg).await.map_err(|e| BusError::js(what(), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens an Object Store provisioned by [`provision`].
+pub async fn object_store(bus: &Bus, name: &str) -> Result<object_store::ObjectStore, BusError> {
+    bus.jetstream().get_object_store(name).await.map_err(|e| BusError::js(format!("open object store {name}"), e))
+}
+
 /// Creates or updates every stream and bucket. Safe to call from every service at start.
 pub async fn provision(bus: &Bus) -> Result<(), BusError> {
     let js = bus.jetstream();
@@ -88,6 +133,9 @@ pub async fn provision(bus: &Bus) -> Result<(), BusError> {
         .await
         .map_err(|e| BusError::js(format!("provision bucket {bucket}"), e))?;
     }
+    for (bucket, max_age) in object_stores(bus) {
+        provision_object_store(js, &bucket, max_age).await?;
+    }
     Ok(())
 }
 
@@ -106,6 +154,11 @@ pub async fn provision_if_missing(bus: &Bus) -> Result<(), BusError> {
     }
     for (b, _, _) in buckets(bus) {
         if js.get_key_value(&b).await.is_err() {
+            missing.push(b);
+        }
+    }
+    for (b, _) in object_stores(bus) {
+        if js.get_object_store(&b).await.is_err() {
             missing.push(b);
         }
     }

@@ -124,6 +124,19 @@ impl Subjects {
         format!("{}.control.{command}", self.prefix)
     }
 
+    /// `hws.logs.<task_id>.<attempt>`: live output batches of one attempt.
+    pub fn logs(&self, task_id: &str, attempt: u32) -> String {
+        format!("{}.logs.{task_id}.{attempt}", self.prefix)
+    }
+    /// `hws.logs.<task_id>.*`: the live output of every attempt of a task.
+    pub fn logs_of(&self, task_id: &str) -> String {
+        format!("{}.logs.{task_id}.*", self.prefix)
+    }
+    /// `hws.logs.>`.
+    pub fn logs_all(&self) -> String {
+        format!("{}.logs.>", self.prefix)
+    }
+
     /// JetStream stream name for one of [`Stream`].
     pub fn stream(&self, s: Stream) -> String {
         format!("{}_{}", self.stream_prefix, s.suffix())
@@ -174,6 +187,18 @@ impl Subjects {
     pub fn alerts_bucket(&self) -> String {
         format!("{}_alerts", self.bucket_prefix)
     }
+    /// Object Store of bundles, named by digest (`sha256:<hex>`).
+    pub fn bundles_bucket(&self) -> String {
+        format!("{}_bundles", self.bucket_prefix)
+    }
+    /// Object Store of whole attempt outputs: `<task_id>/<attempt>/stdout|stderr`.
+    pub fn logs_bucket(&self) -> String {
+        format!("{}_logs", self.bucket_prefix)
+    }
+    /// Object Store of files attempts produced: `<task_id>/<attempt>/<path>`.
+    pub fn artifacts_bucket(&self) -> String {
+        format!("{}_artifacts", self.bucket_prefix)
+    }
     /// KV bucket of alert silences (key: silence id), shared by every alerting
     /// replica and kept across restarts.
     pub fn silences_bucket(&self) -> String {
@@ -200,11 +225,13 @@ pub enum Stream {
     Metrics,
     /// Messages a service could not use, with the reason.
     DeadLetter,
+    /// Live output batches of running attempts (short retention, for followers).
+    Logs,
 }
 
 impl Stream {
     /// Every stream.
-    pub const ALL: [Stream; 8] = [
+    pub const ALL: [Stream; 9] = [
         Stream::Tasks,
         Stream::Rejected,
         Stream::Assign,
@@ -213,6 +240,7 @@ impl Stream {
         Stream::Alerts,
         Stream::Metrics,
         Stream::DeadLetter,
+        Stream::Logs,
     ];
 
     fn suffix(self) -> &'static str {
@@ -225,6 +253,7 @@ impl Stream {
             Stream::Alerts => "ALERTS",
             Stream::Metrics => "METRICS",
             Stream::DeadLetter => "DEADLETTER",
+            Stream::Logs => "LOGS",
         }
     }
 }
@@ -255,6 +284,13 @@ mod tests {
         assert_eq!(s.model_bucket(), "hws_model");
         assert_eq!(s.alerts_bucket(), "hws_alerts");
         assert_eq!(s.silences_bucket(), "hws_silences");
+        assert_eq!(s.logs("t", 2), "hws.logs.t.2");
+        assert_eq!(s.logs_of("t"), "hws.logs.t.*");
+        assert_eq!(s.stream(Stream::Logs), "HWS_LOGS");
+        assert_eq!(
+            (s.bundles_bucket(), s.logs_bucket(), s.artifacts_bucket()),
+            ("hws_bundles".into(), "hws_logs".into(), "hws_artifacts".into())
+        );
     }
 
     #[test]

@@ -10,6 +10,8 @@ use clap::{Args, Command, FromArgMatches};
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 /// Default first token of subject, stream and bucket names.
 pub const DEFAULT_SUBJECT_PREFIX: &str = "hws";
+/// Default time bundles, stored logs and artifacts are kept: 7 days, in seconds.
+pub const DEFAULT_FILES_MAX_AGE_S: u64 = 7 * 24 * 3600;
 
 /// What a flag struct holds when no flag is given, with its `HWSCHED_*`
 /// environment fallbacks ignored: its clap defaults. Each config's tests
@@ -126,6 +128,24 @@ pub struct NatsConfig {
         default_value = DEFAULT_SUBJECT_PREFIX
     )]
     pub subject_prefix: String,
+    /// Seconds a bundle is kept in the `hws_bundles` Object Store (applied at provisioning).
+    #[arg(
+        id = "bundle_max_age_s",
+        global = true,
+        long = "bundle-max-age-s",
+        env = "HWSCHED_BUNDLE_MAX_AGE_S",
+        default_value_t = DEFAULT_FILES_MAX_AGE_S
+    )]
+    pub bundle_max_age_s: u64,
+    /// Seconds stored logs and artifacts are kept (`hws_logs`, `hws_artifacts`; applied at provisioning).
+    #[arg(
+        id = "output_max_age_s",
+        global = true,
+        long = "output-max-age-s",
+        env = "HWSCHED_OUTPUT_MAX_AGE_S",
+        default_value_t = DEFAULT_FILES_MAX_AGE_S
+    )]
+    pub output_max_age_s: u64,
 }
 
 impl NatsConfig {
@@ -140,6 +160,8 @@ impl NatsConfig {
             tls_cert: None,
             tls_key: None,
             subject_prefix: DEFAULT_SUBJECT_PREFIX.into(),
+            bundle_max_age_s: DEFAULT_FILES_MAX_AGE_S,
+            output_max_age_s: DEFAULT_FILES_MAX_AGE_S,
         }
     }
 
@@ -194,6 +216,14 @@ impl NatsConfig {
                 if !p.is_file() {
                     return Err(bad(field, format!("{} is not a readable file", p.display())));
                 }
+            }
+        }
+        for (field, v) in [
+            ("--bundle-max-age-s / HWSCHED_BUNDLE_MAX_AGE_S", self.bundle_max_age_s),
+            ("--output-max-age-s / HWSCHED_OUTPUT_MAX_AGE_S", self.output_max_age_s),
+        ] {
+            if !(60..=10 * 365 * 24 * 3600).contains(&v) {
+                return Err(bad(field, format!("{v} must be between 60 s and 10 years (in seconds)")));
             }
         }
         validate_subject_prefix(&self.subject_prefix)
@@ -255,6 +285,8 @@ impl std::fmt::Debug for NatsConfig {
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .field("subject_prefix", &self.subject_prefix)
+            .field("bundle_max_age_s", &self.bundle_max_age_s)
+            .field("output_max_age_s", &self.output_max_age_s)
             .finish()
     }
 }

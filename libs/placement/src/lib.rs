@@ -12,6 +12,7 @@
 
 pub mod baseline;
 mod explore;
+pub mod files;
 pub mod filter;
 pub mod fit;
 pub mod group;

@@ -39,6 +39,7 @@ pub fn validate(t: &TaskRequest) -> Result<(), Vec<String>> {
     let mut bad = |field: &str, reason: String| errs.push(format!("{field}: {reason}"));
     check_id_and_command(&mut bad, t);
     check_texts_and_limits(&mut bad, t);
+    crate::files::check_files(&mut bad, t);
     if let Some(r) = &t.requirements {
         check_requirements(&mut bad, r);
     }

@@ -15,9 +15,34 @@ pub fn is_valid_id(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// The prefix of every content digest in the contracts (bundles, artifacts).
+pub const DIGEST_PREFIX: &str = "sha256:";
+
+/// True for a content digest as the contracts write it: `sha256:` and 64
+/// lower-case hex digits (it becomes an Object Store name and a file name).
+pub fn is_valid_digest(d: &str) -> bool {
+    d.strip_prefix(DIGEST_PREFIX)
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digests_are_sha256_in_lower_case_hex() {
+        assert!(is_valid_digest(&format!("sha256:{}", "0a".repeat(32))));
+        for bad in [
+            "",
+            "sha256:",
+            &format!("sha256:{}", "0A".repeat(32)),
+            &format!("sha1:{}", "0".repeat(64)),
+            &format!("sha256:{}", "0".repeat(63)),
+            &format!("sha256:{}/..", "0".repeat(64)),
+        ] {
+            assert!(!is_valid_digest(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn ids_are_short_tokens_of_letters_digits_dashes_and_underscores() {

@@ -16,7 +16,7 @@ pub mod ids;
 /// Schema version written into every message's `schema_version` field.
 pub const SCHEMA_VERSION: u32 = 1;
 
-pub use ids::is_valid_id;
+pub use ids::{is_valid_digest, is_valid_id, DIGEST_PREFIX};
 pub use prost::Message;
 
 #[cfg(test)]

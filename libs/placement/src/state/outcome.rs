@@ -41,9 +41,13 @@ impl State {
             self.settle_part(&rec, Some(res), now_ms);
             return Completion::Done(rec);
         }
-        let why = format!("attempt {} on {} ended {}", res.attempt, res.worker_id, status.as_str_name());
+        let mut why = format!("attempt {} on {} ended {}", res.attempt, res.worker_id, status.as_str_name());
+        if res.bad_input {
+            // no other worker would do better with the same input
+            why = format!("{why}: {}", res.error);
+        }
         rec.failures += 1;
-        if rec.failures >= max_attempts(&rec) || status == TaskStatus::Cancelled {
+        if rec.failures >= max_attempts(&rec) || status == TaskStatus::Cancelled || res.bad_input {
             rec.state = TaskState::Failed as i32;
             rec.reason = why;
             self.settle_part(&rec, Some(res), now_ms);
@@ -133,6 +137,37 @@ mod tests {
             Completion::Done(r) => assert_eq!(r.state(), TaskState::Failed),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn bad_input_ends_the_task_without_a_retry() {
+        let mut s = State::default();
+        s.register(caps("a", 8, 1), 0);
+        s.register(caps("b", 8, 1), 0);
+        s.insert(queued("t", 3, 0), 0);
+        s.plan(1, true);
+        let rec = s.record("t").expect("t");
+        let mut r = result(&rec, TaskStatus::Error);
+        r.bad_input = true;
+        r.error = "bundle sha256:00 not found".into();
+        match s.complete(&r, 2) {
+            Completion::Done(done) => {
+                assert_eq!(done.state(), TaskState::Failed);
+                assert!(done.reason.contains("not found"), "{}", done.reason);
+            }
+            other => panic!("retried bad input: {other:?}"),
+        }
+        r.bad_input = false;
+        let mut s2 = State::default();
+        s2.register(caps("a", 8, 1), 0);
+        s2.register(caps("b", 8, 1), 0);
+        s2.insert(queued("t", 3, 0), 0);
+        s2.plan(1, true);
+        let rec2 = s2.record("t").expect("t");
+        assert!(
+            matches!(s2.complete(&result(&rec2, TaskStatus::Error), 2), Completion::Retry(_)),
+            "an ordinary error is retried"
+        );
     }
 
     #[test]

@@ -22,6 +22,20 @@ if [ -n "$need" ]; then
     echo "missing$need and cannot install (needs root + apt): the tests that need them will fail" >&2
   fi
 fi
+# Linters from npm (tests/js/package.json, pinned by its lock file) into build/js.
+js="$root/build/js"
+if ! cmp -s "$root/tests/js/package-lock.json" "$js/package-lock.json" 2>/dev/null; then
+  if command -v npm >/dev/null 2>&1; then
+    mkdir -p "$js"
+    cp "$root/tests/js/package.json" "$root/tests/js/package-lock.json" "$js/"
+    if ! (cd "$js" && npm ci --silent --no-audit --no-fund >"$js/npm.log" 2>&1); then
+      rm -f "$js/package-lock.json"
+      echo "npm ci in $js failed (see $js/npm.log): the CI-example lint test will fail" >&2
+    fi
+  else
+    echo "npm missing: the CI-example lint test will fail (install Node.js 18+)" >&2
+  fi
+fi
 venv="$root/build/venv"
 req="$root/tests/python/requirements.txt"
 stamp="$venv/.installed"

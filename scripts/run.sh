@@ -64,7 +64,8 @@ export HWSCHED_STARTUP_GRACE_S=${HWSCHED_STARTUP_GRACE_S:-5}
 "$bin" all --metrics-listen 127.0.0.1:9464 >"$run/all.log" 2>&1 &
 pids+=($!)
 wait_log "$run/all.log" "scheduler ready" 30 || exit 1
-"$bin" monitor --metrics-listen 127.0.0.1:9465 >"$run/monitor.log" 2>&1 &
+# the example pytest project runs with the venv's python (pytest is installed there)
+PATH="$root/build/venv/bin:$PATH" "$bin" monitor --metrics-listen 127.0.0.1:9465 >"$run/monitor.log" 2>&1 &
 pids+=($!)
 wait_log "$run/monitor.log" "monitor ready" 30 || exit 1
 echo "services: hwsched all (metrics http://127.0.0.1:9464/metrics), hwsched monitor (http://127.0.0.1:9465/metrics)"
@@ -77,6 +78,19 @@ suffix="-$(date +%H%M%S)"
 # a task the scheduler refuses, with the reason (a suite file with one is refused whole, before sending)
 "$bin" submit --id "demo-invalid$suffix" --name "rejected: negative memory" --memory=-1 -- true
 "$bin" submit -f examples/suite.json --id-suffix="$suffix" --wait --wait-timeout-s 120
+echo
+echo "a real test job: examples/pytest-project packed as a bundle (uploaded once, by digest), its pytest"
+echo "suite in 3 shards, logs streamed, per-test results in one JUnit report, a plot brought back:"
+pytest_id="demo-pytest$suffix"
+"$bin" submit --bundle examples/pytest-project --shards 3 --id "$pytest_id" --name "tinyml: pytest" \
+  --test-type pytest --wait --logs --no-progress --junit-xml report.xml --output 'out/*.svg' \
+  --junit "$run/junit.xml" -- python -m pytest -q --junitxml=report.xml
+echo "the JUnit report for CI ($run/junit.xml):"
+grep -o '<testsuite [^>]*>' "$run/junit.xml" | head -3
+echo "shard 0's stored log (hwsched logs $pytest_id--s0):"
+"$bin" logs "$pytest_id--s0" | tail -3
+echo "artifacts (hwsched artifacts ID --get DIR):"
+for s in 0 1 2; do "$bin" artifacts "$pytest_id--s$s" --get "$run/artifacts/s$s"; done
 echo
 echo "one task's history, read back from the streams (hwsched tasks demo-memory$suffix):"
 "$bin" tasks "demo-memory$suffix" || true
@@ -95,6 +109,9 @@ if [ -n "${HWSCHED_CLICKHOUSE_URL:-}" ]; then
   echo "their placement decisions (rank 0 = the chosen worker; scheduler_decisions):"
   curl -s "$HWSCHED_CLICKHOUSE_URL/" --data-binary \
     "SELECT task_id, worker_id, policy, round(cost, 3) AS cost, round(completion_s, 1) AS expected_s, candidates_total AS candidates FROM ${HWSCHED_CLICKHOUSE_DATABASE:-hwsched}.scheduler_decisions FINAL WHERE rank = 0 ORDER BY time DESC, task_id LIMIT 10 FORMAT PrettyCompactNoEscapes"
+  echo "the pytest job's test cases, one row each (test_cases; Grafana: slowest and most failing by hardware):"
+  curl -s "$HWSCHED_CLICKHOUSE_URL/" --data-binary \
+    "SELECT task_id, name, status, round(duration_s, 3) AS seconds, hardware_class FROM ${HWSCHED_CLICKHOUSE_DATABASE:-hwsched}.test_cases WHERE task_id LIKE '$pytest_id%' ORDER BY task_id, name LIMIT 12 FORMAT PrettyCompactNoEscapes"
   curl -s "$HWSCHED_CLICKHOUSE_URL/" --data-binary \
     "SELECT count() AS metric_rows, uniqExact(metric) AS metrics FROM ${HWSCHED_CLICKHOUSE_DATABASE:-hwsched}.hw_metrics FORMAT PrettyCompactNoEscapes"
 fi

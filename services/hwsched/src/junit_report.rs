@@ -81,11 +81,21 @@ impl JunitReport {
                 Ended::Finished(f) => suites.extend(finished_suites(client, f, names).await),
                 Ended::Rejected { task_id, reasons } => {
                     let message = format!("rejected: {}", reasons.join("; "));
-                    suites.push(task_suite(task_id, names, vec![], task_case(label(names, task_id), Status::Error, message)));
+                    suites.push(task_suite(
+                        task_id,
+                        names,
+                        vec![],
+                        task_case(label(names, task_id), Status::Error, message),
+                    ));
                 }
                 Ended::Duplicate { task_id } => {
                     let message = "already submitted earlier: not run again, not followed".to_owned();
-                    suites.push(task_suite(task_id, names, vec![], task_case(label(names, task_id), Status::Skipped, message)));
+                    suites.push(task_suite(
+                        task_id,
+                        names,
+                        vec![],
+                        task_case(label(names, task_id), Status::Skipped, message),
+                    ));
                 }
             }
         }
@@ -101,29 +111,16 @@ async fn last_result(client: &Client, task_id: &str) -> Option<ExecutionResult> 
 }
 
 async fn finished_suites(client: &Client, f: &Finished, names: &Names) -> Vec<Suite> {
-    let status = task_status(f.status);
-    let mut message = f.reasons.join("; ");
-    if message.is_empty() && status != Status::Passed {
-        message = format!("{} with exit code {}", status_word(f.status), f.exit_code);
-    }
-    let mut case = task_case(label(names, &f.task_id), status, message);
+    let message = outcome_message(f.status, f.exit_code, &f.reasons);
+    let mut case = task_case(label(names, &f.task_id), task_status(f.status), message);
     case.case.duration_s = f.duration_s;
     attempt_suites(client, &f.task_id, f.result.as_ref(), case, names).await
 }
 
-async fn part_suites(
-    client: &Client,
-    p: &PartResult,
-    result: Option<&ExecutionResult>,
-    names: &Names,
-) -> Vec<Suite> {
-    let status = task_status(p.status());
-    let message = if !p.reason.is_empty() || status == Status::Passed {
-        p.reason.clone()
-    } else {
-        format!("{} with exit code {}", status_word(p.status()), p.exit_code)
-    };
-    let mut case = task_case(label(names, &p.task_id), status, message);
+async fn part_suites(client: &Client, p: &PartResult, result: Option<&ExecutionResult>, names: &Names) -> Vec<Suite> {
+    let reasons: Vec<String> = [p.reason.clone()].into_iter().filter(|r| !r.is_empty()).collect();
+    let message = outcome_message(p.status(), p.exit_code, &reasons);
+    let mut case = task_case(label(names, &p.task_id), task_status(p.status()), message);
     case.case.duration_s = p.duration_s;
     let mut suites = attempt_suites(client, &p.task_id, result, case, names).await;
     if result.is_none() {
@@ -170,17 +167,11 @@ async fn attempt_suites(
 }
 
 /// One `<testsuite>` per reported suite, in order of first appearance, named `<task>: <suite>`.
-fn group_by_suite(
-    task_id: &str,
-    names: &Names,
-    props: Vec<(String, String)>,
-    cases: Vec<Case>,
-) -> Vec<Suite> {
+fn group_by_suite(task_id: &str, names: &Names, props: Vec<(String, String)>, cases: Vec<Case>) -> Vec<Suite> {
     let task = label(names, task_id);
     let mut suites: Vec<Suite> = Vec::new();
     for case in cases {
-        let name =
-            if case.case.suite.is_empty() { task.clone() } else { format!("{task}: {}", case.case.suite) };
+        let name = if case.case.suite.is_empty() { task.clone() } else { format!("{task}: {}", case.case.suite) };
         match suites.iter_mut().find(|s| s.name == name) {
             Some(s) => s.cases.push(case),
             None => suites.push(Suite { name, properties: props.clone(), cases: vec![case] }),
@@ -238,6 +229,23 @@ fn task_status(s: TaskStatus) -> Status {
     }
 }
 
+/// What a task's case says: its end on the first line ("failed with exit code 3",
+/// "timed out"), then the scheduler's reasons, one a line. Empty on success.
+fn outcome_message(s: TaskStatus, exit_code: i32, reasons: &[String]) -> String {
+    if s == TaskStatus::Succeeded {
+        return String::new();
+    }
+    let mut message = status_word(s).to_owned();
+    if s == TaskStatus::Failed {
+        message.push_str(&format!(" with exit code {exit_code}"));
+    }
+    for reason in reasons {
+        message.push('\n');
+        message.push_str(reason);
+    }
+    message
+}
+
 fn status_word(s: TaskStatus) -> &'static str {
     match s {
         TaskStatus::Succeeded => "succeeded",
@@ -281,8 +289,20 @@ mod tests {
         let xml = hwsched_junit::write("hwsched", &suites);
         let back = hwsched_junit::parse(xml.as_bytes()).expect("parses");
         let statuses: Vec<_> = back.iter().map(|c| (c.name.as_str(), c.status.as_str())).collect();
-        assert_eq!(statuses, [("t1", "passed"), ("t3", "skipped"), ("t2", "failed"), ("t4", "passed"), ("task-2", "failed")]);
+        assert_eq!(
+            statuses,
+            [("t1", "passed"), ("t3", "skipped"), ("t2", "failed"), ("t4", "passed"), ("task-2", "failed")]
+        );
         assert_eq!(back[4].message, "timed out after 5 s");
+    }
+
+    #[test]
+    fn a_task_case_says_how_it_ended_first_then_why() {
+        let reasons = vec!["attempt 1 on w1 ended TASK_STATUS_FAILED".to_owned()];
+        let m = super::outcome_message(TaskStatus::Failed, 3, &reasons);
+        assert_eq!(m, "failed with exit code 3\nattempt 1 on w1 ended TASK_STATUS_FAILED");
+        assert_eq!(super::outcome_message(TaskStatus::TimedOut, -1, &[]), "timed out");
+        assert_eq!(super::outcome_message(TaskStatus::Succeeded, 0, &reasons), "");
     }
 
     #[test]

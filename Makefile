@@ -23,7 +23,7 @@ test: env
 	@scripts/test.sh
 
 ## Fuzz every decoder of external input for FUZZ_SECONDS (60) each: task requests,
-## suite files, alert rules, worker messages, configuration values (nightly + cargo-fuzz).
+## suite files, alert rules, worker messages, configuration values, JUnit reports (nightly + cargo-fuzz).
 fuzz:
 	@scripts/fuzz.sh
 

@@ -15,8 +15,8 @@ naming the dashboard, the panel and the scenario (time range, interval, variable
 Each engine gets a fresh database (random name, dropped at the end) with the schema that
 `hwsched schema print --server-version <its version>` renders, and a few hours of realistic rows:
 six workers of four hardware classes, host and GPU metrics as the monitor names them, the
-scheduler's queue gauges and the learner's error gauges, task runs, scheduler decisions, alerts
-and the workers inventory. The one-minute rollup hw_metrics_1m is filled by its materialized view.
+scheduler's queue gauges and the learner's error gauges, task runs with their test cases,
+scheduler decisions, alerts and the workers inventory. The one-minute rollup hw_metrics_1m is filled by its materialized view.
 """
 import datetime
 import json
@@ -560,6 +560,26 @@ def load_sample_data(eng):
             cost *= rnd.uniform(1.05, 1.5)
     runs.append(dict(runs[-1]))  # a redelivered result: FINAL counts it once
     insert("task_runs", runs)
+
+    # test_cases: the JUnit report of every run, five cases; a failed run has a failed case,
+    # test_flaky fails now and then, test_gpu is skipped off GPU classes
+    crows = []
+    for r in runs:
+        speed = 0.4 if "h100" in r["hardware_class"] else 0.8 if "a10" in r["hardware_class"] else 1.5
+        for i, case in enumerate(["test_load", "test_forward", "test_backward", "test_flaky", "test_gpu"]):
+            status = "passed"
+            if r["status"] != "succeeded" and case == "test_backward":
+                status = "failed"
+            elif case == "test_flaky" and rnd.random() < 0.1:
+                status = "error"
+            elif case == "test_gpu" and "gpu" not in r["hardware_class"]:
+                status = "skipped"
+            crows.append(dict(time=r["finished_at"], task_id=r["task_id"], attempt=r["attempt"],
+                              worker_id=r["worker_id"], hardware_class=r["hardware_class"], suite="pytest",
+                              classname=f"tests.test_{r['test_type']}", name=case, case_index=i, status=status,
+                              duration_s=0.0 if status == "skipped" else rnd.uniform(0.1, 3.0) * (i + 1) * speed,
+                              message="" if status == "passed" else f"AssertionError: {case} in step {i}"))
+    insert("test_cases", crows)
     insert("scheduler_decisions", decisions)
 
     # alerts: one row per transition

@@ -52,11 +52,16 @@ def test_modern_ddl_runs_and_uses_modern_types(sess):
     assert '"alerts","state","LowCardinality(String)"' in cols
     assert '"alerts","starts_at","DateTime64(3)"' in cols
     assert '"alerts","label_keys","Array(String)"' in cols
+    assert '"test_cases","status","LowCardinality(String)"' in cols
+    assert '"test_cases","time","DateTime64(3)"' in cols
+    assert '"test_cases","case_index","UInt32"' in cols
     create = sess.query("SHOW CREATE TABLE types.hw_metrics", "TSVRaw").data()
     assert "TTL" in create
     create = sess.query("SHOW CREATE TABLE types.scheduler_decisions", "TSVRaw").data()
     assert "ReplacingMergeTree" in create and "TTL" in create
     create = sess.query("SHOW CREATE TABLE types.alerts", "TSVRaw").data()
+    assert "ReplacingMergeTree" in create and "TTL" in create
+    create = sess.query("SHOW CREATE TABLE types.test_cases", "TSVRaw").data()
     assert "ReplacingMergeTree" in create and "TTL" in create
 
 
@@ -84,6 +89,15 @@ def test_modern_tables_accept_and_return_rows(sess):
         "SELECT count(), any(state), any(label_values), any(muted_by) FROM rows.alerts FINAL "
         "WHERE fingerprint = 'f1'", "CSV").data().strip()
     assert row == '1,"firing","[\'gpu_hot\']","silence:s1"'
+    # a redelivered result's test cases collapse too; two cases of one name do not
+    for _ in range(2):
+        sess.query(
+            "INSERT INTO rows.test_cases (time, task_id, attempt, worker_id, hardware_class, suite, classname, "
+            "name, case_index, status, duration_s, message) VALUES "
+            f"(toDateTime64({at}, 3), 't1', 1, 'w1', 'gpu:h100', 'pytest', 'tests.t', 'test_a', 0, 'passed', 0.5, ''),"
+            f"(toDateTime64({at}, 3), 't1', 1, 'w1', 'gpu:h100', 'pytest', 'tests.t', 'test_a', 1, 'failed', 0.1, 'x')")
+    row = sess.query("SELECT count(), countIf(status = 'failed') FROM rows.test_cases FINAL", "CSV").data().strip()
+    assert row == "2,1"
 
 
 def test_ddl_is_idempotent(sess):

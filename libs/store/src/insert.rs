@@ -1,6 +1,6 @@
 //! Inserts: one statement per call, with the time columns written as the
 //! server stores them ([`Store::insert_versioned`] picks milliseconds or
-//! seconds once for all four timed tables).
+//! seconds once for all the timed tables).
 
 use clickhouse::RowOwned;
 use hwsched_proto::v1::{Alert, ExecutionResult, MetricsBatch, TaskEvent, TaskEventKind};
@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use crate::{
     rows::{
-        alert_row, decision_rows, metric_rows, run_row, AlertRow, DecisionRow, MetricRow, RunRow, TimeColumn, WorkerRow,
+        alert_row, decision_rows, metric_rows, run_row, test_case_rows, AlertRow, AttemptCases, DecisionRow, MetricRow,
+        RunRow, TestCaseRow, TimeColumn, WorkerRow,
     },
     Store, StoreError,
 };
@@ -62,6 +63,16 @@ impl Timed for Alerts<'_> {
     }
 }
 
+/// `test_cases`: one row per case of each attempt.
+struct Cases<'a>(&'a [AttemptCases<'a>]);
+
+impl Timed for Cases<'_> {
+    type Row<T: TimeColumn> = TestCaseRow<T>;
+    fn rows<T: TimeColumn>(&self) -> Vec<TestCaseRow<T>> {
+        self.0.iter().flat_map(|a| test_case_rows(*a)).collect()
+    }
+}
+
 impl Store {
     /// Inserts metric rows in one statement.
     pub async fn insert_metrics(&self, batches: &[MetricsBatch]) -> Result<usize, StoreError> {
@@ -89,6 +100,15 @@ impl Store {
     /// collapses with its first copy under `FINAL`).
     pub async fn insert_alerts(&self, alerts: &[Alert]) -> Result<usize, StoreError> {
         self.insert_versioned("alerts", Alerts(alerts)).await
+    }
+
+    /// Inserts one `test_cases` row per case of each attempt (a redelivered
+    /// result's rows collapse with the first copy's under `FINAL`).
+    pub async fn insert_test_cases(&self, attempts: &[AttemptCases<'_>]) -> Result<usize, StoreError> {
+        if attempts.iter().all(|a| a.cases.is_empty()) {
+            return Ok(0);
+        }
+        self.insert_versioned("test_cases", Cases(attempts)).await
     }
 
     /// Inserts the rows of `source` with the time columns this server's

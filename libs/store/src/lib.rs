@@ -14,7 +14,8 @@ pub mod schema;
 use clickhouse::Client;
 use hwsched_config::ClickHouseConfig;
 pub use rows::{
-    alert_state_name, status_name, status_of, AlertRow, DecisionRow, MetricRow, RunRow, TimeColumn, WorkerRow,
+    alert_state_name, status_name, status_of, AlertRow, AttemptCases, DecisionRow, MetricRow, RunRow, TestCaseRow,
+    TimeColumn, WorkerRow,
 };
 pub use schema::ServerVersion;
 use serde::Serialize;

@@ -1,11 +1,12 @@
 //! The rows hwsched writes (`hw_metrics`, `task_runs`,
-//! `scheduler_decisions`, `workers`, `alerts`) and how each is built from its
+//! `scheduler_decisions`, `workers`, `alerts`, `test_cases`) and how each is built from its
 //! message. Rows with time columns are generic over [`TimeColumn`]: i64
 //! milliseconds on modern servers (`DateTime64(3)`), u32 seconds on old ones
 //! (`DateTime`).
 
 use hwsched_proto::v1::{
-    Alert, AlertState, CandidateScore, ExecutionResult, MetricsBatch, TaskEvent, TaskStatus, WorkerCapabilities,
+    Alert, AlertState, CandidateScore, ExecutionResult, MetricsBatch, TaskEvent, TaskStatus, TestCase,
+    WorkerCapabilities,
 };
 use serde::Serialize;
 
@@ -301,6 +302,50 @@ pub(crate) fn run_row<T: TimeColumn>(r: &ExecutionResult) -> RunRow<T> {
         gpu_memory_peak_mb: u.gpu_memory_peak_mb,
         error: r.error.clone(),
     }
+}
+
+/// The test cases of one attempt, read from its JUnit report(s), with the result they came with.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptCases<'a> {
+    /// The attempt's result (task, attempt, worker, hardware class, finish time).
+    pub result: &'a ExecutionResult,
+    /// Its cases, in report order.
+    pub cases: &'a [TestCase],
+}
+
+/// One `test_cases` row: one test case of one attempt.
+#[derive(Debug, Clone, clickhouse::Row, Serialize)]
+pub struct TestCaseRow<T> {
+    time: T,
+    task_id: String,
+    attempt: u32,
+    worker_id: String,
+    hardware_class: String,
+    suite: String,
+    classname: String,
+    name: String,
+    case_index: u32,
+    status: String,
+    duration_s: f64,
+    message: String,
+}
+
+pub(crate) fn test_case_rows<'a, T: TimeColumn>(a: AttemptCases<'a>) -> impl Iterator<Item = TestCaseRow<T>> + 'a {
+    let r = a.result;
+    a.cases.iter().enumerate().map(move |(i, c)| TestCaseRow {
+        time: T::from_ms(r.finished_at_ms),
+        task_id: r.task_id.clone(),
+        attempt: r.attempt,
+        worker_id: r.worker_id.clone(),
+        hardware_class: r.hardware_class.clone(),
+        suite: c.suite.clone(),
+        classname: c.classname.clone(),
+        name: c.name.clone(),
+        case_index: u32::try_from(i).unwrap_or(u32::MAX),
+        status: c.status.clone(),
+        duration_s: c.duration_s,
+        message: c.message.clone(),
+    })
 }
 
 #[cfg(test)]

@@ -52,6 +52,9 @@ pub const ALERTS_RETENTION_DAYS: u32 = 180;
 /// Rollup retention on modern servers (TTL), days.
 pub const ROLLUP_RETENTION_DAYS: u32 = 400;
 
+/// Per-test-case retention on modern servers (TTL), days.
+pub const TEST_CASES_RETENTION_DAYS: u32 = 90;
+
 /// The tables with a retention, and its days: TTL on modern servers; on old
 /// ones (no TTL) the recorder drops their expired partitions
 /// ([`partition_expired`]).
@@ -60,6 +63,7 @@ pub const RETENTION: &[(&str, u32)] = &[
     ("scheduler_decisions", DECISIONS_RETENTION_DAYS),
     ("alerts", ALERTS_RETENTION_DAYS),
     ("hw_metrics_1m", ROLLUP_RETENTION_DAYS),
+    ("test_cases", TEST_CASES_RETENTION_DAYS),
 ];
 
 /// Days since 1970-01-01 of a civil date.
@@ -231,6 +235,20 @@ pub fn migrations(version: ServerVersion, database: &str) -> Vec<Migration> {
             rollup_select(&format!("{database}.hw_metrics"))
         ),
         ]),
+        m(5, "per-test results from the JUnit reports of task attempts", vec![
+        // One row per test case of an attempt's JUnit report(s); `case_index`
+        // is its position in the report(s), so a redelivered result collapses
+        // with its first copy and two cases of the same name do not. `time` is
+        // when the attempt finished.
+        format!(
+            "CREATE TABLE IF NOT EXISTS {database}.test_cases (\n  \
+             time {time},\n  task_id String,\n  attempt UInt32,\n  worker_id {lc},\n  hardware_class {lc},\n  \
+             suite String,\n  classname String,\n  name String,\n  case_index UInt32,\n  status {lc},\n  \
+             duration_s Float64,\n  message String\n\
+             ) ENGINE = ReplacingMergeTree\nPARTITION BY toYYYYMM(time)\nORDER BY (task_id, attempt, case_index){}",
+            ttl_days("time", TEST_CASES_RETENTION_DAYS)
+        ),
+        ]),
     ]
 }
 
@@ -284,6 +302,8 @@ mod tests {
             "label_keys",
             "label_values",
             "muted_by",
+            "classname",
+            "case_index",
         ] {
             assert!(legacy.contains(col) && modern.contains(col), "{col}");
         }
@@ -312,7 +332,9 @@ mod tests {
             let all = render(v, "db");
             assert!(all[1].contains("db.schema_migrations"));
             assert_eq!(all.len(), 2 + ms.iter().map(|m| m.statements.len()).sum::<usize>());
-            for table in ["hw_metrics", "task_runs", "scheduler_decisions", "alerts", "workers", "hw_metrics_1m"] {
+            for table in
+                ["hw_metrics", "task_runs", "scheduler_decisions", "alerts", "workers", "hw_metrics_1m", "test_cases"]
+            {
                 assert!(all.iter().any(|s| s.contains(&format!("TABLE IF NOT EXISTS db.{table} ("))), "{table}");
             }
             let view = all.iter().find(|s| s.contains("MATERIALIZED VIEW")).expect("rollup view");

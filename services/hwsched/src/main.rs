@@ -7,6 +7,7 @@
 
 mod alerts;
 mod bench;
+mod junit_report;
 mod model;
 mod nats_auth;
 mod ops;

@@ -15,6 +15,7 @@ use hwsched_client::{exit, suite, Client, Update};
 use hwsched_proto::v1::{GpuRequirement, Placement, Requirements, TaskEventKind, TaskRequest, TaskStatus};
 
 use crate::{
+    junit_report::JunitReport,
     output::Format,
     render::{self, Progress},
 };
@@ -70,6 +71,9 @@ pub struct SubmitArgs {
     /// Appended to every task id (e.g. to submit the same suite file again as new tasks).
     #[arg(long, allow_hyphen_values = true)]
     id_suffix: Option<String>,
+    /// With --wait: write one JUnit XML report of the whole submission to this file (for CI).
+    #[arg(long, requires = "wait", value_name = "FILE")]
+    junit: Option<PathBuf>,
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 3600)]
     wait_timeout_s: u64,
@@ -156,6 +160,7 @@ pub async fn run(nats: &hwsched_config::NatsConfig, args: SubmitArgs) -> anyhow:
     let mut run = client.submit(tasks).await?;
     let mut out = Printer::new(args.output, total > 1 && !args.no_progress && std::io::stderr().is_terminal());
     let mut tally = Tally { predicted, ..Default::default() };
+    let mut junit = args.junit.clone().map(|path| JunitReport::new(path, names.clone()));
     let on_interrupt = if args.cancel_on_interrupt {
         OnInterrupt::Cancel
     } else if std::io::stdin().is_terminal() {
@@ -183,12 +188,16 @@ pub async fn run(nats: &hwsched_config::NatsConfig, args: SubmitArgs) -> anyhow:
         }
         let name = names.get(update_id(&u)).map_or("", String::as_str);
         tally.count(&u);
+        junit.iter_mut().for_each(|j| j.observe(&u));
         out.update(&u, name, &tally.progress());
         if !args.wait && run.verdicts_pending() == 0 {
             break;
         }
     }
     out.clear();
+    if let Some(junit) = junit {
+        junit.write(client).await?;
+    }
     if args.wait && args.output == Format::Table {
         println!("{} task(s): {} succeeded, {} failed", tally.done + tally.failed, tally.done, tally.failed);
     }

@@ -5,9 +5,12 @@
 //! nothing (the backlog waits in JetStream). The worker inventory (`workers`)
 //! comes from registrations and heartbeats (`inventory.rs`). The one-minute
 //! rollup `hw_metrics_1m` is filled by ClickHouse itself (a materialized view).
+//! The test cases of results that carry a JUnit report go to `test_cases`
+//! with their result's batch (`junit.rs`).
 #![forbid(unsafe_code)]
 
 pub mod inventory;
+mod junit;
 
 use std::{convert::Infallible, time::Duration};
 
@@ -156,10 +159,7 @@ fn add_sinks<'a>(
             bus,
             shutdown,
             |_: &ExecutionResult| 1,
-            |batch: Vec<ExecutionResult>| {
-                let store = store.clone();
-                async move { store.insert_runs(&batch).await }
-            },
+            move |batch: Vec<ExecutionResult>| async move { junit::insert_results(store, bus, &batch).await },
         ),
     );
     components.add(

@@ -6,6 +6,7 @@
 pub mod assignment;
 pub mod codec;
 pub mod micro;
+pub mod objects;
 pub mod streams;
 pub mod subjects;
 pub mod trace;

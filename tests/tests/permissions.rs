@@ -92,7 +92,8 @@ async fn each_role_does_its_job_and_nothing_else() -> anyhow::Result<()> {
     mon.wait_for_log("monitor ready", Duration::from_secs(30)).await?;
 
     // a producer submits and follows a task to its end with its live output, and reads its history
-    let out = s.cli("producer", &["submit", "--id", "secure-1", "--wait", "--logs", "--", "echo", "secure-out"]).await?;
+    let out =
+        s.cli("producer", &["submit", "--id", "secure-1", "--wait", "--logs", "--", "echo", "secure-out"]).await?;
     assert_eq!(out.code, 0, "{}{}\nscheduler:\n{}\nmonitor:\n{}", out.stdout, out.stderr, sched.log(), mon.log());
     assert!(out.stdout.contains("finished succeeded on w-a"), "{}", out.stdout);
     assert!(out.stdout.contains("[secure-1] secure-out"), "{}", out.stdout);

@@ -14,11 +14,19 @@ use crate::{Client, Error};
 
 impl Client {
     /// Downloads `a` (of `result`) into `dir`; returns where it was written.
-    pub async fn download_artifact(&self, result: &ExecutionResult, a: &Artifact, dir: &Path) -> Result<PathBuf, Error> {
+    pub async fn download_artifact(
+        &self,
+        result: &ExecutionResult,
+        a: &Artifact,
+        dir: &Path,
+    ) -> Result<PathBuf, Error> {
         let target = artifact_path(dir, &a.path)?;
         let expected = objects::artifact_object(&result.task_id, result.attempt, &a.path);
         if a.object != expected {
-            return Err(Error::Output(format!("{}: object {:?} is not where its path says ({expected:?})", a.path, a.object)));
+            return Err(Error::Output(format!(
+                "{}: object {:?} is not where its path says ({expected:?})",
+                a.path, a.object
+            )));
         }
         let bucket = self.bus.subjects().artifacts_bucket();
         let store =
@@ -61,7 +69,9 @@ async fn write_verified(
 /// `dir`/`path` for an artifact path that stays inside `dir`: relative,
 /// '/'-separated, no `..`, `.` or empty component, no control character.
 pub fn artifact_path(dir: &Path, path: &str) -> Result<PathBuf, Error> {
-    let refuse = |why: &str| Err(Error::Output(format!("artifact path {:?} refused: {why}", path.chars().take(120).collect::<String>())));
+    let refuse = |why: &str| {
+        Err(Error::Output(format!("artifact path {:?} refused: {why}", path.chars().take(120).collect::<String>())))
+    };
     if let Err(why) = hwsched_placement::files::relative_pattern(path) {
         return refuse(why);
     }
@@ -78,7 +88,9 @@ pub fn artifact_path(dir: &Path, path: &str) -> Result<PathBuf, Error> {
 /// Creates `parent` below `dir`, refusing to go through a symlink on the way.
 fn make_dirs(dir: &Path, parent: &Path) -> Result<(), Error> {
     std::fs::create_dir_all(dir).map_err(|e| Error::Output(format!("{}: {e}", dir.display())))?;
-    let rel = parent.strip_prefix(dir).map_err(|_| Error::Output(format!("{} is outside {}", parent.display(), dir.display())))?;
+    let rel = parent
+        .strip_prefix(dir)
+        .map_err(|_| Error::Output(format!("{} is outside {}", parent.display(), dir.display())))?;
     let mut p = dir.to_path_buf();
     for c in rel.components() {
         p.push(c);

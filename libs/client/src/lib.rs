@@ -47,8 +47,8 @@ use hwsched_proto::{
     Message, SCHEMA_VERSION,
 };
 
-pub use executor::{Assignment, Executor, Outcome};
 pub use artifacts::artifact_path;
+pub use executor::{Assignment, Executor, Outcome};
 pub use history::{Attempt, History};
 pub use logs::LogFollow;
 pub use submit::{Finished, Submission, Update};

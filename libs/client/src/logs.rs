@@ -33,7 +33,9 @@ impl Client {
             .max_by_key(|r| (r.attempt, r.finished_at_ms));
         found.ok_or_else(|| {
             Error::Output(match attempt {
-                Some(n) => format!("task {task_id:?} has no result for attempt {n} (`hwsched tasks {task_id}` lists its attempts)"),
+                Some(n) => format!(
+                    "task {task_id:?} has no result for attempt {n} (`hwsched tasks {task_id}` lists its attempts)"
+                ),
                 None => format!("task {task_id:?} has no result yet (still running? `hwsched logs -f` follows it)"),
             })
         })
@@ -51,7 +53,9 @@ impl Client {
         let store = hwsched_bus::streams::object_store(&self.bus, &bucket).await.map_err(|e| Error::bus("logs", e))?;
         let name = objects::log_object(task_id, attempt, stream);
         let mut object = store.get(&name).await.map_err(|e| {
-            Error::Output(format!("{bucket}/{name}: {e} (expired, or the monitor could not store it: see the result's error)"))
+            Error::Output(format!(
+                "{bucket}/{name}: {e} (expired, or the monitor could not store it: see the result's error)"
+            ))
         })?;
         tokio::io::copy(&mut object, out).await.map_err(|e| Error::Output(format!("{bucket}/{name}: {e}")))
     }
@@ -76,7 +80,11 @@ impl Client {
     }
 
     /// Every message on `subject` in `stream`, from the first stored on, then live.
-    async fn ordered(&self, stream: Stream, subject: String) -> Result<BoxStream<'static, Result<async_nats::jetstream::Message, String>>, Error> {
+    async fn ordered(
+        &self,
+        stream: Stream,
+        subject: String,
+    ) -> Result<BoxStream<'static, Result<async_nats::jetstream::Message, String>>, Error> {
         let name = self.bus.subjects().stream(stream);
         let st = self
             .bus
@@ -112,7 +120,10 @@ pub struct LogFollow {
 
 impl std::fmt::Debug for LogFollow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogFollow").field("attempt", &self.attempt).field("started", &self.started).finish_non_exhaustive()
+        f.debug_struct("LogFollow")
+            .field("attempt", &self.attempt)
+            .field("started", &self.started)
+            .finish_non_exhaustive()
     }
 }
 
@@ -180,7 +191,12 @@ impl Client {
     /// subscribes before it submits, so it misses nothing of its own tasks.
     pub async fn live_logs(&self) -> Result<BoxStream<'static, LogChunk>, Error> {
         let subject = self.bus.subjects().logs_all();
-        let sub = self.bus.client().subscribe(subject.clone()).await.map_err(|e| Error::bus(&format!("subscribe {subject}"), e))?;
+        let sub = self
+            .bus
+            .client()
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| Error::bus(&format!("subscribe {subject}"), e))?;
         Ok(sub.filter_map(|m| async move { LogChunk::decode(m.payload.as_ref()).ok() }).boxed())
     }
 }

@@ -176,7 +176,14 @@ mod tests {
     use super::*;
 
     fn chunk(task: &str, data: &str, eof: bool) -> LogChunk {
-        LogChunk { task_id: task.into(), attempt: 1, stream: 1, data: data.as_bytes().to_vec().into(), eof, ..Default::default() }
+        LogChunk {
+            task_id: task.into(),
+            attempt: 1,
+            stream: 1,
+            data: data.as_bytes().to_vec(),
+            eof,
+            ..Default::default()
+        }
     }
 
     #[test]

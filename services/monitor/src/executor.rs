@@ -179,11 +179,8 @@ impl Executor {
         let finished_at_ms = now_ms();
         // stored while the sandbox is still there, before the result says the attempt is over
         let output = std::mem::take(&mut o.output);
-        let brought = tracing::Instrument::instrument(
-            self.outputs.bring_back(&task, a.attempt, output),
-            span.clone(),
-        )
-        .await;
+        let brought =
+            tracing::Instrument::instrument(self.outputs.bring_back(&task, a.attempt, output), span.clone()).await;
         let mut result = self.result(a, o, started_at_ms, finished_at_ms);
         brought.apply(&mut result);
         drop(sandbox);

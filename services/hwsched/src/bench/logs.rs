@@ -38,11 +38,8 @@ pub async fn run(bus: &Bus, args: LogsArgs) -> anyhow::Result<()> {
     let client = Client::from_bus(bus.clone());
     let limit = Duration::from_secs(args.timeout_s);
     let id = format!("bench-logs-{}", run_id());
-    let script = format!(
-        "for i in $(seq {}); do date +%s%N; sleep {:.3}; done",
-        args.lines,
-        args.interval_ms as f64 / 1000.0
-    );
+    let script =
+        format!("for i in $(seq {}); do date +%s%N; sleep {:.3}; done", args.lines, args.interval_ms as f64 / 1000.0);
     let mut follow = client.follow_logs(&id, None).await?;
     submit(bus, &task(&id, &script)).await?.await?;
     let mut lat_ms: Vec<f64> = Vec::new();

@@ -196,7 +196,11 @@ fn refuse(entry: &walkdir::DirEntry, limits: Limits) -> Option<String> {
 fn finish(found: BTreeMap<String, Found>, limits: Limits, notes: &mut Vec<String>) -> Vec<Found> {
     let n = found.len();
     if n > limits.max_files {
-        notes.push(format!("{} more matching files not stored: at most {} per attempt", n - limits.max_files, limits.max_files));
+        notes.push(format!(
+            "{} more matching files not stored: at most {} per attempt",
+            n - limits.max_files,
+            limits.max_files
+        ));
     }
     found.into_values().take(limits.max_files).collect()
 }
@@ -288,8 +292,10 @@ mod tests {
         symlink("/etc/passwd", w.join("out.txt")).expect("link");
         symlink(w.join("report.xml"), w.join("out/inside.png")).expect("link");
         symlink("/etc", w.join("etc")).expect("link");
-        let outputs: Vec<String> =
-            ["report.xml", "out/**/*.png", "out.txt", "big.bin", "etc/*", "missing/*.x"].iter().map(|s| s.to_string()).collect();
+        let outputs: Vec<String> = ["report.xml", "out/**/*.png", "out.txt", "big.bin", "etc/*", "missing/*.x"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let (found, notes) = find(w, &outputs, "reports/*.xml", LIMITS);
         assert_eq!(
             paths(&found),

@@ -33,14 +33,8 @@ pub struct LiveStream {
 pub fn start(bus: &Bus, task_id: &str, attempt: u32) -> (LiveStream, LiveStream, Publisher) {
     let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
     let subject = bus.subjects().logs(task_id, attempt);
-    let side = |stream| LiveStream {
-        tx: tx.clone(),
-        task_id: task_id.to_string(),
-        attempt,
-        stream,
-        seq: 0,
-        dropped: 0,
-    };
+    let side =
+        |stream| LiveStream { tx: tx.clone(), task_id: task_id.to_string(), attempt, stream, seq: 0, dropped: 0 };
     let (out, err) = (side(OutputStream::Stdout), side(OutputStream::Stderr));
     let handle = tokio::spawn(publish(bus.clone(), subject, rx));
     (out, err, Publisher(handle))
@@ -54,7 +48,7 @@ impl LiveStream {
             stream: self.stream as i32,
             seq: self.seq,
             offset,
-            data: data.into(),
+            data,
             ..Default::default()
         };
         self.seq += 1;

@@ -21,10 +21,7 @@ pub async fn store_logs(
     for (stream, c) in streams {
         let name = objects::log_object(task_id, attempt, stream);
         let Some(spool) = c.spool.take() else {
-            return Err(format!(
-                "{name}: {}",
-                c.error.clone().unwrap_or_else(|| "no spool".into())
-            ));
+            return Err(format!("{name}: {}", c.error.clone().unwrap_or_else(|| "no spool".into())));
         };
         upload(store, &name, spool, c.spooled).await.map_err(|e| format!("{name}: {e}"))?;
         if let Some(e) = &c.error {

@@ -12,7 +12,7 @@ use hwsched_proto::v1::TestCase;
 use quick_xml::events::{BytesRef, BytesStart, Event};
 use quick_xml::{Reader, XmlVersion};
 
-use crate::text::{first_line, truncate_on_char_boundary};
+use crate::text::{first_line, truncate_on_char_boundary, xml_safe};
 use crate::{JunitError, MAX_CASES, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_REPORT_BYTES};
 
 /// Most bytes of an outcome element's text kept to find its first line.
@@ -216,7 +216,7 @@ impl Parser {
         let collecting = self.stack.iter().any(|(f, _)| matches!(f, Frame::Outcome));
         if let Some(open) = self.open.as_mut().filter(|_| collecting) {
             let room = MAX_OUTCOME_TEXT.saturating_sub(open.text.len());
-            open.text.push_str(truncate_on_char_boundary(s, room));
+            open.text.push_str(truncate_on_char_boundary(&xml_safe(s), room));
         }
     }
 
@@ -244,7 +244,8 @@ impl Parser {
     }
 }
 
-/// The value of attribute `key` (local name), with references resolved.
+/// The value of attribute `key` (local name), with references resolved and
+/// characters XML cannot carry (a `&#1;` slips through quick-xml) removed.
 fn attr(e: &BytesStart<'_>, key: &str) -> Result<Option<String>, JunitError> {
     for a in e.attributes() {
         let a = a.map_err(|err| JunitError::Xml { position: 0, source: err.into() })?;
@@ -253,7 +254,7 @@ fn attr(e: &BytesStart<'_>, key: &str) -> Result<Option<String>, JunitError> {
                 quick_xml::Error::Escape(_) => JunitError::UnknownEntity { name: format!("in attribute {key}") },
                 other => JunitError::Xml { position: 0, source: other },
             })?;
-            return Ok(Some(value.into_owned()));
+            return Ok(Some(xml_safe(&value).into_owned()));
         }
     }
     Ok(None)

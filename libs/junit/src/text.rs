@@ -39,9 +39,19 @@ pub(crate) fn escape(s: &str) -> String {
     quick_xml::escape::escape(xml_safe(s)).into_owned()
 }
 
+/// Like `escape`, and tabs and line breaks as character references, which a
+/// parser keeps (a literal one in an attribute value reads back as a space).
+pub(crate) fn escape_attr(s: &str) -> String {
+    let escaped = escape(s);
+    if !escaped.contains(['\t', '\n', '\r']) {
+        return escaped;
+    }
+    escaped.replace('\t', "&#9;").replace('\n', "&#10;").replace('\r', "&#13;")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{escape, first_line, truncate_on_char_boundary, xml_safe};
+    use super::{escape, escape_attr, first_line, truncate_on_char_boundary, xml_safe};
 
     #[test]
     fn truncation_keeps_whole_characters() {
@@ -63,5 +73,6 @@ mod tests {
         assert_eq!(xml_safe("a\u{0}b\u{1b}[31mc\u{FFFF}"), "ab[31mc");
         assert_eq!(xml_safe("tab\tok\n"), "tab\tok\n");
         assert_eq!(escape("<a href=\"x\">&'</a>\u{7}"), "&lt;a href=&quot;x&quot;&gt;&amp;&apos;&lt;/a&gt;");
+        assert_eq!(escape_attr("a\tb\r\nc<"), "a&#9;b&#13;&#10;c&lt;");
     }
 }

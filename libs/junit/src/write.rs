@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use hwsched_proto::v1::TestCase;
 
 use crate::parse::Status;
-use crate::text::escape;
+use crate::text::{escape, escape_attr};
 
 /// One `<testsuite>`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -70,7 +70,7 @@ pub fn write(name: &str, suites: &[Suite]) -> String {
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let all = Totals::of(suites.iter().flat_map(|s| &s.cases));
     // Writing to a String cannot fail.
-    let _ = writeln!(out, r#"<testsuites name="{}" {}>"#, escape(name), all.attributes());
+    let _ = writeln!(out, r#"<testsuites name="{}" {}>"#, escape_attr(name), all.attributes());
     for suite in suites {
         write_suite(&mut out, suite);
     }
@@ -80,11 +80,11 @@ pub fn write(name: &str, suites: &[Suite]) -> String {
 
 fn write_suite(out: &mut String, suite: &Suite) {
     let totals = Totals::of(&suite.cases);
-    let _ = writeln!(out, r#"  <testsuite name="{}" {}>"#, escape(&suite.name), totals.attributes());
+    let _ = writeln!(out, r#"  <testsuite name="{}" {}>"#, escape_attr(&suite.name), totals.attributes());
     if !suite.properties.is_empty() {
         out.push_str("    <properties>\n");
         for (name, value) in &suite.properties {
-            let _ = writeln!(out, r#"      <property name="{}" value="{}"/>"#, escape(name), escape(value));
+            let _ = writeln!(out, r#"      <property name="{}" value="{}"/>"#, escape_attr(name), escape_attr(value));
         }
         out.push_str("    </properties>\n");
     }
@@ -98,8 +98,8 @@ fn write_case(out: &mut String, c: &Case) {
     let _ = write!(
         out,
         r#"    <testcase name="{}" classname="{}" time="{:.3}""#,
-        escape(&c.case.name),
-        escape(&c.case.classname),
+        escape_attr(&c.case.name),
+        escape_attr(&c.case.classname),
         seconds(c.case.duration_s)
     );
     let element = match Status::of(&c.case.status) {
@@ -115,8 +115,12 @@ fn write_case(out: &mut String, c: &Case) {
     out.push_str(">\n");
     if let Some(element) = element {
         let detail = if c.detail.is_empty() { &c.case.message } else { &c.detail };
-        let _ =
-            writeln!(out, r#"      <{element} message="{}">{}</{element}>"#, escape(&c.case.message), escape(detail));
+        let _ = writeln!(
+            out,
+            r#"      <{element} message="{}">{}</{element}>"#,
+            escape_attr(&c.case.message),
+            escape(detail)
+        );
     }
     for (tag, text) in [("system-out", &c.system_out), ("system-err", &c.system_err)] {
         if !text.is_empty() {

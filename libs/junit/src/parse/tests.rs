@@ -203,10 +203,16 @@ proptest! {
     ], 0..64)) {
         let xml: String = parts.concat();
         if let Ok(cases) = parse(xml.as_bytes()) {
-            for c in cases {
+            for c in &cases {
                 prop_assert!(["passed", "failed", "error", "skipped"].contains(&c.status.as_str()));
                 prop_assert!(c.message.len() <= MAX_MESSAGE_BYTES);
             }
+            // what we read, written back as one report, reads the same
+            let cases_out = cases.iter().map(|c| crate::Case { case: c.clone(), ..crate::Case::default() }).collect();
+            let suite = crate::Suite { name: "s".into(), properties: vec![], cases: cases_out };
+            let again = parse(crate::write("r", &[suite]).as_bytes()).expect("our own report parses");
+            let outcome = |c: &TestCase| (c.name.clone(), c.status.clone(), c.message.clone());
+            prop_assert_eq!(cases.iter().map(outcome).collect::<Vec<_>>(), again.iter().map(outcome).collect::<Vec<_>>());
         }
     }
 }

@@ -125,6 +125,8 @@ async fn stored_logs_and_artifacts_round_trip_after_a_monitor_restart() -> anyho
     assert!(r.error.contains("out/etc skipped: a symbolic link"), "{}", r.error);
     assert!(!r.artifacts.iter().any(|a| a.path.contains("passwd")), "{:?}", r.artifacts);
     assert!(std::fs::read_dir(sandbox.path())?.next().is_none(), "the sandbox is removed before the result");
+    let tests = r.tests.clone().unwrap_or_default();
+    assert_eq!((tests.passed, tests.failed, tests.error.as_str()), (1, 0, ""), "{tests:?}");
 
     // the monitor restarts: what it stored stays readable
     mon.stop().await?;

@@ -212,12 +212,13 @@ impl Outputs {
             return b;
         };
         let (outputs, junit, limits) = (task.outputs.clone(), task.junit.clone(), self.limits());
-        let found = tokio::task::spawn_blocking(move || artifacts::find(&workdir, &outputs, &junit, limits)).await;
+        let dir = workdir.clone();
+        let found = tokio::task::spawn_blocking(move || artifacts::find(&dir, &outputs, &junit, limits)).await;
         let (found, notes) = found.unwrap_or_else(|e| (vec![], vec![format!("artifact search failed: {e}")]));
         b.notes.extend(notes);
         if !task.junit.is_empty() {
-            let reports: Vec<PathBuf> = found.iter().filter(|f| f.junit).map(|f| f.abs.clone()).collect();
-            b.tests = Some(junit_summary(&task.junit, reports).await);
+            let reports: Vec<PathBuf> = found.iter().filter(|f| f.junit).map(|f| PathBuf::from(&f.path)).collect();
+            b.tests = Some(junit_summary(&task.junit, workdir, reports).await);
         }
         let upload = artifacts::upload(&self.artifacts, id, attempt, &found, limits, &mut b.artifacts, &mut b.notes);
         if tokio::time::timeout(limit, upload).await.is_err() {
@@ -230,14 +231,15 @@ impl Outputs {
     }
 }
 
-/// The per-test results of the JUnit report(s) found for `pattern`.
-async fn junit_summary(pattern: &str, reports: Vec<PathBuf>) -> TestSummary {
+/// The per-test results of the JUnit report(s) found for `pattern` (paths
+/// relative to `workdir`, regular files the walk found), parsed off the async workers.
+async fn junit_summary(pattern: &str, workdir: PathBuf, reports: Vec<PathBuf>) -> TestSummary {
     if reports.is_empty() {
         return TestSummary { error: format!("no JUnit report matched {pattern:?}"), ..Default::default() };
     }
-    // TODO(h-junit): `hwsched_junit::summarize_files(&reports)` once that crate is merged.
-    let _ = reports;
-    TestSummary { error: "JUnit parsing is not built into this monitor yet".into(), ..Default::default() }
+    tokio::task::spawn_blocking(move || hwsched_junit::summarize_files_in(&workdir, &reports))
+        .await
+        .unwrap_or_else(|e| TestSummary { error: format!("JUnit reports not read: {e}"), ..Default::default() })
 }
 
 /// Parses a byte size: a number with an optional K, M or G suffix (powers of 1024).

@@ -152,7 +152,9 @@ async fn restarted_monitor_neither_loses_nor_reruns_an_attempt() -> anyhow::Resu
     assert!(left.stdout.is_empty(), "orphan of attempt 1 still running: {}", String::from_utf8_lossy(&left.stdout));
     second.wait_for_log("attempt was started before this monitor restarted", WAIT).await?;
     // the retry runs once
-    let r2 = result_of(&mut results).await?;
+    let r2 = result_of(&mut results)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\nmonitor #2:\n{}\nscheduler:\n{}", second.log(), sched.log()))?;
     assert_eq!((r2.attempt, r2.status()), (2, TaskStatus::Succeeded), "{r2:?}");
     assert_eq!(std::fs::read_to_string(&log)?, "1\n2\n", "each attempt ran exactly once");
     Ok(())

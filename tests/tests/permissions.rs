@@ -91,10 +91,18 @@ async fn each_role_does_its_job_and_nothing_else() -> anyhow::Result<()> {
         Proc::spawn("monitor w-a", &url, &["monitor", "--worker-id", "w-a", "--interval-ms", "200"], &s.env("w-a"))?;
     mon.wait_for_log("monitor ready", Duration::from_secs(30)).await?;
 
-    // a producer submits and follows a task to its end, and reads its history
-    let out = s.cli("producer", &["submit", "--id", "secure-1", "--wait", "--", "true"]).await?;
+    // a producer submits and follows a task to its end with its live output, and reads its history
+    let out =
+        s.cli("producer", &["submit", "--id", "secure-1", "--wait", "--logs", "--", "echo", "secure-out"]).await?;
     assert_eq!(out.code, 0, "{}{}\nscheduler:\n{}\nmonitor:\n{}", out.stdout, out.stderr, sched.log(), mon.log());
     assert!(out.stdout.contains("finished succeeded on w-a"), "{}", out.stdout);
+    assert!(out.stdout.contains("[secure-1] secure-out"), "{}", out.stdout);
+    // its stored and live output, and its (empty) list of artifacts
+    for args in [&["logs", "secure-1"][..], &["logs", "secure-1", "-f"], &["artifacts", "secure-1"]] {
+        let out = s.cli("producer", args).await?;
+        assert_eq!(out.code, 0, "{args:?}: {}{}", out.stdout, out.stderr);
+        assert!(args[0] == "artifacts" || out.stdout == "secure-out\n", "{args:?}: {}", out.stdout);
+    }
     let out = s.cli("producer", &["tasks", "secure-1"]).await?;
     assert!(out.stdout.contains("succeeded  w-a"), "{}{}", out.stdout, out.stderr);
     // an operator drains and undrains the worker

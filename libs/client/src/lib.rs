@@ -1,8 +1,9 @@
 //! The client library of hwsched, which the `hwsched` command line is built on
 //! and other Rust tools embed: connect, submit one task or a suite and follow
 //! it to its end as a stream of updates, ask the services (queue, tasks,
-//! explain, cancel, drain, workers, a task's history), and run a worker's
-//! assignments as an external executor.
+//! explain, cancel, drain, workers, a task's history), read a task's logs
+//! (stored, or live as they are written) and download its artifacts, and run
+//! a worker's assignments as an external executor.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), hwsched_client::Error> {
@@ -25,8 +26,10 @@
 //! command line uses.
 #![forbid(unsafe_code)]
 
+mod artifacts;
 mod executor;
 mod history;
+mod logs;
 mod submit;
 pub mod suite;
 mod workers;
@@ -44,8 +47,10 @@ use hwsched_proto::{
     Message, SCHEMA_VERSION,
 };
 
+pub use artifacts::artifact_path;
 pub use executor::{Assignment, Executor, Outcome};
 pub use history::{Attempt, History};
+pub use logs::LogFollow;
 pub use submit::{Finished, Submission, Update};
 pub use suite::SuiteError;
 pub use workers::WorkerView;
@@ -90,6 +95,9 @@ pub enum Error {
     /// Anything else on the way (publish failed, undecodable reply, stream unavailable).
     #[error("{0}")]
     Bus(String),
+    /// A task's stored output or artifact is missing, corrupt, or refused (a hostile path).
+    #[error("{0}")]
+    Output(String),
 }
 
 impl Error {
@@ -100,7 +108,7 @@ impl Error {
             Error::Suite(_) => exit::USAGE,
             Error::Connect(BusError::Config(_)) => exit::USAGE,
             Error::Connect(_) | Error::NoResponder { .. } | Error::Timeout { .. } => exit::UNAVAILABLE,
-            Error::Refused { .. } | Error::Bus(_) => exit::FAILURE,
+            Error::Refused { .. } | Error::Bus(_) | Error::Output(_) => exit::FAILURE,
         }
     }
 

@@ -1,13 +1,15 @@
 //! The `hwsched` binary: every service as a subcommand (`monitor`, `scheduler`,
 //! `learner`, `alerting`, `recorder`, or `all` in one process) and the client
-//! commands (`submit`, `workers`, `queue`, `tasks`, `watch`, `explain`,
-//! `cancel`, `drain`, ...), built on `hwsched-client`. Thin: it parses
+//! commands (`submit`, `logs`, `artifacts`, `workers`, `queue`, `tasks`,
+//! `watch`, `explain`, `cancel`, `drain`, ...), built on `hwsched-client`. Thin: it parses
 //! configuration and calls each crate's `run`.
 #![forbid(unsafe_code)]
 
 mod alerts;
+mod artifacts;
 mod bench;
 mod junit_report;
+mod logs;
 mod model;
 mod nats_auth;
 mod ops;
@@ -60,6 +62,10 @@ enum Command {
     All(service::AllConfig),
     /// Submit one task (flags) or a suite (JSON/YAML file) and optionally wait for the results.
     Submit(submit::SubmitArgs),
+    /// A task's output: stored after the attempt, or live with -f.
+    Logs(logs::LogsArgs),
+    /// The files a task's attempt brought back; --get DIR downloads them.
+    Artifacts(artifacts::ArtifactsArgs),
     /// Follow task lifecycle events as they happen.
     Events {
         /// Output: table (a line per event) or json (one object per line).
@@ -238,6 +244,8 @@ fn command_name(c: &Command) -> &'static str {
         Command::Recorder(_) => "recorder",
         Command::All(_) => "all",
         Command::Submit(_)
+        | Command::Logs(_)
+        | Command::Artifacts(_)
         | Command::Events { .. }
         | Command::Cancel { .. }
         | Command::Workers { .. }
@@ -306,6 +314,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::NatsAuth(args) => nats_auth::run(&nats.subject_prefix, &args).map(|_| ok),
         Command::Submit(args) => submit::run(&nats, args).await,
+        Command::Logs(args) => logs::run(&Client::connect(&nats).await?, args).await,
+        Command::Artifacts(args) => artifacts::run(&Client::connect(&nats).await?, args).await,
         Command::Events { output } => ops::events(&Client::connect(&nats).await?, output).await,
         Command::Cancel { task_id, reason } => ops::cancel(&Client::connect(&nats).await?, &task_id, &reason).await,
         Command::Workers { output } => ops::workers(&Client::connect(&nats).await?, output).await,

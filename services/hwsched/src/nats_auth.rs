@@ -99,6 +99,8 @@ fn roles(p: &str) -> Vec<User> {
             subscribe: vec![
                 format!("{p}.events.>"),
                 format!("{p}.results.>"),
+                // live output (`submit --wait --logs`)
+                format!("{p}.logs.>"),
                 own_inbox("producer"),
                 // clients without a per-user inbox prefix (nats-py's default)
                 "_INBOX.>".into(),
@@ -151,13 +153,46 @@ fn producer_publish(p: &str) -> Vec<String> {
         format!("$JS.API.DIRECT.GET.{streams}_RESULTS.>"),
         format!("$JS.API.DIRECT.GET.KV_{b}_model.>"),
         format!("$JS.API.STREAM.MSG.GET.KV_{b}_model"),
+        // `hwsched logs -f`: the live output stream, read-only
+        format!("$JS.API.STREAM.INFO.{streams}_LOGS"),
+        format!("$JS.API.CONSUMER.CREATE.{streams}_LOGS"),
+        format!("$JS.API.CONSUMER.CREATE.{streams}_LOGS.>"),
+        format!("$JS.API.CONSUMER.MSG.NEXT.{streams}_LOGS.>"),
+        format!("$JS.API.CONSUMER.DELETE.{streams}_LOGS.>"),
+    ]
+    .into_iter()
+    .chain(["logs", "artifacts"].iter().flat_map(|store| object_store_read(&b, store)))
+    .collect()
+}
+
+/// Reading objects of the Object Store `<b>_<store>` (its info, then its chunks through an ordered consumer).
+fn object_store_read(b: &str, store: &str) -> Vec<String> {
+    let stream = format!("OBJ_{b}_{store}");
+    vec![
+        format!("$JS.API.STREAM.INFO.{stream}"),
+        format!("$JS.API.DIRECT.GET.{stream}.>"),
+        format!("$JS.API.STREAM.MSG.GET.{stream}"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+    ]
+}
+
+/// Writing objects into the Object Store `<b>_<store>`: chunks and metadata,
+/// the lookup of an existing version and the purge of its chunks it replaces.
+fn object_store_write(b: &str, store: &str) -> Vec<String> {
+    let stream = format!("OBJ_{b}_{store}");
+    vec![
+        format!("$O.{b}_{store}.>"),
+        format!("$JS.API.DIRECT.GET.{stream}.>"),
+        format!("$JS.API.STREAM.MSG.GET.{stream}"),
+        format!("$JS.API.STREAM.PURGE.{stream}"),
     ]
 }
 
 /// The user of worker `id` (`*` for the shared `monitor` user): its own
-/// telemetry, heartbeats, assignments and drain; events and results (of any
-/// task: the scheduler ignores a result whose attempt or worker is not the one
-/// it assigned).
+/// telemetry, heartbeats, assignments and drain; events, results and live
+/// output (of any task: the scheduler ignores a result whose attempt or
+/// worker is not the one it assigned); writing the stored logs and artifacts.
 fn monitor(p: &str, name: &str, id: &str) -> User {
     let b = p.replace('.', "_");
     let assign = format!("{}_ASSIGN", b.to_uppercase());
@@ -182,7 +217,11 @@ fn monitor(p: &str, name: &str, id: &str) -> User {
             format!("$JS.API.DIRECT.GET.KV_{b}_drains.$KV.{b}_drains.{id}"),
             format!("$KV.{b}_attempts.>"),
             format!("$KV.{b}_drains.{id}"),
-        ],
+            format!("{p}.logs.>"),
+        ]
+        .into_iter()
+        .chain(["logs", "artifacts"].iter().flat_map(|store| object_store_write(&b, store)))
+        .collect(),
         subscribe: vec![format!("{p}.workers.{id}.>"), format!("{p}.control.cancel"), "$SRV.>".into(), own_inbox(name)],
     }
 }

@@ -65,6 +65,9 @@ pub struct SubmitArgs {
     /// With --wait: on Ctrl-C (or SIGTERM) cancel every unfinished task without asking.
     #[arg(long, requires = "wait")]
     cancel_on_interrupt: bool,
+    /// With --wait: print the tasks' output as it is written, each line prefixed by its task id.
+    #[arg(long, requires = "wait")]
+    logs: bool,
     /// With --wait: no progress line (it is drawn only when stderr is a terminal).
     #[arg(long)]
     no_progress: bool,
@@ -157,8 +160,15 @@ pub async fn run(nats: &hwsched_config::NatsConfig, args: SubmitArgs) -> anyhow:
     let predicted = if args.wait { predictions(client, &tasks).await } else { HashMap::new() };
     let names: HashMap<String, String> = tasks.iter().map(|t| (t.task_id.clone(), t.name.clone())).collect();
     let total = tasks.len();
+    // subscribed before submitting: nothing of their output is missed
+    let live = if args.logs {
+        Some(crate::logs::LivePrinter::start(client.live_logs().await?, names.keys().cloned()))
+    } else {
+        None
+    };
     let mut run = client.submit(tasks).await?;
-    let mut out = Printer::new(args.output, total > 1 && !args.no_progress && std::io::stderr().is_terminal());
+    let bar = total > 1 && !args.no_progress && !args.logs && std::io::stderr().is_terminal();
+    let mut out = Printer::new(args.output, bar);
     let mut tally = Tally { predicted, ..Default::default() };
     let mut junit = args.junit.clone().map(|path| JunitReport::new(path, names.clone()));
     let on_interrupt = if args.cancel_on_interrupt {
@@ -195,6 +205,9 @@ pub async fn run(nats: &hwsched_config::NatsConfig, args: SubmitArgs) -> anyhow:
         }
     }
     out.clear();
+    if let Some(live) = live {
+        live.finish().await;
+    }
     if let Some(junit) = junit {
         junit.write(client).await?;
     }

@@ -100,12 +100,16 @@ pub struct MonitorConfig {
     /// What this worker agrees to run, as whom, where, with which environment.
     #[command(flatten)]
     pub policy: crate::policy::PolicyConfig,
+    /// Where output is spooled, how much of it and of the artifacts is kept.
+    #[command(flatten)]
+    pub output: crate::output::OutputConfig,
 }
 
 impl MonitorConfig {
     /// Checks the fields that can be checked before connecting.
     pub fn validate(&self) -> Result<(), String> {
         crate::detect::worker_id(self.worker_id.as_deref(), self.node_name.as_deref())?;
+        self.output.spool_dir()?;
         crate::policy::Policy::from_config(&self.policy).map(|_| ())
     }
 
@@ -127,6 +131,7 @@ impl MonitorConfig {
             probes: vec![],
             task_dir: None,
             policy: Default::default(),
+            output: Default::default(),
         }
     }
 }

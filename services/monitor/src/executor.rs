@@ -18,7 +18,7 @@ use hwsched_proto::{
 use hwsched_shutdown::Backoff;
 use tokio_util::sync::CancellationToken;
 
-use crate::{process, usage::TaskUsage};
+use crate::{output::Outputs, process, usage::TaskUsage};
 
 /// First wait before republishing a result that was not stored; it doubles up to [`RESULT_BACKOFF_CAP`].
 const RESULT_BACKOFF: Duration = Duration::from_millis(200);
@@ -65,6 +65,8 @@ pub struct Executor {
     pub running: Arc<Running>,
     /// The assignment consumer's ack wait; held assignments are marked in progress three times per period.
     pub ack_wait: Duration,
+    /// Brings each attempt's logs, artifacts and test results back.
+    pub outputs: Outputs,
 }
 
 impl Executor {
@@ -168,13 +170,19 @@ impl Executor {
                 _ = cancel.cancelled() => process::Interrupt::Cancel,
             }
         };
-        let Some(o) = started.wait(&self.running.usage, interrupt).await else {
+        let Some(mut o) = started.wait(&self.running.usage, interrupt).await else {
             tracing::warn!(parent: span, "monitor stopping: task killed, assignment left for redelivery");
             // the next incarnation must run it afresh, not report it interrupted
             let _ = self.attempts.delete(&journal_key).await;
             return;
         };
-        let result = self.result(a, o, started_at_ms, now_ms());
+        let finished_at_ms = now_ms();
+        // stored while the sandbox is still there, before the result says the attempt is over
+        let output = std::mem::take(&mut o.output);
+        let brought =
+            tracing::Instrument::instrument(self.outputs.bring_back(&task, a.attempt, output), span.clone()).await;
+        let mut result = self.result(a, o, started_at_ms, finished_at_ms);
+        brought.apply(&mut result);
         drop(sandbox);
         self.finish(msg, result, tp, span, stop).await;
     }
@@ -207,6 +215,7 @@ impl Executor {
             task_id: &task.task_id,
             gpus: &a.gpu_indices,
             user: self.policy.run_as.as_ref().map(|u| (u.uid, u.gid)),
+            capture: self.outputs.capture(&task.task_id, a.attempt),
         };
         let started = process::start(spec, &self.running.usage);
         let sandbox = sandbox.map(SandboxGuard);

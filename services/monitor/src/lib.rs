@@ -10,6 +10,7 @@ pub mod executor;
 pub mod gpu;
 pub mod host;
 pub mod outbox;
+pub mod output;
 pub mod policy;
 pub mod probes;
 pub mod process;
@@ -149,6 +150,8 @@ async fn start(cfg: &MonitorConfig, bus: &Bus) -> anyhow::Result<Started> {
     let cancels = bus.client().subscribe(subjects.control_cancel()).await.context("subscribe to cancels")?;
 
     let running = Arc::new(Running::default());
+    let policy = policy::Policy::from_config(&cfg.policy).map_err(anyhow::Error::msg)?;
+    let outputs = output::Outputs::open(bus, &cfg.output, policy.run_as.is_some()).await?;
     let executor = Arc::new(Executor {
         bus: bus.clone(),
         records: streams::bucket(bus, &subjects.tasks_bucket()).await?,
@@ -156,9 +159,10 @@ async fn start(cfg: &MonitorConfig, bus: &Bus) -> anyhow::Result<Started> {
         worker_id,
         hardware_class: caps.hardware_class.clone(),
         task_dir: cfg.task_dir.clone(),
-        policy: Arc::new(policy::Policy::from_config(&cfg.policy).map_err(anyhow::Error::msg)?),
+        policy: Arc::new(policy),
         running: running.clone(),
         ack_wait: Duration::from_secs(cfg.ack_wait_s),
+        outputs,
     });
     let (caps_tx, caps_rx) = watch::channel(caps);
     let work = Work {

@@ -1,10 +1,11 @@
-//! Running one command: its own process group, bounded output tails, the
+//! Running one command: its own process group, its output captured
+//! ([`crate::output::capture`]: tails, spool, live batches), the
 //! timeout (SIGTERM then SIGKILL to the whole group), and nothing it started
 //! outliving it, even when the future running it is dropped.
 
 use std::{
     collections::HashMap,
-    path::Path,
+    path::{Path, PathBuf},
     process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
@@ -12,13 +13,18 @@ use std::{
 
 use hwsched_proto::v1::{ResourceUsage, TaskStatus};
 use nix::sys::signal::Signal;
-use tokio::{io::AsyncReadExt, process::Command};
+use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use crate::usage::TaskUsage;
+use crate::{
+    output::capture::{Capture, Captured, Streams},
+    usage::TaskUsage,
+};
 
-/// Bytes of stdout/stderr kept per task.
-pub const OUTPUT_TAIL_BYTES: usize = 4096;
+/// Bytes of stdout/stderr kept per task for the result's tails.
+pub const OUTPUT_TAIL_BYTES: usize = crate::output::capture::TAIL_BYTES;
+/// How long the output pipes may stay open after the command's process group ended.
+const PIPE_GRACE: Duration = Duration::from_secs(2);
 /// Time between SIGTERM and SIGKILL when a task is stopped.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
@@ -39,6 +45,8 @@ pub struct Spec<'a> {
     pub gpus: &'a [u32],
     /// Run as this (uid, gid) instead of the monitor's user.
     pub user: Option<(u32, u32)>,
+    /// Where its output goes.
+    pub capture: Capture,
 }
 
 /// How a run ended.
@@ -56,6 +64,8 @@ pub struct Outcome {
     pub stderr: String,
     /// Measured resource usage of the process tree.
     pub usage: ResourceUsage,
+    /// The whole output, spooled, to be stored ([`crate::output::Outputs::bring_back`]).
+    pub output: Streams,
 }
 
 impl Outcome {
@@ -68,6 +78,7 @@ impl Outcome {
             stdout: String::new(),
             stderr: String::new(),
             usage: ResourceUsage::default(),
+            output: Streams::default(),
         }
     }
 }
@@ -88,8 +99,12 @@ pub struct Started {
     child: tokio::process::Child,
     pid: u32,
     guard: GroupGuard,
-    out: tokio::task::JoinHandle<Vec<u8>>,
-    err: tokio::task::JoinHandle<Vec<u8>>,
+    out: tokio::task::JoinHandle<Captured>,
+    err: tokio::task::JoinHandle<Captured>,
+    /// Ends the output readers when something outside the group holds a pipe open.
+    close_pipes: CancellationToken,
+    publisher: Option<crate::output::live::Publisher>,
+    workdir: Option<PathBuf>,
     timeout: Duration,
 }
 
@@ -125,9 +140,12 @@ pub fn start(spec: Spec<'_>, usage: &Arc<Mutex<HashMap<u32, TaskUsage>>>) -> Res
     let mut child = cmd.spawn().map_err(|e| format!("cannot start {:?}: {e}", spec.argv[0]))?;
     let pid = child.id().unwrap_or(0);
     usage.lock().unwrap_or_else(|p| p.into_inner()).insert(pid, TaskUsage::new(spec.task_id, spec.gpus));
-    let out = tokio::spawn(read_tail(child.stdout.take()));
-    let err = tokio::spawn(read_tail(child.stderr.take()));
-    Ok(Started { child, pid, guard: GroupGuard(pid), out, err, timeout: spec.timeout })
+    let (out_sink, err_sink, publisher) = spec.capture.split();
+    let close_pipes = CancellationToken::new();
+    let out = tokio::spawn(out_sink.run(child.stdout.take(), close_pipes.clone()));
+    let err = tokio::spawn(err_sink.run(child.stderr.take(), close_pipes.clone()));
+    let workdir = spec.workdir.map(Path::to_path_buf);
+    Ok(Started { child, pid, guard: GroupGuard(pid), out, err, close_pipes, publisher, workdir, timeout: spec.timeout })
 }
 
 impl Started {
@@ -166,9 +184,17 @@ impl Started {
             Ok(Ok(Err(e))) => (TaskStatus::Error, -1, format!("wait failed: {e}")),
             Ok(Err(_)) => (TaskStatus::TimedOut, -1, format!("timed out after {}s", self.timeout.as_secs())),
         };
-        let stdout = collect(self.out).await;
-        let stderr = collect(self.err).await;
-        Some(Outcome { status, exit_code, error, stdout, stderr, usage: measured })
+        let closer = self.close_pipes.clone();
+        let close_later = tokio::spawn(async move {
+            tokio::time::sleep(PIPE_GRACE).await;
+            closer.cancel();
+        });
+        let out = collect(self.out).await;
+        let err = collect(self.err).await;
+        close_later.abort();
+        let (stdout, stderr) = (out.tail_text(), err.tail_text());
+        let output = Streams { stdout: out, stderr: err, publisher: self.publisher, workdir: self.workdir };
+        Some(Outcome { status, exit_code, error, stdout, stderr, usage: measured, output })
     }
 }
 
@@ -208,12 +234,9 @@ pub fn kill_orphan(pgid: u32, ticks: u64) -> bool {
     false
 }
 
-/// The output a reader collected, waiting at most 2 s after the process ended.
-async fn collect(h: tokio::task::JoinHandle<Vec<u8>>) -> String {
-    match tokio::time::timeout(Duration::from_secs(2), h).await {
-        Ok(Ok(v)) => String::from_utf8_lossy(&v).into_owned(),
-        _ => String::new(),
-    }
+/// What a reader captured (it ends at most [`PIPE_GRACE`] after the process group did).
+async fn collect(h: tokio::task::JoinHandle<Captured>) -> Captured {
+    h.await.unwrap_or_else(|e| Captured { error: Some(format!("output reader failed: {e}")), ..Default::default() })
 }
 
 /// SIGTERM to the task's process group; SIGKILL to whatever is left once the
@@ -231,24 +254,6 @@ fn signal_group(pid: u32, signal: Signal) {
     }
 }
 
-/// Reads a pipe to its end, keeping the last [`OUTPUT_TAIL_BYTES`].
-async fn read_tail<R: tokio::io::AsyncRead + Unpin>(r: Option<R>) -> Vec<u8> {
-    let Some(mut r) = r else { return vec![] };
-    let mut keep = Vec::with_capacity(OUTPUT_TAIL_BYTES);
-    let mut buf = [0u8; 8192];
-    loop {
-        match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return keep,
-            Ok(n) => {
-                keep.extend_from_slice(&buf[..n]);
-                if keep.len() > OUTPUT_TAIL_BYTES {
-                    keep.drain(..keep.len() - OUTPUT_TAIL_BYTES);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,6 +267,7 @@ mod tests {
             task_id: "t",
             gpus: &[],
             user: None,
+            capture: Capture::new(1 << 20, &std::env::temp_dir(), None),
         }
     }
 

@@ -1,12 +1,13 @@
 //! `hwsched bench ...`: load generators against running services, one file
 //! per command (`assign.rs` with its simulated fleet in `fleet.rs`,
-//! `alerts.rs`, `ingest.rs`, `e2e.rs`) and what they share in `shared.rs`.
+//! `alerts.rs`, `ingest.rs`, `e2e.rs`, `logs.rs`) and what they share in `shared.rs`.
 
 mod alerts;
 mod assign;
 mod e2e;
 mod fleet;
 mod ingest;
+mod logs;
 mod shared;
 
 use std::time::Duration;
@@ -26,6 +27,8 @@ pub enum BenchCommand {
     /// Producer → result through the running system with real monitors: a
     /// throughput run, or a soak at a fixed rate sampling each service's memory.
     E2e(e2e::E2eArgs),
+    /// Live log latency (line written -> seen by a follower) and the monitor's memory while a task prints a lot.
+    Logs(logs::LogsArgs),
 }
 
 pub async fn run(nats: &NatsConfig, clickhouse: &ClickHouseConfig, cmd: BenchCommand) -> anyhow::Result<()> {
@@ -35,5 +38,6 @@ pub async fn run(nats: &NatsConfig, clickhouse: &ClickHouseConfig, cmd: BenchCom
         BenchCommand::Alerts(args) => alerts::run(&bus, args).await,
         BenchCommand::Ingest(args) => ingest::run(&bus, clickhouse, args).await,
         BenchCommand::E2e(args) => e2e::run(&bus, args).await,
+        BenchCommand::Logs(args) => logs::run(&bus, args).await,
     }
 }

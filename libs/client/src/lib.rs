@@ -25,6 +25,7 @@
 //! command line uses.
 #![forbid(unsafe_code)]
 
+pub mod bundle;
 mod executor;
 mod history;
 mod submit;
@@ -44,6 +45,7 @@ use hwsched_proto::{
     Message, SCHEMA_VERSION,
 };
 
+pub use bundle::Bundle;
 pub use executor::{Assignment, Executor, Outcome};
 pub use history::{Attempt, History};
 pub use submit::{Finished, Submission, Update};
@@ -87,6 +89,9 @@ pub enum Error {
     /// A suite file that cannot be read or does not describe tasks.
     #[error(transparent)]
     Suite(#[from] SuiteError),
+    /// A bundle that cannot be packed (the message names the file) or stored.
+    #[error("bundle: {0}")]
+    Bundle(hwsched_bundle::BundleError),
     /// Anything else on the way (publish failed, undecodable reply, stream unavailable).
     #[error("{0}")]
     Bus(String),
@@ -101,6 +106,7 @@ impl Error {
             Error::Connect(BusError::Config(_)) => exit::USAGE,
             Error::Connect(_) | Error::NoResponder { .. } | Error::Timeout { .. } => exit::UNAVAILABLE,
             Error::Refused { .. } | Error::Bus(_) => exit::FAILURE,
+            Error::Bundle(e) => Error::bundle_exit_code(e),
         }
     }
 

@@ -7,6 +7,7 @@
 
 mod alerts;
 mod bench;
+mod bundle;
 mod model;
 mod nats_auth;
 mod ops;

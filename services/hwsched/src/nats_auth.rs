@@ -151,6 +151,25 @@ fn producer_publish(p: &str) -> Vec<String> {
         format!("$JS.API.DIRECT.GET.{streams}_RESULTS.>"),
         format!("$JS.API.DIRECT.GET.KV_{b}_model.>"),
         format!("$JS.API.STREAM.MSG.GET.KV_{b}_model"),
+        // `submit --bundle`: look a digest up and upload it (chunks, then its metadata);
+        // no purge or delete, so a producer cannot remove what others uploaded
+        format!("$JS.API.STREAM.INFO.OBJ_{b}_bundles"),
+        format!("$JS.API.DIRECT.GET.OBJ_{b}_bundles.>"),
+        format!("$O.{b}_bundles.C.>"),
+        format!("$O.{b}_bundles.M.>"),
+    ]
+}
+
+/// What a monitor may publish to read bundles (never to write them): look
+/// one up, and read its chunks through an ordered consumer.
+fn bundle_reader(b: &str) -> Vec<String> {
+    let stream = format!("OBJ_{b}_bundles");
+    vec![
+        format!("$JS.API.DIRECT.GET.{stream}.>"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+        format!("$JS.API.CONSUMER.DELETE.{stream}.>"),
+        format!("$JS.FC.{stream}.>"),
     ]
 }
 
@@ -164,7 +183,8 @@ fn monitor(p: &str, name: &str, id: &str) -> User {
     let consumer = if id == "*" { "*".to_string() } else { format!("monitor-{id}") };
     User {
         name: name.into(),
-        publish: vec![
+        publish: [
+            vec![
             format!("{p}.metrics.{id}"),
             format!("{p}.workers.{id}.>"),
             format!("{p}.events.>"),
@@ -182,7 +202,10 @@ fn monitor(p: &str, name: &str, id: &str) -> User {
             format!("$JS.API.DIRECT.GET.KV_{b}_drains.$KV.{b}_drains.{id}"),
             format!("$KV.{b}_attempts.>"),
             format!("$KV.{b}_drains.{id}"),
-        ],
+            ],
+            bundle_reader(&b),
+        ]
+        .concat(),
         subscribe: vec![format!("{p}.workers.{id}.>"), format!("{p}.control.cancel"), "$SRV.>".into(), own_inbox(name)],
     }
 }

@@ -1,9 +1,10 @@
 //! `hwsched bench ...`: load generators against running services, one file
 //! per command (`assign.rs` with its simulated fleet in `fleet.rs`,
-//! `alerts.rs`, `ingest.rs`, `e2e.rs`) and what they share in `shared.rs`.
+//! `alerts.rs`, `ingest.rs`, `e2e.rs`, `bundle.rs`) and what they share in `shared.rs`.
 
 mod alerts;
 mod assign;
+mod bundle;
 mod e2e;
 mod fleet;
 mod ingest;
@@ -26,6 +27,8 @@ pub enum BenchCommand {
     /// Producer → result through the running system with real monitors: a
     /// throughput run, or a soak at a fixed rate sampling each service's memory.
     E2e(e2e::E2eArgs),
+    /// Bundle pack, upload and download next to a raw Object Store put/get, and a cached start.
+    Bundle(bundle::BundleArgs),
 }
 
 pub async fn run(nats: &NatsConfig, clickhouse: &ClickHouseConfig, cmd: BenchCommand) -> anyhow::Result<()> {
@@ -35,5 +38,6 @@ pub async fn run(nats: &NatsConfig, clickhouse: &ClickHouseConfig, cmd: BenchCom
         BenchCommand::Alerts(args) => alerts::run(&bus, args).await,
         BenchCommand::Ingest(args) => ingest::run(&bus, clickhouse, args).await,
         BenchCommand::E2e(args) => e2e::run(&bus, args).await,
+        BenchCommand::Bundle(args) => bundle::run(&bus, args).await,
     }
 }

@@ -121,7 +121,11 @@ async fn twenty_tasks_share_one_upload_and_one_download_per_worker() -> anyhow::
     // and finds what .hwschedignore left out absent; a workdir is relative to the bundle
     let mut tasks: Vec<TaskRequest> = (0..19)
         .map(|i| {
-            task(&format!("shared-{i}"), "cat tests/data.txt && echo x >> tests/data.txt && test ! -e noise.log", &first.digest)
+            task(
+                &format!("shared-{i}"),
+                "cat tests/data.txt && echo x >> tests/data.txt && test ! -e noise.log",
+                &first.digest,
+            )
         })
         .collect();
     tasks.push(TaskRequest { workdir: "tests".into(), ..task("shared-in-tests", "cat data.txt", &first.digest) });

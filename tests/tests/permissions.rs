@@ -101,7 +101,9 @@ async fn each_role_does_its_job_and_nothing_else() -> anyhow::Result<()> {
     let code = tempfile::tempdir()?;
     std::fs::write(code.path().join("data.txt"), "shipped")?;
     let dir = code.path().display().to_string();
-    let out = s.cli("producer", &["submit", "--id", "secure-bundle", "--bundle", &dir, "--wait", "--", "cat", "data.txt"]).await?;
+    let out = s
+        .cli("producer", &["submit", "--id", "secure-bundle", "--bundle", &dir, "--wait", "--", "cat", "data.txt"])
+        .await?;
     assert_eq!(out.code, 0, "{}{}\nmonitor:\n{}", out.stdout, out.stderr, mon.log());
     assert!(out.stderr.contains("uploaded"), "{}", out.stderr);
     // an operator drains and undrains the worker

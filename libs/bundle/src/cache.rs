@@ -202,9 +202,9 @@ impl Cache {
             Ok(()) => {
                 let (a, s, me) = (archive.clone(), staging.clone(), self.clone());
                 let hex = hex.to_string();
-                tokio::task::spawn_blocking(move || me.install(&a, &s, &hex))
-                    .await
-                    .unwrap_or_else(|e| Err(BundleError::Io { path: staging.clone(), source: std::io::Error::other(e) }))
+                tokio::task::spawn_blocking(move || me.install(&a, &s, &hex)).await.unwrap_or_else(|e| {
+                    Err(BundleError::Io { path: staging.clone(), source: std::io::Error::other(e) })
+                })
             }
             Err(e) => Err(e),
         };

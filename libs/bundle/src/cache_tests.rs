@@ -98,7 +98,10 @@ async fn concurrent_requests_of_one_digest_share_one_download() {
                 async move {
                     calls.fetch_add(1, Ordering::SeqCst);
                     // held until every request is waiting on this one download
-                    let _permit = gate.acquire().await.map_err(|e| BundleError::Io { path: to.clone(), source: std::io::Error::other(e) })?;
+                    let _permit = gate
+                        .acquire()
+                        .await
+                        .map_err(|e| BundleError::Io { path: to.clone(), source: std::io::Error::other(e) })?;
                     std::fs::copy(&from, &to).map_err(BundleError::io(to))
                 }
             };

@@ -226,7 +226,12 @@ mod tests {
         tree(b.path());
         std::fs::set_permissions(b.path().join("run.sh"), std::fs::Permissions::from_mode(0o700)).expect("chmod");
         let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
-        File::options().write(true).open(b.path().join("src/pkg/test_a.py")).expect("open").set_modified(old).expect("mtime");
+        File::options()
+            .write(true)
+            .open(b.path().join("src/pkg/test_a.py"))
+            .expect("open")
+            .set_modified(old)
+            .expect("mtime");
         let (pa, pb) = (pack(a.path(), None).expect("pack a"), pack(b.path(), None).expect("pack b"));
         assert_eq!(pa.digest, pb.digest);
         assert_eq!(pa.entries, 6);

@@ -17,7 +17,10 @@ pub async fn upload(store: &ObjectStore, digest: &str, path: &Path) -> Result<bo
         return Ok(false);
     }
     let mut f = tokio::fs::File::open(path).await.map_err(BundleError::io(path))?;
-    store.put(digest, &mut f).await.map_err(|e| BundleError::Store { op: format!("upload {digest}"), why: e.to_string() })?;
+    store
+        .put(digest, &mut f)
+        .await
+        .map_err(|e| BundleError::Store { op: format!("upload {digest}"), why: e.to_string() })?;
     Ok(true)
 }
 
@@ -37,7 +40,8 @@ pub async fn download(store: &ObjectStore, digest: &str, dest: &Path, max_bytes:
     if !hwsched_proto::is_valid_digest(digest) {
         return Err(BundleError::InvalidDigest(digest.into()));
     }
-    let too_large = |size: u64| BundleError::TooLarge { what: format!("bundle {digest} ({size} bytes)"), limit: max_bytes };
+    let too_large =
+        |size: u64| BundleError::TooLarge { what: format!("bundle {digest} ({size} bytes)"), limit: max_bytes };
     let mut object = match store.get(digest).await {
         Ok(o) => o,
         Err(e) if e.kind() == GetErrorKind::NotFound => return Err(BundleError::Missing(digest.into())),

@@ -120,7 +120,11 @@ fn nothing_is_written_through_a_symlink() {
     // a symlink into a directory, then a file under it
     let rig = Rig::new();
     rig.refused(
-        &[("d", EntryType::Directory, "", b""), ("l", EntryType::Symlink, "d", b""), ("l/f", EntryType::Regular, "", b"x")],
+        &[
+            ("d", EntryType::Directory, "", b""),
+            ("l", EntryType::Symlink, "d", b""),
+            ("l/f", EntryType::Regular, "", b"x"),
+        ],
         "symlink",
     );
     // a file over a planted symlink is never opened through it

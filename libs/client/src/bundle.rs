@@ -30,7 +30,8 @@ impl Client {
             .map_err(|e| Error::bus("pack the bundle", e))?
             .map_err(Error::Bundle)?;
         let bucket = self.bus.subjects().bundles_bucket();
-        let os = hwsched_bus::streams::object_store(&self.bus, &bucket).await.map_err(|e| Error::bus("bundle store", e))?;
+        let os =
+            hwsched_bus::streams::object_store(&self.bus, &bucket).await.map_err(|e| Error::bus("bundle store", e))?;
         let uploaded = store::upload(&os, &packed.digest, &packed.path).await.map_err(Error::Bundle)?;
         Ok(Bundle { digest: packed.digest, bytes: packed.bytes, entries: packed.entries, uploaded })
     }

@@ -126,8 +126,9 @@ impl MonitorConfig {
     pub fn validate(&self) -> Result<(), String> {
         let worker_id = crate::detect::worker_id(self.worker_id.as_deref(), self.node_name.as_deref())?;
         let cache_dir = crate::inputs::cache_dir(self, &worker_id);
-        std::fs::create_dir_all(&cache_dir)
-            .map_err(|e| format!("--bundle-cache-dir / HWSCHED_MONITOR_BUNDLE_CACHE_DIR {}: {e}", cache_dir.display()))?;
+        std::fs::create_dir_all(&cache_dir).map_err(|e| {
+            format!("--bundle-cache-dir / HWSCHED_MONITOR_BUNDLE_CACHE_DIR {}: {e}", cache_dir.display())
+        })?;
         crate::policy::Policy::from_config(&self.policy).map(|_| ())
     }
 

@@ -74,7 +74,9 @@ impl std::fmt::Debug for Inputs {
 
 /// The bundle cache directory of this monitor.
 pub fn cache_dir(cfg: &MonitorConfig, worker_id: &str) -> PathBuf {
-    cfg.bundle_cache_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("hwsched-{worker_id}")).join("bundles"))
+    cfg.bundle_cache_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("hwsched-{worker_id}")).join("bundles"))
 }
 
 impl Inputs {
@@ -143,7 +145,8 @@ impl Inputs {
             .map_err(|e| format!("bundle store unavailable: {e}"))?;
         let began = Instant::now();
         let max = self.max_bundle_bytes;
-        let fetched = self.cache.fetch(digest, |to| async move { store::download(store, digest, &to, max).await }).await;
+        let fetched =
+            self.cache.fetch(digest, |to| async move { store::download(store, digest, &to, max).await }).await;
         self.metrics.cache_bytes.set(i64::try_from(self.cache.bytes()).unwrap_or(i64::MAX));
         let fetched = fetched.map_err(|e| self.refused(digest, e))?;
         if fetched.downloaded {

@@ -41,7 +41,11 @@ impl BundleMetrics {
             let r = r.sub_registry_with_prefix(PREFIX);
             r.register(BUNDLE_DOWNLOADS, "Bundles downloaded into this worker's cache", self.downloads.clone());
             r.register(BUNDLE_CACHE_HITS, "Attempts that found their bundle cached", self.hits.clone());
-            r.register(BUNDLE_REFUSED, "Attempts failed by their bundle (missing, corrupt, too large, hostile)", self.refused.clone());
+            r.register(
+                BUNDLE_REFUSED,
+                "Attempts failed by their bundle (missing, corrupt, too large, hostile)",
+                self.refused.clone(),
+            );
             r.register(BUNDLE_CACHE_BYTES, "Bytes of unpacked bundles in the cache", self.cache_bytes.clone());
         });
     }

@@ -113,9 +113,8 @@ async fn cached_starts(
         let sandbox = work.join("cache").join("sandboxes").join(format!("s-{i}"));
         std::fs::create_dir_all(&sandbox)?;
         let t = Instant::now();
-        let hit = cache
-            .fetch(digest, |_| async { Err::<u64, _>(BundleError::Missing("a hit was expected".into())) })
-            .await?;
+        let hit =
+            cache.fetch(digest, |_| async { Err::<u64, _>(BundleError::Missing("a hit was expected".into())) }).await?;
         let tree = hit.tree.clone();
         let s = sandbox.clone();
         tokio::task::spawn_blocking(move || hwsched_bundle::place(&tree, &s, None)).await??;

@@ -240,6 +240,8 @@ impl ResultCount {
 pub struct InProcess {
     token: CancellationToken,
     handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// Its metrics registry (what its `/metrics` would serve).
+    pub telemetry: hwsched_telemetry::Telemetry,
 }
 
 impl InProcess {
@@ -251,8 +253,9 @@ impl InProcess {
     {
         let token = CancellationToken::new();
         let b = bus(url).await?;
-        let handle = tokio::spawn(run(b, hwsched_telemetry::Telemetry::new(), token.clone()));
-        Ok(Self { token, handle })
+        let telemetry = hwsched_telemetry::Telemetry::new();
+        let handle = tokio::spawn(run(b, telemetry.clone(), token.clone()));
+        Ok(Self { token, handle, telemetry })
     }
 
     /// Stops it and returns how it ended.
@@ -273,11 +276,29 @@ pub async fn scheduler(url: &str) -> anyhow::Result<InProcess> {
 
 /// A monitor, in-process, reporting every 200 ms.
 pub async fn monitor(url: &str, worker_id: &str, slots: u32) -> anyhow::Result<InProcess> {
+    monitor_with(url, monitor_config(worker_id, slots)).await
+}
+
+/// The configuration [`monitor`] uses, to change before [`monitor_with`].
+pub fn monitor_config(worker_id: &str, slots: u32) -> hwsched_monitor::MonitorConfig {
     let mut cfg = hwsched_monitor::MonitorConfig::for_tests();
     cfg.worker_id = Some(worker_id.to_string());
     cfg.slots = Some(slots);
     cfg.interval_ms = 200;
+    cfg
+}
+
+/// A monitor, in-process, with `cfg`.
+pub async fn monitor_with(url: &str, cfg: hwsched_monitor::MonitorConfig) -> anyhow::Result<InProcess> {
     InProcess::start(url, |b, t, s| hwsched_monitor::run(cfg, b, t, s)).await
+}
+
+/// The value of counter `name` in a Prometheus text exposition (0 when absent).
+pub fn counter(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+        .next()
+        .map_or(0, |v| v as u64)
 }
 
 /// `GET path` on `addr` (HTTP/1.1, connection closed); the whole response.

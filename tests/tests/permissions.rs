@@ -2,7 +2,7 @@
 //! real nats-server: every service runs with its own user and a task goes
 //! from a producer to a worker and back; and the server refuses what a role
 //! must not do: a producer publishing an assignment or a result, a monitor
-//! publishing another worker's metrics or results or any assignment, a monitor reading
+//! publishing another worker's metrics or results or any assignment or writing a bundle, a monitor reading
 //! another's inbox or assignments. The shipped `deploy/nats/hwsched-auth.conf`
 //! (the Kubernetes deployment's: one shared monitor user) is what the command renders.
 
@@ -105,6 +105,15 @@ async fn each_role_does_its_job_and_nothing_else() -> anyhow::Result<()> {
     }
     let out = s.cli("producer", &["tasks", "secure-1"]).await?;
     assert!(out.stdout.contains("succeeded  w-a"), "{}{}", out.stdout, out.stderr);
+    // a producer uploads a bundle and the worker reads it (its user may read the bundle store)
+    let code = tempfile::tempdir()?;
+    std::fs::write(code.path().join("data.txt"), "shipped")?;
+    let dir = code.path().display().to_string();
+    let out = s
+        .cli("producer", &["submit", "--id", "secure-bundle", "--bundle", &dir, "--wait", "--", "cat", "data.txt"])
+        .await?;
+    assert_eq!(out.code, 0, "{}{}\nmonitor:\n{}", out.stdout, out.stderr, mon.log());
+    assert!(out.stderr.contains("uploaded"), "{}", out.stderr);
     // an operator drains and undrains the worker
     let out = s.cli("operator", &["drain", "w-a"]).await?;
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -146,6 +155,9 @@ async fn each_role_does_its_job_and_nothing_else() -> anyhow::Result<()> {
         // dead letters in another's name
         "hws.deadletter.w-b",
         "hws.deadletter.scheduler",
+        // a worker reads bundles, never writes them
+        "$O.hws_bundles.C.forged",
+        "$O.hws_bundles.M.forged",
     ] {
         wa.publish(subject, "forged".into()).await?;
         refused(&mut wa_errors, subject).await?;

@@ -27,6 +27,7 @@
 #![forbid(unsafe_code)]
 
 mod artifacts;
+pub mod bundle;
 mod executor;
 mod history;
 mod logs;
@@ -48,6 +49,7 @@ use hwsched_proto::{
 };
 
 pub use artifacts::artifact_path;
+pub use bundle::Bundle;
 pub use executor::{Assignment, Executor, Outcome};
 pub use history::{Attempt, History};
 pub use logs::LogFollow;
@@ -92,6 +94,9 @@ pub enum Error {
     /// A suite file that cannot be read or does not describe tasks.
     #[error(transparent)]
     Suite(#[from] SuiteError),
+    /// A bundle that cannot be packed (the message names the file) or stored.
+    #[error("bundle: {0}")]
+    Bundle(hwsched_bundle::BundleError),
     /// Anything else on the way (publish failed, undecodable reply, stream unavailable).
     #[error("{0}")]
     Bus(String),
@@ -109,6 +114,7 @@ impl Error {
             Error::Connect(BusError::Config(_)) => exit::USAGE,
             Error::Connect(_) | Error::NoResponder { .. } | Error::Timeout { .. } => exit::UNAVAILABLE,
             Error::Refused { .. } | Error::Bus(_) | Error::Output(_) => exit::FAILURE,
+            Error::Bundle(e) => Error::bundle_exit_code(e),
         }
     }
 

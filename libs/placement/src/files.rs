@@ -20,6 +20,14 @@ pub(crate) fn check_files(bad: &mut impl FnMut(&str, String), t: &TaskRequest) {
             ),
         );
     }
+    if !t.bundle.is_empty() && !t.workdir.is_empty() {
+        if let Err(why) = relative_pattern(&t.workdir) {
+            bad(
+                "workdir",
+                format!("{:?} {why} (with a bundle, the workdir is a directory of the bundle)", short(&t.workdir)),
+            );
+        }
+    }
     if t.outputs.len() > MAX_OUTPUTS {
         bad("outputs", format!("has {} globs, at most {MAX_OUTPUTS}", t.outputs.len()));
     }
@@ -67,6 +75,21 @@ mod tests {
         let mut v = Vec::new();
         check_files(&mut |f: &str, r: String| v.push(format!("{f}: {r}")), t);
         v
+    }
+
+    #[test]
+    fn a_bundle_workdir_is_relative() {
+        let mut t = TaskRequest {
+            bundle: format!("sha256:{}", "ab".repeat(32)),
+            workdir: "/srv/tests".into(),
+            ..Default::default()
+        };
+        assert!(problems(&t).iter().any(|p| p.starts_with("workdir:")), "{:?}", problems(&t));
+        t.workdir = "tests/unit".into();
+        assert_eq!(problems(&t), Vec::<String>::new());
+        t.bundle.clear();
+        t.workdir = "/srv/tests".into();
+        assert_eq!(problems(&t), Vec::<String>::new(), "without a bundle a workdir is the worker's");
     }
 
     #[test]

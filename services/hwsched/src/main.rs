@@ -10,6 +10,7 @@ mod artifacts;
 mod bench;
 mod junit_report;
 mod logs;
+mod bundle;
 mod model;
 mod nats_auth;
 mod ops;

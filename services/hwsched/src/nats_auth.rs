@@ -153,6 +153,12 @@ fn producer_publish(p: &str) -> Vec<String> {
         format!("$JS.API.DIRECT.GET.{streams}_RESULTS.>"),
         format!("$JS.API.DIRECT.GET.KV_{b}_model.>"),
         format!("$JS.API.STREAM.MSG.GET.KV_{b}_model"),
+        // `submit --bundle`: look a digest up and upload it (chunks, then its metadata);
+        // no purge or delete, so a producer cannot remove what others uploaded
+        format!("$JS.API.STREAM.INFO.OBJ_{b}_bundles"),
+        format!("$JS.API.DIRECT.GET.OBJ_{b}_bundles.>"),
+        format!("$O.{b}_bundles.C.>"),
+        format!("$O.{b}_bundles.M.>"),
         // `hwsched logs -f`: the live output stream, read-only
         format!("$JS.API.STREAM.INFO.{streams}_LOGS"),
         format!("$JS.API.CONSUMER.CREATE.{streams}_LOGS"),
@@ -165,7 +171,8 @@ fn producer_publish(p: &str) -> Vec<String> {
     .collect()
 }
 
-/// Reading objects of the Object Store `<b>_<store>` (its info, then its chunks through an ordered consumer).
+/// Reading objects of the Object Store `<b>_<store>` (its info, then its chunks
+/// through an ordered consumer, answering its flow control).
 fn object_store_read(b: &str, store: &str) -> Vec<String> {
     let stream = format!("OBJ_{b}_{store}");
     vec![
@@ -174,6 +181,21 @@ fn object_store_read(b: &str, store: &str) -> Vec<String> {
         format!("$JS.API.STREAM.MSG.GET.{stream}"),
         format!("$JS.API.CONSUMER.CREATE.{stream}"),
         format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+        format!("$JS.API.CONSUMER.DELETE.{stream}.>"),
+        format!("$JS.FC.{stream}.>"),
+    ]
+}
+
+/// What a monitor may publish to read bundles (never to write them): look
+/// one up, and read its chunks through an ordered consumer.
+fn bundle_reader(b: &str) -> Vec<String> {
+    let stream = format!("OBJ_{b}_bundles");
+    vec![
+        format!("$JS.API.DIRECT.GET.{stream}.>"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}"),
+        format!("$JS.API.CONSUMER.CREATE.{stream}.>"),
+        format!("$JS.API.CONSUMER.DELETE.{stream}.>"),
+        format!("$JS.FC.{stream}.>"),
     ]
 }
 
@@ -199,29 +221,32 @@ fn monitor(p: &str, name: &str, id: &str) -> User {
     let consumer = if id == "*" { "*".to_string() } else { format!("monitor-{id}") };
     User {
         name: name.into(),
-        publish: vec![
-            format!("{p}.metrics.{id}"),
-            format!("{p}.workers.{id}.>"),
-            format!("{p}.events.>"),
-            format!("{p}.results.{id}.>"),
-            format!("{p}.deadletter.{id}"),
-            "$JS.API.INFO".into(),
-            "$JS.API.STREAM.INFO.>".into(),
-            format!("$JS.API.CONSUMER.CREATE.{assign}.{consumer}.>"),
-            format!("$JS.API.CONSUMER.CREATE.{assign}.{consumer}"),
-            format!("$JS.API.CONSUMER.INFO.{assign}.{consumer}"),
-            format!("$JS.API.CONSUMER.MSG.NEXT.{assign}.{consumer}"),
-            format!("$JS.ACK.{assign}.{consumer}.>"),
-            format!("$JS.API.DIRECT.GET.KV_{b}_tasks.>"),
-            format!("$JS.API.DIRECT.GET.KV_{b}_attempts.>"),
-            format!("$JS.API.DIRECT.GET.KV_{b}_drains.$KV.{b}_drains.{id}"),
-            format!("$KV.{b}_attempts.>"),
-            format!("$KV.{b}_drains.{id}"),
-            format!("{p}.logs.>"),
+        publish: [
+            vec![
+                format!("{p}.metrics.{id}"),
+                format!("{p}.workers.{id}.>"),
+                format!("{p}.events.>"),
+                format!("{p}.results.{id}.>"),
+                format!("{p}.deadletter.{id}"),
+                "$JS.API.INFO".into(),
+                "$JS.API.STREAM.INFO.>".into(),
+                format!("$JS.API.CONSUMER.CREATE.{assign}.{consumer}.>"),
+                format!("$JS.API.CONSUMER.CREATE.{assign}.{consumer}"),
+                format!("$JS.API.CONSUMER.INFO.{assign}.{consumer}"),
+                format!("$JS.API.CONSUMER.MSG.NEXT.{assign}.{consumer}"),
+                format!("$JS.ACK.{assign}.{consumer}.>"),
+                format!("$JS.API.DIRECT.GET.KV_{b}_tasks.>"),
+                format!("$JS.API.DIRECT.GET.KV_{b}_attempts.>"),
+                format!("$JS.API.DIRECT.GET.KV_{b}_drains.$KV.{b}_drains.{id}"),
+                format!("$KV.{b}_attempts.>"),
+                format!("$KV.{b}_drains.{id}"),
+                format!("{p}.logs.>"),
+            ],
+            bundle_reader(&b),
+            object_store_write(&b, "logs"),
+            object_store_write(&b, "artifacts"),
         ]
-        .into_iter()
-        .chain(["logs", "artifacts"].iter().flat_map(|store| object_store_write(&b, store)))
-        .collect(),
+        .concat(),
         subscribe: vec![format!("{p}.workers.{id}.>"), format!("{p}.control.cancel"), "$SRV.>".into(), own_inbox(name)],
     }
 }

@@ -80,6 +80,10 @@ pub struct SubmitArgs {
     /// Give up waiting after this many seconds.
     #[arg(long, default_value_t = 3600)]
     wait_timeout_s: u64,
+    /// Ship this directory as the tasks' bundle (packed, uploaded once per digest; `.hwschedignore`
+    /// leaves files out): set on every task that names none, and the task runs inside it.
+    #[arg(long, value_name = "DIR")]
+    bundle: Option<PathBuf>,
     /// Output: table (lines for people) or json (one JSON object per line and update).
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: Format,
@@ -155,8 +159,9 @@ enum OnInterrupt {
 /// Submits, prints each verdict, and with `--wait` follows every task to its end.
 pub async fn run(nats: &hwsched_config::NatsConfig, args: SubmitArgs) -> anyhow::Result<u8> {
     // the file first: a bad suite is reported without a connection
-    let tasks = tasks_from(&args)?;
+    let mut tasks = tasks_from(&args)?;
     let client = &Client::connect(nats).await?;
+    crate::bundle::ship(client, args.bundle.as_deref(), &mut tasks).await?;
     let predicted = if args.wait { predictions(client, &tasks).await } else { HashMap::new() };
     let names: HashMap<String, String> = tasks.iter().map(|t| (t.task_id.clone(), t.name.clone())).collect();
     let total = tasks.len();

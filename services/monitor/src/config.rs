@@ -31,6 +31,10 @@ pub mod defaults {
     pub const BUFFER_BATCHES: usize = 600;
     /// Ack wait of assignments (s).
     pub const ACK_WAIT_S: u64 = 30;
+    /// Bytes of unpacked bundles the cache keeps (10 GiB); also the most one bundle may unpack to.
+    pub const BUNDLE_CACHE_BYTES: u64 = 10 << 30;
+    /// Largest bundle (compressed) this worker downloads (1 GiB).
+    pub const MAX_BUNDLE_BYTES: u64 = 1 << 30;
 }
 
 /// How much the monitor measures. Each level includes the ones before it.
@@ -97,6 +101,21 @@ pub struct MonitorConfig {
     /// Directory tasks run in when they name no workdir. Default: the monitor's own.
     #[arg(long = "task-dir", env = "HWSCHED_TASK_DIR")]
     pub task_dir: Option<PathBuf>,
+    /// Cache of unpacked bundles (kept across restarts; give each monitor its own).
+    /// Bundle tasks run in sandboxes under its `sandboxes/` when --sandbox-dir is not set,
+    /// on the same filesystem as the cache so that copies can be reflinks.
+    /// Default: hwsched-<worker id>/bundles in the system's temporary directory.
+    #[arg(long = "bundle-cache-dir", env = "HWSCHED_MONITOR_BUNDLE_CACHE_DIR")]
+    pub bundle_cache_dir: Option<PathBuf>,
+    /// Bytes of unpacked bundles the cache keeps (least recently used evicted beyond);
+    /// a bundle unpacking to more is refused.
+    #[arg(long = "bundle-cache-bytes", env = "HWSCHED_MONITOR_BUNDLE_CACHE_BYTES", default_value_t = defaults::BUNDLE_CACHE_BYTES,
+          value_parser = clap::value_parser!(u64).range(1 << 20..))]
+    pub bundle_cache_bytes: u64,
+    /// Largest bundle (compressed bytes) this worker downloads; a larger one fails its task as bad input.
+    #[arg(long = "max-bundle-bytes", env = "HWSCHED_MONITOR_MAX_BUNDLE_BYTES", default_value_t = defaults::MAX_BUNDLE_BYTES,
+          value_parser = clap::value_parser!(u64).range(1 << 10..))]
+    pub max_bundle_bytes: u64,
     /// What this worker agrees to run, as whom, where, with which environment.
     #[command(flatten)]
     pub policy: crate::policy::PolicyConfig,
@@ -108,7 +127,11 @@ pub struct MonitorConfig {
 impl MonitorConfig {
     /// Checks the fields that can be checked before connecting.
     pub fn validate(&self) -> Result<(), String> {
-        crate::detect::worker_id(self.worker_id.as_deref(), self.node_name.as_deref())?;
+        let worker_id = crate::detect::worker_id(self.worker_id.as_deref(), self.node_name.as_deref())?;
+        let cache_dir = crate::inputs::cache_dir(self, &worker_id);
+        std::fs::create_dir_all(&cache_dir).map_err(|e| {
+            format!("--bundle-cache-dir / HWSCHED_MONITOR_BUNDLE_CACHE_DIR {}: {e}", cache_dir.display())
+        })?;
         self.output.spool_dir()?;
         crate::policy::Policy::from_config(&self.policy).map(|_| ())
     }
@@ -130,6 +153,9 @@ impl MonitorConfig {
             software: vec![],
             probes: vec![],
             task_dir: None,
+            bundle_cache_dir: None,
+            bundle_cache_bytes: defaults::BUNDLE_CACHE_BYTES,
+            max_bundle_bytes: defaults::MAX_BUNDLE_BYTES,
             policy: Default::default(),
             output: Default::default(),
         }

@@ -18,7 +18,12 @@ use hwsched_proto::{
 use hwsched_shutdown::Backoff;
 use tokio_util::sync::CancellationToken;
 
-use crate::{output::Outputs, process, usage::TaskUsage};
+use crate::{
+    inputs::{Inputs, StartError},
+    output::Outputs,
+    process,
+    usage::TaskUsage,
+};
 
 /// First wait before republishing a result that was not stored; it doubles up to [`RESULT_BACKOFF_CAP`].
 const RESULT_BACKOFF: Duration = Duration::from_millis(200);
@@ -61,6 +66,8 @@ pub struct Executor {
     pub task_dir: Option<std::path::PathBuf>,
     /// What this worker agrees to run, and how.
     pub policy: Arc<crate::policy::Policy>,
+    /// Bundles: the cache, and where bundle tasks run.
+    pub inputs: Arc<Inputs>,
     /// Shared running state.
     pub running: Arc<Running>,
     /// The assignment consumer's ack wait; held assignments are marked in progress three times per period.
@@ -151,11 +158,12 @@ impl Executor {
             return;
         }
         let started_at_ms = now_ms();
-        let (started, sandbox) = match self.start(a, &task, span) {
+        let (started, sandbox) = match self.start(a, &task, span).await {
             Ok(s) => s,
             Err(why) => {
                 // a sandbox made for it is already removed
-                let result = self.result(a, process::Outcome::error(why), started_at_ms, now_ms());
+                let mut result = self.result(a, process::Outcome::error(why.message), started_at_ms, now_ms());
+                result.bad_input = why.bad_input;
                 self.finish(msg, result, tp, span, stop).await;
                 return;
             }
@@ -187,22 +195,25 @@ impl Executor {
         self.finish(msg, result, tp, span, stop).await;
     }
 
-    /// Checks `task` against the policy, makes its sandbox and starts its process.
+    /// Checks `task` against the policy, makes its sandbox (with its bundle) and starts its process.
     /// The sandbox guard removes the directory when the attempt is over, however it
     /// ends, and before its result is published: whoever sees the result finds the
     /// sandbox gone. On an error the sandbox, if one was made, is already removed.
-    fn start(
+    async fn start(
         &self,
         a: &TaskAssignment,
         task: &TaskRequest,
         span: &tracing::Span,
-    ) -> Result<(process::Started, Option<SandboxGuard>), String> {
+    ) -> Result<(process::Started, Option<SandboxGuard>), StartError> {
         if let Err(why) = self.policy.check(task) {
             tracing::warn!(parent: span, reason = %why, "task refused");
-            return Err(why);
+            return Err(why.into());
         }
-        let sandbox = self.policy.sandbox_for(&task.task_id, a.attempt)?;
-        let workdir = if !task.workdir.is_empty() {
+        let prepared = self.inputs.prepare(&self.policy, task, a.attempt).await?;
+        let sandbox = prepared.sandbox;
+        let workdir = if let Some(w) = &prepared.workdir {
+            Some(w.as_path())
+        } else if !task.workdir.is_empty() {
             Some(std::path::Path::new(&task.workdir))
         } else {
             sandbox.as_deref().or(self.task_dir.as_deref())

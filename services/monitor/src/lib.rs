@@ -9,6 +9,8 @@ pub mod drain;
 pub mod executor;
 pub mod gpu;
 pub mod host;
+pub mod inputs;
+pub mod metrics;
 pub mod outbox;
 pub mod output;
 pub mod policy;
@@ -68,7 +70,7 @@ where
     F: FnOnce(telemetry::Loop, CancellationToken) -> Fut,
     Fut: Future<Output = Result<(), telemetry::LoopError>> + Send,
 {
-    let Started { work, caps: caps_tx, gpus, running } = start(&cfg, &bus).await?;
+    let Started { work, caps: caps_tx, gpus, running } = start(&cfg, &bus, &telemetry).await?;
     let worker_id = work.executor.worker_id.clone();
     let caps = work.caps.clone();
     let outbox = Arc::new(Outbox::new(cfg.buffer_batches));
@@ -114,7 +116,7 @@ struct Started {
 }
 
 /// Detects capabilities, registers them, opens the endpoints and consumers.
-async fn start(cfg: &MonitorConfig, bus: &Bus) -> anyhow::Result<Started> {
+async fn start(cfg: &MonitorConfig, bus: &Bus, telemetry: &Telemetry) -> anyhow::Result<Started> {
     let (worker_id, gpus, caps) = detect_capabilities(cfg).await?;
     // a monitor's NATS user may not change streams: it creates only what is missing
     streams::provision_if_missing(bus).await?;
@@ -152,6 +154,7 @@ async fn start(cfg: &MonitorConfig, bus: &Bus) -> anyhow::Result<Started> {
     let running = Arc::new(Running::default());
     let policy = policy::Policy::from_config(&cfg.policy).map_err(anyhow::Error::msg)?;
     let outputs = output::Outputs::open(bus, &cfg.output, policy.run_as.is_some()).await?;
+    let inputs = inputs::Inputs::open(cfg, &worker_id, bus, telemetry).map_err(anyhow::Error::msg)?;
     let executor = Arc::new(Executor {
         bus: bus.clone(),
         records: streams::bucket(bus, &subjects.tasks_bucket()).await?,
@@ -160,6 +163,7 @@ async fn start(cfg: &MonitorConfig, bus: &Bus) -> anyhow::Result<Started> {
         hardware_class: caps.hardware_class.clone(),
         task_dir: cfg.task_dir.clone(),
         policy: Arc::new(policy),
+        inputs: Arc::new(inputs),
         running: running.clone(),
         ack_wait: Duration::from_secs(cfg.ack_wait_s),
         outputs,

@@ -104,7 +104,8 @@ impl Policy {
                 truncate(&task.command.join(" "))
             ));
         }
-        if let (Some(root), false) = (&self.sandbox, task.workdir.is_empty()) {
+        // a bundle task's workdir is relative to its bundle (checked when the bundle is placed)
+        if let (Some(root), false, true) = (&self.sandbox, task.workdir.is_empty(), task.bundle.is_empty()) {
             if !inside(Path::new(&task.workdir), root) {
                 return Err(format!(
                     "refused by this worker's policy: workdir {:?} is outside its sandbox {}",
@@ -119,6 +120,16 @@ impl Policy {
     /// A fresh directory for one attempt (owned by the run-as user), when sandboxed.
     pub fn sandbox_for(&self, task_id: &str, attempt: u32) -> Result<Option<PathBuf>, String> {
         let Some(root) = &self.sandbox else { return Ok(None) };
+        self.sandbox_under(root, task_id, attempt).map(Some)
+    }
+
+    /// Whether attempts get a sandbox under `--sandbox-dir`.
+    pub fn sandboxed(&self) -> bool {
+        self.sandbox.is_some()
+    }
+
+    /// A fresh directory for one attempt under `root` (owned by the run-as user).
+    pub fn sandbox_under(&self, root: &Path, task_id: &str, attempt: u32) -> Result<PathBuf, String> {
         let dir = root.join(format!("{task_id}-{attempt}"));
         // a leftover of an earlier monitor is replaced
         let _ = std::fs::remove_dir_all(&dir);
@@ -127,7 +138,7 @@ impl Policy {
             nix::unistd::chown(&dir, Some(u.uid.into()), Some(u.gid.into()))
                 .map_err(|e| format!("sandbox {}: chown to {}: {e}", dir.display(), u.name))?;
         }
-        Ok(Some(dir))
+        Ok(dir)
     }
 
     /// The environment a task starts with, from the monitor's: without its

@@ -1,9 +1,10 @@
 //! `hwsched bench ...`: load generators against running services, one file
 //! per command (`assign.rs` with its simulated fleet in `fleet.rs`,
-//! `alerts.rs`, `ingest.rs`, `e2e.rs`, `logs.rs`) and what they share in `shared.rs`.
+//! `alerts.rs`, `ingest.rs`, `e2e.rs`, `logs.rs`, `bundle.rs`) and what they share in `shared.rs`.
 
 mod alerts;
 mod assign;
+mod bundle;
 mod e2e;
 mod fleet;
 mod ingest;
@@ -29,6 +30,8 @@ pub enum BenchCommand {
     E2e(e2e::E2eArgs),
     /// Live log latency (line written -> seen by a follower) and the monitor's memory while a task prints a lot.
     Logs(logs::LogsArgs),
+    /// Bundle pack, upload and download next to a raw Object Store put/get, and a cached start.
+    Bundle(bundle::BundleArgs),
 }
 
 pub async fn run(nats: &NatsConfig, clickhouse: &ClickHouseConfig, cmd: BenchCommand) -> anyhow::Result<()> {
@@ -39,5 +42,6 @@ pub async fn run(nats: &NatsConfig, clickhouse: &ClickHouseConfig, cmd: BenchCom
         BenchCommand::Ingest(args) => ingest::run(&bus, clickhouse, args).await,
         BenchCommand::E2e(args) => e2e::run(&bus, args).await,
         BenchCommand::Logs(args) => logs::run(&bus, args).await,
+        BenchCommand::Bundle(args) => bundle::run(&bus, args).await,
     }
 }

@@ -83,7 +83,7 @@ echo "a real test job: examples/pytest-project packed as a bundle (uploaded once
 echo "suite in 3 shards, logs streamed, per-test results in one JUnit report, a plot brought back:"
 pytest_id="demo-pytest$suffix"
 "$bin" submit --bundle examples/pytest-project --shards 3 --id "$pytest_id" --name "tinyml: pytest" \
-  --test-type pytest --wait --logs --no-progress --junit-xml report.xml --output 'out/*.svg' \
+  --test-type pytest --wait --logs --no-progress --junit-xml report.xml --outputs 'out/*.svg' \
   --junit "$run/junit.xml" -- python -m pytest -q --junitxml=report.xml
 echo "the JUnit report for CI ($run/junit.xml):"
 grep -o '<testsuite [^>]*>' "$run/junit.xml" | head -3

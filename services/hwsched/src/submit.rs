@@ -84,6 +84,14 @@ pub struct SubmitArgs {
     /// leaves files out): set on every task that names none, and the task runs inside it.
     #[arg(long, value_name = "DIR")]
     bundle: Option<PathBuf>,
+    /// Bring these files back after each attempt (a glob relative to the working directory, e.g.
+    /// 'out/**/*.png'; repeatable): set on every task that names none. `hwsched artifacts` lists them.
+    #[arg(long = "outputs", value_name = "GLOB")]
+    outputs: Vec<String>,
+    /// Where the tests write a JUnit XML report (relative path or glob, e.g. report.xml): the
+    /// monitor parses it into per-test results. Set on every task that names none.
+    #[arg(long = "junit-xml", value_name = "PATH")]
+    junit_xml: Option<String>,
     /// Output: table (lines for people) or json (one JSON object per line and update).
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: Format,
@@ -141,9 +149,15 @@ fn tasks_from(args: &SubmitArgs) -> anyhow::Result<Vec<TaskRequest>> {
         t.producer = "hwsched-cli".into();
         vec![t]
     };
-    if let Some(suffix) = &args.id_suffix {
-        for t in &mut tasks {
+    for t in &mut tasks {
+        if let Some(suffix) = &args.id_suffix {
             t.task_id.push_str(suffix);
+        }
+        if t.outputs.is_empty() {
+            t.outputs.clone_from(&args.outputs);
+        }
+        if let (true, Some(path)) = (t.junit.is_empty(), &args.junit_xml) {
+            t.junit.clone_from(path);
         }
     }
     Ok(tasks)

@@ -90,7 +90,6 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
-
 /// Object `name` of `store`, whole; an error when it is missing, over
 /// `max_bytes`, or fails its digest check while being read.
 pub async fn read_object(store: &ObjectStore, name: &str, max_bytes: usize) -> Result<Vec<u8>, BusError> {

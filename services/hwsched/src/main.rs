@@ -8,9 +8,9 @@
 mod alerts;
 mod artifacts;
 mod bench;
+mod bundle;
 mod junit_report;
 mod logs;
-mod bundle;
 mod model;
 mod nats_auth;
 mod ops;

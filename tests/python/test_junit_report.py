@@ -67,3 +67,25 @@ def test_submission_report_is_read_by_junitparser_with_the_right_counts(hwsched,
     xml = junitparser.JUnitXml.fromfile(str(again))
     xml.update_statistics()
     assert (xml.tests, xml.failures, xml.errors, xml.skipped) == (3, 0, 0, 3), again.read_text()
+
+
+def test_a_wait_that_gives_up_still_writes_the_report_with_the_unfinished_tasks(hwsched, nats_url, tmp_path):
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("""
+tasks:
+  - {task_id: g-quick, name: quick, command: [sh, -c, "echo done"]}
+  - {task_id: g-slow, name: slow, command: [sleep, "60"]}
+""")
+    report = tmp_path / "report.xml"
+    out = subprocess.run([HWSCHED, "submit", "-f", str(suite), "--wait", "--no-progress", "--wait-timeout-s", "4",
+                          "--junit", str(report)],
+                         env={"HWSCHED_NATS_URL": nats_url, "PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "gave up waiting after 4s" in out.stderr, out.stdout + out.stderr
+    xml = junitparser.JUnitXml.fromfile(str(report))
+    xml.update_statistics()
+    assert (xml.tests, xml.failures, xml.errors) == (2, 0, 1), report.read_text()
+    by_name = {c.name: c for s in xml for c in s}
+    assert by_name["quick"].is_passed, report.read_text()
+    (error,) = by_name["slow"].result
+    assert isinstance(error, junitparser.Error) and "did not finish: gave up waiting after 4s" in error.message

@@ -36,8 +36,18 @@ fn label(names: &Names, task_id: &str) -> String {
 #[derive(Debug)]
 enum Ended {
     Finished(Box<Finished>),
-    Rejected { task_id: String, reasons: Vec<String> },
-    Duplicate { task_id: String },
+    Rejected {
+        task_id: String,
+        reasons: Vec<String>,
+    },
+    Duplicate {
+        task_id: String,
+    },
+    /// Still open when the wait ended early (timeout, interrupt).
+    Unfinished {
+        task_id: String,
+        why: String,
+    },
 }
 
 /// Collects how each task ended while `submit --wait` follows them, then writes the report.
@@ -66,6 +76,12 @@ impl JunitReport {
         }
     }
 
+    /// Notes the tasks still open when the wait ends early, so a CI job that
+    /// gives up still publishes what finished and says what did not.
+    pub fn unfinished<'a>(&mut self, task_ids: impl IntoIterator<Item = &'a String>, why: &str) {
+        self.ended.extend(task_ids.into_iter().map(|t| Ended::Unfinished { task_id: t.clone(), why: why.to_owned() }));
+    }
+
     /// Reads the tasks' JUnit reports and writes the merged report to the file.
     pub async fn write(self, client: &Client) -> anyhow::Result<()> {
         let names = &self.names;
@@ -81,6 +97,15 @@ impl JunitReport {
                 Ended::Finished(f) => suites.extend(finished_suites(client, f, names).await),
                 Ended::Rejected { task_id, reasons } => {
                     let message = format!("rejected: {}", reasons.join("; "));
+                    suites.push(task_suite(
+                        task_id,
+                        names,
+                        vec![],
+                        task_case(label(names, task_id), Status::Error, message),
+                    ));
+                }
+                Ended::Unfinished { task_id, why } => {
+                    let message = format!("did not finish: {why}");
                     suites.push(task_suite(
                         task_id,
                         names,

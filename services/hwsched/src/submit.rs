@@ -204,11 +204,14 @@ pub async fn run(nats: &hwsched_config::NatsConfig, args: SubmitArgs) -> anyhow:
             n = run.next() => n?,
             _ = interrupted.cancelled(), if args.wait => {
                 out.clear();
+                report_unfinished(client, junit, &run, "the wait was interrupted").await?;
                 return interrupt(client, &run, on_interrupt, &mut out).await;
             }
             _ = tokio::time::sleep_until(deadline), if args.wait => {
                 out.clear();
-                anyhow::bail!("gave up waiting after {}s: {} task(s) unfinished", args.wait_timeout_s, run.open().len());
+                let why = format!("gave up waiting after {}s", args.wait_timeout_s);
+                report_unfinished(client, junit, &run, &why).await?;
+                anyhow::bail!("{why}: {} task(s) unfinished", run.open().len());
             }
         };
         let Some(u) = next else { break };
@@ -234,6 +237,21 @@ pub async fn run(nats: &hwsched_config::NatsConfig, args: SubmitArgs) -> anyhow:
         println!("{} task(s): {} succeeded, {} failed", tally.done + tally.failed, tally.done, tally.failed);
     }
     Ok(if tally.failed > 0 { exit::FAILURE } else { exit::OK })
+}
+
+/// Writes the `--junit` report of a wait that ended early: what finished, and
+/// an error case for each task still open.
+async fn report_unfinished(
+    client: &Client,
+    junit: Option<JunitReport>,
+    run: &hwsched_client::Submission,
+    why: &str,
+) -> anyhow::Result<()> {
+    if let Some(mut junit) = junit {
+        junit.unfinished(run.open(), why);
+        junit.write(client).await?;
+    }
+    Ok(())
 }
 
 fn update_id(u: &Update) -> &str {

@@ -1,7 +1,8 @@
 //! Per-test results reach ClickHouse: a result that lists a JUnit report among
 //! its artifacts (`Artifact.junit`) becomes one `test_cases` row per case, read
 //! by the recorder from the real `hws_artifacts` Object Store; a report that is
-//! missing or malformed is logged and skipped, and its result row still lands.
+//! missing or malformed is logged and skipped, and its result row still lands;
+//! and the whole chain with a real monitor running a test that writes a report.
 
 use std::time::Duration;
 
@@ -143,4 +144,66 @@ async fn a_junit_artifact_becomes_test_case_rows_and_a_bad_one_never_blocks_its_
     .map_err(|e| e.context(ctx()))?;
     assert_eq!(count(&ch, "SELECT count() FROM test_cases FINAL").await?, 5);
     Ok(())
+}
+
+/// The whole chain with a real monitor: the test writes a JUnit report, the
+/// monitor parses it into the result's counts and stores it, the recorder reads
+/// it back and writes one `test_cases` row per case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_a_test_writes_becomes_result_counts_and_rows_through_a_real_monitor() -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use hwsched_proto::Message;
+
+    let db = TestDb::create().await?;
+    let nats = NatsServer::start()?;
+    let url = nats.url();
+    let sched = hwsched_tests::scheduler(&url).await?;
+    let mon = hwsched_tests::monitor(&url, "w-chain", 1).await?;
+    let env = [
+        ("HWSCHED_CLICKHOUSE_URL", db.config.url.clone().unwrap_or_default()),
+        ("HWSCHED_CLICKHOUSE_DATABASE", db.config.database.clone()),
+        ("HWSCHED_RECORDER_FLUSH_MS", "100".to_string()),
+    ];
+    let recorder = Proc::spawn("recorder", &url, &["recorder"], &env)?;
+    recorder.wait_for_log("recorder ready", WAIT).await?;
+    let b = bus(&url).await?;
+    let mut results = b.client().subscribe("hws.results.*.chain").await?;
+
+    let dir = tempfile::tempdir()?;
+    let report = r#"<testsuite name="unit"><testcase classname="m" name="test_ok" time="0.5"/><testcase classname="m" name="test_bad" time="0.25"><failure message="boom: 1 != 2">trace</failure></testcase></testsuite>"#;
+    let mut t = hwsched_tests::sh_task("chain", &format!("printf '%s' '{report}' > reports/unit.xml; exit 1"));
+    t.workdir = dir.path().display().to_string();
+    t.junit = "reports/*.xml".into();
+    t.max_attempts = 1;
+    std::fs::create_dir(dir.path().join("reports"))?;
+    hwsched_tests::submit(&b, &t).await?;
+
+    let msg = tokio::time::timeout(WAIT, results.next()).await?.ok_or_else(|| anyhow::anyhow!("no result"))?;
+    let r = ExecutionResult::decode(msg.payload.as_ref())?;
+    let tests = r.tests.clone().unwrap_or_default();
+    assert_eq!((tests.passed, tests.failed, tests.error.as_str()), (1, 1, ""), "{r:?}");
+    assert_eq!(tests.failures.first().map(|c| c.message.as_str()), Some("boom: 1 != 2"), "{r:?}");
+    assert!(r.artifacts.iter().any(|a| a.junit && a.path == "reports/unit.xml"), "{:?}", r.artifacts);
+
+    let ch = db.client();
+    let ctx = || format!("\n{}", recorder.log());
+    eventually(WAIT, || {
+        let ch = ch.clone();
+        async move { Ok((count(&ch, "SELECT count() FROM test_cases WHERE task_id = 'chain'").await? == 2).then_some(())) }
+    })
+    .await
+    .map_err(|e| e.context(ctx()))?;
+    let rows: Vec<Case> = ch
+        .query(
+            "SELECT task_id, toString(worker_id) AS worker_id, toString(hardware_class) AS hardware_class, suite, \
+             classname, name, toString(status) AS status, duration_s, message, \
+             toUInt32(toUnixTimestamp(time)) AS time_s FROM test_cases FINAL ORDER BY case_index",
+        )
+        .fetch_all()
+        .await?;
+    let got: Vec<_> = rows.iter().map(|c| (c.worker_id.as_str(), c.name.as_str(), c.status.as_str())).collect();
+    assert_eq!(got, [("w-chain", "test_ok", "passed"), ("w-chain", "test_bad", "failed")]);
+    assert!(rows.iter().all(|c| c.hardware_class == r.hardware_class && !c.hardware_class.is_empty()), "{rows:?}");
+    mon.stop().await?;
+    sched.stop().await
 }

@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{self, DeliverPolicy};
+use async_nats::jetstream::{
+    consumer::{self, DeliverPolicy},
+    stream::Stream as JsStream,
+};
 use futures::StreamExt;
 use hwsched_bus::Stream;
 use hwsched_proto::{
@@ -38,6 +41,33 @@ impl History {
 }
 
 impl Client {
+    /// An ordered consumer of every message on `subject` in `stream`, from the
+    /// first stored on, with the stream (to delete it when done); `what` names
+    /// the reading in errors ("read", "follow").
+    pub(crate) async fn ordered_consumer(
+        &self,
+        stream: Stream,
+        subject: &str,
+        what: &str,
+    ) -> Result<(JsStream, consumer::Consumer<consumer::pull::OrderedConfig>), Error> {
+        let name = self.bus.subjects().stream(stream);
+        let st = self
+            .bus
+            .jetstream()
+            .get_stream(&name)
+            .await
+            .map_err(|e| Error::bus(&format!("stream {name} (has a scheduler ever run here?)"), e))?;
+        let c = st
+            .create_consumer(consumer::pull::OrderedConfig {
+                filter_subject: subject.to_owned(),
+                deliver_policy: DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::bus(&format!("{what} {subject}"), e))?;
+        Ok((st, c))
+    }
+
     /// Reads the events and results stored for `task_id`.
     pub async fn history(&self, task_id: &str) -> Result<History, Error> {
         let s = self.bus.subjects();
@@ -48,21 +78,7 @@ impl Client {
 
     /// Every message stored on `subject` in `stream`, decoded (undecodable ones skipped).
     async fn read_subject<M: Message + Default>(&self, stream: Stream, subject: String) -> Result<Vec<M>, Error> {
-        let name = self.bus.subjects().stream(stream);
-        let st = self
-            .bus
-            .jetstream()
-            .get_stream(&name)
-            .await
-            .map_err(|e| Error::bus(&format!("stream {name} (has a scheduler ever run here?)"), e))?;
-        let c = st
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: subject.clone(),
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| Error::bus(&format!("read {subject}"), e))?;
+        let (st, c) = self.ordered_consumer(stream, &subject, "read").await?;
         let name = c.cached_info().name.clone();
         let mut pending = c.cached_info().num_pending;
         let mut out = Vec::new();

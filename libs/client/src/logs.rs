@@ -6,7 +6,6 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use async_nats::jetstream::consumer::{self, DeliverPolicy};
 use futures::{stream::BoxStream, StreamExt};
 use hwsched_bus::{objects, Stream};
 use hwsched_proto::{
@@ -85,21 +84,7 @@ impl Client {
         stream: Stream,
         subject: String,
     ) -> Result<BoxStream<'static, Result<async_nats::jetstream::Message, String>>, Error> {
-        let name = self.bus.subjects().stream(stream);
-        let st = self
-            .bus
-            .jetstream()
-            .get_stream(&name)
-            .await
-            .map_err(|e| Error::bus(&format!("stream {name} (has a scheduler ever run here?)"), e))?;
-        let c = st
-            .create_consumer(consumer::pull::OrderedConfig {
-                filter_subject: subject.clone(),
-                deliver_policy: DeliverPolicy::All,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| Error::bus(&format!("follow {subject}"), e))?;
+        let (_, c) = self.ordered_consumer(stream, &subject, "follow").await?;
         let msgs = c.messages().await.map_err(|e| Error::bus(&format!("follow {subject}"), e))?;
         Ok(msgs.map(|m| m.map_err(|e| e.to_string())).boxed())
     }

@@ -58,6 +58,18 @@ fn result(task_id: &str, artifact: Option<(&str, &str)>, finished_at_ms: i64) ->
     }
 }
 
+/// Every `test_cases` row, deduplicated, in case order.
+async fn cases(ch: &clickhouse::Client) -> anyhow::Result<Vec<Case>> {
+    Ok(ch
+        .query(
+            "SELECT task_id, toString(worker_id) AS worker_id, toString(hardware_class) AS hardware_class, suite, \
+             classname, name, toString(status) AS status, duration_s, message, \
+             toUInt32(toUnixTimestamp(time)) AS time_s FROM test_cases FINAL ORDER BY case_index",
+        )
+        .fetch_all()
+        .await?)
+}
+
 async fn count(ch: &clickhouse::Client, sql: &str) -> anyhow::Result<u64> {
     Ok(ch.query(sql).fetch_one().await?)
 }
@@ -103,14 +115,7 @@ async fn a_junit_artifact_becomes_test_case_rows_and_a_bad_one_never_blocks_its_
     .await
     .map_err(|e| e.context(ctx()))?;
 
-    let rows: Vec<Case> = ch
-        .query(
-            "SELECT task_id, toString(worker_id) AS worker_id, toString(hardware_class) AS hardware_class, suite, \
-             classname, name, toString(status) AS status, duration_s, message, \
-             toUInt32(toUnixTimestamp(time)) AS time_s FROM test_cases FINAL ORDER BY case_index",
-        )
-        .fetch_all()
-        .await?;
+    let rows = cases(&ch).await?;
     let got: Vec<_> = rows.iter().map(|c| (c.name.as_str(), c.status.as_str(), c.message.as_str())).collect();
     assert_eq!(
         got,
@@ -193,14 +198,7 @@ async fn a_report_a_test_writes_becomes_result_counts_and_rows_through_a_real_mo
     })
     .await
     .map_err(|e| e.context(ctx()))?;
-    let rows: Vec<Case> = ch
-        .query(
-            "SELECT task_id, toString(worker_id) AS worker_id, toString(hardware_class) AS hardware_class, suite, \
-             classname, name, toString(status) AS status, duration_s, message, \
-             toUInt32(toUnixTimestamp(time)) AS time_s FROM test_cases FINAL ORDER BY case_index",
-        )
-        .fetch_all()
-        .await?;
+    let rows = cases(&ch).await?;
     let got: Vec<_> = rows.iter().map(|c| (c.worker_id.as_str(), c.name.as_str(), c.status.as_str())).collect();
     assert_eq!(got, [("w-chain", "test_ok", "passed"), ("w-chain", "test_bad", "failed")]);
     assert!(rows.iter().all(|c| c.hardware_class == r.hardware_class && !c.hardware_class.is_empty()), "{rows:?}");

@@ -168,20 +168,29 @@ pub(crate) struct Busy {
     pub(crate) room: bool,
 }
 
-/// Requirements checked against what is free now.
-pub(crate) fn dynamic_fit(n: &Need<'_>, d: &Demand, w: &WorkerView, matching: u64, policy: Policy) -> Result<(), Busy> {
-    let no = |why| Err(Busy { why, room: false });
+/// Why `policy` gives a worker nothing new now, whatever the task: not
+/// active, throttling, critically overloaded (hwsched) or over the seed's
+/// load limits. `None`: it is usable.
+pub(crate) fn unusable(w: &WorkerView, policy: Policy) -> Option<&'static str> {
     if w.state != WorkerState::Active {
-        return no("are not active (draining or offline)");
+        return Some("are not active (draining or offline)");
     }
     if policy.reads_thermal() && w.throttling {
-        return no("are throttling");
+        return Some("are throttling");
     }
     if policy.reads_thermal() && (w.cpu_util_pct >= CRITICAL_PCT || w.mem_util_pct >= CRITICAL_PCT) {
-        return no("are critically overloaded");
+        return Some("are critically overloaded");
     }
     if policy == Policy::Seed && seed_excludes(w) {
-        return no("are over the seed's load limits");
+        return Some("are over the seed's load limits");
+    }
+    None
+}
+
+/// Requirements checked against what is free now.
+pub(crate) fn dynamic_fit(n: &Need<'_>, d: &Demand, w: &WorkerView, matching: u64, policy: Policy) -> Result<(), Busy> {
+    if let Some(why) = unusable(w, policy) {
+        return Err(Busy { why, room: false });
     }
     let full = |why| Err(Busy { why, room: true });
     if w.reserved.slots >= w.caps.slots.max(1) {

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod baseline;
+pub mod batch;
 mod explore;
 pub mod files;
 pub mod filter;
@@ -23,6 +24,7 @@ mod testutil;
 pub mod validate;
 pub mod view;
 
+pub use batch::Heuristic;
 pub use filter::Demand;
 pub use fit::{place, place_with, Outcome, Ranked};
 pub use score::{Policy, Scoring, Weights, DEFAULT_EXPLORE_SHARE};

@@ -14,7 +14,7 @@ use std::{
 use hwsched_model::Model;
 use hwsched_placement::{
     state::{Action, Completion, State},
-    Demand, Policy, Weights,
+    Demand, Heuristic, Policy, Weights,
 };
 use hwsched_proto::v1::{ExecutionResult, TaskRecord, TaskStatus, WorkerHeartbeat, WorkerState};
 
@@ -50,6 +50,8 @@ pub struct Config {
     pub publish_ms: i64,
     /// The scheduler's exploration share.
     pub explore_share: f64,
+    /// The scheduler's batch heuristic (`None`: the ablation, queue order).
+    pub batch: Option<Heuristic>,
 }
 
 impl Default for Config {
@@ -66,6 +68,7 @@ impl Default for Config {
             learn: true,
             publish_ms: 2_000,
             explore_share: hwsched_placement::DEFAULT_EXPLORE_SHARE,
+            batch: Some(Heuristic::default()),
         }
     }
 }
@@ -104,6 +107,21 @@ struct Attempt {
     predicted_s: f64,
     /// The model's age bucket of the pair when placed.
     pair_age: &'static str,
+}
+
+impl Config {
+    /// The run's name in reports: the policy, and which of hwsched's parts
+    /// are off ("hwsched-no-learner", "hwsched-no-batch").
+    pub fn label(&self) -> String {
+        let mut label = self.policy.name().to_string();
+        if !self.learn {
+            label.push_str("-no-learner");
+        }
+        if self.batch.is_none() && self.policy == Policy::Hwsched {
+            label.push_str("-no-batch");
+        }
+        label
+    }
 }
 
 /// Runs one policy over a trace.
@@ -148,6 +166,7 @@ impl<'t> Sim<'t> {
         state.weights = cfg.weights;
         state.fair_share = cfg.fair_share;
         state.explore_share = cfg.explore_share;
+        state.batch = cfg.batch;
         let workers: Vec<SimWorker> = trace
             .workers
             .iter()
@@ -450,11 +469,7 @@ impl<'t> Sim<'t> {
         }
         Report::new(&Outcome {
             trace: self.trace,
-            policy: if self.cfg.learn {
-                self.cfg.policy.name().into()
-            } else {
-                format!("{}-no-learner", self.cfg.policy.name())
-            },
+            policy: self.cfg.label(),
             now_ms: now,
             first_start_ms: &self.first_start_ms,
             ended_ms: &self.ended_ms,

@@ -36,6 +36,9 @@ pub struct SimArgs {
     /// hwsched's exploration share (as the scheduler's --explore-share).
     #[arg(long, default_value_t = hwsched_placement::DEFAULT_EXPLORE_SHARE)]
     explore_share: f64,
+    /// hwsched's batch heuristic for many waiting tasks (off: queue order).
+    #[arg(long, default_value = "min-min", value_parser = parse_batch)]
+    batch: Batch,
     /// Also run hwsched without the learner's model (every estimate the declared
     /// duration), listed before hwsched so the comparison shows what the model adds.
     #[arg(long)]
@@ -43,6 +46,19 @@ pub struct SimArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: Format,
+}
+
+/// A batch heuristic, or none ("off").
+#[derive(Debug, Clone, Copy)]
+pub struct Batch(pub Option<hwsched_placement::Heuristic>);
+
+/// "off" or a batch heuristic's name.
+fn parse_batch(s: &str) -> Result<Batch, String> {
+    if s == "off" {
+        Ok(Batch(None))
+    } else {
+        s.parse().map(|h| Batch(Some(h)))
+    }
 }
 
 pub fn run(args: SimArgs) -> anyhow::Result<()> {
@@ -73,6 +89,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
                 fair_share: args.fair_share,
                 explore_share: args.explore_share,
                 learn,
+                batch: args.batch.0,
                 ..Config::default()
             };
             hwsched_sim::run(&trace, &cfg)

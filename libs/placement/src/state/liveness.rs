@@ -5,6 +5,7 @@
 use hwsched_proto::v1::{TaskState, WorkerCapabilities, WorkerHeartbeat, WorkerState};
 
 use crate::{
+    filter::CRITICAL_PCT,
     state::{
         worker::{HOT_C, HOT_HYSTERESIS_C},
         Completion, State,
@@ -15,6 +16,7 @@ use crate::{
 impl State {
     /// Records a worker's capabilities.
     pub fn register(&mut self, caps: WorkerCapabilities, now_ms: i64) -> bool {
+        self.changed = true;
         let w = self.workers.entry(caps.worker_id.clone()).or_default();
         let new = w.caps.is_none();
         w.shape = shape_of(&caps);
@@ -36,6 +38,7 @@ impl State {
         }
         let cooldown = self.cooldown_ms;
         let w = self.workers.entry(hb.worker_id.clone()).or_default();
+        let before = usability(&w.heartbeat, w.hot, w.state);
         w.last_seen_ms = now_ms;
         w.state = hb.state();
         if hb.max_temp_c >= HOT_C {
@@ -48,6 +51,7 @@ impl State {
         }
         let stale = w.caps.as_ref().is_none_or(|c| c.revision != hb.capabilities_revision);
         w.heartbeat = hb;
+        self.changed |= before != usability(&w.heartbeat, w.hot, w.state);
         stale
     }
 
@@ -65,6 +69,7 @@ impl State {
             let silent = now_ms - w.last_seen_ms > timeout;
             if (silent || w.state == WorkerState::Offline) && (w.state != WorkerState::Offline || w.reserved.slots > 0)
             {
+                self.changed |= w.state != WorkerState::Offline;
                 w.state = WorkerState::Offline;
                 lost.push(id.clone());
             }
@@ -114,6 +119,13 @@ impl State {
             .map(|(id, _)| id.clone())
             .collect()
     }
+}
+
+/// What of a heartbeat decides whether a pass may use the worker: hot,
+/// throttling, critically overloaded (CPU or memory), its state.
+fn usability(hb: &WorkerHeartbeat, hot: bool, state: WorkerState) -> (bool, bool, bool, WorkerState) {
+    let critical = hb.cpu_util_pct >= CRITICAL_PCT || hb.memory_used_pct >= CRITICAL_PCT;
+    (hot, hb.throttling, critical, state)
 }
 
 #[cfg(test)]

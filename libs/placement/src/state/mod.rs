@@ -14,6 +14,7 @@
 //! Deterministic: the same calls give the same results in every process
 //! (maps whose order reaches a result are ordered maps).
 
+mod batch;
 mod liveness;
 mod outcome;
 mod parts;
@@ -35,10 +36,18 @@ use self::{
     records::{concurrency_key, priority, runtime_estimate, Held, QueueEntry, Waiting},
     worker::reserve,
 };
-use crate::score::{Policy, Weights};
+use crate::{
+    batch::Heuristic,
+    score::{Policy, Weights},
+};
 
 /// How many recent model families are remembered per worker.
 const AFFINITY_MEMORY: usize = 8;
+
+/// A pass runs at least this often while tasks wait, even when nothing it
+/// reads changed (aging, cool-downs ending and running estimates move with
+/// time alone), ms.
+pub const REPLAN_MS: i64 = 5_000;
 
 /// Attempts a task may lose with its worker before it fails.
 pub const MAX_LOSSES: u32 = 3;
@@ -100,6 +109,16 @@ pub struct State {
     /// workload, when it is expected to finish within 2x of the best
     /// (`score::EXPLORE_SLACK`). 0 never explores.
     pub explore_share: f64,
+    /// How a pass orders the waiting tasks it considers together when more
+    /// wait than the fleet has room for (hwsched policy, without fair share;
+    /// `None`: queue order). See `batch.rs`.
+    pub batch: Option<Heuristic>,
+    /// Something a pass reads changed since the last pass (a task queued or
+    /// released, a worker registered, went away or changed usability); see
+    /// [`State::plan`].
+    changed: bool,
+    /// The model version, whether it could reject, and the time of the last pass that ran.
+    last_pass: Option<(Option<u64>, bool, i64)>,
     /// Placements made (round-robin turn).
     placements: u64,
     /// State of the random policy's generator (xorshift; fixed seed, so runs repeat).
@@ -113,11 +132,18 @@ pub struct State {
 impl State {
     /// An empty state whose queue raises a task one priority level per `aging_ms` waited.
     pub fn with_aging(aging_ms: i64) -> Self {
-        Self { aging_ms, cooldown_ms: 60_000, rng: 0x9e37_79b9_7f4a_7c15, ..Default::default() }
+        Self {
+            aging_ms,
+            cooldown_ms: 60_000,
+            rng: 0x9e37_79b9_7f4a_7c15,
+            batch: Some(Heuristic::default()),
+            ..Default::default()
+        }
     }
 
     /// Adds a record: queued ones join the queue, assigned ones reserve on their worker.
     pub fn insert(&mut self, rec: TaskRecord, now_ms: i64) {
+        self.changed = true;
         let id = rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default();
         match rec.state() {
             TaskState::Queued => {

@@ -86,6 +86,7 @@ impl State {
 
     /// Removes an assigned task's record and frees its reservation.
     pub(super) fn release(&mut self, task_id: &str) -> Option<TaskRecord> {
+        self.changed = true;
         let rec = self.tasks.remove(task_id)?.unpack();
         self.seen_running.remove(task_id);
         if rec.state() == TaskState::Assigned {

@@ -4,19 +4,21 @@
 //! run it. Step by step: the workers' views (`Pass`), one decision per
 //! task (`State::decide`), and what the decision does (`State::apply`).
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use hwsched_model::Model;
 use hwsched_proto::v1::{CandidateScore, TaskRecord, TaskState, WorkerState};
 
 use crate::{
+    filter::{static_fit, unusable, Demand, Need},
     fit::{place, place_with, Outcome, Ranked},
     score::{Policy, Scoring, DEFAULT_RUNTIME_S},
     state::{
+        batch::{Windowed, BATCH_WINDOW},
         queue::Order,
         records::{concurrency_key, QueueEntry, Waiting, NO_TASK},
         worker::reserve,
-        Action, State, AFFINITY_MEMORY,
+        Action, State, AFFINITY_MEMORY, REPLAN_MS,
     },
     view::WorkerView,
 };
@@ -29,6 +31,10 @@ struct Pass {
     with_room: usize,
     /// Workers away right now: they still count for "could this task ever run here?".
     away: Vec<WorkerView>,
+    /// By requirements hash: whether a usable worker with room now fits them
+    /// (valid while `with_room` is `fit_rooms`).
+    fits_room: HashMap<u64, bool>,
+    fit_rooms: usize,
 }
 
 impl Pass {
@@ -38,7 +44,7 @@ impl Pass {
         let with_room = views.iter().filter(|v| v.has_room()).count();
         let away: Vec<WorkerView> =
             s.workers.values().filter(|w| w.state == WorkerState::Offline).filter_map(|w| w.view(now_ms)).collect();
-        Self { views, with_room, away }
+        Self { views, with_room, away, fits_room: HashMap::new(), fit_rooms: with_room }
     }
 
     fn view_mut(&mut self, worker_id: &str) -> Option<&mut WorkerView> {
@@ -78,10 +84,23 @@ impl State {
     /// One placement pass over the queue, in priority then arrival order.
     /// `may_reject`: whether a task that fits no registered worker is rejected
     /// (false during the start-up grace period, when workers are still joining).
+    ///
+    /// A pass that could not decide anything new is skipped: when nothing it
+    /// reads changed since the last pass (no task queued or released, no
+    /// worker registered, lost or changed in usability, the same model) and
+    /// that pass was less than [`REPLAN_MS`] ago.
     pub fn plan(&mut self, now_ms: i64, may_reject: bool) -> Vec<Action> {
         if self.queue.is_empty() {
             return Vec::new();
         }
+        let model_version = self.model.as_ref().map(Model::version);
+        let recent =
+            self.last_pass.is_some_and(|(v, r, at)| v == model_version && r == may_reject && now_ms - at < REPLAN_MS);
+        if recent && !self.changed {
+            return Vec::new();
+        }
+        self.changed = false;
+        self.last_pass = Some((model_version, may_reject, now_ms));
         let unexplained = std::mem::take(&mut self.unexplained);
         // Every live worker full: nothing can be placed. Say so to the tasks
         // queued since the last pass, without building anything.
@@ -95,13 +114,33 @@ impl State {
         // the fleet stops there, however long the queue).
         let mut order = Order::of(self, now_ms);
         let model = self.model.take();
-        while let Some(entry) = order.next(self, now_ms) {
+        // the head of the queue, considered together when it outnumbers the room
+        let mut window = self.batch_window(&mut order, &pass.views, model.as_ref(), now_ms).into_iter();
+        let mut walked = 0usize;
+        loop {
+            let next = window.next().map(|w| (w, true));
+            let Some((Windowed { entry, record: decoded, now }, in_window)) = next
+                .or_else(|| order.next(self, now_ms).map(|entry| (Windowed { entry, record: None, now: true }, false)))
+            else {
+                break;
+            };
             if !pass.views.is_empty() && pass.with_room == 0 {
                 // Nothing more can be placed this pass.
                 self.explain_full(&unexplained, pass.views.len());
                 break;
             }
-            let Some(rec) = self.waiting.get(&*entry.task_id).map(Waiting::unpack) else {
+            walked += 1;
+            // A task already told why it waits is decided again only when it
+            // could start now: the window's schedule starts it now, or (past
+            // the window) some worker with room now could run it.
+            let explained = self.waiting.get(&*entry.task_id).is_some_and(|w| !w.reason.is_empty());
+            if explained && in_window && !now {
+                continue;
+            }
+            if walked > BATCH_WINDOW && self.cannot_start(&entry, &mut pass) {
+                continue;
+            }
+            let Some(rec) = decoded.or_else(|| self.waiting.get(&*entry.task_id).map(Waiting::unpack)) else {
                 self.queue.remove(&entry);
                 continue;
             };
@@ -114,7 +153,31 @@ impl State {
             actions.extend(self.apply(&entry, rec, outcome, &mut pass, now_ms, rejectable));
         }
         self.model = model;
+        // what the pass itself changed (its placements) it has seen
+        self.changed = false;
         actions
+    }
+
+    /// Whether a waiting task that was decided before (it has a reason) fits
+    /// no usable worker with room now (cached per requirements in the pass).
+    fn cannot_start(&self, entry: &QueueEntry, pass: &mut Pass) -> bool {
+        let Some(w) = self.waiting.get(&*entry.task_id).filter(|w| !w.reason.is_empty()) else { return false };
+        if pass.fit_rooms != pass.with_room {
+            pass.fits_room.clear();
+            pass.fit_rooms = pass.with_room;
+        }
+        if let Some(fits) = pass.fits_room.get(&w.needs) {
+            return !fits;
+        }
+        let rec = w.unpack();
+        let task = rec.task.as_ref().unwrap_or(&*NO_TASK);
+        let (need, demand) = (Need::of(task), Demand::of(task));
+        let fits = pass
+            .views
+            .iter()
+            .any(|v| v.has_room() && unusable(v, self.policy).is_none() && static_fit(&need, &demand, &v.caps).is_ok());
+        pass.fits_room.insert(w.needs, fits);
+        !fits
     }
 
     /// How many live (registered, not offline) workers there are, when there

@@ -28,7 +28,7 @@ impl State {
     }
 
     /// The effective priority of a queued task: raised one level per `aging_ms` waited.
-    fn effective(&self, e: &QueueEntry, now_ms: i64) -> u32 {
+    pub(super) fn effective(&self, e: &QueueEntry, now_ms: i64) -> u32 {
         if self.aging_ms <= 0 {
             return e.priority;
         }

@@ -47,6 +47,8 @@ pub(super) struct Waiting {
     pub(super) decision: Option<Box<(String, Vec<CandidateScore>)>>,
     /// Its producer (fair share orders by it).
     pub(super) producer: Box<str>,
+    /// A hash of its requirements: tasks with the same one fit the same workers.
+    pub(super) needs: u64,
 }
 
 impl Waiting {
@@ -56,7 +58,14 @@ impl Waiting {
         let candidates = std::mem::take(&mut rec.candidates);
         let decision = (!policy.is_empty() || !candidates.is_empty()).then(|| Box::new((policy, candidates)));
         let producer = rec.task.as_ref().map_or("", |t| t.producer.as_str()).into();
-        Self { packed: rec.encode_to_vec().into_boxed_slice(), reason, decision, producer }
+        let needs = {
+            use std::hash::{Hash, Hasher};
+            // a fixed-key hasher: the same value in every process
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            rec.task.as_ref().and_then(|t| t.requirements.as_ref()).map(|r| r.encode_to_vec()).hash(&mut h);
+            h.finish()
+        };
+        Self { packed: rec.encode_to_vec().into_boxed_slice(), reason, decision, producer, needs }
     }
 
     pub(super) fn unpack(&self) -> TaskRecord {

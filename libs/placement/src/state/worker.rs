@@ -8,6 +8,7 @@ use hwsched_proto::v1::{TaskRecord, WorkerCapabilities, WorkerHeartbeat, WorkerS
 
 use crate::{
     filter::Demand,
+    score::DEFAULT_RUNTIME_S,
     view::{Reserved, WorkerView},
 };
 
@@ -46,13 +47,22 @@ impl Worker {
     /// their runtime estimate. An attempt past its estimate is expected to need
     /// another quarter of the time it has run. `None` when nothing runs there.
     pub(super) fn free_in_s(&self, now_ms: i64) -> Option<f64> {
-        self.ends
-            .iter()
-            .map(|(at, estimate)| {
-                let ran = (now_ms - at).max(0) as f64 / 1000.0;
-                (estimate - ran).max(0.25 * ran)
-            })
-            .reduce(f64::min)
+        self.ends.iter().map(|end| left_s(*end, now_ms)).reduce(f64::min)
+    }
+
+    /// When each of its slots is expected to be free, s from now (0:
+    /// free now), soonest first: an attempt's slot when it ends (as in
+    /// [`Worker::free_in_s`]), a slot reserved without a known end after
+    /// [`DEFAULT_RUNTIME_S`].
+    pub(super) fn slots_free_in_s(&self, now_ms: i64) -> Vec<f64> {
+        let slots = self.caps.as_ref().map_or(1, |c| c.slots.max(1));
+        let busy = self.reserved.slots.min(slots) as usize;
+        let mut ready: Vec<f64> = self.ends.iter().map(|end| left_s(*end, now_ms)).collect();
+        ready.sort_by(f64::total_cmp);
+        ready.resize(busy, DEFAULT_RUNTIME_S);
+        ready.resize(slots as usize, 0.0);
+        ready.sort_by(f64::total_cmp);
+        ready
     }
 
     /// What the placement core sees of this worker; `None` before it registered.
@@ -77,6 +87,13 @@ impl Worker {
             shape: self.shape,
         })
     }
+}
+
+/// Seconds an attempt (assigned at ms, runtime estimate s) is expected to run
+/// on: an attempt past its estimate needs another quarter of the time it has run.
+fn left_s((at, estimate): (i64, f64), now_ms: i64) -> f64 {
+    let ran = (now_ms - at).max(0) as f64 / 1000.0;
+    (estimate - ran).max(0.25 * ran)
 }
 
 /// Reserves what an assigned record takes on its worker.

@@ -24,6 +24,8 @@ use crate::{
     trace::Trace,
 };
 
+mod presence;
+
 /// Simulation settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -75,6 +77,10 @@ enum Ev {
     Tick,
     Arrive(usize),
     End { task: usize, attempt: u32, version: u64 },
+    /// A worker enters service (`join_s`).
+    Join(usize),
+    /// A worker leaves service (`leave_s`).
+    Leave(usize),
 }
 
 #[derive(Debug)]
@@ -138,6 +144,11 @@ struct Sim<'t> {
     errors: Vec<(i64, f64, &'static str)>,
     busy_slot_ms: BTreeMap<String, f64>,
     open: usize,
+    /// Whether each worker is in service now (between `join_s` and `leave_s`).
+    present: Vec<bool>,
+    /// The first version of a task's next attempt, past those of attempts
+    /// dropped when their worker left (their end events are still queued).
+    next_version: HashMap<usize, u64>,
 }
 
 impl<'t> Sim<'t> {
@@ -166,9 +177,6 @@ impl<'t> Sim<'t> {
                 }
             })
             .collect();
-        for w in &trace.workers {
-            state.register(w.capabilities.clone(), 0);
-        }
         let by_id = workers.iter().enumerate().map(|(i, w)| (w.id.clone(), i)).collect();
         let task_index = trace.tasks.iter().enumerate().map(|(i, t)| (t.request.task_id.clone(), i)).collect();
         let mut sim = Sim {
@@ -197,7 +205,10 @@ impl<'t> Sim<'t> {
             errors: Vec::new(),
             busy_slot_ms: BTreeMap::new(),
             open: trace.tasks.len(),
+            present: vec![false; trace.workers.len()],
+            next_version: HashMap::new(),
         };
+        sim.schedule_presence();
         for (i, t) in trace.tasks.iter().enumerate() {
             sim.push(secs_to_ms(t.arrival_s), Ev::Arrive(i));
         }
@@ -228,6 +239,8 @@ impl<'t> Sim<'t> {
                     Ev::Tick => self.tick(now),
                     Ev::Arrive(i) => self.arrive(i, now),
                     Ev::End { task, attempt, version } => self.end(task, attempt, version, now),
+                    Ev::Join(w) => self.join(w, now),
+                    Ev::Leave(w) => self.leave(w, now),
                 }
             }
             let actions = self.state.plan(now, true);
@@ -268,6 +281,10 @@ impl<'t> Sim<'t> {
                     return;
                 };
                 let Some(w) = self.by_id.get(&rec.worker_id).copied() else { return };
+                if !self.present[w] {
+                    // gone before the scheduler noticed: supervision re-places it
+                    return;
+                }
                 let line = &self.trace.tasks[task];
                 let class = &self.workers[w].class;
                 let runtime = line.runtime_s.get(class).copied().unwrap_or(f64::INFINITY);
@@ -290,6 +307,7 @@ impl<'t> Sim<'t> {
                 }
                 self.first_start_ms.entry(task).or_insert(now);
                 let speed = self.workers[w].speed;
+                let version = self.next_version.get(&task).copied().unwrap_or(0);
                 let at = Attempt {
                     attempt: rec.attempt,
                     worker: w,
@@ -298,7 +316,7 @@ impl<'t> Sim<'t> {
                     work_left_s: work,
                     speed,
                     fails,
-                    version: 0,
+                    version,
                     predicted_s: rec.predicted_runtime_s,
                     pair_age: self
                         .state
@@ -309,7 +327,7 @@ impl<'t> Sim<'t> {
                         })
                         .map_or("none", |p| hwsched_model::age_bucket(&p)),
                 };
-                self.push(now + secs_to_ms(work / speed), Ev::End { task, attempt: rec.attempt, version: 0 });
+                self.push(now + secs_to_ms(work / speed), Ev::End { task, attempt: rec.attempt, version });
                 self.running.insert(task, at);
                 self.workers[w].running.push(task);
                 let cores = Demand::of(line_request(self.trace, task)).cpu_cores;
@@ -372,6 +390,9 @@ impl<'t> Sim<'t> {
             self.state.model = Some(self.model.clone());
         }
         for i in 0..self.workers.len() {
+            if !self.present[i] {
+                continue;
+            }
             let line = &self.trace.workers[i];
             let w = &mut self.workers[i];
             let busy = w.running.len() as f64 / f64::from(w.slots);
@@ -563,6 +584,8 @@ mod tests {
             },
             thermal: Some(Thermal { ambient_c: 40.0, heat_c: heat, tau_s: 5.0, throttle_c: 90.0 }),
             background: vec![],
+            join_s: None,
+            leave_s: None,
         };
         let tasks = (0..40)
             .map(|i| TaskLine {

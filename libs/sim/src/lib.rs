@@ -9,6 +9,7 @@ pub mod generate;
 pub mod kinds;
 pub mod report;
 pub mod rng;
+pub mod scenarios;
 pub mod trace;
 
 pub use engine::{run, Config};

@@ -4,11 +4,13 @@
 //! traces of a scenario family over many seeds.
 #![forbid(unsafe_code)]
 
+pub mod distribution;
 pub mod engine;
 pub mod generate;
 pub mod kinds;
 pub mod report;
 pub mod rng;
+pub mod runner;
 pub mod scenarios;
 pub mod trace;
 

@@ -71,7 +71,8 @@ pub struct Distribution {
 
 /// The distribution of `runs` (each seed's reports in the same variant order).
 pub fn summarize(scenario: &str, runs: &[SeedRuns]) -> Distribution {
-    let labels: Vec<String> = runs.first().map(|r| r.reports.iter().map(|r| r.policy.clone()).collect()).unwrap_or_default();
+    let labels: Vec<String> =
+        runs.first().map(|r| r.reports.iter().map(|r| r.policy.clone()).collect()).unwrap_or_default();
     let base = labels.iter().rposition(|l| l == "hwsched").or(labels.len().checked_sub(1));
     let column = |i: usize, f: &dyn Fn(&Report) -> Option<f64>| -> Vec<f64> {
         runs.iter().filter_map(|r| r.reports.get(i)).filter_map(f).collect()
@@ -104,8 +105,12 @@ pub fn summarize(scenario: &str, runs: &[SeedRuns]) -> Distribution {
                     true,
                 )
                 .unwrap_or(zero),
-                throttled_placements: Spread::of(column(i, &|r| Some(r.throttled_placements as f64)), true).unwrap_or(zero),
-                unseen_prediction_mape: Spread::of(column(i, &|r| r.prediction_mape_by_age.get("unseen").copied()), true),
+                throttled_placements: Spread::of(column(i, &|r| Some(r.throttled_placements as f64)), true)
+                    .unwrap_or(zero),
+                unseen_prediction_mape: Spread::of(
+                    column(i, &|r| r.prediction_mape_by_age.get("unseen").copied()),
+                    true,
+                ),
                 seeds_unfinished: column(i, &|r| Some(r.unfinished as f64)).iter().filter(|u| **u > 0.0).count(),
                 gain_vs,
             }

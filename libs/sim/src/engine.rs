@@ -77,9 +77,7 @@ enum Ev {
     Tick,
     Arrive(usize),
     End { task: usize, attempt: u32, version: u64 },
-    /// A worker enters service (`join_s`).
     Join(usize),
-    /// A worker leaves service (`leave_s`).
     Leave(usize),
 }
 
@@ -144,10 +142,9 @@ struct Sim<'t> {
     errors: Vec<(i64, f64, &'static str)>,
     busy_slot_ms: BTreeMap<String, f64>,
     open: usize,
-    /// Whether each worker is in service now (between `join_s` and `leave_s`).
+    /// Whether each worker is in service now (see `presence`).
     present: Vec<bool>,
-    /// The first version of a task's next attempt, past those of attempts
-    /// dropped when their worker left (their end events are still queued).
+    /// First version of a task's next attempt, past those dropped on a leave.
     next_version: HashMap<usize, u64>,
 }
 
@@ -280,11 +277,8 @@ impl<'t> Sim<'t> {
                 let Some(task) = rec.task.as_ref().and_then(|t| self.task_index.get(&t.task_id)).copied() else {
                     return;
                 };
-                let Some(w) = self.by_id.get(&rec.worker_id).copied() else { return };
-                if !self.present[w] {
-                    // gone before the scheduler noticed: supervision re-places it
-                    return;
-                }
+                // a worker gone before the scheduler noticed: supervision re-places it
+                let Some(w) = self.by_id.get(&rec.worker_id).copied().filter(|w| self.present[*w]) else { return };
                 let line = &self.trace.tasks[task];
                 let class = &self.workers[w].class;
                 let runtime = line.runtime_s.get(class).copied().unwrap_or(f64::INFINITY);

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    kinds::{self, browser, cool, cpu_server, gpu_host, phone, poorly_cooled, tpu_host, TaskSpec, FLAKY, GPUS, KINDS, T4},
+    kinds::{
+        self, browser, cool, cpu_server, gpu_host, phone, poorly_cooled, tpu_host, TaskSpec, FLAKY, GPUS, KINDS, T4,
+    },
     rng::Rng,
     trace::{Background, TaskLine, Trace, WorkerLine},
 };

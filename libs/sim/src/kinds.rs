@@ -52,13 +52,25 @@ pub static GPU_B200: Gpu =
     Gpu { class: B200, short: "b200", model: "NVIDIA B200", memory_mb: 183_359, cc: "10.0", units: 148 };
 
 /// A worker's capability message.
-pub fn worker(id: String, class: &str, cores: u32, memory_gb: u64, slots: u32, backends: &[&str]) -> WorkerCapabilities {
+pub fn worker(
+    id: String,
+    class: &str,
+    cores: u32,
+    memory_gb: u64,
+    slots: u32,
+    backends: &[&str],
+) -> WorkerCapabilities {
     WorkerCapabilities {
         schema_version: 1,
         worker_id: id.clone(),
         hostname: id,
         os: "linux".into(),
-        cpu: Some(CpuInfo { arch: "x86_64".into(), logical_cores: cores, physical_cores: cores / 2, ..Default::default() }),
+        cpu: Some(CpuInfo {
+            arch: "x86_64".into(),
+            logical_cores: cores,
+            physical_cores: cores / 2,
+            ..Default::default()
+        }),
         memory_mb: memory_gb * 1024,
         slots,
         backends: backends.iter().map(|b| (*b).to_string()).collect(),
@@ -340,7 +352,8 @@ pub fn task(kind: &Kind, s: &TaskSpec<'_>) -> TaskLine {
     for (class, secs) in kind.runtime {
         runtime_s.insert((*class).to_string(), (secs * s.factor * 10.0).round() / 10.0);
     }
-    let mut failure_rate: BTreeMap<String, f64> = kind.runtime.iter().map(|(c, _)| ((*c).to_string(), s.flaky)).collect();
+    let mut failure_rate: BTreeMap<String, f64> =
+        kind.runtime.iter().map(|(c, _)| ((*c).to_string(), s.flaky)).collect();
     if s.name.contains("bf16") {
         for (c, p) in kind.fails_on {
             failure_rate.insert((*c).to_string(), *p);

@@ -90,7 +90,10 @@ mod tests {
 
     #[test]
     fn a_worker_that_joins_later_gets_nothing_before_it_joins() {
-        let t = Trace { workers: vec![worker("early", None, None), worker("late", Some(300.0), None)], tasks: tasks(20, 5.0, 40.0) };
+        let t = Trace {
+            workers: vec![worker("early", None, None), worker("late", Some(300.0), None)],
+            tasks: tasks(20, 5.0, 40.0),
+        };
         t.check().expect("valid");
         for p in Policy::ALL {
             let r = run(&t, &Config { policy: p, ..Config::default() });
@@ -105,7 +108,11 @@ mod tests {
     #[test]
     fn tasks_on_a_worker_that_leaves_are_placed_again_and_end_elsewhere() {
         let t = Trace {
-            workers: vec![worker("stays", None, None), worker("leaves", None, Some(100.0)), worker("joins", Some(50.0), None)],
+            workers: vec![
+                worker("stays", None, None),
+                worker("leaves", None, Some(100.0)),
+                worker("joins", Some(50.0), None),
+            ],
             tasks: tasks(12, 2.0, 80.0),
         };
         t.check().expect("valid");

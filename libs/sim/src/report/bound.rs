@@ -167,9 +167,42 @@ fn ms(s: f64) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::Capacity;
-    use crate::trace::WorkerLine;
+    use super::{lower_bound, Capacity};
+    use crate::{
+        kinds::{self, TaskSpec, KINDS},
+        trace::{Trace, WorkerLine},
+    };
     use hwsched_proto::v1::WorkerCapabilities;
+
+    #[test]
+    fn tasks_only_a_scarce_class_runs_are_bounded_by_its_slots() {
+        // 100 WebGPU tests of 30 s at once; 2 browsers of 2 slots and 10 idle CPU servers
+        let web = KINDS.iter().find(|k| k.test_type == "webgpu").expect("kind");
+        let tasks = (0..100)
+            .map(|n| {
+                let spec = TaskSpec {
+                    name: "webgpu-matmul",
+                    family: "web",
+                    id: format!("t{n}"),
+                    at: 0.0,
+                    producer: "p",
+                    priority: 2,
+                    factor: 1.0,
+                    declared_s: 30.0,
+                    flaky: 0.0,
+                };
+                kinds::task(web, &spec)
+            })
+            .collect();
+        let mut workers: Vec<WorkerLine> = (1..=10).map(|i| kinds::cpu_server(i, vec![])).collect();
+        workers.extend((1..=2).map(kinds::browser));
+        let mut t = Trace { workers, tasks };
+        t.check().expect("valid");
+        assert_eq!(lower_bound(&t), 750.0);
+        // one browser joins only at 100 s: 2 slots until then, 4 after
+        t.workers[11].join_s = Some(100.0);
+        assert_eq!(lower_bound(&t), 100.0 + (3_000.0 - 200.0) / 4.0);
+    }
 
     fn w(slots: u32, join_s: Option<f64>, leave_s: Option<f64>) -> WorkerLine {
         WorkerLine {

@@ -104,7 +104,8 @@ pub fn build(rng: &mut Rng, mix: &Mix, heat: &Heat, horizon_s: f64) -> Vec<Worke
         }
         out.push(kinds::cpu_server(i, background));
     }
-    let gpus: [(&Gpu, usize); 4] = [(&GPUS[0], mix.t4), (&GPUS[1], mix.a100), (&GPUS[2], mix.h100), (&GPU_B200, mix.b200)];
+    let gpus: [(&Gpu, usize); 4] =
+        [(&GPUS[0], mix.t4), (&GPUS[1], mix.a100), (&GPUS[2], mix.h100), (&GPU_B200, mix.b200)];
     for (g, n) in gpus {
         for i in 1..=n {
             let thermal = if i > 1 && rng.f64() < heat.poorly_cooled {

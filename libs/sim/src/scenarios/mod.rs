@@ -75,7 +75,9 @@ pub(crate) fn within(rng: &mut Rng, (lo, hi): (usize, usize)) -> usize {
 mod tests {
     use hwsched_placement::Policy;
 
-    use super::{burst::Burst, churn::Churn, flood::Flood, large::Large, new_hardware::NewHardware, soak::Soak, FAMILIES};
+    use super::{
+        burst::Burst, churn::Churn, flood::Flood, large::Large, new_hardware::NewHardware, soak::Soak, FAMILIES,
+    };
     use crate::{
         engine::{run, Config},
         trace::Trace,
@@ -95,22 +97,46 @@ mod tests {
             (
                 "new-hardware",
                 Box::new(|s| {
-                    NewHardware { workers: (8, 12), nightly: (30, 50), traffic_s: 900.0, pr_sizes: (3, 8), ..NewHardware::default() }
-                        .generate(s)
+                    NewHardware {
+                        workers: (8, 12),
+                        nightly: (30, 50),
+                        traffic_s: 900.0,
+                        pr_sizes: (3, 8),
+                        ..NewHardware::default()
+                    }
+                    .generate(s)
                 }),
             ),
             (
                 "soak",
-                Box::new(|s| Soak { soaks: (6, 10), gpus_per_kind: (1, 3), traffic_s: 900.0, pr_sizes: (3, 8), ..Soak::default() }.generate(s)),
+                Box::new(|s| {
+                    Soak {
+                        soaks: (6, 10),
+                        gpus_per_kind: (1, 3),
+                        traffic_s: 900.0,
+                        pr_sizes: (3, 8),
+                        ..Soak::default()
+                    }
+                    .generate(s)
+                }),
             ),
             (
                 "churn",
                 Box::new(|s| {
-                    Churn { workers: (10, 16), nightly: (20, 40), traffic_s: 1_200.0, pr_sizes: (3, 8), ..Churn::default() }
-                        .generate(s)
+                    Churn {
+                        workers: (10, 16),
+                        nightly: (20, 40),
+                        traffic_s: 1_200.0,
+                        pr_sizes: (3, 8),
+                        ..Churn::default()
+                    }
+                    .generate(s)
                 }),
             ),
-            ("large", Box::new(|s| Large { tests: 120, workers: 12, traffic_s: 600.0, ..Large::default() }.generate(s))),
+            (
+                "large",
+                Box::new(|s| Large { tests: 120, workers: 12, traffic_s: 600.0, ..Large::default() }.generate(s)),
+            ),
         ]
     }
 

@@ -76,8 +76,7 @@ impl NewHardware {
         for w in workers.iter_mut().filter(|w| w.capabilities.hardware_class == B200) {
             w.join_s = Some(join_s);
         }
-        let speedup: Vec<(&str, f64)> =
-            self.speedup.iter().map(|(t, f)| (*t, f * (0.85 + 0.3 * rng.f64()))).collect();
+        let speedup: Vec<(&str, f64)> = self.speedup.iter().map(|(t, f)| (*t, f * (0.85 + 0.3 * rng.f64()))).collect();
         let nightly = within(&mut rng, self.nightly);
         let nightly_at = (join_s + (self.traffic_s - join_s) * 0.4 * rng.f64()).round();
         let mut traffic = Traffic::new(KINDS, self.mixture.clone(), rng);

@@ -7,7 +7,7 @@ use super::{
     within,
 };
 use crate::{
-    kinds::{SOAK, KINDS},
+    kinds::{KINDS, SOAK},
     rng::Rng,
     trace::Trace,
 };
@@ -66,7 +66,8 @@ impl Soak {
         let workers = fleet::build(&mut rng, &mix, &self.heat, self.traffic_s);
         let soaks = within(&mut rng, self.soaks);
         let (long_rng, short_rng) = (Rng::new(rng.next_u64()), Rng::new(rng.next_u64()));
-        let mut long = Traffic::new(std::slice::from_ref(&SOAK), Mixture { test_sigma: 0.25, ..self.mixture.clone() }, long_rng);
+        let mut long =
+            Traffic::new(std::slice::from_ref(&SOAK), Mixture { test_sigma: 0.25, ..self.mixture.clone() }, long_rng);
         let mut left = soaks;
         let mut n = 0;
         while left > 0 {

@@ -32,7 +32,14 @@ pub struct Mixture {
 
 impl Default for Mixture {
     fn default() -> Self {
-        Self { test_sigma: 0.3, variants: 1, run_noise: 0.08, flaky: kinds::FLAKY, lying_producers: 0.0, lie_factor: (3.0, 10.0) }
+        Self {
+            test_sigma: 0.3,
+            variants: 1,
+            run_noise: 0.08,
+            flaky: kinds::FLAKY,
+            lying_producers: 0.0,
+            lie_factor: (3.0, 10.0),
+        }
     }
 }
 
@@ -110,7 +117,14 @@ impl<'k> Traffic<'k> {
     /// Pull-request suites of `sizes` tests (inclusive range) from `from_s`
     /// until `to_s`, each from its own producer `{prefix}{n}`, the gaps
     /// between them uniform in `gap_s`.
-    pub fn pull_requests(&mut self, prefix: &str, (from_s, to_s): (f64, f64), gap_s: (f64, f64), sizes: (usize, usize), priority: u32) {
+    pub fn pull_requests(
+        &mut self,
+        prefix: &str,
+        (from_s, to_s): (f64, f64),
+        gap_s: (f64, f64),
+        sizes: (usize, usize),
+        priority: u32,
+    ) {
         let mut at = from_s;
         let mut n = 0;
         while at < to_s {

@@ -17,10 +17,11 @@ pub enum Heuristic {
     /// The task that would lose most if it did not get its best group: the
     /// difference between its second-best and best completion time (a task
     /// that only one group can run goes first among equals by min-min).
-    #[default]
     Sufferage,
     /// The task with the soonest possible completion (short tasks first: the
-    /// least mean completion on one machine type).
+    /// least mean completion on one machine type). The default: it measured
+    /// best on mean completion over the simulator's families (BENCHMARKS.md).
+    #[default]
     MinMin,
     /// The task whose soonest possible completion is latest (long tasks
     /// first: the makespan).
@@ -55,6 +56,34 @@ impl FromStr for Heuristic {
             let names: Vec<&str> = Heuristic::ALL.iter().map(|h| h.name()).collect();
             format!("unknown batch heuristic {s:?} (one of: {})", names.join(", "))
         })
+    }
+}
+
+/// The batch pass's setting: a heuristic, or off ("off": queue order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSetting(pub Option<Heuristic>);
+
+impl Default for BatchSetting {
+    fn default() -> Self {
+        Self(Some(Heuristic::default()))
+    }
+}
+
+impl fmt::Display for BatchSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.map_or("off", Heuristic::name))
+    }
+}
+
+impl FromStr for BatchSetting {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "off" {
+            Ok(Self(None))
+        } else {
+            s.parse().map(|h| Self(Some(h))).map_err(|e| format!("{e}, or off"))
+        }
     }
 }
 

@@ -6,12 +6,14 @@
 //!
 //! Its floors, each reading only those below it: `view` (what placement sees
 //! of a worker) and `group` (split tasks); `validate`; `baseline` (the seed
-//! framework's policy); `score`; `filter` and `explore`; `fit` (placing one
+//! framework's policy); `declared` (trust in declared durations); `batch`
+//! (the heuristics over many waiting tasks); `score`; `filter` and `explore`; `fit` (placing one
 //! task); `state` (the state machine).
 #![forbid(unsafe_code)]
 
 pub mod baseline;
 pub mod batch;
+pub mod declared;
 mod explore;
 pub mod files;
 pub mod filter;
@@ -24,7 +26,7 @@ mod testutil;
 pub mod validate;
 pub mod view;
 
-pub use batch::Heuristic;
+pub use batch::{BatchSetting, Heuristic};
 pub use filter::Demand;
 pub use fit::{place, place_with, Outcome, Ranked};
 pub use score::{Policy, Scoring, Weights, DEFAULT_EXPLORE_SHARE};

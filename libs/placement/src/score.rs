@@ -12,6 +12,7 @@ use hwsched_proto::v1::TaskRequest;
 
 use crate::{
     baseline::{seed_load, seed_score},
+    declared::Declarations,
     view::{load, WorkerView},
 };
 
@@ -141,6 +142,9 @@ pub struct Scoring<'a> {
     pub weights: Weights,
     /// The learner's model, when one was published.
     pub model: Option<&'a Model>,
+    /// What each producer's declared durations turned out to be (used where
+    /// the model knows nothing of the workload).
+    pub declarations: Option<&'a Declarations>,
     /// Prefer busy workers (bin packing) instead of idle ones (spreading).
     pub pack: bool,
     /// How the winner is chosen.
@@ -219,9 +223,14 @@ impl Scoring<'_> {
     /// where the model knows nothing of the workload or its type, no faster than twice the workload's best observed runtime
     /// (so a task is not sent to unknown, possibly far slower hardware while
     /// known hardware is free; it is explored when the known hardware is
-    /// busy); else the declared `expected_duration_s`, else [`DEFAULT_RUNTIME_S`].
+    /// busy); else the declared `expected_duration_s` (corrected by what the
+    /// producer's declarations turned out to be, `declared.rs`), else [`DEFAULT_RUNTIME_S`].
     pub fn runtime_estimate(&self, workload: &str, task: &TaskRequest, hardware_class: &str) -> (f64, Option<f64>) {
-        let declared = if task.expected_duration_s > 0.0 { task.expected_duration_s } else { DEFAULT_RUNTIME_S };
+        let declared = self
+            .declarations
+            .and_then(|d| d.corrected(task, hardware_class))
+            .or((task.expected_duration_s > 0.0).then_some(task.expected_duration_s))
+            .unwrap_or(DEFAULT_RUNTIME_S);
         let Some(m) = self.model else { return (declared, None) };
         // A pair never run whose test type never ran on this class either has
         // only the class's average speed-up behind it: treated as unknown.

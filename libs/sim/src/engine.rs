@@ -24,6 +24,8 @@ use crate::{
     trace::Trace,
 };
 
+mod presence;
+
 /// Simulation settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -52,6 +54,9 @@ pub struct Config {
     pub explore_share: f64,
     /// The scheduler's batch heuristic (`None`: the ablation, queue order).
     pub batch: Option<Heuristic>,
+    /// Whether the scheduler corrects declared durations by what each
+    /// producer's turned out to be (false: the ablation).
+    pub trust: bool,
 }
 
 impl Default for Config {
@@ -69,6 +74,7 @@ impl Default for Config {
             publish_ms: 2_000,
             explore_share: hwsched_placement::DEFAULT_EXPLORE_SHARE,
             batch: Some(Heuristic::default()),
+            trust: true,
         }
     }
 }
@@ -78,6 +84,8 @@ enum Ev {
     Tick,
     Arrive(usize),
     End { task: usize, attempt: u32, version: u64 },
+    Join(usize),
+    Leave(usize),
 }
 
 #[derive(Debug)]
@@ -120,6 +128,9 @@ impl Config {
         if self.batch.is_none() && self.policy == Policy::Hwsched {
             label.push_str("-no-batch");
         }
+        if !self.trust && self.policy == Policy::Hwsched {
+            label.push_str("-no-trust");
+        }
         label
     }
 }
@@ -156,6 +167,10 @@ struct Sim<'t> {
     errors: Vec<(i64, f64, &'static str)>,
     busy_slot_ms: BTreeMap<String, f64>,
     open: usize,
+    /// Whether each worker is in service now (see `presence`).
+    present: Vec<bool>,
+    /// First version of a task's next attempt, past those dropped on a leave.
+    next_version: HashMap<usize, u64>,
 }
 
 impl<'t> Sim<'t> {
@@ -167,6 +182,7 @@ impl<'t> Sim<'t> {
         state.fair_share = cfg.fair_share;
         state.explore_share = cfg.explore_share;
         state.batch = cfg.batch;
+        state.trust_declarations = cfg.trust;
         let workers: Vec<SimWorker> = trace
             .workers
             .iter()
@@ -185,9 +201,6 @@ impl<'t> Sim<'t> {
                 }
             })
             .collect();
-        for w in &trace.workers {
-            state.register(w.capabilities.clone(), 0);
-        }
         let by_id = workers.iter().enumerate().map(|(i, w)| (w.id.clone(), i)).collect();
         let task_index = trace.tasks.iter().enumerate().map(|(i, t)| (t.request.task_id.clone(), i)).collect();
         let mut sim = Sim {
@@ -216,7 +229,10 @@ impl<'t> Sim<'t> {
             errors: Vec::new(),
             busy_slot_ms: BTreeMap::new(),
             open: trace.tasks.len(),
+            present: vec![false; trace.workers.len()],
+            next_version: HashMap::new(),
         };
+        sim.schedule_presence();
         for (i, t) in trace.tasks.iter().enumerate() {
             sim.push(secs_to_ms(t.arrival_s), Ev::Arrive(i));
         }
@@ -247,6 +263,8 @@ impl<'t> Sim<'t> {
                     Ev::Tick => self.tick(now),
                     Ev::Arrive(i) => self.arrive(i, now),
                     Ev::End { task, attempt, version } => self.end(task, attempt, version, now),
+                    Ev::Join(w) => self.join(w, now),
+                    Ev::Leave(w) => self.leave(w, now),
                 }
             }
             let actions = self.state.plan(now, true);
@@ -286,7 +304,8 @@ impl<'t> Sim<'t> {
                 let Some(task) = rec.task.as_ref().and_then(|t| self.task_index.get(&t.task_id)).copied() else {
                     return;
                 };
-                let Some(w) = self.by_id.get(&rec.worker_id).copied() else { return };
+                // a worker gone before the scheduler noticed: supervision re-places it
+                let Some(w) = self.by_id.get(&rec.worker_id).copied().filter(|w| self.present[*w]) else { return };
                 let line = &self.trace.tasks[task];
                 let class = &self.workers[w].class;
                 let runtime = line.runtime_s.get(class).copied().unwrap_or(f64::INFINITY);
@@ -309,6 +328,7 @@ impl<'t> Sim<'t> {
                 }
                 self.first_start_ms.entry(task).or_insert(now);
                 let speed = self.workers[w].speed;
+                let version = self.next_version.get(&task).copied().unwrap_or(0);
                 let at = Attempt {
                     attempt: rec.attempt,
                     worker: w,
@@ -317,7 +337,7 @@ impl<'t> Sim<'t> {
                     work_left_s: work,
                     speed,
                     fails,
-                    version: 0,
+                    version,
                     predicted_s: rec.predicted_runtime_s,
                     pair_age: self
                         .state
@@ -328,7 +348,7 @@ impl<'t> Sim<'t> {
                         })
                         .map_or("none", |p| hwsched_model::age_bucket(&p)),
                 };
-                self.push(now + secs_to_ms(work / speed), Ev::End { task, attempt: rec.attempt, version: 0 });
+                self.push(now + secs_to_ms(work / speed), Ev::End { task, attempt: rec.attempt, version });
                 self.running.insert(task, at);
                 self.workers[w].running.push(task);
                 let cores = Demand::of(line_request(self.trace, task)).cpu_cores;
@@ -391,6 +411,9 @@ impl<'t> Sim<'t> {
             self.state.model = Some(self.model.clone());
         }
         for i in 0..self.workers.len() {
+            if !self.present[i] {
+                continue;
+            }
             let line = &self.trace.workers[i];
             let w = &mut self.workers[i];
             let busy = w.running.len() as f64 / f64::from(w.slots);
@@ -497,106 +520,4 @@ fn secs_to_ms(s: f64) -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::generate;
-
-    fn run_policy(trace: &Trace, policy: Policy) -> Report {
-        run(trace, &Config { policy, ..Config::default() })
-    }
-
-    #[test]
-    fn same_seed_same_report() {
-        let t = generate::builtin(3);
-        assert_eq!(run_policy(&t, Policy::Random), run_policy(&t, Policy::Random));
-    }
-
-    #[test]
-    fn every_task_ends_and_the_bound_holds() {
-        let t = generate::builtin(1);
-        for p in Policy::ALL {
-            let r = run_policy(&t, p);
-            assert_eq!(r.unfinished, 0, "{p}");
-            assert_eq!(r.succeeded + r.failed + r.rejected, r.tasks, "{p}");
-            assert!(r.makespan_s >= r.makespan_lower_bound_s, "{p}: {} < {}", r.makespan_s, r.makespan_lower_bound_s);
-            assert!(r.placements >= r.tasks, "{p}");
-        }
-    }
-
-    /// The targets on the built-in trace: hwsched's mean completion at
-    /// least 35 % below least-loaded and 20 % below the seed's policy, its
-    /// makespan within 10 % of the lower bound, and nothing placed on a
-    /// throttling worker.
-    #[test]
-    fn hwsched_beats_the_baselines_on_the_builtin_trace() {
-        let t = generate::builtin(1);
-        let ours = run_policy(&t, Policy::Hwsched);
-        let least = run_policy(&t, Policy::LeastLoaded);
-        let seed = run_policy(&t, Policy::Seed);
-        assert!(ours.mean_completion_s <= 0.65 * least.mean_completion_s, "{ours:?}\n{least:?}");
-        assert!(ours.mean_completion_s <= 0.80 * seed.mean_completion_s, "{ours:?}\n{seed:?}");
-        assert!(ours.makespan_s <= 1.10 * ours.makespan_lower_bound_s, "{ours:?}");
-        assert_eq!(ours.throttled_placements, 0);
-        assert_eq!(ours.overloaded_placements, 0);
-        // the baselines do land on throttling and overloaded workers: the fleet has them
-        assert!(least.throttled_placements > 0 && least.overloaded_placements > 0, "{least:?}");
-        // and the learned model predicts the runtime of what it places
-        assert!(ours.prediction_mape.unwrap_or(1.0) < 0.15, "{ours:?}");
-        assert!(ours.predicted_share > 0.8, "{ours:?}");
-    }
-
-    #[test]
-    fn the_learned_model_is_accurate_and_is_what_beats_the_seed_policy() {
-        let t = generate::builtin(1);
-        let ours = run_policy(&t, Policy::Hwsched);
-        let age = |a: &str| ours.prediction_mape_by_age.get(a).copied().unwrap_or(1.0);
-        // pairs with 20 runs or more; pairs never observed whose test type ran on the class
-        assert!(age("20+") <= 0.15, "{:?}", ours.prediction_mape_by_age);
-        assert!(age("unseen") <= 0.30, "{:?}", ours.prediction_mape_by_age);
-        // the ablation: without the model hwsched does no better than the seed policy
-        let blind = run(&t, &Config { learn: false, ..Config::default() });
-        let seed = run_policy(&t, Policy::Seed);
-        assert_eq!(blind.policy, "hwsched-no-learner");
-        assert_eq!(blind.prediction_mape, None);
-        assert!(ours.mean_completion_s < 0.8 * blind.mean_completion_s, "{ours:?}\n{blind:?}");
-        assert!(blind.mean_completion_s > seed.mean_completion_s, "{blind:?}\n{seed:?}");
-        assert!(ours.mean_completion_s <= 0.8 * seed.mean_completion_s, "{ours:?}\n{seed:?}");
-    }
-
-    #[test]
-    fn a_throttling_worker_slows_its_tasks_and_hwsched_avoids_it() {
-        use crate::trace::{TaskLine, Thermal, WorkerLine};
-        use hwsched_proto::v1::{CpuInfo, TaskRequest, WorkerCapabilities};
-        let worker = |id: &str, heat: f64| WorkerLine {
-            capabilities: WorkerCapabilities {
-                worker_id: id.into(),
-                hardware_class: "gpu:x".into(),
-                slots: 1,
-                cpu: Some(CpuInfo { logical_cores: 8, ..Default::default() }),
-                memory_mb: 8192,
-                ..Default::default()
-            },
-            thermal: Some(Thermal { ambient_c: 40.0, heat_c: heat, tau_s: 5.0, throttle_c: 90.0 }),
-            background: vec![],
-        };
-        let tasks = (0..40)
-            .map(|i| TaskLine {
-                arrival_s: f64::from(i) * 20.0,
-                request: TaskRequest {
-                    task_id: format!("t{i}"),
-                    name: "t".into(),
-                    command: vec!["true".into()],
-                    ..Default::default()
-                },
-                runtime_s: [("gpu:x".to_string(), 60.0)].into(),
-                failure_rate: Default::default(),
-            })
-            .collect();
-        let t = Trace { workers: vec![worker("cool", 30.0), worker("hot", 60.0)], tasks };
-        t.check().expect("valid");
-        let ours = run_policy(&t, Policy::Hwsched);
-        let rr = run_policy(&t, Policy::RoundRobin);
-        assert_eq!(ours.throttled_placements, 0, "{ours:?}");
-        assert!(rr.throttled_placements > 0, "{rr:?}");
-    }
-}
+mod tests;

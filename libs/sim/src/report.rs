@@ -9,7 +9,10 @@ use std::{
 
 use serde::Serialize;
 
-use crate::trace::{TaskLine, Trace};
+use crate::trace::Trace;
+
+mod bound;
+pub use bound::lower_bound;
 
 /// What one policy achieved on a trace. Field names are read by other tools:
 /// keep them.
@@ -178,36 +181,6 @@ impl Report {
 fn round(x: f64, digits: i32) -> f64 {
     let f = 10f64.powi(digits);
     (x * f).round() / f
-}
-
-/// A lower bound on the makespan of any schedule of the trace: the larger of
-/// (a) the latest arrival plus the task's fastest runtime, and (b) for every
-/// arrival time t, t plus the work arriving from t on at each task's fastest
-/// runtime, spread over every slot of the fleet at once. Failures, waits,
-/// throttling and slower hardware only add to both.
-pub fn lower_bound(trace: &Trace) -> f64 {
-    let slots: f64 = trace.workers.iter().map(|w| f64::from(w.capabilities.slots.max(1))).sum();
-    let fastest = |t: &TaskLine| {
-        let fits: Vec<f64> = trace
-            .workers
-            .iter()
-            .filter(|w| hwsched_placement::fit::fits_ever(&t.request, &w.capabilities))
-            .filter_map(|w| t.runtime_s.get(&w.capabilities.hardware_class).copied())
-            .collect();
-        fits.into_iter().fold(f64::INFINITY, f64::min)
-    };
-    let mut tasks: Vec<(f64, f64)> =
-        trace.tasks.iter().map(|t| (t.arrival_s, fastest(t))).filter(|(_, r)| r.is_finite()).collect();
-    tasks.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let first = tasks.first().map_or(0.0, |t| t.0);
-    let critical = tasks.iter().map(|(a, r)| a + r).fold(0.0, f64::max);
-    let mut work = 0.0;
-    let mut spread: f64 = 0.0;
-    for (a, r) in tasks.iter().rev() {
-        work += r;
-        spread = spread.max(a + work / slots);
-    }
-    critical.max(spread) - first
 }
 
 fn pct_lower(base: f64, x: f64) -> String {

@@ -76,6 +76,25 @@ pub struct WorkerLine {
     /// Load by other tenants.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub background: Vec<Background>,
+    /// When it enters service and registers, s (absent: at 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join_s: Option<f64>,
+    /// When it leaves service, s (absent: never): it vanishes, its running
+    /// attempts are lost and it sends no more heartbeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leave_s: Option<f64>,
+}
+
+impl WorkerLine {
+    /// When it enters service, s.
+    pub fn joins_at(&self) -> f64 {
+        self.join_s.unwrap_or(0.0)
+    }
+
+    /// When it leaves service, s (infinity: never).
+    pub fn leaves_at(&self) -> f64 {
+        self.leave_s.unwrap_or(f64::INFINITY)
+    }
 }
 
 /// One task.
@@ -143,7 +162,8 @@ impl Trace {
         out
     }
 
-    /// Worker ids are unique and named, each has a hardware class, task ids are
+    /// Worker ids are unique and named, each has a hardware class and a
+    /// presence window (`join_s >= 0`, `leave_s > join_s`), task ids are
     /// unique, and each task has a positive runtime for every hardware class
     /// of the fleet it could run on.
     pub fn check(&self) -> Result<(), TraceError> {
@@ -159,6 +179,10 @@ impl Trace {
             }
             if c.hardware_class.is_empty() {
                 return bad(format!("worker {} has no hardware_class", c.worker_id));
+            }
+            let (join, leave) = (w.joins_at(), w.leaves_at());
+            if !join.is_finite() || join < 0.0 || leave.is_nan() || leave <= join {
+                return bad(format!("worker {}: join_s must be >= 0 and leave_s after it", c.worker_id));
             }
         }
         let fleet: Vec<hwsched_placement::WorkerView> =
@@ -215,5 +239,21 @@ mod tests {
         assert!(e.to_string().contains("no runtime_s for cpu:x86"), "{e}");
         let typo = SMALL.replace("arrival_s", "arrival");
         assert!(Trace::parse(&typo).is_err());
+        let backwards = SMALL
+            .replace(r#""slots":2,"#, r#""slots":2,"#)
+            .replace(r#""memoryMb":"16384"}}"#, r#""memoryMb":"16384"},"join_s":60,"leave_s":30}"#);
+        let e = Trace::parse(&backwards).expect_err("leaves before it joins");
+        assert!(e.to_string().contains("leave_s after it"), "{e}");
+    }
+
+    #[test]
+    fn join_and_leave_are_optional_and_round_trip() {
+        let with = SMALL.replace(r#""memoryMb":"16384"}}"#, r#""memoryMb":"16384"},"join_s":60,"leave_s":600.5}"#);
+        let t = Trace::parse(&with).expect("valid");
+        assert_eq!((t.workers[0].joins_at(), t.workers[0].leaves_at()), (60.0, 600.5));
+        assert_eq!(Trace::parse(&t.to_jsonl()).expect("round trip"), t);
+        let plain = Trace::parse(SMALL).expect("valid");
+        assert_eq!((plain.workers[0].joins_at(), plain.workers[0].leaves_at()), (0.0, f64::INFINITY));
+        assert!(!plain.to_jsonl().contains("join_s"));
     }
 }

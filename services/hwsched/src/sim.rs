@@ -1,11 +1,13 @@
-//! `hwsched sim`: the policy simulator on the command line.
+//! `hwsched sim`: the policy simulator on the command line: one trace (the
+//! built-in one, a file, or a scenario family's for a seed) or the
+//! distribution over many seeds of a scenario.
 
 use std::io::Write as _;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
-use hwsched_placement::{Policy, Weights};
-use hwsched_sim::{generate, report, Config, Trace};
+use hwsched_placement::{BatchSetting, Policy, Weights};
+use hwsched_sim::{distribution, generate, report, runner, scenarios, Config, Trace};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Format {
@@ -16,14 +18,25 @@ pub enum Format {
 #[derive(Debug, Args)]
 pub struct SimArgs {
     /// Replay this trace (JSON lines, see docs/SIMULATOR.md) instead of the built-in one.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "scenario")]
     trace: Option<std::path::PathBuf>,
-    /// Write the built-in trace for --seed to stdout and exit.
-    #[arg(long, conflicts_with = "trace")]
+    /// Generate the trace of this scenario family for the seed(s) instead of
+    /// the built-in one (`list`: the families).
+    #[arg(long, value_name = "NAME")]
+    scenario: Option<String>,
+    /// Print the scenario families with a line each and exit.
+    #[arg(long)]
+    list_scenarios: bool,
+    /// Write the trace (built-in or --scenario) for --seed to stdout and exit.
+    #[arg(long, conflicts_with_all = ["trace", "seeds"])]
     generate: bool,
-    /// Seed of the built-in trace and of the failure draws: same seed, same output.
+    /// Seed of the generated trace and of the failure draws: same seed, same output.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Run every seed of this list (1..20, 1-20, 3,5,8) and print the
+    /// distribution over the seeds.
+    #[arg(long, value_name = "LIST", conflicts_with = "trace")]
+    seeds: Option<String>,
     /// Policies to compare, comma-separated (hwsched last is the comparison base).
     #[arg(long, value_delimiter = ',', default_value = "random,round-robin,least-loaded,seed,hwsched")]
     policy: Vec<Policy>,
@@ -37,10 +50,11 @@ pub struct SimArgs {
     #[arg(long, default_value_t = hwsched_placement::DEFAULT_EXPLORE_SHARE)]
     explore_share: f64,
     /// hwsched's batch heuristic for many waiting tasks (off: queue order).
-    #[arg(long, default_value = "min-min", value_parser = parse_batch)]
-    batch: Batch,
-    /// Also run hwsched without the learner's model (every estimate the declared
-    /// duration), listed before hwsched so the comparison shows what the model adds.
+    #[arg(long, default_value_t = BatchSetting::default())]
+    batch: BatchSetting,
+    /// Also run hwsched's ablations (without the learner's model: every
+    /// estimate the declared duration; without the batch pass: queue order),
+    /// listed before hwsched so the comparison shows what each part adds.
     #[arg(long)]
     ablation: bool,
     /// Output format.
@@ -48,23 +62,54 @@ pub struct SimArgs {
     output: Format,
 }
 
-/// A batch heuristic, or none ("off").
-#[derive(Debug, Clone, Copy)]
-pub struct Batch(pub Option<hwsched_placement::Heuristic>);
+/// The trace generator the arguments select: a scenario family's or the built-in one.
+fn generator(args: &SimArgs) -> anyhow::Result<(&'static str, fn(u64) -> Trace)> {
+    match args.scenario.as_deref() {
+        None => Ok(("builtin", generate::builtin)),
+        Some(name) => {
+            let f = scenarios::by_name(name).with_context(|| {
+                let names: Vec<&str> = scenarios::FAMILIES.iter().map(|f| f.name).collect();
+                format!("unknown scenario {name:?}: one of {} (or list)", names.join(", "))
+            })?;
+            Ok((f.name, f.generate))
+        }
+    }
+}
 
-/// "off" or a batch heuristic's name.
-fn parse_batch(s: &str) -> Result<Batch, String> {
-    if s == "off" {
-        Ok(Batch(None))
-    } else {
-        s.parse().map(|h| Batch(Some(h)))
+fn list() {
+    for f in scenarios::FAMILIES {
+        println!("{:<14} {}", f.name, f.about);
     }
 }
 
 pub fn run(args: SimArgs) -> anyhow::Result<()> {
+    if args.list_scenarios || args.scenario.as_deref() == Some("list") {
+        list();
+        return Ok(());
+    }
+    let (name, make) = generator(&args)?;
     if args.generate {
         let mut out = std::io::stdout().lock();
-        out.write_all(generate::builtin(args.seed).to_jsonl().as_bytes())?;
+        out.write_all(make(args.seed).to_jsonl().as_bytes())?;
+        return Ok(());
+    }
+    let base = Config {
+        weights: args.weights,
+        fair_share: args.fair_share,
+        explore_share: args.explore_share,
+        batch: args.batch.0,
+        ..Config::default()
+    };
+    let variants = runner::variants(&args.policy, &base, args.ablation);
+    if let Some(spec) = &args.seeds {
+        let seeds = runner::parse_seeds(spec)?;
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let runs = runner::run_seeds(make, &seeds, &variants, threads);
+        let d = distribution::summarize(name, &runs);
+        match args.output {
+            Format::Json => println!("{}", serde_json::to_string_pretty(&d)?),
+            Format::Table => print!("{}", distribution::table(&d)),
+        }
         return Ok(());
     }
     let trace = match &args.trace {
@@ -72,29 +117,9 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             Trace::parse(&text).with_context(|| format!("trace {}", path.display()))?
         }
-        None => generate::builtin(args.seed),
+        None => make(args.seed),
     };
-    let mut runs: Vec<(Policy, bool)> = args.policy.iter().map(|p| (*p, true)).collect();
-    if args.ablation {
-        let at = runs.iter().rposition(|(p, _)| *p == Policy::Hwsched).unwrap_or(runs.len());
-        runs.insert(at, (Policy::Hwsched, false));
-    }
-    let reports: Vec<hwsched_sim::Report> = runs
-        .iter()
-        .map(|&(policy, learn)| {
-            let cfg = Config {
-                policy,
-                seed: args.seed,
-                weights: args.weights,
-                fair_share: args.fair_share,
-                explore_share: args.explore_share,
-                learn,
-                batch: args.batch.0,
-                ..Config::default()
-            };
-            hwsched_sim::run(&trace, &cfg)
-        })
-        .collect();
+    let reports = runner::run_variants(&trace, &variants, args.seed);
     match args.output {
         Format::Json => println!("{}", serde_json::to_string_pretty(&reports)?),
         Format::Table => {

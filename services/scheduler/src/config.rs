@@ -53,6 +53,10 @@ pub struct SchedulerConfig {
     #[arg(long = "explore-share", env = "HWSCHED_EXPLORE_SHARE", default_value_t = hwsched_placement::DEFAULT_EXPLORE_SHARE,
           value_parser = parse_share)]
     pub explore_share: f64,
+    /// How a pass orders the waiting tasks it considers together when more wait than the fleet has
+    /// room for (hwsched policy): min-min (short tasks first), sufferage, max-min, or off (queue order).
+    #[arg(long = "batch", env = "HWSCHED_BATCH", default_value_t = hwsched_placement::BatchSetting::default())]
+    pub batch: hwsched_placement::BatchSetting,
     /// An assignment its (live) worker has not reported running for this long is placed again (ms).
     #[arg(long = "assignment-grace-ms", env = "HWSCHED_ASSIGNMENT_GRACE_MS", default_value_t = defaults::ASSIGNMENT_GRACE_MS)]
     pub assignment_grace_ms: u64,
@@ -77,6 +81,7 @@ impl Default for SchedulerConfig {
             fair_share: false,
             pack: false,
             explore_share: hwsched_placement::DEFAULT_EXPLORE_SHARE,
+            batch: hwsched_placement::BatchSetting::default(),
             assignment_grace_ms: defaults::ASSIGNMENT_GRACE_MS,
         }
     }

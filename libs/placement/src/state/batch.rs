@@ -73,7 +73,12 @@ impl State {
         let mut records: Vec<Option<TaskRecord>> =
             window.iter().map(|e| self.waiting.get(&*e.task_id).map(|w| w.unpack())).collect();
         let mut groups = self.groups(views, now_ms);
-        let scoring = Scoring { model, policy: self.policy, ..Scoring::default() };
+        let scoring = Scoring {
+            model,
+            declarations: self.trust_declarations.then_some(&self.declarations),
+            policy: self.policy,
+            ..Scoring::default()
+        };
         let mut out = Vec::with_capacity(window.len());
         let mut tier_start = 0;
         while tier_start < window.len() {

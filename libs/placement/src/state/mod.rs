@@ -38,6 +38,7 @@ use self::{
 };
 use crate::{
     batch::Heuristic,
+    declared::Declarations,
     score::{Policy, Weights},
 };
 
@@ -109,6 +110,11 @@ pub struct State {
     /// workload, when it is expected to finish within 2x of the best
     /// (`score::EXPLORE_SLACK`). 0 never explores.
     pub explore_share: f64,
+    /// What producers' declared durations turned out to be, from the results applied.
+    pub declarations: Declarations,
+    /// Whether estimates correct declared durations by [`State::declarations`]
+    /// (off: the ablation, declarations taken as they are).
+    pub trust_declarations: bool,
     /// How a pass orders the waiting tasks it considers together when more
     /// wait than the fleet has room for (hwsched policy, without fair share;
     /// `None`: queue order). See `batch.rs`.
@@ -137,6 +143,7 @@ impl State {
             cooldown_ms: 60_000,
             rng: 0x9e37_79b9_7f4a_7c15,
             batch: Some(Heuristic::default()),
+            trust_declarations: true,
             ..Default::default()
         }
     }

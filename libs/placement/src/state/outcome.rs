@@ -34,6 +34,9 @@ impl State {
             return Completion::Stale;
         };
         rec.updated_at_ms = now_ms;
+        if let Some(task) = rec.task.as_ref() {
+            self.declarations.observe(task, res);
+        }
         let status = res.status();
         if status == TaskStatus::Succeeded {
             rec.state = TaskState::Succeeded as i32;

@@ -205,7 +205,15 @@ impl State {
             && self.policy == Policy::Hwsched
             && rec.tried_workers.is_empty()
             && (self.random() as f64 / (1u64 << 53) as f64) < self.explore_share;
-        let scoring = Scoring { weights: self.weights, model, pack: self.pack, policy: self.policy, turn, explore };
+        let scoring = Scoring {
+            weights: self.weights,
+            model,
+            declarations: self.trust_declarations.then_some(&self.declarations),
+            pack: self.pack,
+            policy: self.policy,
+            turn,
+            explore,
+        };
         if !rec.tried_workers.is_empty() {
             let tried_classes: Vec<&str> = rec
                 .tried_workers

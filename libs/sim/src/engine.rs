@@ -55,7 +55,7 @@ pub struct Config {
     /// The scheduler's batch heuristic (`None`: the ablation, queue order).
     pub batch: Option<Heuristic>,
     /// Whether the scheduler corrects declared durations by what each
-    /// producer's turned out to be (false: the ablation).
+    /// producer's turned out to be (false: the ablation; off too without `learn`).
     pub trust: bool,
 }
 
@@ -154,8 +154,8 @@ struct Sim<'t> {
     events: BinaryHeap<Reverse<(i64, u64, Ev)>>,
     seq: u64,
     running: HashMap<usize, Attempt>,
-    first_start_ms: HashMap<usize, i64>,
-    ended_ms: HashMap<usize, (i64, bool)>,
+    first_start_ms: BTreeMap<usize, i64>,
+    ended_ms: BTreeMap<usize, (i64, bool)>,
     rejected: usize,
     placements: usize,
     retries: usize,
@@ -182,7 +182,8 @@ impl<'t> Sim<'t> {
         state.fair_share = cfg.fair_share;
         state.explore_share = cfg.explore_share;
         state.batch = cfg.batch;
-        state.trust_declarations = cfg.trust;
+        // without the learner nothing is learned: no trust in declarations either
+        state.trust_declarations = cfg.trust && cfg.learn;
         let workers: Vec<SimWorker> = trace
             .workers
             .iter()
@@ -217,8 +218,8 @@ impl<'t> Sim<'t> {
             events: BinaryHeap::new(),
             seq: 0,
             running: HashMap::new(),
-            first_start_ms: HashMap::new(),
-            ended_ms: HashMap::new(),
+            first_start_ms: BTreeMap::new(),
+            ended_ms: BTreeMap::new(),
             rejected: 0,
             placements: 0,
             retries: 0,

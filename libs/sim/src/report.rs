@@ -2,10 +2,7 @@
 //! from the engine's tallies, the makespan's [`lower_bound`], and the
 //! human-readable comparison of policies ([`table`]).
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    fmt::Write as _,
-};
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::Serialize;
 
@@ -80,9 +77,9 @@ pub(crate) struct Outcome<'a> {
     /// Simulated time at the end, ms.
     pub now_ms: i64,
     /// When each task first started, ms.
-    pub first_start_ms: &'a HashMap<usize, i64>,
+    pub first_start_ms: &'a BTreeMap<usize, i64>,
     /// When each task ended, ms, and whether it succeeded.
-    pub ended_ms: &'a HashMap<usize, (i64, bool)>,
+    pub ended_ms: &'a BTreeMap<usize, (i64, bool)>,
     /// Slots of each hardware class.
     pub slots_by_class: BTreeMap<String, f64>,
     /// Busy slot time of each hardware class, ms.

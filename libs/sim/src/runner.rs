@@ -27,7 +27,11 @@ pub struct Variant {
 /// The ablations of hwsched `--ablation` adds (before hwsched, in this order):
 /// a label and what it changes in hwsched's settings.
 pub const ABLATIONS: &[(&str, fn(&mut Config))] = &[
-    ("hwsched-no-learner", |c| c.learn = false),
+    // nothing learned: no model and no trust in declarations
+    ("hwsched-no-learner", |c| {
+        c.learn = false;
+        c.trust = false;
+    }),
     ("hwsched-no-batch", |c| c.batch = None),
     ("hwsched-no-trust", |c| c.trust = false),
 ];
@@ -153,8 +157,10 @@ mod tests {
     fn variants_follow_the_policies_and_ablations_go_before_hwsched() {
         let v = variants(&[Policy::Seed, Policy::Hwsched], &Config::default(), true);
         let labels: Vec<&str> = v.iter().map(|v| v.label.as_str()).collect();
-        assert_eq!(labels, ["seed", "hwsched-no-learner", "hwsched"]);
-        assert!(!v[1].config.learn && v[2].config.learn);
+        assert_eq!(labels, ["seed", "hwsched-no-learner", "hwsched-no-batch", "hwsched-no-trust", "hwsched"]);
+        assert!(!v[1].config.learn && !v[1].config.trust && v[4].config.learn);
+        assert!(v[2].config.batch.is_none() && v[4].config.batch.is_some());
+        assert!(!v[3].config.trust && v[4].config.trust);
     }
 
     fn tiny(seed: u64) -> Trace {

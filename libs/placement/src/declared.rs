@@ -54,8 +54,9 @@ pub struct Declarations {
     cells: BTreeMap<(String, String, String), Ratio>,
     /// Per (test type, class): every producer's results, raw.
     raw: BTreeMap<(String, String), Ratio>,
-    /// Per (test type, class): results less their producer's bias.
-    by_class: BTreeMap<(String, String), Ratio>,
+    /// Per test type, per class: results less their producer's bias (nested:
+    /// looked up by borrowed names on every estimate).
+    by_class: BTreeMap<String, BTreeMap<String, Ratio>>,
     /// Per producer: its bias.
     by_producer: BTreeMap<String, Ratio>,
 }
@@ -80,7 +81,7 @@ impl Declarations {
         if let Some(b) = bias {
             self.by_producer.insert(p, b);
         }
-        self.by_class.entry((t, c)).or_default().add(x - taken_out);
+        self.by_class.entry(t).or_default().entry(c).or_default().add(x - taken_out);
     }
 
     /// A producer's bias: over its cells, how far its mean is from the other
@@ -106,8 +107,11 @@ impl Declarations {
         if declared <= 0.0 {
             return None;
         }
-        let class = self.by_class.get(&(task.test_type.clone(), hardware_class.to_string()));
-        let producer = self.by_producer.get(&task.producer);
+        if self.by_producer.is_empty() && self.by_class.is_empty() {
+            return Some(declared);
+        }
+        let class = self.by_class.get(task.test_type.as_str()).and_then(|m| m.get(hardware_class));
+        let producer = self.by_producer.get(task.producer.as_str());
         Some(declared * class.map_or(1.0, Ratio::factor) * producer.map_or(1.0, Ratio::factor))
     }
 

@@ -310,7 +310,7 @@ pub static SOAK: Kind = Kind {
 pub const FLAKY: f64 = 0.02;
 
 /// Draws a kind by the kinds' weights, with `u` uniform in [0, 1).
-pub fn pick<'k>(kinds: &'k [Kind], u: f64) -> &'k Kind {
+pub fn pick(kinds: &[Kind], u: f64) -> &Kind {
     let total: f64 = kinds.iter().map(|k| k.weight).sum();
     let mut left = u * total;
     kinds

@@ -24,9 +24,12 @@ pub struct Variant {
     pub config: Config,
 }
 
+/// An ablation: its label and what it changes in hwsched's settings.
+pub type Ablation = (&'static str, fn(&mut Config));
+
 /// The ablations of hwsched `--ablation` adds (before hwsched, in this order):
 /// a label and what it changes in hwsched's settings.
-pub const ABLATIONS: &[(&str, fn(&mut Config))] = &[
+pub const ABLATIONS: &[Ablation] = &[
     // nothing learned: no model and no trust in declarations
     ("hwsched-no-learner", |c| {
         c.learn = false;

@@ -239,9 +239,7 @@ mod tests {
         assert!(e.to_string().contains("no runtime_s for cpu:x86"), "{e}");
         let typo = SMALL.replace("arrival_s", "arrival");
         assert!(Trace::parse(&typo).is_err());
-        let backwards = SMALL
-            .replace(r#""slots":2,"#, r#""slots":2,"#)
-            .replace(r#""memoryMb":"16384"}}"#, r#""memoryMb":"16384"},"join_s":60,"leave_s":30}"#);
+        let backwards = SMALL.replace(r#""memoryMb":"16384"}}"#, r#""memoryMb":"16384"},"join_s":60,"leave_s":30}"#);
         let e = Trace::parse(&backwards).expect_err("leaves before it joins");
         assert!(e.to_string().contains("leave_s after it"), "{e}");
     }

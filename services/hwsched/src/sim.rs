@@ -63,7 +63,10 @@ pub struct SimArgs {
 }
 
 /// The trace generator the arguments select: a scenario family's or the built-in one.
-fn generator(args: &SimArgs) -> anyhow::Result<(&'static str, fn(u64) -> Trace)> {
+/// A trace generator by seed, with the name of what it generates.
+type Generator = (&'static str, fn(u64) -> Trace);
+
+fn generator(args: &SimArgs) -> anyhow::Result<Generator> {
     match args.scenario.as_deref() {
         None => Ok(("builtin", generate::builtin)),
         Some(name) => {

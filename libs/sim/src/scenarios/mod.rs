@@ -83,8 +83,11 @@ mod tests {
         trace::Trace,
     };
 
+    /// A family's generator with small parameters.
+    type Small = Box<dyn Fn(u64) -> Trace>;
+
     /// Each family with parameters small enough for a debug build.
-    fn small() -> Vec<(&'static str, Box<dyn Fn(u64) -> Trace>)> {
+    fn small() -> Vec<(&'static str, Small)> {
         vec![
             ("burst", Box::new(|s| Burst { tests: (60, 90), workers: (8, 12), ..Burst::default() }.generate(s))),
             (

@@ -157,8 +157,19 @@ fn free_mask(matching: u64, w: &WorkerView) -> u64 {
     matching & !reserved
 }
 
-/// CPU or memory utilisation at which a worker gets nothing new, percent.
+/// CPU or memory utilisation by others at which a worker gets nothing new, percent.
 pub const CRITICAL_PCT: f64 = 95.0;
+
+/// Whether load that hwsched did not place there reaches [`CRITICAL_PCT`] of
+/// the worker's CPU or memory. Each pair is (total, ours) in percent, ours
+/// being what the monitor and the tests it runs used: a worker saturated by
+/// its own tests is busy (its slots say so), not overloaded.
+pub fn critically_overloaded(cpu: (f64, f64), memory: (f64, f64)) -> bool {
+    // a missing or garbled own share counts as none: all load is others'
+    let others =
+        |(total, ours): (f64, f64)| total - if ours.is_finite() { ours.clamp(0.0, total.max(0.0)) } else { 0.0 };
+    others(cpu) >= CRITICAL_PCT || others(memory) >= CRITICAL_PCT
+}
 
 /// Why a worker cannot take a task now.
 pub(crate) struct Busy {
@@ -178,7 +189,9 @@ pub(crate) fn unusable(w: &WorkerView, policy: Policy) -> Option<&'static str> {
     if policy.reads_thermal() && w.throttling {
         return Some("are throttling");
     }
-    if policy.reads_thermal() && (w.cpu_util_pct >= CRITICAL_PCT || w.mem_util_pct >= CRITICAL_PCT) {
+    if policy.reads_thermal()
+        && critically_overloaded((w.cpu_util_pct, w.tasks_cpu_pct), (w.mem_util_pct, w.tasks_mem_pct))
+    {
         return Some("are critically overloaded");
     }
     if policy == Policy::Seed && seed_excludes(w) {
@@ -262,5 +275,17 @@ mod tests {
         assert_eq!(lenient_version("12"), Some(semver::Version::new(12, 0, 0)));
         assert_eq!(lenient_version("12.1-rc1"), Some(semver::Version::new(12, 1, 0)));
         assert_eq!(lenient_version("latest"), None);
+    }
+
+    #[test]
+    fn overload_is_what_others_use() {
+        assert!(critically_overloaded((99.0, 0.0), (10.0, 0.0)), "old monitors: all load is others'");
+        assert!(!critically_overloaded((99.0, 80.0), (10.0, 0.0)), "saturated by its own tests");
+        assert!(critically_overloaded((99.0, 3.0), (10.0, 0.0)));
+        assert!(critically_overloaded((20.0, 5.0), (96.0, 0.5)), "memory held by others");
+        assert!(!critically_overloaded((20.0, 5.0), (96.0, 40.0)));
+        // an own share beyond the total (sampling skew) never makes load negative
+        assert!(!critically_overloaded((50.0, 70.0), (50.0, 70.0)));
+        assert!(critically_overloaded((96.0, f64::NAN), (0.0, 0.0)), "a garbled share hides nothing");
     }
 }

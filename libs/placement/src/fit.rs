@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use hwsched_proto::v1::TaskRequest;
 
-pub use crate::filter::{class_matches, fits_ever, CRITICAL_PCT};
+pub use crate::filter::{class_matches, critically_overloaded, fits_ever, CRITICAL_PCT};
 use crate::{
     explore::explore,
     filter::{dynamic_fit, free_gpus, static_fit, Busy, Demand, Need},

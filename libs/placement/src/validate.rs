@@ -22,8 +22,7 @@ pub const DEFAULT_PRIORITY: u32 = 3;
 pub const DEFAULT_TIMEOUT_S: u32 = 3600;
 /// Default attempts when unset (0).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
-/// Default CPU cores reserved when unset.
-pub const DEFAULT_CPU_CORES: f64 = 1.0;
+pub use hwsched_proto::DEFAULT_CPU_CORES;
 
 const MAX_ID: usize = 128;
 const MAX_TEXT: usize = 1024;

@@ -35,6 +35,11 @@ pub struct WorkerView {
     pub cpu_util_pct: f64,
     /// Live memory utilisation, percent.
     pub mem_util_pct: f64,
+    /// The part of `cpu_util_pct` its monitor and the tests hwsched placed
+    /// there used (0 when the monitor does not say).
+    pub tasks_cpu_pct: f64,
+    /// The part of `mem_util_pct` its monitor and running tests hold.
+    pub tasks_mem_pct: f64,
     /// GPU utilisation, percent (share of its GPUs reserved).
     pub gpu_util_pct: f64,
     /// Hottest sensor, °C (0 = unknown).
@@ -65,6 +70,8 @@ impl WorkerView {
             reserved: Reserved::default(),
             cpu_util_pct: 0.0,
             mem_util_pct: 0.0,
+            tasks_cpu_pct: 0.0,
+            tasks_mem_pct: 0.0,
             gpu_util_pct: 0.0,
             max_temp_c: 0.0,
             throttling: false,

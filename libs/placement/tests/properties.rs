@@ -22,9 +22,10 @@ fn worker() -> impl Strategy<Value = WorkerView> {
         (0u32..4, 0.0f64..32.0, 0i64..65_536, proptest::collection::vec(0u32..8, 0..4)), // reserved
         1u32..8,                                                                         // slots
         prop_oneof![Just(WorkerState::Active), Just(WorkerState::Draining)],
-        any::<bool>(),                             // throttling
-        proptest::option::of(0.0f64..600.0),       // free in (s)
-        prop_oneof![Just(10.0f64), Just(99.0f64)], // cpu utilisation
+        any::<bool>(),                       // throttling
+        proptest::option::of(0.0f64..600.0), // free in (s)
+        // cpu utilisation, total and the share of the tests hwsched placed there
+        prop_oneof![Just((10.0f64, 0.0f64)), Just((99.0, 0.0)), Just((99.0, 90.0))],
     )
         .prop_map(
             |(
@@ -38,7 +39,7 @@ fn worker() -> impl Strategy<Value = WorkerView> {
                 state,
                 throttling,
                 free_in,
-                cpu_util,
+                (cpu_util, tasks_cpu),
             )| {
                 let gpus: Vec<GpuInfo> = gpus
                     .into_iter()
@@ -78,6 +79,8 @@ fn worker() -> impl Strategy<Value = WorkerView> {
                         accelerators: BTreeMap::new(),
                     },
                     cpu_util_pct: cpu_util,
+                    tasks_cpu_pct: tasks_cpu,
+                    tasks_mem_pct: 0.0,
                     max_temp_c: 0.0,
                     throttling,
                     hot: false,
@@ -155,7 +158,7 @@ proptest! {
             prop_assert!(*wait_s > 0.0);
             let w = fleet.iter().find(|w| &w.caps.worker_id == worker_id).expect("worker exists");
             prop_assert_eq!(w.state, WorkerState::Active);
-            prop_assert!(!w.throttling && w.cpu_util_pct < 95.0);
+            prop_assert!(!w.throttling && w.cpu_util_pct - w.tasks_cpu_pct < 95.0);
             prop_assert!(w.free_in_s.is_some());
         } else if let Outcome::Place { worker_id, gpus, .. } = outcome {
             let w = fleet.iter().find(|w| w.caps.worker_id == worker_id).expect("chosen worker exists");
@@ -163,7 +166,10 @@ proptest! {
             let cpu = if req.cpu_cores > 0.0 { req.cpu_cores } else { 1.0 };
             prop_assert_eq!(w.state, WorkerState::Active);
             if hwsched {
-                prop_assert!(!w.throttling && w.cpu_util_pct < 95.0, "hwsched never picks a throttling or overloaded worker");
+                prop_assert!(
+                    !w.throttling && w.cpu_util_pct - w.tasks_cpu_pct < 95.0,
+                    "hwsched never picks a throttling worker or one others overload"
+                );
             }
             prop_assert!(w.reserved.slots < w.caps.slots, "free slot");
             prop_assert!(w.reserved.cpu_cores + cpu <= cores + 1e-9, "free cores");
@@ -195,7 +201,7 @@ proptest! {
                     Some(r) => w.caps.gpus.iter().filter(|g| gpu_ok(g, r) && !w.reserved.gpus.contains(&g.index)).count() >= r.count as usize,
                 };
                 w.state == WorkerState::Active
-                    && !(hwsched && (w.throttling || w.cpu_util_pct >= 95.0))
+                    && !(hwsched && (w.throttling || w.cpu_util_pct - w.tasks_cpu_pct >= 95.0))
                     && !(policy == Policy::Seed && w.cpu_util_pct >= 95.0)
                     && w.reserved.slots < w.caps.slots
                     && w.reserved.cpu_cores + cpu <= cores + 1e-9

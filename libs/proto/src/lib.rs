@@ -17,12 +17,37 @@ pub mod ids;
 pub const SCHEMA_VERSION: u32 = 1;
 
 pub use ids::{is_valid_digest, is_valid_id, DIGEST_PREFIX};
+
+/// CPU cores a task reserves when its requirements leave `cpu_cores` unset.
+pub const DEFAULT_CPU_CORES: f64 = 1.0;
+
+/// Why `slots` on a worker of `cores` logical cores run fewer tasks at once
+/// than it seems: each task reserves [`DEFAULT_CPU_CORES`] unless it asks for
+/// less. `None` when the slots fit the cores, or the cores are unknown (0).
+pub fn slots_beyond_cores(slots: u32, cores: u32) -> Option<String> {
+    let by_default = (f64::from(cores) / DEFAULT_CPU_CORES).floor() as u32;
+    (cores > 0 && slots > by_default).then(|| {
+        format!(
+            "{cores} cores: {by_default} tasks of {DEFAULT_CPU_CORES} core at once, {slots} only if they ask for less"
+        )
+    })
+}
 pub use prost::Message;
 
 #[cfg(test)]
 mod tests {
     use super::v1::*;
     use prost::Message;
+
+    #[test]
+    fn slots_beyond_the_cores_are_explained() {
+        assert_eq!(
+            super::slots_beyond_cores(6, 2).as_deref(),
+            Some("2 cores: 2 tasks of 1 core at once, 6 only if they ask for less")
+        );
+        assert_eq!(super::slots_beyond_cores(2, 2), None);
+        assert_eq!(super::slots_beyond_cores(4, 0), None, "unknown cores: nothing to say");
+    }
 
     #[test]
     fn json_task_request_from_the_documented_example_decodes() {

@@ -97,6 +97,8 @@ struct SimWorker {
     temp: f64,
     throttling: bool,
     cpu_util: f64,
+    /// CPU load of other tenants, percent (part of `cpu_util`).
+    background: f64,
     speed: f64,
     running: Vec<usize>,
 }
@@ -197,6 +199,7 @@ impl<'t> Sim<'t> {
                     temp: w.thermal.as_ref().map_or(40.0, |t| t.ambient_c),
                     throttling: false,
                     cpu_util: 0.0,
+                    background: 0.0,
                     speed: 1.0,
                     running: Vec::new(),
                 }
@@ -317,7 +320,8 @@ impl<'t> Sim<'t> {
                 if self.workers[w].throttling {
                     self.throttled += 1;
                 }
-                if self.workers[w].cpu_util >= hwsched_placement::fit::CRITICAL_PCT {
+                // others' load, what the overload rule protects tests from
+                if self.workers[w].background >= hwsched_placement::fit::CRITICAL_PCT {
                     self.overloaded += 1;
                 }
                 if rec.predicted_runtime_s > 0.0 {
@@ -434,6 +438,7 @@ impl<'t> Sim<'t> {
             let ours: f64 =
                 w.running.iter().map(|t| 100.0 * Demand::of(line_request(self.trace, *t)).cpu_cores / w.cores).sum();
             w.cpu_util = (background + ours).min(100.0);
+            w.background = background;
             let overloaded = background >= hwsched_placement::fit::CRITICAL_PCT;
             let speed = if w.throttling { 0.5 } else { 1.0 } * if overloaded { 0.5 } else { 1.0 };
             if (speed - w.speed).abs() > 1e-9 {
@@ -464,6 +469,8 @@ impl<'t> Sim<'t> {
                     slots_used: w.running.len() as u32,
                     running_task_ids: w.running.iter().map(|t| self.trace.tasks[*t].request.task_id.clone()).collect(),
                     cpu_util_pct: w.cpu_util,
+                    // what a monitor measures of its own tests
+                    tasks_cpu_util_pct: (w.cpu_util - w.background).max(0.0),
                     max_temp_c: w.temp,
                     throttling: w.throttling,
                     timestamp_ms: now,

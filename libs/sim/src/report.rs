@@ -47,7 +47,8 @@ pub struct Report {
     pub utilization_by_class: BTreeMap<String, f64>,
     /// Attempts placed on a worker that was throttling at that moment.
     pub throttled_placements: usize,
-    /// Attempts placed on a worker whose CPU was at 95 % or more.
+    /// Attempts placed on a worker whose CPU others (background load) held at
+    /// 95 % or more.
     pub overloaded_placements: usize,
     /// Mean absolute percentage error of the model's runtime prediction for
     /// the chosen worker, over successful attempts that had one (null: none).

@@ -68,6 +68,16 @@ pub fn workers(ws: &[WorkerView]) -> String {
         if hb.observe_only {
             note.push("external executor".into());
         }
+        if hwsched_placement::fit::critically_overloaded(
+            (hb.cpu_util_pct, hb.tasks_cpu_util_pct),
+            (hb.memory_used_pct, hb.tasks_memory_used_pct),
+        ) {
+            note.push("overloaded by others".into());
+        }
+        let cores = w.capabilities.as_ref().and_then(|c| c.cpu.as_ref()).map_or(0, |c| c.logical_cores);
+        if let Some(why) = hwsched_proto::slots_beyond_cores(hb.slots_total, cores) {
+            note.push(why);
+        }
         let line = format!(
             "{:<24} {:<34} {:>6} {:>6.1} {:>6.1} {:>6} {:>6} {:<9} {}",
             w.id(),

@@ -13,6 +13,7 @@ pub mod inputs;
 pub mod metrics;
 pub mod outbox;
 pub mod output;
+pub mod own;
 pub mod policy;
 pub mod probes;
 pub mod process;
@@ -96,6 +97,13 @@ where
     components.add("work loop", work.run(&telemetry, &shutdown, stop_telemetry));
     telemetry.set_ready(true);
     tracing::info!(worker_id, "monitor ready");
+    let (slots, cores) = {
+        let c = caps.borrow();
+        (c.slots, c.cpu.as_ref().map_or(0, |c| c.logical_cores))
+    };
+    if let Some(why) = hwsched_proto::slots_beyond_cores(slots, cores) {
+        tracing::warn!(slots, cores, "{why}");
+    }
     let stopped = components.run().await;
 
     flush_outbox(&bus, &outbox).await;

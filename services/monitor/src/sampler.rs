@@ -72,6 +72,16 @@ impl Sampler {
         })
     }
 
+    /// Logical cores the host's CPU utilisation is a share of.
+    pub fn cores(&self) -> usize {
+        self.sys.cpus().len().max(1)
+    }
+
+    /// The host's memory, MB (of the latest reading).
+    pub fn total_memory_mb(&self) -> f64 {
+        self.sys.total_memory() as f64 / 1048576.0
+    }
+
     /// Refreshes what the level needs and returns the reading.
     pub fn tick(&mut self, gpus: Option<&Gpus>) -> Reading {
         use Level::*;

@@ -23,6 +23,7 @@ use crate::{
     executor::Running,
     gpu::Gpus,
     outbox::Outbox,
+    own::{Attempts, OwnLoad, OwnShare},
     sampler::{Reading, Sampler},
     usage::Tracker,
 };
@@ -69,7 +70,7 @@ impl Loop {
         let sampler = Sampler::new(self.cfg.level).map_err(LoopError::Host)?;
         let tracker = Tracker::new(std::path::Path::new(crate::rapl::POWERCAP_ROOT)).map_err(LoopError::Host)?;
         // Sampling reads /proc and NVML synchronously: it runs on the blocking pool.
-        let mut sampler = Some(sampler);
+        let mut sampler = Some((sampler, OwnLoad::default()));
         let tracker = Arc::new(Mutex::new(tracker));
         let mut tick = interval(Duration::from_millis(self.cfg.interval_ms));
         let mut track_tick = interval(if self.cfg.level >= Level::Intensive {
@@ -98,24 +99,36 @@ impl Loop {
                 _ = redetect.tick() => self.redetect().await,
                 _ = tick.tick() => {
                     seq += 1;
-                    let (Some(mut s), gpus) = (sampler.take(), self.gpus.clone()) else {
+                    let (Some((mut s, mut own)), gpus) = (sampler.take(), self.gpus.clone()) else {
                         return Err(LoopError::SamplingPanicked);
                     };
-                    let (s, reading) = tokio::task::spawn_blocking(move || {
+                    let attempts = self.attempts();
+                    let (s, own, reading, ours) = tokio::task::spawn_blocking(move || {
                         let r = s.tick(gpus.as_deref());
-                        (s, r)
+                        let ours = own.sample(&attempts, s.cores(), s.total_memory_mb());
+                        (s, own, r, ours)
                     })
                     .await
                     .map_err(|_| LoopError::SamplingPanicked)?;
-                    sampler = Some(s);
+                    sampler = Some((s, own));
                     last_gpus = reading.gpus.clone();
-                    self.publish(&reading, seq).await;
+                    self.publish(&reading, ours, seq).await;
                 }
             }
         }
     }
 
-    async fn publish(&self, reading: &Reading, seq: u64) {
+    /// The running attempts' roots and sampled trees.
+    fn attempts(&self) -> Attempts {
+        let usage = self.running.usage.lock().unwrap_or_else(|p| p.into_inner());
+        Attempts {
+            roots: usage.keys().copied().collect(),
+            tree_cpu_pct: usage.values().map(|u| u.last_cpu_pct).sum(),
+            tree_memory_mb: usage.values().map(|u| u.last_memory_mb).sum(),
+        }
+    }
+
+    async fn publish(&self, reading: &Reading, ours: OwnShare, seq: u64) {
         let caps = self.caps.borrow().clone();
         let tasks = self.running.task_ids();
         let mut task_samples = {
@@ -168,6 +181,8 @@ impl Loop {
         let interval_ms = u32::try_from(self.cfg.interval_ms).unwrap_or(u32::MAX);
         let mut hb = heartbeat(&caps, *self.state.borrow(), tasks, reading, seq, interval_ms);
         hb.observe_only = self.cfg.observe_only;
+        hb.tasks_cpu_util_pct = ours.cpu_pct.min(reading.cpu_util_pct);
+        hb.tasks_memory_used_pct = ours.memory_pct.min(reading.memory_used_pct);
         if let Err(e) = self.bus.publish(self.bus.subjects().worker_heartbeat(&caps.worker_id), &hb).await {
             tracing::debug!(error = %e, "heartbeat not sent");
         }
@@ -228,5 +243,8 @@ pub fn heartbeat(
             r.gpus.iter().map(|g| g.util_pct).sum::<f64>() / r.gpus.len() as f64
         },
         gpus: r.gpus.len() as u32,
+        // set by the loop, which measures them
+        tasks_cpu_util_pct: 0.0,
+        tasks_memory_used_pct: 0.0,
     }
 }

@@ -43,6 +43,8 @@ pub fn workers(n: usize) -> Vec<WorkerView> {
             state: WorkerState::Active,
             reserved: Reserved { slots: (i % 8) as u32, cpu_cores: (i % 8) as f64, ..Default::default() },
             cpu_util_pct: (i * 7 % 100) as f64,
+            tasks_cpu_pct: 0.0,
+            tasks_mem_pct: 0.0,
             max_temp_c: 60.0,
             throttling: false,
             hot: false,

@@ -5,7 +5,7 @@
 use hwsched_proto::v1::{TaskState, WorkerCapabilities, WorkerHeartbeat, WorkerState};
 
 use crate::{
-    filter::CRITICAL_PCT,
+    filter::critically_overloaded,
     state::{
         worker::{HOT_C, HOT_HYSTERESIS_C},
         Completion, State,
@@ -124,7 +124,8 @@ impl State {
 /// What of a heartbeat decides whether a pass may use the worker: hot,
 /// throttling, critically overloaded (CPU or memory), its state.
 fn usability(hb: &WorkerHeartbeat, hot: bool, state: WorkerState) -> (bool, bool, bool, WorkerState) {
-    let critical = hb.cpu_util_pct >= CRITICAL_PCT || hb.memory_used_pct >= CRITICAL_PCT;
+    let critical =
+        critically_overloaded((hb.cpu_util_pct, hb.tasks_cpu_util_pct), (hb.memory_used_pct, hb.tasks_memory_used_pct));
     (hot, hb.throttling, critical, state)
 }
 
@@ -286,5 +287,24 @@ mod tests {
         assert_eq!(lost.len(), ids.len());
         // the same calls, the same order (a hash map's order would differ between instances)
         assert_eq!(all_lost(&ids), lost);
+    }
+
+    #[test]
+    fn a_worker_saturated_by_its_own_attempts_is_busy_not_overloaded() {
+        let mut s = State::with_aging(0);
+        s.register(caps("w", 8, 4), 0);
+        // 99% CPU, 90 points of it the tests hwsched placed there
+        let ours = WorkerHeartbeat { cpu_util_pct: 99.0, tasks_cpu_util_pct: 90.0, ..hb("w", 50.0, false) };
+        s.heartbeat(ours.clone(), 0);
+        s.insert(queued("t1", 3, 0), 0);
+        assert_eq!(assigned(&s.plan(1, true)).len(), 1, "{}", s.record("t1").expect("t1").reason);
+        // the same total from another tenant: nothing new
+        s.heartbeat(WorkerHeartbeat { tasks_cpu_util_pct: 2.0, ..ours.clone() }, 2);
+        s.insert(queued("t2", 3, 0), 2);
+        assert!(assigned(&s.plan(3, true)).is_empty());
+        assert!(s.record("t2").expect("t2").reason.contains("critically overloaded"));
+        // memory held by others counts the same way
+        s.heartbeat(WorkerHeartbeat { memory_used_pct: 97.0, tasks_memory_used_pct: 1.0, ..ours }, 4);
+        assert!(assigned(&s.plan(5, true)).is_empty());
     }
 }

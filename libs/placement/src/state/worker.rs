@@ -77,6 +77,8 @@ impl Worker {
             reserved: self.reserved.clone(),
             cpu_util_pct: self.heartbeat.cpu_util_pct,
             mem_util_pct: self.heartbeat.memory_used_pct,
+            tasks_cpu_pct: self.heartbeat.tasks_cpu_util_pct,
+            tasks_mem_pct: self.heartbeat.tasks_memory_used_pct,
             gpu_util_pct,
             max_temp_c: self.heartbeat.max_temp_c,
             throttling: self.heartbeat.throttling || now_ms < self.throttled_until_ms,

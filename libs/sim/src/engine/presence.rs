@@ -41,6 +41,7 @@ impl Sim<'_> {
         }
         let sw = &mut self.workers[w];
         sw.cpu_util = 0.0;
+        sw.background = 0.0;
         sw.throttling = false;
     }
 }

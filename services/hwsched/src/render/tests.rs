@@ -76,7 +76,29 @@ fn golden_workers() {
         None,
         WorkerHeartbeat { state: WorkerState::Active as i32, slots_total: 1, observe_only: true, ..Default::default() },
     );
-    golden("workers", &workers(&[gpu, drained, phone]));
+    // 6 slots on 2 cores, saturated by its own tests: busy, not overloaded
+    let mut small = worker(
+        "ci-small",
+        Some("cpu:x86_64-intel-xeon"),
+        WorkerHeartbeat {
+            state: WorkerState::Active as i32,
+            slots_total: 6,
+            slots_used: 6,
+            cpu_util_pct: 99.0,
+            tasks_cpu_util_pct: 90.0,
+            ..Default::default()
+        },
+    );
+    if let Some(c) = small.capabilities.as_mut() {
+        c.cpu = Some(hwsched_proto::v1::CpuInfo { logical_cores: 2, ..Default::default() });
+    }
+    // the same load from another tenant
+    let shared = worker(
+        "shared-box",
+        Some("cpu:x86_64-intel-xeon"),
+        WorkerHeartbeat { state: WorkerState::Active as i32, slots_total: 2, cpu_util_pct: 99.0, ..Default::default() },
+    );
+    golden("workers", &workers(&[gpu, drained, phone, small, shared]));
     golden("workers_empty", &workers(&[]));
 }
 

@@ -47,7 +47,7 @@ async fn next_result(sub: &mut async_nats::Subscriber) -> anyhow::Result<Executi
 
 async fn stored(c: &Client, r: &ExecutionResult, stream: OutputStream) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();
-    c.stored_log(&r.task_id, r.attempt, stream, &mut out).await?;
+    c.stored_log(r, stream, &mut out).await?;
     Ok(out)
 }
 
@@ -89,6 +89,33 @@ async fn live_lines_reach_a_follower_before_the_task_ends() -> anyhow::Result<()
     assert_eq!(r.status(), TaskStatus::Succeeded, "{}", r.error);
     assert!(r.logs_stored, "{}", r.error);
     assert_eq!((r.stdout_bytes, r.stderr_bytes), (11, 6));
+    mon.stop().await?;
+    sched.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_stream_is_not_stored_and_reads_back_empty() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let url = nats.url();
+    let sandbox = tempfile::tempdir()?;
+    let sched = scheduler(&url).await?;
+    let mon = monitor(&url, "w-quiet", sandbox.path(), 1 << 20).await?;
+    let mut task = sh_task("quiet-1", "echo only-stdout");
+    task.max_attempts = 1;
+    let mut res = results(&url, "quiet-1").await?;
+    submit(&bus(&url).await?, &task).await?;
+    let r = next_result(&mut res).await?;
+    assert_eq!(r.status(), TaskStatus::Succeeded, "{}", r.error);
+    assert!(r.logs_stored, "{}", r.error);
+    assert_eq!((r.stdout_bytes, r.stderr_bytes), (12, 0));
+    // the store holds stdout only
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await?);
+    let store = js.get_object_store("hws_logs").await?;
+    assert!(store.info("quiet-1/1/stdout").await.is_ok());
+    assert!(store.info("quiet-1/1/stderr").await.is_err(), "an empty stream has no object");
+    // and `hwsched logs` prints what was written, nothing for the empty one, and succeeds
+    let logs = cli_async(&url, &["logs", "quiet-1"]).await?;
+    assert_eq!((logs.code, logs.stdout.as_str(), logs.stderr.as_str()), (0, "only-stdout\n", ""));
     mon.stop().await?;
     sched.stop().await
 }

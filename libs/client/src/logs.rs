@@ -40,17 +40,22 @@ impl Client {
         })
     }
 
-    /// Copies the stored `stream` of `task_id`'s `attempt` into `out`; returns the bytes copied.
+    /// Copies the stored `stream` of the attempt `r` reports into `out`;
+    /// returns the bytes copied. A stream the command wrote nothing to is not
+    /// stored (monitors before that change stored it empty): nothing to copy.
     pub async fn stored_log(
         &self,
-        task_id: &str,
-        attempt: u32,
+        r: &ExecutionResult,
         stream: OutputStream,
         out: &mut (impl AsyncWrite + Unpin),
     ) -> Result<u64, Error> {
+        let written = if stream == OutputStream::Stderr { r.stderr_bytes } else { r.stdout_bytes };
+        if written == 0 {
+            return Ok(0);
+        }
         let bucket = self.bus.subjects().logs_bucket();
         let store = hwsched_bus::streams::object_store(&self.bus, &bucket).await.map_err(|e| Error::bus("logs", e))?;
-        let name = objects::log_object(task_id, attempt, stream);
+        let name = objects::log_object(&r.task_id, r.attempt, stream);
         let mut object = store.get(&name).await.map_err(|e| {
             Error::Output(format!(
                 "{bucket}/{name}: {e} (expired, or the monitor could not store it: see the result's error)"

@@ -42,9 +42,9 @@ pub async fn run(client: &Client, args: LogsArgs) -> anyhow::Result<u8> {
         return Ok(exit::FAILURE);
     }
     let (mut out, mut err) = std_streams()?;
-    client.stored_log(&r.task_id, r.attempt, OutputStream::Stdout, &mut out).await?;
+    client.stored_log(&r, OutputStream::Stdout, &mut out).await?;
     out.flush().await?;
-    client.stored_log(&r.task_id, r.attempt, OutputStream::Stderr, &mut err).await?;
+    client.stored_log(&r, OutputStream::Stderr, &mut err).await?;
     err.flush().await?;
     Ok(exit::OK)
 }

@@ -70,7 +70,9 @@ pub struct Captured {
     pub tail: Vec<u8>,
     /// Every byte the command wrote to it.
     pub total: u64,
-    /// The spool: the first `cap` bytes, then the truncation marker if any; `None` if it could not be written.
+    /// The spool: the first `cap` bytes, then the truncation marker if any;
+    /// `None` when the stream was empty (no file is made for it) or, with
+    /// `error`, when it could not be written.
     pub spool: Option<std::fs::File>,
     /// Bytes in the spool.
     pub spooled: u64,
@@ -99,23 +101,34 @@ pub struct Sink {
     live: Option<LiveStream>,
 }
 
-/// The spool file and what went into it.
+/// The spool file and what went into it; the file is made on the first
+/// byte, so a stream that stays empty costs no file.
 struct Spool {
+    dir: PathBuf,
     file: Option<tokio::fs::File>,
     written: u64,
     error: Option<String>,
 }
 
 impl Spool {
-    fn open(dir: &Path) -> Self {
-        match tempfile::tempfile_in(dir) {
-            Ok(f) => Spool { file: Some(tokio::fs::File::from_std(f)), written: 0, error: None },
-            Err(e) => Spool { file: None, written: 0, error: Some(format!("no spool file in {}: {e}", dir.display())) },
-        }
+    fn new(dir: &Path) -> Self {
+        Spool { dir: dir.to_path_buf(), file: None, written: 0, error: None }
     }
 
     async fn write(&mut self, data: &[u8]) {
-        let Some(f) = self.file.as_mut() else { return };
+        if self.error.is_some() {
+            return;
+        }
+        let f = match self.file.as_mut() {
+            Some(f) => f,
+            None => match tempfile::tempfile_in(&self.dir) {
+                Ok(f) => self.file.insert(tokio::fs::File::from_std(f)),
+                Err(e) => {
+                    self.error = Some(format!("no spool file in {}: {e}", self.dir.display()));
+                    return;
+                }
+            },
+        };
         match f.write_all(data).await {
             Ok(()) => self.written += data.len() as u64,
             Err(e) => {
@@ -138,7 +151,7 @@ impl Sink {
     /// Reads `r` to its end (or until `stop`, when something outside the
     /// command's process group still holds the pipe open).
     pub async fn run<R: AsyncRead + Unpin>(mut self, r: Option<R>, stop: CancellationToken) -> Captured {
-        let mut spool = Spool::open(&self.spool_dir);
+        let mut spool = Spool::new(&self.spool_dir);
         let mut tail: Vec<u8> = Vec::with_capacity(2 * TAIL_BYTES);
         let (mut total, mut kept) = (0u64, 0u64);
         let mut batch: Vec<u8> = Vec::new();
@@ -241,6 +254,18 @@ mod tests {
         assert_eq!(spooled(&mut c), input);
         assert_eq!(c.tail, input[input.len() - TAIL_BYTES..]);
         assert!(c.error.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_empty_stream_makes_no_spool_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (out, _err, _) = Capture::new(1 << 20, dir.path(), None).split();
+        let c = out.run(Some(&b""[..]), CancellationToken::new()).await;
+        assert_eq!((c.total, c.spooled), (0, 0));
+        assert!(c.spool.is_none() && c.error.is_none(), "{:?}", c.error);
+        // and one byte does make one
+        let c = capture(1 << 20, b"x".to_vec()).await;
+        assert!(c.spool.is_some() && c.spooled == 1);
     }
 
     #[tokio::test]

@@ -115,7 +115,7 @@ impl std::fmt::Debug for Outputs {
 /// What was brought back, to put on the result.
 #[derive(Debug, Default)]
 pub struct Brought {
-    /// Both streams are in `hws_logs`.
+    /// Both streams are in `hws_logs` (an empty one needs no object).
     pub logs_stored: bool,
     /// Bytes written to stdout.
     pub stdout_bytes: u64,

@@ -1,6 +1,9 @@
 //! Storing an attempt's whole output: each spool file streams into the
-//! Object Store `hws_logs` as `<task_id>/<attempt>/stdout` and `.../stderr`
-//! (also when empty, so `hwsched logs` finds every attempt's output).
+//! Object Store `hws_logs` as `<task_id>/<attempt>/stdout` and `.../stderr`.
+//! An empty stream is not stored: the result says it wrote 0 bytes, and
+//! `hwsched logs` prints nothing for it without asking the store (two
+//! JetStream round trips per empty stream saved, most short tests print
+//! nothing on one of them).
 
 use std::io::Seek;
 
@@ -20,6 +23,9 @@ pub async fn store_logs(
 ) -> Result<(), String> {
     for (stream, c) in streams {
         let name = objects::log_object(task_id, attempt, stream);
+        if c.total == 0 && c.spool.is_none() && c.error.is_none() {
+            continue;
+        }
         let Some(spool) = c.spool.take() else {
             return Err(format!("{name}: {}", c.error.clone().unwrap_or_else(|| "no spool".into())));
         };

@@ -141,12 +141,14 @@ impl Executor {
         let journal_key = format!("{}.{}", task.task_id, a.attempt);
         // Started by an earlier incarnation of this monitor? Never run an attempt twice:
         // stop what it left running, and report the attempt interrupted if it is still current.
-        let earlier = self.journaled(&journal_key).await;
+        // (both reads at once: two round trips on every assignment's path)
+        let (earlier, current) =
+            tokio::join!(self.journaled(&journal_key), hwsched_bus::assignment::confirm(&self.records, a));
         if let Some(j) = &earlier {
             let killed = process::kill_orphan(j.pgid as u32, j.start_ticks);
             tracing::warn!(parent: span, orphan_killed = killed, "attempt was started before this monitor restarted");
         }
-        if let Err(why) = hwsched_bus::assignment::confirm(&self.records, a).await {
+        if let Err(why) = current {
             tracing::warn!(parent: span, reason = %why, "stale assignment, not run");
             let _ = msg.ack_with(AckKind::Term).await;
             return;

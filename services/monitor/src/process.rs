@@ -121,7 +121,7 @@ pub enum Interrupt {
 /// so the tracker samples its tree.
 /// Fails with the reason when the command cannot be started.
 pub fn start(spec: Spec<'_>, usage: &Arc<Mutex<HashMap<u32, TaskUsage>>>) -> Result<Started, String> {
-    let mut cmd = Command::new(&spec.argv[0]);
+    let mut cmd = Command::new(program(&spec.argv[0], &spec.env, spec.workdir));
     cmd.args(&spec.argv[1..])
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -146,6 +146,32 @@ pub fn start(spec: Spec<'_>, usage: &Arc<Mutex<HashMap<u32, TaskUsage>>>) -> Res
     let err = tokio::spawn(err_sink.run(child.stderr.take(), close_pipes.clone()));
     let workdir = spec.workdir.map(Path::to_path_buf);
     Ok(Started { child, pid, guard: GroupGuard(pid), out, err, close_pipes, publisher, workdir, timeout: spec.timeout })
+}
+
+/// The program to start for `argv0`: itself when it names a path, else the
+/// first executable file of that name in the task's own `PATH` (relative
+/// entries from its working directory), as `execvp` in the child would find
+/// it; unchanged when none is found (starting it then fails and says so).
+/// Resolved here because the standard library starts a command whose
+/// environment sets `PATH` by fork and exec (a copy of the monitor's page
+/// tables per test) but one given a path by `posix_spawn`, several times
+/// cheaper per short test. A script without a `#!` line is not run through
+/// `/bin/sh` as `execvp` would: it fails with "exec format error".
+fn program(argv0: &str, env: &[(String, String)], workdir: Option<&Path>) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    if argv0.contains('/') {
+        return PathBuf::from(argv0);
+    }
+    let path = env.iter().rev().find(|(k, _)| k == "PATH").map_or("", |(_, v)| v.as_str());
+    let executable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    path.split(':')
+        .map(|dir| if dir.is_empty() { "." } else { dir })
+        .map(|dir| match workdir {
+            Some(w) if Path::new(dir).is_relative() => w.join(dir).join(argv0),
+            _ => Path::new(dir).join(argv0),
+        })
+        .find(|p| executable(p))
+        .unwrap_or_else(|| PathBuf::from(argv0))
 }
 
 impl Started {
@@ -257,6 +283,24 @@ fn signal_group(pid: u32, signal: Signal) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_program_is_found_in_the_tasks_own_path() {
+        let bin = tempfile::tempdir().expect("dir");
+        let tool = bin.path().join("tool");
+        std::fs::write(&tool, "#!/bin/sh\n").expect("write");
+        let env =
+            |path: &str| vec![("PATH".to_string(), "/ignored".to_string()), ("PATH".to_string(), path.to_string())];
+        let dir = bin.path().to_string_lossy().into_owned();
+        // not executable yet: skipped, so not found
+        assert_eq!(program("tool", &env(&format!("/nowhere:{dir}")), None), PathBuf::from("tool"));
+        std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        assert_eq!(program("tool", &env(&format!("/nowhere:{dir}")), None), tool, "the last PATH set wins");
+        // a relative entry counts from the task's working directory
+        assert_eq!(program("tool", &env("."), Some(bin.path())), bin.path().join(".").join("tool"));
+        assert_eq!(program("./tool", &env(&dir), None), PathBuf::from("./tool"), "a path is taken as it is");
+        assert_eq!(program("tool", &[], None), PathBuf::from("tool"), "no PATH: left to the start to fail");
+    }
 
     fn spec<'a>(argv: &'a [String], timeout_s: u64) -> Spec<'a> {
         Spec {

@@ -221,7 +221,7 @@ pub async fn run(nats: &hwsched_config::NatsConfig, args: SubmitArgs) -> anyhow:
         let name = names.get(update_id(&u)).map_or("", String::as_str);
         tally.count(&u);
         junit.iter_mut().for_each(|j| j.observe(&u));
-        out.update(&u, name, &tally.progress());
+        out.update(&u, name, || tally.progress());
         if !args.wait && run.verdicts_pending() == 0 {
             break;
         }
@@ -392,16 +392,22 @@ impl Tally {
     }
 }
 
+/// How often the progress line is redrawn at most (it is worked out from the
+/// whole submission, so not once per update of a large burst).
+const REDRAW_EVERY: Duration = Duration::from_millis(100);
+
 /// Prints updates as lines (with a progress line redrawn on stderr) or JSON.
 struct Printer {
     format: Format,
     bar: bool,
     drawn: bool,
+    /// When the progress line was last drawn.
+    redrawn: Option<Instant>,
 }
 
 impl Printer {
     fn new(format: Format, bar: bool) -> Self {
-        Self { format, bar: bar && format == Format::Table, drawn: false }
+        Self { format, bar: bar && format == Format::Table, drawn: false, redrawn: None }
     }
 
     fn clear(&mut self) {
@@ -416,15 +422,18 @@ impl Printer {
         println!("{text}");
     }
 
-    fn update(&mut self, u: &Update, name: &str, p: &Progress) {
+    /// Prints `u`; `progress` is worked out only when the progress line is redrawn.
+    fn update(&mut self, u: &Update, name: &str, progress: impl FnOnce() -> Progress) {
         match self.format {
             Format::Json => println!("{}", crate::output::update_json(u)),
             Format::Table => {
                 if let Some(line) = render::update(u, name) {
                     self.line(&line);
                 }
-                if self.bar {
-                    eprint!("\r\x1b[2K{}", render::progress(p, 30));
+                // (a line printed between redraws hides the progress line until the next one)
+                if self.bar && self.redrawn.is_none_or(|t| t.elapsed() >= REDRAW_EVERY) {
+                    self.redrawn = Some(Instant::now());
+                    eprint!("\r\x1b[2K{}", render::progress(&progress(), 30));
                     let _ = std::io::stderr().flush();
                     self.drawn = true;
                 }

@@ -6,10 +6,15 @@
 //! returns the order in which the tasks were assigned in it. The placement
 //! pass then walks the waiting tasks in that order, so the fast scarce
 //! hardware goes to the tasks that gain most from it (sufferage) or the short
-//! tasks go first (min-min). Pure, deterministic, O(n² + n·g) for n tasks and
-//! g groups.
+//! tasks go first (min-min). Pure, deterministic, O(n·c·g) for n tasks in c
+//! classes of equal estimates and g groups.
 
-use std::{cmp::Reverse, collections::BinaryHeap, fmt, str::FromStr};
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap, VecDeque},
+    fmt,
+    str::FromStr,
+};
 
 /// Which task the virtual schedule assigns next.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -171,30 +176,55 @@ fn best_of(etc: &[Option<f64>], groups: &[Group]) -> Option<Best> {
 /// each group; `None`: it cannot run there) on `groups` with `heuristic`, and
 /// returns the tasks in the order they were assigned (tasks no group can run
 /// are left out). Ties go to the earlier task, so equal tasks keep their order.
-pub fn schedule(etc: &[Vec<Option<f64>>], groups: &mut [Group], heuristic: Heuristic) -> Vec<Assigned> {
-    let mut best: Vec<Option<Best>> = etc.iter().map(|e| best_of(e, groups)).collect();
+///
+/// Tasks with the same estimates everywhere are interchangeable (a suite's
+/// many runs of one test are): they are scheduled as one class whose earliest
+/// task goes next, which gives the same schedule as taking them one by one
+/// (the earlier task wins every tie) in O(n·c) for c classes instead of O(n²).
+pub fn schedule<R: AsRef<[Option<f64>]>>(etc: &[R], groups: &mut [Group], heuristic: Heuristic) -> Vec<Assigned> {
+    let mut classes: Vec<Class> = Vec::new();
+    let mut index: HashMap<Vec<Option<u64>>, usize> = HashMap::new();
+    for (i, row) in etc.iter().map(AsRef::as_ref).enumerate() {
+        let key = row.iter().map(|r| r.map(f64::to_bits)).collect();
+        let c = *index.entry(key).or_insert_with(|| {
+            classes.push(Class { tasks: VecDeque::new(), best: best_of(row, groups) });
+            classes.len() - 1
+        });
+        classes[c].tasks.push_back(i);
+    }
     let mut out = Vec::with_capacity(etc.len());
     loop {
-        let mut pick: Option<(usize, Best)> = None;
-        for (i, b) in best.iter().enumerate() {
-            let Some(b) = b else { continue };
-            if pick.as_ref().is_none_or(|(_, p)| before(heuristic, b, p)) {
-                pick = Some((i, *b));
+        let mut pick: Option<(usize, usize, Best)> = None; // (class, its next task, best)
+        for (c, class) in classes.iter().enumerate() {
+            let (Some(b), Some(&task)) = (class.best, class.tasks.front()) else { continue };
+            let better = pick
+                .as_ref()
+                .is_none_or(|(_, t, p)| before(heuristic, &b, p) || (!before(heuristic, p, &b) && task < *t));
+            if better {
+                pick = Some((c, task, b));
             }
         }
-        let Some((task, b)) = pick else { break };
-        best[task] = None;
-        let runtime = etc[task][b.group].unwrap_or(0.0);
+        let Some((c, task, b)) = pick else { break };
+        classes[c].tasks.pop_front();
+        let runtime = etc[task].as_ref()[b.group].unwrap_or(0.0);
         let Some(start_s) = groups[b.group].take(runtime) else { break };
         out.push(Assigned { task, group: b.group, start_s });
-        // only the group just taken got later: recompute the tasks that counted on it
-        for (i, slot) in best.iter_mut().enumerate() {
-            if slot.is_some_and(|x| x.group == b.group || x.second_group == b.group) {
-                *slot = best_of(&etc[i], groups);
+        // only the group just taken got later: recompute the classes that counted on it
+        for class in &mut classes {
+            if class.best.is_some_and(|x| x.group == b.group || x.second_group == b.group) {
+                if let Some(&t) = class.tasks.front() {
+                    class.best = best_of(etc[t].as_ref(), groups);
+                }
             }
         }
     }
     out
+}
+
+/// Waiting tasks with the same estimates, earliest first, and their best groups now.
+struct Class {
+    tasks: VecDeque<usize>,
+    best: Option<Best>,
 }
 
 /// Whether `a` goes before `b` (the earlier task wins ties: the caller keeps `b` then).
@@ -211,7 +241,7 @@ fn before(h: Heuristic, a: &Best, b: &Best) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{schedule, Group, Heuristic};
+    use super::{before, best_of, schedule, Assigned, Best, Group, Heuristic};
     use proptest::prelude::*;
 
     fn order(etc: &[Vec<Option<f64>>], groups: &mut [Group], h: Heuristic) -> Vec<(usize, usize)> {
@@ -247,7 +277,57 @@ mod tests {
         assert_eq!((a[1].task, a[1].group, a[1].start_s), (2, 1, 50.0), "then the slow group again: 50 + 50 < 100 + 5");
     }
 
+    /// The schedule taken one task at a time, as it was before tasks were
+    /// grouped into classes: the reference the class version must equal.
+    fn one_by_one(etc: &[Vec<Option<f64>>], groups: &mut [Group], heuristic: Heuristic) -> Vec<Assigned> {
+        let mut best: Vec<Option<Best>> = etc.iter().map(|e| best_of(e, groups)).collect();
+        let mut out = Vec::new();
+        loop {
+            let mut pick: Option<(usize, Best)> = None;
+            for (i, b) in best.iter().enumerate() {
+                let Some(b) = b else { continue };
+                if pick.as_ref().is_none_or(|(_, p)| before(heuristic, b, p)) {
+                    pick = Some((i, *b));
+                }
+            }
+            let Some((task, b)) = pick else { break };
+            best[task] = None;
+            let Some(start_s) = groups[b.group].take(etc[task][b.group].unwrap_or(0.0)) else { break };
+            out.push(Assigned { task, group: b.group, start_s });
+            for (i, slot) in best.iter_mut().enumerate() {
+                if slot.is_some_and(|x| x.group == b.group || x.second_group == b.group) {
+                    *slot = best_of(&etc[i], groups);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_burst_of_one_test_keeps_its_order() {
+        let etc = vec![vec![Some(1.0), Some(2.0)]; 200];
+        let a = schedule(&etc, &mut [Group::new([0.0; 6]), Group::new([0.0; 2])], Heuristic::MinMin);
+        assert_eq!(a.len(), 200);
+        assert!(a.iter().enumerate().all(|(i, x)| x.task == i), "equal tasks keep their queue order");
+    }
+
     proptest! {
+        /// Grouping equal tasks into classes changes nothing: the same schedule
+        /// as taking the tasks one by one, for every heuristic.
+        #[test]
+        fn classes_schedule_as_one_task_at_a_time_would(
+            kinds in prop::collection::vec(prop::collection::vec(prop::option::of(1u8..6), 3), 1..5),
+            picks in prop::collection::vec(0usize..5, 0..60),
+            slots in prop::collection::vec(prop::collection::vec(0u8..4, 0..3), 3),
+            h in prop::sample::select(Heuristic::ALL.to_vec()),
+        ) {
+            // few distinct rows and small whole numbers: many classes and many ties
+            let etc: Vec<Vec<Option<f64>>> =
+                picks.iter().map(|p| kinds[p % kinds.len()].iter().map(|r| r.map(f64::from)).collect()).collect();
+            let groups: Vec<Group> = slots.iter().map(|s| Group::new(s.iter().map(|r| f64::from(*r)))).collect();
+            prop_assert_eq!(schedule(&etc, &mut groups.clone(), h), one_by_one(&etc, &mut groups.clone(), h));
+        }
+
         /// Every task some group can run is assigned exactly once, no slot runs
         /// two tasks at once, and every heuristic is deterministic.
         #[test]

@@ -6,7 +6,10 @@
 //! pass then decides them one by one in that order, as it would in queue
 //! order, so every filter, hold and explanation applies unchanged.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, HashMap},
+    rc::Rc,
+};
 
 use hwsched_model::Model;
 use hwsched_proto::v1::TaskRecord;
@@ -30,8 +33,6 @@ pub const BATCH_WINDOW: usize = 256;
 /// A task of the window, in the order the pass decides it.
 pub(super) struct Windowed {
     pub(super) entry: QueueEntry,
-    /// Its record, when the window decoded it.
-    pub(super) record: Option<TaskRecord>,
     /// Whether the virtual schedule starts it now (else it would wait for a
     /// slot another task of the window takes first).
     pub(super) now: bool,
@@ -68,26 +69,36 @@ impl State {
             }
         }
         if window.len() <= free {
-            return window.into_iter().map(|entry| Windowed { entry, record: None, now: true }).collect();
+            return window.into_iter().map(|entry| Windowed { entry, now: true }).collect();
         }
-        let mut records: Vec<Option<TaskRecord>> =
-            window.iter().map(|e| self.waiting.get(&*e.task_id).map(|w| w.unpack())).collect();
-        let mut groups = self.groups(views, now_ms);
+        let groups = self.groups(views, now_ms);
         let scoring = Scoring {
             model,
             declarations: self.trust_declarations.then_some(&self.declarations),
             policy: self.policy,
             ..Scoring::default()
         };
+        // Tasks with the same estimate inputs (a suite's runs of one test) have
+        // the same estimates: one record decoded and estimated per kind.
+        let mut rows: HashMap<u64, Rc<[Option<f64>]>> = HashMap::new();
+        let unknown: Rc<[Option<f64>]> = vec![None; groups.reps.len()].into();
+        let etc: Vec<Rc<[Option<f64>]>> = window
+            .iter()
+            .map(|e| {
+                let Some(w) = self.waiting.get(&*e.task_id) else { return unknown.clone() };
+                rows.entry(w.estimates)
+                    .or_insert_with(|| estimates(&w.unpack(), views, &groups, &scoring).into())
+                    .clone()
+            })
+            .collect();
+        let mut groups = groups;
         let mut out = Vec::with_capacity(window.len());
         let mut tier_start = 0;
         while tier_start < window.len() {
             let tier = self.effective(&window[tier_start], now_ms);
             let len = window[tier_start..].iter().take_while(|e| self.effective(e, now_ms) == tier).count();
             let tier_of = tier_start..tier_start + len;
-            let etc: Vec<Vec<Option<f64>>> =
-                records[tier_of.clone()].iter().map(|r| estimates(r.as_ref(), views, &groups, &scoring)).collect();
-            let planned = schedule(&etc, &mut groups.groups, heuristic);
+            let planned = schedule(&etc[tier_of], &mut groups.groups, heuristic);
             let mut taken = vec![false; len];
             for a in &planned {
                 taken[a.task] = true;
@@ -96,7 +107,7 @@ impl State {
             let rest = (0..len).filter(|i| !taken[*i]).map(|i| (i, true));
             for (i, now) in planned.iter().map(|a| (a.task, a.start_s <= 0.0)).chain(rest) {
                 let at = tier_start + i;
-                out.push(Windowed { entry: window[at].clone(), record: records[at].take(), now });
+                out.push(Windowed { entry: window[at].clone(), now });
             }
             tier_start += len;
         }
@@ -128,8 +139,7 @@ impl State {
 
 /// A waiting task's runtime estimate on each group (`None` where it could
 /// never run).
-fn estimates(rec: Option<&TaskRecord>, views: &[WorkerView], g: &Groups, scoring: &Scoring<'_>) -> Vec<Option<f64>> {
-    let Some(rec) = rec else { return vec![None; g.reps.len()] };
+fn estimates(rec: &TaskRecord, views: &[WorkerView], g: &Groups, scoring: &Scoring<'_>) -> Vec<Option<f64>> {
     let task = rec.task.as_ref().unwrap_or(&*NO_TASK);
     let (need, demand) = (Need::of(task), Demand::of(task));
     let workload = hwsched_model::task_workload_key(task);

@@ -119,8 +119,8 @@ impl State {
         let mut walked = 0usize;
         loop {
             let next = window.next().map(|w| (w, true));
-            let Some((Windowed { entry, record: decoded, now }, in_window)) = next
-                .or_else(|| order.next(self, now_ms).map(|entry| (Windowed { entry, record: None, now: true }, false)))
+            let Some((Windowed { entry, now }, in_window)) =
+                next.or_else(|| order.next(self, now_ms).map(|entry| (Windowed { entry, now: true }, false)))
             else {
                 break;
             };
@@ -140,7 +140,7 @@ impl State {
             if walked > BATCH_WINDOW && self.cannot_start(&entry, &mut pass) {
                 continue;
             }
-            let Some(rec) = decoded.or_else(|| self.waiting.get(&*entry.task_id).map(Waiting::unpack)) else {
+            let Some(rec) = self.waiting.get(&*entry.task_id).map(Waiting::unpack) else {
                 self.queue.remove(&entry);
                 continue;
             };

@@ -49,6 +49,10 @@ pub(super) struct Waiting {
     pub(super) producer: Box<str>,
     /// A hash of its requirements: tasks with the same one fit the same workers.
     pub(super) needs: u64,
+    /// A hash of what its runtime estimates depend on (requirements, workload
+    /// key, declared duration, producer): tasks with the same one have the same
+    /// estimates on every worker.
+    pub(super) estimates: u64,
 }
 
 impl Waiting {
@@ -58,14 +62,18 @@ impl Waiting {
         let candidates = std::mem::take(&mut rec.candidates);
         let decision = (!policy.is_empty() || !candidates.is_empty()).then(|| Box::new((policy, candidates)));
         let producer = rec.task.as_ref().map_or("", |t| t.producer.as_str()).into();
-        let needs = {
+        let (needs, estimates) = {
             use std::hash::{Hash, Hasher};
             // a fixed-key hasher: the same value in every process
             let mut h = std::collections::hash_map::DefaultHasher::new();
-            rec.task.as_ref().and_then(|t| t.requirements.as_ref()).map(|r| r.encode_to_vec()).hash(&mut h);
-            h.finish()
+            let task = rec.task.as_ref().unwrap_or(&*NO_TASK);
+            task.requirements.as_ref().map(|r| r.encode_to_vec()).hash(&mut h);
+            let needs = h.finish();
+            (&task.test_type, &task.model_family, &task.model_id, &task.name, &task.producer).hash(&mut h);
+            task.expected_duration_s.to_bits().hash(&mut h);
+            (needs, h.finish())
         };
-        Self { packed: rec.encode_to_vec().into_boxed_slice(), reason, decision, producer, needs }
+        Self { packed: rec.encode_to_vec().into_boxed_slice(), reason, decision, producer, needs, estimates }
     }
 
     pub(super) fn unpack(&self) -> TaskRecord {

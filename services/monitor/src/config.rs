@@ -61,7 +61,9 @@ pub struct MonitorConfig {
     /// (Kubernetes: the downward API's spec.nodeName, e.g. ip-10-0-1-7.ec2.internal).
     #[arg(long = "node-name", env = "HWSCHED_NODE_NAME")]
     pub node_name: Option<String>,
-    /// Tasks run at once. Default: logical CPU cores.
+    /// Tasks run at once, at most. Default: logical CPU cores. A task reserves
+    /// one core unless it asks for fewer, so more slots than cores only fill
+    /// with tasks that ask for less (the monitor warns at start).
     #[arg(long = "slots", env = "HWSCHED_MONITOR_SLOTS")]
     pub slots: Option<u32>,
     /// Telemetry and heartbeat period, milliseconds.

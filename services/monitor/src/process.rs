@@ -121,7 +121,12 @@ pub enum Interrupt {
 /// so the tracker samples its tree.
 /// Fails with the reason when the command cannot be started.
 pub fn start(spec: Spec<'_>, usage: &Arc<Mutex<HashMap<u32, TaskUsage>>>) -> Result<Started, String> {
-    let mut cmd = Command::new(program(&spec.argv[0], &spec.env, spec.workdir));
+    // run as another user, the child searches PATH with that user's rights (std forks then anyway)
+    let program = match spec.user {
+        Some(_) => PathBuf::from(&spec.argv[0]),
+        None => program(&spec.argv[0], &spec.env, spec.workdir),
+    };
+    let mut cmd = Command::new(program);
     cmd.args(&spec.argv[1..])
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))

@@ -17,6 +17,11 @@ use crate::{intake::Refusal, io::task_id, metrics::METRICS_ID, scheduler::Schedu
 /// Assignments of one placement pass in flight at once (record, send, announce).
 const ASSIGN_CONCURRENCY: usize = 256;
 
+/// Placement passes whose assignments may be in flight at once: a pass does
+/// not wait for the previous ones' sends (two round trips each) unless this
+/// many are still going.
+const PASSES_IN_FLIGHT: usize = 4;
+
 /// How often the queue metrics are published.
 const QUEUE_METRICS_EVERY_MS: i64 = 5_000;
 
@@ -36,7 +41,7 @@ impl Scheduler {
     /// A placement pass: assigns what fits, rejects what can never fit (once
     /// the startup grace is over).
     pub(crate) async fn place(&mut self) {
-        self.settle_sends().await;
+        self.settle(false).await;
         let now = now_ms();
         let may_reject = now - self.started_ms > (self.cfg.startup_grace_s * 1000) as i64;
         let mut assigns = Vec::new();
@@ -62,12 +67,14 @@ impl Scheduler {
     fn send_in_background(&mut self, assigns: Vec<TaskRecord>) {
         // Each assignment is recorded, announced and sent in that order; different
         // tasks' assignments proceed concurrently, in the background: the loop takes
-        // the next submissions and results meanwhile. A result can only follow its
-        // assignment's send; what else writes a task's record (the supervisor,
-        // cancels, the next pass) waits for the sends first (`settle_sends`), so a
-        // task's record is never written out of order.
+        // the next submissions and results and runs the next passes meanwhile. A
+        // result can only follow its assignment's send, and a pass only writes tasks
+        // that wait (the ones being sent are assigned in the state); what else may
+        // write a task being sent (the supervisor, cancels, stepping down) waits for
+        // every send first (`settle_sends`), so a task's record is never written out
+        // of order.
         let io = self.io.clone();
-        self.sending = Some(tokio::spawn(async move {
+        self.sending.push(tokio::spawn(async move {
             let io = &io;
             futures::stream::iter(assigns)
                 .map(|rec| async move {
@@ -83,18 +90,33 @@ impl Scheduler {
         }));
     }
 
-    /// Waits for the last pass's assignments to be sent; those that could not be
+    /// Waits for every pass's assignments to be sent; those that could not be
     /// go back to the queue.
     pub(crate) async fn settle_sends(&mut self) {
-        let Some(sending) = self.sending.take() else { return };
-        let unsent = match sending.await {
-            Ok(unsent) => unsent,
-            Err(e) => {
-                // their records say assigned: the supervisor places them again after the grace
-                tracing::error!(error = %e, "sending assignments failed");
-                Vec::new()
+        self.settle(true).await;
+    }
+
+    /// Takes in the sends that ended (with `all`, waits for every one; else
+    /// only for the oldest beyond [`PASSES_IN_FLIGHT`] - 1, leaving room for
+    /// this pass's) and queues again the tasks that could not be sent.
+    async fn settle(&mut self, all: bool) {
+        let pending = std::mem::take(&mut self.sending);
+        let n = pending.len();
+        let mut unsent = Vec::new();
+        for (i, sending) in pending.into_iter().enumerate() {
+            if !(all || sending.is_finished() || n - i >= PASSES_IN_FLIGHT) {
+                self.sending.push(sending);
+                continue;
             }
-        };
+            match sending.await {
+                Ok(ids) => unsent.extend(ids),
+                // their records say assigned: the supervisor places them again after the grace
+                Err(e) => tracing::error!(error = %e, "sending assignments failed"),
+            }
+        }
+        if unsent.is_empty() {
+            return;
+        }
         let now = now_ms();
         for id in unsent {
             let worker = self.state.worker_of(&id).unwrap_or_default().to_string();

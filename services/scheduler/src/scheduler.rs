@@ -25,8 +25,8 @@ pub(crate) struct Scheduler {
     pub(crate) io: Io,
     pub(crate) state: State,
     pub(crate) started_ms: i64,
-    /// The last pass's assignments being sent; yields the tasks not sent.
-    pub(crate) sending: Option<JoinHandle<Vec<String>>>,
+    /// Recent passes' assignments being sent, oldest first; each yields the tasks not sent.
+    pub(crate) sending: Vec<JoinHandle<Vec<String>>>,
     /// Workers whose capabilities to ask for ([`crate::workers::ask_capabilities`]).
     pub(crate) caps_ask: mpsc::UnboundedSender<String>,
     /// When each worker's capabilities were last asked for.
@@ -44,7 +44,7 @@ impl Scheduler {
             io,
             started_ms: now_ms(),
             queue_published_ms: 0,
-            sending: None,
+            sending: Vec::new(),
             caps_ask,
             caps_asked: Default::default(),
         }

@@ -105,10 +105,9 @@ async fn publish(bus: Bus, subject: String, mut rx: mpsc::Receiver<LogChunk>) {
     if failed > 0 {
         tracing::info!(failed, "live output batches not sent");
     }
-    // sent before the result: a follower sees the end marker before the task ends
-    if let Err(e) = bus.client().flush().await {
-        tracing::debug!(error = %e, "live output not flushed");
-    }
+    // No flush: the result goes out on this same connection after these, and a
+    // connection's messages reach the server in order, so the end markers are
+    // ahead of the result without a round trip per attempt.
 }
 
 #[cfg(test)]

@@ -9,8 +9,12 @@ use std::{
 };
 
 /// Probes run when no configuration replaces them: (name, shell command).
-pub const DEFAULT_PROBES: &[(&str, &str)] =
-    &[("python", "python3 --version"), ("gcc", "gcc -dumpfullversion"), ("nvcc", "nvcc --version")];
+/// (`nvcc --version` prints a copyright line with years before its release line.)
+pub const DEFAULT_PROBES: &[(&str, &str)] = &[
+    ("python", "python3 --version"),
+    ("gcc", "gcc -dumpfullversion"),
+    ("nvcc", "nvcc --version | grep -m1 'release'"),
+];
 
 /// How long one probe may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -67,6 +71,23 @@ mod tests {
         assert_eq!(version_in("Cuda compilation tools, release 12.4, V12.4.131").as_deref(), Some("12.4"));
         assert_eq!(version_in("2.4.0+cu121").as_deref(), Some("2.4.0+cu121"));
         assert_eq!(version_in("no digits here"), None);
+    }
+
+    #[test]
+    fn the_nvcc_probe_reads_the_release_not_the_copyright_years() {
+        // what nvcc 13.0 printed on a GPU machine (the probe once reported "2005-2025")
+        let dir = tempfile::tempdir().expect("dir");
+        let fake = dir.path().join("nvcc");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho 'nvcc: NVIDIA (R) Cuda compiler driver'\necho 'Copyright (c) 2005-2025 NVIDIA Corporation'\n\
+             echo 'Built on Wed_Aug_20_01:58:59_PM_PDT_2025'\necho 'Cuda compilation tools, release 13.0, V13.0.88'\n",
+        )
+        .expect("write");
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        let (_, cmd) = DEFAULT_PROBES.iter().find(|(n, _)| *n == "nvcc").expect("nvcc probe");
+        let cmd = cmd.replacen("nvcc", &fake.to_string_lossy(), 1);
+        assert_eq!(run(&[("nvcc".to_string(), cmd)]).get("nvcc").map(String::as_str), Some("13.0"));
     }
 
     #[test]

@@ -104,4 +104,25 @@ mod tests {
         }
         assert!(m.workers().any(|h| h.worker_id == "w1" && h.degraded));
     }
+
+    #[test]
+    fn a_worker_alone_in_its_class_has_no_peers_to_be_slower_than() {
+        // its runs get slower (contention on a shared host): it is not judged against itself
+        let mut m = Model::default();
+        for i in 0..60 {
+            let s = 1.0 + f64::from(i) * 0.1;
+            m.observe(&on("solo", res(&format!("t{}", i % 4), "accel:tpu", s, TaskStatus::Succeeded)));
+            m.observe(&on("cpu-1", res(&format!("t{}", i % 4), "cpu", 1.0, TaskStatus::Succeeded)));
+        }
+        assert!(!m.has_degraded() && m.workers().next().is_none(), "{:?}", m.workers().collect::<Vec<_>>());
+        // a second worker of the class joins: from then on both are compared
+        for i in 0..40 {
+            m.observe(&on("solo", res(&format!("t{}", i % 4), "accel:tpu", 20.0, TaskStatus::Succeeded)));
+            m.observe(&on("peer", res(&format!("t{}", i % 4), "accel:tpu", 7.0, TaskStatus::Succeeded)));
+        }
+        assert!(m.workers().any(|h| h.worker_id == "solo" && h.degraded), "{:?}", m.workers().collect::<Vec<_>>());
+        // and a model restored from its snapshot knows the class has peers
+        let restored = Model::from_snapshot(m.snapshot(0));
+        assert_eq!(restored.class_workers.get("accel:tpu").map(|c| c.len()), Some(2));
+    }
 }

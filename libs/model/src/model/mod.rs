@@ -9,7 +9,7 @@ mod observe;
 mod predict;
 pub(crate) mod snapshot;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use hwsched_proto::v1::{FactorModel, ModelEntry, PredictionError, WorkerHealth};
 
@@ -25,6 +25,9 @@ pub struct Model {
     entries: BTreeMap<(String, String), ModelEntry>,
     factors: Factors,
     workers: BTreeMap<String, WorkerHealth>,
+    /// The workers seen on each hardware class: one alone in its class has no
+    /// peers to be compared with (its pairs are its own history).
+    class_workers: BTreeMap<String, BTreeSet<String>>,
     errors: BTreeMap<String, PredictionError>,
     /// Workers whose degraded flag changed since [`Model::take_health_changes`].
     health_changes: Vec<WorkerHealth>,

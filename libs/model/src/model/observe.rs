@@ -34,11 +34,25 @@ impl Model {
         // the pair as it was, for the worker's comparison with its peers
         let peer = (runs(e) >= PEER_MIN_RUNS).then_some((e.log_runtime_mean, 1.0 - e.success_rate));
         update_entry(e, r, ok, timed_out, runtime);
-        if let (Some((mean, failure_rate)), false) = (peer, r.worker_id.is_empty()) {
+        if let (Some((mean, failure_rate)), true) = (peer, self.has_peers(r)) {
             self.judge_worker(r, runtime.map(|x| x - mean), failure_rate);
         }
         self.version += 1;
         true
+    }
+
+    /// Notes `r`'s worker as one of its class; whether the class has another.
+    /// Alone in its class, a worker's pairs are its own history: it has no
+    /// peers to be judged by (a shared host's contention read as a slowdown).
+    fn has_peers(&mut self, r: &ExecutionResult) -> bool {
+        if r.worker_id.is_empty() {
+            return false;
+        }
+        let class = self.class_workers.entry(r.hardware_class.clone()).or_default();
+        if !class.contains(&r.worker_id) {
+            class.insert(r.worker_id.clone());
+        }
+        class.len() >= 2
     }
 
     /// Files the error of the model's prediction for a successful result's

@@ -20,6 +20,9 @@ impl Model {
             ..Default::default()
         };
         m.degraded = m.workers.values().filter(|h| h.degraded).count();
+        for h in m.workers.values() {
+            m.class_workers.entry(h.hardware_key.clone()).or_default().insert(h.worker_id.clone());
+        }
         m.factors = match s.factors {
             Some(f) => Factors::from_fit(f),
             None => {

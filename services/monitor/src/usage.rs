@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use hwsched_proto::v1::ResourceUsage;
-use sysinfo::{Pid, ProcessesToUpdate, System};
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use crate::{gpu::GpuSample, rapl::Rapl};
 
@@ -36,14 +36,19 @@ impl Tracker {
         if roots.is_empty() {
             return;
         }
-        self.sys.refresh_processes(ProcessesToUpdate::All, true);
-        let procs = self.sys.processes();
+        // Only what is read below; and no threads: sysinfo lists each thread
+        // as a process of its own with the whole process's memory, which
+        // counted a test's memory once per thread (Chromium: 14 GB for 0.9).
+        let what = ProcessRefreshKind::nothing().with_cpu().with_memory().with_disk_usage().without_tasks();
+        self.sys.refresh_processes_specifics(ProcessesToUpdate::All, true, what);
+        let procs: HashMap<Pid, &sysinfo::Process> =
+            self.sys.processes().iter().filter(|(_, p)| p.thread_kind().is_none()).map(|(k, v)| (*k, v)).collect();
         // CPU package energy since the last sample, shared out by CPU time
         let package_j = self.rapl.as_mut().and_then(Rapl::delta_j);
         let host_cpu: f64 = procs.values().map(|p| f64::from(p.cpu_usage())).sum();
         // parent -> children, to walk each task's tree
         let mut children: HashMap<Pid, Vec<Pid>> = HashMap::new();
-        for (pid, p) in procs {
+        for (pid, p) in &procs {
             if let Some(parent) = p.parent() {
                 children.entry(parent).or_default().push(*pid);
             }
@@ -223,6 +228,32 @@ mod tests {
         assert_eq!(r.cpu_avg_pct, 100.0);
         assert_eq!(r.memory_peak_mb, 300);
         assert_eq!(r.disk_read_bytes, 10);
+    }
+
+    #[test]
+    fn a_threaded_process_counts_its_memory_once() {
+        // 150 MB touched once, shared by 8 threads: still 150 MB, not 9 x 150
+        use std::os::unix::process::CommandExt;
+        let script = "import threading, time\nb = bytearray(150 << 20)\nfor _ in range(8):\n    threading.Thread(target=time.sleep, args=(20,)).start()\ntime.sleep(20)";
+        let mut child =
+            std::process::Command::new("python3").args(["-c", script]).process_group(0).spawn().expect("spawn");
+        let mut s = Tracker::new(std::path::Path::new(crate::rapl::POWERCAP_ROOT)).expect("sysinfo");
+        let mut roots = HashMap::from([(child.id(), TaskUsage::default())]);
+        let threads = || std::fs::read_dir(format!("/proc/{}/task", child.id())).map(|d| d.count()).unwrap_or(0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while (roots[&child.id()].usage().memory_peak_mb < 150 || threads() < 9) && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            s.track(&mut roots, &[]);
+        }
+        s.track(&mut roots, &[]);
+        let seen_threads = threads();
+        let _ =
+            nix::sys::signal::killpg(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL);
+        let _ = child.wait();
+        let u = roots[&child.id()].usage();
+        assert!(seen_threads >= 9, "the test process had {seen_threads} threads");
+        assert!(u.memory_peak_mb >= 150 && u.memory_peak_mb < 300, "{u:?}");
     }
 
     #[test]

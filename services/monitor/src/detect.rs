@@ -40,6 +40,17 @@ pub fn sanitize(s: &str) -> String {
     }
 }
 
+/// The cores this worker offers: the host's, or fewer where the monitor may
+/// use only some of them (a CPU affinity mask such as `taskset -c 0`, or a
+/// cgroup CPU quota, as in a container with a CPU limit). Its tasks inherit
+/// the same limit, so this is what they get.
+fn offered_cores(host: usize, allowed: Option<usize>) -> usize {
+    match allowed {
+        Some(n) if host == 0 || n < host => n,
+        _ => host,
+    }
+}
+
 /// Detects this host's capabilities.
 pub fn detect(cfg: &MonitorConfig, worker_id: &str, gpus: Option<&Gpus>, started_at_ms: i64) -> WorkerCapabilities {
     let mut sys = System::new().ok();
@@ -48,12 +59,13 @@ pub fn detect(cfg: &MonitorConfig, worker_id: &str, gpus: Option<&Gpus>, started
         sys.refresh_cpu_all();
     }
     let cpus = sys.as_ref().map_or(&[][..], |s| s.cpus());
+    let logical = offered_cores(cpus.len(), std::thread::available_parallelism().ok().map(|n| n.get()));
     let cpu = CpuInfo {
         model: cpus.first().map(|c| c.brand().trim().to_string()).unwrap_or_default(),
         vendor: cpus.first().map(|c| c.vendor_id().to_string()).unwrap_or_default(),
         arch: System::cpu_arch(),
-        physical_cores: System::physical_core_count().unwrap_or(cpus.len()) as u32,
-        logical_cores: cpus.len() as u32,
+        physical_cores: System::physical_core_count().unwrap_or(cpus.len()).min(logical) as u32,
+        logical_cores: logical as u32,
         frequency_mhz: cpus.first().map(|c| c.frequency()).unwrap_or(0),
         isa_features: host::host_isa_features(),
     };
@@ -197,6 +209,15 @@ mod tests {
 
     fn cpu_model(c: &WorkerCapabilities) -> String {
         c.cpu.as_ref().map(|c| c.model.clone()).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_worker_offers_only_the_cores_it_may_use() {
+        assert_eq!(offered_cores(16, Some(16)), 16);
+        assert_eq!(offered_cores(16, Some(2)), 2, "affinity mask or CPU quota");
+        assert_eq!(offered_cores(16, None), 16);
+        assert_eq!(offered_cores(0, Some(4)), 4, "sysinfo saw no CPUs");
+        assert_eq!(offered_cores(4, Some(8)), 4);
     }
 
     #[test]

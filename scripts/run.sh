@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: NATS (HWSCHED_NATS_URL if it answers, else a local nats-server
-# 2.15), ClickHouse when available, `hwsched all` and a monitor for this
-# machine; submits examples/suite.json and shows placements and results.
+# 2.15), ClickHouse when available, `hwsched all`, a monitor for this
+# machine and, where Chromium has WebGPU, a second one for a browser worker;
+# submits examples/suite.json and shows placements and results.
 # Ctrl-C stops everything cleanly.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -69,6 +70,22 @@ PATH="$root/build/venv/bin:$PATH" "$bin" monitor --metrics-listen 127.0.0.1:9465
 pids+=($!)
 wait_log "$run/monitor.log" "monitor ready" 30 || exit 1
 echo "services: hwsched all (metrics http://127.0.0.1:9464/metrics), hwsched monitor (http://127.0.0.1:9465/metrics)"
+# A second kind of worker, when this machine has one for real: a browser with
+# WebGPU (headless Chromium; without a GPU its WebGPU runs on SwiftShader, a
+# software Vulkan), held to one core by an affinity mask, which the monitor
+# reads as its size. The WebGPU check runs first: nothing is declared that
+# this machine does not have.
+browser=""
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null && adapter=$(python3 examples/webgpu/webgpu_test.py --adapter 2>"$run/webgpu-check.log"); then
+  PATH="$root/build/venv/bin:$PATH" taskset -c "$(( $(nproc) - 1 ))" "$bin" monitor --worker-id "$(hostname)-browser" \
+    --accelerator webgpu=1 --backend webgpu,wasm --label "browser=chromium,webgpu_adapter=${adapter// /-}" \
+    --metrics-listen 127.0.0.1:9466 >"$run/monitor-browser.log" 2>&1 &
+  pids+=($!)
+  wait_log "$run/monitor-browser.log" "monitor ready" 30 && browser=1
+  echo "a browser worker: WebGPU adapter '$adapter', one core (hwsched monitor, http://127.0.0.1:9466/metrics)"
+else
+  echo "no browser worker: $( [ "$(nproc)" -ge 2 ] || echo "one core only"; tail -1 "$run/webgpu-check.log" 2>/dev/null)"
+fi
 echo
 "$bin" workers
 echo
@@ -78,6 +95,14 @@ suffix="-$(date +%H%M%S)"
 # a task the scheduler refuses, with the reason (a suite file with one is refused whole, before sending)
 "$bin" submit --id "demo-invalid$suffix" --name "rejected: negative memory" --memory=-1 -- true
 "$bin" submit -f examples/suite.json --id-suffix="$suffix" --wait --wait-timeout-s 120
+if [ -n "$browser" ]; then
+  echo
+  echo "placed by hardware: a WebGPU test can only run in the browser, a test asking for 2 cores only on the"
+  echo "full-size worker (examples/webgpu/suite.json):"
+  "$bin" submit -f examples/webgpu/suite.json --id-suffix="$suffix" --wait --wait-timeout-s 120 --no-progress
+  echo "why the WebGPU test went where it did (hwsched explain demo-webgpu-matmul$suffix):"
+  "$bin" explain "demo-webgpu-matmul$suffix" | head -12 || true
+fi
 echo
 echo "a real test job: examples/pytest-project packed as a bundle (uploaded once, by digest), its pytest"
 echo "suite in 3 shards, logs streamed, per-test results in one JUnit report, a plot brought back:"

@@ -91,13 +91,26 @@ pub fn init(format: &str, filter: &str, otlp_endpoint: Option<&str>, service: &s
 }
 
 /// Makes `span` a child of the W3C `traceparent` carried in NATS headers, so
-/// exported spans of scheduler and monitor join the producer's trace.
+/// exported spans of scheduler and monitor join the producer's trace. Call it
+/// before the span is first entered.
 pub fn set_parent(span: &tracing::Span, traceparent: &str) {
     use opentelemetry::propagation::TextMapPropagator;
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let carrier = std::collections::HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
     let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
     let _ = span.set_parent(cx);
+}
+
+/// The W3C `traceparent` naming `span` itself, to send on a message so that the
+/// receiver's span (through [`set_parent`]) becomes its child. `None` when
+/// spans are not exported (no OTLP endpoint): the caller sends what it received.
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::propagation::TextMapPropagator;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let mut carrier = std::collections::HashMap::new();
+    // injects nothing for a span without a valid context
+    opentelemetry_sdk::propagation::TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
+    carrier.remove("traceparent")
 }
 
 /// Shared metrics registry and readiness flag of one process.
@@ -178,5 +191,12 @@ mod tests {
         c.inc_by(3);
         let text = t.render();
         assert!(text.contains("hwsched_test_things_total 3"), "{text}");
+    }
+
+    #[test]
+    fn a_span_not_exported_has_no_traceparent_to_send() {
+        let _d = tracing::subscriber::set_default(tracing_subscriber::registry());
+        let span = tracing::info_span!("not_exported");
+        assert_eq!(traceparent(&span), None);
     }
 }

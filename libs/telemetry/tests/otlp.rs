@@ -1,5 +1,7 @@
-//! Spans reach an OTLP/HTTP collector when one is configured. The collector is
-//! a plain TCP listener that records what it is sent.
+//! Spans reach an OTLP/HTTP collector when one is configured, in the trace of
+//! the `traceparent` they were given. Unit level: the collector is a plain TCP
+//! listener that records the bytes it is sent. A real receiver (rotel) gets one
+//! task's spans from scheduler and monitor in `tests/python/test_otlp.py`.
 use std::{
     io::{Read, Write},
     net::TcpListener,
@@ -32,12 +34,17 @@ fn spans_are_exported_to_the_configured_collector() {
 
     let guard = hwsched_telemetry::init("text", "info", Some(&format!("http://{addr}")), "hwsched-test").expect("init");
     let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    {
+    let sent_on = {
         let span = tracing::info_span!("otlp_test_span", task_id = "t-1");
         hwsched_telemetry::set_parent(&span, tp);
         let _e = span.enter();
         tracing::info!("inside");
-    }
+        hwsched_telemetry::traceparent(&span).expect("an exported span has a traceparent")
+    };
+    // what a message sent from the span carries: the same trace, the span's own id
+    let parts: Vec<&str> = sent_on.split('-').collect();
+    assert_eq!((parts.len(), parts[0], parts[1], parts[3]), (4, "00", &tp[3..35], "01"), "{sent_on}");
+    assert_ne!(parts[2], &tp[36..52], "a span id of its own");
     drop(guard); // flushes
 
     let body = rx.recv_timeout(Duration::from_secs(10)).expect("collector received a request");
@@ -46,6 +53,11 @@ fn spans_are_exported_to_the_configured_collector() {
     assert!(text.contains("otlp_test_span"), "span name in the payload");
     assert!(text.contains("hwsched-test"), "service name in the payload");
     // the producer's trace id (bytes) is the span's trace id
-    let trace_id: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&tp[3 + 2 * i..5 + 2 * i], 16).expect("hex")).collect();
-    assert!(body.windows(16).any(|w| w == trace_id.as_slice()), "trace id propagated");
+    let bytes = |hex: &str| -> Vec<u8> {
+        (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex")).collect()
+    };
+    let has = |hex: &str| body.windows(hex.len() / 2).any(|w| w == bytes(hex).as_slice());
+    assert!(has(&tp[3..35]), "trace id propagated");
+    assert!(has(&tp[36..52]), "the given parent is the span's parent");
+    assert!(has(parts[2]), "the traceparent sent on names the exported span");
 }

@@ -108,7 +108,11 @@ impl Io {
         // Unique per decision: after a crash the same attempt may be placed again and must not be dropped as a duplicate.
         let msg_id = format!("{task_id}:{}:{}:{}", rec.attempt, rec.worker_id, rec.assigned_at_ms);
         let subject = self.bus.subjects().assign(&rec.worker_id);
-        if let Err(e) = self.bus.publish_durable(subject, &a, Some(&msg_id), Some(&rec.traceparent)).await {
+        // Sent from the `assign` span (placing.rs), the assignment carries that span's context, so
+        // the monitor's span is its child; sent without an exported span, the task's own.
+        let traceparent = hwsched_telemetry::traceparent(&tracing::Span::current());
+        let traceparent = traceparent.as_deref().unwrap_or(&rec.traceparent);
+        if let Err(e) = self.bus.publish_durable(subject, &a, Some(&msg_id), Some(traceparent)).await {
             tracing::warn!(task_id, worker_id = %rec.worker_id, error = %e, "assignment not sent, task stays queued");
             return false;
         }

@@ -21,6 +21,12 @@ pub fn trace_id(traceparent: &str) -> Option<&str> {
     (hex(version, 2) && hex(trace, 32) && hex(span, 16) && hex(flags, 2) && trace != "0".repeat(32)).then_some(trace)
 }
 
+/// The incoming trace context as it came, when it is valid: its span is the
+/// sender's, and the parent of the span that handles the message.
+pub fn incoming(headers: Option<&HeaderMap>) -> Option<&str> {
+    headers.and_then(|h| h.get(TRACEPARENT)).map(|v| v.as_str()).filter(|tp| trace_id(tp).is_some())
+}
+
 /// The incoming trace context, continued with a new span id; a new trace when absent or invalid.
 pub fn continue_from(headers: Option<&HeaderMap>) -> String {
     let parent = headers.and_then(|h| h.get(TRACEPARENT)).map(|v| v.as_str().to_string());
@@ -46,6 +52,18 @@ mod tests {
         let next = continue_from(Some(&h));
         assert_eq!(trace_id(&next), Some(id.as_str()));
         assert_ne!(next, tp);
+    }
+
+    #[test]
+    fn the_incoming_context_is_kept_as_it_came_only_when_valid() {
+        let tp = new_traceparent();
+        let mut h = HeaderMap::new();
+        h.insert(TRACEPARENT, tp.as_str());
+        assert_eq!(incoming(Some(&h)), Some(tp.as_str()));
+        let mut bad = HeaderMap::new();
+        bad.insert(TRACEPARENT, "00-xyz-abc-01");
+        assert_eq!(incoming(Some(&bad)), None);
+        assert_eq!(incoming(None), None);
     }
 
     #[test]

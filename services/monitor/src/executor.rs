@@ -91,8 +91,7 @@ impl Executor {
         let tp = trace::continue_from(msg.headers.as_ref());
         let span = tracing::info_span!("task", task_id = %task.task_id, attempt = a.attempt, trace_id = trace::trace_id(&tp).unwrap_or(""));
         // the child of the span that sent the assignment (the scheduler's `assign`), not of `tp`'s made-up id
-        let sender = msg.headers.as_ref().and_then(|h| h.get(trace::TRACEPARENT)).map(|v| v.as_str());
-        hwsched_telemetry::set_parent(&span, sender.filter(|p| trace::trace_id(p).is_some()).unwrap_or(&tp));
+        hwsched_telemetry::set_parent(&span, trace::incoming(msg.headers.as_ref()).unwrap_or(&tp));
         let key = (task.task_id.clone(), a.attempt);
         if a.worker_id != self.worker_id || task.command.first().is_none_or(|c| c.is_empty()) {
             let why = if a.worker_id != self.worker_id {

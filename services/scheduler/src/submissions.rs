@@ -106,13 +106,7 @@ impl Scheduler {
         };
         let now = now_ms();
         // The producer's context as it came (its span is the parent of the `assign` span); a new trace without one.
-        let traceparent = msg
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(trace::TRACEPARENT))
-            .map(|v| v.as_str())
-            .filter(|tp| trace::trace_id(tp).is_some())
-            .map_or_else(trace::new_traceparent, str::to_string);
+        let traceparent = trace::incoming(msg.headers.as_ref()).map_or_else(trace::new_traceparent, str::to_string);
         let rec = queued_record(task, traceparent, reply_to.as_ref(), now);
         let task_id = rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default();
         match self.io.records.create(&task_id, rec.encode_to_vec().into()).await {

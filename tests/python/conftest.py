@@ -27,10 +27,11 @@ def wait_for(predicate, timeout, what):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture
-def nats_url(tmp_path):
+def start_nats_server(store):
+    """A nats-server 2.15 with JetStream on a free loopback port, its store under
+    `store`, once it takes connections: (process, url)."""
     port = free_port()
-    proc = subprocess.Popen([NATS_SERVER, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(tmp_path / "js")],
+    proc = subprocess.Popen([NATS_SERVER, "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def answers():
@@ -41,7 +42,13 @@ def nats_url(tmp_path):
             return False
 
     wait_for(answers, 15, "nats-server")
-    yield f"nats://127.0.0.1:{port}"
+    return proc, f"nats://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def nats_url(tmp_path):
+    proc, url = start_nats_server(tmp_path / "js")
+    yield url
     proc.kill()
     proc.wait()
 

@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -31,7 +30,7 @@ import uuid
 
 import pytest
 
-from conftest import HWSCHED, NATS_SERVER, ROOT, free_port, wait_for
+from conftest import HWSCHED, ROOT, free_port, start_nats_server, wait_for
 
 PROMETHEUS = os.environ.get("HWSCHED_TEST_PROMETHEUS", shutil.which("prometheus") or "/usr/bin/prometheus")
 CLICKHOUSE = os.environ.get("HWSCHED_TEST_CLICKHOUSE_URL")
@@ -159,20 +158,8 @@ class Stack:
 
 
 def start_nats(stack):
-    port = free_port()
-    stack.procs.append(subprocess.Popen([NATS_SERVER, "-a", "127.0.0.1", "-p", str(port), "-js",
-                                         "-sd", str(stack.tmp / "js")],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    stack.env["HWSCHED_NATS_URL"] = f"nats://127.0.0.1:{port}"
-
-    def answers():
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return True
-        except OSError:
-            return False
-
-    wait_for(answers, 15, "nats-server")
+    proc, stack.env["HWSCHED_NATS_URL"] = start_nats_server(stack.tmp / "js")
+    stack.procs.append(proc)
 
 
 def clickhouse(sql):

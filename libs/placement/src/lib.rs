@@ -5,7 +5,8 @@
 //! share it.
 //!
 //! Its floors, each reading only those below it: `view` (what placement sees
-//! of a worker) and `group` (split tasks); `validate`; `baseline` (the seed
+//! of a worker), `group` (split tasks) and `retry` (what a failed
+//! attempt's category leads to); `validate`; `baseline` (the seed
 //! framework's policy); `declared` (trust in declared durations); `batch`
 //! (the heuristics over many waiting tasks); `score`; `filter` and `explore`; `fit` (placing one
 //! task); `state` (the state machine).
@@ -19,6 +20,7 @@ pub mod files;
 pub mod filter;
 pub mod fit;
 pub mod group;
+pub mod retry;
 pub mod score;
 pub mod state;
 #[cfg(test)]

@@ -45,6 +45,9 @@ pub fn validate(t: &TaskRequest) -> Result<(), Vec<String>> {
     if let Some(p) = &t.placement {
         check_placement(&mut bad, p);
     }
+    if let Some(Err(why)) = t.retry.as_ref().map(crate::retry::Retry::check) {
+        bad("retry", why);
+    }
     if errs.is_empty() {
         Ok(())
     } else {

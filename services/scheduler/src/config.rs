@@ -60,6 +60,11 @@ pub struct SchedulerConfig {
     /// An assignment its (live) worker has not reported running for this long is placed again (ms).
     #[arg(long = "assignment-grace-ms", env = "HWSCHED_ASSIGNMENT_GRACE_MS", default_value_t = defaults::ASSIGNMENT_GRACE_MS)]
     pub assignment_grace_ms: u64,
+    /// How failed attempts are retried by failure category, unless a task's own `retry` says
+    /// otherwise: retry_test_failures, oom_memory_factor, oom_memory_cap_mb, timeout_retries,
+    /// infrastructure_retries (docs/FAILURES.md).
+    #[arg(long = "retry", env = "HWSCHED_RETRY", default_value_t = hwsched_placement::retry::Retry::default())]
+    pub retry: hwsched_placement::retry::Retry,
 }
 
 fn parse_share(s: &str) -> Result<f64, String> {
@@ -83,6 +88,7 @@ impl Default for SchedulerConfig {
             explore_share: hwsched_placement::DEFAULT_EXPLORE_SHARE,
             batch: hwsched_placement::BatchSetting::default(),
             assignment_grace_ms: defaults::ASSIGNMENT_GRACE_MS,
+            retry: hwsched_placement::retry::Retry::default(),
         }
     }
 }

@@ -67,6 +67,7 @@ fn placement_state(cfg: &SchedulerConfig) -> State {
     st.policy = cfg.policy;
     st.fair_share = cfg.fair_share;
     st.explore_share = cfg.explore_share;
+    st.retry = cfg.retry;
     st.batch = cfg.batch.0;
     st.pack = cfg.pack;
     st

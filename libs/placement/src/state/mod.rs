@@ -51,7 +51,7 @@ const AFFINITY_MEMORY: usize = 8;
 pub const REPLAN_MS: i64 = 5_000;
 
 /// Attempts a task may lose with its worker before it fails.
-pub const MAX_LOSSES: u32 = 3;
+pub const MAX_LOSSES: u32 = crate::retry::INFRASTRUCTURE_RETRIES;
 
 /// What the IO layer must do after a placement pass.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +110,8 @@ pub struct State {
     /// workload, when it is expected to finish within 2x of the best
     /// (`score::EXPLORE_SLACK`). 0 never explores.
     pub explore_share: f64,
+    /// How failed attempts are retried, unless a task says otherwise.
+    pub retry: crate::retry::Retry,
     /// What producers' declared durations turned out to be, from the results applied.
     pub declarations: Declarations,
     /// Whether estimates correct declared durations by [`State::declarations`]

@@ -2,13 +2,54 @@
 //! or without), its loss with the worker, an assignment that could not be
 //! sent. Each frees the attempt's reservation.
 
-use hwsched_proto::v1::{ExecutionResult, TaskRecord, TaskState, TaskStatus};
+use hwsched_proto::v1::{AttemptRecord, ExecutionResult, FailureCategory, TaskRecord, TaskState, TaskStatus};
 
-use crate::state::{
-    records::{concurrency_key, max_attempts, runtime_estimate},
-    worker::unreserve,
-    Completion, State, MAX_LOSSES,
+use crate::{
+    retry::{self, Decision, Ended, Spent},
+    state::{
+        records::{concurrency_key, max_attempts, runtime_estimate},
+        worker::unreserve,
+        Completion, State,
+    },
 };
+
+/// Attempts kept in a record's history (the oldest are dropped beyond it).
+const HISTORY: usize = 16;
+
+/// The memory the record's task asks for, MB.
+fn memory_mb(rec: &TaskRecord) -> i64 {
+    rec.task.as_ref().and_then(|t| t.requirements.as_ref()).map_or(0, |r| r.memory_mb)
+}
+
+/// Adds the attempt that just ended to the record's history.
+fn push_history(
+    rec: &mut TaskRecord,
+    res: Option<&ExecutionResult>,
+    category: FailureCategory,
+    now_ms: i64,
+    decision: &str,
+) {
+    let mut entry = AttemptRecord {
+        attempt: rec.attempt,
+        worker_id: rec.worker_id.clone(),
+        category: category as i32,
+        memory_mb: memory_mb(rec),
+        decision: decision.to_string(),
+        ended_at_ms: now_ms,
+        ..Default::default()
+    };
+    if let Some(r) = res {
+        entry.hardware_class = r.hardware_class.clone();
+        entry.status = r.status;
+        entry.exit_code = r.exit_code;
+        entry.duration_s = r.duration_s;
+        entry.memory_peak_mb = r.resources.as_ref().map_or(0, |u| u.memory_peak_mb);
+    }
+    if rec.history.len() >= HISTORY {
+        rec.history.remove(0);
+    }
+    rec.history.push(entry);
+}
 
 impl State {
     /// Undoes an assignment whose message could not be sent: back to the queue.
@@ -38,39 +79,78 @@ impl State {
             self.declarations.observe(task, res);
         }
         let status = res.status();
+        let category = retry::category(res);
         if status == TaskStatus::Succeeded {
             rec.state = TaskState::Succeeded as i32;
             rec.reason = String::new();
+            push_history(&mut rec, Some(res), category, now_ms, "succeeded");
             self.settle_part(&rec, Some(res), now_ms);
             return Completion::Done(rec);
         }
         let mut why = format!("attempt {} on {} ended {}", res.attempt, res.worker_id, status.as_str_name());
-        if res.bad_input {
-            // no other worker would do better with the same input
+        if category != FailureCategory::Unspecified {
+            why = format!("{why} ({})", retry::category_name(category));
+        }
+        if res.bad_input || (category == FailureCategory::Refused && !res.error.is_empty()) {
             why = format!("{why}: {}", res.error);
         }
-        rec.failures += 1;
-        if rec.failures >= max_attempts(&rec) || status == TaskStatus::Cancelled || res.bad_input {
-            rec.state = TaskState::Failed as i32;
-            rec.reason = why;
-            self.settle_part(&rec, Some(res), now_ms);
-            return Completion::Done(rec);
-        }
-        Completion::Retry(self.requeue(rec, now_ms, why))
+        let ended = Ended {
+            category,
+            bad_input: res.bad_input,
+            memory_mb: memory_mb(&rec),
+            memory_peak_mb: res.resources.as_ref().map_or(0, |r| r.memory_peak_mb),
+        };
+        self.decide_retry(rec, ended, Some(res), now_ms, why)
     }
 
     /// An attempt lost without a result: queue again, or fail after too many losses.
     pub(super) fn lose(&mut self, task_id: &str, now_ms: i64, why: String) -> Option<Completion> {
-        let mut rec = self.release(task_id)?;
-        rec.losses += 1;
-        if rec.losses > MAX_LOSSES {
-            rec.state = TaskState::Failed as i32;
-            rec.reason = format!("{why}; lost {} times, giving up", rec.losses);
-            rec.updated_at_ms = now_ms;
-            self.settle_part(&rec, None, now_ms);
-            return Some(Completion::Done(rec));
+        let rec = self.release(task_id)?;
+        let ended = Ended {
+            category: FailureCategory::WorkerLost,
+            bad_input: false,
+            memory_mb: memory_mb(&rec),
+            memory_peak_mb: 0,
+        };
+        Some(self.decide_retry(rec, ended, None, now_ms, why))
+    }
+
+    /// Applies the retry policy to a released record whose attempt ended as `ended`.
+    fn decide_retry(
+        &mut self,
+        mut rec: TaskRecord,
+        ended: Ended,
+        res: Option<&ExecutionResult>,
+        now_ms: i64,
+        why: String,
+    ) -> Completion {
+        rec.updated_at_ms = now_ms;
+        let spent = Spent { failures: rec.failures, losses: rec.losses, timeouts: rec.timeouts };
+        let policy = self.retry.with(rec.task.as_ref().and_then(|t| t.retry.as_ref()));
+        let largest =
+            self.workers.values().filter_map(|w| w.caps.as_ref()).map(|c| c.memory_mb as i64).max().unwrap_or(0);
+        match retry::decide(ended, spent, policy, max_attempts(&rec), largest) {
+            Decision::GiveUp { spent, why: cause } => {
+                (rec.failures, rec.losses, rec.timeouts) = (spent.failures, spent.losses, spent.timeouts);
+                rec.state = TaskState::Failed as i32;
+                rec.reason = format!("{why}; {cause}");
+                push_history(&mut rec, res, ended.category, now_ms, &format!("gave up: {cause}"));
+                self.settle_part(&rec, res, now_ms);
+                Completion::Done(rec)
+            }
+            Decision::Retry { spent, memory_mb, exclude_worker, note } => {
+                (rec.failures, rec.losses, rec.timeouts) = (spent.failures, spent.losses, spent.timeouts);
+                push_history(&mut rec, res, ended.category, now_ms, &note);
+                if let Some(mb) = memory_mb {
+                    let task = rec.task.get_or_insert_with(Default::default);
+                    task.requirements.get_or_insert_with(Default::default).memory_mb = mb;
+                }
+                if exclude_worker && !rec.refused_by.contains(&rec.worker_id) {
+                    rec.refused_by.push(rec.worker_id.clone());
+                }
+                Completion::Retry(self.requeue(rec, now_ms, format!("{why}; {note}")))
+            }
         }
-        Some(Completion::Retry(self.requeue(rec, now_ms, why)))
     }
 
     /// Queues a released record again (its worker joins those it tried).
@@ -116,6 +196,8 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use hwsched_proto::v1::WorkerCapabilities;
 
     use crate::state::testutil::{assigned, caps, queued, result};
 
@@ -199,5 +281,60 @@ mod tests {
         assert_eq!((r.state(), r.attempt, r.worker_id.as_str()), (TaskState::Queued, 0, ""));
         assert_eq!(s.workers["a"].reserved.slots, 0, "slot freed");
         assert_eq!(assigned(&s.plan(3, true)), [("t".to_string(), "a".to_string())]);
+    }
+
+    fn failed_with(rec: &TaskRecord, category: FailureCategory, peak_mb: u64) -> ExecutionResult {
+        ExecutionResult {
+            category: category as i32,
+            resources: Some(hwsched_proto::v1::ResourceUsage { memory_peak_mb: peak_mb, ..Default::default() }),
+            ..result(rec, TaskStatus::Failed)
+        }
+    }
+
+    #[test]
+    fn out_of_memory_retries_with_more_memory_on_a_worker_that_has_it() {
+        let mut s = State::default();
+        s.register(WorkerCapabilities { memory_mb: 1000, ..caps("small", 8, 1) }, 0);
+        s.register(WorkerCapabilities { memory_mb: 1000, ..caps("small2", 8, 1) }, 0);
+        s.register(caps("big", 8, 1), 0);
+        let mut rec = queued("t", 3, 0);
+        rec.task.as_mut().expect("task").requirements =
+            Some(hwsched_proto::v1::Requirements { memory_mb: 800, ..Default::default() });
+        s.insert(rec, 0);
+        s.plan(1, true);
+        let r1 = s.record("t").expect("t");
+        let Completion::Retry(q) = s.complete(&failed_with(&r1, FailureCategory::OutOfMemory, 800), 2) else {
+            panic!("not retried");
+        };
+        assert_eq!(q.task.as_ref().and_then(|t| t.requirements.as_ref()).map(|r| r.memory_mb), Some(1200));
+        assert!(q.reason.contains("out_of_memory") && q.reason.contains("1200 MB"), "{}", q.reason);
+        assert_eq!(q.history.len(), 1);
+        assert_eq!((q.history[0].category(), q.history[0].memory_mb), (FailureCategory::OutOfMemory, 800));
+        assert_eq!(assigned(&s.plan(3, true)), [("t".to_string(), "big".to_string())], "only big has 1200 MB");
+    }
+
+    #[test]
+    fn a_refusing_worker_never_gets_the_task_again_and_losses_spend_no_attempts() {
+        let mut s = State::default();
+        s.register(caps("a", 8, 1), 0);
+        s.register(caps("b", 8, 1), 0);
+        let mut rec = queued("t", 3, 0);
+        rec.task.as_mut().expect("task").max_attempts = 1;
+        s.insert(rec, 0);
+        s.plan(1, true);
+        let r1 = s.record("t").expect("t");
+        let refuser = r1.worker_id.clone();
+        let refused = ExecutionResult { category: FailureCategory::Refused as i32, ..result(&r1, TaskStatus::Error) };
+        let Completion::Retry(q) = s.complete(&refused, 2) else { panic!("a refusal spends no attempt") };
+        assert_eq!((q.failures, q.losses, q.refused_by.clone()), (0, 1, vec![refuser.clone()]));
+        let other = if refuser == "a" { "b" } else { "a" };
+        assert_eq!(assigned(&s.plan(3, true)), [("t".to_string(), other.to_string())]);
+        // lost there too: both workers tried now, and still never the one that refused
+        let r2 = s.record("t").expect("t");
+        let lost =
+            ExecutionResult { category: FailureCategory::Infrastructure as i32, ..result(&r2, TaskStatus::Error) };
+        assert!(matches!(s.complete(&lost, 4), Completion::Retry(_)), "max_attempts 1 is not spent by it");
+        assert_eq!(assigned(&s.plan(5, true)), [("t".to_string(), other.to_string())]);
+        assert_eq!(s.record("t").map(|r| (r.failures, r.losses, r.history.len())), Some((0, 2, 2)));
     }
 }

@@ -196,6 +196,14 @@ impl State {
     /// not tried yet, then workers not tried yet, then any.
     fn decide(&mut self, rec: &TaskRecord, views: &[WorkerView], model: Option<&Model>) -> Outcome {
         let task = rec.task.as_ref().unwrap_or(&*NO_TASK);
+        let allowed: Vec<WorkerView>;
+        let views = if rec.refused_by.is_empty() {
+            views
+        } else {
+            // a worker whose policy refused the task never gets it again
+            allowed = views.iter().filter(|v| !rec.refused_by.contains(&v.caps.worker_id)).cloned().collect();
+            &allowed
+        };
         let turn = match self.policy {
             Policy::Random => self.random(),
             _ => self.placements,

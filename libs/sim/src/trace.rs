@@ -116,10 +116,10 @@ pub struct TaskLine {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Line {
-    /// A worker.
-    Worker(WorkerLine),
+    /// A worker (boxed, as tasks are: lines are parsed one at a time).
+    Worker(Box<WorkerLine>),
     /// A task.
-    Task(TaskLine),
+    Task(Box<TaskLine>),
 }
 
 /// A whole trace.
@@ -142,8 +142,8 @@ impl Trace {
                 continue;
             }
             match serde_json::from_str::<Line>(raw).map_err(|source| TraceError::Parse { line: i + 1, source })? {
-                Line::Worker(w) => t.workers.push(w),
-                Line::Task(task) => t.tasks.push(task),
+                Line::Worker(w) => t.workers.push(*w),
+                Line::Task(task) => t.tasks.push(*task),
             }
         }
         t.tasks.sort_by(|a, b| a.arrival_s.total_cmp(&b.arrival_s));
@@ -154,7 +154,12 @@ impl Trace {
     /// The trace as JSON lines: workers first, then tasks.
     pub fn to_jsonl(&self) -> String {
         let mut out = String::new();
-        let lines = self.workers.iter().cloned().map(Line::Worker).chain(self.tasks.iter().cloned().map(Line::Task));
+        let lines = self
+            .workers
+            .iter()
+            .cloned()
+            .map(|w| Line::Worker(Box::new(w)))
+            .chain(self.tasks.iter().cloned().map(|t| Line::Task(Box::new(t))));
         for line in lines {
             out.push_str(&serde_json::to_string(&line).unwrap_or_default());
             out.push('\n');

@@ -5,8 +5,10 @@
 use std::fmt::Write as _;
 
 use hwsched_client::{History, Update, WorkerView};
+use hwsched_placement::retry::{category as retry_category, category_name};
 use hwsched_proto::v1::{
-    DrainReply, ExecutionResult, TaskEvent, TaskEventKind, TaskRecord, TaskState, TaskStatus, WorkerState,
+    DrainReply, ExecutionResult, FailureCategory, TaskEvent, TaskEventKind, TaskRecord, TaskState, TaskStatus,
+    WorkerState,
 };
 
 /// How long ago, short: `12.3s`, `4.5m`, `2.0h`.
@@ -181,6 +183,7 @@ pub fn explain(rec: &TaskRecord, now_ms: i64) -> String {
         let _ = writeln!(out, "tried      {}", rec.tried_workers.join(", "));
     }
     let _ = writeln!(out, "why        {}", or_dash(&rec.reason));
+    attempts(&mut out, rec);
     if !rec.parent_id.is_empty() {
         let which = if rec.shard_total > 0 {
             format!("shard {} of {}", rec.shard_index, rec.shard_total)
@@ -346,8 +349,8 @@ pub fn history(task_id: &str, h: &History) -> String {
     if !h.attempts.is_empty() {
         let _ = writeln!(
             out,
-            "attempts\n  {:>3} {:<10} {:<20} {:>9} {:>5} {:>8} {:>7}  ERROR",
-            "#", "STATUS", "WORKER", "DURATION", "EXIT", "PEAK MB", "CPU%"
+            "attempts\n  {:>3} {:<10} {:<15} {:<20} {:>9} {:>5} {:>8} {:>7}  ERROR",
+            "#", "STATUS", "CATEGORY", "WORKER", "DURATION", "EXIT", "PEAK MB", "CPU%"
         );
         for a in &h.attempts {
             let r = &a.result;
@@ -357,9 +360,10 @@ pub fn history(task_id: &str, h: &History) -> String {
                 .map_or(("-".into(), "-".into()), |u| (u.memory_peak_mb.to_string(), format!("{:.0}", u.cpu_peak_pct)));
             let _ = writeln!(
                 out,
-                "  {:>3} {:<10} {:<20} {:>9} {:>5} {:>8} {:>7}  {}",
+                "  {:>3} {:<10} {:<15} {:<20} {:>9} {:>5} {:>8} {:>7}  {}",
                 r.attempt,
                 status(r.status()),
+                or_dash(category_name(retry_category(r))),
                 r.worker_id,
                 format!("{:.2}s", r.duration_s),
                 r.exit_code,
@@ -370,6 +374,37 @@ pub fn history(task_id: &str, h: &History) -> String {
         }
     }
     out
+}
+
+/// The ended attempts of `explain`: how each ended and what the scheduler did next.
+fn attempts(out: &mut String, rec: &TaskRecord) {
+    if rec.history.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "attempts\n  {:>3} {:<15} {:<20} {:<24} {:>9} {:>11}  NEXT",
+        "#", "CATEGORY", "WORKER", "HARDWARE", "DURATION", "PEAK/ASK MB"
+    );
+    for a in &rec.history {
+        let what = if a.category() == FailureCategory::Unspecified {
+            status(a.status())
+        } else {
+            category_name(a.category()).to_string()
+        };
+        let memory = if a.memory_mb > 0 { format!("{}/{}", a.memory_peak_mb, a.memory_mb) } else { "-".into() };
+        let _ = writeln!(
+            out,
+            "  {:>3} {:<15} {:<20} {:<24} {:>9} {:>11}  {}",
+            a.attempt,
+            what,
+            or_dash(&a.worker_id),
+            or_dash(&a.hardware_class),
+            format!("{:.2}s", a.duration_s),
+            memory,
+            a.decision
+        );
+    }
 }
 
 /// `hwsched drain` / `undrain`.

@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use hwsched_client::{Attempt, Finished};
-use hwsched_proto::v1::{CandidateScore, PartResult, ResourceUsage, TaskRequest, WorkerCapabilities, WorkerHeartbeat};
+use hwsched_proto::v1::{
+    AttemptRecord, CandidateScore, PartResult, ResourceUsage, TaskRequest, WorkerCapabilities, WorkerHeartbeat,
+};
 
 use super::*;
 
@@ -125,8 +127,32 @@ fn golden_queue_and_tasks() {
 fn golden_explain() {
     let mut rec = record("t-run", TaskState::Assigned, 12);
     rec.worker_id = "gpu-node-7".into();
-    rec.attempt = 1;
+    rec.attempt = 3;
+    rec.failures = 1;
+    rec.losses = 1;
     rec.gpu_indices = vec![0, 3];
+    rec.history = vec![
+        AttemptRecord {
+            attempt: 1,
+            worker_id: "gpu-node-2".into(),
+            hardware_class: "gpu:nvidia-a100".into(),
+            category: FailureCategory::OutOfMemory as i32,
+            status: TaskStatus::Failed as i32,
+            duration_s: 12.5,
+            memory_mb: 4096,
+            memory_peak_mb: 4096,
+            decision: "retry with 6144 MB".into(),
+            ..Default::default()
+        },
+        AttemptRecord {
+            attempt: 2,
+            worker_id: "gpu-node-9".into(),
+            category: FailureCategory::WorkerLost as i32,
+            memory_mb: 6144,
+            decision: "retry elsewhere".into(),
+            ..Default::default()
+        },
+    ];
     rec.predicted_runtime_s = 42.0;
     rec.reason = "cost 0.210".into();
     rec.policy = "hwsched".into();

@@ -14,8 +14,8 @@ pub mod schema;
 use clickhouse::Client;
 use hwsched_config::ClickHouseConfig;
 pub use rows::{
-    alert_state_name, status_name, status_of, AlertRow, AttemptCases, DecisionRow, MetricRow, RunRow, TestCaseRow,
-    TimeColumn, WorkerRow,
+    alert_state_name, category_of, status_name, status_of, AlertRow, AttemptCases, DecisionRow, MetricRow, RunRow,
+    TestCaseRow, TimeColumn, WorkerRow,
 };
 pub use schema::ServerVersion;
 use serde::Serialize;
@@ -144,7 +144,12 @@ impl Store {
                 continue;
             }
             for ddl in &m.statements {
-                base.query(ddl).execute().await.map_err(err)?;
+                match base.query(ddl).execute().await {
+                    Err(e) if schema::already_done(ddl, &e.to_string()) => {
+                        tracing::info!(version = m.version, error = %e, "ClickHouse migration step already done");
+                    }
+                    r => r.map_err(err)?,
+                }
             }
             let row = MigrationRow {
                 version: m.version,

@@ -4,6 +4,7 @@
 //! milliseconds on modern servers (`DateTime64(3)`), u32 seconds on old ones
 //! (`DateTime`).
 
+use hwsched_placement::retry;
 use hwsched_proto::v1::{
     Alert, AlertState, CandidateScore, ExecutionResult, MetricsBatch, TaskEvent, TaskStatus, TestCase,
     WorkerCapabilities,
@@ -80,6 +81,10 @@ pub struct RunRow<T> {
     memory_peak_mb: u64,
     gpu_memory_peak_mb: u64,
     error: String,
+    category: String,
+    cpu_time_s: f64,
+    oom_kills: u32,
+    memory_limit_mb: u64,
 }
 
 /// One `scheduler_decisions` row: one candidate of one decision.
@@ -256,12 +261,27 @@ impl WorkerRow {
     }
 }
 
+/// Every status, as stored in `task_runs.status` ([`status_name`]).
+pub(crate) const STATUSES: [TaskStatus; 6] = [
+    TaskStatus::Succeeded,
+    TaskStatus::Failed,
+    TaskStatus::TimedOut,
+    TaskStatus::Error,
+    TaskStatus::Cancelled,
+    TaskStatus::Unspecified,
+];
+
 /// The status stored as `name` ([`status_name`]).
 pub fn status_of(name: &str) -> TaskStatus {
-    [TaskStatus::Succeeded, TaskStatus::Failed, TaskStatus::TimedOut, TaskStatus::Error, TaskStatus::Cancelled]
-        .into_iter()
-        .find(|s| status_name(*s) == name)
-        .unwrap_or(TaskStatus::Unspecified)
+    STATUSES.into_iter().find(|s| status_name(*s) == name).unwrap_or(TaskStatus::Unspecified)
+}
+
+/// "out_of_memory", "timeout", ... as stored in `task_runs.category`; "" for a
+/// success. A result from a monitor older than the field gets the category its
+/// status implies (`hwsched_placement::retry::category`, the scheduler's own
+/// reading of it).
+pub fn category_of(r: &ExecutionResult) -> &'static str {
+    retry::category_name(retry::category(r))
 }
 
 /// "succeeded", "failed", ... as stored in `task_runs.status`.
@@ -301,6 +321,10 @@ pub(crate) fn run_row<T: TimeColumn>(r: &ExecutionResult) -> RunRow<T> {
         memory_peak_mb: u.memory_peak_mb,
         gpu_memory_peak_mb: u.gpu_memory_peak_mb,
         error: r.error.clone(),
+        category: category_of(r).to_string(),
+        cpu_time_s: u.cpu_time_s,
+        oom_kills: u.oom_kills,
+        memory_limit_mb: u.memory_limit_mb,
     }
 }
 
@@ -350,7 +374,35 @@ pub(crate) fn test_case_rows<'a, T: TimeColumn>(a: AttemptCases<'a>) -> impl Ite
 
 #[cfg(test)]
 mod tests {
+    use hwsched_proto::v1::{FailureCategory, ResourceUsage};
+
     use super::*;
+
+    #[test]
+    fn run_rows_carry_the_category_and_the_cgroup_usage() {
+        let oom = ExecutionResult {
+            status: TaskStatus::Failed as i32,
+            category: FailureCategory::OutOfMemory as i32,
+            resources: Some(ResourceUsage {
+                cpu_time_s: 2.5,
+                oom_kills: 1,
+                memory_limit_mb: 64,
+                cgroup: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let row = run_row::<u32>(&oom);
+        assert_eq!(
+            (row.category.as_str(), row.cpu_time_s, row.oom_kills, row.memory_limit_mb),
+            ("out_of_memory", 2.5, 1, 64)
+        );
+        // from a monitor older than the field: the status says it
+        let old = ExecutionResult { status: TaskStatus::TimedOut as i32, ..Default::default() };
+        assert_eq!(run_row::<i64>(&old).category, "timeout");
+        let ok = ExecutionResult { status: TaskStatus::Succeeded as i32, ..Default::default() };
+        assert_eq!(run_row::<i64>(&ok).category, "");
+    }
 
     fn alert(state: AlertState) -> Alert {
         Alert {

@@ -5,6 +5,10 @@
 
 use std::fmt;
 
+use hwsched_proto::v1::ExecutionResult;
+
+use crate::rows::{category_of, status_name, STATUSES};
+
 /// A ClickHouse server version (major.minor).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ServerVersion {
@@ -102,9 +106,10 @@ pub fn partition_expired(partition: &str, keep_days: u32, today: i64) -> bool {
 }
 
 /// One schema migration: a version, what it does, and its statements.
-/// Every statement is idempotent (`IF NOT EXISTS`), so applying a migration
-/// twice (two processes migrating at once) is harmless, except a rollup
-/// backfill, which would count the old rows twice.
+/// Every statement is idempotent (`IF NOT EXISTS`, or on old servers an
+/// `ADD COLUMN` whose "already exists" counts as done, [`already_done`]), so
+/// applying a migration twice (two processes migrating at once) is harmless,
+/// except a rollup backfill, which would count the old rows twice.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Migration {
     /// Applied in increasing order; recorded in `schema_migrations`.
@@ -249,7 +254,48 @@ pub fn migrations(version: ServerVersion, database: &str) -> Vec<Migration> {
             ttl_days("time", TEST_CASES_RETENTION_DAYS)
         ),
         ]),
+        m(6, "failure category, CPU time, OOM kills and memory limit of task runs", failure_columns(modern, database)),
     ]
+}
+
+/// Migration 6: `task_runs` gains the attempt's failure category and its
+/// cgroup's CPU time, OOM kills and memory limit, one `ALTER` per column (old
+/// servers have no `IF NOT EXISTS` there: [`already_done`] makes a rerun
+/// harmless). Rows stored before it read the category their status implies
+/// (the column's DEFAULT, [`category_from_status`]); the others read 0.
+fn failure_columns(modern: bool, database: &str) -> Vec<String> {
+    let (lc, if_not_exists) = if modern { ("LowCardinality(String)", "IF NOT EXISTS ") } else { ("String", "") };
+    [
+        format!("category {lc} DEFAULT {}", category_from_status()),
+        "cpu_time_s Float64".to_string(),
+        "oom_kills UInt32".to_string(),
+        "memory_limit_mb UInt64".to_string(),
+    ]
+    .into_iter()
+    .map(|column| format!("ALTER TABLE {database}.task_runs ADD COLUMN {if_not_exists}{column}"))
+    .collect()
+}
+
+/// The category a `task_runs` row's status implies, as SQL: what the recorder
+/// stores for a result without one (`hwsched_placement::retry::category` of a
+/// result with only that status), so rows stored before the column existed,
+/// or by an older recorder, read the same category a new recorder would write.
+pub fn category_from_status() -> String {
+    let arms: Vec<String> = STATUSES
+        .into_iter()
+        .map(|s| {
+            let r = ExecutionResult { status: s as i32, ..Default::default() };
+            format!("status = '{}', '{}'", status_name(s), category_of(&r))
+        })
+        .collect();
+    format!("multiIf({}, '')", arms.join(", "))
+}
+
+/// Whether `error`, from running `statement`, says its work is already done:
+/// an `ADD COLUMN` (without `IF NOT EXISTS` on old servers) of a column that
+/// exists, after a migration interrupted past it or run by two processes at once.
+pub fn already_done(statement: &str, error: &str) -> bool {
+    statement.contains(" ADD COLUMN ") && error.contains("Code: 44") && error.contains("already exists")
 }
 
 /// The rollup of `source` rows into one-minute aggregate states, in the
@@ -304,6 +350,10 @@ mod tests {
             "muted_by",
             "classname",
             "case_index",
+            "category",
+            "oom_kills",
+            "memory_limit_mb",
+            "cpu_time_s",
         ] {
             assert!(legacy.contains(col) && modern.contains(col), "{col}");
         }
@@ -340,6 +390,36 @@ mod tests {
             let view = all.iter().find(|s| s.contains("MATERIALIZED VIEW")).expect("rollup view");
             assert!(view.contains("TO db.hw_metrics_1m") && view.contains("FROM db.hw_metrics GROUP BY"), "{view}");
         }
+    }
+
+    #[test]
+    fn task_runs_gain_the_failure_columns_idempotently_on_both_schemas() {
+        let old = failure_columns(false, "db");
+        assert_eq!(
+            old[0],
+            format!("ALTER TABLE db.task_runs ADD COLUMN category String DEFAULT {}", category_from_status())
+        );
+        assert_eq!(old[2], "ALTER TABLE db.task_runs ADD COLUMN oom_kills UInt32");
+        let modern = failure_columns(true, "db");
+        assert!(modern[0].starts_with(
+            "ALTER TABLE db.task_runs ADD COLUMN IF NOT EXISTS category LowCardinality(String) DEFAULT multiIf("
+        ));
+        assert_eq!(modern[3], "ALTER TABLE db.task_runs ADD COLUMN IF NOT EXISTS memory_limit_mb UInt64");
+        // a rerun on an old server: the column is there
+        let exists = "bad response: Code: 44, e.displayText() = DB::Exception: Cannot add column oom_kills: \
+                      column with this name already exists, e.what() = DB::Exception";
+        assert!(already_done(&old[2], exists));
+        assert!(!already_done(&old[2], "Code: 60, e.displayText() = DB::Exception: Table db.task_runs doesn't exist"));
+        assert!(!already_done("CREATE TABLE IF NOT EXISTS db.x (a UInt8) ENGINE = Log", exists));
+    }
+
+    #[test]
+    fn rows_without_a_category_read_the_one_their_status_implies() {
+        assert_eq!(
+            category_from_status(),
+            "multiIf(status = 'succeeded', '', status = 'failed', 'test_failed', status = 'timed_out', 'timeout', \
+             status = 'error', 'infrastructure', status = 'cancelled', 'cancelled', status = 'unknown', 'test_failed', '')"
+        );
     }
 
     #[test]

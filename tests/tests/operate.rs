@@ -109,7 +109,8 @@ async fn drain_keeps_new_work_off_a_worker_until_undrained() -> anyhow::Result<(
     }
     let history = eventually(WAIT, || async {
         let out = cli_async(&url, &["tasks", "parked"]).await?;
-        Ok(out.stdout.contains("succeeded  w-ops").then_some(out.stdout))
+        let done = out.stdout.lines().any(|l| l.contains(" succeeded ") && l.contains(" w-ops "));
+        Ok(done.then_some(out.stdout))
     })
     .await?;
     assert!(history.contains("started on w-ops (attempt 1)"), "{history}");

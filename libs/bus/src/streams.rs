@@ -65,7 +65,7 @@ fn config(bus: &Bus, s: Stream) -> Config {
 }
 
 /// Every KV bucket hwsched uses: (name, history kept per key, max age; zero = forever).
-fn buckets(bus: &Bus) -> [(String, i64, Duration); 7] {
+fn buckets(bus: &Bus) -> [(String, i64, Duration); 8] {
     let sub = bus.subjects();
     [
         (sub.tasks_bucket(), 1, 7 * DAY),
@@ -74,6 +74,7 @@ fn buckets(bus: &Bus) -> [(String, i64, Duration); 7] {
         (sub.alerts_bucket(), 1, Duration::ZERO),
         (sub.silences_bucket(), 1, Duration::ZERO),
         (sub.drains_bucket(), 1, Duration::ZERO),
+        (sub.mutes_bucket(), 1, Duration::ZERO),
         (sub.leases_bucket(), 1, LEASE_TTL),
     ]
 }

@@ -174,6 +174,10 @@ impl Subjects {
     pub fn drains_bucket(&self) -> String {
         format!("{}_drains", self.bucket_prefix)
     }
+    /// KV bucket of muted tests (key: mute id), read by `hwsched submit --wait`.
+    pub fn mutes_bucket(&self) -> String {
+        format!("{}_mutes", self.bucket_prefix)
+    }
     /// KV bucket of leases (the active scheduler's), entries expiring unless renewed.
     pub fn leases_bucket(&self) -> String {
         format!("{}_leases", self.bucket_prefix)

@@ -31,6 +31,7 @@ pub mod bundle;
 mod executor;
 mod history;
 mod logs;
+pub mod mutes;
 mod submit;
 pub mod suite;
 mod workers;
@@ -103,6 +104,9 @@ pub enum Error {
     /// A task's stored output or artifact is missing, corrupt, or refused (a hostile path).
     #[error("{0}")]
     Output(String),
+    /// A request the user must fix (a mute without a reason, a pattern matching everything).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl Error {
@@ -110,7 +114,7 @@ impl Error {
     /// must fix, 3 when NATS or a service is unreachable, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Suite(_) => exit::USAGE,
+            Error::Suite(_) | Error::Invalid(_) => exit::USAGE,
             Error::Connect(BusError::Config(_)) => exit::USAGE,
             Error::Connect(_) | Error::NoResponder { .. } | Error::Timeout { .. } => exit::UNAVAILABLE,
             Error::Refused { .. } | Error::Bus(_) | Error::Output(_) => exit::FAILURE,

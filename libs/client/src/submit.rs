@@ -54,7 +54,7 @@ pub enum Update {
 }
 
 /// How a task ended.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Finished {
     /// Task id.
     pub task_id: String,

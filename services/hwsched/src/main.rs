@@ -12,6 +12,7 @@ mod bundle;
 mod junit_report;
 mod logs;
 mod model;
+mod mute;
 mod nats_auth;
 mod ops;
 mod output;
@@ -131,6 +132,8 @@ enum Command {
     },
     /// Silence alerts: add, list, expire (shared by every alerting replica).
     Silence(alerts::SilenceArgs),
+    /// Mute tests: their failures stop failing `submit --wait` for a while (add, list, end).
+    Mute(mute::MuteArgs),
     /// Simulate placement policies on a trace (built-in or --trace FILE) in simulated time.
     Sim(sim::SimArgs),
     /// ClickHouse schema: print the DDL for a server version, or apply it.
@@ -261,6 +264,7 @@ fn command_name(c: &Command) -> &'static str {
         | Command::Model(_)
         | Command::Alerts { .. }
         | Command::Silence(_)
+        | Command::Mute(_)
         | Command::Schema { .. }
         | Command::Report(_) => "cli",
         Command::Sim(_) => "sim",
@@ -329,6 +333,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Model(args) => model::run(&nats, args).await.map(|_| ok),
         Command::Alerts { output } => alerts::firing(&nats, output).await.map(|_| ok),
         Command::Silence(args) => alerts::silence(&nats, args).await.map(|_| ok),
+        Command::Mute(args) => mute::run(&Client::connect(&nats).await?, args).await,
         Command::Schema { command } => schema::schema(command, &clickhouse).await.map(|_| ok),
         Command::Report(args) => report::run(&clickhouse, args).await.map(|_| ok),
         Command::Bench { command } => bench::run(&nats, &clickhouse, command).await.map(|_| ok),

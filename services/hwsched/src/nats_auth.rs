@@ -108,7 +108,7 @@ fn roles(p: &str) -> Vec<User> {
         },
         User {
             name: "operator".into(),
-            // everything a producer may, plus drain, capabilities, silences, the model and streams
+            // everything a producer may, plus drain, capabilities, silences, mutes, the model and streams
             publish: [
                 producer_pub,
                 vec![
@@ -116,6 +116,7 @@ fn roles(p: &str) -> Vec<User> {
                     format!("{p}.workers.*.capabilities"),
                     "$JS.API.>".into(),
                     format!("$KV.{b}_silences.>"),
+                    format!("$KV.{b}_mutes.>"),
                 ],
             ]
             .concat(),
@@ -159,6 +160,14 @@ fn producer_publish(p: &str) -> Vec<String> {
         format!("$JS.API.DIRECT.GET.OBJ_{b}_bundles.>"),
         format!("$O.{b}_bundles.C.>"),
         format!("$O.{b}_bundles.M.>"),
+        // `submit --wait`: the muted tests (listed through an ordered consumer), read-only
+        format!("$JS.API.STREAM.INFO.KV_{b}_mutes"),
+        format!("$JS.API.CONSUMER.CREATE.KV_{b}_mutes"),
+        format!("$JS.API.CONSUMER.CREATE.KV_{b}_mutes.>"),
+        format!("$JS.API.CONSUMER.DELETE.KV_{b}_mutes.>"),
+        format!("$JS.API.DIRECT.GET.KV_{b}_mutes.>"),
+        format!("$JS.API.STREAM.MSG.GET.KV_{b}_mutes"),
+        format!("$JS.FC.KV_{b}_mutes.>"),
         // `hwsched logs -f`: the live output stream, read-only
         format!("$JS.API.STREAM.INFO.{streams}_LOGS"),
         format!("$JS.API.CONSUMER.CREATE.{streams}_LOGS"),

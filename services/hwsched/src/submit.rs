@@ -1,7 +1,7 @@
 //! `hwsched submit`: one task from flags or a suite file (JSON or YAML);
 //! `--wait` follows every task to its end, with a progress line for suites
 //! (done / failed / running / queued, ETA from the learner's predictions),
-//! and exits 1 if any failed. Ctrl-C offers to cancel what is still open.
+//! and exits 1 if any failed that no mute (`hwsched mute`) covers. Ctrl-C offers to cancel what is still open.
 
 use std::{
     collections::HashMap,
@@ -11,8 +11,9 @@ use std::{
 };
 
 use clap::Args;
-use hwsched_client::{exit, suite, Client, Update};
-use hwsched_proto::v1::{GpuRequirement, Placement, Requirements, TaskEventKind, TaskRequest, TaskStatus};
+use hwsched_bus::now_ms;
+use hwsched_client::{exit, mutes, suite, Client, Update};
+use hwsched_proto::v1::{GpuRequirement, Mute, Placement, Requirements, TaskEventKind, TaskRequest, TaskStatus};
 
 use crate::{
     junit_report::JunitReport,
@@ -177,6 +178,7 @@ pub async fn run(nats: &hwsched_config::NatsConfig, args: SubmitArgs) -> anyhow:
     let client = &Client::connect(nats).await?;
     crate::bundle::ship(client, args.bundle.as_deref(), &mut tasks).await?;
     let predicted = if args.wait { predictions(client, &tasks).await } else { HashMap::new() };
+    let mutes = if args.wait { mutes_in_force(client).await } else { Vec::new() };
     let names: HashMap<String, String> = tasks.iter().map(|t| (t.task_id.clone(), t.name.clone())).collect();
     let total = tasks.len();
     // subscribed before submitting: nothing of their output is missed
@@ -222,6 +224,13 @@ pub async fn run(nats: &hwsched_config::NatsConfig, args: SubmitArgs) -> anyhow:
         tally.count(&u);
         junit.iter_mut().for_each(|j| j.observe(&u));
         out.update(&u, name, || tally.progress());
+        if let Update::Finished(f) = &u {
+            if let Some(m) = (!f.succeeded()).then(|| mutes::covering(&mutes, f, name, now_ms())).flatten() {
+                tally.failed -= 1;
+                tally.muted += 1;
+                out.muted(&f.task_id, m);
+            }
+        }
         if !args.wait && run.verdicts_pending() == 0 {
             break;
         }
@@ -234,9 +243,23 @@ pub async fn run(nats: &hwsched_config::NatsConfig, args: SubmitArgs) -> anyhow:
         junit.write(client).await?;
     }
     if args.wait && args.output == Format::Table {
-        println!("{} task(s): {} succeeded, {} failed", tally.done + tally.failed, tally.done, tally.failed);
+        let muted = if tally.muted > 0 { format!(", {} failed but muted", tally.muted) } else { String::new() };
+        let total = tally.done + tally.failed + tally.muted;
+        println!("{total} task(s): {} succeeded, {} failed{muted}", tally.done, tally.failed);
     }
     Ok(if tally.failed > 0 { exit::FAILURE } else { exit::OK })
+}
+
+/// The mutes in force now; none (with a warning) when they cannot be read, so
+/// that every failure then counts.
+async fn mutes_in_force(client: &Client) -> Vec<Mute> {
+    match client.mutes().await {
+        Ok(all) => all.into_iter().filter(|m| m.ends_at_ms > now_ms()).collect(),
+        Err(e) => {
+            eprintln!("warning: muted tests not read ({e}): every failure counts");
+            Vec::new()
+        }
+    }
 }
 
 /// Writes the `--junit` report of a wait that ended early: what finished, and
@@ -319,6 +342,8 @@ async fn predictions(client: &Client, tasks: &[TaskRequest]) -> HashMap<String, 
 struct Tally {
     done: usize,
     failed: usize,
+    /// Failed, but covered by a mute: not counted in `failed`.
+    muted: usize,
     accepted: std::collections::BTreeSet<String>,
     ended: std::collections::HashSet<String>,
     /// Task id -> when it (or its first part) started.
@@ -420,6 +445,22 @@ impl Printer {
     fn line(&mut self, text: &str) {
         self.clear();
         println!("{text}");
+    }
+
+    /// Says that the failure of `task_id` is covered by mute `m`.
+    fn muted(&mut self, task_id: &str, m: &Mute) {
+        let until = hwsched_alerting::notify::rfc3339(m.ends_at_ms);
+        match self.format {
+            Format::Json => println!(
+                "{}",
+                serde_json::json!({"update": "muted", "taskId": task_id, "muteId": m.id, "pattern": m.pattern,
+                    "reason": m.reason, "until": until})
+            ),
+            Format::Table => self.line(&format!(
+                "{task_id:<16} failure muted by {:?} ({}, until {until}): {}",
+                m.pattern, m.id, m.reason
+            )),
+        }
     }
 
     /// Prints `u`; `progress` is worked out only when the progress line is redrawn.

@@ -66,6 +66,10 @@ pub struct MonitorConfig {
     /// with tasks that ask for less (the monitor warns at start).
     #[arg(long = "slots", env = "HWSCHED_MONITOR_SLOTS")]
     pub slots: Option<u32>,
+    /// Memory this worker offers, MB, instead of what it has (capped by a cgroup
+    /// limit): to offer less, or to declare a size in tests.
+    #[arg(long = "memory-mb", env = "HWSCHED_MONITOR_MEMORY_MB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub memory_mb: Option<u64>,
     /// Telemetry and heartbeat period, milliseconds.
     #[arg(long = "interval-ms", env = "HWSCHED_MONITOR_INTERVAL_MS", default_value_t = defaults::INTERVAL_MS,
           value_parser = clap::value_parser!(u64).range(100..=60_000))]
@@ -124,11 +128,18 @@ pub struct MonitorConfig {
     /// Where output is spooled, how much of it and of the artifacts is kept.
     #[command(flatten)]
     pub output: crate::output::OutputConfig,
+    /// How each attempt is isolated and measured (its cgroup).
+    #[command(flatten)]
+    pub cgroups: crate::cgroup::CgroupConfig,
 }
 
 impl MonitorConfig {
     /// Checks the fields that can be checked before connecting.
     pub fn validate(&self) -> Result<(), String> {
+        if self.memory_mb == Some(0) {
+            return Err("--memory-mb / HWSCHED_MONITOR_MEMORY_MB must be more than 0".into());
+        }
+        self.cgroups.validate()?;
         let worker_id = crate::detect::worker_id(self.worker_id.as_deref(), self.node_name.as_deref())?;
         let cache_dir = crate::inputs::cache_dir(self, &worker_id);
         std::fs::create_dir_all(&cache_dir).map_err(|e| {
@@ -144,6 +155,7 @@ impl MonitorConfig {
             worker_id: None,
             node_name: None,
             slots: None,
+            memory_mb: None,
             interval_ms: defaults::INTERVAL_MS,
             level: defaults::LEVEL,
             buffer_batches: defaults::BUFFER_BATCHES,
@@ -160,6 +172,7 @@ impl MonitorConfig {
             max_bundle_bytes: defaults::MAX_BUNDLE_BYTES,
             policy: Default::default(),
             output: Default::default(),
+            cgroups: Default::default(),
         }
     }
 }
@@ -171,5 +184,15 @@ mod tests {
     #[test]
     fn for_tests_equals_the_flag_defaults() {
         hwsched_config::check_flag_defaults(&MonitorConfig::for_tests()).expect("one set of defaults");
+    }
+
+    #[test]
+    fn declared_memory_must_be_positive() {
+        let mut cfg = MonitorConfig::for_tests();
+        cfg.memory_mb = Some(0);
+        assert!(cfg.validate().expect_err("zero").contains("--memory-mb"));
+        cfg.memory_mb = None;
+        cfg.cgroups.memory_headroom = 0.5;
+        assert!(cfg.validate().expect_err("headroom").contains("--memory-headroom"));
     }
 }

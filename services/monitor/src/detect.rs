@@ -69,7 +69,7 @@ pub fn detect(cfg: &MonitorConfig, worker_id: &str, gpus: Option<&Gpus>, started
         frequency_mhz: cpus.first().map(|c| c.frequency()).unwrap_or(0),
         isa_features: host::host_isa_features(),
     };
-    let memory_mb = sys.as_ref().map_or(0, effective_memory_bytes) / (1024 * 1024);
+    let memory_mb = cfg.memory_mb.unwrap_or_else(|| sys.as_ref().map_or(0, effective_memory_bytes) / (1024 * 1024));
     let disk_mb = Disks::new_with_refreshed_list()
         .ok()
         .and_then(|disks| {
@@ -255,5 +255,13 @@ mod tests {
         let mut cfg = MonitorConfig::for_tests();
         cfg.accelerators = vec![("webgpu".into(), 1)];
         assert!(detect(&cfg, "w", None, 0).gpus.is_empty());
+    }
+
+    #[test]
+    fn declared_memory_overrides_the_detected() {
+        let mut cfg = MonitorConfig::for_tests();
+        cfg.memory_mb = Some(512);
+        cfg.probes = vec![("none".into(), "true".into())];
+        assert_eq!(detect(&cfg, "w", None, 0).memory_mb, 512);
     }
 }

@@ -3,6 +3,7 @@
 //! the tasks the scheduler assigns to this worker.
 #![forbid(unsafe_code)]
 
+pub mod cgroup;
 pub mod config;
 pub mod detect;
 pub mod drain;
@@ -163,6 +164,7 @@ async fn start(cfg: &MonitorConfig, bus: &Bus, telemetry: &Telemetry) -> anyhow:
     let policy = policy::Policy::from_config(&cfg.policy).map_err(anyhow::Error::msg)?;
     let outputs = output::Outputs::open(bus, &cfg.output, policy.run_as.is_some()).await?;
     let inputs = inputs::Inputs::open(cfg, &worker_id, bus, telemetry).map_err(anyhow::Error::msg)?;
+    let cgroups = cgroup::setup(&cfg.cgroups, &worker_id);
     let executor = Arc::new(Executor {
         bus: bus.clone(),
         records: streams::bucket(bus, &subjects.tasks_bucket()).await?,
@@ -175,6 +177,7 @@ async fn start(cfg: &MonitorConfig, bus: &Bus, telemetry: &Telemetry) -> anyhow:
         running: running.clone(),
         ack_wait: Duration::from_secs(cfg.ack_wait_s),
         outputs,
+        cgroups,
     });
     let (caps_tx, caps_rx) = watch::channel(caps);
     let work = Work {

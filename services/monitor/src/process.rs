@@ -1,7 +1,9 @@
 //! Running one command: its own process group, its output captured
 //! ([`crate::output::capture`]: tails, spool, live batches), the
 //! timeout (SIGTERM then SIGKILL to the whole group), and nothing it started
-//! outliving it, even when the future running it is dropped.
+//! outliving it, even when the future running it is dropped. With a cgroup
+//! ([`crate::cgroup`]) the command joins it before its program runs, and
+//! whatever is left in it when the attempt ends is killed.
 
 use std::{
     collections::HashMap,
@@ -17,6 +19,7 @@ use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    cgroup,
     output::capture::{Capture, Captured, Streams},
     usage::TaskUsage,
 };
@@ -25,6 +28,11 @@ use crate::{
 pub const OUTPUT_TAIL_BYTES: usize = crate::output::capture::TAIL_BYTES;
 /// How long the output pipes may stay open after the command's process group ended.
 const PIPE_GRACE: Duration = Duration::from_secs(2);
+/// Starts a command held until the monitor has moved it into its cgroup: `sh`
+/// waits for a line on stdin, then execs the program (same pid, same process
+/// group) with stdin from /dev/null. No line (the monitor gave up or died): it
+/// exits without running the program.
+const CGROUP_SHIM: &str = r#"read -r _ || exit 125; exec "$@" </dev/null"#;
 /// Time between SIGTERM and SIGKILL when a task is stopped.
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
@@ -47,6 +55,9 @@ pub struct Spec<'a> {
     pub user: Option<(u32, u32)>,
     /// Where its output goes.
     pub capture: Capture,
+    /// The attempt's cgroup, when it runs in one: joined before the program runs,
+    /// emptied and removed when the attempt ends.
+    pub cgroup: Option<cgroup::Attempt>,
 }
 
 /// How a run ended.
@@ -106,6 +117,7 @@ pub struct Started {
     publisher: Option<crate::output::live::Publisher>,
     workdir: Option<PathBuf>,
     timeout: Duration,
+    cgroup: Option<cgroup::Attempt>,
 }
 
 /// How a wait ended early.
@@ -126,11 +138,19 @@ pub fn start(spec: Spec<'_>, usage: &Arc<Mutex<HashMap<u32, TaskUsage>>>) -> Res
         Some(_) => PathBuf::from(&spec.argv[0]),
         None => program(&spec.argv[0], &spec.env, spec.workdir),
     };
-    let mut cmd = Command::new(program);
+    let mut cmd = match spec.cgroup {
+        Some(_) => {
+            startable(&program, &spec.argv[0], spec.workdir, spec.user.is_some())?;
+            let mut shim = Command::new("/bin/sh");
+            shim.args(["-c", CGROUP_SHIM, "hwsched-shim"]).arg(program);
+            shim
+        }
+        None => Command::new(program),
+    };
     cmd.args(&spec.argv[1..])
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+        .stdin(if spec.cgroup.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -144,13 +164,60 @@ pub fn start(spec: Spec<'_>, usage: &Arc<Mutex<HashMap<u32, TaskUsage>>>) -> Res
     }
     let mut child = cmd.spawn().map_err(|e| format!("cannot start {:?}: {e}", spec.argv[0]))?;
     let pid = child.id().unwrap_or(0);
+    if let Some(cg) = &spec.cgroup {
+        if let Err(why) = join(cg, &mut child, pid) {
+            // kill_on_drop ends the held shim; it never ran the program
+            signal_group(pid, Signal::SIGKILL);
+            return Err(format!("cannot move {:?} into its cgroup: {why}", spec.argv[0]));
+        }
+    }
     usage.lock().unwrap_or_else(|p| p.into_inner()).insert(pid, TaskUsage::new(spec.task_id, spec.gpus));
     let (out_sink, err_sink, publisher) = spec.capture.split();
     let close_pipes = CancellationToken::new();
     let out = tokio::spawn(out_sink.run(child.stdout.take(), close_pipes.clone()));
     let err = tokio::spawn(err_sink.run(child.stderr.take(), close_pipes.clone()));
     let workdir = spec.workdir.map(Path::to_path_buf);
-    Ok(Started { child, pid, guard: GroupGuard(pid), out, err, close_pipes, publisher, workdir, timeout: spec.timeout })
+    let (guard, timeout, cgroup) = (GroupGuard(pid), spec.timeout, spec.cgroup);
+    Ok(Started { child, pid, guard, out, err, close_pipes, publisher, workdir, timeout, cgroup })
+}
+
+/// Moves the held child into `cg` (the monitor writes `cgroup.procs`, so this works
+/// for a child running as another user too), then releases it to exec its program.
+fn join(cg: &cgroup::Attempt, child: &mut tokio::process::Child, pid: u32) -> Result<(), String> {
+    use std::io::Write;
+    if pid == 0 {
+        return Err("the child has no pid".into());
+    }
+    cg.join(pid).map_err(|e| e.to_string())?;
+    let stdin = child.stdin.take().ok_or("no stdin to release the child with")?;
+    let fd = stdin.into_owned_fd().map_err(|e| format!("release: {e}"))?;
+    // one byte into an empty pipe: never blocks; closed right after
+    std::fs::File::from(fd).write_all(b"\n").map_err(|e| format!("release: {e}"))
+}
+
+/// Refuses what spawning the program itself would refuse: through the cgroup
+/// shim `sh` always starts, and a missing program would end as exit code 127, a
+/// test failure, instead of an error. A bare name run as another user is left
+/// to the shim (its PATH is searched with that user's rights).
+fn startable(program: &Path, argv0: &str, workdir: Option<&Path>, other_user: bool) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    if !argv0.contains('/') {
+        if other_user {
+            return Ok(());
+        }
+        if program == Path::new(argv0) {
+            return Err(format!("cannot start {argv0:?}: not found in the task's PATH"));
+        }
+    }
+    let path = match workdir {
+        Some(w) if program.is_relative() => w.join(program),
+        _ => program.to_path_buf(),
+    };
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
+        Ok(_) => Err(format!("cannot start {argv0:?}: not an executable file")),
+        Err(e) => Err(format!("cannot start {argv0:?}: {e}")),
+    }
 }
 
 /// The program to start for `argv0`: itself when it names a path, else the
@@ -203,7 +270,12 @@ impl Started {
         // Nothing a task started may outlive it (background children keep pipes open).
         signal_group(pid, Signal::SIGKILL);
         drop(self.guard);
-        let measured = lock().remove(&pid).unwrap_or_default().usage();
+        let mut measured = lock().remove(&pid).unwrap_or_default().usage();
+        // what setsid/double-forked children left in the cgroup dies with it
+        let counted = match self.cgroup.take() {
+            Some(cg) => tokio::task::spawn_blocking(move || cg.finish()).await.ok(),
+            None => None,
+        };
         let (status, exit_code, error) = match status {
             Err(Interrupt::Stop) => return None,
             Err(Interrupt::Cancel) => (TaskStatus::Cancelled, -1, "cancelled".to_string()),
@@ -214,6 +286,13 @@ impl Started {
             },
             Ok(Ok(Err(e))) => (TaskStatus::Error, -1, format!("wait failed: {e}")),
             Ok(Err(_)) => (TaskStatus::TimedOut, -1, format!("timed out after {}s", self.timeout.as_secs())),
+        };
+        let error = match counted {
+            Some(c) => {
+                c.apply(&mut measured);
+                oom_note(error, status, &c)
+            }
+            None => error,
         };
         let closer = self.close_pipes.clone();
         let close_later = tokio::spawn(async move {
@@ -263,6 +342,20 @@ pub fn kill_orphan(pgid: u32, ticks: u64) -> bool {
         return true;
     }
     false
+}
+
+/// `error`, saying so when the OOM killer killed processes of an attempt that did not succeed.
+fn oom_note(error: String, status: TaskStatus, c: &cgroup::Counters) -> String {
+    if c.oom_kills == 0 || status == TaskStatus::Succeeded {
+        return error;
+    }
+    let note =
+        format!("{} process(es) killed by the OOM killer at the memory limit of {} MB", c.oom_kills, c.memory_limit_mb);
+    if error.is_empty() {
+        note
+    } else {
+        format!("{error}; {note}")
+    }
 }
 
 /// What a reader captured (it ends at most [`PIPE_GRACE`] after the process group did).
@@ -317,6 +410,7 @@ mod tests {
             gpus: &[],
             user: None,
             capture: Capture::new(1 << 20, &std::env::temp_dir(), None),
+            cgroup: None,
         }
     }
 

@@ -2,14 +2,14 @@
 //! workdirs outside its sandbox are refused and reported, never started; the
 //! allowed ones run as the configured unprivileged user in a fresh sandbox
 //! directory that is removed afterwards, and never see the monitor's own
-//! credentials.
+//! credentials. A refused task is never sent back to the worker that refused it.
 
 use std::{collections::HashMap, time::Duration};
 
 use futures::StreamExt;
-use hwsched_proto::v1::{ExecutionResult, TaskRequest, TaskStatus};
-use hwsched_testkit::NatsServer;
-use hwsched_tests::{bus, scheduler, submit, Proc};
+use hwsched_proto::v1::{ExecutionResult, FailureCategory, TaskRequest, TaskStatus};
+use hwsched_testkit::{eventually, NatsServer};
+use hwsched_tests::{bus, cli_async, scheduler, submit, Proc};
 
 fn task(id: &str, argv: &[&str]) -> TaskRequest {
     TaskRequest {
@@ -99,6 +99,20 @@ async fn the_policy_refuses_what_it_must_and_confines_the_rest() -> anyhow::Resu
         assert!(r.stdout_tail.is_empty(), "{id} ran: {}", r.stdout_tail);
     }
     assert!(mon.log().contains("task refused"), "{}", mon.log());
+    // a refusal says so, and the task never goes back to the worker that refused it:
+    // with no other worker, it ends rejected, saying why
+    for id in ["not-allowed", "true-with-args", "escape"] {
+        assert_eq!(by_task[id].category(), FailureCategory::Refused, "{id}");
+    }
+    assert_eq!(by_task["confined"].category(), FailureCategory::Unspecified);
+    let ended = eventually(Duration::from_secs(20), || async {
+        let out = cli_async(&url, &["explain", "not-allowed"]).await?;
+        Ok(out.stdout.contains("state      rejected").then_some(out.stdout))
+    })
+    .await?;
+    assert!(ended.contains("refused by the worker's policy on w-pol"), "{ended}");
+    assert!(ended.contains("refused") && ended.contains("retry, never on this worker"), "{ended}");
+    assert!(!ended.contains("\n    2 "), "sent back to the refusing worker: {ended}");
     sched.stop().await
 }
 

@@ -193,7 +193,7 @@ impl State {
     }
 
     /// The placement decision for one waiting task. Retries prefer hardware
-    /// not tried yet, then workers not tried yet, then any.
+    /// not tried yet, then workers not tried yet, then any; never a worker that refused it.
     fn decide(&mut self, rec: &TaskRecord, views: &[WorkerView], model: Option<&Model>) -> Outcome {
         let task = rec.task.as_ref().unwrap_or(&*NO_TASK);
         let allowed: Vec<WorkerView>;
@@ -241,7 +241,14 @@ impl State {
                 return o;
             }
         }
-        place_with(task, views, &scoring)
+        match place_with(task, views, &scoring) {
+            Outcome::NeverFits { reason } if !rec.refused_by.is_empty() => {
+                let refused = rec.refused_by.join(", ");
+                let reason = if views.is_empty() { "no other worker is registered".into() } else { reason };
+                Outcome::NeverFits { reason: format!("{reason}; refused by the worker's policy on {refused}") }
+            }
+            o => o,
+        }
     }
 
     /// Carries out a decision on the queued task `entry` (record `rec`):

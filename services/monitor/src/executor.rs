@@ -12,7 +12,7 @@ use std::{
 use async_nats::jetstream::{self, kv, AckKind};
 use hwsched_bus::{assignment, now_ms, trace, Bus};
 use hwsched_proto::{
-    v1::{AttemptJournal, ExecutionResult, TaskAssignment, TaskEventKind, TaskRequest, TaskStatus},
+    v1::{AttemptJournal, ExecutionResult, FailureCategory, TaskAssignment, TaskEventKind, TaskRequest, TaskStatus},
     Message,
 };
 use hwsched_shutdown::Backoff;
@@ -74,6 +74,8 @@ pub struct Executor {
     pub ack_wait: Duration,
     /// Brings each attempt's logs, artifacts and test results back.
     pub outputs: Outputs,
+    /// Where each attempt gets a cgroup of its own; `None`: none usable, or `--cgroups off`.
+    pub cgroups: Option<Arc<crate::cgroup::Cgroups>>,
 }
 
 impl Executor {
@@ -167,6 +169,9 @@ impl Executor {
                 // a sandbox made for it is already removed
                 let mut result = self.result(a, process::Outcome::error(why.message), started_at_ms, now_ms());
                 result.bad_input = why.bad_input;
+                if why.refused {
+                    result.category = FailureCategory::Refused as i32;
+                }
                 self.finish(msg, result, tp, span, stop).await;
                 return;
             }
@@ -210,8 +215,17 @@ impl Executor {
     ) -> Result<(process::Started, Option<SandboxGuard>), StartError> {
         if let Err(why) = self.policy.check(task) {
             tracing::warn!(parent: span, reason = %why, "task refused");
-            return Err(why.into());
+            return Err(StartError::refused(why));
         }
+        // made before the sandbox, so that failing here leaves nothing to remove
+        // (dropped on a later error, it removes itself)
+        let cgroup = match &self.cgroups {
+            Some(c) => Some(
+                c.create(&task.task_id, a.attempt, task.requirements.as_ref())
+                    .map_err(|e| StartError::from(format!("cannot make the attempt's cgroup: {e}")))?,
+            ),
+            None => None,
+        };
         let prepared = self.inputs.prepare(&self.policy, task, a.attempt).await?;
         let sandbox = prepared.sandbox;
         let workdir = if let Some(w) = &prepared.workdir {
@@ -230,6 +244,7 @@ impl Executor {
             gpus: &a.gpu_indices,
             user: self.policy.run_as.as_ref().map(|u| (u.uid, u.gid)),
             capture: self.outputs.capture(&task.task_id, a.attempt),
+            cgroup,
         };
         let started = process::start(spec, &self.running.usage);
         let sandbox = sandbox.map(SandboxGuard);
@@ -281,6 +296,7 @@ impl Executor {
     ) -> ExecutionResult {
         ExecutionResult {
             status: o.status as i32,
+            category: category(&o) as i32,
             exit_code: o.exit_code,
             resources: Some(o.usage),
             stdout_tail: o.stdout,
@@ -324,6 +340,20 @@ impl Executor {
     async fn event(&self, a: &TaskAssignment, kind: TaskEventKind, reason: &str, tp: &str) {
         let ev = hwsched_bus::task_event(a.task.as_ref(), kind, a.attempt, &self.worker_id, reason);
         self.bus.publish_event(&ev, Some(tp)).await;
+    }
+}
+
+/// Why an ended run did not succeed, from how it ended: the kernel's OOM
+/// killer in its cgroup outranks the exit it caused.
+fn category(o: &process::Outcome) -> FailureCategory {
+    match o.status {
+        TaskStatus::Succeeded => FailureCategory::Unspecified,
+        TaskStatus::Cancelled => FailureCategory::Cancelled,
+        _ if o.usage.oom_kills > 0 => FailureCategory::OutOfMemory,
+        TaskStatus::TimedOut => FailureCategory::Timeout,
+        TaskStatus::Failed if o.exit_code >= 0 => FailureCategory::TestFailed,
+        TaskStatus::Failed => FailureCategory::Signaled,
+        TaskStatus::Error | TaskStatus::Unspecified => FailureCategory::Infrastructure,
     }
 }
 

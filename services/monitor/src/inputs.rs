@@ -31,16 +31,25 @@ pub struct StartError {
     pub message: String,
     /// The task's own input is at fault: fail it without retrying elsewhere.
     pub bad_input: bool,
+    /// This worker's policy refused it: retry it elsewhere, never here.
+    pub refused: bool,
 }
 
 impl From<String> for StartError {
     fn from(message: String) -> Self {
-        Self { message, bad_input: false }
+        Self { message, bad_input: false, refused: false }
+    }
+}
+
+impl StartError {
+    /// A refusal by this worker's policy.
+    pub fn refused(message: String) -> Self {
+        Self { message, bad_input: false, refused: true }
     }
 }
 
 fn bad_input(message: String) -> StartError {
-    StartError { message, bad_input: true }
+    StartError { message, bad_input: true, refused: false }
 }
 
 /// Where an attempt runs.

@@ -75,7 +75,7 @@ async fn a_memory_hog_is_killed_at_its_limit_and_retried_with_more_memory_on_a_b
     assert_eq!(limits, [64, 96, 144], "each retry asks for 1.5x: {seen:#?}");
     for r in &seen[..2] {
         assert_eq!((r.status(), r.category()), (TaskStatus::Failed, FailureCategory::OutOfMemory), "{r:#?}");
-        let u = r.resources.clone().unwrap_or_default();
+        let u = r.resources.unwrap_or_default();
         assert!(u.oom_kills >= 1 && u.cgroup, "{u:?}");
         assert!(u.memory_peak_mb + 2 >= u.memory_limit_mb, "peaked at its limit: {u:?}");
     }

@@ -101,6 +101,7 @@ pub fn result_of(
         model_family: task.model_family,
         model_id: task.model_id,
         producer: task.producer,
+        revision: task.revision,
         queued_at_ms: a.queued_at_ms,
         assigned_at_ms: a.assigned_at_ms,
         predicted_duration_s: a.predicted_duration_s,

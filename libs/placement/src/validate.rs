@@ -93,6 +93,7 @@ fn check_texts_and_limits(bad: &mut impl FnMut(&str, String), t: &TaskRequest) {
         ("model_id", &t.model_id),
         ("concurrency_key", &t.concurrency_key),
         ("producer", &t.producer),
+        ("revision", &t.revision),
     ] {
         if v.len() > MAX_TEXT {
             bad(field, format!("is {} bytes, at most {MAX_TEXT}", v.len()));

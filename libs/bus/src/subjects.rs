@@ -154,6 +154,10 @@ impl Subjects {
     pub fn control_cancel(&self) -> String {
         self.control("cancel")
     }
+    /// `hws.control.quarantine`: quarantined workers, list and release (request/reply to the active scheduler).
+    pub fn control_quarantine(&self) -> String {
+        self.control("quarantine")
+    }
     /// `hws.control.explain`: request/reply to the active scheduler.
     pub fn control_explain(&self) -> String {
         self.control("explain")

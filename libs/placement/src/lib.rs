@@ -5,8 +5,9 @@
 //! share it.
 //!
 //! Its floors, each reading only those below it: `view` (what placement sees
-//! of a worker), `group` (split tasks) and `retry` (what a failed
-//! attempt's category leads to); `validate`; `baseline` (the seed
+//! of a worker), `group` (split tasks), `retry` (what a failed attempt's
+//! category leads to), `suspect` and `quarantine` (bad hardware told from
+//! bad tests); `validate`; `baseline` (the seed
 //! framework's policy); `declared` (trust in declared durations); `batch`
 //! (the heuristics over many waiting tasks); `score`; `filter` and `explore`; `fit` (placing one
 //! task); `state` (the state machine).
@@ -20,9 +21,11 @@ pub mod files;
 pub mod filter;
 pub mod fit;
 pub mod group;
+pub mod quarantine;
 pub mod retry;
 pub mod score;
 pub mod state;
+pub mod suspect;
 #[cfg(test)]
 mod testutil;
 pub mod validate;

@@ -103,6 +103,7 @@ struct Inputs {
     explains: Endpoint,
     queues: Endpoint,
     listings: Endpoint,
+    quarantines: Endpoint,
     tick: Interval,
     renew: Interval,
     last_tick: Instant,
@@ -130,7 +131,7 @@ impl Inputs {
         let service = micro::start(
             bus,
             "hwsched-scheduler",
-            "hwsched scheduler (the active one): queue, tasks, explain, cancel",
+            "hwsched scheduler (the active one): queue, tasks, explain, cancel, quarantine",
             [("policy".to_string(), cfg.policy.to_string())].into(),
         )
         .await?;
@@ -145,6 +146,7 @@ impl Inputs {
             explains: micro::endpoint(&service, "explain", subjects.control_explain()).await?,
             queues: micro::endpoint(&service, "queue", subjects.control_queue()).await?,
             listings: micro::endpoint(&service, "tasks", subjects.control_tasks()).await?,
+            quarantines: micro::endpoint(&service, "quarantine", subjects.control_quarantine()).await?,
             service,
             tick: tokio::time::interval(Duration::from_secs(1)),
             renew: tokio::time::interval(lease::renew_every()),
@@ -185,6 +187,7 @@ impl Inputs {
             Some(m) = self.explains.next() => { s.on_explain(m).await; false }
             Some(req) = self.queues.next() => { s.on_queue(req).await; false }
             Some(req) = self.listings.next() => { s.on_tasks(req).await; false }
+            Some(req) = self.quarantines.next() => { s.on_quarantine(req).await; true }
             Some(Ok(entry)) = self.model_updates.next() => { s.on_model(&entry.value); true }
             m = self.submissions.next() => match m {
                 Some(Ok(msg)) => {

@@ -65,6 +65,14 @@ pub struct SchedulerConfig {
     /// infrastructure_retries (docs/FAILURES.md).
     #[arg(long = "retry", env = "HWSCHED_RETRY", default_value_t = hwsched_placement::retry::Retry::default())]
     pub retry: hwsched_placement::retry::Retry,
+    /// When a worker failing more than its tests predict is quarantined, and how it comes back:
+    /// enabled, alpha, min_failures, window_s, evidence, max_fleet_share, max_class_share,
+    /// probe_passes, probe_interval_s, probe_timeout_s (docs/FAILURES.md).
+    #[arg(long = "quarantine", env = "HWSCHED_QUARANTINE", default_value_t = hwsched_placement::quarantine::QuarantinePolicy::default())]
+    pub quarantine: hwsched_placement::quarantine::QuarantinePolicy,
+    /// The probe a quarantined worker runs (words split on spaces), e.g. "nvidia-smi -L".
+    #[arg(long = "probe-command", env = "HWSCHED_PROBE_COMMAND", default_value = "true")]
+    pub probe_command: String,
 }
 
 fn parse_share(s: &str) -> Result<f64, String> {
@@ -89,6 +97,8 @@ impl Default for SchedulerConfig {
             batch: hwsched_placement::BatchSetting::default(),
             assignment_grace_ms: defaults::ASSIGNMENT_GRACE_MS,
             retry: hwsched_placement::retry::Retry::default(),
+            quarantine: hwsched_placement::quarantine::QuarantinePolicy::default(),
+            probe_command: "true".into(),
         }
     }
 }

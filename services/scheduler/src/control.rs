@@ -1,12 +1,12 @@
 //! The control endpoints of the `hwsched-scheduler` service: queue, explain,
-//! tasks and cancel.
+//! tasks, cancel and quarantine.
 
 use async_nats::service;
 use hwsched_bus::{micro, now_ms};
 use hwsched_proto::{
     v1::{
-        CancelReply, CancelTask, ExplainReply, ExplainRequest, QueueReply, TaskEventKind, TaskRecord, TaskState,
-        TasksReply, TasksRequest,
+        CancelReply, CancelTask, ExplainReply, ExplainRequest, QuarantineReply, QuarantineRequest, QuarantinedWorker,
+        QueueReply, TaskEventKind, TaskRecord, TaskState, TasksReply, TasksRequest,
     },
     Message,
 };
@@ -90,6 +90,50 @@ impl Scheduler {
             CancelReply { task_id: c.task_id, found: true, detail: details.join("; ") }
         } else {
             CancelReply { task_id: c.task_id, found: false, detail: "unknown or already finished".into() }
+        };
+        micro::respond(&r, &reply).await;
+    }
+
+    /// `hws.control.quarantine`: the quarantined workers and the breaker; releases one when asked.
+    pub(crate) async fn on_quarantine(&mut self, r: service::Request) {
+        let req = match hwsched_bus::decode::<QuarantineRequest>(r.message.headers.as_ref(), &r.message.payload) {
+            Ok(req) => req,
+            Err(e) => return micro::respond_error(&r, micro::BAD_REQUEST, e.to_string()).await,
+        };
+        let released = !req.release.is_empty() && self.state.release_worker(&req.release);
+        if released {
+            tracing::warn!(worker_id = %req.release, "worker released from quarantine by an operator");
+        }
+        self.health_events();
+        let needed = self.state.quarantine.probe_passes;
+        let workers = self
+            .state
+            .quarantined()
+            .into_iter()
+            .map(|(id, q)| QuarantinedWorker {
+                worker_id: id.clone(),
+                hardware_class: self
+                    .state
+                    .workers
+                    .get(id)
+                    .and_then(|w| w.caps.as_ref())
+                    .map(|c| c.hardware_class.clone())
+                    .unwrap_or_default(),
+                since_ms: q.since_ms,
+                reason: q.reason.clone(),
+                probes_passed: q.probes_passed,
+                probes_needed: needed,
+                probing: q.probe.is_some(),
+            })
+            .collect();
+        let b = self.state.breaker();
+        let reply = QuarantineReply {
+            workers,
+            breaker_open: b.is_some(),
+            breaker_reason: b.map(|b| b.reason.clone()).unwrap_or_default(),
+            breaker_since_ms: b.map_or(0, |b| b.since_ms),
+            suspects: b.map(|b| b.suspects.iter().cloned().collect()).unwrap_or_default(),
+            released,
         };
         micro::respond(&r, &reply).await;
     }

@@ -7,13 +7,15 @@
 //! (`active.rs`), whose inputs are handled by job: submissions
 //! (`submissions.rs`, parsed in `intake.rs`), results (`results.rs`), workers
 //! (`workers.rs`), placing and supervision (`placing.rs`), the control
-//! endpoints (`control.rs`) and, on takeover, recovery (`recovery.rs`). All
+//! endpoints (`control.rs`), worker health (`health.rs`) and, on takeover,
+//! recovery (`recovery.rs`). All
 //! of them share the state in `scheduler.rs` and write through `io.rs`.
 #![forbid(unsafe_code)]
 
 mod active;
 mod config;
 mod control;
+mod health;
 mod intake;
 mod io;
 pub mod lease;

@@ -23,6 +23,9 @@ pub(crate) struct Metrics {
     pub(crate) failed: Counter,
     pub(crate) queued: Gauge,
     pub(crate) workers: Gauge,
+    pub(crate) quarantined: Gauge,
+    pub(crate) breaker_open: Gauge,
+    pub(crate) quarantines: Counter,
     /// Seconds a finished task's last attempt ran, as its worker measured it.
     pub(crate) task_duration: Histogram,
 }
@@ -39,6 +42,9 @@ impl Default for Metrics {
             failed: Counter::default(),
             queued: Gauge::default(),
             workers: Gauge::default(),
+            quarantined: Gauge::default(),
+            breaker_open: Gauge::default(),
+            quarantines: Counter::default(),
             // 0.1 s .. 3276.8 s (~55 min), doubling: unit tests up to long GPU suites
             task_duration: Histogram::new(exponential_buckets(0.1, 2.0, 16)),
         }
@@ -63,6 +69,17 @@ impl Metrics {
             r.register("tasks_failed", "Tasks failed with no attempts left", self.failed.clone());
             r.register("queue_depth", "Tasks waiting for a worker", self.queued.clone());
             r.register("workers_known", "Workers known (any state)", self.workers.clone());
+            r.register(
+                "workers_quarantined",
+                "Workers quarantined now (no new tasks, probes only)",
+                self.quarantined.clone(),
+            );
+            r.register(
+                "quarantine_breaker_open",
+                "1 while the breaker stops quarantines (too much of the fleet or a class suspect)",
+                self.breaker_open.clone(),
+            );
+            r.register("quarantines", "Workers quarantined since start", self.quarantines.clone());
             r.register(
                 "task_duration_seconds",
                 "Runtime of finished tasks' last attempt, as the worker measured it",

@@ -58,6 +58,9 @@ impl Scheduler {
         }
         self.publish_parent_updates().await;
         self.io.metrics.queued.set(self.state.queued() as i64);
+        if self.health_events() {
+            self.queue_published_ms = 0;
+        }
         if !assigns.is_empty() {
             self.send_in_background(assigns);
         }
@@ -158,11 +161,15 @@ impl Scheduler {
     }
 
     /// Publishes `scheduler.queued` and `scheduler.oldest_queued_s` (device
-    /// `queue`, worker id [`METRICS_ID`]) on the metrics stream every few
-    /// seconds: the recorder stores them for the dashboards, and alert rules
-    /// (queue wait too long) read them.
+    /// `queue`, worker id [`METRICS_ID`]) and the quarantine samples on the
+    /// metrics stream every few seconds (at once when the breaker opens or
+    /// closes): the recorder stores them for the dashboards, and alert rules
+    /// (queue wait too long, quarantine breaker open) read them.
     async fn publish_queue_metrics(&mut self) {
         let now = now_ms();
+        if self.health_events() {
+            self.queue_published_ms = 0;
+        }
         if now - self.queue_published_ms < QUEUE_METRICS_EVERY_MS {
             return;
         }
@@ -173,10 +180,14 @@ impl Scheduler {
             schema_version: SCHEMA_VERSION,
             worker_id: METRICS_ID.into(),
             timestamp_ms: now,
-            samples: vec![
-                sample("scheduler.queued", queued as f64),
-                sample("scheduler.oldest_queued_s", oldest_ms as f64 / 1000.0),
-            ],
+            samples: [
+                vec![
+                    sample("scheduler.queued", queued as f64),
+                    sample("scheduler.oldest_queued_s", oldest_ms as f64 / 1000.0),
+                ],
+                self.health_samples(),
+            ]
+            .concat(),
         };
         let subject = self.io.bus.subjects().metrics(METRICS_ID);
         if let Err(e) = self.io.bus.client().publish(subject, batch.encode_to_vec().into()).await {

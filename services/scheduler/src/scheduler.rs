@@ -68,6 +68,10 @@ fn placement_state(cfg: &SchedulerConfig) -> State {
     st.fair_share = cfg.fair_share;
     st.explore_share = cfg.explore_share;
     st.retry = cfg.retry;
+    st.quarantine = hwsched_placement::quarantine::QuarantinePolicy {
+        probe_command: cfg.probe_command.split_whitespace().map(String::from).collect(),
+        ..cfg.quarantine.clone()
+    };
     st.batch = cfg.batch.0;
     st.pack = cfg.pack;
     st

@@ -6,8 +6,9 @@
 //! - `worker.rs`: one known worker, its reservations and its view for placement.
 //! - `liveness.rs`: registration, heartbeats (thermal hysteresis), supervision of silent workers.
 //! - `queue.rs`: the queue's placement order (aging, fair share) and the lazy order a pass walks.
-//! - `pass.rs`: the placement pass ([`State::plan`]), step by step.
+//! - `pass.rs`: the placement pass ([`State::plan`]), step by step; `decide.rs`: one task's decision.
 //! - `outcome.rs`: results, retries, lost attempts, un-assignment.
+//! - `health.rs`: evidence about workers, quarantine, probes, the breaker.
 //! - `parts.rs`: split tasks: settling their parts, cancelling.
 //! - `views.rs`: read-only views of the records.
 //!
@@ -15,6 +16,8 @@
 //! (maps whose order reaches a result are ordered maps).
 
 mod batch;
+mod decide;
+mod health;
 mod liveness;
 mod outcome;
 mod parts;
@@ -31,6 +34,7 @@ use std::sync::Arc;
 
 use hwsched_proto::v1::{TaskRecord, TaskState, WorkerState};
 
+pub use self::health::{is_probe, Breaker, HealthEvent, Quarantine, PROBE_LABEL};
 pub use self::worker::{Worker, HOT_C, HOT_HYSTERESIS_C};
 use self::{
     records::{concurrency_key, priority, runtime_estimate, Held, QueueEntry, Waiting},
@@ -112,6 +116,10 @@ pub struct State {
     pub explore_share: f64,
     /// How failed attempts are retried, unless a task says otherwise.
     pub retry: crate::retry::Retry,
+    /// When suspect workers are quarantined, and how they come back.
+    pub quarantine: crate::quarantine::QuarantinePolicy,
+    /// Evidence about workers, quarantines and the breaker.
+    health: health::Health,
     /// What producers' declared durations turned out to be, from the results applied.
     pub declarations: Declarations,
     /// Whether estimates correct declared durations by [`State::declarations`]

@@ -7,6 +7,7 @@ use hwsched_proto::v1::{AttemptRecord, ExecutionResult, FailureCategory, TaskRec
 use crate::{
     retry::{self, Decision, Ended, Spent},
     state::{
+        health::is_probe,
         records::{concurrency_key, max_attempts, runtime_estimate},
         worker::unreserve,
         Completion, State,
@@ -75,11 +76,17 @@ impl State {
             return Completion::Stale;
         };
         rec.updated_at_ms = now_ms;
+        if is_probe(&rec) {
+            return self.probe_done(rec, Some(res), now_ms);
+        }
         if let Some(task) = rec.task.as_ref() {
             self.declarations.observe(task, res);
         }
         let status = res.status();
         let category = retry::category(res);
+        if !res.bad_input {
+            self.observe_health(&rec, category, now_ms);
+        }
         if status == TaskStatus::Succeeded {
             rec.state = TaskState::Succeeded as i32;
             rec.reason = String::new();
@@ -105,7 +112,11 @@ impl State {
 
     /// An attempt lost without a result: queue again, or fail after too many losses.
     pub(super) fn lose(&mut self, task_id: &str, now_ms: i64, why: String) -> Option<Completion> {
-        let rec = self.release(task_id)?;
+        let mut rec = self.release(task_id)?;
+        if is_probe(&rec) {
+            rec.reason = why;
+            return Some(self.probe_done(rec, None, now_ms));
+        }
         let ended = Ended {
             category: FailureCategory::WorkerLost,
             bad_input: false,
@@ -113,6 +124,17 @@ impl State {
             memory_peak_mb: 0,
         };
         Some(self.decide_retry(rec, ended, None, now_ms, why))
+    }
+
+    /// A probe ended: it counts for its worker's quarantine, and is never retried.
+    fn probe_done(&mut self, mut rec: TaskRecord, res: Option<&ExecutionResult>, now_ms: i64) -> Completion {
+        let passed = res.is_some_and(|r| r.status() == TaskStatus::Succeeded);
+        self.probe_ended(&rec, passed, now_ms);
+        rec.state = if passed { TaskState::Succeeded } else { TaskState::Failed } as i32;
+        rec.updated_at_ms = now_ms;
+        let category = res.map_or(FailureCategory::WorkerLost, retry::category);
+        push_history(&mut rec, res, category, now_ms, "probe");
+        Completion::Done(rec)
     }
 
     /// Applies the retry policy to a released record whose attempt ended as `ended`.

@@ -11,8 +11,8 @@ use hwsched_proto::v1::{CandidateScore, TaskRecord, TaskState, WorkerState};
 
 use crate::{
     filter::{static_fit, unusable, Demand, Need},
-    fit::{place, place_with, Outcome, Ranked},
-    score::{Policy, Scoring, DEFAULT_RUNTIME_S},
+    fit::{place, Outcome, Ranked},
+    score::DEFAULT_RUNTIME_S,
     state::{
         batch::{Windowed, BATCH_WINDOW},
         queue::Order,
@@ -39,11 +39,13 @@ struct Pass {
 
 impl Pass {
     fn new(s: &State, now_ms: i64) -> Self {
+        // a quarantined worker is away: no new tasks, but it still counts for "could this ever run?"
+        let away_now =
+            |(id, w): &(&String, &crate::state::Worker)| w.state == WorkerState::Offline || s.is_quarantined(id);
         let views: Vec<WorkerView> =
-            s.workers.values().filter(|w| w.state != WorkerState::Offline).filter_map(|w| w.view(now_ms)).collect();
+            s.workers.iter().filter(|e| !away_now(e)).filter_map(|(_, w)| w.view(now_ms)).collect();
         let with_room = views.iter().filter(|v| v.has_room()).count();
-        let away: Vec<WorkerView> =
-            s.workers.values().filter(|w| w.state == WorkerState::Offline).filter_map(|w| w.view(now_ms)).collect();
+        let away: Vec<WorkerView> = s.workers.iter().filter(away_now).filter_map(|(_, w)| w.view(now_ms)).collect();
         Self { views, with_room, away, fits_room: HashMap::new(), fit_rooms: with_room }
     }
 
@@ -90,6 +92,14 @@ impl State {
     /// worker registered, lost or changed in usability, the same model) and
     /// that pass was less than [`REPLAN_MS`] ago.
     pub fn plan(&mut self, now_ms: i64, may_reject: bool) -> Vec<Action> {
+        let probes: Vec<Action> = self.probes(now_ms).into_iter().map(Action::Assign).collect();
+        let mut actions = self.plan_queue(now_ms, may_reject);
+        actions.splice(0..0, probes);
+        actions
+    }
+
+    /// [`State::plan`] of the queue.
+    fn plan_queue(&mut self, now_ms: i64, may_reject: bool) -> Vec<Action> {
         if self.queue.is_empty() {
             return Vec::new();
         }
@@ -190,65 +200,6 @@ impl State {
             full &= w.caps.as_ref().is_some_and(|c| w.reserved.slots >= c.slots.max(1));
         }
         (n > 0 && full).then_some(n)
-    }
-
-    /// The placement decision for one waiting task. Retries prefer hardware
-    /// not tried yet, then workers not tried yet, then any; never a worker that refused it.
-    fn decide(&mut self, rec: &TaskRecord, views: &[WorkerView], model: Option<&Model>) -> Outcome {
-        let task = rec.task.as_ref().unwrap_or(&*NO_TASK);
-        let allowed: Vec<WorkerView>;
-        let views = if rec.refused_by.is_empty() {
-            views
-        } else {
-            // a worker whose policy refused the task never gets it again
-            allowed = views.iter().filter(|v| !rec.refused_by.contains(&v.caps.worker_id)).cloned().collect();
-            &allowed
-        };
-        let turn = match self.policy {
-            Policy::Random => self.random(),
-            _ => self.placements,
-        };
-        // a bounded share of first attempts may explore what the model is unsure of
-        let explore = self.explore_share > 0.0
-            && self.policy == Policy::Hwsched
-            && rec.tried_workers.is_empty()
-            && (self.random() as f64 / (1u64 << 53) as f64) < self.explore_share;
-        let scoring = Scoring {
-            weights: self.weights,
-            model,
-            declarations: self.trust_declarations.then_some(&self.declarations),
-            pack: self.pack,
-            policy: self.policy,
-            turn,
-            explore,
-        };
-        if !rec.tried_workers.is_empty() {
-            let tried_classes: Vec<&str> = rec
-                .tried_workers
-                .iter()
-                .filter_map(|w| self.workers.get(w)?.caps.as_ref().map(|c| c.hardware_class.as_str()))
-                .collect();
-            let other_hardware: Vec<WorkerView> =
-                views.iter().filter(|v| !tried_classes.contains(&v.caps.hardware_class.as_str())).cloned().collect();
-            let untried: Vec<WorkerView> =
-                views.iter().filter(|v| !rec.tried_workers.contains(&v.caps.worker_id)).cloned().collect();
-            let elsewhere = [other_hardware, untried]
-                .iter()
-                .filter(|vs| !vs.is_empty())
-                .map(|vs| place_with(task, vs, &scoring))
-                .find(|o| matches!(o, Outcome::Place { .. } | Outcome::Queue { .. }));
-            if let Some(o) = elsewhere {
-                return o;
-            }
-        }
-        match place_with(task, views, &scoring) {
-            Outcome::NeverFits { reason } if !rec.refused_by.is_empty() => {
-                let refused = rec.refused_by.join(", ");
-                let reason = if views.is_empty() { "no other worker is registered".into() } else { reason };
-                Outcome::NeverFits { reason: format!("{reason}; refused by the worker's policy on {refused}") }
-            }
-            o => o,
-        }
     }
 
     /// Carries out a decision on the queued task `entry` (record `rec`):
@@ -358,7 +309,7 @@ impl State {
 
     /// The next number (53 bits) of the state's generator (xorshift64*, fixed
     /// seed: runs repeat).
-    fn random(&mut self) -> u64 {
+    pub(super) fn random(&mut self) -> u64 {
         let mut x = self.rng.max(1);
         x ^= x >> 12;
         x ^= x << 25;

@@ -43,8 +43,8 @@ use hwsched_bus::{codec, Bus, BusError};
 use hwsched_config::NatsConfig;
 use hwsched_proto::{
     v1::{
-        CancelReply, CancelTask, DrainReply, DrainWorker, ExplainReply, ExplainRequest, QueueReply, TaskRecord,
-        TaskRequest, TaskState, TasksReply, TasksRequest,
+        CancelReply, CancelTask, DrainReply, DrainWorker, ExplainReply, ExplainRequest, QuarantineReply,
+        QuarantineRequest, QueueReply, TaskRecord, TaskRequest, TaskState, TasksReply, TasksRequest,
     },
     Message, SCHEMA_VERSION,
 };
@@ -235,6 +235,13 @@ impl Client {
         let req = ExplainRequest { task_id: task_id.into() };
         let r: ExplainReply = self.ask(SCHEDULER, self.bus.subjects().control_explain(), codec::encode(&req)).await?;
         Ok(r.record.filter(|_| r.found))
+    }
+
+    /// The workers the scheduler quarantined and its breaker; `release` names
+    /// one to put back in service at once.
+    pub async fn quarantine(&self, release: Option<&str>) -> Result<QuarantineReply, Error> {
+        let req = QuarantineRequest { release: release.unwrap_or_default().into() };
+        self.ask(SCHEDULER, self.bus.subjects().control_quarantine(), codec::encode(&req)).await
     }
 
     /// Drains a worker (`drain = true`: no new tasks, running ones finish) or

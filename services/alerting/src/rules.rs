@@ -331,6 +331,7 @@ mod tests {
             "tasks.failure_rate_pct",
             "tasks.class_failure_rate_pct",
             "scheduler.oldest_queued_s",
+            "scheduler.quarantine_breaker_open",
             "recorder.lag_s",
         ] {
             assert!(metric(m) > 0, "{m}");

@@ -16,6 +16,7 @@ mod mute;
 mod nats_auth;
 mod ops;
 mod output;
+mod quarantine;
 mod render;
 mod report;
 mod schema;
@@ -134,6 +135,8 @@ enum Command {
     Silence(alerts::SilenceArgs),
     /// Mute tests: their failures stop failing `submit --wait` for a while (add, list, end).
     Mute(mute::MuteArgs),
+    /// Workers taken out of service for failing more than their tests predict: list, release.
+    Quarantine(quarantine::QuarantineArgs),
     /// Simulate placement policies on a trace (built-in or --trace FILE) in simulated time.
     Sim(sim::SimArgs),
     /// ClickHouse schema: print the DDL for a server version, or apply it.
@@ -265,6 +268,7 @@ fn command_name(c: &Command) -> &'static str {
         | Command::Alerts { .. }
         | Command::Silence(_)
         | Command::Mute(_)
+        | Command::Quarantine(_)
         | Command::Schema { .. }
         | Command::Report(_) => "cli",
         Command::Sim(_) => "sim",
@@ -334,6 +338,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Alerts { output } => alerts::firing(&nats, output).await.map(|_| ok),
         Command::Silence(args) => alerts::silence(&nats, args).await.map(|_| ok),
         Command::Mute(args) => mute::run(&Client::connect(&nats).await?, args).await,
+        Command::Quarantine(args) => quarantine::run(&Client::connect(&nats).await?, args).await,
         Command::Schema { command } => schema::schema(command, &clickhouse).await.map(|_| ok),
         Command::Report(args) => report::run(&clickhouse, args).await.map(|_| ok),
         Command::Bench { command } => bench::run(&nats, &clickhouse, command).await.map(|_| ok),

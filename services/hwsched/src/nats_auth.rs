@@ -108,11 +108,12 @@ fn roles(p: &str) -> Vec<User> {
         },
         User {
             name: "operator".into(),
-            // everything a producer may, plus drain, capabilities, silences, mutes, the model and streams
+            // everything a producer may, plus drain, quarantine, capabilities, silences, mutes, the model and streams
             publish: [
                 producer_pub,
                 vec![
                     format!("{p}.workers.*.drain"),
+                    format!("{p}.control.quarantine"),
                     format!("{p}.workers.*.capabilities"),
                     "$JS.API.>".into(),
                     format!("$KV.{b}_silences.>"),

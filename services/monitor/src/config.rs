@@ -131,6 +131,10 @@ pub struct MonitorConfig {
     /// How each attempt is isolated and measured (its cgroup).
     #[command(flatten)]
     pub cgroups: crate::cgroup::CgroupConfig,
+    /// FAULT INJECTION, FOR TESTS ONLY: while this file exists, every attempt here
+    /// (probes included) is reported failed after it ran, as a bad worker would.
+    #[arg(long = "test-only-fail-while-file-exists", env = "HWSCHED_MONITOR_TEST_ONLY_FAIL_WHILE_FILE_EXISTS")]
+    pub test_only_fail_while: Option<PathBuf>,
 }
 
 impl MonitorConfig {
@@ -173,6 +177,7 @@ impl MonitorConfig {
             policy: Default::default(),
             output: Default::default(),
             cgroups: Default::default(),
+            test_only_fail_while: None,
         }
     }
 }

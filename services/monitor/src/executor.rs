@@ -74,6 +74,8 @@ pub struct Executor {
     pub ack_wait: Duration,
     /// Brings each attempt's logs, artifacts and test results back.
     pub outputs: Outputs,
+    /// Fault injection for tests: while this file exists, attempts are reported failed.
+    pub fail_while: Option<std::path::PathBuf>,
     /// Where each attempt gets a cgroup of its own; `None`: none usable, or `--cgroups off`.
     pub cgroups: Option<Arc<crate::cgroup::Cgroups>>,
 }
@@ -199,6 +201,12 @@ impl Executor {
             tracing::Instrument::instrument(self.outputs.bring_back(&task, a.attempt, output), span.clone()).await;
         let mut result = self.result(a, o, started_at_ms, finished_at_ms);
         brought.apply(&mut result);
+        if let Some(file) = self.fail_while.as_ref().filter(|f| f.exists()) {
+            result.status = TaskStatus::Failed as i32;
+            result.category = FailureCategory::TestFailed as i32;
+            result.exit_code = 1;
+            result.error = format!("fault injected: {} exists (--test-only-fail-while-file-exists)", file.display());
+        }
         drop(sandbox);
         self.finish(msg, result, tp, span, stop).await;
     }

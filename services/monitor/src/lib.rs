@@ -178,6 +178,7 @@ async fn start(cfg: &MonitorConfig, bus: &Bus, telemetry: &Telemetry) -> anyhow:
         ack_wait: Duration::from_secs(cfg.ack_wait_s),
         outputs,
         cgroups,
+        fail_while: cfg.test_only_fail_while.clone(),
     });
     let (caps_tx, caps_rx) = watch::channel(caps);
     let work = Work {

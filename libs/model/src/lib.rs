@@ -1,15 +1,17 @@
 //! The learned model of hwsched: per (workload, hardware) pair, an exponentially
 //! weighted mean and variance of ln(runtime), a success rate and the peak memory
-//! seen. Pure: the learner trains it from results and publishes snapshots; the
+//! seen; per test, whether it is flaky (passed and failed at one revision). Pure: the learner trains it from results and publishes snapshots; the
 //! scheduler (and the simulator) read predictions from it.
 //!
 //! Map: `keys` names workloads; `stats` is what one pair learns from a result;
 //! `factor` fits the model for pairs never observed; `prediction` is what a
-//! look-up returns; `model` holds [`Model`] itself, split by job (learning,
-//! predicting, worker health, snapshots).
+//! look-up returns; `flaky` tells flaky tests from broken ones by the
+//! revision they ran at; `model` holds [`Model`] itself, split by job
+//! (learning, predicting, worker health, snapshots).
 #![forbid(unsafe_code)]
 
 mod factor;
+mod flaky;
 mod keys;
 mod model;
 mod prediction;
@@ -17,6 +19,7 @@ mod stats;
 #[cfg(test)]
 mod test_support;
 
+pub use flaky::{counts_as_passed, MAX_CLASSES, MAX_TESTS, REVISION_WINDOW};
 pub use keys::{key, task_workload_key, workload_key};
 pub use model::{
     health::{DEGRADED_FAILURE_EXCESS, DEGRADED_SLOWDOWN},

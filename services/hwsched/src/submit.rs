@@ -93,6 +93,11 @@ pub struct SubmitArgs {
     /// monitor parses it into per-test results. Set on every task that names none.
     #[arg(long = "junit-xml", value_name = "PATH")]
     junit_xml: Option<String>,
+    /// The revision of the code under test (a commit hash, a build id), set on every task that
+    /// names none: a test that both passed and failed at one revision is flaky (`hwsched model
+    /// flaky`). Unset: the first set of $GITHUB_SHA, $CI_COMMIT_SHA, $BUILDKITE_COMMIT, $GIT_COMMIT.
+    #[arg(long, env = "HWSCHED_REVISION", value_name = "REV")]
+    revision: Option<String>,
     /// Output: table (lines for people) or json (one JSON object per line and update).
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: Format,
@@ -110,6 +115,20 @@ fn parse_memory_mb(s: &str) -> Result<i64, String> {
     };
     let v: f64 = num.parse().map_err(|_| format!("{s:?}: expected e.g. 512M or 8G"))?;
     Ok((v * mult) as i64)
+}
+
+/// CI variables that name the revision being built, read in this order when
+/// neither `--revision` nor `HWSCHED_REVISION` is set.
+const CI_REVISION_VARS: [&str; 4] = ["GITHUB_SHA", "CI_COMMIT_SHA", "BUILDKITE_COMMIT", "GIT_COMMIT"];
+
+/// The revision of the code under test: `flag` (`--revision`, else
+/// `HWSCHED_REVISION`), else the first CI variable set (`var` reads one); blank is unset.
+fn revision_of(flag: Option<&str>, var: impl Fn(&str) -> Option<String>) -> Option<String> {
+    flag.map(str::to_string)
+        .into_iter()
+        .chain(CI_REVISION_VARS.iter().filter_map(|k| var(k)))
+        .map(|r| r.trim().to_string())
+        .find(|r| !r.is_empty())
 }
 
 fn tasks_from(args: &SubmitArgs) -> anyhow::Result<Vec<TaskRequest>> {
@@ -150,6 +169,7 @@ fn tasks_from(args: &SubmitArgs) -> anyhow::Result<Vec<TaskRequest>> {
         t.producer = "hwsched-cli".into();
         vec![t]
     };
+    let revision = revision_of(args.revision.as_deref(), |k| std::env::var(k).ok());
     for t in &mut tasks {
         if let Some(suffix) = &args.id_suffix {
             t.task_id.push_str(suffix);
@@ -159,6 +179,9 @@ fn tasks_from(args: &SubmitArgs) -> anyhow::Result<Vec<TaskRequest>> {
         }
         if let (true, Some(path)) = (t.junit.is_empty(), &args.junit_xml) {
             t.junit.clone_from(path);
+        }
+        if let (true, Some(rev)) = (t.revision.is_empty(), &revision) {
+            t.revision.clone_from(rev);
         }
     }
     Ok(tasks)
@@ -517,5 +540,18 @@ mod tests {
         // no prediction at all: no ETA
         let t = Tally::default();
         assert_eq!(t.progress().eta_s, None);
+    }
+
+    #[test]
+    fn the_revision_is_the_flag_else_the_first_ci_variable_set() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        let ci = env(&[("CI_COMMIT_SHA", "gitlab"), ("GIT_COMMIT", "jenkins"), ("GITHUB_SHA", " ")]);
+        assert_eq!(revision_of(Some("abc123"), ci).as_deref(), Some("abc123"));
+        // GITHUB_SHA blank: the next one set
+        assert_eq!(revision_of(None, ci).as_deref(), Some("gitlab"));
+        assert_eq!(revision_of(Some(""), env(&[("BUILDKITE_COMMIT", "bk")])).as_deref(), Some("bk"));
+        assert_eq!(revision_of(None, env(&[])), None);
     }
 }

@@ -1,6 +1,7 @@
 //! The hwsched learner: learns runtime and success per (workload, hardware)
-//! from execution results and publishes its model snapshot in the JetStream
-//! KV bucket `hws_model` (key `snapshot`) for the scheduler.
+//! from execution results, and which tests are flaky (passed and failed at one
+//! revision), and publishes its model snapshot in the JetStream KV bucket
+//! `hws_model` (key `snapshot`) for the scheduler and `hwsched model flaky`.
 #![forbid(unsafe_code)]
 
 use std::time::Duration;
@@ -58,6 +59,7 @@ struct Metrics {
     slowdown: Family<Vec<(String, String)>, Gauge<f64, AtomicU64>>,
     degraded: Gauge,
     pairs: Gauge,
+    flaky: Gauge,
     snapshot_bytes: Gauge,
 }
 
@@ -78,11 +80,16 @@ impl Metrics {
             );
             r.register("hwsched_learner_degraded_workers", "Workers flagged slower or failing more than their peers", m.degraded);
             r.register("hwsched_learner_pairs", "Learned (workload, hardware) pairs", m.pairs);
+            r.register(
+                "hwsched_learner_flaky_tests",
+                "Tests that both passed and failed at one of their recent revisions",
+                m.flaky,
+            );
             r.register("hwsched_learner_snapshot_bytes", "Size of the last published model snapshot", m.snapshot_bytes);
         });
     }
 
-    fn update(&self, model: &Model, snapshot_bytes: usize) {
+    fn update(&self, model: &Model, snap: &ModelSnapshot, snapshot_bytes: usize) {
         for e in model.errors() {
             self.mape.get_or_create(&vec![("age".into(), e.age.clone())]).set(e.mape);
         }
@@ -94,6 +101,7 @@ impl Metrics {
         }
         self.degraded.set(degraded);
         self.pairs.set(i64::try_from(model.len()).unwrap_or(i64::MAX));
+        self.flaky.set(i64::try_from(snap.flaky_tests.len()).unwrap_or(i64::MAX));
         self.snapshot_bytes.set(i64::try_from(snapshot_bytes).unwrap_or(i64::MAX));
     }
 }
@@ -175,17 +183,18 @@ pub const METRICS_ID: &str = "hwsched-learner";
 
 /// Publishes the model's error and health on the metrics stream, which the
 /// recorder writes to ClickHouse's `hw_metrics`: under [`METRICS_ID`],
-/// `learner.prediction_mape` by pair age (the device column), pairs and
-/// degraded workers; under each compared worker's own id,
+/// `learner.prediction_mape` by pair age (the device column), pairs,
+/// degraded workers and flaky tests; under each compared worker's own id,
 /// `learner.slowdown_ratio` and `learner.degraded` (device `model`), so its
 /// panels and alert rules select it like its other metrics.
-async fn record_metrics(bus: &Bus, model: &Model, now_ms: i64) {
+async fn record_metrics(bus: &Bus, model: &Model, flaky_tests: usize, now_ms: i64) {
     let sample =
         |metric: &str, device: &str, value: f64| MetricSample { metric: metric.into(), device: device.into(), value };
     let mut own: Vec<MetricSample> =
         model.errors().map(|e| sample("learner.prediction_mape", &e.age, e.mape)).collect();
     own.push(sample("learner.pairs", "model", model.len() as f64));
     own.push(sample("learner.degraded_workers", "model", model.workers().filter(|h| h.degraded).count() as f64));
+    own.push(sample("learner.flaky_tests", "model", flaky_tests as f64));
     let batches = std::iter::once(MetricsBatch {
         schema_version: hwsched_proto::SCHEMA_VERSION,
         worker_id: METRICS_ID.into(),
@@ -261,8 +270,7 @@ async fn replay_results(bus: &Bus, consumer: &str) -> anyhow::Result<()> {
 }
 
 /// Refits the factor model, stores the snapshot, then acknowledges the results
-/// it includes, announces it and any worker whose health changed. False when it
-/// was not stored.
+/// it includes and announces it ([`announce`]). False when it was not stored.
 async fn publish(
     bus: &Bus,
     bucket: &async_nats::jetstream::kv::Store,
@@ -287,6 +295,14 @@ async fn publish(
             "model snapshot too large: oldest pairs left out"
         );
     }
+    if snap.test_revisions.len() < model.tests_tracked() {
+        tracing::warn!(
+            left_out = model.tests_tracked() - snap.test_revisions.len(),
+            kept = snap.test_revisions.len(),
+            max_bytes = max,
+            "model snapshot too large: revision histories of the tests seen longest ago left out"
+        );
+    }
     let bytes = snap.encode_to_vec();
     let size = bytes.len();
     match bucket.put(SNAPSHOT_KEY, bytes.into()).await {
@@ -294,45 +310,62 @@ async fn publish(
             for m in unacked.drain(..) {
                 let _ = m.ack().await;
             }
-            let degraded = snap.workers.iter().filter(|w| w.degraded).count();
             tracing::debug!(
                 version = snap.version,
                 pairs = snap.entries.len(),
+                flaky_tests = snap.flaky_tests.len(),
                 bytes = size,
                 took_ms = started.elapsed().as_millis() as u64,
                 "model published"
             );
-            metrics.update(model, size);
-            let update = ModelUpdate {
-                version: snap.version,
-                generated_at_ms: snap.generated_at_ms,
-                pairs: u32::try_from(snap.entries.len()).unwrap_or(u32::MAX),
-                degraded_workers: u32::try_from(degraded).unwrap_or(u32::MAX),
-                snapshot_bytes: size as u64,
-            };
-            let subjects = bus.subjects();
-            let _ = bus.client().publish(subjects.model_updated(), update.encode_to_vec().into()).await;
-            record_metrics(bus, model, snap.generated_at_ms).await;
-            for h in model.take_health_changes() {
-                if h.degraded {
-                    tracing::warn!(
-                        worker_id = h.worker_id,
-                        hardware = h.hardware_key,
-                        slowdown = h.log_slowdown.exp(),
-                        failure_excess = h.failure_excess,
-                        "worker degraded: slower or failing more than its peers"
-                    );
-                } else {
-                    tracing::info!(worker_id = h.worker_id, "worker no longer degraded");
-                }
-                let _ = bus.client().publish(subjects.worker_health(&h.worker_id), h.encode_to_vec().into()).await;
-            }
+            metrics.update(model, &snap, size);
+            announce(bus, model, &snap, size).await;
             true
         }
         Err(e) => {
             tracing::warn!(error = %e, "model not published; its results stay unacknowledged");
             false
         }
+    }
+}
+
+/// Announces a stored snapshot (`hws.model.updated`), records the learner's
+/// metrics, logs the tests that became flaky, and announces each worker whose
+/// health changed.
+async fn announce(bus: &Bus, model: &mut Model, snap: &ModelSnapshot, size: usize) {
+    let degraded = snap.workers.iter().filter(|w| w.degraded).count();
+    let update = ModelUpdate {
+        version: snap.version,
+        generated_at_ms: snap.generated_at_ms,
+        pairs: u32::try_from(snap.entries.len()).unwrap_or(u32::MAX),
+        degraded_workers: u32::try_from(degraded).unwrap_or(u32::MAX),
+        snapshot_bytes: size as u64,
+        flaky_tests: u32::try_from(snap.flaky_tests.len()).unwrap_or(u32::MAX),
+    };
+    let subjects = bus.subjects();
+    let _ = bus.client().publish(subjects.model_updated(), update.encode_to_vec().into()).await;
+    record_metrics(bus, model, snap.flaky_tests.len(), snap.generated_at_ms).await;
+    for t in model.take_new_flaky() {
+        tracing::info!(
+            workload = t.workload_key,
+            revision = t.last_revision,
+            flake_rate = t.flake_rate,
+            "test flaky: passed and failed at one revision"
+        );
+    }
+    for h in model.take_health_changes() {
+        if h.degraded {
+            tracing::warn!(
+                worker_id = h.worker_id,
+                hardware = h.hardware_key,
+                slowdown = h.log_slowdown.exp(),
+                failure_excess = h.failure_excess,
+                "worker degraded: slower or failing more than its peers"
+            );
+        } else {
+            tracing::info!(worker_id = h.worker_id, "worker no longer degraded");
+        }
+        let _ = bus.client().publish(subjects.worker_health(&h.worker_id), h.encode_to_vec().into()).await;
     }
 }
 

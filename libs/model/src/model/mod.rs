@@ -11,10 +11,11 @@ pub(crate) mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use hwsched_proto::v1::{FactorModel, ModelEntry, PredictionError, WorkerHealth};
+use hwsched_proto::v1::{FactorModel, FlakyTest, ModelEntry, PredictionError, WorkerHealth};
 
 use crate::{
     factor::{Cell, Factors},
+    flaky::Flakiness,
     stats::{learned, runs},
 };
 
@@ -33,6 +34,10 @@ pub struct Model {
     health_changes: Vec<WorkerHealth>,
     /// How many workers are degraded.
     degraded: usize,
+    /// Each test's outcomes at its recent revisions.
+    flaky: Flakiness,
+    /// Tests that became flaky since [`Model::take_new_flaky`].
+    new_flaky: Vec<String>,
     version: u64,
 }
 
@@ -98,6 +103,23 @@ impl Model {
     /// True before anything was learned.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// The tests that both passed and failed at one of their recent
+    /// revisions, by workload key, with their estimated flake rate.
+    pub fn flaky_tests(&self) -> Vec<FlakyTest> {
+        self.flaky.flaky_tests()
+    }
+
+    /// Tests whose revisions are tracked for flakiness.
+    pub fn tests_tracked(&self) -> usize {
+        self.flaky.len()
+    }
+
+    /// The tests that became flaky since the last call.
+    pub fn take_new_flaky(&mut self) -> Vec<FlakyTest> {
+        let keys = std::mem::take(&mut self.new_flaky);
+        keys.iter().filter_map(|k| self.flaky.flaky_test(k)).collect()
     }
 
     /// Bumped by every observation.

@@ -11,7 +11,8 @@ use crate::{
 };
 
 impl Model {
-    /// Learns from one result. Cancelled attempts teach nothing.
+    /// Learns from one result. Cancelled attempts teach nothing. A result
+    /// with a revision also counts toward its test's flakiness (`crate::flaky`).
     pub fn observe(&mut self, r: &ExecutionResult) -> bool {
         let status = r.status();
         if matches!(status, TaskStatus::Cancelled | TaskStatus::Unspecified) || r.hardware_class.is_empty() {
@@ -24,6 +25,9 @@ impl Model {
         // how good the model was before it saw this result
         if runtime.is_some() {
             self.record_error(&workload, r);
+        }
+        if self.flaky.observe(&workload, r) {
+            self.new_flaky.push(workload.clone());
         }
         let key = (workload, r.hardware_class.clone());
         let e = self.entries.entry(key.clone()).or_insert_with(|| ModelEntry {

@@ -65,9 +65,8 @@ async fn scheduler_places_by_what_the_learner_learned() -> anyhow::Result<()> {
         }
     }
     drop(warm_events);
-    all.wait_for_log("model loaded", WAIT).await?;
-    // let a snapshot with both cells reach the scheduler
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // a snapshot with both cells (the workload on each worker's hardware) loaded by the scheduler
+    all.wait_for_log("pairs=2", WAIT).await?;
 
     // Phase 2: one at a time, both workers free: the learned runtime decides.
     for i in 0..3 {

@@ -50,6 +50,16 @@ pub struct VariantSpread {
     pub unseen_prediction_mape: Option<Spread>,
     /// Seeds with tasks unfinished at the horizon (0 expected).
     pub seeds_unfinished: usize,
+    /// `failed` (tasks) over the seeds.
+    pub failed: Spread,
+    /// `failed_not_own` over the seeds.
+    pub failed_not_own: Spread,
+    /// `wasted_machine_s` over the seeds.
+    pub wasted_machine_s: Spread,
+    /// `quarantines` over the seeds.
+    pub quarantines: Spread,
+    /// `flaky_tests_found` over the seeds.
+    pub flaky_tests_found: Spread,
     /// Only for the base variant: per seed, `1 - base/other` of
     /// `mean_completion_s`, by the other variant (positive: the base is faster).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -112,6 +122,11 @@ pub fn summarize(scenario: &str, runs: &[SeedRuns]) -> Distribution {
                     true,
                 ),
                 seeds_unfinished: column(i, &|r| Some(r.unfinished as f64)).iter().filter(|u| **u > 0.0).count(),
+                failed: Spread::of(column(i, &|r| Some(r.failed as f64)), true).unwrap_or(zero),
+                failed_not_own: Spread::of(column(i, &|r| Some(r.failed_not_own as f64)), true).unwrap_or(zero),
+                wasted_machine_s: Spread::of(column(i, &|r| Some(r.wasted_machine_s)), true).unwrap_or(zero),
+                quarantines: Spread::of(column(i, &|r| Some(r.quarantines as f64)), true).unwrap_or(zero),
+                flaky_tests_found: Spread::of(column(i, &|r| Some(r.flaky_tests_found as f64)), true).unwrap_or(zero),
                 gain_vs,
             }
         })
@@ -142,7 +157,7 @@ pub fn table(d: &Distribution) -> String {
     let _ = writeln!(out, "scenario {}, {seeds}: median [worst seed]\n", d.scenario);
     let _ = writeln!(
         out,
-        "{:<19} {:>20} {:>20} {:>16} {:>12} {:>16}",
+        "{:<21} {:>20} {:>20} {:>16} {:>12} {:>16}",
         "policy", "mean_done", "p95_done", "makespan/bound", "throttled", "unseen_mape"
     );
     let secs = |x: f64| format!("{x:.1}s");
@@ -150,7 +165,7 @@ pub fn table(d: &Distribution) -> String {
         let unseen = v.unseen_prediction_mape.map_or("-".to_string(), |s| pair(&s, &|x| format!("{:.0}%", 100.0 * x)));
         let _ = writeln!(
             out,
-            "{:<19} {:>20} {:>20} {:>16} {:>12} {:>16}{}",
+            "{:<21} {:>20} {:>20} {:>16} {:>12} {:>16}{}",
             v.policy,
             pair(&v.mean_completion_s, &secs),
             pair(&v.p95_completion_s, &secs),
@@ -158,6 +173,24 @@ pub fn table(d: &Distribution) -> String {
             pair(&v.throttled_placements, &|x| format!("{x:.0}")),
             unseen,
             if v.seeds_unfinished > 0 { format!("  ({} seeds unfinished)", v.seeds_unfinished) } else { String::new() },
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<21} {:>12} {:>12} {:>18} {:>12} {:>12}",
+        "policy", "failed", "not_own", "wasted", "quarantines", "flaky_found"
+    );
+    let count = |x: f64| format!("{x:.0}");
+    for v in &d.policies {
+        let _ = writeln!(
+            out,
+            "{:<21} {:>12} {:>12} {:>18} {:>12} {:>12}",
+            v.policy,
+            pair(&v.failed, &count),
+            pair(&v.failed_not_own, &count),
+            pair(&v.wasted_machine_s, &|x| format!("{x:.0}s")),
+            pair(&v.quarantines, &count),
+            pair(&v.flaky_tests_found, &count),
         );
     }
     if let Some(b) = d.policies.iter().find(|v| v.policy == d.base && !v.gain_vs.is_empty()) {

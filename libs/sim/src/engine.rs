@@ -4,7 +4,8 @@
 //! (`hwsched_model::Model`) with simulated time: workers send heartbeats every
 //! `heartbeat_ms` with their simulated temperature, throttling and CPU load;
 //! results are observed by the model, which is published to the state on the
-//! next heartbeat tick, as the learner would.
+//! next heartbeat tick, as the learner would. Attempts fail by the trace's
+//! faults and the scheduler's probes of quarantined workers run (`faults`).
 
 use std::{
     cmp::Reverse,
@@ -13,18 +14,21 @@ use std::{
 
 use hwsched_model::Model;
 use hwsched_placement::{
-    state::{Action, Completion, State},
+    state::{is_probe, Action, Completion, State},
     Demand, Heuristic, Policy, Weights,
 };
-use hwsched_proto::v1::{ExecutionResult, TaskRecord, TaskStatus, WorkerHeartbeat, WorkerState};
+use hwsched_proto::v1::{TaskRecord, WorkerHeartbeat, WorkerState};
 
 use crate::{
-    report::{Outcome, Report},
+    report::{FaultTally, Outcome, Report},
     rng::Rng,
     trace::Trace,
 };
 
+mod faults;
 mod presence;
+
+pub use faults::PROBE_S;
 
 /// Simulation settings.
 #[derive(Debug, Clone)]
@@ -57,6 +61,10 @@ pub struct Config {
     /// Whether the scheduler corrects declared durations by what each
     /// producer's turned out to be (false: the ablation; off too without `learn`).
     pub trust: bool,
+    /// Whether hwsched handles failures by what they are: quarantine of
+    /// suspect workers and out-of-memory retries with more memory (false: the
+    /// ablation). The other policies never do: see [`Config::handles_failures`].
+    pub failure_handling: bool,
 }
 
 impl Default for Config {
@@ -75,6 +83,7 @@ impl Default for Config {
             explore_share: hwsched_placement::DEFAULT_EXPLORE_SHARE,
             batch: Some(Heuristic::default()),
             trust: true,
+            failure_handling: true,
         }
     }
 }
@@ -86,6 +95,7 @@ enum Ev {
     End { task: usize, attempt: u32, version: u64 },
     Join(usize),
     Leave(usize),
+    ProbeEnd(String),
 }
 
 #[derive(Debug)]
@@ -101,6 +111,8 @@ struct SimWorker {
     background: f64,
     speed: f64,
     running: Vec<usize>,
+    /// Probes it runs (task ids).
+    probes: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -112,7 +124,10 @@ struct Attempt {
     /// Full-speed seconds of work left.
     work_left_s: f64,
     speed: f64,
-    fails: bool,
+    /// How it ends.
+    fate: faults::Fate,
+    /// The memory it was granted, MB (its request's `memory_mb`).
+    grant_mb: i64,
     version: u64,
     predicted_s: f64,
     /// The model's age bucket of the pair when placed.
@@ -133,7 +148,20 @@ impl Config {
         if !self.trust && self.policy == Policy::Hwsched {
             label.push_str("-no-trust");
         }
+        if !self.failure_handling && self.policy == Policy::Hwsched {
+            label.push_str("-failure-blind");
+        }
         label
+    }
+
+    /// Whether the scheduler quarantines suspect workers and retries an
+    /// attempt that ran out of memory with more memory. A modelling choice:
+    /// only hwsched does. The baselines stand for the schedulers hwsched
+    /// replaces or is compared with, which have neither: they run with
+    /// quarantine off and a category-blind retry (an out-of-memory attempt is
+    /// retried with the same memory, like any failure).
+    pub fn handles_failures(&self) -> bool {
+        self.failure_handling && self.policy == Policy::Hwsched
     }
 }
 
@@ -173,6 +201,10 @@ struct Sim<'t> {
     present: Vec<bool>,
     /// First version of a task's next attempt, past those dropped on a leave.
     next_version: HashMap<usize, u64>,
+    /// Failures, probes and quarantines so far.
+    tally: FaultTally,
+    /// Probes running, by task id (looked up, never walked).
+    probe_runs: HashMap<String, faults::ProbeRun>,
 }
 
 impl<'t> Sim<'t> {
@@ -186,6 +218,11 @@ impl<'t> Sim<'t> {
         state.batch = cfg.batch;
         // without the learner nothing is learned: no trust in declarations either
         state.trust_declarations = cfg.trust && cfg.learn;
+        if !cfg.handles_failures() {
+            // the baselines' scheduler has no health tracking and a category-blind retry
+            state.quarantine.enabled = false;
+            state.retry.oom_memory_factor = 1.0;
+        }
         let workers: Vec<SimWorker> = trace
             .workers
             .iter()
@@ -202,6 +239,7 @@ impl<'t> Sim<'t> {
                     background: 0.0,
                     speed: 1.0,
                     running: Vec::new(),
+                    probes: Vec::new(),
                 }
             })
             .collect();
@@ -235,6 +273,8 @@ impl<'t> Sim<'t> {
             open: trace.tasks.len(),
             present: vec![false; trace.workers.len()],
             next_version: HashMap::new(),
+            tally: FaultTally::default(),
+            probe_runs: HashMap::new(),
         };
         sim.schedule_presence();
         for (i, t) in trace.tasks.iter().enumerate() {
@@ -250,6 +290,12 @@ impl<'t> Sim<'t> {
     }
 
     fn run(mut self) -> Report {
+        let now = self.simulate();
+        self.report(now)
+    }
+
+    /// Runs the events until every task ended or the horizon; the time it stopped, ms.
+    fn simulate(&mut self) -> i64 {
         let horizon_ms = secs_to_ms(self.cfg.horizon_s);
         let mut now = 0;
         while self.open > 0 {
@@ -269,14 +315,16 @@ impl<'t> Sim<'t> {
                     Ev::End { task, attempt, version } => self.end(task, attempt, version, now),
                     Ev::Join(w) => self.join(w, now),
                     Ev::Leave(w) => self.leave(w, now),
+                    Ev::ProbeEnd(id) => self.end_probe(&id, now),
                 }
             }
             let actions = self.state.plan(now, true);
             for a in actions {
                 self.act(a, now);
             }
+            self.count_health_events(now);
         }
-        self.report(now)
+        now
     }
 
     fn arrive(&mut self, i: usize, now: i64) {
@@ -304,18 +352,18 @@ impl<'t> Sim<'t> {
                     self.open -= 1;
                 }
             }
+            Action::Assign(rec) if is_probe(&rec) => self.start_probe(&rec, now),
             Action::Assign(rec) => {
                 let Some(task) = rec.task.as_ref().and_then(|t| self.task_index.get(&t.task_id)).copied() else {
                     return;
                 };
                 // a worker gone before the scheduler noticed: supervision re-places it
                 let Some(w) = self.by_id.get(&rec.worker_id).copied().filter(|w| self.present[*w]) else { return };
-                let line = &self.trace.tasks[task];
+                // what it was granted: its request as the scheduler holds it (out-of-memory retries raise it)
+                let grant_mb = rec.task.as_ref().and_then(|t| t.requirements.as_ref()).map_or(0, |r| r.memory_mb);
+                let fate = self.fate(task, w, grant_mb, now);
+                let work = fate.work_s;
                 let class = &self.workers[w].class;
-                let runtime = line.runtime_s.get(class).copied().unwrap_or(f64::INFINITY);
-                let fails = self.rng.f64() < line.failure_rate.get(class).copied().unwrap_or(0.0);
-                // a failing attempt fails part-way through
-                let work = if fails { runtime * (0.2 + 0.8 * self.rng.f64()) } else { runtime };
                 self.placements += 1;
                 if self.workers[w].throttling {
                     self.throttled += 1;
@@ -341,7 +389,8 @@ impl<'t> Sim<'t> {
                     last_ms: now,
                     work_left_s: work,
                     speed,
-                    fails,
+                    fate,
+                    grant_mb,
                     version,
                     predicted_s: rec.predicted_runtime_s,
                     pair_age: self
@@ -369,31 +418,12 @@ impl<'t> Sim<'t> {
             return;
         }
         let Some(a) = self.running.remove(&task) else { return };
-        let w = a.worker;
-        self.workers[w].running.retain(|t| *t != task);
-        let line = &self.trace.tasks[task];
-        let req = &line.request;
-        let duration_s = (now - a.started_ms) as f64 / 1000.0;
-        let status = if a.fails { TaskStatus::Failed } else { TaskStatus::Succeeded };
-        let res = ExecutionResult {
-            task_id: req.task_id.clone(),
-            attempt,
-            worker_id: self.workers[w].id.clone(),
-            status: status as i32,
-            exit_code: i32::from(a.fails),
-            started_at_ms: a.started_ms,
-            finished_at_ms: now,
-            duration_s,
-            hardware_class: self.workers[w].class.clone(),
-            name: req.name.clone(),
-            test_type: req.test_type.clone(),
-            model_family: req.model_family.clone(),
-            model_id: req.model_id.clone(),
-            producer: req.producer.clone(),
-            predicted_duration_s: a.predicted_s,
-            ..Default::default()
-        };
-        if !a.fails && a.predicted_s > 0.0 && duration_s > 0.0 {
+        self.workers[a.worker].running.retain(|t| *t != task);
+        let res = self.result_of(task, &a, now);
+        let duration_s = res.duration_s;
+        let req = &self.trace.tasks[task].request;
+        self.tally.attempt(task, req, a.fate.failure, a.fate.worker_fault, now - a.started_ms);
+        if a.fate.failure.is_none() && a.predicted_s > 0.0 && duration_s > 0.0 {
             self.errors.push((now, (a.predicted_s - duration_s).abs() / duration_s, a.pair_age));
         }
         self.model.observe(&res);
@@ -460,14 +490,15 @@ impl<'t> Sim<'t> {
             }
             let w = &self.workers[i];
             let caps = &line.capabilities;
+            let tasks = w.running.iter().map(|t| self.trace.tasks[*t].request.task_id.clone());
             self.state.heartbeat(
                 WorkerHeartbeat {
                     worker_id: w.id.clone(),
                     state: WorkerState::Active as i32,
                     capabilities_revision: caps.revision,
                     slots_total: w.slots,
-                    slots_used: w.running.len() as u32,
-                    running_task_ids: w.running.iter().map(|t| self.trace.tasks[*t].request.task_id.clone()).collect(),
+                    slots_used: (w.running.len() + w.probes.len()) as u32,
+                    running_task_ids: tasks.chain(w.probes.iter().cloned()).collect(),
                     cpu_util_pct: w.cpu_util,
                     // what a monitor measures of its own tests
                     tasks_cpu_util_pct: (w.cpu_util - w.background).max(0.0),
@@ -515,6 +546,7 @@ impl<'t> Sim<'t> {
             overloaded: self.overloaded,
             predicted: self.predicted,
             explored: self.explored,
+            faults: &self.tally,
         })
     }
 }

@@ -94,7 +94,7 @@ pub fn poorly_cooled() -> Option<Thermal> {
 
 /// A bare worker line (present the whole run).
 pub fn line(capabilities: WorkerCapabilities, thermal: Option<Thermal>, background: Vec<Background>) -> WorkerLine {
-    WorkerLine { capabilities, thermal, background, join_s: None, leave_s: None }
+    WorkerLine { capabilities, thermal, background, join_s: None, leave_s: None, faults: vec![] }
 }
 
 /// A 16-core CPU server with 4 slots.
@@ -378,5 +378,7 @@ pub fn task(kind: &Kind, s: &TaskSpec<'_>) -> TaskLine {
         },
         runtime_s,
         failure_rate,
+        needs_memory_mb: None,
+        straggler: None,
     }
 }

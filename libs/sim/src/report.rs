@@ -1,6 +1,7 @@
 //! What a run achieved: the [`Report`] of one policy on a trace, summed up
-//! from the engine's tallies, the makespan's [`lower_bound`], and the
-//! human-readable comparison of policies ([`table`]).
+//! from the engine's tallies (failures and quarantines in `faults`), the
+//! makespan's [`lower_bound`], and the human-readable comparison of policies
+//! ([`table`]).
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
@@ -9,7 +10,9 @@ use serde::Serialize;
 use crate::trace::Trace;
 
 mod bound;
+mod faults;
 pub use bound::lower_bound;
+pub(crate) use faults::FaultTally;
 
 /// What one policy achieved on a trace. Field names are read by other tools:
 /// keep them.
@@ -65,6 +68,27 @@ pub struct Report {
     /// of its type ran on the class), "unseen-type" (none did), "1-4",
     /// "5-19", "20+".
     pub prediction_mape_by_age: BTreeMap<String, f64>,
+    /// Slot time of attempts that ended failed (probes excluded), s.
+    pub wasted_machine_s: f64,
+    /// Slot time of probes of quarantined workers, s.
+    pub probe_machine_s: f64,
+    /// Tasks that ended failed with at least one attempt failed by its worker
+    /// (a fault window): failed for reasons not their own.
+    pub failed_not_own: usize,
+    /// Failed attempts by failure category ("test_failed", "out_of_memory", ...).
+    pub failed_attempts_by_category: BTreeMap<String, usize>,
+    /// Tests (workloads) that both passed and failed on their own account
+    /// (TEST_FAILED, SIGNALED, TIMEOUT) at one revision.
+    pub flaky_tests_found: usize,
+    /// Of those, tests the trace gives no failure rate: every failure was a
+    /// failing worker's.
+    pub flaky_tests_found_wrongly: usize,
+    /// Workers quarantined (`HealthEvent::Quarantined`).
+    pub quarantines: usize,
+    /// Workers restored by passing probes.
+    pub restores: usize,
+    /// Probes run on quarantined workers.
+    pub probes: usize,
 }
 
 /// What a run left behind, as the engine tallied it: what [`Report::new`]
@@ -103,6 +127,8 @@ pub(crate) struct Outcome<'a> {
     pub predicted: usize,
     /// Placements that explored.
     pub explored: usize,
+    /// Failures, probes and quarantines.
+    pub faults: &'a FaultTally,
 }
 
 impl Report {
@@ -149,6 +175,9 @@ impl Report {
             by_age.entry((*age).into()).or_default().push(*e);
         }
         let errors: Vec<f64> = o.errors.iter().map(|(_, e, _)| *e).collect();
+        let f = o.faults;
+        let failed_not_own = o.ended_ms.iter().filter(|(i, (_, ok))| !ok && f.worker_faulted.contains(i)).count();
+        let (flaky_tests_found, flaky_tests_found_wrongly) = f.flaky_found(o.trace);
         Report {
             policy: o.policy.clone(),
             tasks: tasks.len(),
@@ -172,6 +201,15 @@ impl Report {
             predicted_share: round(o.predicted as f64 / o.placements.max(1) as f64, 4),
             explored_placements: o.explored,
             prediction_mape_by_age: by_age.into_iter().map(|(k, v)| (k, round(mean(&v), 4))).collect(),
+            wasted_machine_s: round(f.wasted_ms as f64 / 1000.0, 3),
+            probe_machine_s: round(f.probe_ms as f64 / 1000.0, 3),
+            failed_not_own,
+            failed_attempts_by_category: f.failed_attempts.clone(),
+            flaky_tests_found,
+            flaky_tests_found_wrongly,
+            quarantines: f.quarantines,
+            restores: f.restores,
+            probes: f.probes,
         }
     }
 }
@@ -194,14 +232,14 @@ pub fn table(reports: &[Report]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<19} {:>9} {:>9} {:>10} {:>10} {:>9} {:>9} {:>6} {:>6} {:>7}",
+        "{:<21} {:>9} {:>9} {:>10} {:>10} {:>9} {:>9} {:>6} {:>6} {:>7}",
         "policy", "makespan", "bound", "mean_done", "p95_done", "throttled", "overload", "retry", "failed", "mape"
     );
     for r in reports {
         let mape = r.prediction_mape.map_or("-".to_string(), |m| format!("{:.1}%", 100.0 * m));
         let _ = writeln!(
             out,
-            "{:<19} {:>8.0}s {:>8.0}s {:>9.1}s {:>9.1}s {:>9} {:>9} {:>6} {:>6} {:>7}",
+            "{:<21} {:>8.0}s {:>8.0}s {:>9.1}s {:>9.1}s {:>9} {:>9} {:>6} {:>6} {:>7}",
             r.policy,
             r.makespan_s,
             r.makespan_lower_bound_s,
@@ -234,24 +272,56 @@ pub fn table(reports: &[Report]) -> String {
             100.0 * (last.makespan_s / last.makespan_lower_bound_s.max(1e-9) - 1.0)
         );
         let _ = writeln!(out);
+        failures(&mut out, reports);
+        let _ = writeln!(out);
         for r in reports {
             let waits: Vec<String> = r.mean_wait_by_priority_s.iter().map(|(p, w)| format!("p{p} {w:.1}s")).collect();
             let util: Vec<String> =
                 r.utilization_by_class.iter().map(|(c, u)| format!("{c} {:.0}%", 100.0 * u)).collect();
-            let _ = writeln!(out, "{:<19} wait: {}", r.policy, waits.join(", "));
-            let _ = writeln!(out, "{:<19} utilization: {}", "", util.join(", "));
+            let _ = writeln!(out, "{:<21} wait: {}", r.policy, waits.join(", "));
+            let _ = writeln!(out, "{:<21} utilization: {}", "", util.join(", "));
             let over_time: Vec<String> = r
                 .prediction_mape_over_time
                 .iter()
                 .map(|m| m.map_or("-".to_string(), |m| format!("{:.0}%", 100.0 * m)))
                 .collect();
-            let _ = writeln!(out, "{:<19} prediction error by tenth of the run: {}", "", over_time.join(" "));
+            let _ = writeln!(out, "{:<21} prediction error by tenth of the run: {}", "", over_time.join(" "));
+            let by_category: Vec<String> =
+                r.failed_attempts_by_category.iter().map(|(c, n)| format!("{c} {n}")).collect();
+            if !by_category.is_empty() {
+                let _ = writeln!(out, "{:<21} failed attempts: {}", "", by_category.join(", "));
+            }
             if !r.prediction_mape_by_age.is_empty() {
                 let by_age: Vec<String> =
                     r.prediction_mape_by_age.iter().map(|(a, m)| format!("{a} {:.0}%", 100.0 * m)).collect();
-                let _ = writeln!(out, "{:<19} prediction error by the pair's runs: {}", "", by_age.join(", "));
+                let _ = writeln!(out, "{:<21} prediction error by the pair's runs: {}", "", by_age.join(", "));
             }
         }
     }
     out
+}
+
+/// What failures cost each policy: failed tasks (in all, and for reasons not
+/// their own), machine time wasted on failed attempts, probes, quarantines
+/// and flaky tests found (in brackets: wrongly).
+fn failures(out: &mut String, reports: &[Report]) {
+    let _ = writeln!(
+        out,
+        "{:<21} {:>6} {:>7} {:>10} {:>8} {:>7} {:>11} {:>9}",
+        "policy", "failed", "not_own", "wasted", "probes", "quarant", "probe_time", "flaky"
+    );
+    for r in reports {
+        let _ = writeln!(
+            out,
+            "{:<21} {:>6} {:>7} {:>9.0}s {:>8} {:>7} {:>10.0}s {:>9}",
+            r.policy,
+            r.failed,
+            r.failed_not_own,
+            r.wasted_machine_s,
+            r.probes,
+            r.quarantines,
+            r.probe_machine_s,
+            format!("{} ({})", r.flaky_tests_found, r.flaky_tests_found_wrongly),
+        );
+    }
 }

@@ -37,6 +37,8 @@ pub const ABLATIONS: &[Ablation] = &[
     }),
     ("hwsched-no-batch", |c| c.batch = None),
     ("hwsched-no-trust", |c| c.trust = false),
+    // the baselines' failure handling: no quarantine, out-of-memory retries with the same memory
+    ("hwsched-failure-blind", |c| c.failure_handling = false),
 ];
 
 /// One variant per policy on the `base` settings, and with `ablation` the
@@ -160,10 +162,15 @@ mod tests {
     fn variants_follow_the_policies_and_ablations_go_before_hwsched() {
         let v = variants(&[Policy::Seed, Policy::Hwsched], &Config::default(), true);
         let labels: Vec<&str> = v.iter().map(|v| v.label.as_str()).collect();
-        assert_eq!(labels, ["seed", "hwsched-no-learner", "hwsched-no-batch", "hwsched-no-trust", "hwsched"]);
-        assert!(!v[1].config.learn && !v[1].config.trust && v[4].config.learn);
-        assert!(v[2].config.batch.is_none() && v[4].config.batch.is_some());
-        assert!(!v[3].config.trust && v[4].config.trust);
+        assert_eq!(
+            labels,
+            ["seed", "hwsched-no-learner", "hwsched-no-batch", "hwsched-no-trust", "hwsched-failure-blind", "hwsched"]
+        );
+        assert!(!v[1].config.learn && !v[1].config.trust && v[5].config.learn);
+        assert!(v[2].config.batch.is_none() && v[5].config.batch.is_some());
+        assert!(!v[3].config.trust && v[5].config.trust);
+        assert!(!v[4].config.handles_failures() && v[5].config.handles_failures());
+        assert!(!v[0].config.handles_failures(), "the baselines never handle failures by category");
     }
 
     fn tiny(seed: u64) -> Trace {

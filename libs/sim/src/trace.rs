@@ -1,7 +1,9 @@
 //! The trace format: JSON lines, one worker or one task per line (documented
 //! in docs/SIMULATOR.md). Workers carry their real capability message and a
 //! thermal and background-load profile; tasks carry their real request, the
-//! arrival time and the true runtime on each hardware class.
+//! arrival time and the true runtime on each hardware class. Faults are
+//! optional fields (`faults` on workers; `needs_memory_mb` and `straggler` on
+//! tasks, besides their `failure_rate`), so older traces parse as before.
 
 use std::collections::BTreeMap;
 
@@ -64,6 +66,51 @@ pub struct Background {
     pub cpu_pct: f64,
 }
 
+/// What goes wrong on a worker during a fault window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// The worker has gone bad (a full disk, a broken driver, a flaky NIC):
+    /// its attempts fail as tests do (TEST_FAILED).
+    Failing,
+    /// GPU faults (Xid errors, a GPU off the bus): its attempts end GPU_FAULT.
+    GpuFault,
+}
+
+/// A worker's fault window: each attempt started on it from `from_s` until
+/// `to_s` fails with probability `p` (part-way through), with the category of
+/// `kind`; a probe started there in the window fails whatever `p`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerFault {
+    /// What goes wrong.
+    pub kind: FaultKind,
+    /// Start, s since the trace began.
+    pub from_s: f64,
+    /// End, s.
+    pub to_s: f64,
+    /// Probability that an attempt started in the window fails.
+    pub p: f64,
+}
+
+impl WorkerFault {
+    /// Whether the window is open at `t_s`.
+    pub fn open_at(&self, t_s: f64) -> bool {
+        self.from_s <= t_s && t_s < self.to_s
+    }
+}
+
+/// Some attempts of a task run longer than they should (a noisy neighbour,
+/// slow storage): with probability `p` an attempt takes `factor` x its runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Straggler {
+    /// Probability that an attempt straggles.
+    pub p: f64,
+    /// How much longer it then runs (>= 1).
+    pub factor: f64,
+}
+
 /// One worker of the fleet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,6 +130,9 @@ pub struct WorkerLine {
     /// attempts are lost and it sends no more heartbeats.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leave_s: Option<f64>,
+    /// Fault windows (absent: it never goes bad).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<WorkerFault>,
 }
 
 impl WorkerLine {
@@ -110,6 +160,14 @@ pub struct TaskLine {
     /// Probability that an attempt fails, per hardware class (absent: 0).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub failure_rate: BTreeMap<String, f64>,
+    /// The memory the test really needs, MB (absent: what it asks for is
+    /// enough). An attempt granted less (the request's `memory_mb`, raised by
+    /// out-of-memory retries) ends OUT_OF_MEMORY part-way through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needs_memory_mb: Option<i64>,
+    /// Attempts that run longer (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub straggler: Option<Straggler>,
 }
 
 /// One line of a trace.
@@ -189,6 +247,11 @@ impl Trace {
             if !join.is_finite() || join < 0.0 || leave.is_nan() || leave <= join {
                 return bad(format!("worker {}: join_s must be >= 0 and leave_s after it", c.worker_id));
             }
+            for f in &w.faults {
+                if !(f.from_s.is_finite() && f.from_s >= 0.0 && f.to_s > f.from_s && (0.0..=1.0).contains(&f.p)) {
+                    return bad(format!("worker {}: a fault needs 0 <= from_s < to_s and p in [0, 1]", c.worker_id));
+                }
+            }
         }
         let fleet: Vec<hwsched_placement::WorkerView> =
             self.workers.iter().map(|w| hwsched_placement::WorkerView::available(w.capabilities.clone())).collect();
@@ -203,6 +266,12 @@ impl Trace {
             }
             if !t.arrival_s.is_finite() || t.arrival_s < 0.0 {
                 return bad(format!("task {id}: arrival_s must be a number >= 0"));
+            }
+            if t.needs_memory_mb.is_some_and(|m| m <= 0) {
+                return bad(format!("task {id}: needs_memory_mb must be positive"));
+            }
+            if t.straggler.as_ref().is_some_and(|s| !((0.0..=1.0).contains(&s.p) && s.factor >= 1.0)) {
+                return bad(format!("task {id}: a straggler needs p in [0, 1] and factor >= 1"));
             }
             for w in &fleet {
                 if hwsched_placement::fit::fits_ever(&t.request, &w.caps) {
@@ -258,5 +327,35 @@ mod tests {
         let plain = Trace::parse(SMALL).expect("valid");
         assert_eq!((plain.workers[0].joins_at(), plain.workers[0].leaves_at()), (0.0, f64::INFINITY));
         assert!(!plain.to_jsonl().contains("join_s"));
+    }
+
+    #[test]
+    fn faults_are_optional_checked_and_round_trip() {
+        let faulty = SMALL
+            .replace(
+                r#""memoryMb":"16384"}}"#,
+                r#""memoryMb":"16384"},"faults":[{"kind":"failing","from_s":60,"to_s":600,"p":0.5},{"kind":"gpu_fault","from_s":700,"to_s":800,"p":1}]}"#,
+            )
+            .replace(
+                r#""runtime_s":{"cpu:x86":10}"#,
+                r#""runtime_s":{"cpu:x86":10},"needs_memory_mb":12000,"straggler":{"p":0.1,"factor":3}"#,
+            );
+        let t = Trace::parse(&faulty).expect("valid");
+        let w = &t.workers[0];
+        assert_eq!(w.faults.len(), 2);
+        assert_eq!(
+            (w.faults[1].kind, w.faults[0].open_at(60.0), w.faults[0].open_at(600.0)),
+            (FaultKind::GpuFault, true, false)
+        );
+        assert_eq!(t.tasks[0].needs_memory_mb, Some(12_000));
+        assert_eq!(t.tasks[0].straggler, Some(Straggler { p: 0.1, factor: 3.0 }));
+        assert_eq!(Trace::parse(&t.to_jsonl()).expect("round trip"), t);
+        assert!(!Trace::parse(SMALL).expect("valid").to_jsonl().contains("faults"));
+        let e = Trace::parse(&faulty.replace(r#""p":0.5"#, r#""p":1.5"#)).expect_err("p above 1");
+        assert!(e.to_string().contains("a fault needs"), "{e}");
+        let e = Trace::parse(&faulty.replace(r#""factor":3"#, r#""factor":0.5"#)).expect_err("faster straggler");
+        assert!(e.to_string().contains("straggler"), "{e}");
+        assert!(Trace::parse(&faulty.replace(r#""kind":"failing""#, r#""kind":"melting""#)).is_err());
+        assert!(Trace::parse(&faulty.replace(r#""p":0.5"#, r#""p":0.5,"q":1"#)).is_err(), "unknown field");
     }
 }

@@ -32,6 +32,7 @@ impl Sim<'_> {
     /// Worker `w` leaves service: what it runs never ends, and it goes silent.
     pub(super) fn leave(&mut self, w: usize, _now: i64) {
         self.present[w] = false;
+        self.drop_probes(w);
         for task in std::mem::take(&mut self.workers[w].running) {
             if let Some(a) = self.running.remove(&task) {
                 // the dropped attempt's end event is still queued: the next
@@ -70,6 +71,7 @@ mod tests {
             background: vec![],
             join_s,
             leave_s,
+            faults: vec![],
         }
     }
 
@@ -85,6 +87,8 @@ mod tests {
                 },
                 runtime_s: [("cpu:x".to_string(), runtime_s)].into(),
                 failure_rate: Default::default(),
+                needs_memory_mb: None,
+                straggler: None,
             })
             .collect()
     }

@@ -83,6 +83,7 @@ fn a_throttling_worker_slows_its_tasks_and_hwsched_avoids_it() {
         background: vec![],
         join_s: None,
         leave_s: None,
+        faults: vec![],
     };
     let tasks = (0..40)
         .map(|i| TaskLine {
@@ -95,6 +96,8 @@ fn a_throttling_worker_slows_its_tasks_and_hwsched_avoids_it() {
             },
             runtime_s: [("gpu:x".to_string(), 60.0)].into(),
             failure_rate: Default::default(),
+            needs_memory_mb: None,
+            straggler: None,
         })
         .collect();
     let t = Trace { workers: vec![worker("cool", 30.0), worker("hot", 60.0)], tasks };

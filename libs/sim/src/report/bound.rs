@@ -211,6 +211,7 @@ mod tests {
             background: vec![],
             join_s,
             leave_s,
+            faults: vec![],
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod burst;
 pub mod churn;
+pub mod faults;
 pub mod fleet;
 pub mod flood;
 pub mod large;
@@ -55,6 +56,11 @@ pub const FAMILIES: &[Family] = &[
         generate: |seed| churn::Churn::default().generate(seed),
     },
     Family {
+        name: "faults",
+        about: "an hour of PR traffic while 1-3 workers go bad, a GPU host has a fault burst; flaky, OOM-prone and straggling tests",
+        generate: |seed| faults::Faults::default().generate(seed),
+    },
+    Family {
         name: "large",
         about: "2,400 tests on 56 mixed workers: the simulator's speed target",
         generate: |seed| large::Large::default().generate(seed),
@@ -76,7 +82,8 @@ mod tests {
     use hwsched_placement::Policy;
 
     use super::{
-        burst::Burst, churn::Churn, flood::Flood, large::Large, new_hardware::NewHardware, soak::Soak, FAMILIES,
+        burst::Burst, churn::Churn, faults::Faults, flood::Flood, large::Large, new_hardware::NewHardware, soak::Soak,
+        FAMILIES,
     };
     use crate::{
         engine::{run, Config},
@@ -132,6 +139,19 @@ mod tests {
                         traffic_s: 1_200.0,
                         pr_sizes: (3, 8),
                         ..Churn::default()
+                    }
+                    .generate(s)
+                }),
+            ),
+            (
+                "faults",
+                Box::new(|s| {
+                    Faults {
+                        workers: (10, 12),
+                        traffic_s: 900.0,
+                        pr_sizes: (3, 8),
+                        nightly: (20, 30),
+                        ..Faults::default()
                     }
                     .generate(s)
                 }),

@@ -180,6 +180,16 @@ pub async fn submit(b: &Bus, t: &hwsched_proto::v1::TaskRequest) -> anyhow::Resu
     Ok(())
 }
 
+/// `hwsched recorder` writing into `db`, flushing every 100 ms.
+pub fn recorder(nats_url: &str, db: &hwsched_testkit::TestDb) -> anyhow::Result<Proc> {
+    let env = [
+        ("HWSCHED_CLICKHOUSE_URL", db.config.url.clone().unwrap_or_default()),
+        ("HWSCHED_CLICKHOUSE_DATABASE", db.config.database.clone()),
+        ("HWSCHED_RECORDER_FLUSH_MS", "100".to_string()),
+    ];
+    Proc::spawn("recorder", nats_url, &["recorder"], &env)
+}
+
 /// A task running `sh -c script`.
 pub fn sh_task(id: &str, script: &str) -> hwsched_proto::v1::TaskRequest {
     hwsched_proto::v1::TaskRequest {

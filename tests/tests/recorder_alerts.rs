@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hwsched_proto::v1::{Alert, AlertState};
 use hwsched_testkit::{eventually, NatsServer, TestDb};
-use hwsched_tests::{bus, Proc};
+use hwsched_tests::bus;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -35,12 +35,7 @@ async fn the_recorder_stores_alert_transitions_once() -> anyhow::Result<()> {
     let nats = NatsServer::start()?;
     let b = bus(&nats.url()).await?;
     hwsched_bus::streams::provision(&b).await?;
-    let env = [
-        ("HWSCHED_CLICKHOUSE_URL", db.config.url.clone().unwrap_or_default()),
-        ("HWSCHED_CLICKHOUSE_DATABASE", db.config.database.clone()),
-        ("HWSCHED_RECORDER_FLUSH_MS", "100".to_string()),
-    ];
-    let recorder = Proc::spawn("recorder", &nats.url(), &["recorder"], &env)?;
+    let recorder = hwsched_tests::recorder(&nats.url(), &db)?;
     // the recorder creates the table
     recorder.wait_for_log("ClickHouse schema ready", WAIT).await?;
     let ch = db.client();

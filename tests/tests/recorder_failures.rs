@@ -9,7 +9,7 @@ use std::time::Duration;
 use hwsched_proto::v1::{ExecutionResult, FailureCategory, ResourceUsage, TaskStatus};
 use hwsched_store::{schema, Store};
 use hwsched_testkit::{eventually, NatsServer, TestDb};
-use hwsched_tests::{bus, Proc};
+use hwsched_tests::bus;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -76,12 +76,7 @@ async fn the_recorder_stores_the_failure_category_and_the_cgroup_usage() -> anyh
     let nats = NatsServer::start()?;
     let b = bus(&nats.url()).await?;
     hwsched_bus::streams::provision(&b).await?;
-    let env = [
-        ("HWSCHED_CLICKHOUSE_URL", db.config.url.clone().unwrap_or_default()),
-        ("HWSCHED_CLICKHOUSE_DATABASE", db.config.database.clone()),
-        ("HWSCHED_RECORDER_FLUSH_MS", "100".to_string()),
-    ];
-    let recorder = Proc::spawn("recorder", &nats.url(), &["recorder"], &env)?;
+    let recorder = hwsched_tests::recorder(&nats.url(), &db)?;
     recorder.wait_for_log("recorder ready", WAIT).await?;
 
     let cgroup =

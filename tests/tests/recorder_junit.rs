@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hwsched_proto::v1::{Artifact, ExecutionResult, TaskStatus};
 use hwsched_testkit::{eventually, NatsServer, TestDb};
-use hwsched_tests::{bus, Proc};
+use hwsched_tests::bus;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -80,12 +80,7 @@ async fn a_junit_artifact_becomes_test_case_rows_and_a_bad_one_never_blocks_its_
     let nats = NatsServer::start()?;
     let b = bus(&nats.url()).await?;
     hwsched_bus::streams::provision(&b).await?;
-    let env = [
-        ("HWSCHED_CLICKHOUSE_URL", db.config.url.clone().unwrap_or_default()),
-        ("HWSCHED_CLICKHOUSE_DATABASE", db.config.database.clone()),
-        ("HWSCHED_RECORDER_FLUSH_MS", "100".to_string()),
-    ];
-    let recorder = Proc::spawn("recorder", &nats.url(), &["recorder"], &env)?;
+    let recorder = hwsched_tests::recorder(&nats.url(), &db)?;
     recorder.wait_for_log("recorder ready", WAIT).await?;
     let ch = db.client();
 
@@ -164,12 +159,7 @@ async fn a_report_a_test_writes_becomes_result_counts_and_rows_through_a_real_mo
     let url = nats.url();
     let sched = hwsched_tests::scheduler(&url).await?;
     let mon = hwsched_tests::monitor(&url, "w-chain", 1).await?;
-    let env = [
-        ("HWSCHED_CLICKHOUSE_URL", db.config.url.clone().unwrap_or_default()),
-        ("HWSCHED_CLICKHOUSE_DATABASE", db.config.database.clone()),
-        ("HWSCHED_RECORDER_FLUSH_MS", "100".to_string()),
-    ];
-    let recorder = Proc::spawn("recorder", &url, &["recorder"], &env)?;
+    let recorder = hwsched_tests::recorder(&url, &db)?;
     recorder.wait_for_log("recorder ready", WAIT).await?;
     let b = bus(&url).await?;
     let mut results = b.client().subscribe("hws.results.*.chain").await?;

@@ -50,21 +50,13 @@ enum MuteCommand {
     },
 }
 
-/// Parses `30m`, `12h`, `7d` into ms (at most 90 days).
+/// Parses `30m`, `12h`, `7d` (the units of `report --since`) into ms, at most 90 days.
 fn parse_days(s: &str) -> Result<i64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: i64 = n.parse().map_err(|_| format!("{s:?} is not a duration like 12h or 7d"))?;
-    let unit_ms = match unit {
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(format!("{s:?}: the unit is m, h or d")),
-    };
-    n.checked_mul(unit_ms)
-        .filter(|ms| (1..=MAX_MUTE_MS).contains(ms))
-        .ok_or_else(|| format!("{s:?}: a mute lasts between 1 minute and 90 days"))
+    let secs = crate::report::parse_since(s)?;
+    i64::try_from(secs * 1000)
+        .ok()
+        .filter(|ms| *ms <= MAX_MUTE_MS)
+        .ok_or_else(|| format!("{s:?}: a mute lasts at most 90 days"))
 }
 
 /// Runs `hwsched mute ...`; exit 1 when `end` names no mute.
@@ -139,6 +131,7 @@ mod tests {
         assert!(parse_days("91d").is_err());
         assert!(parse_days("0d").is_err());
         assert!(parse_days("7").is_err());
-        assert!(parse_days("7w").is_err());
+        assert!(parse_days("7y").is_err());
+        assert_eq!(parse_days("2w"), Ok(14 * 86_400_000));
     }
 }

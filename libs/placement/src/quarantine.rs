@@ -9,7 +9,7 @@ use std::{fmt, str::FromStr};
 /// The quarantine settings (scheduler flag `--quarantine`, the same names).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuarantinePolicy {
-    /// Quarantine suspect workers at all (off: suspects are only reported).
+    /// Judge and quarantine workers at all (off: no evidence is kept, no one is quarantined).
     pub enabled: bool,
     /// Significance of the failure test (`suspect::judge`).
     pub alpha: f64,

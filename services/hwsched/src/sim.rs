@@ -53,8 +53,10 @@ pub struct SimArgs {
     #[arg(long, default_value_t = BatchSetting::default())]
     batch: BatchSetting,
     /// Also run hwsched's ablations (without the learner's model: every
-    /// estimate the declared duration; without the batch pass: queue order),
-    /// listed before hwsched so the comparison shows what each part adds.
+    /// estimate the declared duration; without the batch pass: queue order;
+    /// without trust in declarations; failure-blind: no quarantine, out-of-memory
+    /// retries with the same memory, as the baselines), listed before hwsched so
+    /// the comparison shows what each part adds.
     #[arg(long)]
     ablation: bool,
     /// Output format.

@@ -109,7 +109,7 @@ pub fn is_probe(rec: &TaskRecord) -> bool {
 impl State {
     /// Takes an ended attempt of an ordinary task as evidence about its worker.
     pub(super) fn observe_health(&mut self, rec: &TaskRecord, category: FailureCategory, now_ms: i64) {
-        let Some(failed) = evidence_of(category) else { return };
+        let Some(failed) = evidence_of(category).filter(|_| self.quarantine.enabled) else { return };
         let workload = rec.task.as_ref().map(hwsched_model::task_workload_key).unwrap_or_default();
         let class = self.workers.get(&rec.worker_id).map(class_of).unwrap_or_default();
         for runs in [
@@ -188,9 +188,6 @@ impl State {
 
     /// A suspect worker: quarantined, unless the breaker stops it.
     fn suspect(&mut self, worker_id: &str, reason: String, now_ms: i64) {
-        if !self.quarantine.enabled {
-            return;
-        }
         let class = |w: &str| self.workers.get(w).and_then(|w| w.caps.as_ref()).map(|c| c.hardware_class.clone());
         let my_class = class(worker_id).unwrap_or_default();
         let window = self.quarantine.window_ms;

@@ -131,6 +131,12 @@ echo "shard 0's stored log (hwsched logs $pytest_id--s0):"
 echo "artifacts (hwsched artifacts ID --get DIR):"
 for s in 0 1 2; do "$bin" artifacts "$pytest_id--s$s" --get "$run/artifacts/s$s"; done
 echo
+echo "a test that needs more memory than it asked for (64 MB): killed by the kernel at its attempt's cgroup"
+echo "limit and retried with 1.5x the memory until it fits (without cgroups, e.g. not root, it just runs):"
+"$bin" submit --id "demo-oom$suffix" --name "memory hog" --memory 64 --wait --no-progress -- \
+  python3 -c "b = b'x' * (100 << 20); print('touched', len(b) >> 20, 'MB')" | grep -E "retried|finished" || true
+"$bin" explain "demo-oom$suffix" | sed -n '/^attempts/,/^decision/p' | grep -v '^decision' || true
+echo
 echo "one task's history, read back from the streams (hwsched tasks demo-memory$suffix):"
 "$bin" tasks "demo-memory$suffix" || true
 echo
@@ -158,6 +164,7 @@ echo
 echo "hwsched is running. From another shell, e.g.:"
 echo "  export HWSCHED_NATS_URL=$HWSCHED_NATS_URL"
 echo "  $bin submit --wait -- python3 -c 'print(42)'"
+echo "  $bin quarantine list                          # workers failing more than their tests predict"
 echo "  $bin watch                       # workers and tasks, refreshing"
 echo "  $bin drain WORKER --reason demo  # WORKER as hwsched workers shows it; then $bin undrain WORKER"
 echo "Following events (Ctrl-C stops everything):"

@@ -148,7 +148,8 @@ async fn restarted_monitor_neither_loses_nor_reruns_an_attempt() -> anyhow::Resu
         .map_err(|e| anyhow::anyhow!("{e}\nmonitor #2:\n{}\nscheduler:\n{}", second.log(), sched.log()))?;
     assert_eq!((r1.attempt, r1.status()), (1, TaskStatus::Error), "{r1:?}");
     assert!(r1.error.contains("interrupted"), "{}", r1.error);
-    let left = std::process::Command::new("pgrep").args(["-f", &format!("sleep {marker}")]).output()?;
+    // the sleep itself (anchored: the retry's `sh -c` carries the same words in its script)
+    let left = std::process::Command::new("pgrep").args(["-f", &format!("^sleep {marker}$")]).output()?;
     assert!(left.stdout.is_empty(), "orphan of attempt 1 still running: {}", String::from_utf8_lossy(&left.stdout));
     second.wait_for_log("attempt was started before this monitor restarted", WAIT).await?;
     // the retry runs once

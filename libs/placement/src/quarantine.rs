@@ -19,9 +19,9 @@ pub struct QuarantinePolicy {
     pub window_ms: i64,
     /// Attempts kept as evidence per worker (the most recent).
     pub evidence: usize,
-    /// The most of the fleet quarantined in a window (at least one worker).
+    /// The most of the fleet quarantined in a window (at least one worker, never the last).
     pub max_fleet_share: f64,
-    /// The most of one hardware class quarantined in a window (at least one worker).
+    /// The most of one hardware class quarantined in a window (at least one worker, never the last).
     pub max_class_share: f64,
     /// Passing probes in a row that restore a worker.
     pub probe_passes: u32,
@@ -52,9 +52,11 @@ impl Default for QuarantinePolicy {
 }
 
 impl QuarantinePolicy {
-    /// How many workers of `n` may be quarantined at once under `share` (at least one).
+    /// How many workers of `n` may be quarantined at once under `share`: at
+    /// least one, but never the last one in service (a class or a fleet of one
+    /// worker is never emptied: the breaker opens instead).
     pub fn allowed(share: f64, n: usize) -> usize {
-        ((share * n as f64).floor() as usize).max(1)
+        ((share * n as f64).floor() as usize).max(1).min(n.saturating_sub(1))
     }
 }
 
@@ -129,5 +131,7 @@ mod tests {
         assert_eq!(QuarantinePolicy::allowed(0.2, 10), 2);
         assert_eq!(QuarantinePolicy::allowed(0.4, 5), 2);
         assert_eq!(QuarantinePolicy::allowed(0.0, 100), 1);
+        assert_eq!(QuarantinePolicy::allowed(0.4, 2), 1);
+        assert_eq!(QuarantinePolicy::allowed(0.9, 1), 0, "never the only worker");
     }
 }

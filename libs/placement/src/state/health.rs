@@ -153,7 +153,8 @@ impl State {
     /// with the rate on the rest of the fleet as the prior (weight
     /// [`suspect::CLASS_PRIOR_WEIGHT`] runs). The recent attempts of
     /// quarantined and suspect workers are left out of both: what is normal
-    /// is judged on the workers in good standing.
+    /// is judged on the workers in good standing. Attempts of workloads no
+    /// other worker ran are left out too.
     pub fn verdict<'a>(&'a self, worker_id: &'a str) -> Verdict {
         let Some(ev) = self.health.evidence.get(worker_id) else { return suspect::judge(&[]) };
         let class = self.workers.get(worker_id).map(class_of).unwrap_or_default();
@@ -172,15 +173,17 @@ impl State {
             }
         }
         let minus = |(runs, fails): (u64, u64), (r, f): (u64, u64)| (runs.saturating_sub(r), fails.saturating_sub(f));
+        // only attempts of workloads other workers ran count: without them, a
+        // failure says nothing about where it happened (the test may fail everywhere)
         let attempts: Vec<(f64, bool)> = ev
             .iter()
-            .map(|e| {
+            .filter_map(|e| {
                 let w = e.workload.as_str();
                 let fleet = self.health.fleet.get(w).copied().unwrap_or_default();
                 let fleet = minus(fleet, fleet_out.get(w).copied().unwrap_or_default());
                 let peers = self.health.by_class.get(&(e.workload.clone(), class.clone())).copied().unwrap_or_default();
                 let peers = minus(peers, class_out.get(w).copied().unwrap_or_default());
-                (suspect::peer_failure_rate(peers, minus(fleet, peers)), e.failed)
+                (fleet.0 > 0).then(|| (suspect::peer_failure_rate(peers, minus(fleet, peers)), e.failed))
             })
             .collect();
         suspect::judge(&attempts)

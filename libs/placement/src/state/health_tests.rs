@@ -109,6 +109,19 @@ fn a_flaky_test_failing_everywhere_quarantines_no_one() {
 }
 
 #[test]
+fn failures_of_tests_no_one_else_ran_say_nothing_and_the_only_worker_is_never_quarantined() {
+    let mut s = fleet(1);
+    for i in 0..10 {
+        run_on(&mut s, &format!("t{i}"), "broken", "w0", FailureCategory::TestFailed, i);
+    }
+    assert!(s.quarantined().is_empty() && s.breaker().is_none(), "{:?}", s.verdict("w0"));
+    // even a GPU fault does not take the only worker out: the breaker opens instead
+    run_on(&mut s, "g", "x", "w0", FailureCategory::GpuFault, 20);
+    assert!(s.quarantined().is_empty());
+    assert!(s.breaker().is_some_and(|b| b.reason.contains("1 of 1")), "{:?}", s.breaker());
+}
+
+#[test]
 fn a_gpu_fault_is_evidence_by_itself_and_oom_is_none() {
     let mut s = fleet(5);
     run_on(&mut s, "x", "a", "w1", FailureCategory::OutOfMemory, 1);

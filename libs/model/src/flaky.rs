@@ -31,15 +31,18 @@ pub const MAX_TESTS: usize = 10_000;
 pub const MAX_CLASSES: usize = 16;
 
 /// How an attempt counts for flakiness: `Some(true)` passed, `Some(false)`
-/// failed on the test's own account, `None` not at all. A result from before
-/// categories is read as `hwsched_placement::retry::category` reads it
-/// (FAILED is the test's failure, TIMED_OUT a timeout, ERROR the platform's).
+/// failed on the test's own account (`hwsched_proto::failure::category`:
+/// test failed, signaled or timed out), `None` not at all.
 pub fn counts_as_passed(r: &ExecutionResult) -> Option<bool> {
-    match (r.status(), r.category()) {
-        (TaskStatus::Succeeded, _) => Some(true),
-        (TaskStatus::Failed | TaskStatus::TimedOut, FailureCategory::Unspecified) => Some(false),
-        (_, FailureCategory::TestFailed | FailureCategory::Signaled | FailureCategory::Timeout) => Some(false),
-        _ => None,
+    match r.status() {
+        TaskStatus::Succeeded => Some(true),
+        // neither a status nor a category: says nothing
+        TaskStatus::Unspecified if r.category() == FailureCategory::Unspecified => None,
+        _ => matches!(
+            hwsched_proto::failure::category(r),
+            FailureCategory::TestFailed | FailureCategory::Signaled | FailureCategory::Timeout
+        )
+        .then_some(false),
     }
 }
 

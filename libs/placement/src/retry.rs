@@ -11,7 +11,8 @@
 //! | refused | `infrastructure_retries` only | never on the worker that refused |
 //! | cancelled, bad input | — | none |
 
-use hwsched_proto::v1::{ExecutionResult, FailureCategory, RetryPolicy, TaskStatus};
+pub use hwsched_proto::failure::{category, category_name};
+use hwsched_proto::v1::{FailureCategory, RetryPolicy};
 
 /// Attempts lost to the worker or the infrastructure retried by default.
 pub const INFRASTRUCTURE_RETRIES: u32 = 3;
@@ -109,35 +110,6 @@ impl std::str::FromStr for Retry {
         }
         Retry::check(&p)?;
         Ok(Retry::default().with(Some(&p)))
-    }
-}
-
-/// The category of an ended attempt; results from monitors older than the
-/// field get one from their status.
-pub fn category(res: &ExecutionResult) -> FailureCategory {
-    match (res.category(), res.status()) {
-        (_, TaskStatus::Succeeded) => FailureCategory::Unspecified,
-        (FailureCategory::Unspecified, TaskStatus::TimedOut) => FailureCategory::Timeout,
-        (FailureCategory::Unspecified, TaskStatus::Error) => FailureCategory::Infrastructure,
-        (FailureCategory::Unspecified, TaskStatus::Cancelled) => FailureCategory::Cancelled,
-        (FailureCategory::Unspecified, _) => FailureCategory::TestFailed,
-        (c, _) => c,
-    }
-}
-
-/// Short lower-case name of a category ("out_of_memory"), as stored and shown.
-pub fn category_name(c: FailureCategory) -> &'static str {
-    match c {
-        FailureCategory::Unspecified => "",
-        FailureCategory::TestFailed => "test_failed",
-        FailureCategory::Timeout => "timeout",
-        FailureCategory::OutOfMemory => "out_of_memory",
-        FailureCategory::Signaled => "signaled",
-        FailureCategory::WorkerLost => "worker_lost",
-        FailureCategory::Infrastructure => "infrastructure",
-        FailureCategory::Refused => "refused",
-        FailureCategory::GpuFault => "gpu_fault",
-        FailureCategory::Cancelled => "cancelled",
     }
 }
 

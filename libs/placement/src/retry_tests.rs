@@ -1,5 +1,7 @@
 use proptest::prelude::*;
 
+use hwsched_proto::v1::{ExecutionResult, TaskStatus};
+
 use super::*;
 
 fn ended(category: FailureCategory) -> Ended {

@@ -2,6 +2,7 @@
 //! each with a proto3-JSON form (pbjson). Every other crate uses these types.
 #![allow(missing_debug_implementations)]
 
+pub mod failure;
 pub mod metric;
 
 /// `hwsched.v1`: the current wire version.

@@ -4,7 +4,7 @@
 //! milliseconds on modern servers (`DateTime64(3)`), u32 seconds on old ones
 //! (`DateTime`).
 
-use hwsched_placement::retry;
+use hwsched_proto::failure;
 use hwsched_proto::v1::{
     Alert, AlertState, CandidateScore, ExecutionResult, MetricsBatch, TaskEvent, TaskStatus, TestCase,
     WorkerCapabilities,
@@ -278,10 +278,10 @@ pub fn status_of(name: &str) -> TaskStatus {
 
 /// "out_of_memory", "timeout", ... as stored in `task_runs.category`; "" for a
 /// success. A result from a monitor older than the field gets the category its
-/// status implies (`hwsched_placement::retry::category`, the scheduler's own
+/// status implies (`hwsched_proto::failure::category`, the scheduler's own
 /// reading of it).
 pub fn category_of(r: &ExecutionResult) -> &'static str {
-    retry::category_name(retry::category(r))
+    failure::category_name(failure::category(r))
 }
 
 /// "succeeded", "failed", ... as stored in `task_runs.status`.

@@ -277,7 +277,7 @@ fn failure_columns(modern: bool, database: &str) -> Vec<String> {
 }
 
 /// The category a `task_runs` row's status implies, as SQL: what the recorder
-/// stores for a result without one (`hwsched_placement::retry::category` of a
+/// stores for a result without one (`hwsched_proto::failure::category` of a
 /// result with only that status), so rows stored before the column existed,
 /// or by an older recorder, read the same category a new recorder would write.
 pub fn category_from_status() -> String {

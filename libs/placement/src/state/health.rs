@@ -191,8 +191,8 @@ impl State {
 
     /// A suspect worker: quarantined, unless the breaker stops it.
     fn suspect(&mut self, worker_id: &str, reason: String, now_ms: i64) {
-        let class = |w: &str| self.workers.get(w).and_then(|w| w.caps.as_ref()).map(|c| c.hardware_class.clone());
-        let my_class = class(worker_id).unwrap_or_default();
+        let class = |w: &str| self.workers.get(w).map(class_of).unwrap_or_default();
+        let my_class = class(worker_id);
         let window = self.quarantine.window_ms;
         while self.health.started.front().is_some_and(|(at, _, _)| now_ms - at > window) {
             self.health.started.pop_front();
@@ -207,7 +207,7 @@ impl State {
         let live = |w: &&crate::state::Worker| w.caps.is_some() && w.state != WorkerState::Offline;
         let fleet = self.workers.values().filter(live).count();
         let in_class = self.workers.values().filter(live).filter(|w| class_of(w) == my_class).count();
-        let out_in_class = out.iter().filter(|w| class(w).unwrap_or_default() == my_class).count();
+        let out_in_class = out.iter().filter(|w| class(w) == my_class).count();
         let (fleet_cap, class_cap) = (
             QuarantinePolicy::allowed(self.quarantine.max_fleet_share, fleet),
             QuarantinePolicy::allowed(self.quarantine.max_class_share, in_class),

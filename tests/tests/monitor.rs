@@ -97,7 +97,7 @@ async fn cancel_stops_a_running_task_and_a_queued_one() -> anyhow::Result<()> {
     submit(&b, &sh_task("behind", "sleep 30")).await?; // one slot: waits in the queue
     until_started(&mut events).await?;
     let cancel = |id: &str| {
-        let req = CancelTask { task_id: id.into(), reason: "test".into() };
+        let req = CancelTask { task_id: id.into(), reason: "test".into(), ..Default::default() };
         let client = b.client().clone();
         async move {
             let m = client.request("hws.control.cancel", req.encode_to_vec().into()).await?;

@@ -29,6 +29,12 @@ pub fn currency(rec: Option<&TaskRecord>, a: &TaskAssignment) -> Currency {
     let Some(rec) = rec else { return Currency::Stale("the scheduler has no record of the task".into()) };
     match rec.state() {
         TaskState::Assigned if rec.attempt == a.attempt && rec.worker_id == a.worker_id => Currency::Current,
+        // the hedged copy of a straggling attempt runs beside it
+        TaskState::Assigned
+            if rec.hedge.as_ref().is_some_and(|h| h.attempt == a.attempt && h.worker_id == a.worker_id) =>
+        {
+            Currency::Current
+        }
         // Written concurrently by a scheduler from before it recorded first: give it a moment.
         TaskState::Queued if rec.attempt + 1 == a.attempt => Currency::Unconfirmed,
         s => Currency::Stale(format!(
@@ -137,5 +143,16 @@ mod tests {
             assert!(matches!(currency(Some(&stale), &a), Currency::Stale(_)), "{stale:?}");
         }
         assert!(matches!(currency(None, &a), Currency::Stale(_)));
+    }
+
+    #[test]
+    fn a_hedged_copy_is_current_beside_the_attempt_it_copies() {
+        let mut rec = record(TaskState::Assigned, 1, "slow");
+        rec.hedge = Some(hwsched_proto::v1::HedgeAttempt { attempt: 2, worker_id: "w1".into(), ..Default::default() });
+        assert_eq!(currency(Some(&rec), &assignment(2, "w1")), Currency::Current);
+        assert_eq!(currency(Some(&rec), &assignment(1, "slow")), Currency::Current);
+        assert!(matches!(currency(Some(&rec), &assignment(2, "slow")), Currency::Stale(_)));
+        rec.state = TaskState::Succeeded as i32;
+        assert!(matches!(currency(Some(&rec), &assignment(2, "w1")), Currency::Stale(_)), "the race is over");
     }
 }

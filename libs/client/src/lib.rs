@@ -213,7 +213,7 @@ impl Client {
 
     /// Cancels a task: out of the queue, or its running attempt stopped.
     pub async fn cancel(&self, task_id: &str, reason: &str) -> Result<CancelReply, Error> {
-        let req = CancelTask { task_id: task_id.into(), reason: reason.into() };
+        let req = CancelTask { task_id: task_id.into(), reason: reason.into(), ..Default::default() };
         self.ask(SCHEDULER, self.bus.subjects().control_cancel(), codec::encode(&req)).await
     }
 

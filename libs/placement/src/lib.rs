@@ -7,7 +7,7 @@
 //! Its floors, each reading only those below it: `view` (what placement sees
 //! of a worker), `group` (split tasks), `retry` (what a failed attempt's
 //! category leads to), `suspect` and `quarantine` (bad hardware told from
-//! bad tests); `validate`; `baseline` (the seed
+//! bad tests), `hedge` (when a straggler gets a second copy); `validate`; `baseline` (the seed
 //! framework's policy); `declared` (trust in declared durations); `batch`
 //! (the heuristics over many waiting tasks); `score`; `filter` and `explore`; `fit` (placing one
 //! task); `state` (the state machine).
@@ -21,6 +21,7 @@ pub mod files;
 pub mod filter;
 pub mod fit;
 pub mod group;
+pub mod hedge;
 pub mod quarantine;
 pub mod retry;
 pub mod score;

@@ -352,6 +352,13 @@ impl<'t> Sim<'t> {
                     self.open -= 1;
                 }
             }
+            // The simulator runs one copy of a task at a time, with hedging off (the
+            // state's default): a copy is undone, never simulated.
+            Action::Hedge(rec) => {
+                if let Some(t) = rec.task.as_ref() {
+                    self.state.unhedge(&t.task_id, now);
+                }
+            }
             Action::Assign(rec) if is_probe(&rec) => self.start_probe(&rec, now),
             Action::Assign(rec) => {
                 let Some(task) = rec.task.as_ref().and_then(|t| self.task_index.get(&t.task_id)).copied() else {
@@ -433,7 +440,8 @@ impl<'t> Sim<'t> {
                 self.open -= 1;
             }
             Completion::Retry(_) => self.retries += 1,
-            Completion::Stale => {}
+            // (only hedged tasks continue, and none are here)
+            Completion::Continues(_) | Completion::Stale => {}
         }
     }
 

@@ -12,7 +12,10 @@ use std::{
 use async_nats::jetstream::{self, kv, AckKind};
 use hwsched_bus::{assignment, now_ms, trace, Bus};
 use hwsched_proto::{
-    v1::{AttemptJournal, ExecutionResult, FailureCategory, TaskAssignment, TaskEventKind, TaskRequest, TaskStatus},
+    v1::{
+        AttemptJournal, CancelTask, ExecutionResult, FailureCategory, TaskAssignment, TaskEventKind, TaskRequest,
+        TaskStatus,
+    },
     Message,
 };
 use hwsched_shutdown::Backoff;
@@ -127,10 +130,19 @@ impl Executor {
         self.running.tasks.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
     }
 
-    /// Cancels the running attempts of `task_id`; returns how many.
-    pub fn cancel(&self, task_id: &str) -> usize {
+    /// Cancels what `c` names running here: every attempt of its task, or
+    /// only the one attempt it names when it names one (on this worker);
+    /// returns how many.
+    pub fn cancel(&self, c: &CancelTask) -> usize {
+        if c.attempt != 0 && c.worker_id != self.worker_id {
+            return 0;
+        }
         let tasks = self.running.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        tasks.iter().filter(|((t, _), _)| t == task_id).map(|(_, token)| token.cancel()).count()
+        tasks
+            .iter()
+            .filter(|((t, a), _)| *t == c.task_id && (c.attempt == 0 || *a == c.attempt))
+            .map(|(_, token)| token.cancel())
+            .count()
     }
 
     async fn execute(

@@ -90,8 +90,8 @@ impl Work {
                 Some(req) = self.drain_requests.next() => self.apply_drain(&req).await,
                 Some(m) = self.cancels.next() => {
                     if let Ok(c) = hwsched_bus::decode::<CancelTask>(m.headers.as_ref(), &m.payload) {
-                        if self.executor.cancel(&c.task_id) > 0 {
-                            tracing::info!(task_id = %c.task_id, reason = %c.reason, "cancelling running task");
+                        if self.executor.cancel(&c) > 0 {
+                            tracing::info!(task_id = %c.task_id, attempt = c.attempt, reason = %c.reason, "cancelling running task");
                         }
                     }
                 }

@@ -73,6 +73,11 @@ pub struct SchedulerConfig {
     /// The probe a quarantined worker runs (words split on spaces), e.g. "nvidia-smi -L".
     #[arg(long = "probe-command", env = "HWSCHED_PROBE_COMMAND", default_value = "true")]
     pub probe_command: String,
+    /// When a straggling attempt gets a hedged copy on a free worker: share (of placements,
+    /// at most), factor (x the learned p95, else x the expected runtime), min_after_s; or
+    /// "off" (docs/FAILURES.md).
+    #[arg(long = "hedge", env = "HWSCHED_HEDGE", default_value_t = hwsched_placement::hedge::HedgePolicy::on())]
+    pub hedge: hwsched_placement::hedge::HedgePolicy,
 }
 
 fn parse_share(s: &str) -> Result<f64, String> {
@@ -99,6 +104,7 @@ impl Default for SchedulerConfig {
             retry: hwsched_placement::retry::Retry::default(),
             quarantine: hwsched_placement::quarantine::QuarantinePolicy::default(),
             probe_command: "true".into(),
+            hedge: hwsched_placement::hedge::HedgePolicy::on(),
         }
     }
 }

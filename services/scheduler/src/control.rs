@@ -69,6 +69,11 @@ impl Scheduler {
                 return micro::respond_error(&r, micro::BAD_REQUEST, e.to_string()).await;
             }
         };
+        if c.attempt != 0 {
+            // stops one copy of a hedged task: for its monitor, not a cancel of the task
+            let detail = "a stop of one attempt is for its monitor; the task is not cancelled".into();
+            return micro::respond(&r, &CancelReply { task_id: c.task_id, found: false, detail }).await;
+        }
         let found = self.state.knows(&c.task_id);
         let cancelled = self.state.cancel(&c.task_id, now_ms(), &c.reason);
         let mut details = Vec::new();

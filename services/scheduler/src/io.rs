@@ -84,6 +84,21 @@ impl Io {
         true
     }
 
+    /// Records and sends the hedged copy `rec` carries: the record (both
+    /// copies) first, then the copy's ASSIGNED event and its assignment.
+    pub(crate) async fn send_hedge(&self, rec: &TaskRecord) -> bool {
+        let Some(copy) = hwsched_placement::hedge::copy_view(rec) else { return true };
+        self.save(rec).await;
+        let why = rec.hedge.as_ref().map_or("", |h| h.reason.as_str());
+        self.event(&copy, TaskEventKind::Assigned, why).await;
+        if !self.publish_assignment(&copy).await {
+            return false;
+        }
+        self.metrics.assigned.inc();
+        tracing::info!(task_id = %task_id(rec), worker_id = %copy.worker_id, attempt = copy.attempt, reason = %why, "hedged copy assigned");
+        true
+    }
+
     /// Publishes the assignment `rec` records, under a message id unique per
     /// decision and the same every time it is sent.
     pub(crate) async fn publish_assignment(&self, rec: &TaskRecord) -> bool {

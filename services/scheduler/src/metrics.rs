@@ -19,6 +19,7 @@ pub(crate) struct Metrics {
     pub(crate) duplicates: Counter,
     pub(crate) assigned: Counter,
     pub(crate) retried: Counter,
+    pub(crate) hedged: Counter,
     pub(crate) succeeded: Counter,
     pub(crate) failed: Counter,
     pub(crate) queued: Gauge,
@@ -38,6 +39,7 @@ impl Default for Metrics {
             duplicates: Counter::default(),
             assigned: Counter::default(),
             retried: Counter::default(),
+            hedged: Counter::default(),
             succeeded: Counter::default(),
             failed: Counter::default(),
             queued: Gauge::default(),
@@ -65,6 +67,7 @@ impl Metrics {
             );
             r.register("assignments", "Attempts assigned to workers", self.assigned.clone());
             r.register("retries", "Attempts queued again after a failure or a lost worker", self.retried.clone());
+            r.register("hedged_copies", "Hedged copies of straggling attempts sent", self.hedged.clone());
             r.register("tasks_succeeded", "Tasks finished successfully", self.succeeded.clone());
             r.register("tasks_failed", "Tasks failed with no attempts left", self.failed.clone());
             r.register("queue_depth", "Tasks waiting for a worker", self.queued.clone());

@@ -25,6 +25,15 @@ const PASSES_IN_FLIGHT: usize = 4;
 /// How often the queue metrics are published.
 const QUEUE_METRICS_EVERY_MS: i64 = 5_000;
 
+/// An assignment a pass made that could not be sent, by task id.
+#[derive(Debug)]
+pub(crate) enum Unsent {
+    /// The task's attempt: it goes back to the queue.
+    Attempt(String),
+    /// A straggler's hedged copy: undone, the attempt it copies goes on alone.
+    Copy(String),
+}
+
 impl Scheduler {
     /// A new model snapshot from the learner: used from the next placement on.
     pub(crate) fn on_model(&mut self, bytes: &[u8]) {
@@ -47,7 +56,11 @@ impl Scheduler {
         let mut assigns = Vec::new();
         for action in self.state.plan(now, may_reject) {
             match action {
-                Action::Assign(rec) => assigns.push(rec),
+                Action::Assign(rec) => assigns.push((rec, false)),
+                Action::Hedge(rec) => {
+                    self.io.metrics.hedged.inc();
+                    assigns.push((rec, true));
+                }
                 Action::Reject(rec) => {
                     self.save(&rec).await;
                     let task_id = rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default();
@@ -66,8 +79,9 @@ impl Scheduler {
         }
     }
 
-    /// Sends a pass's assignments while the loop goes on ([`Self::settle_sends`] waits for them).
-    fn send_in_background(&mut self, assigns: Vec<TaskRecord>) {
+    /// Sends a pass's assignments (and hedged copies, marked `true`) while the
+    /// loop goes on ([`Self::settle_sends`] waits for them).
+    fn send_in_background(&mut self, assigns: Vec<(TaskRecord, bool)>) {
         // Each assignment is recorded, announced and sent in that order; different
         // tasks' assignments proceed concurrently, in the background: the loop takes
         // the next submissions and results and runs the next passes meanwhile. A
@@ -80,11 +94,16 @@ impl Scheduler {
         self.sending.push(tokio::spawn(async move {
             let io = &io;
             futures::stream::iter(assigns)
-                .map(|rec| async move {
-                    let span = tracing::info_span!("assign", task_id = %task_id(&rec), worker_id = %rec.worker_id, attempt = rec.attempt);
+                .map(|(rec, copy)| async move {
+                    let span = tracing::info_span!("assign", task_id = %task_id(&rec), worker_id = %rec.worker_id, attempt = rec.attempt, hedge = copy);
                     hwsched_telemetry::set_parent(&span, &rec.traceparent);
-                    let sent = io.send_assignment(&rec).instrument(span).await;
-                    (!sent).then(|| task_id(&rec))
+                    if copy {
+                        let sent = io.send_hedge(&rec).instrument(span).await;
+                        (!sent).then(|| Unsent::Copy(task_id(&rec)))
+                    } else {
+                        let sent = io.send_assignment(&rec).instrument(span).await;
+                        (!sent).then(|| Unsent::Attempt(task_id(&rec)))
+                    }
                 })
                 .buffer_unordered(ASSIGN_CONCURRENCY)
                 .filter_map(|unsent| async move { unsent })
@@ -121,7 +140,17 @@ impl Scheduler {
             return;
         }
         let now = now_ms();
-        for id in unsent {
+        for unsent in unsent {
+            let id = match unsent {
+                Unsent::Attempt(id) => id,
+                Unsent::Copy(id) => {
+                    self.state.unhedge(&id, now);
+                    if let Some(rec) = self.state.record(&id) {
+                        self.save(&rec).await;
+                    }
+                    continue;
+                }
+            };
             let worker = self.state.worker_of(&id).unwrap_or_default().to_string();
             self.state.unassign(&id, now);
             if let Some(queued) = self.state.record(&id) {
@@ -153,9 +182,14 @@ impl Scheduler {
                     self.event(&rec, TaskEventKind::Finished, TaskStatus::Error.as_str_name()).await;
                     self.reply_finished(&rec, None).await;
                 }
+                Completion::Continues(rec) => {
+                    tracing::warn!(task_id = %task_id(&rec), reason = %rec.reason, "hedged copy lost, its twin goes on");
+                    self.save(&rec).await;
+                }
                 Completion::Stale => {}
             }
         }
+        self.stop_hedge_losers().await;
         self.publish_parent_updates().await;
         self.publish_queue_metrics().await;
     }

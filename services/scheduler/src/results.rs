@@ -6,7 +6,10 @@ use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use hwsched_bus::now_ms;
 use hwsched_placement::{group, state::Completion};
-use hwsched_proto::v1::{ExecutionResult, TaskEventKind, TaskState};
+use hwsched_proto::{
+    v1::{ExecutionResult, TaskEventKind, TaskState},
+    Message as _,
+};
 
 use crate::{
     io::task_id,
@@ -39,7 +42,21 @@ impl Scheduler {
             .buffer_unordered(INTAKE_CONCURRENCY)
             .collect::<Vec<()>>()
             .await;
+        self.stop_hedge_losers().await;
         self.publish_parent_updates().await;
+    }
+
+    /// Stops the losing copies of hedged tasks that ended: each monitor acts
+    /// on the cancel naming its attempt (core NATS: one lost here lets the
+    /// copy run on, and its late result is ignored as stale).
+    pub(crate) async fn stop_hedge_losers(&mut self) {
+        for c in self.state.take_hedge_cancels() {
+            tracing::info!(task_id = %c.task_id, attempt = c.attempt, worker_id = %c.worker_id, "stopping the hedged task's other copy");
+            let subject = self.io.bus.subjects().control_cancel();
+            if let Err(e) = self.io.bus.client().publish(subject, c.encode_to_vec().into()).await {
+                tracing::warn!(task_id = %c.task_id, error = %e, "stop of a hedged copy not sent; it runs to its end");
+            }
+        }
     }
 
     /// Stores and announces one result's outcome, then acknowledges the result.
@@ -63,6 +80,10 @@ impl Scheduler {
                 self.io.metrics.retried.inc();
                 tracing::info!(task_id = %res.task_id, reason = %rec.reason, "task will be retried");
                 self.event(&rec, TaskEventKind::Retried, &rec.reason).await;
+            }
+            Completion::Continues(rec) => {
+                self.save(&rec).await;
+                tracing::info!(task_id = %res.task_id, reason = %rec.reason, "hedged copy ended, its twin goes on");
             }
             Completion::Stale => {
                 tracing::debug!(task_id = %res.task_id, attempt = res.attempt, "stale result ignored")

@@ -26,7 +26,7 @@ pub(crate) struct Scheduler {
     pub(crate) state: State,
     pub(crate) started_ms: i64,
     /// Recent passes' assignments being sent, oldest first; each yields the tasks not sent.
-    pub(crate) sending: Vec<JoinHandle<Vec<String>>>,
+    pub(crate) sending: Vec<JoinHandle<Vec<crate::placing::Unsent>>>,
     /// Workers whose capabilities to ask for ([`crate::workers::ask_capabilities`]).
     pub(crate) caps_ask: mpsc::UnboundedSender<String>,
     /// When each worker's capabilities were last asked for.
@@ -68,6 +68,7 @@ fn placement_state(cfg: &SchedulerConfig) -> State {
     st.fair_share = cfg.fair_share;
     st.explore_share = cfg.explore_share;
     st.retry = cfg.retry;
+    st.hedge = cfg.hedge.clone();
     st.quarantine = hwsched_placement::quarantine::QuarantinePolicy {
         probe_command: cfg.probe_command.split_whitespace().map(String::from).collect(),
         ..cfg.quarantine.clone()

@@ -32,8 +32,11 @@ impl State {
     /// unknown or outdated (the caller asks the monitor for them).
     pub fn heartbeat(&mut self, hb: WorkerHeartbeat, now_ms: i64) -> bool {
         for id in &hb.running_task_ids {
-            if self.tasks.get(id).is_some_and(|h| *h.worker_id == hb.worker_id) {
+            let Some(h) = self.tasks.get(id) else { continue };
+            if *h.worker_id == hb.worker_id {
                 self.seen_running.insert(id.clone(), now_ms);
+            } else if h.hedge.as_ref().is_some_and(|(w, ..)| **w == hb.worker_id) {
+                self.seen_hedge.insert(id.clone(), now_ms);
             }
         }
         let cooldown = self.cooldown_ms;
@@ -77,45 +80,46 @@ impl State {
         let mut out = Vec::new();
         for id in lost {
             for task_id in self.assigned_to(&id) {
-                out.extend(self.lose(&task_id, now_ms, format!("worker {id} lost")));
+                out.extend(self.lose(&task_id, &id, now_ms, format!("worker {id} lost")));
             }
         }
-        for task_id in self.forgotten(now_ms, grace_ms) {
-            let worker = self.worker_of(&task_id).unwrap_or_default().to_string();
-            out.extend(self.lose(
-                &task_id,
-                now_ms,
-                format!("not running on {worker} {} s after assignment", grace_ms / 1000),
-            ));
+        for (task_id, worker) in self.forgotten(now_ms, grace_ms) {
+            let why = format!("not running on {worker} {} s after assignment", grace_ms / 1000);
+            out.extend(self.lose(&task_id, &worker, now_ms, why));
         }
         out
     }
 
-    /// Assignments that never started (or vanished) on a live worker: not
-    /// reported running for `grace_ms`, in task id order.
-    fn forgotten(&self, now_ms: i64, grace_ms: i64) -> Vec<String> {
-        self.tasks
-            .iter()
-            .filter(|(_, h)| h.state == TaskState::Assigned)
-            .filter(|(_, h)| {
-                // observe-only workers do not list what their external executor runs
-                self.workers
-                    .get(&*h.worker_id)
-                    .is_some_and(|w| w.state != WorkerState::Offline && !w.heartbeat.observe_only)
-            })
-            .filter(|(id, h)| {
-                let seen = self.seen_running.get(*id).copied().unwrap_or(0).max(h.assigned_at_ms);
-                now_ms - seen > grace_ms
-            })
-            .map(|(id, _)| id.clone())
-            .collect()
+    /// Assignments (hedged copies included) that never started (or vanished)
+    /// on a live worker: not reported running for `grace_ms`. As (task,
+    /// worker), in task id order.
+    fn forgotten(&self, now_ms: i64, grace_ms: i64) -> Vec<(String, String)> {
+        // observe-only workers do not list what their external executor runs
+        let watched = |worker: &str| {
+            self.workers.get(worker).is_some_and(|w| w.state != WorkerState::Offline && !w.heartbeat.observe_only)
+        };
+        let mut out = Vec::new();
+        for (id, h) in self.tasks.iter().filter(|(_, h)| h.state == TaskState::Assigned) {
+            let copies = std::iter::once((&h.worker_id, h.assigned_at_ms, &self.seen_running))
+                .chain(h.hedge.as_ref().map(|(w, _, at)| (w, *at, &self.seen_hedge)));
+            for (worker, assigned_at_ms, seen) in copies {
+                let seen = seen.get(id).copied().unwrap_or(0).max(assigned_at_ms);
+                if watched(worker) && now_ms - seen > grace_ms {
+                    out.push((id.clone(), worker.to_string()));
+                }
+            }
+        }
+        out
     }
 
-    /// The tasks assigned to a worker, in task id order.
+    /// The tasks with an attempt (or a hedged copy) on a worker, in task id order.
     fn assigned_to(&self, worker_id: &str) -> Vec<String> {
         self.tasks
             .iter()
-            .filter(|(_, h)| h.state == TaskState::Assigned && &*h.worker_id == worker_id)
+            .filter(|(_, h)| {
+                h.state == TaskState::Assigned
+                    && (&*h.worker_id == worker_id || h.hedge.as_ref().is_some_and(|(w, ..)| &**w == worker_id))
+            })
             .map(|(id, _)| id.clone())
             .collect()
     }

@@ -9,6 +9,7 @@
 //! - `pass.rs`: the placement pass ([`State::plan`]), step by step; `decide.rs`: one task's decision.
 //! - `outcome.rs`: results, retries, lost attempts, un-assignment.
 //! - `health.rs`: evidence about workers, quarantine, probes, the breaker.
+//! - `hedging.rs`: hedged copies of stragglers, and how a copy's end settles its task.
 //! - `parts.rs`: split tasks: settling their parts, cancelling.
 //! - `views.rs`: read-only views of the records.
 //!
@@ -18,6 +19,7 @@
 mod batch;
 mod decide;
 mod health;
+mod hedging;
 mod liveness;
 mod outcome;
 mod parts;
@@ -38,7 +40,7 @@ pub use self::health::{is_probe, Breaker, HealthEvent, Quarantine, PROBE_LABEL};
 pub use self::worker::{Worker, HOT_C, HOT_HYSTERESIS_C};
 use self::{
     records::{concurrency_key, priority, runtime_estimate, Held, QueueEntry, Waiting},
-    worker::reserve,
+    worker::{reserve, unreserve},
 };
 use crate::{
     batch::Heuristic,
@@ -64,6 +66,9 @@ pub enum Action {
     Assign(TaskRecord),
     /// Tell the producer the task can never run here.
     Reject(TaskRecord),
+    /// Persist the record and send the assignment of its hedged copy
+    /// (`hedge::copy_view` is that copy's own record).
+    Hedge(TaskRecord),
 }
 
 /// What a result did to its task.
@@ -73,6 +78,9 @@ pub enum Completion {
     Done(TaskRecord),
     /// Failed with attempts left: queued again.
     Retry(TaskRecord),
+    /// One copy of a hedged task ended without success (or was lost): the
+    /// other goes on as the current attempt.
+    Continues(TaskRecord),
     /// Not for the current attempt (duplicate or late): ignored.
     Stale,
 }
@@ -93,6 +101,8 @@ pub struct State {
     running_keys: HashMap<String, u32>,
     /// When each assigned task was last reported running by its worker (looked up, never walked).
     seen_running: HashMap<String, i64>,
+    /// The same for hedged copies, by task id (looked up, never walked).
+    seen_hedge: HashMap<String, i64>,
     seq: u64,
     /// Waiting this long raises a task one priority level (0 = no aging).
     pub aging_ms: i64,
@@ -120,6 +130,10 @@ pub struct State {
     pub quarantine: crate::quarantine::QuarantinePolicy,
     /// Evidence about workers, quarantines and the breaker.
     health: health::Health,
+    /// When stragglers get a hedged copy (off by default).
+    pub hedge: crate::hedge::HedgePolicy,
+    /// Hedged copies made, and when the last look for stragglers was.
+    hedging: hedging::Hedging,
     /// What producers' declared durations turned out to be, from the results applied.
     pub declarations: Declarations,
     /// Whether estimates correct declared durations by [`State::declarations`]
@@ -178,13 +192,10 @@ impl State {
             // waits for its parts; never placed itself
             TaskState::Split => {}
             TaskState::Assigned => {
-                let w = self.workers.entry(rec.worker_id.clone()).or_insert_with(|| Worker {
-                    last_seen_ms: now_ms,
-                    state: WorkerState::Active,
-                    ..Default::default()
-                });
-                reserve(&mut w.reserved, &rec);
-                w.ends.push((rec.assigned_at_ms, runtime_estimate(&rec)));
+                self.occupy(&rec, now_ms);
+                if let Some(copy) = crate::hedge::copy_view(&rec) {
+                    self.occupy(&copy, now_ms);
+                }
                 if let Some(k) = concurrency_key(&rec) {
                     *self.running_keys.entry(k).or_default() += 1;
                 }
@@ -192,6 +203,29 @@ impl State {
             _ => return,
         }
         self.tasks.insert(id, Held::pack(&rec));
+    }
+
+    /// Reserves what the attempt `rec` records on its worker (known from now
+    /// on if it was not), with its expected end.
+    fn occupy(&mut self, rec: &TaskRecord, now_ms: i64) {
+        let w = self.workers.entry(rec.worker_id.clone()).or_insert_with(|| Worker {
+            last_seen_ms: now_ms,
+            state: WorkerState::Active,
+            ..Default::default()
+        });
+        reserve(&mut w.reserved, rec);
+        w.ends.push((rec.assigned_at_ms, runtime_estimate(rec)));
+    }
+
+    /// Frees what [`State::occupy`] took.
+    fn vacate(&mut self, rec: &TaskRecord) {
+        if let Some(w) = self.workers.get_mut(&rec.worker_id) {
+            unreserve(&mut w.reserved, rec);
+            let end = (rec.assigned_at_ms, runtime_estimate(rec));
+            if let Some(i) = w.ends.iter().position(|e| *e == end) {
+                w.ends.swap_remove(i);
+            }
+        }
     }
 }
 

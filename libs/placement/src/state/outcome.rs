@@ -8,8 +8,7 @@ use crate::{
     retry::{self, Decision, Ended, Spent},
     state::{
         health::is_probe,
-        records::{concurrency_key, max_attempts, runtime_estimate},
-        worker::unreserve,
+        records::{concurrency_key, max_attempts},
         Completion, State,
     },
 };
@@ -22,14 +21,15 @@ fn memory_mb(rec: &TaskRecord) -> i64 {
     rec.task.as_ref().and_then(|t| t.requirements.as_ref()).map_or(0, |r| r.memory_mb)
 }
 
-/// Adds the attempt that just ended to the record's history.
-fn push_history(
-    rec: &mut TaskRecord,
+/// The history entry of `rec`'s current attempt, ended as `category` (with
+/// `res` when it reported), and what the scheduler did next.
+pub(super) fn attempt_entry(
+    rec: &TaskRecord,
     res: Option<&ExecutionResult>,
     category: FailureCategory,
     now_ms: i64,
     decision: &str,
-) {
+) -> AttemptRecord {
     let mut entry = AttemptRecord {
         attempt: rec.attempt,
         worker_id: rec.worker_id.clone(),
@@ -46,10 +46,27 @@ fn push_history(
         entry.duration_s = r.duration_s;
         entry.memory_peak_mb = r.resources.as_ref().map_or(0, |u| u.memory_peak_mb);
     }
+    entry
+}
+
+/// Adds an ended attempt to the record's history (the oldest beyond [`HISTORY`] go).
+pub(super) fn push_entry(rec: &mut TaskRecord, entry: AttemptRecord) {
     if rec.history.len() >= HISTORY {
         rec.history.remove(0);
     }
     rec.history.push(entry);
+}
+
+/// Adds the attempt that just ended to the record's history.
+fn push_history(
+    rec: &mut TaskRecord,
+    res: Option<&ExecutionResult>,
+    category: FailureCategory,
+    now_ms: i64,
+    decision: &str,
+) {
+    let entry = attempt_entry(rec, res, category, now_ms, decision);
+    push_entry(rec, entry);
 }
 
 impl State {
@@ -66,15 +83,21 @@ impl State {
 
     /// Applies a result.
     pub fn complete(&mut self, res: &ExecutionResult, now_ms: i64) -> Completion {
-        let current = self.tasks.get(&res.task_id).is_some_and(|h| {
-            h.state == TaskState::Assigned && h.attempt == res.attempt && *h.worker_id == res.worker_id
-        });
-        if !current {
+        let Some(held) = self.tasks.get(&res.task_id).filter(|h| h.state == TaskState::Assigned) else {
+            return Completion::Stale;
+        };
+        let hedge = held.is_hedge(res.attempt, &res.worker_id);
+        let current = held.attempt == res.attempt && *held.worker_id == res.worker_id;
+        if !(current || hedge) {
             return Completion::Stale;
         }
         let Some(mut rec) = self.release(&res.task_id) else {
             return Completion::Stale;
         };
+        if hedge {
+            // the copy that ended is the current attempt from here on
+            crate::hedge::swap_copies(&mut rec);
+        }
         rec.updated_at_ms = now_ms;
         if is_probe(&rec) {
             return self.probe_done(rec, Some(res), now_ms);
@@ -87,10 +110,19 @@ impl State {
         if !res.bad_input {
             self.observe_health(&rec, category, now_ms);
         }
+        let mut decision = "succeeded";
+        if rec.hedge.is_some() {
+            if status != TaskStatus::Succeeded && !res.bad_input {
+                let why = format!("attempt {} on {} ended {}", res.attempt, res.worker_id, status.as_str_name());
+                return self.copy_failed(rec, Some(res), category, now_ms, why);
+            }
+            decision = "succeeded first; its hedged twin was cancelled";
+            self.cancel_twin(&mut rec, now_ms);
+        }
         if status == TaskStatus::Succeeded {
             rec.state = TaskState::Succeeded as i32;
             rec.reason = String::new();
-            push_history(&mut rec, Some(res), category, now_ms, "succeeded");
+            push_history(&mut rec, Some(res), category, now_ms, decision);
             self.settle_part(&rec, Some(res), now_ms);
             return Completion::Done(rec);
         }
@@ -110,9 +142,18 @@ impl State {
         self.decide_retry(rec, ended, Some(res), now_ms, why)
     }
 
-    /// An attempt lost without a result: queue again, or fail after too many losses.
-    pub(super) fn lose(&mut self, task_id: &str, now_ms: i64, why: String) -> Option<Completion> {
+    /// The attempt of `task_id` on `worker_id` lost without a result: a
+    /// hedged task goes on with its other copy; else the task is queued again,
+    /// or fails after too many losses.
+    pub(super) fn lose(&mut self, task_id: &str, worker_id: &str, now_ms: i64, why: String) -> Option<Completion> {
+        let hedge = self.tasks.get(task_id)?.hedge.as_ref().map(|(w, ..)| &**w == worker_id);
         let mut rec = self.release(task_id)?;
+        if let Some(lost_is_hedge) = hedge {
+            if lost_is_hedge {
+                crate::hedge::swap_copies(&mut rec);
+            }
+            return Some(self.copy_failed(rec, None, FailureCategory::WorkerLost, now_ms, why));
+        }
         if is_probe(&rec) {
             rec.reason = why;
             return Some(self.probe_done(rec, None, now_ms));
@@ -194,13 +235,11 @@ impl State {
         self.changed = true;
         let rec = self.tasks.remove(task_id)?.unpack();
         self.seen_running.remove(task_id);
+        self.seen_hedge.remove(task_id);
         if rec.state() == TaskState::Assigned {
-            if let Some(w) = self.workers.get_mut(&rec.worker_id) {
-                unreserve(&mut w.reserved, &rec);
-                let end = (rec.assigned_at_ms, runtime_estimate(&rec));
-                if let Some(i) = w.ends.iter().position(|e| *e == end) {
-                    w.ends.swap_remove(i);
-                }
+            self.vacate(&rec);
+            if let Some(copy) = crate::hedge::copy_view(&rec) {
+                self.vacate(&copy);
             }
             if let Some(k) = concurrency_key(&rec) {
                 if let Some(n) = self.running_keys.get_mut(&k) {

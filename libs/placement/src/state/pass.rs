@@ -16,7 +16,7 @@ use crate::{
     state::{
         batch::{Windowed, BATCH_WINDOW},
         queue::Order,
-        records::{concurrency_key, QueueEntry, Waiting, NO_TASK},
+        records::{concurrency_key, next_attempt, QueueEntry, Waiting, NO_TASK},
         worker::reserve,
         Action, State, AFFINITY_MEMORY, REPLAN_MS,
     },
@@ -90,11 +90,15 @@ impl State {
     /// A pass that could not decide anything new is skipped: when nothing it
     /// reads changed since the last pass (no task queued or released, no
     /// worker registered, lost or changed in usability, the same model) and
-    /// that pass was less than [`REPLAN_MS`] ago.
+    /// that pass was less than [`REPLAN_MS`] ago. Probes of quarantined
+    /// workers come first; hedged copies of stragglers last, on what the
+    /// queue left free (`hedging.rs`).
     pub fn plan(&mut self, now_ms: i64, may_reject: bool) -> Vec<Action> {
         let probes: Vec<Action> = self.probes(now_ms).into_iter().map(Action::Assign).collect();
         let mut actions = self.plan_queue(now_ms, may_reject);
         actions.splice(0..0, probes);
+        // what the queue left free may run copies of stragglers
+        actions.extend(self.hedges(now_ms).into_iter().map(Action::Hedge));
         actions
     }
 
@@ -220,7 +224,7 @@ impl State {
                 let mut rec = rec;
                 self.placements += 1;
                 rec.state = TaskState::Assigned as i32;
-                rec.attempt += 1;
+                rec.attempt = next_attempt(&rec);
                 rec.worker_id = worker_id;
                 rec.gpu_indices = gpus;
                 rec.assigned_at_ms = now_ms;

@@ -100,6 +100,15 @@ pub(super) struct Held {
     pub(super) attempt: u32,
     pub(super) assigned_at_ms: i64,
     pub(super) producer: Box<str>,
+    /// Its hedged copy, when one runs: (worker, attempt, assigned at ms).
+    pub(super) hedge: Option<(Box<str>, u32, i64)>,
+}
+
+impl Held {
+    /// Whether `attempt` on `worker_id` is its hedged copy.
+    pub(super) fn is_hedge(&self, attempt: u32, worker_id: &str) -> bool {
+        self.hedge.as_ref().is_some_and(|(w, a, _)| *a == attempt && &**w == worker_id)
+    }
 }
 
 impl Held {
@@ -111,6 +120,7 @@ impl Held {
             attempt: rec.attempt,
             assigned_at_ms: rec.assigned_at_ms,
             producer: rec.task.as_ref().map_or("", |t| t.producer.as_str()).into(),
+            hedge: rec.hedge.as_ref().map(|h| (h.worker_id.as_str().into(), h.attempt, h.assigned_at_ms)),
         }
     }
 
@@ -137,6 +147,14 @@ pub(super) fn max_attempts(r: &TaskRecord) -> u32 {
         0 => DEFAULT_MAX_ATTEMPTS,
         n => n,
     }
+}
+
+/// The number of a record's next attempt: past every attempt it has had,
+/// its hedged copies' included.
+pub(super) fn next_attempt(r: &TaskRecord) -> u32 {
+    let hedged = r.hedge.as_ref().map_or(0, |h| h.attempt);
+    let ended = r.history.iter().map(|h| h.attempt).max().unwrap_or(0);
+    r.attempt.max(hedged).max(ended) + 1
 }
 
 /// Seconds an assigned attempt is expected to run: the model's prediction for

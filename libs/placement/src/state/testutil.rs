@@ -67,7 +67,21 @@ pub(super) fn assigned(actions: &[Action]) -> Vec<(String, String)> {
             Action::Assign(r) => {
                 Some((r.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default(), r.worker_id.clone()))
             }
-            Action::Reject(_) => None,
+            Action::Reject(_) | Action::Hedge(_) => None,
+        })
+        .collect()
+}
+
+/// (task id, copy's worker) of each hedged copy among `actions`.
+pub(super) fn hedged(actions: &[Action]) -> Vec<(String, String)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Hedge(r) => Some((
+                r.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default(),
+                r.hedge.as_ref().map(|h| h.worker_id.clone()).unwrap_or_default(),
+            )),
+            _ => None,
         })
         .collect()
 }

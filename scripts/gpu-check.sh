@@ -13,6 +13,10 @@
 #                 held 10 s): it succeeds, its CUDA_VISIBLE_DEVICES is the index the scheduler
 #                 reserved (`explain`), the result's gpu_memory_peak_mb (`tasks ID -o json`) is
 #                 >= 900, and `hwsched logs ID` returns its output.
+#   faults        the GPU-fault signals the monitor reads through NVML (its "GPU fault signals" log
+#                 line per GPU: uncorrected ECC count, pages pending retirement, XID/double-bit ECC
+#                 event set): "not_supported" passes (consumer GPU, ECC off) unless nvidia-smi says
+#                 ECC is enabled; an NVML error, a GPU without the line, or a GPU fault fails.
 #   footprint     the monitor's VmRSS and CPU (utime+stime from /proc) over 20 s idle and during
 #                 the task; fails if RSS > 100 MB or idle CPU > 5 % of one core.
 # Each check prints a PASS/FAIL/SKIP line with what it saw; then a summary (also in
@@ -149,7 +153,7 @@ start_stack() {
 }
 
 if ! start_stack; then
-  for c in capabilities metrics task footprint; do result FAIL "$c" "not run: the stack did not start (see $dir/*.log)"; done
+  for c in capabilities metrics task faults footprint; do result FAIL "$c" "not run: the stack did not start (see $dir/*.log)"; done
 else
   # 2. capabilities, compared with nvidia-smi
   ngpus=0 # the GPUs nvidia-smi lists: metrics must come for each
@@ -187,7 +191,10 @@ else
   echo "$logs_rc" >"$dir/logs.rc"
   helper_check task check-task "$tid" "$dir"
 
-  # 5. footprint
+  # 5. the fault signals, as read at start and swept every interval since (dry run: no GPU, fails)
+  helper_check faults check-faults "$dir/monitor.log" "$ngpus"
+
+  # 6. footprint
   idle_pct=$(pct "$idle_ticks" "$idle_ms"); task_pct=$(pct "$task_ticks" "$task_ms")
   rss=$((rss_idle > rss_task ? rss_idle : rss_task))
   text="RSS ${rss_idle} MB idle, ${rss_task} MB after the task; CPU ${idle_pct}% of one core idle ($((idle_ms / 1000)) s), ${task_pct}% during the task ($((task_ms / 1000)) s); level $level"

@@ -8,12 +8,13 @@ Modes (each check mode prints one line "PASS|FAIL|SKIP <check>: <observed values
   metrics URL WORKER SECONDS NGPUS   counts hws.metrics.<id> batches and their GPU samples
   reserved BIN TASK_ID OUT_DIR   polls `BIN explain` for the task's reserved GPUs (background)
   check-task TASK_ID DIR         judges the task from the files gpu-check.sh wrote in DIR
+  check-faults MONITOR_LOG NGPUS the GPU-fault signals the monitor read (its log), against nvidia-smi's ECC mode
   selftest [URL WORKER]          decoder tests; with a running stack, decodes its live messages
 NATS: a minimal client over a socket (CONNECT, SUB, PUB, MSG/HMSG, PING/PONG); subjects use
 the default prefix unless HWSCHED_SUBJECT_PREFIX is set. Protobuf: field numbers from
 schemas/hwsched/v1/{worker,metrics}.proto.
 """
-import ctypes, json, os, socket, struct, subprocess, sys, time, urllib.parse
+import ctypes, json, os, re, socket, struct, subprocess, sys, time, urllib.parse
 
 PREFIX = os.environ.get("HWSCHED_SUBJECT_PREFIX") or "hws"
 GPU_METRICS = ("gpu.util_pct", "gpu.mem_used_mb", "gpu.temp_c", "gpu.power_w")  # libs/proto/src/metric.rs
@@ -448,6 +449,70 @@ def check_task(task_id, d):
     return 0
 
 
+# the monitor's log messages about GPU faults (services/monitor/src/gpu.rs, executor.rs), longest first
+FAULT_MSGS = ("GPU fault signals unreadable", "GPU fault signal unreadable", "GPU fault signals",
+              "GPU fault during the attempt", "GPU fault", "GPU lost")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def fault_log(path):
+    """(message, fields, rest of line) of the monitor log's GPU-fault lines, text or JSON format."""
+    out = []
+    for raw in open(path, errors="replace"):
+        ln = ANSI.sub("", raw).strip()
+        if ln.startswith("{"):
+            try:
+                j = json.loads(ln)
+            except ValueError:
+                continue
+            if j.get("message") in FAULT_MSGS:
+                out.append((j["message"], {k: str(v) for k, v in j.items()}, ln))
+            continue
+        for m in FAULT_MSGS:
+            k = ln.find(": " + m)
+            rest = ln[k + 2 + len(m):] if k >= 0 else ""
+            if k >= 0 and re.match(r"(\s+\w+=|$)", rest):
+                out.append((m, dict(re.findall(r"(\w+)=(\S+)", rest)), rest.strip()))
+                break
+    return out
+
+
+def check_faults(log, ngpus):
+    """Each GPU's fault signals (ECC count, pages pending retirement, XID/ECC event set) as the
+    monitor read them at start: "not_supported" passes, an NVML error fails, and so does a fault."""
+    ngpus, seen, bad, faults = int(ngpus), {}, [], []
+    for msg, f, rest in fault_log(log):
+        if msg == "GPU fault signals":
+            seen[f.get("gpu", "?")] = f
+        elif msg.endswith("unreadable"):
+            bad.append(f"{msg}: {rest[:160]}")
+        else:
+            faults.append(f"{msg}: {rest[:160]}")
+    try:
+        r = subprocess.run(["nvidia-smi", "--query-gpu=index,ecc.mode.current", "--format=csv,noheader"],
+                           capture_output=True, text=True, timeout=60)
+        smi_ecc = dict(tuple(x.strip() for x in ln.split(",", 1)) for ln in r.stdout.splitlines() if "," in ln)
+    except (OSError, subprocess.SubprocessError):
+        smi_ecc = {}
+    desc = []
+    for i in map(str, range(ngpus)):
+        s = seen.get(i)
+        if s is None:
+            bad.append(f"gpu{i}: no 'GPU fault signals' line in the monitor log")
+            continue
+        vals = {k: s.get(k, "?") for k in ("ecc", "retirement", "events")}
+        desc.append(f"gpu{i} " + " ".join(f"{k}={v}" for k, v in vals.items()) + f" (nvidia-smi ECC {smi_ecc.get(i, '?')})")
+        bad += [f"gpu{i} {k} read: {v}" for k, v in vals.items() if v == "?" or v.startswith("error")]
+        if smi_ecc.get(i) == "Enabled" and vals["ecc"] != "ok":
+            bad.append(f"gpu{i} ECC enabled (nvidia-smi) but the monitor's ECC read says {vals['ecc']}")
+    if not ngpus:
+        bad.append("no GPUs: no fault signals to read")
+    if faults:
+        bad.append(f"{len(faults)} GPU fault lines: " + "; ".join(faults[:3]))
+    line("FAIL" if bad else "PASS", "faults", ("; ".join(bad) + " | " if bad else "") + ("; ".join(desc) or "-"))
+    return 0
+
+
 # ---- self-test ----
 def enc_varint(v):
     out = bytearray()
@@ -482,6 +547,17 @@ def selftest(args):
     assert decode(HEARTBEAT, enc(3, 0, 1) + enc(16, 1, 42.0))["gpu_util_pct"] == 42.0
     assert scalar("i", 0, (1 << 64) - 5) == -5
     print("decoder: ok")
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".log") as f:
+        f.write("2026-01-01T00:00:00Z  INFO hwsched_monitor::gpu: GPU fault signals gpu=0 ecc=ok retirement=not_supported events=xid+dbe\n"
+                "2026-01-01T00:00:00Z  INFO hwsched_monitor::gpu: NVML initialised gpus=1\n"
+                '{"level":"WARN","message":"GPU fault signal unreadable","gpu":1,"error":"Unknown"}\n'
+                "2026-01-01T00:00:01Z  WARN hwsched_monitor::gpu: GPU fault gpu=0 fault=XID 79\n")
+        f.flush()
+        got = [(m, fl.get("gpu"), fl.get("events")) for m, fl, _ in fault_log(f.name)]
+    assert got == [("GPU fault signals", "0", "xid+dbe"), ("GPU fault signal unreadable", "1", None),
+                   ("GPU fault", "0", None)], got
+    print("fault log parser: ok")
     if len(args) >= 2:  # against a running stack
         url, worker = args[0], args[1]
         import tempfile
@@ -508,6 +584,8 @@ def main(argv):
         return reserved(*args)
     if mode == "check-task":
         return check_task(*args)
+    if mode == "check-faults":
+        return check_faults(*args)
     if mode == "selftest":
         return selftest(args)
     raise SystemExit(f"unknown mode {mode}: see the docstring")

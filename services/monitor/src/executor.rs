@@ -22,6 +22,7 @@ use hwsched_shutdown::Backoff;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    gpu_faults::{self, GpuFaults},
     inputs::{Inputs, StartError},
     output::Outputs,
     process,
@@ -81,6 +82,8 @@ pub struct Executor {
     pub fail_while: Option<std::path::PathBuf>,
     /// Where each attempt gets a cgroup of its own; `None`: none usable, or `--cgroups off`.
     pub cgroups: Option<Arc<crate::cgroup::Cgroups>>,
+    /// Faults of this worker's GPUs, fed by the telemetry loop's GPU sweeps (empty without NVML).
+    pub gpu_faults: Arc<GpuFaults>,
 }
 
 impl Executor {
@@ -211,6 +214,10 @@ impl Executor {
         let output = std::mem::take(&mut o.output);
         let brought =
             tracing::Instrument::instrument(self.outputs.bring_back(&task, a.attempt, output), span.clone()).await;
+        if !matches!(o.status, TaskStatus::Succeeded | TaskStatus::Cancelled) && !a.gpu_indices.is_empty() {
+            // a GPU fault that ended it may be seen only by the sweep after its end
+            self.gpu_faults.settle(finished_at_ms).await;
+        }
         let mut result = self.result(a, o, started_at_ms, finished_at_ms);
         brought.apply(&mut result);
         if let Some(file) = self.fail_while.as_ref().filter(|f| f.exists()) {
@@ -307,16 +314,35 @@ impl Executor {
         AttemptJournal::decode(bytes.as_ref()).ok().filter(|j| j.worker_id == self.worker_id)
     }
 
+    /// The result of attempt `a`: a fault of one of its GPUs while it ran is named in its error
+    /// and, unless it succeeded or was cancelled, makes it GPU_FAULT.
     fn result(
         &self,
         a: &TaskAssignment,
-        o: process::Outcome,
+        mut o: process::Outcome,
         started_at_ms: i64,
         finished_at_ms: i64,
     ) -> ExecutionResult {
+        let faults = self.gpu_faults.lock().faults_during(&a.gpu_indices, started_at_ms, finished_at_ms);
+        let category = category(&o, !faults.is_empty());
+        let task_id = a.task.as_ref().map_or("", |t| t.task_id.as_str());
+        for (gpu, fault) in &faults {
+            tracing::warn!(
+                task_id,
+                attempt = a.attempt,
+                gpu,
+                fault = %fault,
+                status = o.status.as_str_name(),
+                category = category.as_str_name(),
+                "GPU fault during the attempt"
+            );
+        }
+        if o.status != TaskStatus::Succeeded {
+            gpu_faults::append_to(&mut o.error, &faults);
+        }
         ExecutionResult {
             status: o.status as i32,
-            category: category(&o) as i32,
+            category: category as i32,
             exit_code: o.exit_code,
             resources: Some(o.usage),
             stdout_tail: o.stdout,
@@ -363,12 +389,15 @@ impl Executor {
     }
 }
 
-/// Why an ended run did not succeed, from how it ended: the kernel's OOM
+/// Why an ended run did not succeed, from how it ended: a fault of one of its
+/// GPUs while it ran (`gpu_fault`) outranks everything but a cancel (the GPU, not
+/// the test, is to blame; a cancelled task is not retried), and the kernel's OOM
 /// killer in its cgroup outranks the exit it caused.
-fn category(o: &process::Outcome) -> FailureCategory {
+fn category(o: &process::Outcome, gpu_fault: bool) -> FailureCategory {
     match o.status {
         TaskStatus::Succeeded => FailureCategory::Unspecified,
         TaskStatus::Cancelled => FailureCategory::Cancelled,
+        _ if gpu_fault => FailureCategory::GpuFault,
         _ if o.usage.oom_kills > 0 => FailureCategory::OutOfMemory,
         TaskStatus::TimedOut => FailureCategory::Timeout,
         TaskStatus::Failed if o.exit_code >= 0 => FailureCategory::TestFailed,
@@ -385,5 +414,36 @@ impl Drop for SandboxGuard {
         if let Err(e) = std::fs::remove_dir_all(&self.0) {
             tracing::warn!(dir = %self.0.display(), error = %e, "sandbox not removed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hwsched_proto::v1::{FailureCategory as C, TaskStatus};
+
+    use super::category;
+    use crate::process::Outcome;
+
+    fn ended(status: TaskStatus, exit_code: i32, oom_kills: u32) -> Outcome {
+        let mut o = Outcome::error(String::new());
+        (o.status, o.exit_code, o.usage.oom_kills) = (status, exit_code, oom_kills);
+        o
+    }
+
+    #[test]
+    fn a_gpu_fault_outranks_how_a_failed_attempt_ended() {
+        for (o, without) in [
+            (ended(TaskStatus::Failed, 1, 0), C::TestFailed),
+            (ended(TaskStatus::Failed, -1, 0), C::Signaled),
+            (ended(TaskStatus::TimedOut, -1, 0), C::Timeout),
+            (ended(TaskStatus::Failed, 137, 1), C::OutOfMemory),
+            (ended(TaskStatus::Error, -1, 0), C::Infrastructure),
+        ] {
+            assert_eq!(category(&o, false), without);
+            assert_eq!(category(&o, true), C::GpuFault, "{without:?}");
+        }
+        // a succeeded attempt stays succeeded; a cancelled one is not retried
+        assert_eq!(category(&ended(TaskStatus::Succeeded, 0, 0), true), C::Unspecified);
+        assert_eq!(category(&ended(TaskStatus::Cancelled, -1, 0), true), C::Cancelled);
     }
 }

@@ -9,6 +9,7 @@ pub mod detect;
 pub mod drain;
 pub mod executor;
 pub mod gpu;
+pub mod gpu_faults;
 pub mod host;
 pub mod inputs;
 pub mod metrics;
@@ -179,6 +180,8 @@ async fn start(cfg: &MonitorConfig, bus: &Bus, telemetry: &Telemetry) -> anyhow:
         outputs,
         cgroups,
         fail_while: cfg.test_only_fail_while.clone(),
+        // without NVML an empty ledger: no attempt is ever a GPU fault
+        gpu_faults: gpus.as_ref().map(|g| g.faults()).unwrap_or_default(),
     });
     let (caps_tx, caps_rx) = watch::channel(caps);
     let work = Work {

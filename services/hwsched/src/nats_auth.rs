@@ -65,6 +65,8 @@ fn roles(p: &str) -> Vec<User> {
                     format!("{p}.tasks.rejected"),
                     format!("{p}.metrics.hwsched-scheduler"),
                     format!("{p}.workers.*.capabilities"),
+                    // stops the losing copy of a hedged task
+                    format!("{p}.control.cancel"),
                     format!("$KV.{b}_tasks.>"),
                     format!("$KV.{b}_leases.>"),
                 ],

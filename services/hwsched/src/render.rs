@@ -175,6 +175,13 @@ pub fn explain(rec: &TaskRecord, now_ms: i64) -> String {
     if !rec.worker_id.is_empty() {
         let _ = writeln!(out, "worker     {} (GPUs {:?})", rec.worker_id, rec.gpu_indices);
     }
+    if let Some(h) = &rec.hedge {
+        let _ = writeln!(
+            out,
+            "hedged     attempt {} on {} (GPUs {:?}): {}",
+            h.attempt, h.worker_id, h.gpu_indices, h.reason
+        );
+    }
     let _ = writeln!(out, "queued     {} ago", age(now_ms, rec.queued_at_ms));
     if rec.predicted_runtime_s > 0.0 {
         let _ = writeln!(out, "predicted  {:.1}s on that hardware", rec.predicted_runtime_s);

@@ -154,6 +154,14 @@ fn golden_explain() {
         },
     ];
     rec.predicted_runtime_s = 42.0;
+    rec.hedge = Some(hwsched_proto::v1::HedgeAttempt {
+        attempt: 4,
+        worker_id: "gpu-node-3".into(),
+        gpu_indices: vec![1],
+        reason: "attempt 3 on gpu-node-7 ran 70 s, past 63.0 s (1.5 x its expected 42.0 s); a copy runs on gpu-node-3"
+            .into(),
+        ..Default::default()
+    });
     rec.reason = "cost 0.210".into();
     rec.policy = "hwsched".into();
     rec.candidates_total = 7;

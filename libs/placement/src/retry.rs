@@ -5,7 +5,7 @@
 //! | category | counted against | next attempt |
 //! |---|---|---|
 //! | test failed, signaled | `max_attempts` | elsewhere, unless `retry_test_failures` is off |
-//! | timeout | `max_attempts` and `timeout_retries` | elsewhere (other hardware first) |
+//! | timeout | `max_attempts` and `timeout_retries` | elsewhere: hardware the model predicts faster first, else other hardware first |
 //! | out of memory | `max_attempts` | with `oom_memory_factor` x the memory, capped |
 //! | worker lost, infrastructure, GPU fault | `infrastructure_retries` only | elsewhere |
 //! | refused | `infrastructure_retries` only | never on the worker that refused |

@@ -1,9 +1,10 @@
 //! One placement decision ([`State::decide`]): which worker a waiting task
-//! goes to, or why it waits; retries prefer what was not tried, and a worker
-//! that refused the task is never chosen.
+//! goes to, or why it waits; retries prefer what was not tried (after a
+//! timeout, hardware the model knows to be faster first), and a worker that
+//! refused the task is never chosen.
 
 use hwsched_model::Model;
-use hwsched_proto::v1::TaskRecord;
+use hwsched_proto::v1::{FailureCategory, TaskRecord};
 
 use crate::{
     fit::{place_with, Outcome},
@@ -43,6 +44,11 @@ impl State {
             turn,
             explore,
         };
+        if let Some(faster) = self.faster_after_timeout(rec, views, model) {
+            if let o @ (Outcome::Place { .. } | Outcome::Queue { .. }) = place_with(task, &faster, &scoring) {
+                return o;
+            }
+        }
         if !rec.tried_workers.is_empty() {
             let tried_classes: Vec<&str> = rec
                 .tried_workers
@@ -70,5 +76,34 @@ impl State {
             }
             o => o,
         }
+    }
+
+    /// After a timeout, the workers of hardware the model predicts faster for
+    /// the task than the hardware that timed out (than its timeout, when that
+    /// hardware has no prediction); `None` when the last attempt did not time
+    /// out or the model knows no faster hardware.
+    fn faster_after_timeout(
+        &self,
+        rec: &TaskRecord,
+        views: &[WorkerView],
+        model: Option<&Model>,
+    ) -> Option<Vec<WorkerView>> {
+        let last = rec.history.last().filter(|h| h.category() == FailureCategory::Timeout)?;
+        let model = model?;
+        let task = rec.task.as_ref().unwrap_or(&*NO_TASK);
+        let key = hwsched_model::task_workload_key(task);
+        let class = if last.hardware_class.is_empty() {
+            self.workers.get(&last.worker_id).and_then(|w| w.caps.as_ref()).map(|c| c.hardware_class.clone())?
+        } else {
+            last.hardware_class.clone()
+        };
+        let slow = model.predict_s(&key, &class).or((task.timeout_s > 0).then(|| f64::from(task.timeout_s)))?;
+        let faster: Vec<WorkerView> = views
+            .iter()
+            .filter(|v| v.caps.hardware_class != class)
+            .filter(|v| model.predict_s(&key, &v.caps.hardware_class).is_some_and(|p| p < slow))
+            .cloned()
+            .collect();
+        (!faster.is_empty()).then_some(faster)
     }
 }

@@ -398,4 +398,39 @@ mod tests {
         assert_eq!(assigned(&s.plan(5, true)), [("t".to_string(), other.to_string())]);
         assert_eq!(s.record("t").map(|r| (r.failures, r.losses, r.history.len())), Some((0, 2, 2)));
     }
+
+    #[test]
+    fn a_timeout_is_retried_on_hardware_the_model_knows_to_be_faster() {
+        use crate::state::testutil::{named, trained, with_class};
+        let mut s = State::default();
+        s.model = Some(trained(&[
+            ("suite", "old", 100.0),
+            ("suite", "mid", 150.0),
+            ("suite", "new", 60.0),
+            ("blocker", "new", 100.0),
+        ]));
+        for (id, hw) in [("w-old", "old"), ("w-mid", "mid"), ("w-new", "new")] {
+            s.register(with_class(id, hw, 1), 0);
+        }
+        let mut blocker = named("b", "blocker", 0);
+        (blocker.state, blocker.worker_id, blocker.attempt) = (TaskState::Assigned as i32, "w-new".into(), 1);
+        blocker.predicted_runtime_s = 100.0;
+        s.insert(blocker, 0);
+        s.insert(named("t", "suite", 0), 0);
+        assert_eq!(assigned(&s.plan(1, true)), [("t".to_string(), "w-old".to_string())]);
+        let r1 = s.record("t").expect("t");
+        let timed_out = ExecutionResult {
+            category: FailureCategory::Timeout as i32,
+            hardware_class: "old".into(),
+            ..result(&r1, TaskStatus::TimedOut)
+        };
+        assert!(matches!(s.complete(&timed_out, 2), Completion::Retry(_)));
+        // w-mid is free but predicted slower than what timed out: the retry waits for w-new
+        assert!(assigned(&s.plan(3, true)).is_empty(), "{:?}", s.record("t").map(|r| r.reason));
+        let waiting = s.record("t").expect("t");
+        assert!(waiting.reason.contains("w-new"), "{}", waiting.reason);
+        let b = s.record("b").expect("b");
+        assert!(matches!(s.complete(&result(&b, TaskStatus::Succeeded), 4), Completion::Done(_)));
+        assert_eq!(assigned(&s.plan(5, true)), [("t".to_string(), "w-new".to_string())]);
+    }
 }

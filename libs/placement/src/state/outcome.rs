@@ -402,13 +402,13 @@ mod tests {
     #[test]
     fn a_timeout_is_retried_on_hardware_the_model_knows_to_be_faster() {
         use crate::state::testutil::{named, trained, with_class};
-        let mut s = State::default();
-        s.model = Some(trained(&[
+        let model = trained(&[
             ("suite", "old", 100.0),
             ("suite", "mid", 150.0),
             ("suite", "new", 60.0),
             ("blocker", "new", 100.0),
-        ]));
+        ]);
+        let mut s = State { model: Some(model), ..Default::default() };
         for (id, hw) in [("w-old", "old"), ("w-mid", "mid"), ("w-new", "new")] {
             s.register(with_class(id, hw, 1), 0);
         }

@@ -50,6 +50,8 @@ async fn burst(b: &hwsched_bus::Bus, prefix: &str, n: usize) -> anyhow::Result<(
     for i in 0..n {
         let mut t = sh_task(&format!("{prefix}-{i}"), "sleep 0.1");
         t.name = format!("suite-test-{}", i % 4);
+        // one revision: a test failing on the bad worker and passing elsewhere would look flaky
+        t.revision = "rev-1".into();
         submit(b, &t).await?;
     }
     Ok(())
@@ -82,6 +84,8 @@ async fn a_failing_worker_is_quarantined_probed_and_restored() -> anyhow::Result
     let url = nats.url();
     let dir = tempfile::tempdir()?;
     let sched = scheduler(&url).await?;
+    let learner = Proc::spawn("learner", &url, &["learner"], &[("HWSCHED_LEARNER_PUBLISH_MS", "200".into())])?;
+    learner.wait_for_log("learner ready", WAIT).await?;
     let b = bus(&url).await?;
     let _monitors = fleet(&url, &b, dir.path(), &[3]).await?;
     let client = Client::connect(&NatsConfig::new(&url)).await?;
@@ -89,6 +93,31 @@ async fn a_failing_worker_is_quarantined_probed_and_restored() -> anyhow::Result
     let q = until_quarantine(&client, &b, "a", |q| !q.workers.is_empty()).await?;
     let ids: Vec<&str> = q.workers.iter().map(|w| w.worker_id.as_str()).collect();
     assert_eq!(ids, ["w3"], "only the bad worker: {q:?}");
+    // the learner took w3's failures back from the tests: none is flaky for them
+    learner.wait_for_log("its failures in the window are not the tests'", WAIT).await?;
+    let taken_back: u64 = learner
+        .log()
+        .split("taken_back=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .unwrap_or(0);
+    assert!(taken_back >= 3, "at least the failures that quarantined it:\n{}", learner.log());
+    // every model published from then on lists no flaky test (before it, w3's failures did)
+    let flaky_names = || async {
+        let out = cli_async(&url, &["model", "flaky", "-o", "json"]).await?;
+        let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+        let names: Vec<String> = v["flaky_tests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["name"].as_str().map(String::from))
+            .collect();
+        anyhow::Ok((v["version"].as_u64().unwrap_or(0), names))
+    };
+    let none = eventually(WAIT, || async { Ok(flaky_names().await.ok().filter(|(v, n)| *v > 0 && n.is_empty())) });
+    if let Err(e) = none.await {
+        anyhow::bail!("{e}: flaky for a bad worker's failures: {:?}\n{}", flaky_names().await?, learner.log());
+    }
     assert!(q.workers[0].reason.contains("attempts failed") && !q.breaker_open, "{q:?}");
     let listed = cli_async(&url, &["quarantine", "list"]).await?;
     assert!(listed.stdout.contains("w3") && listed.stdout.contains("/2"), "{}", listed.stdout);

@@ -150,6 +150,11 @@ impl Subjects {
     pub fn attempts_bucket(&self) -> String {
         format!("{}_attempts", self.bucket_prefix)
     }
+    /// `hws.health.quarantined`: the scheduler announces each worker it
+    /// quarantines (core NATS; the learner blames the worker's failures).
+    pub fn health_quarantined(&self) -> String {
+        format!("{}.health.quarantined", self.prefix)
+    }
     /// `hws.control.cancel`: cancel a task (request/reply to the scheduler; monitors listen too).
     pub fn control_cancel(&self) -> String {
         self.control("cancel")
@@ -286,6 +291,7 @@ mod tests {
         assert_eq!(s.result_worker("hws.events.w1.t"), None);
         assert_eq!(s.alerts("critical"), "hws.alerts.critical");
         assert_eq!(s.control("cancel"), "hws.control.cancel");
+        assert_eq!(s.health_quarantined(), "hws.health.quarantined");
         assert_eq!(s.stream(Stream::Tasks), "HWS_TASKS");
         assert_eq!(s.dead_letter("recorder"), "hws.deadletter.recorder");
         assert_eq!(s.stream(Stream::DeadLetter), "HWS_DEADLETTER");

@@ -18,6 +18,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::blame::{Blame, Failure};
+
 use hwsched_proto::v1::{
     ExecutionResult, FailureCategory, FlakyOnHardware, FlakyTest, HardwareOutcomes, RevisionOutcomes, TaskStatus,
     TestRevisions,
@@ -51,11 +53,13 @@ pub fn counts_as_passed(r: &ExecutionResult) -> Option<bool> {
 pub(crate) struct Flakiness {
     tests: BTreeMap<String, TestRevisions>,
     max_tests: usize,
+    /// Failures by worker, and the windows blamed on workers (`crate::blame`).
+    blame: Blame,
 }
 
 impl Default for Flakiness {
     fn default() -> Self {
-        Self { tests: BTreeMap::new(), max_tests: MAX_TESTS }
+        Self { tests: BTreeMap::new(), max_tests: MAX_TESTS, blame: Blame::default() }
     }
 }
 
@@ -84,6 +88,8 @@ impl Flakiness {
         if r.revision.is_empty() || r.name.is_empty() || r.hardware_class.is_empty() {
             return false;
         }
+        // a failure in a window blamed on its worker is the worker's, not the test's
+        let blamed = !passed && self.blame.covers(&r.worker_id, r.finished_at_ms);
         if !self.tests.contains_key(workload) && self.tests.len() >= self.max_tests {
             self.forget_oldest();
         }
@@ -116,10 +122,42 @@ impl Flakiness {
         };
         if passed {
             hw.passed = hw.passed.saturating_add(1);
+        } else if blamed {
+            hw.blamed = hw.blamed.saturating_add(1);
         } else {
             hw.failed = hw.failed.saturating_add(1);
         }
-        !was_flaky && mixed(v)
+        let became = !was_flaky && mixed(v);
+        if !passed && !blamed {
+            let f = Failure {
+                at_ms: r.finished_at_ms,
+                workload: workload.to_string(),
+                revision: r.revision.clone(),
+                hardware: r.hardware_class.clone(),
+            };
+            self.blame.remember(&r.worker_id, f);
+        }
+        became
+    }
+
+    /// Blames `worker` for its failures that ended from `from_ms` to `to_ms`
+    /// (those counted already and those still to come): they leave their
+    /// tests' failure counts. Returns how many were counted already.
+    pub(crate) fn blame_worker(&mut self, worker: &str, from_ms: i64, to_ms: i64) -> usize {
+        let mut moved = 0;
+        for f in self.blame.blame(worker, from_ms, to_ms) {
+            let hw = self
+                .tests
+                .get_mut(&f.workload)
+                .and_then(|t| t.revisions.iter_mut().find(|v| v.revision == f.revision))
+                .and_then(|v| v.hardware.iter_mut().find(|h| h.hardware_key == f.hardware));
+            if let Some(hw) = hw.filter(|h| h.failed > 0) {
+                hw.failed -= 1;
+                hw.blamed = hw.blamed.saturating_add(1);
+                moved += 1;
+            }
+        }
+        moved
     }
 
     /// Forgets the test seen longest ago.
@@ -450,5 +488,28 @@ mod tests {
                 prop_assert!(t.revisions.len() <= REVISION_WINDOW);
             }
         }
+    }
+
+    #[test]
+    fn failures_blamed_on_a_quarantined_worker_leave_the_test_s_flakiness() {
+        let on = |mut r: ExecutionResult, worker: &str, at: i64| {
+            r.worker_id = worker.into();
+            r.finished_at_ms = at;
+            r
+        };
+        let mut f = Flakiness::default();
+        // the bad worker fails t at r1 (t passes elsewhere): t looks flaky
+        feed(&mut f, &[on(fail("t", "hw", "r1"), "bad", 10), on(pass("t", "hw", "r1"), "good", 11)]);
+        assert!(f.flaky_test("t").is_some());
+        assert_eq!(f.blame_worker("bad", 0, 20), 1);
+        assert!(f.flaky_test("t").is_none(), "its only failure was the worker's");
+        // a failure in the window learned of late is the worker's too; one after it is the test's
+        feed(&mut f, &[on(fail("u", "hw", "r1"), "bad", 15), on(pass("u", "hw", "r1"), "good", 16)]);
+        assert!(f.flaky_test("u").is_none());
+        feed(&mut f, &[on(fail("u", "hw", "r1"), "bad", 30)]);
+        assert!(f.flaky_test("u").is_some());
+        let hw = &f.tests["t"].revisions[0].hardware[0];
+        assert_eq!((hw.passed, hw.failed, hw.blamed), (1, 0, 1));
+        assert_eq!(f.blame_worker("bad", 0, 20), 0, "nothing twice");
     }
 }

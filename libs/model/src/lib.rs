@@ -6,10 +6,12 @@
 //! Map: `keys` names workloads; `stats` is what one pair learns from a result;
 //! `factor` fits the model for pairs never observed; `prediction` is what a
 //! look-up returns; `flaky` tells flaky tests from broken ones by the
-//! revision they ran at; `model` holds [`Model`] itself, split by job
+//! revision they ran at, and `blame` takes back the failures of workers
+//! quarantined for them; `model` holds [`Model`] itself, split by job
 //! (learning, predicting, worker health, snapshots).
 #![forbid(unsafe_code)]
 
+mod blame;
 mod factor;
 mod flaky;
 mod keys;

@@ -428,8 +428,7 @@ impl<'t> Sim<'t> {
         self.workers[a.worker].running.retain(|t| *t != task);
         let res = self.result_of(task, &a, now);
         let duration_s = res.duration_s;
-        let req = &self.trace.tasks[task].request;
-        self.tally.attempt(task, req, a.fate.failure, a.fate.worker_fault, now - a.started_ms);
+        self.tally.attempt(task, a.fate.failure, a.fate.worker_fault, now - a.started_ms);
         if a.fate.failure.is_none() && a.predicted_s > 0.0 && duration_s > 0.0 {
             self.errors.push((now, (a.predicted_s - duration_s).abs() / duration_s, a.pair_age));
         }
@@ -555,6 +554,7 @@ impl<'t> Sim<'t> {
             predicted: self.predicted,
             explored: self.explored,
             faults: &self.tally,
+            flaky: self.model.flaky_tests().into_iter().map(|t| t.workload_key).collect(),
         })
     }
 }

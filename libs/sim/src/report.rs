@@ -3,7 +3,10 @@
 //! makespan's [`lower_bound`], and the human-readable comparison of policies
 //! ([`table`]).
 
-use std::{collections::BTreeMap, fmt::Write as _};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Write as _,
+};
 
 use serde::Serialize;
 
@@ -77,8 +80,9 @@ pub struct Report {
     pub failed_not_own: usize,
     /// Failed attempts by failure category ("test_failed", "out_of_memory", ...).
     pub failed_attempts_by_category: BTreeMap<String, usize>,
-    /// Tests (workloads) that both passed and failed on their own account
-    /// (TEST_FAILED, SIGNALED, TIMEOUT) at one revision.
+    /// Tests (workloads) the learner's model holds flaky at the end: passed
+    /// and failed on their own account (TEST_FAILED, SIGNALED, TIMEOUT) at one
+    /// revision, failures blamed on quarantined workers left out.
     pub flaky_tests_found: usize,
     /// Of those, tests the trace gives no failure rate: every failure was a
     /// failing worker's.
@@ -129,6 +133,8 @@ pub(crate) struct Outcome<'a> {
     pub explored: usize,
     /// Failures, probes and quarantines.
     pub faults: &'a FaultTally,
+    /// The tests the learner's model holds flaky at the end (workload keys).
+    pub flaky: BTreeSet<String>,
 }
 
 impl Report {
@@ -177,7 +183,7 @@ impl Report {
         let errors: Vec<f64> = o.errors.iter().map(|(_, e, _)| *e).collect();
         let f = o.faults;
         let failed_not_own = o.ended_ms.iter().filter(|(i, (_, ok))| !ok && f.worker_faulted.contains(i)).count();
-        let (flaky_tests_found, flaky_tests_found_wrongly) = f.flaky_found(o.trace);
+        let (flaky_tests_found, flaky_tests_found_wrongly) = faults::flaky_found(o.trace, &o.flaky);
         Report {
             policy: o.policy.clone(),
             tasks: tasks.len(),

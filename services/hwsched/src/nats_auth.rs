@@ -67,6 +67,8 @@ fn roles(p: &str) -> Vec<User> {
                     format!("{p}.workers.*.capabilities"),
                     // stops the losing copy of a hedged task
                     format!("{p}.control.cancel"),
+                    // announces quarantines to the learner
+                    format!("{p}.health.quarantined"),
                     format!("$KV.{b}_tasks.>"),
                     format!("$KV.{b}_leases.>"),
                 ],
@@ -83,7 +85,7 @@ fn roles(p: &str) -> Vec<User> {
         control_plane(
             "learner",
             vec![format!("$KV.{b}_model.>"), format!("{p}.model.>"), format!("{p}.metrics.hwsched-learner")],
-            vec![],
+            vec![format!("{p}.health.quarantined")],
         ),
         control_plane(
             "alerting",

@@ -101,6 +101,7 @@ mod tests {
                 probes_passed: 1,
                 probes_needed: 3,
                 probing: true,
+                ..Default::default()
             }],
             breaker_open: true,
             breaker_reason: "3 of 5 workers would be quarantined".into(),

@@ -1,6 +1,7 @@
 //! The hwsched learner: learns runtime and success per (workload, hardware)
 //! from execution results, and which tests are flaky (passed and failed at one
-//! revision), and publishes its model snapshot in the JetStream KV bucket
+//! revision, not counting the failures of workers the scheduler quarantined
+//! for them: `hws.health.quarantined`), and publishes its model snapshot in the JetStream KV bucket
 //! `hws_model` (key `snapshot`) for the scheduler and `hwsched model flaky`.
 #![forbid(unsafe_code)]
 
@@ -17,7 +18,7 @@ use hwsched_bus::{
 };
 use hwsched_config::ClickHouseConfig;
 use hwsched_proto::{
-    v1::{ExecutionResult, MetricSample, MetricsBatch, ModelSnapshot, ModelUpdate},
+    v1::{ExecutionResult, MetricSample, MetricsBatch, ModelSnapshot, ModelUpdate, QuarantinedWorker},
     Message,
 };
 use hwsched_telemetry::{
@@ -138,6 +139,8 @@ pub async fn run(
     let metrics = Metrics::default();
     metrics.register(&telemetry);
     let mut results = streams::durable(&bus, &durable).await?.messages().await?;
+    let mut quarantines =
+        bus.client().subscribe(bus.subjects().health_quarantined()).await.context("subscribe to quarantines")?;
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.publish_interval_ms.max(100)));
     // a model relearned from history is published at the first tick
     let mut published = if history_until_ms > 0 { 0 } else { model.version() };
@@ -162,6 +165,13 @@ pub async fn run(
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "result stream error"),
                 None => anyhow::bail!("result consumer closed"),
+            },
+            Some(m) = quarantines.next() => match QuarantinedWorker::decode(m.payload.as_ref()) {
+                Ok(q) => {
+                    let taken_back = model.blame_worker(&q.worker_id, q.evidence_from_ms, q.since_ms);
+                    tracing::info!(worker_id = %q.worker_id, taken_back, "worker quarantined: its failures in the window are not the tests'");
+                }
+                Err(e) => tracing::warn!(error = %e, "undecodable quarantine announcement ignored"),
             },
             _ = tick.tick() => {
                 if model.version() != published && publish(&bus, &bucket, &mut model, &metrics, &mut unacked).await {

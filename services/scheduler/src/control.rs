@@ -109,7 +109,7 @@ impl Scheduler {
         if released {
             tracing::warn!(worker_id = %req.release, "worker released from quarantine by an operator");
         }
-        self.health_events();
+        self.health_events().await;
         let needed = self.state.quarantine.probe_passes;
         let workers = self
             .state
@@ -117,18 +117,13 @@ impl Scheduler {
             .into_iter()
             .map(|(id, q)| QuarantinedWorker {
                 worker_id: id.clone(),
-                hardware_class: self
-                    .state
-                    .workers
-                    .get(id)
-                    .and_then(|w| w.caps.as_ref())
-                    .map(|c| c.hardware_class.clone())
-                    .unwrap_or_default(),
+                hardware_class: self.class_of(id),
                 since_ms: q.since_ms,
                 reason: q.reason.clone(),
                 probes_passed: q.probes_passed,
                 probes_needed: needed,
                 probing: q.probe.is_some(),
+                evidence_from_ms: q.since_ms - self.state.quarantine.window_ms,
             })
             .collect();
         let b = self.state.breaker();

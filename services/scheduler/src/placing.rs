@@ -71,7 +71,7 @@ impl Scheduler {
         }
         self.publish_parent_updates().await;
         self.io.metrics.queued.set(self.state.queued() as i64);
-        if self.health_events() {
+        if self.health_events().await {
             self.queue_published_ms = 0;
         }
         if !assigns.is_empty() {
@@ -201,7 +201,7 @@ impl Scheduler {
     /// (queue wait too long, quarantine breaker open) read them.
     async fn publish_queue_metrics(&mut self) {
         let now = now_ms();
-        if self.health_events() {
+        if self.health_events().await {
             self.queue_published_ms = 0;
         }
         if now - self.queue_published_ms < QUEUE_METRICS_EVERY_MS {

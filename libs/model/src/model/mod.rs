@@ -111,6 +111,18 @@ impl Model {
         self.flaky.flaky_tests()
     }
 
+    /// Blames `worker_id` (quarantined for failing more than its tests
+    /// predict) for its test failures that ended from `from_ms` to `to_ms`:
+    /// they no longer count toward any test's flakiness, nor do those of the
+    /// window learned of later. Returns how many counted until now.
+    pub fn blame_worker(&mut self, worker_id: &str, from_ms: i64, to_ms: i64) -> usize {
+        let moved = self.flaky.blame_worker(worker_id, from_ms, to_ms);
+        if moved > 0 {
+            self.version += 1;
+        }
+        moved
+    }
+
     /// Tests whose revisions are tracked for flakiness.
     pub fn tests_tracked(&self) -> usize {
         self.flaky.len()

@@ -167,7 +167,11 @@ impl Sim<'_> {
     pub(super) fn count_health_events(&mut self, now: i64) {
         for e in self.state.take_health_events() {
             match e {
-                HealthEvent::Quarantined { .. } => {
+                HealthEvent::Quarantined { worker_id, .. } => {
+                    // as the learner does on the scheduler's announcement (hws.health.quarantined)
+                    if self.cfg.handles_failures() {
+                        self.model.blame_worker(&worker_id, now - self.state.quarantine.window_ms, now);
+                    }
                     self.tally.quarantines += 1;
                     self.tally.health_ms.push((now, true));
                 }

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use hwsched_proto::v1::{FailureCategory, TaskRequest};
+use hwsched_proto::v1::FailureCategory;
 
 use crate::trace::Trace;
 
@@ -30,23 +30,12 @@ pub(crate) struct FaultTally {
     pub failed_attempts: BTreeMap<String, usize>,
     /// Tasks (trace index) with at least one attempt failed by its worker.
     pub worker_faulted: BTreeSet<usize>,
-    /// Per (workload, revision): whether an attempt passed, and whether one
-    /// failed on the test's own account (as far as one can tell: a failing
-    /// worker's TEST_FAILED looks the same).
-    pub outcomes: BTreeMap<(String, String), (bool, bool)>,
 }
 
 impl FaultTally {
     /// An attempt of `task` ended after `duration_ms`, failed with `failure`
     /// (`None`: it succeeded); `worker_fault`: its worker caused it.
-    pub fn attempt(
-        &mut self,
-        task: usize,
-        req: &TaskRequest,
-        failure: Option<FailureCategory>,
-        worker_fault: bool,
-        duration_ms: i64,
-    ) {
+    pub fn attempt(&mut self, task: usize, failure: Option<FailureCategory>, worker_fault: bool, duration_ms: i64) {
         if let Some(c) = failure {
             self.wasted_ms += duration_ms;
             *self.failed_attempts.entry(hwsched_placement::retry::category_name(c).to_string()).or_default() += 1;
@@ -54,64 +43,59 @@ impl FaultTally {
                 self.worker_faulted.insert(task);
             }
         }
-        let own =
-            matches!(failure, Some(FailureCategory::TestFailed | FailureCategory::Signaled | FailureCategory::Timeout));
-        if req.revision.is_empty() || !(failure.is_none() || own) {
-            return;
-        }
-        let o = self.outcomes.entry((hwsched_model::task_workload_key(req), req.revision.clone())).or_default();
-        if own {
-            o.1 = true;
-        } else {
-            o.0 = true;
-        }
     }
+}
 
-    /// Workloads that both passed and failed at one revision, and how many of
-    /// those the trace gives no failure rate (their failures were their
-    /// workers').
-    pub fn flaky_found(&self, trace: &Trace) -> (usize, usize) {
-        let found: BTreeSet<&str> =
-            self.outcomes.iter().filter(|(_, (p, f))| *p && *f).map(|((w, _), _)| w.as_str()).collect();
-        let flaky_in_trace: BTreeSet<String> = trace
-            .tasks
-            .iter()
-            .filter(|t| t.failure_rate.values().any(|p| *p > 0.0))
-            .map(|t| hwsched_model::task_workload_key(&t.request))
-            .collect();
-        let wrong = found.iter().filter(|w| !flaky_in_trace.contains(**w)).count();
-        (found.len(), wrong)
-    }
+/// Of the tests the learner's model `found` flaky (workload keys), how many,
+/// and how many of those the trace gives no failure rate (their failures
+/// were their workers').
+pub fn flaky_found(trace: &Trace, found: &BTreeSet<String>) -> (usize, usize) {
+    let flaky_in_trace: BTreeSet<String> = trace
+        .tasks
+        .iter()
+        .filter(|t| t.failure_rate.values().any(|p| *p > 0.0))
+        .map(|t| hwsched_model::task_workload_key(&t.request))
+        .collect();
+    let wrong = found.iter().filter(|w| !flaky_in_trace.contains(*w)).count();
+    (found.len(), wrong)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hwsched_proto::v1::TaskRequest;
 
     fn req(name: &str, revision: &str) -> TaskRequest {
         TaskRequest { name: name.into(), revision: revision.into(), ..Default::default() }
     }
 
     #[test]
-    fn a_test_is_found_flaky_only_when_it_passed_and_failed_itself_at_one_revision() {
+    fn failed_attempts_are_tallied_by_category_and_waste() {
         let mut t = FaultTally::default();
-        // passed at r1, failed at r2: maybe broken by r2, not flaky
-        t.attempt(0, &req("a", "r1"), None, false, 1_000);
-        t.attempt(1, &req("a", "r2"), Some(FailureCategory::TestFailed), false, 500);
-        // out of memory then passed: the limit, not the test
-        t.attempt(2, &req("b", "r1"), Some(FailureCategory::OutOfMemory), false, 300);
-        t.attempt(2, &req("b", "r1"), None, false, 1_000);
-        // failed on a bad worker, passed elsewhere: looks flaky
-        t.attempt(3, &req("c", "r1"), Some(FailureCategory::TestFailed), true, 200);
-        t.attempt(3, &req("c", "r1"), None, false, 1_000);
-        // no revision: nothing to compare
-        t.attempt(4, &req("d", ""), Some(FailureCategory::TestFailed), false, 100);
-        t.attempt(4, &req("d", ""), None, false, 1_000);
-        let trace = Trace::default();
-        assert_eq!(t.flaky_found(&trace), (1, 1), "only c, and the trace gives it no failure rate");
+        t.attempt(0, None, false, 1_000);
+        t.attempt(1, Some(FailureCategory::TestFailed), false, 500);
+        t.attempt(2, Some(FailureCategory::OutOfMemory), false, 300);
+        t.attempt(3, Some(FailureCategory::TestFailed), true, 200);
+        t.attempt(4, Some(FailureCategory::TestFailed), false, 100);
         assert_eq!(t.wasted_ms, 500 + 300 + 200 + 100);
         assert_eq!(t.worker_faulted, BTreeSet::from([3]));
         assert_eq!(t.failed_attempts.get("out_of_memory"), Some(&1));
         assert_eq!(t.failed_attempts.get("test_failed"), Some(&3));
+    }
+
+    #[test]
+    fn tests_found_flaky_without_a_failure_rate_in_the_trace_were_found_wrongly() {
+        let line = |name: &str, rate: f64| crate::trace::TaskLine {
+            arrival_s: 0.0,
+            request: req(name, "r1"),
+            runtime_s: [("cpu".to_string(), 1.0)].into(),
+            failure_rate: [("cpu".to_string(), rate)].into(),
+            needs_memory_mb: None,
+            straggler: None,
+        };
+        let trace = Trace { tasks: vec![line("a", 0.1), line("c", 0.0)], ..Default::default() };
+        let key = |n: &str| hwsched_model::task_workload_key(&req(n, ""));
+        assert_eq!(flaky_found(&trace, &BTreeSet::from([key("a"), key("c")])), (2, 1));
+        assert_eq!(flaky_found(&trace, &BTreeSet::new()), (0, 0));
     }
 }

@@ -14,35 +14,55 @@ use hwsched_tests::{bus, monitor, sh_task, submit, InProcess};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A scheduler that hedges past 1.5x the expectation, after 1 s, up to every placement.
-async fn scheduler(url: &str, hedge: &str) -> anyhow::Result<InProcess> {
-    hwsched_bus::streams::provision(&bus(url).await?).await?;
-    let cfg = hwsched_scheduler::SchedulerConfig {
-        worker_timeout_ms: 5_000,
-        startup_grace_s: 0,
-        hedge: hedge.parse().map_err(anyhow::Error::msg)?,
-        ..Default::default()
-    };
-    InProcess::start(url, |b, t, s| hwsched_scheduler::run(cfg, b, t, s)).await
+/// A NATS server, a scheduler hedging as `hedge` says, two one-slot
+/// monitors `w-a` and `w-b` (both registered), and a subscription to every result.
+struct Farm {
+    _nats: NatsServer,
+    sched: InProcess,
+    monitors: [InProcess; 2],
+    client: Client,
+    bus: hwsched_bus::Bus,
+    results: async_nats::Subscriber,
+}
+
+impl Farm {
+    async fn start(hedge: &str) -> anyhow::Result<Self> {
+        let nats = NatsServer::start()?;
+        let url = nats.url();
+        hwsched_bus::streams::provision(&bus(&url).await?).await?;
+        let cfg = hwsched_scheduler::SchedulerConfig {
+            worker_timeout_ms: 5_000,
+            startup_grace_s: 0,
+            hedge: hedge.parse().map_err(anyhow::Error::msg)?,
+            ..Default::default()
+        };
+        let sched = InProcess::start(&url, |b, t, s| hwsched_scheduler::run(cfg, b, t, s)).await?;
+        let monitors = [monitor(&url, "w-a", 1).await?, monitor(&url, "w-b", 1).await?];
+        let client = Client::connect(&NatsConfig::new(&url)).await?;
+        eventually(WAIT, || async { Ok((client.workers(Duration::from_millis(400)).await?.len() == 2).then_some(())) })
+            .await?;
+        let bus = bus(&url).await?;
+        let results = bus.client().subscribe(bus.subjects().results_all()).await?;
+        Ok(Self { _nats: nats, sched, monitors, client, bus, results })
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        for m in self.monitors {
+            m.stop().await?;
+        }
+        self.sched.stop().await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hedged_straggler_gives_one_success_and_one_cancelled_copy() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
-    let url = nats.url();
-    let sched = scheduler(&url, "share=1,factor=1.5,min_after_s=1").await?;
-    let (a, b_) = (monitor(&url, "w-a", 1).await?, monitor(&url, "w-b", 1).await?);
-    let client = Client::connect(&NatsConfig::new(&url)).await?;
-    eventually(WAIT, || async { Ok((client.workers(Duration::from_millis(400)).await?.len() == 2).then_some(())) })
-        .await?;
-
-    let b = bus(&url).await?;
-    let mut results = b.client().subscribe(b.subjects().results_all()).await?;
+    let mut farm = Farm::start("share=1,factor=1.5,min_after_s=1").await?;
+    let (client, results) = (&farm.client, &mut farm.results);
     // declared to take 1 s; its first attempt hangs wherever it runs, any later one is quick
     let mut t =
         sh_task("straggler", r#"if [ "$HWSCHED_ATTEMPT" = 1 ]; then sleep 120; fi; echo "done on $HWSCHED_WORKER_ID""#);
     t.expected_duration_s = 1.0;
-    submit(&b, &t).await?;
+    submit(&farm.bus, &t).await?;
 
     let mut seen: Vec<ExecutionResult> = Vec::new();
     while seen.len() < 2 {
@@ -81,26 +101,16 @@ async fn a_hedged_straggler_gives_one_success_and_one_cancelled_copy() -> anyhow
     );
     assert_eq!(rec.history[0].decision, format!("cancelled: attempt 2 on {} ended first", copy.worker_id));
     assert_eq!(rec.history[1].decision, "succeeded first; its hedged twin was cancelled");
-    for p in [a, b_] {
-        p.stop().await?;
-    }
-    sched.stop().await
+    farm.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_hedging_off_a_straggler_runs_alone() -> anyhow::Result<()> {
-    let nats = NatsServer::start()?;
-    let url = nats.url();
-    let sched = scheduler(&url, "off").await?;
-    let (a, b_) = (monitor(&url, "w-a", 1).await?, monitor(&url, "w-b", 1).await?);
-    let client = Client::connect(&NatsConfig::new(&url)).await?;
-    eventually(WAIT, || async { Ok((client.workers(Duration::from_millis(400)).await?.len() == 2).then_some(())) })
-        .await?;
-    let b = bus(&url).await?;
-    let mut results = b.client().subscribe(b.subjects().results_all()).await?;
+    let mut farm = Farm::start("off").await?;
+    let (client, results) = (&farm.client, &mut farm.results);
     let mut t = sh_task("slow", "sleep 4; echo done");
     t.expected_duration_s = 1.0;
-    submit(&b, &t).await?;
+    submit(&farm.bus, &t).await?;
     let m = tokio::time::timeout(WAIT, results.next()).await?.ok_or_else(|| anyhow::anyhow!("no result"))?;
     let r: ExecutionResult = prost::Message::decode(m.payload.as_ref())?;
     assert_eq!((r.attempt, r.status()), (1, TaskStatus::Succeeded), "{r:?}");
@@ -108,8 +118,5 @@ async fn with_hedging_off_a_straggler_runs_alone() -> anyhow::Result<()> {
         eventually(WAIT, || async { Ok(client.explain("slow").await?.filter(|r| r.state() == TaskState::Succeeded)) })
             .await?;
     assert_eq!((rec.hedges, rec.history.len()), (0, 1));
-    for p in [a, b_] {
-        p.stop().await?;
-    }
-    sched.stop().await
+    farm.stop().await
 }

@@ -67,6 +67,8 @@ pub fn p95_s(e: &ModelEntry) -> Option<f64> {
 /// prediction in the current attempt's fields (what an assignment, a
 /// reservation or a result of that copy reads), without the hedge.
 pub fn copy_view(rec: &TaskRecord) -> Option<TaskRecord> {
+    // (checked before the clone: insert and release ask of every record)
+    rec.hedge.as_ref()?;
     let mut v = rec.clone();
     swap_copies(&mut v)?;
     v.hedge = None;

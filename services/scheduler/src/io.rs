@@ -95,6 +95,7 @@ impl Io {
             return false;
         }
         self.metrics.assigned.inc();
+        self.metrics.hedged.inc();
         tracing::info!(task_id = %task_id(rec), worker_id = %copy.worker_id, attempt = copy.attempt, reason = %why, "hedged copy assigned");
         true
     }

@@ -57,10 +57,7 @@ impl Scheduler {
         for action in self.state.plan(now, may_reject) {
             match action {
                 Action::Assign(rec) => assigns.push((rec, false)),
-                Action::Hedge(rec) => {
-                    self.io.metrics.hedged.inc();
-                    assigns.push((rec, true));
-                }
+                Action::Hedge(rec) => assigns.push((rec, true)),
                 Action::Reject(rec) => {
                     self.save(&rec).await;
                     let task_id = rec.task.as_ref().map(|t| t.task_id.clone()).unwrap_or_default();

@@ -42,6 +42,8 @@ const CONSUMER_ACK_WAIT: Duration = Duration::from_secs(10);
 pub(crate) enum Stepped {
     Shutdown,
     LostLease,
+    /// Taking over failed before the loop started: nothing was consumed.
+    TakeoverFailed(anyhow::Error),
 }
 
 /// What the loop does after one input.
@@ -60,19 +62,12 @@ pub(crate) async fn run_active(
     shutdown: &CancellationToken,
     lease: &mut Lease,
 ) -> anyhow::Result<Stepped> {
-    let records = streams::bucket(bus, &bus.subjects().tasks_bucket()).await?;
-    let (caps_tx, caps_rx) = mpsc::channel(64);
-    let (caps_ask, asks) = mpsc::unbounded_channel();
-    // ends when the loop drops `caps_ask`; if it ends first, the loop stops (see `Inputs::next`)
-    tokio::spawn(ask_capabilities(bus.clone(), asks, caps_tx));
-    let mut s = Scheduler::new(cfg, Io { bus: bus.clone(), records, metrics }, caps_ask);
-    s.load_records().await?;
-    let model_bucket = streams::bucket(bus, &bus.subjects().model_bucket()).await?;
-    if let Ok(Some(bytes)) = model_bucket.get(hwsched_model::SNAPSHOT_KEY).await {
-        s.on_model(&bytes);
-    }
-    let model_updates = model_bucket.watch(hwsched_model::SNAPSHOT_KEY).await.context("watch the learner's model")?;
-    let mut inputs = Inputs::open(bus, &s.cfg, caps_rx, model_updates).await?;
+    // What fails while taking over (JetStream unavailable while a NATS cluster
+    // elects a leader, say) is retried by the caller, not the end of the service.
+    let (mut s, mut inputs) = match take_over(cfg, bus, metrics).await {
+        Ok(ready) => ready,
+        Err(e) => return Ok(Stepped::TakeoverFailed(e)),
+    };
     tracing::info!(queued = s.state.queued(), "scheduler ready");
 
     let outcome = loop {
@@ -86,6 +81,24 @@ pub(crate) async fn run_active(
     s.settle_sends().await;
     inputs.close().await;
     outcome
+}
+
+/// Resumes what the predecessor recorded and opens the inputs.
+async fn take_over(cfg: SchedulerConfig, bus: &Bus, metrics: Metrics) -> anyhow::Result<(Scheduler, Inputs)> {
+    let records = streams::bucket(bus, &bus.subjects().tasks_bucket()).await?;
+    let (caps_tx, caps_rx) = mpsc::channel(64);
+    let (caps_ask, asks) = mpsc::unbounded_channel();
+    // ends when the loop drops `caps_ask`; if it ends first, the loop stops (see `Inputs::next`)
+    tokio::spawn(ask_capabilities(bus.clone(), asks, caps_tx));
+    let mut s = Scheduler::new(cfg, Io { bus: bus.clone(), records, metrics }, caps_ask);
+    s.load_records().await?;
+    let model_bucket = streams::bucket(bus, &bus.subjects().model_bucket()).await?;
+    if let Ok(Some(bytes)) = model_bucket.get(hwsched_model::SNAPSHOT_KEY).await {
+        s.on_model(&bytes);
+    }
+    let model_updates = model_bucket.watch(hwsched_model::SNAPSHOT_KEY).await.context("watch the learner's model")?;
+    let inputs = Inputs::open(bus, &s.cfg, caps_rx, model_updates).await?;
+    Ok((s, inputs))
 }
 
 /// What the active scheduler listens to, and its timers.

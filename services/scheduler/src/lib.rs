@@ -32,13 +32,22 @@ pub use hwsched_placement::state;
 pub use intake::{parse as parse_submission, Refusal};
 pub use metrics::METRICS_ID;
 
+use std::time::Duration;
+
 use hwsched_bus::{now_ms, streams, Bus};
+use hwsched_shutdown::Backoff;
 use hwsched_telemetry::Telemetry;
 use tokio_util::sync::CancellationToken;
 
 use active::{run_active, Stepped};
 use lease::Lease;
 use metrics::Metrics;
+
+/// First wait after a failed takeover; it doubles up to [`TAKEOVER_BACKOFF_CAP`].
+const TAKEOVER_BACKOFF: Duration = Duration::from_millis(500);
+const TAKEOVER_BACKOFF_CAP: Duration = Duration::from_secs(10);
+/// Takeovers in a row that may fail (about two minutes) before the scheduler gives up.
+const TAKEOVERS_TRIED: u32 = 15;
 
 /// Runs the scheduler until `shutdown` is cancelled.
 pub async fn run(
@@ -58,6 +67,8 @@ pub async fn run(
         now_ms()
     );
     telemetry.set_ready(true);
+    let mut takeover = Backoff::doubling(TAKEOVER_BACKOFF, TAKEOVER_BACKOFF_CAP);
+    let mut failed_takeovers = 0;
     loop {
         let Some(mut lease) = Lease::acquire(leases.clone(), &holder, &shutdown).await else { break };
         tracing::info!(holder, "became the active scheduler");
@@ -66,12 +77,30 @@ pub async fn run(
                 lease.release().await;
                 break;
             }
-            Ok(Stepped::LostLease) => continue,
+            Ok(Stepped::LostLease) => takeover.reset(),
+            Ok(Stepped::TakeoverFailed(e)) => {
+                // handed back, so that a standby may try meanwhile
+                lease.release().await;
+                failed_takeovers += 1;
+                if failed_takeovers > TAKEOVERS_TRIED {
+                    return Err(e.context(format!("taking over failed {failed_takeovers} times in a row")));
+                }
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    retry_in_ms = takeover.peek().as_millis() as u64,
+                    "taking over failed, retrying"
+                );
+                if !takeover.wait(&shutdown).await {
+                    break;
+                }
+                continue;
+            }
             Err(e) => {
                 lease.release().await;
                 return Err(e);
             }
         }
+        failed_takeovers = 0;
     }
     telemetry.set_ready(false);
     tracing::info!("scheduler stopped");

@@ -96,6 +96,7 @@ pub struct Bus {
     js: jetstream::Context,
     subjects: Subjects,
     retention: Retention,
+    replicas: usize,
 }
 
 /// How long the Object Stores keep what they hold (applied at provisioning).
@@ -145,7 +146,13 @@ impl Bus {
                         bundles: Duration::from_secs(cfg.bundle_max_age_s),
                         outputs: Duration::from_secs(cfg.output_max_age_s),
                     };
-                    return Ok(Self { client, js, subjects: Subjects::new(&cfg.subject_prefix), retention });
+                    return Ok(Self {
+                        client,
+                        js,
+                        subjects: Subjects::new(&cfg.subject_prefix),
+                        retention,
+                        replicas: cfg.js_replicas,
+                    });
                 }
                 Err(e) if started.elapsed() + backoff.peek() < deadline => {
                     tracing::warn!(url = %redact_url(&cfg.url), error = %e, retry_in_ms = backoff.peek().as_millis() as u64, "NATS not reachable, retrying");
@@ -169,6 +176,11 @@ impl Bus {
     /// How long the Object Stores keep bundles and outputs.
     pub fn retention(&self) -> Retention {
         self.retention
+    }
+
+    /// Copies JetStream keeps of every stream, bucket and Object Store (applied at provisioning).
+    pub fn replicas(&self) -> usize {
+        self.replicas
     }
 
     /// Subject, stream and bucket names.

@@ -60,6 +60,7 @@ fn config(bus: &Bus, s: Stream) -> Config {
         discard: DiscardPolicy::Old,
         max_bytes,
         max_message_size: MAX_TASK_BYTES,
+        num_replicas: bus.replicas(),
         ..Default::default()
     }
 }
@@ -85,15 +86,21 @@ fn object_stores(bus: &Bus) -> [(String, Duration); 3] {
     [(sub.bundles_bucket(), keep.bundles), (sub.logs_bucket(), keep.outputs), (sub.artifacts_bucket(), keep.outputs)]
 }
 
-/// Creates an Object Store, or sets the max age of an existing one (the server
-/// allows changing a stream's max age in place).
-async fn provision_object_store(js: &jetstream::Context, bucket: &str, max_age: Duration) -> Result<(), BusError> {
+/// Creates an Object Store, or sets the max age and replica count of an
+/// existing one (the server allows changing both of a stream in place).
+async fn provision_object_store(
+    js: &jetstream::Context,
+    bucket: &str,
+    max_age: Duration,
+    replicas: usize,
+) -> Result<(), BusError> {
     let what = || format!("provision object store {bucket}");
     match js.get_stream(format!("OBJ_{bucket}")).await {
         Ok(mut stream) => {
             let mut cfg = stream.info().await.map_err(|e| BusError::js(what(), e))?.config.clone();
-            if cfg.max_age != max_age {
+            if cfg.max_age != max_age || cfg.num_replicas != replicas {
                 cfg.max_age = max_age;
+                cfg.num_replicas = replicas;
                 js.update_stream(cfg).await.map_err(|e| BusError::js(what(), e))?;
             }
         }
@@ -102,6 +109,7 @@ async fn provision_object_store(js: &jetstream::Context, bucket: &str, max_age: 
                 bucket: bucket.to_string(),
                 max_age,
                 storage: StorageType::File,
+                num_replicas: replicas,
                 ..Default::default()
             };
             js.create_object_store(cfg).await.map_err(|e| BusError::js(what(), e))?;
@@ -115,13 +123,22 @@ pub async fn object_store(bus: &Bus, name: &str) -> Result<object_store::ObjectS
     bus.jetstream().get_object_store(name).await.map_err(|e| BusError::js(format!("open object store {name}"), e))
 }
 
-/// Creates or updates every stream and bucket. Safe to call from every service at start.
+/// Creates or updates every stream and bucket, with [`Bus::replicas`] copies
+/// each (an existing one changes its replica count in place; a single,
+/// non-clustered server refuses more than one copy, and this fails with its
+/// error). Safe to call from every service at start.
 pub async fn provision(bus: &Bus) -> Result<(), BusError> {
     let js = bus.jetstream();
     for s in Stream::ALL {
         let cfg = config(bus, s);
         let name = cfg.name.clone();
-        js.create_or_update_stream(cfg).await.map_err(|e| BusError::js(format!("provision stream {name}"), e))?;
+        js.create_or_update_stream(cfg).await.map_err(|e| {
+            let hint = match bus.replicas() {
+                1 => String::new(),
+                n => format!(" (--js-replicas {n} needs a JetStream cluster of at least {n} servers)"),
+            };
+            BusError::js(format!("provision stream {name}{hint}"), e)
+        })?;
     }
     for (bucket, history, max_age) in buckets(bus) {
         js.create_or_update_key_value(kv::Config {
@@ -129,13 +146,14 @@ pub async fn provision(bus: &Bus) -> Result<(), BusError> {
             history,
             max_age,
             storage: StorageType::File,
+            num_replicas: bus.replicas(),
             ..Default::default()
         })
         .await
         .map_err(|e| BusError::js(format!("provision bucket {bucket}"), e))?;
     }
     for (bucket, max_age) in object_stores(bus) {
-        provision_object_store(js, &bucket, max_age).await?;
+        provision_object_store(js, &bucket, max_age, bus.replicas()).await?;
     }
     Ok(())
 }

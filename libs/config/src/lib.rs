@@ -146,6 +146,11 @@ pub struct NatsConfig {
         default_value_t = DEFAULT_FILES_MAX_AGE_S
     )]
     pub output_max_age_s: u64,
+    /// Copies of every JetStream stream, KV bucket and Object Store hwsched
+    /// creates (1..=5; 3 on a three-node NATS cluster). Applied at
+    /// provisioning, also to existing ones; every service must get the same.
+    #[arg(id = "js_replicas", global = true, long = "js-replicas", env = "HWSCHED_JS_REPLICAS", default_value_t = 1)]
+    pub js_replicas: usize,
 }
 
 impl NatsConfig {
@@ -162,6 +167,7 @@ impl NatsConfig {
             subject_prefix: DEFAULT_SUBJECT_PREFIX.into(),
             bundle_max_age_s: DEFAULT_FILES_MAX_AGE_S,
             output_max_age_s: DEFAULT_FILES_MAX_AGE_S,
+            js_replicas: 1,
         }
     }
 
@@ -226,9 +232,18 @@ impl NatsConfig {
                 return Err(bad(field, format!("{v} must be between 60 s and 10 years (in seconds)")));
             }
         }
+        if !(1..=MAX_JS_REPLICAS).contains(&self.js_replicas) {
+            return Err(bad(
+                "--js-replicas / HWSCHED_JS_REPLICAS",
+                format!("{} must be between 1 and {MAX_JS_REPLICAS} (JetStream's limit)", self.js_replicas),
+            ));
+        }
         validate_subject_prefix(&self.subject_prefix)
     }
 }
+
+/// The most copies JetStream keeps of a stream.
+pub const MAX_JS_REPLICAS: usize = 5;
 
 /// A prefix is one or more dot-separated tokens of `[A-Za-z0-9_-]`.
 pub fn validate_subject_prefix(prefix: &str) -> Result<(), ConfigError> {
@@ -287,6 +302,7 @@ impl std::fmt::Debug for NatsConfig {
             .field("subject_prefix", &self.subject_prefix)
             .field("bundle_max_age_s", &self.bundle_max_age_s)
             .field("output_max_age_s", &self.output_max_age_s)
+            .field("js_replicas", &self.js_replicas)
             .finish()
     }
 }
@@ -416,6 +432,20 @@ mod tests {
         }
         for p in ["hws", "ci.hws", "team-a_1"] {
             assert!(validate_subject_prefix(p).is_ok(), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn js_replicas_are_one_to_five() {
+        let mut c = NatsConfig::new("nats://h:4222");
+        for ok in [1, 3, 5] {
+            c.js_replicas = ok;
+            c.validate().expect("valid replica count");
+        }
+        for bad in [0, 6] {
+            c.js_replicas = bad;
+            let err = c.validate().expect_err("out of range").to_string();
+            assert!(err.contains("HWSCHED_JS_REPLICAS"), "{err}");
         }
     }
 

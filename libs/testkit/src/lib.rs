@@ -1,7 +1,12 @@
 //! Test harness: a real `nats-server` per test (random port, its own JetStream
-//! store, killed on drop, restartable for fault tests) and a fresh database
-//! per test on the ClickHouse server that `make test` started.
+//! store, killed on drop, restartable for fault tests), or a JetStream cluster
+//! of several on loopback ([`NatsCluster`]), and a fresh database per test on
+//! the ClickHouse server that `make test` started.
 #![forbid(unsafe_code)]
+
+mod cluster;
+
+pub use cluster::NatsCluster;
 
 use std::{
     io::{BufRead, BufReader},
@@ -40,7 +45,7 @@ impl NatsServer {
     /// Starts a server on a random free port with a fresh store directory.
     pub fn start() -> anyhow::Result<Self> {
         let store = tempfile::tempdir().context("temp store dir")?;
-        let (child, port) = spawn(&store.path().to_path_buf(), None, None)?;
+        let (child, port) = spawn(&store.path().to_path_buf(), None, None, &[])?;
         Ok(Self { child: Some(child), port, store, config: None })
     }
 
@@ -50,7 +55,7 @@ impl NatsServer {
     pub fn start_with_config(conf: &std::path::Path, env: &[(String, String)]) -> anyhow::Result<Self> {
         let store = tempfile::tempdir().context("temp store dir")?;
         let config = Some((conf.to_path_buf(), env.to_vec()));
-        let (child, port) = spawn(&store.path().to_path_buf(), None, config.as_ref())?;
+        let (child, port) = spawn(&store.path().to_path_buf(), None, config.as_ref(), &[])?;
         Ok(Self { child: Some(child), port, store, config })
     }
 
@@ -75,7 +80,7 @@ impl NatsServer {
     /// Starts it again on the same port with the same store.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
-        let (child, _) = spawn(&self.store.path().to_path_buf(), Some(self.port), self.config.as_ref())?;
+        let (child, _) = spawn(&self.store.path().to_path_buf(), Some(self.port), self.config.as_ref(), &[])?;
         self.child = Some(child);
         Ok(())
     }
@@ -87,10 +92,13 @@ impl Drop for NatsServer {
     }
 }
 
+/// Starts a nats-server with JetStream in `store` on `port` (a random one
+/// without), with `config` and `extra` arguments; returns once it is ready.
 fn spawn(
     store: &PathBuf,
     port: Option<u16>,
     config: Option<&(PathBuf, Vec<(String, String)>)>,
+    extra: &[String],
 ) -> anyhow::Result<(Child, u16)> {
     let bin = nats_server_binary();
     let port_arg = port.map_or_else(|| "-1".to_string(), |p| p.to_string());
@@ -101,6 +109,7 @@ fn spawn(
     let mut child = cmd
         .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
         .arg(store)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

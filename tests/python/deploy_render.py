@@ -16,8 +16,8 @@ from conftest import ROOT
 
 KUBECTL = ROOT / "build" / "venv" / "bin" / "kubectl"
 K8S = ROOT / "deploy" / "kubernetes"
-KUSTOMIZATIONS = ["base", "base/secrets", "overlays/dev", "overlays/gpu"]
-DEPLOYABLE = ["base", "overlays/dev", "overlays/gpu"]  # what `kubectl apply -k` is meant for
+KUSTOMIZATIONS = ["base", "base/secrets", "overlays/dev", "overlays/gpu", "overlays/ha"]
+DEPLOYABLE = ["base", "overlays/dev", "overlays/gpu", "overlays/ha"]  # what `kubectl apply -k` is meant for
 CONTROL_PLANE = ["scheduler", "learner", "alerting", "recorder"]
 NATS_ROLES = ["scheduler", "learner", "alerting", "recorder", "monitor", "producer", "operator"]
 CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}

@@ -1,7 +1,7 @@
 """The Kubernetes deployment (deploy/kubernetes), rendered by the real kustomize and checked offline.
 
-Rendering: `kubectl kustomize` (deploy_render.py) on base, base/secrets and each overlay, exactly what
-`kubectl apply -k` would apply. A kustomization kustomize rejects fails here with kustomize's error.
+Rendering: `kubectl kustomize` (deploy_render.py) on base, base/secrets and each overlay (dev, gpu, ha),
+exactly what `kubectl apply -k` would apply. A kustomization kustomize rejects fails here with kustomize's error.
 
 Validation. Every rendered document is validated against the Kubernetes OpenAPI schemas, strict
 (unknown fields are errors), by kubernetes-validate (pinned in requirements.txt), which bundles the JSON
@@ -11,7 +11,8 @@ any other kind without a schema fails.
 
 Then what the schemas cannot say: probes on the port of HWSCHED_METRICS_LISTEN, requests, the control
 plane's securityContext, every secretKeyRef/configMapKeyRef resolving, replica counts per overlay, the
-GPU monitor, and the alert rules ConfigMap equal to the built-in rules. The NATS side is
+GPU monitor, the alert rules ConfigMap equal to the built-in rules, and HWSCHED_JS_REPLICAS: one value
+for every pod, 3 in the ha overlay, whose NATS URL names the pods of deploy/nats/values-cluster.yaml. The NATS side is
 test_deploy_nats.py, the image test_dockerfile.py.
 """
 import copy
@@ -29,6 +30,12 @@ from deploy_render import (CONTROL_PLANE, DEPLOYABLE, K8S, KUSTOMIZATIONS, NATS_
 
 KUBERNETES_VERSIONS = ["1.29.0", "1.37.0"]
 GPU_NODE_LABEL = "nvidia.com/gpu.present"
+HA = "overlays/ha"
+ALL = KUSTOMIZATIONS
+DEPLOY = DEPLOYABLE
+# HWSCHED_JS_REPLICAS every pod of a kustomization reads: the NATS server of deploy/nats/values.yaml
+# refuses more than 1; the ha overlay runs on the three-node cluster of values-cluster.yaml
+JS_REPLICAS = {"base": "1", "overlays/dev": "1", "overlays/gpu": "1", HA: "3"}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +43,7 @@ def rendered():
     return rendered_all()
 
 
-@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+@pytest.mark.parametrize("name", ALL)
 def test_every_kustomization_renders(name):
     assert render(K8S / name)
 
@@ -73,7 +80,7 @@ def test_kustomize_and_the_schemas_refuse_a_broken_overlay(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+@pytest.mark.parametrize("name", ALL)
 def test_every_rendered_document_is_valid_kubernetes(rendered, name, version):
     docs = rendered[name]
     assert docs
@@ -81,7 +88,7 @@ def test_every_rendered_document_is_valid_kubernetes(rendered, name, version):
     assert not errors, f"{name} against Kubernetes {version}:\n" + "\n".join(errors)
 
 
-@pytest.mark.parametrize("name", DEPLOYABLE)
+@pytest.mark.parametrize("name", DEPLOY)
 def test_service_monitor_is_well_formed(rendered, name):
     """ServiceMonitor (monitoring.coreos.com/v1) is a CRD the validator has no schema for."""
     docs = rendered[name]
@@ -100,7 +107,7 @@ def test_service_monitor_is_well_formed(rendered, name):
         assert all(label in w["spec"]["template"]["metadata"]["labels"] for w in workloads(docs))
 
 
-@pytest.mark.parametrize("name", DEPLOYABLE)
+@pytest.mark.parametrize("name", DEPLOY)
 def test_metrics_service_reaches_every_pod_on_its_metrics_port(rendered, name):
     docs = rendered[name]
     (svc,) = [s for s in by_kind(docs, "Service") if s["metadata"]["name"] == "hwsched-metrics"]
@@ -140,7 +147,7 @@ def test_monitor_daemonset_runs_the_monitor_as_the_node():
     assert c["securityContext"].get("privileged") is False
 
 
-@pytest.mark.parametrize("name", DEPLOYABLE)
+@pytest.mark.parametrize("name", DEPLOY)
 def test_every_container_has_probes_on_its_metrics_port_and_requests(rendered, name):
     ws = workloads(rendered[name])
     assert {component(w) for w in ws} >= set(CONTROL_PLANE) | {"monitor"}
@@ -166,7 +173,7 @@ def effective(pod_sc, c_sc, key):
     return c_sc.get(key, pod_sc.get(key))
 
 
-@pytest.mark.parametrize("name", DEPLOYABLE)
+@pytest.mark.parametrize("name", DEPLOY)
 def test_control_plane_runs_non_root_read_only_without_capabilities(rendered, name):
     deployments = by_kind(rendered[name], "Deployment")
     assert sorted(component(d) for d in deployments) == sorted(CONTROL_PLANE)
@@ -188,7 +195,7 @@ def test_control_plane_runs_non_root_read_only_without_capabilities(rendered, na
         assert not spec.get("hostPID") and not spec.get("hostNetwork"), where
 
 
-@pytest.mark.parametrize("name", DEPLOYABLE)
+@pytest.mark.parametrize("name", DEPLOY)
 def test_each_service_runs_the_one_binary_with_its_name(rendered, name):
     for w in workloads(rendered[name]):
         (c,) = w["spec"]["template"]["spec"]["containers"]
@@ -197,7 +204,7 @@ def test_each_service_runs_the_one_binary_with_its_name(rendered, name):
         assert re.fullmatch(r"hwsched:[\w.-]+", c["image"]), c["image"]
 
 
-@pytest.mark.parametrize("name", DEPLOYABLE)
+@pytest.mark.parametrize("name", DEPLOY)
 def test_every_secret_and_config_reference_resolves(rendered, name):
     docs = rendered[name]
     secrets = {n: set(s["stringData"]) for n, s in secret_templates().items()}
@@ -241,6 +248,7 @@ def test_secret_templates_hold_one_password_per_nats_role_and_only_placeholders(
     # applying base never overwrites real Secrets; dev brings the templates along
     assert not by_kind(rendered["base"], "Secret")
     assert not by_kind(rendered["overlays/gpu"], "Secret")
+    assert not by_kind(rendered[HA], "Secret")
     assert len(by_kind(rendered["overlays/dev"], "Secret")) == 2
 
 
@@ -250,8 +258,10 @@ def test_scheduler_is_active_standby_in_base_and_alone_in_dev(rendered):
     assert replicas("base", "scheduler") == 2
     assert replicas("overlays/gpu", "scheduler") == 2
     assert replicas("overlays/dev", "scheduler") == 1
+    assert replicas(HA, "scheduler") == 2
     for other in ("learner", "alerting", "recorder"):
         assert replicas("base", other) == 1  # two would publish, notify or record twice
+        assert replicas(HA, other) == 1
 
 
 def test_dev_overlay_uses_dev_images_and_smaller_requests(rendered):
@@ -324,3 +334,69 @@ def test_alert_rules_configmap_is_the_built_in_rules_file(rendered):
     (mount,) = [m for m in c["volumeMounts"] if m["name"] == vol["name"]]
     assert "subPath" not in mount  # a subPath mount never sees ConfigMap updates
     assert rules.parent == pathlib.PurePosixPath(mount["mountPath"]) and rules.name in cm["data"]
+
+# --------------------------------------------------------------------------------------------
+# JetStream replicas and the ha overlay
+# --------------------------------------------------------------------------------------------
+
+def pod_env_value(docs, c, name):
+    """The value container `c` gets for env var `name`: its value, or the key of the rendered ConfigMap
+    it references (None when the container does not have it)."""
+    e = env_of(c).get(name)
+    if e is None:
+        return None
+    if "value" in e:
+        return e["value"]
+    ref = e["valueFrom"]["configMapKeyRef"]
+    return one(docs, "ConfigMap", ref["name"])["data"][ref["key"]]
+
+
+@pytest.mark.parametrize("name", DEPLOY)
+def test_every_hwsched_pod_reads_the_same_js_replicas(rendered, name):
+    """Every service provisions the streams, buckets and Object Stores at start with its
+    HWSCHED_JS_REPLICAS, so all of them read it, from the one key of the shared ConfigMap."""
+    docs = rendered[name]
+    seen = {}
+    for w in workloads(docs):
+        for c in w["spec"]["template"]["spec"]["containers"]:
+            where = f"{w['metadata']['name']}/{c['name']}"
+            seen[where] = pod_env_value(docs, c, "HWSCHED_JS_REPLICAS")
+            assert env_of(c).get("HWSCHED_JS_REPLICAS", {}).get("valueFrom", {}).get("configMapKeyRef") == \
+                {"name": "hwsched-config", "key": "js-replicas"}, where
+    assert {component(w) for w in workloads(docs)} >= set(CONTROL_PLANE) | {"monitor"}
+    assert set(seen.values()) == {JS_REPLICAS[name]}, f"{name}: {seen}"
+
+
+def nats_cluster_values():
+    return yaml.safe_load((ROOT / "deploy" / "nats" / "values-cluster.yaml").read_text())
+
+
+def test_ha_overlay_matches_the_nats_cluster(rendered):
+    """The ha overlay's replicas are those of the cluster's servers, and its NATS URL names each of
+    them: pod <release>-<i> of the chart's StatefulSet, through its headless Service."""
+    docs = rendered[HA]
+    config = one(docs, "ConfigMap", "hwsched-config")["data"]
+    cluster = nats_cluster_values()["config"]["cluster"]
+    assert cluster["enabled"] is True
+    assert int(config["js-replicas"]) == cluster["replicas"] == 3
+    urls = config["nats-url"].split(",")
+    assert urls == [f"nats://nats-{i}.nats-headless:4222" for i in range(cluster["replicas"])]
+    # what base says of the rest stays
+    base = one(rendered["base"], "ConfigMap", "hwsched-config")["data"]
+    assert {k: v for k, v in config.items() if k not in ("js-replicas", "nats-url")} == \
+        {k: v for k, v in base.items() if k not in ("js-replicas", "nats-url")}
+
+
+def test_ha_overlay_keeps_a_scheduler_through_node_drains(rendered):
+    docs = rendered[HA]
+    scheduler = one(docs, "Deployment", "hwsched-scheduler")
+    (pdb,) = by_kind(docs, "PodDisruptionBudget")
+    assert pdb["metadata"]["namespace"] == scheduler["metadata"]["namespace"] == "hwsched"
+    assert pdb["spec"]["selector"]["matchLabels"] == scheduler["spec"]["selector"]["matchLabels"]
+    # selects the scheduler's pods and nothing else
+    for w in workloads(docs):
+        selected = pdb["spec"]["selector"]["matchLabels"].items() <= w["spec"]["template"]["metadata"]["labels"].items()
+        assert selected == (w is scheduler), w["metadata"]["name"]
+    # one of the two may be evicted at a time, never both
+    assert 1 <= pdb["spec"]["minAvailable"] < scheduler["spec"]["replicas"]
+    assert not by_kind(rendered["base"], "PodDisruptionBudget")

@@ -23,6 +23,11 @@
 #            process over the whole burst. Ray: the same over the driver's
 #            live process tree (driver, gcs_server, raylet, workers (children
 #            = the test commands), other = Ray's agents and monitors).
+#            NATS msgs per task over the burst, from nats-server's monitoring
+#            port: in/out (/varz in_msgs, out_msgs: every message published
+#            to and delivered by the server, acks and replies included),
+#            js_api (JetStream API calls), stored_<STREAM> (messages the
+#            stream kept: a KV put, an event, a result) and stored_total.
 #   sleep    N_SLEEP x `sleep SLEEP_S`: wall_s; ideal_s = N*S/8; efficiency =
 #            ideal/wall.
 #   latency  N_LAT x `true`, one at a time, submit -> result:
@@ -176,6 +181,33 @@ def summarize(path, n, wall, times, accel_worker):
         m["client_cpu_s"] = round(u + s, 3)
     return m
 
+def nats_snap(port):
+    """nats-server's message counters (/varz) and the messages stored per stream (/jsz)."""
+    from urllib.request import urlopen
+    v = json.load(urlopen(f"http://127.0.0.1:{port}/varz"))
+    j = json.load(urlopen(f"http://127.0.0.1:{port}/jsz?accounts=true&streams=true"))
+    streams = {}
+    for acc in j.get("account_details") or []:
+        for st in acc.get("stream_detail") or []:
+            streams[st["name"]] = st["state"]["messages"]
+    api = (j.get("api") or {}).get("total", 0)
+    return {"in": v["in_msgs"], "out": v["out_msgs"], "api": api, "streams": streams}
+
+def nats_per_task(before, after, n):
+    """Messages per task over the burst: into and out of nats-server, JetStream
+    API calls, and messages each stream stored (a KV put or an event is one)."""
+    b, a, n = json.load(open(before)), json.load(open(after)), int(n)
+    out = {"in": round((a["in"] - b["in"]) / n, 2), "out": round((a["out"] - b["out"]) / n, 2),
+           "js_api": round((a["api"] - b["api"]) / n, 2)}
+    stored = 0
+    for name, count in sorted(a["streams"].items()):
+        d = count - b["streams"].get(name, 0)
+        if d:
+            out[f"stored_{name}"] = round(d / n, 2)
+            stored += d
+    out["stored_total"] = round(stored / n, 2)
+    return out
+
 def cpu(before, after, clk, n, client_s):
     """CPU ms per task from two snapshots of lines `name self children` (ticks)."""
     b = {l.split()[0]: [int(x) for x in l.split()[1:]] for l in open(before)}
@@ -238,7 +270,8 @@ def latency_extra(e2e_out, cli_times):
 
 ROWS = {  # per workload: (key, or prefix.*, label, with ratio columns)
     "burst": [("tasks_per_s", "tasks/s", 1), ("wall_s", "wall s", 1), ("failed", "failed+lost", 0),
-              ("retried", "retried", 0), ("cpu_ms_per_task.*", "CPU ms/task", 1), ("placement.*", "placed on", 0)],
+              ("retried", "retried", 0), ("cpu_ms_per_task.*", "CPU ms/task", 1),
+              ("nats_msgs_per_task.*", "NATS msgs/task", 0), ("placement.*", "placed on", 0)],
     "sleep": [("wall_s", "wall s", 1), ("ideal_s", "ideal s", 0), ("efficiency", "ideal/wall", 1),
               ("failed", "failed+lost", 0), ("placement.*", "placed on", 0)],
     "latency": [("p50_ms", "p50 ms", 1), ("p95_ms", "p95 ms", 1), ("p99_ms", "p99 ms", 1), ("mean_ms", "mean ms", 1),
@@ -328,6 +361,10 @@ if __name__ == "__main__":
         gen(*args)
     elif mode == "summarize":
         print(json.dumps(summarize(*args)))
+    elif mode == "nats-snap":
+        print(json.dumps(nats_snap(*args)))
+    elif mode == "nats-per-task":
+        print(json.dumps(nats_per_task(*args)))
     elif mode == "cpu":
         print(json.dumps(cpu(*args)))
     elif mode == "latency":
@@ -371,7 +408,8 @@ start_stack() { # VARIANT (the scheduler policy)
   local v=$1 vdir=$dir/$1 port m
   mkdir -p "$vdir/m1-work" "$vdir/m2-work"
   port=$(free_port)
-  "$nats" -a 127.0.0.1 -p "$port" -js -sd "$vdir/js" 2>"$vdir/nats.log" & pids+=($!); procs[nats]=$!
+  nats_http=$(free_port)
+  "$nats" -a 127.0.0.1 -p "$port" -m "$nats_http" -js -sd "$vdir/js" 2>"$vdir/nats.log" & pids+=($!); procs[nats]=$!
   export HWSCHED_NATS_URL=nats://127.0.0.1:$port
   wait_for "$vdir/nats.log" "Server is ready" "${procs[nats]}"
   HWSCHED_POLICY=$v HWSCHED_LOG=info "$bin" all 2>"$vdir/all.log" & pids+=($!); procs[all]=$!
@@ -438,6 +476,7 @@ run_workload() { # VARIANT WORKLOAD RUN
   local perf_pid=""
   if [ "$w" = burst ]; then
     cpu_snap >"$vdir/$name.cpu0"
+    bb nats-snap "$nats_http" >"$vdir/$name.nats0"
     if [ -n "${PERF_DIR:-}" ]; then
       mkdir -p "$PERF_DIR"
       perf record -a -g -F 499 -o "$PERF_DIR/$v-$name.data" 2>"$vdir/perf.log" & perf_pid=$!
@@ -447,6 +486,7 @@ run_workload() { # VARIANT WORKLOAD RUN
   wall=$(submit_suite "$vdir" "$name" "$vdir/$name.json")
   if [ "$w" = burst ]; then
     cpu_snap >"$vdir/$name.cpu1"
+    bb nats-snap "$nats_http" >"$vdir/$name.nats1"
     if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; fi
   fi
   m=$(bb summarize "$vdir/$name.out" "$n" "$wall" "$vdir/$name.time" "$accel_worker")
@@ -469,6 +509,8 @@ PY
     local client; client=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["client_cpu_s"])' "$m")
     m=$(python3 -c 'import json,sys; m=json.loads(sys.argv[1]); m["cpu_ms_per_task"]=json.loads(sys.argv[2]); print(json.dumps(m))' \
       "$m" "$(bb cpu "$vdir/$name.cpu0" "$vdir/$name.cpu1" "$clk_tck" "$n" "$client")")
+    m=$(python3 -c 'import json,sys; m=json.loads(sys.argv[1]); m["nats_msgs_per_task"]=json.loads(sys.argv[2]); print(json.dumps(m))' \
+      "$m" "$(bb nats-per-task "$vdir/$name.nats0" "$vdir/$name.nats1" "$n")")
   fi
   record hwsched "$v" "$w" "$r" "$m"
   say "  $v $w run $r: $m"

@@ -61,7 +61,8 @@ impl State {
     /// Marks workers silent for longer than their timeout (at least `timeout_ms`,
     /// and three of their heartbeat periods), or that said they went offline,
     /// as offline; and finds assignments their worker has not reported running
-    /// for `grace_ms`. Their tasks are queued again, or fail once lost
+    /// in heartbeats sent over `grace_ms` since it was assigned or last listed
+    /// them. Their tasks are queued again, or fail once lost
     /// [`crate::state::MAX_LOSSES`] times. Returns each affected record with the
     /// reason, in a defined order: the lost workers' tasks (workers by id, each
     /// one's tasks by task id), then the forgotten assignments by task id.
@@ -91,12 +92,17 @@ impl State {
     }
 
     /// Assignments (hedged copies included) that never started (or vanished)
-    /// on a live worker: not reported running for `grace_ms`. As (task,
-    /// worker), in task id order.
+    /// on a live worker: not reported running in heartbeats it sent over
+    /// `grace_ms`. As (task, worker), in task id order.
     fn forgotten(&self, now_ms: i64, grace_ms: i64) -> Vec<(String, String)> {
-        // observe-only workers do not list what their external executor runs
-        let watched = |worker: &str| {
-            self.workers.get(worker).is_some_and(|w| w.state != WorkerState::Offline && !w.heartbeat.observe_only)
+        // observe-only workers do not list what their external executor runs; a worker
+        // silent since (a cut link, a frozen monitor) has said nothing either way: its
+        // timeout, not this, decides whether it is lost
+        let last_heard = |worker: &str| {
+            self.workers
+                .get(worker)
+                .filter(|w| w.state != WorkerState::Offline && !w.heartbeat.observe_only)
+                .map(|w| w.last_seen_ms)
         };
         let mut out = Vec::new();
         for (id, h) in self.tasks.iter().filter(|(_, h)| h.state == TaskState::Assigned) {
@@ -104,7 +110,7 @@ impl State {
                 .chain(h.hedge.as_ref().map(|(w, _, at)| (w, *at, &self.seen_hedge)));
             for (worker, assigned_at_ms, seen) in copies {
                 let seen = seen.get(id).copied().unwrap_or(0).max(assigned_at_ms);
-                if watched(worker) && now_ms - seen > grace_ms {
+                if last_heard(worker).is_some_and(|heard| heard.min(now_ms) - seen > grace_ms) {
                     out.push((id.clone(), worker.to_string()));
                 }
             }
@@ -206,6 +212,22 @@ mod tests {
             "{out:?}"
         );
         assert_eq!(s.record("real").expect("real").state(), TaskState::Assigned);
+    }
+
+    #[test]
+    fn a_silent_worker_has_forgotten_nothing_until_it_speaks_again() {
+        let mut s = State::default();
+        s.register(caps("a", 8, 1), 0);
+        s.insert(queued("t", 3, 0), 0);
+        assert_eq!(assigned(&s.plan(1_000, true)).len(), 1);
+        // its link is cut before a heartbeat lists the attempt: 60 s of silence,
+        // within its timeout (120 s), is no evidence that it forgot
+        assert!(s.supervise(61_000, 120_000, 30_000).is_empty());
+        assert_eq!(s.record("t").expect("t").state(), TaskState::Assigned);
+        // heard again: it is judged on what it says from then on
+        let quiet = WorkerHeartbeat { worker_id: "a".into(), state: 1, capabilities_revision: 7, ..Default::default() };
+        s.heartbeat(quiet, 62_000);
+        assert_eq!(s.supervise(62_000, 120_000, 30_000).len(), 1, "heard 61 s after the assignment, not listing it");
     }
 
     #[test]

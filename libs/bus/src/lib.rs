@@ -141,7 +141,11 @@ impl Bus {
                         }
                     }
                     tracing::info!(url = %redact_url(&cfg.url), name, server = %server, "connected to NATS");
-                    let js = jetstream::new(client.clone());
+                    // at a site behind a leaf node: the hub's JetStream, by its domain
+                    let js = match &cfg.js_domain {
+                        Some(domain) => jetstream::with_domain(client.clone(), domain),
+                        None => jetstream::new(client.clone()),
+                    };
                     let retention = Retention {
                         bundles: Duration::from_secs(cfg.bundle_max_age_s),
                         outputs: Duration::from_secs(cfg.output_max_age_s),

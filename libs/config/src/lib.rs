@@ -151,6 +151,11 @@ pub struct NatsConfig {
     /// provisioning, also to existing ones; every service must get the same.
     #[arg(id = "js_replicas", global = true, long = "js-replicas", env = "HWSCHED_JS_REPLICAS", default_value_t = 1)]
     pub js_replicas: usize,
+    /// The JetStream domain of the hub, for a service at a site whose NATS
+    /// server is a leaf node of it (its requests go to `$JS.<domain>.API`).
+    /// Unset: the JetStream of the server it connects to.
+    #[arg(id = "js_domain", global = true, long = "js-domain", env = "HWSCHED_JS_DOMAIN")]
+    pub js_domain: Option<String>,
 }
 
 impl NatsConfig {
@@ -168,6 +173,7 @@ impl NatsConfig {
             bundle_max_age_s: DEFAULT_FILES_MAX_AGE_S,
             output_max_age_s: DEFAULT_FILES_MAX_AGE_S,
             js_replicas: 1,
+            js_domain: None,
         }
     }
 
@@ -238,6 +244,14 @@ impl NatsConfig {
                 format!("{} must be between 1 and {MAX_JS_REPLICAS} (JetStream's limit)", self.js_replicas),
             ));
         }
+        if let Some(d) = &self.js_domain {
+            if !is_token(d) {
+                return Err(bad(
+                    "--js-domain / HWSCHED_JS_DOMAIN",
+                    format!("{d:?} must be letters, digits, '_' or '-'"),
+                ));
+            }
+        }
         validate_subject_prefix(&self.subject_prefix)
     }
 }
@@ -303,6 +317,7 @@ impl std::fmt::Debug for NatsConfig {
             .field("bundle_max_age_s", &self.bundle_max_age_s)
             .field("output_max_age_s", &self.output_max_age_s)
             .field("js_replicas", &self.js_replicas)
+            .field("js_domain", &self.js_domain)
             .finish()
     }
 }
@@ -446,6 +461,18 @@ mod tests {
             c.js_replicas = bad;
             let err = c.validate().expect_err("out of range").to_string();
             assert!(err.contains("HWSCHED_JS_REPLICAS"), "{err}");
+        }
+    }
+
+    #[test]
+    fn js_domain_is_one_token() {
+        let mut c = NatsConfig::new("nats://h:4222");
+        c.js_domain = Some("hub-1".into());
+        c.validate().expect("valid domain");
+        for bad in ["", "a.b", "a b", "*"] {
+            c.js_domain = Some(bad.into());
+            let err = c.validate().expect_err("bad domain").to_string();
+            assert!(err.contains("HWSCHED_JS_DOMAIN"), "{err}");
         }
     }
 

@@ -37,7 +37,7 @@ pub struct NatsCluster {
 }
 
 /// A free loopback port (the OS's pick, released for the server to take).
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("pick a free port")?;
     Ok(l.local_addr()?.port())
 }
@@ -81,7 +81,7 @@ impl NatsCluster {
 
     fn spawn(&self, i: usize) -> anyhow::Result<()> {
         let node = &self.nodes[i];
-        let (child, _) = spawn(&node.store.path().to_path_buf(), Some(node.port), None, &node.args)
+        let (child, _) = spawn(&node.store.path().to_path_buf(), Some(node.port), None, &node.args, true)
             .with_context(|| format!("start cluster node {}", node.name))?;
         *node.child.lock().expect("node lock") = Some(child);
         Ok(())
@@ -179,12 +179,18 @@ impl NatsCluster {
 /// Whether `GET /healthz` on the monitoring port answers 200 (JetStream up,
 /// its metadata leader known, its assets current).
 fn healthz(port: u16) -> anyhow::Result<bool> {
+    let answer = http_get(port, "/healthz")?;
+    Ok(answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"))
+}
+
+/// `GET path` on a nats-server's monitoring port: the whole answer, headers included.
+pub(crate) fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut head = [0u8; 16];
-    let n = s.read(&mut head)?;
-    Ok(head[..n].starts_with(b"HTTP/1.0 200") || head[..n].starts_with(b"HTTP/1.1 200"))
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    Ok(answer)
 }
 
 impl Drop for NatsCluster {

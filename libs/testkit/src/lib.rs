@@ -5,8 +5,10 @@
 #![forbid(unsafe_code)]
 
 mod cluster;
+mod site;
 
 pub use cluster::NatsCluster;
+pub use site::{Link, Site, HUB_DOMAIN};
 
 use std::{
     io::{BufRead, BufReader},
@@ -39,14 +41,16 @@ pub struct NatsServer {
     store: tempfile::TempDir,
     /// A configuration file and environment it was started with.
     config: Option<(PathBuf, Vec<(String, String)>)>,
+    /// Whether it runs JetStream (a site's leaf server does not).
+    jetstream: bool,
 }
 
 impl NatsServer {
     /// Starts a server on a random free port with a fresh store directory.
     pub fn start() -> anyhow::Result<Self> {
         let store = tempfile::tempdir().context("temp store dir")?;
-        let (child, port) = spawn(&store.path().to_path_buf(), None, None, &[])?;
-        Ok(Self { child: Some(child), port, store, config: None })
+        let (child, port) = spawn(&store.path().to_path_buf(), None, None, &[], true)?;
+        Ok(Self { child: Some(child), port, store, config: None, jetstream: true })
     }
 
     /// Starts a server with configuration file `conf` (e.g. users and
@@ -55,8 +59,8 @@ impl NatsServer {
     pub fn start_with_config(conf: &std::path::Path, env: &[(String, String)]) -> anyhow::Result<Self> {
         let store = tempfile::tempdir().context("temp store dir")?;
         let config = Some((conf.to_path_buf(), env.to_vec()));
-        let (child, port) = spawn(&store.path().to_path_buf(), None, config.as_ref(), &[])?;
-        Ok(Self { child: Some(child), port, store, config })
+        let (child, port) = spawn(&store.path().to_path_buf(), None, config.as_ref(), &[], true)?;
+        Ok(Self { child: Some(child), port, store, config, jetstream: true })
     }
 
     /// `nats://127.0.0.1:<port>`.
@@ -80,7 +84,8 @@ impl NatsServer {
     /// Starts it again on the same port with the same store.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
-        let (child, _) = spawn(&self.store.path().to_path_buf(), Some(self.port), self.config.as_ref(), &[])?;
+        let (child, _) =
+            spawn(&self.store.path().to_path_buf(), Some(self.port), self.config.as_ref(), &[], self.jetstream)?;
         self.child = Some(child);
         Ok(())
     }
@@ -92,13 +97,15 @@ impl Drop for NatsServer {
     }
 }
 
-/// Starts a nats-server with JetStream in `store` on `port` (a random one
-/// without), with `config` and `extra` arguments; returns once it is ready.
+/// Starts a nats-server on `port` (a random one without), with `config` and
+/// `extra` arguments and, with `jetstream`, JetStream in `store`; returns once
+/// it is ready.
 fn spawn(
     store: &PathBuf,
     port: Option<u16>,
     config: Option<&(PathBuf, Vec<(String, String)>)>,
     extra: &[String],
+    jetstream: bool,
 ) -> anyhow::Result<(Child, u16)> {
     let bin = nats_server_binary();
     let port_arg = port.map_or_else(|| "-1".to_string(), |p| p.to_string());
@@ -107,8 +114,8 @@ fn spawn(
         cmd.arg("-c").arg(conf).envs(env.iter().map(|(k, v)| (k, v)));
     }
     let mut child = cmd
-        .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
-        .arg(store)
+        .args(["-a", "127.0.0.1", "-p", &port_arg])
+        .args(if jetstream { vec!["-js".as_ref(), "-sd".as_ref(), store.as_os_str()] } else { vec![] })
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -1,0 +1,148 @@
+//! A worker site behind a leaf node: the scheduler runs on the hub, the
+//! site's monitor connects to its local leaf server (no JetStream of its
+//! own; it names the hub's JetStream domain), and placement, results and
+//! metrics cross the leaf link. The link is
+//! cut while the site's tests run and restored: every result those tests
+//! produced during the cut, and every metrics batch sampled during it,
+//! reaches the hub's streams; nothing runs twice; new work flows again.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use async_nats::jetstream::{self, consumer::DeliverPolicy};
+use futures::StreamExt;
+use hwsched_bus::{now_ms, Bus, Stream};
+use hwsched_proto::{
+    v1::{ExecutionResult, MetricsBatch, Requirements, TaskEvent, TaskEventKind, TaskStatus},
+    Message,
+};
+use hwsched_testkit::{Site, HUB_DOMAIN};
+use hwsched_tests::{bus, sleep_task, submit, Proc};
+
+const WAIT: Duration = Duration::from_secs(60);
+const WORKER: &str = "lab1";
+
+/// Every message stored under `subject` in `stream`, decoded.
+async fn stored<T: Message + Default>(b: &Bus, stream: Stream, subject: String) -> anyhow::Result<Vec<T>> {
+    let s = b.jetstream().get_stream(b.subjects().stream(stream)).await?;
+    let consumer = s
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::All,
+            filter_subject: subject,
+            ..Default::default()
+        })
+        .await?;
+    let mut left = consumer.clone().info().await?.num_pending;
+    let mut msgs = consumer.messages().await?;
+    let mut out = Vec::new();
+    while left > 0 {
+        let m = tokio::time::timeout(WAIT, msgs.next()).await?.context("stream ended")??;
+        out.push(T::decode(m.payload.as_ref())?);
+        left -= 1;
+    }
+    Ok(out)
+}
+
+/// The site's results by task id, once `n` tasks have one.
+async fn results(b: &Bus, n: usize) -> anyhow::Result<HashMap<String, Vec<ExecutionResult>>> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut by_task: HashMap<String, Vec<ExecutionResult>> = HashMap::new();
+        for r in stored::<ExecutionResult>(b, Stream::Results, b.subjects().results_all()).await? {
+            by_task.entry(r.task_id.clone()).or_default().push(r);
+        }
+        if by_task.len() >= n || Instant::now() > deadline {
+            return Ok(by_task);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn link_cut_loses_nothing(cut: Duration) -> anyhow::Result<()> {
+    let site = Site::start()?;
+    // the site is not given up for lost while its link is down
+    let timeout_ms = (cut + Duration::from_secs(60)).as_millis().to_string();
+    let sched = Proc::spawn(
+        "scheduler",
+        &site.hub_url(),
+        &["scheduler", "--startup-grace-s", "0"],
+        &[("HWSCHED_WORKER_TIMEOUT_MS", timeout_ms)],
+    )?;
+    sched.wait_for_log("scheduler ready", WAIT).await?;
+    let args = ["monitor", "--worker-id", WORKER, "--slots", "4", "--level", "basic", "--interval-ms", "1000"];
+    let monitor = Proc::spawn(WORKER, &site.leaf_url(), &args, &[("HWSCHED_JS_DOMAIN", HUB_DOMAIN.to_string())])?;
+    monitor.wait_for_log("monitor ready", WAIT).await?;
+    sched.wait_for_log(&format!("worker joined worker_id=\"{WORKER}\""), WAIT).await?;
+    let logs = || format!("----- scheduler -----\n{}\n----- {WORKER} -----\n{}", sched.log(), monitor.log());
+
+    let b = bus(&site.hub_url()).await?;
+    let mut events = b.client().subscribe(b.subjects().events_all()).await?;
+    // they end while the link is down
+    let during = 4;
+    for i in 0..during {
+        // a quarter of a core each: all four run at once on the 4 slots
+        let mut t = sleep_task(&format!("during-{i}"), "4");
+        t.requirements = Some(Requirements { cpu_cores: 0.25, ..Default::default() });
+        submit(&b, &t).await?;
+    }
+    let mut started = 0;
+    while started < during {
+        let m = tokio::time::timeout(WAIT, events.next()).await.with_context(logs)?.context("events")?;
+        let ev = TaskEvent::decode(m.payload.as_ref())?;
+        started += usize::from(ev.kind() == TaskEventKind::Started);
+    }
+    let cut_at = now_ms();
+    site.link.cut();
+    tokio::time::sleep(cut).await;
+    let restored_at = now_ms();
+    site.link.restore();
+    site.wait_linked()?;
+
+    // new work reaches the site again
+    let after = 4;
+    for i in 0..after {
+        submit(&b, &sleep_task(&format!("after-{i}"), "0")).await?;
+    }
+    let by_task = results(&b, during + after).await?;
+    assert_eq!(by_task.len(), during + after, "{by_task:?}\n{}", logs());
+    for (id, rs) in &by_task {
+        assert_eq!(rs.len(), 1, "{id} ran once: {rs:?}");
+        let r = &rs[0];
+        assert_eq!((r.status(), r.worker_id.as_str(), r.attempt), (TaskStatus::Succeeded, WORKER, 1), "{r:?}");
+        if id.starts_with("during-") {
+            assert!(
+                (cut_at..restored_at).contains(&r.finished_at_ms),
+                "{id} finished during the cut ({cut_at}..{restored_at}): {r:?}"
+            );
+        }
+    }
+
+    // every metrics batch sampled while the link was down reached the hub
+    let batches = stored::<MetricsBatch>(&b, Stream::Metrics, b.subjects().metrics(WORKER)).await?;
+    let mut stamps: Vec<i64> = batches.iter().map(|m| m.timestamp_ms).collect();
+    stamps.sort_unstable();
+    let window: Vec<i64> =
+        stamps.iter().copied().filter(|t| (cut_at - 2_000..restored_at + 2_000).contains(t)).collect();
+    let gaps: Vec<i64> = window.windows(2).map(|w| w[1] - w[0]).filter(|g| *g > 2_500).collect();
+    assert!(
+        gaps.is_empty()
+            && window.first().is_some_and(|t| *t <= cut_at)
+            && window.last().is_some_and(|t| *t >= restored_at),
+        "batches around the cut ({cut_at}..{restored_at}): {window:?}, gaps {gaps:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaf_link_cut_for_seconds_loses_no_result_and_no_metrics() -> anyhow::Result<()> {
+    link_cut_loses_nothing(Duration::from_secs(15)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: make test-chaos"]
+async fn a_leaf_link_cut_for_a_minute_loses_no_result_and_no_metrics() -> anyhow::Result<()> {
+    link_cut_loses_nothing(Duration::from_secs(60)).await
+}

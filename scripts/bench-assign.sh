@@ -11,4 +11,4 @@ workers=${1:-1000}; tasks=${2:-20000}; rate=${3:-0}; slots=${4:-8}
 HWSCHED_LOG=info $bin scheduler 2>"$dir/sched.log" & pids+=($!); sched_pid=$!
 until grep -q "scheduler ready" "$dir/sched.log"; do sleep 0.1; done
 $bin bench assign --workers "$workers" --tasks "$tasks" --rate "$rate" --slots "$slots" || echo "bench failed (see above)"
-printf "scheduler peak RSS %s MB, CPU %s s; nats-server CPU %s s\n" "$(awk "/VmHWM/ {printf \"%.1f\", \$2/1024}" /proc/$sched_pid/status)" "$(awk "{printf \"%.1f\", (\$14+\$15)/100}" /proc/$sched_pid/stat)" "$(awk "{printf \"%.1f\", (\$14+\$15)/100}" /proc/${pids[0]}/stat)"
+printf "scheduler peak RSS %s MB, CPU %s s; nats-server CPU %s s\n" "$(awk "/VmHWM/ {printf \"%.1f\", \$2/1024}" /proc/$sched_pid/status)" "$(awk "{printf \"%.1f\", (\$14+\$15)/100}" /proc/$sched_pid/stat)" "$(nats_cpu)"

@@ -81,7 +81,7 @@ impl NatsCluster {
 
     fn spawn(&self, i: usize) -> anyhow::Result<()> {
         let node = &self.nodes[i];
-        let (child, _) = spawn(&node.store.path().to_path_buf(), Some(node.port), None, &node.args, true)
+        let (child, _) = spawn(node.store.path(), Some(node.port), None, &node.args, true)
             .with_context(|| format!("start cluster node {}", node.name))?;
         *node.child.lock().expect("node lock") = Some(child);
         Ok(())

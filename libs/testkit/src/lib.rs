@@ -49,7 +49,7 @@ impl NatsServer {
     /// Starts a server on a random free port with a fresh store directory.
     pub fn start() -> anyhow::Result<Self> {
         let store = tempfile::tempdir().context("temp store dir")?;
-        let (child, port) = spawn(&store.path().to_path_buf(), None, None, &[], true)?;
+        let (child, port) = spawn(store.path(), None, None, &[], true)?;
         Ok(Self { child: Some(child), port, store, config: None, jetstream: true })
     }
 
@@ -59,7 +59,7 @@ impl NatsServer {
     pub fn start_with_config(conf: &std::path::Path, env: &[(String, String)]) -> anyhow::Result<Self> {
         let store = tempfile::tempdir().context("temp store dir")?;
         let config = Some((conf.to_path_buf(), env.to_vec()));
-        let (child, port) = spawn(&store.path().to_path_buf(), None, config.as_ref(), &[], true)?;
+        let (child, port) = spawn(store.path(), None, config.as_ref(), &[], true)?;
         Ok(Self { child: Some(child), port, store, config, jetstream: true })
     }
 
@@ -84,8 +84,7 @@ impl NatsServer {
     /// Starts it again on the same port with the same store.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
-        let (child, _) =
-            spawn(&self.store.path().to_path_buf(), Some(self.port), self.config.as_ref(), &[], self.jetstream)?;
+        let (child, _) = spawn(self.store.path(), Some(self.port), self.config.as_ref(), &[], self.jetstream)?;
         self.child = Some(child);
         Ok(())
     }
@@ -101,7 +100,7 @@ impl Drop for NatsServer {
 /// `extra` arguments and, with `jetstream`, JetStream in `store`; returns once
 /// it is ready.
 fn spawn(
-    store: &PathBuf,
+    store: &std::path::Path,
     port: Option<u16>,
     config: Option<&(PathBuf, Vec<(String, String)>)>,
     extra: &[String],

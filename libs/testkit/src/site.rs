@@ -67,13 +67,8 @@ impl Site {
             ),
         )?;
         let leaf_http = free_port()?;
-        let (leaf, leaf_port) = spawn(
-            &dir.path().to_path_buf(),
-            None,
-            Some(&(leaf_conf, vec![])),
-            &["-m".to_string(), leaf_http.to_string()],
-            false,
-        )?;
+        let (leaf, leaf_port) =
+            spawn(dir.path(), None, Some(&(leaf_conf, vec![])), &["-m".to_string(), leaf_http.to_string()], false)?;
         let site = Self { hub, link, leaf, leaf_port, leaf_http, _dir: dir };
         site.wait_linked()?;
         Ok(site)

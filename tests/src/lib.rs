@@ -180,6 +180,34 @@ pub async fn submit(b: &Bus, t: &hwsched_proto::v1::TaskRequest) -> anyhow::Resu
     Ok(())
 }
 
+/// Every message stored under `subject` in `stream`, decoded (read from the
+/// stream, so a test connection that moved to another node misses nothing).
+pub async fn stored<T: prost::Message + Default>(
+    b: &Bus,
+    stream: hwsched_bus::Stream,
+    subject: String,
+) -> anyhow::Result<Vec<T>> {
+    let s = b.jetstream().get_stream(b.subjects().stream(stream)).await?;
+    let consumer = s
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
+            filter_subject: subject,
+            ..Default::default()
+        })
+        .await?;
+    let mut left = consumer.clone().info().await?.num_pending;
+    let mut msgs = consumer.messages().await?;
+    let mut out = Vec::new();
+    while left > 0 {
+        let m = tokio::time::timeout(Duration::from_secs(60), futures::StreamExt::next(&mut msgs))
+            .await?
+            .context("stream ended")??;
+        out.push(T::decode(m.payload.as_ref())?);
+        left -= 1;
+    }
+    Ok(out)
+}
+
 /// `hwsched recorder` writing into `db`, flushing every 100 ms.
 pub fn recorder(nats_url: &str, db: &hwsched_testkit::TestDb) -> anyhow::Result<Proc> {
     let env = [

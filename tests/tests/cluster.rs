@@ -11,7 +11,6 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use futures::StreamExt;
 use hwsched_bus::{streams, Bus, Stream};
 use hwsched_config::NatsConfig;
@@ -20,7 +19,7 @@ use hwsched_proto::{
     Message,
 };
 use hwsched_testkit::{NatsCluster, NatsServer};
-use hwsched_tests::Proc;
+use hwsched_tests::{stored, Proc};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -91,24 +90,11 @@ async fn submit_retrying(b: &Bus, t: &TaskRequest) -> anyhow::Result<()> {
     }
 }
 
-/// Every result in the results stream, by task id (read from the stream, not
-/// a subscription: a test connection that moves to another node misses nothing).
+/// Every result in the results stream, by task id.
 async fn stored_results(b: &Bus) -> anyhow::Result<HashMap<String, Vec<ExecutionResult>>> {
-    let stream = b.jetstream().get_stream(b.subjects().stream(Stream::Results)).await?;
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await?;
     let mut out: HashMap<String, Vec<ExecutionResult>> = HashMap::new();
-    let mut pending = stream.clone().info().await?.state.messages;
-    let mut msgs = consumer.messages().await?;
-    while pending > 0 {
-        let m = tokio::time::timeout(WAIT, msgs.next()).await?.context("results stream ended")??;
-        let r = ExecutionResult::decode(m.payload.as_ref())?;
+    for r in stored::<ExecutionResult>(b, Stream::Results, b.subjects().results_all()).await? {
         out.entry(r.task_id.clone()).or_default().push(r);
-        pending -= 1;
     }
     Ok(out)
 }

@@ -12,7 +12,6 @@ use std::{
 };
 
 use anyhow::Context;
-use async_nats::jetstream::{self, consumer::DeliverPolicy};
 use futures::StreamExt;
 use hwsched_bus::{now_ms, Bus, Stream};
 use hwsched_proto::{
@@ -20,31 +19,10 @@ use hwsched_proto::{
     Message,
 };
 use hwsched_testkit::{Site, HUB_DOMAIN};
-use hwsched_tests::{bus, sleep_task, submit, Proc};
+use hwsched_tests::{bus, sleep_task, stored, submit, Proc};
 
 const WAIT: Duration = Duration::from_secs(60);
 const WORKER: &str = "lab1";
-
-/// Every message stored under `subject` in `stream`, decoded.
-async fn stored<T: Message + Default>(b: &Bus, stream: Stream, subject: String) -> anyhow::Result<Vec<T>> {
-    let s = b.jetstream().get_stream(b.subjects().stream(stream)).await?;
-    let consumer = s
-        .create_consumer(jetstream::consumer::pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::All,
-            filter_subject: subject,
-            ..Default::default()
-        })
-        .await?;
-    let mut left = consumer.clone().info().await?.num_pending;
-    let mut msgs = consumer.messages().await?;
-    let mut out = Vec::new();
-    while left > 0 {
-        let m = tokio::time::timeout(WAIT, msgs.next()).await?.context("stream ended")??;
-        out.push(T::decode(m.payload.as_ref())?);
-        left -= 1;
-    }
-    Ok(out)
-}
 
 /// The site's results by task id, once `n` tasks have one.
 async fn results(b: &Bus, n: usize) -> anyhow::Result<HashMap<String, Vec<ExecutionResult>>> {

@@ -4,7 +4,10 @@
 //! metrics cross the leaf link. The link is
 //! cut while the site's tests run and restored: every result those tests
 //! produced during the cut, and every metrics batch sampled during it,
-//! reaches the hub's streams; nothing runs twice; new work flows again.
+//! reaches the hub's streams; nothing runs twice; new work flows again. With
+//! `hwsched nats-auth`'s users, the leaf logs in to the hub as its site's leaf
+//! user: the site's tests run through it, and what a monitor may not send does
+//! not cross.
 
 use std::{
     collections::HashMap,
@@ -18,7 +21,7 @@ use hwsched_proto::{
     v1::{ExecutionResult, MetricsBatch, Requirements, TaskEvent, TaskEventKind, TaskStatus},
     Message,
 };
-use hwsched_testkit::{Site, HUB_DOMAIN};
+use hwsched_testkit::{Site, SiteAuth, HUB_DOMAIN};
 use hwsched_tests::{bus, sleep_task, stored, submit, Proc};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -123,4 +126,70 @@ async fn a_leaf_link_cut_for_seconds_loses_no_result_and_no_metrics() -> anyhow:
 #[ignore = "slow: make test-chaos"]
 async fn a_leaf_link_cut_for_a_minute_loses_no_result_and_no_metrics() -> anyhow::Result<()> {
     link_cut_loses_nothing(Duration::from_secs(60)).await
+}
+
+/// Users of `hwsched nats-auth --shared-monitor --leaf-site lab --js-domain hub`.
+const USERS: [&str; 8] =
+    ["scheduler", "learner", "alerting", "recorder", "producer", "operator", "monitor", "leaf-lab"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_behind_its_leaf_user_runs_tests_and_sends_nothing_else() -> anyhow::Result<()> {
+    let out = std::process::Command::new(hwsched_tests::hwsched_bin()?)
+        .args(["nats-auth", "--shared-monitor", "--leaf-site", "lab", "--js-domain", HUB_DOMAIN])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pw = |u: &str| format!("pw-{u}-{}", std::process::id());
+    let auth = SiteAuth {
+        hub_authorization: String::from_utf8(out.stdout)?,
+        hub_env: USERS
+            .iter()
+            .map(|u| (format!("HWSCHED_NATS_PASSWORD_{}", u.to_uppercase().replace('-', "_")), pw(u)))
+            .collect(),
+        leaf_user: ("leaf-lab".into(), pw("leaf-lab")),
+        // the site's monitors log in to their leaf server as `monitor` (inboxes `_INBOX_monitor.*`)
+        local_users: vec![("monitor".into(), "local-pw".into())],
+    };
+    let site = Site::start_with(Some(&auth))?;
+    let login = |u: &str, p: String| vec![("HWSCHED_NATS_USER", u.to_string()), ("HWSCHED_NATS_PASSWORD", p)];
+    let sched = Proc::spawn(
+        "scheduler",
+        &site.hub_url(),
+        &["scheduler", "--startup-grace-s", "0"],
+        &login("scheduler", pw("scheduler")),
+    )?;
+    sched.wait_for_log("scheduler ready", WAIT).await?;
+    let monitor_env =
+        [login("monitor", "local-pw".into()), vec![("HWSCHED_JS_DOMAIN", HUB_DOMAIN.to_string())]].concat();
+    let monitor =
+        Proc::spawn(WORKER, &site.leaf_url(), &["monitor", "--worker-id", WORKER, "--level", "basic"], &monitor_env)?;
+    monitor.wait_for_log("monitor ready", WAIT).await?;
+    sched.wait_for_log(&format!("worker joined worker_id=\"{WORKER}\""), WAIT).await?;
+
+    // an operator at the hub sees what arrives; a client at the site tries what a monitor may not
+    let mut ops = hwsched_config::NatsConfig::new(site.hub_url());
+    (ops.user, ops.password) = (Some("operator".into()), Some(pw("operator")));
+    let b = Bus::connect(&ops, "test", Duration::from_secs(10)).await?;
+    let mut submits = b.client().subscribe(b.subjects().tasks_submit()).await?;
+    b.client().flush().await?;
+    let intruder = async_nats::ConnectOptions::new()
+        .user_and_password("monitor".into(), "local-pw".into())
+        .connect(site.leaf_url())
+        .await?;
+    intruder.publish(b.subjects().tasks_submit(), "not a monitor's to send".into()).await?;
+    intruder.flush().await?;
+    let crossed = tokio::time::timeout(Duration::from_secs(2), submits.next()).await;
+    assert!(crossed.is_err(), "a submission crossed the leaf link: {crossed:?}");
+
+    // a test placed at the hub runs at the site and its result comes back
+    submit(&b, &sleep_task("through-the-leaf", "0")).await?;
+    let by_task = results(&b, 1).await?;
+    let r = by_task.get("through-the-leaf").and_then(|rs| rs.first()).with_context(|| {
+        format!("no result\n----- scheduler -----\n{}\n----- {WORKER} -----\n{}", sched.log(), monitor.log())
+    })?;
+    assert_eq!((r.status(), r.worker_id.as_str()), (TaskStatus::Succeeded, WORKER), "{r:?}");
+    // every write the site needs crossed: journal, result, metrics
+    let log = monitor.log();
+    let refused: Vec<&str> = log.lines().filter(|l| l.contains("not written") || l.contains("not stored")).collect();
+    assert!(refused.is_empty(), "{refused:#?}");
+    Ok(())
 }

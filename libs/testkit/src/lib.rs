@@ -8,7 +8,7 @@ mod cluster;
 mod site;
 
 pub use cluster::NatsCluster;
-pub use site::{Link, Site, HUB_DOMAIN};
+pub use site::{Link, Site, SiteAuth, HUB_DOMAIN};
 
 use std::{
     io::{BufRead, BufReader},

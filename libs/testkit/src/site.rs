@@ -43,26 +43,53 @@ pub struct Site {
     _dir: tempfile::TempDir,
 }
 
+/// Users for a [`Site`]: the hub's `authorization` block and the environment
+/// it reads (passwords), the user the leaf logs in to the hub with, and the
+/// leaf server's own users for the site's clients.
+#[derive(Debug, Clone, Default)]
+pub struct SiteAuth {
+    /// The hub's `authorization { ... }` block (e.g. `hwsched nats-auth`'s).
+    pub hub_authorization: String,
+    /// Environment of the hub (the passwords the block references).
+    pub hub_env: Vec<(String, String)>,
+    /// User and password of the leaf link at the hub.
+    pub leaf_user: (String, String),
+    /// Users and passwords of the leaf server's own clients.
+    pub local_users: Vec<(String, String)>,
+}
+
 impl Site {
     /// Starts the hub, the link and the leaf, and waits until the leaf is connected.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// [`Site::start`] with users at the hub and at the leaf (`auth`).
+    pub fn start_with(auth: Option<&SiteAuth>) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("temp dir")?;
         let hub_leaf_port = free_port()?;
         // not advertised: the leaf must reconnect through the link, not around it
         let hub_conf = dir.path().join("hub.conf");
+        let authorization = auth.map_or("", |a| a.hub_authorization.as_str());
         write(
             &hub_conf,
             &format!(
-                "jetstream {{\n  domain: {HUB_DOMAIN}\n}}\nleafnodes {{\n  listen: \"127.0.0.1:{hub_leaf_port}\"\n  no_advertise: true\n}}\n"
+                "jetstream {{\n  domain: {HUB_DOMAIN}\n}}\nleafnodes {{\n  listen: \"127.0.0.1:{hub_leaf_port}\"\n  no_advertise: true\n}}\n{authorization}\n"
             ),
         )?;
-        let hub = NatsServer::start_with_config(&hub_conf, &[])?;
+        let hub = NatsServer::start_with_config(&hub_conf, auth.map_or(&[][..], |a| &a.hub_env))?;
         let link = Link::start(hub_leaf_port)?;
         let leaf_conf = dir.path().join("leaf.conf");
+        let login = auth.map_or(String::new(), |a| format!("{}:{}@", a.leaf_user.0, a.leaf_user.1));
+        let local = auth.filter(|a| !a.local_users.is_empty()).map_or(String::new(), |a| {
+            let users: Vec<String> =
+                a.local_users.iter().map(|(u, p)| format!("{{ user: \"{u}\", password: \"{p}\" }}")).collect();
+            format!("authorization {{\n  users = [ {} ]\n}}\n", users.join(", "))
+        });
         write(
             &leaf_conf,
             &format!(
-                "leafnodes {{\n  reconnect: 1\n  remotes: [ {{ url: \"nats-leaf://127.0.0.1:{}\" }} ]\n}}\n",
+                "leafnodes {{\n  reconnect: 1\n  remotes: [ {{ url: \"nats-leaf://{login}127.0.0.1:{}\" }} ]\n}}\n{local}",
                 link.port
             ),
         )?;

@@ -321,7 +321,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             );
             Ok(ok)
         }
-        Command::NatsAuth(args) => nats_auth::run(&nats.subject_prefix, &args).map(|_| ok),
+        Command::NatsAuth(args) => nats_auth::run(&nats.subject_prefix, nats.js_domain.as_deref(), &args).map(|_| ok),
         Command::Submit(args) => submit::run(&nats, args).await,
         Command::Logs(args) => logs::run(&Client::connect(&nats).await?, args).await,
         Command::Artifacts(args) => artifacts::run(&Client::connect(&nats).await?, args).await,

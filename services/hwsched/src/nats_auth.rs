@@ -22,6 +22,12 @@ pub struct NatsAuthArgs {
     /// logged in as it can act as any other worker (SECURITY.md).
     #[arg(long)]
     shared_monitor: bool,
+    /// A site behind a leaf node: the user `leaf-<SITE>` its leaf server logs in
+    /// to the hub with, bounding what crosses the link to what the site's monitors
+    /// need, with the JetStream API under the hub's domain (`--js-domain`, which
+    /// the site's monitors name too); repeat per site. docs/CLUSTERS.md.
+    #[arg(long = "leaf-site", value_name = "SITE")]
+    leaf_sites: Vec<String>,
 }
 
 /// One user's permissions.
@@ -265,14 +271,49 @@ fn monitor(p: &str, name: &str, id: &str) -> User {
     }
 }
 
+/// The user a site's leaf server logs in to the hub with: what any monitor may
+/// publish, its JetStream API under the hub's `domain`; it receives the replies
+/// to the site's monitors, whose local user is `monitor` (inboxes
+/// `_INBOX_monitor.*`), and what the hub sends any worker.
+///
+/// Two widenings the link needs: a hub propagates a stream's interest over a
+/// leaf link only where the leaf may publish the stream's whole subject, so
+/// results, metrics and dead letters are allowed under their streams'
+/// subjects (`<p>.results.>`, not `<p>.results.*.>`); and a client naming a
+/// domain writes KV keys and objects through the API prefix
+/// (`$JS.<domain>.API.$KV.<bucket>.<key>`).
+fn leaf(p: &str, site: &str, domain: &str) -> User {
+    let m = monitor(p, &format!("leaf-{site}"), "*");
+    let api = format!("$JS.{domain}.API.");
+    let whole = |s: String| match s {
+        s if s == format!("{p}.results.*.>") => format!("{p}.results.>"),
+        s if s == format!("{p}.metrics.*") => format!("{p}.metrics.>"),
+        s if s == format!("{p}.deadletter.*") => format!("{p}.deadletter.>"),
+        s => s,
+    };
+    let publish = m
+        .publish
+        .into_iter()
+        .map(whole)
+        .flat_map(|s| match s {
+            s if s.starts_with("$JS.API.") => vec![s.replacen("$JS.API.", &api, 1)],
+            s if s.starts_with("$KV.") || s.starts_with("$O.") => vec![format!("{api}{s}"), s],
+            s => vec![s],
+        })
+        .collect();
+    User { publish, subscribe: [m.subscribe, vec![own_inbox("monitor")]].concat(), ..m }
+}
+
 /// The `authorization { ... }` block for subject prefix `prefix`, `workers`,
-/// and with `shared_monitor` the user `monitor` for any worker.
-pub fn render(prefix: &str, workers: &[String], shared_monitor: bool) -> String {
+/// with `shared_monitor` the user `monitor` for any worker, and a user per
+/// leaf site (`leaf_sites` and the hub's JetStream domain).
+pub fn render(prefix: &str, workers: &[String], shared_monitor: bool, leaf_sites: (&[String], &str)) -> String {
     let mut users = roles(prefix);
     if shared_monitor {
         users.push(monitor(prefix, "monitor", "*"));
     }
     users.extend(workers.iter().map(|w| monitor(prefix, w, w)));
+    users.extend(leaf_sites.0.iter().map(|site| leaf(prefix, site, leaf_sites.1)));
     let list = |items: &[String]| items.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
     let mut out = String::from(
         "# hwsched NATS users (rendered by `hwsched nats-auth`; see SECURITY.md).\n\
@@ -293,8 +334,21 @@ pub fn render(prefix: &str, workers: &[String], shared_monitor: bool) -> String 
     out
 }
 
-/// Prints the block.
-pub fn run(prefix: &str, args: &NatsAuthArgs) -> anyhow::Result<()> {
+/// Prints the block (`js_domain`: the hub's JetStream domain, for leaf sites).
+pub fn run(prefix: &str, js_domain: Option<&str>, args: &NatsAuthArgs) -> anyhow::Result<()> {
+    for site in &args.leaf_sites {
+        anyhow::ensure!(
+            hwsched_proto::is_valid_id(site),
+            "--leaf-site {site:?}: a site is letters, digits, '-' and '_'"
+        );
+    }
+    let domain = match (args.leaf_sites.is_empty(), js_domain) {
+        (true, _) => "",
+        (false, Some(d)) => d,
+        (false, None) => {
+            anyhow::bail!("--leaf-site needs --js-domain: the hub's JetStream domain, which the site's monitors name")
+        }
+    };
     for w in &args.workers {
         anyhow::ensure!(hwsched_proto::is_valid_id(w), "--worker {w:?}: a worker id is letters, digits, '-' and '_'");
         anyhow::ensure!(
@@ -303,9 +357,9 @@ pub fn run(prefix: &str, args: &NatsAuthArgs) -> anyhow::Result<()> {
         );
     }
     anyhow::ensure!(
-        args.shared_monitor || !args.workers.is_empty(),
-        "no monitor user: give --worker ID per worker, or --shared-monitor"
+        args.shared_monitor || !args.workers.is_empty() || !args.leaf_sites.is_empty(),
+        "no monitor user: give --worker ID per worker, --shared-monitor, or --leaf-site SITE"
     );
-    print!("{}", render(prefix, &args.workers, args.shared_monitor));
+    print!("{}", render(prefix, &args.workers, args.shared_monitor, (&args.leaf_sites, domain)));
     Ok(())
 }

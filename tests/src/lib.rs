@@ -349,10 +349,7 @@ pub async fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// A free loopback TCP port (racy by nature: bind soon).
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+pub use hwsched_testkit::free_port;
 
 /// A private ClickHouse server (Debian's, through `scripts/clickhouse.sh`, as
 /// `make test` starts its own) with its data in a temporary directory, for

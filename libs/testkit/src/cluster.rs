@@ -37,7 +37,7 @@ pub struct NatsCluster {
 }
 
 /// A free loopback port (the OS's pick, released for the server to take).
-pub(crate) fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("pick a free port")?;
     Ok(l.local_addr()?.port())
 }

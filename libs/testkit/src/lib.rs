@@ -7,7 +7,7 @@
 mod cluster;
 mod site;
 
-pub use cluster::NatsCluster;
+pub use cluster::{free_port, NatsCluster};
 pub use site::{Link, Site, SiteAuth, HUB_DOMAIN};
 
 use std::{

@@ -45,6 +45,42 @@ async fn a_recorder_sink_whose_consumer_is_deleted_stops_the_recorder() -> anyho
     Ok(())
 }
 
+/// A consumer deleted before its first pull (or between two pulls) is only
+/// reported as "no responders" and then as missed heartbeats: async-nats
+/// never ends that stream, so a service reading it looked healthy and read
+/// nothing. The race made the recorder test above fail once in CI; this
+/// makes it certain by deleting the consumer before the stream is opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_deleted_between_pulls_ends_its_message_stream() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let b = bus(&nats.url()).await?;
+    streams::provision(&b).await?;
+    let durable = streams::Durable::new(Stream::Results, "gone-early");
+    let consumer = streams::durable(&b, &durable).await?;
+    let results = b.jetstream().get_stream(b.subjects().stream(Stream::Results)).await?;
+    results.delete_consumer("gone-early").await?;
+
+    let mut messages = hwsched_bus::consume::messages(consumer).await?;
+    let mut errors = 0;
+    let ended = tokio::time::timeout(WAIT, async {
+        while let Some(item) = messages.next().await {
+            assert!(item.is_err(), "a deleted consumer delivered a message");
+            errors += 1;
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream of a deleted consumer did not end within {WAIT:?}");
+    assert!(errors <= 1, "{errors} errors before the end");
+
+    // a consumer that exists goes on delivering
+    let mut alive = streams::consume(&b, &streams::Durable::new(Stream::Results, "alive")).await?;
+    let subject = b.subjects().results("w-1", "t-1");
+    b.jetstream().publish(subject.clone(), "x".into()).await?.await?;
+    let got = tokio::time::timeout(WAIT, alive.next()).await?;
+    assert!(matches!(got, Some(Ok(ref m)) if m.subject.as_str() == subject), "{got:?}");
+    Ok(())
+}
+
 /// Nothing outside the process can end the monitor's telemetry loop (it ends
 /// only when the host's statistics cannot be read or sampling panics), so the
 /// test wraps the real loop and ends it while a task runs: the monitor must

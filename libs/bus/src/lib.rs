@@ -5,6 +5,7 @@
 
 pub mod assignment;
 pub mod codec;
+pub mod consume;
 pub mod micro;
 pub mod objects;
 pub mod streams;

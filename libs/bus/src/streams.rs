@@ -283,6 +283,12 @@ pub async fn durable(bus: &Bus, d: &Durable) -> Result<jetstream::consumer::Cons
     stream.create_consumer(cfg).await.map_err(|e| BusError::js(what(), e))
 }
 
+/// Creates (or updates) the durable consumer and reads its messages; the
+/// stream ends when the consumer is deleted (see [`crate::consume`]).
+pub async fn consume(bus: &Bus, d: &Durable) -> Result<crate::consume::Messages, BusError> {
+    crate::consume::messages(durable(bus, d).await?).await
+}
+
 /// Opens a KV bucket provisioned by [`provision`].
 pub async fn bucket(bus: &Bus, name: &str) -> Result<kv::Store, BusError> {
     bus.jetstream().get_key_value(name).await.map_err(|e| BusError::js(format!("open bucket {name}"), e))

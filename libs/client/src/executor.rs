@@ -23,7 +23,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use async_nats::jetstream::{self, consumer::pull, kv, AckKind};
+use async_nats::jetstream::{self, kv, AckKind};
 use futures::StreamExt;
 use hwsched_bus::{now_ms, streams, trace};
 use hwsched_proto::v1::{ExecutionResult, TaskAssignment, TaskEventKind, TaskRequest, TaskStatus, WorkerCapabilities};
@@ -42,7 +42,7 @@ pub struct Executor {
     worker_id: String,
     hardware_class: String,
     records: kv::Store,
-    messages: pull::Stream,
+    messages: hwsched_bus::consume::Messages,
 }
 
 /// How an attempt ended, as the executor saw it.
@@ -127,12 +127,7 @@ impl Client {
             e => e,
         })?;
         let d = streams::assignments(bus, worker_id, slots, ACK_WAIT);
-        let messages = streams::durable(bus, &d)
-            .await
-            .map_err(|e| Error::bus("assignment consumer", e))?
-            .messages()
-            .await
-            .map_err(|e| Error::bus("consume assignments", e))?;
+        let messages = streams::consume(bus, &d).await.map_err(|e| Error::bus("consume assignments", e))?;
         let records =
             streams::bucket(bus, &bus.subjects().tasks_bucket()).await.map_err(|e| Error::bus("task records", e))?;
         Ok(Executor {

@@ -138,7 +138,7 @@ pub async fn run(
     };
     let metrics = Metrics::default();
     metrics.register(&telemetry);
-    let mut results = streams::durable(&bus, &durable).await?.messages().await?;
+    let mut results = streams::consume(&bus, &durable).await?;
     let mut quarantines =
         bus.client().subscribe(bus.subjects().health_quarantined()).await.context("subscribe to quarantines")?;
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.publish_interval_ms.max(100)));

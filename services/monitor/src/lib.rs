@@ -152,12 +152,8 @@ async fn start(cfg: &MonitorConfig, bus: &Bus, telemetry: &Telemetry) -> anyhow:
         tracing::info!("observe-only: reporting telemetry, not executing assignments");
         None
     } else {
-        let consumer = streams::durable(
-            bus,
-            &streams::assignments(bus, &worker_id, caps.slots, Duration::from_secs(cfg.ack_wait_s)),
-        )
-        .await?;
-        Some(consumer.messages().await.context("consume assignments")?)
+        let durable = streams::assignments(bus, &worker_id, caps.slots, Duration::from_secs(cfg.ack_wait_s));
+        Some(streams::consume(bus, &durable).await.context("consume assignments")?)
     };
     let cancels = bus.client().subscribe(subjects.control_cancel()).await.context("subscribe to cancels")?;
 

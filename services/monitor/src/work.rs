@@ -8,12 +8,11 @@ use std::{
 };
 
 use async_nats::{
-    jetstream::consumer::pull,
     service::{endpoint::Endpoint, Service},
     Subscriber,
 };
 use futures::StreamExt;
-use hwsched_bus::{now_ms, Bus};
+use hwsched_bus::{consume, now_ms, Bus};
 use hwsched_proto::v1::{CancelTask, DrainWorker, WorkerCapabilities, WorkerHeartbeat, WorkerState};
 use hwsched_telemetry::Telemetry;
 use tokio::{sync::watch, task::JoinSet};
@@ -37,7 +36,7 @@ pub struct Work {
     /// This worker's stored drain.
     pub drain: Drain,
     /// Assignments to run; `None` in observe-only mode.
-    pub assignments: Option<pull::Stream>,
+    pub assignments: Option<consume::Messages>,
     /// `hws.control.cancel`.
     pub cancels: Subscriber,
     /// Runs assignments.

@@ -313,7 +313,7 @@ impl Sink {
     {
         let durable =
             Durable::new(self.stream, streams::RECORDER_DURABLE).max_ack_pending(self.cfg.batch_messages as i64 * 4);
-        let mut messages = streams::durable(bus, &durable).await?.messages().await?;
+        let mut messages = streams::consume(bus, &durable).await?;
         let flush = Duration::from_millis(self.cfg.flush_ms.max(10));
         let mut held: Vec<jetstream::Message> = Vec::new();
         let mut decoded: Vec<M> = Vec::new();

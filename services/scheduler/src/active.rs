@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_nats::{
-    jetstream::{self, consumer::pull, kv},
+    jetstream::{self, kv},
     service::{self, endpoint::Endpoint},
     Subscriber,
 };
 use futures::StreamExt;
 use hwsched_bus::{
-    micro,
+    consume, micro,
     streams::{self, Durable},
     Bus, Stream,
 };
@@ -103,8 +103,8 @@ async fn take_over(cfg: SchedulerConfig, bus: &Bus, metrics: Metrics) -> anyhow:
 
 /// What the active scheduler listens to, and its timers.
 struct Inputs {
-    submissions: pull::Stream,
-    results: pull::Stream,
+    submissions: consume::Messages,
+    results: consume::Messages,
     heartbeats: Subscriber,
     registrations: Subscriber,
     /// Answers to capability requests ([`ask_capabilities`]).
@@ -135,8 +135,8 @@ impl Inputs {
         // The loop acks within milliseconds; a short ack wait lets a restarted scheduler
         // get what its predecessor had pulled but not acknowledged without a long pause.
         let consumer = |s| Durable::new(s, "scheduler").ack_wait(CONSUMER_ACK_WAIT).max_ack_pending(4096);
-        let submissions = streams::durable(bus, &consumer(Stream::Tasks)).await?.messages().await?;
-        let results = streams::durable(bus, &consumer(Stream::Results)).await?.messages().await?;
+        let submissions = streams::consume(bus, &consumer(Stream::Tasks)).await?;
+        let results = streams::consume(bus, &consumer(Stream::Results)).await?;
         let heartbeats = bus.client().subscribe(subjects.workers_heartbeat_all()).await?;
         let registrations = bus.client().subscribe(subjects.workers_register_all()).await?;
         // Only the active scheduler answers (and shows in `nats micro ls`); the

@@ -106,7 +106,7 @@ pub(crate) async fn execute(
         // the only executor on this NATS: every worker's assignments
         .filter(bus.subjects().assign("*"))
         .max_ack_pending(100_000);
-    let mut messages = streams::durable(&bus, &durable).await?.messages().await?;
+    let mut messages = streams::consume(&bus, &durable).await?;
     while let Some(m) = messages.next().await {
         // a missed heartbeat while a cluster elects the consumer's leader is not the end
         // of the stream (the monitor goes on the same way); before, the executor ended here

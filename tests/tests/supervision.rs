@@ -71,6 +71,8 @@ async fn a_consumer_deleted_between_pulls_ends_its_message_stream() -> anyhow::R
     .await;
     assert!(ended.is_ok(), "the stream of a deleted consumer did not end within {WAIT:?}");
     assert!(errors <= 1, "{errors} errors before the end");
+    // a reader that saw the end (the scheduler's batch reader) may poll once more
+    assert!(messages.next().await.is_none(), "an ended stream yielded again");
 
     // a consumer that exists goes on delivering
     let mut alive = streams::consume(&b, &streams::Durable::new(Stream::Results, "alive")).await?;

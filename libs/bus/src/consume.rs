@@ -47,6 +47,8 @@ pub async fn messages(consumer: Consumer<pull::Config>) -> Result<Messages, BusE
         }
         Some((item, Some(w)))
     })
+    // an unfold polled after its end panics; callers may poll again (a batch reader that saw the end)
+    .fuse()
     .boxed())
 }
 

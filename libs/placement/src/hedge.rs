@@ -122,17 +122,13 @@ impl FromStr for HedgePolicy {
             return Ok(Self::default());
         }
         let mut p = Self::on();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (k, v) = part.split_once('=').ok_or_else(|| format!("{part:?} must be field=value, or \"off\""))?;
-            let bad = || format!("{part:?}: not a valid value");
-            let num = |lo: f64, hi: f64| -> Result<f64, String> {
-                v.trim().parse::<f64>().ok().filter(|x| (lo..=hi).contains(x)).ok_or_else(bad)
-            };
-            match k.trim() {
-                "share" => p.share = num(0.0, 1.0)?,
-                "factor" => p.factor = num(1.0, 100.0)?,
-                "min_after_s" => p.min_after_ms = (num(0.0, 86_400.0)? * 1000.0) as i64,
-                other => return Err(format!("unknown hedge field {other:?}")),
+        for f in crate::settings::fields(s, "field=value, or \"off\"") {
+            let f = f?;
+            match f.name {
+                "share" => p.share = f.num(0.0, 1.0)?,
+                "factor" => p.factor = f.num(1.0, 100.0)?,
+                "min_after_s" => p.min_after_ms = (f.num(0.0, 86_400.0)? * 1000.0) as i64,
+                _ => return Err(f.unknown("hedge")),
             }
         }
         Ok(p)

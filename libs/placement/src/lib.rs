@@ -25,6 +25,7 @@ pub mod hedge;
 pub mod quarantine;
 pub mod retry;
 pub mod score;
+mod settings;
 pub mod state;
 pub mod suspect;
 #[cfg(test)]

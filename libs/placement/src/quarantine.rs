@@ -86,24 +86,20 @@ impl FromStr for QuarantinePolicy {
     /// Parses "alpha=0.01,probe_passes=2" (fields not named keep their defaults).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut p = QuarantinePolicy::default();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (k, v) = part.split_once('=').ok_or_else(|| format!("{part:?} must be field=value"))?;
-            let bad = || format!("{part:?}: not a valid value");
-            let num = |lo: f64, hi: f64| -> Result<f64, String> {
-                v.trim().parse::<f64>().ok().filter(|x| (lo..=hi).contains(x)).ok_or_else(bad)
-            };
-            match k.trim() {
-                "enabled" => p.enabled = v.trim().parse().map_err(|_| bad())?,
-                "alpha" => p.alpha = num(1e-12, 0.5)?,
-                "min_failures" => p.min_failures = num(1.0, 1000.0)? as u32,
-                "window_s" => p.window_ms = num(1.0, 7.0 * 86_400.0)? as i64 * 1000,
-                "evidence" => p.evidence = num(5.0, 10_000.0)? as usize,
-                "max_fleet_share" => p.max_fleet_share = num(0.0, 1.0)?,
-                "max_class_share" => p.max_class_share = num(0.0, 1.0)?,
-                "probe_passes" => p.probe_passes = num(1.0, 100.0)? as u32,
-                "probe_interval_s" => p.probe_interval_ms = num(1.0, 86_400.0)? as i64 * 1000,
-                "probe_timeout_s" => p.probe_timeout_s = num(1.0, 86_400.0)? as u32,
-                other => return Err(format!("unknown quarantine field {other:?}")),
+        for f in crate::settings::fields(s, "field=value") {
+            let f = f?;
+            match f.name {
+                "enabled" => p.enabled = f.parse()?,
+                "alpha" => p.alpha = f.num(1e-12, 0.5)?,
+                "min_failures" => p.min_failures = f.num(1.0, 1000.0)? as u32,
+                "window_s" => p.window_ms = f.num(1.0, 7.0 * 86_400.0)? as i64 * 1000,
+                "evidence" => p.evidence = f.num(5.0, 10_000.0)? as usize,
+                "max_fleet_share" => p.max_fleet_share = f.num(0.0, 1.0)?,
+                "max_class_share" => p.max_class_share = f.num(0.0, 1.0)?,
+                "probe_passes" => p.probe_passes = f.num(1.0, 100.0)? as u32,
+                "probe_interval_s" => p.probe_interval_ms = f.num(1.0, 86_400.0)? as i64 * 1000,
+                "probe_timeout_s" => p.probe_timeout_s = f.num(1.0, 86_400.0)? as u32,
+                _ => return Err(f.unknown("quarantine")),
             }
         }
         Ok(p)

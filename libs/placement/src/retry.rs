@@ -96,16 +96,15 @@ impl std::str::FromStr for Retry {
     /// `RetryPolicy`; those not named keep their defaults).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut p = RetryPolicy::default();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (k, v) = part.split_once('=').ok_or_else(|| format!("{part:?} must be field=value"))?;
-            let bad = || format!("{part:?}: not a valid value");
-            match k.trim() {
-                "retry_test_failures" => p.retry_test_failures = Some(v.trim().parse().map_err(|_| bad())?),
-                "oom_memory_factor" => p.oom_memory_factor = Some(v.trim().parse().map_err(|_| bad())?),
-                "oom_memory_cap_mb" => p.oom_memory_cap_mb = Some(v.trim().parse().map_err(|_| bad())?),
-                "timeout_retries" => p.timeout_retries = Some(v.trim().parse().map_err(|_| bad())?),
-                "infrastructure_retries" => p.infrastructure_retries = Some(v.trim().parse().map_err(|_| bad())?),
-                other => return Err(format!("unknown retry field {other:?}")),
+        for f in crate::settings::fields(s, "field=value") {
+            let f = f?;
+            match f.name {
+                "retry_test_failures" => p.retry_test_failures = Some(f.parse()?),
+                "oom_memory_factor" => p.oom_memory_factor = Some(f.parse()?),
+                "oom_memory_cap_mb" => p.oom_memory_cap_mb = Some(f.parse()?),
+                "timeout_retries" => p.timeout_retries = Some(f.parse()?),
+                "infrastructure_retries" => p.infrastructure_retries = Some(f.parse()?),
+                _ => return Err(f.unknown("retry")),
             }
         }
         Retry::check(&p)?;

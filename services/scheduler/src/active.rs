@@ -201,7 +201,12 @@ impl Inputs {
             Some(req) = self.queues.next() => { s.on_queue(req).await; false }
             Some(req) = self.listings.next() => { s.on_tasks(req).await; false }
             Some(req) = self.quarantines.next() => { s.on_quarantine(req).await; true }
-            Some(Ok(entry)) = self.model_updates.next() => { s.on_model(&entry.value); true }
+            update = self.model_updates.next() => match update {
+                Some(Ok(entry)) => { s.on_model(&entry.value); true }
+                Some(Err(e)) => { tracing::warn!(error = %e, "model watch error"); false }
+                // placing on a model that can no longer change is the inert scheduler we replace
+                None => return Next::Stop(Err(anyhow::anyhow!("the watch of the learner's model ended"))),
+            },
             m = self.submissions.next() => match m {
                 Some(Ok(msg)) => {
                     // take what else is ready too: one placement pass for the batch

@@ -5,10 +5,10 @@
 //! between two pulls) is only ever reported as "no responders" and then as
 //! missed heartbeats, forever: the service would go on looking healthy while
 //! reading nothing. On those two errors this asks the server whether the
-//! consumer (or its stream) still exists and ends the stream if it is not
-//! found twice, a second apart, so the caller's `None => consumer closed` path stops the service. Any other
-//! answer (a timeout, no JetStream while a cluster elects a leader) keeps the
-//! stream going: only "not found" is proof.
+//! consumer (or its stream) still exists, and ends the stream when it is not
+//! found twice, a second apart: the caller's `None => consumer closed` path
+//! then stops the service. Any other answer (a timeout, no JetStream while a
+//! cluster elects a leader) keeps the stream going: only "not found" is proof.
 
 use std::{pin::Pin, time::Duration};
 

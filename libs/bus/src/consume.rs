@@ -41,7 +41,8 @@ pub async fn messages(consumer: Consumer<pull::Config>) -> Result<Messages, BusE
         if let Err(e) = &item {
             if suspicious(e.kind()) && w.gone().await {
                 let info = w.consumer.cached_info();
-                tracing::warn!(consumer = %info.name, stream = %info.stream_name, error = %e, "consumer deleted: its message stream ends");
+                let (consumer, stream) = (&info.name, &info.stream_name);
+                tracing::warn!(consumer, stream, error = %e, "consumer deleted: its message stream ends");
                 return None;
             }
         }

@@ -35,8 +35,7 @@ pub async fn messages(consumer: Consumer<pull::Config>) -> Result<Messages, BusE
     let name = consumer.cached_info().name.clone();
     let inner = consumer.messages().await.map_err(|e| BusError::js(format!("read consumer {name}"), e))?;
     let state = Watched { inner, consumer };
-    Ok(futures::stream::unfold(Some(state), |state| async move {
-        let mut w = state?;
+    Ok(futures::stream::unfold(state, |mut w| async move {
         let item = w.inner.next().await?;
         if let Err(e) = &item {
             if suspicious(e.kind()) && w.gone().await {
@@ -46,7 +45,7 @@ pub async fn messages(consumer: Consumer<pull::Config>) -> Result<Messages, BusE
                 return None;
             }
         }
-        Some((item, Some(w)))
+        Some((item, w))
     })
     // an unfold polled after its end panics; callers may poll again (a batch reader that saw the end)
     .fuse()

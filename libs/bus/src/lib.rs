@@ -18,7 +18,7 @@ use std::time::Duration;
 pub use async_nats;
 use async_nats::{jetstream, HeaderMap};
 use hwsched_config::{redact_url, NatsConfig};
-use hwsched_proto::v1::{TaskEvent, TaskEventKind, TaskRequest};
+use hwsched_proto::v1::{ExecutionResult, TaskEvent, TaskEventKind, TaskRequest};
 use hwsched_shutdown::Backoff;
 use prost::Message;
 
@@ -220,6 +220,27 @@ impl Bus {
             self.js.publish_with_headers(subject.clone(), headers, codec::encode(msg)).await.map_err(|e| fail(&e))?;
         ack.await.map_err(|e| fail(&e))?;
         Ok(())
+    }
+
+    /// The last result stored for `task_id` on the results stream, by `worker_id`
+    /// (`None`: by any worker); `Ok(None)` when there is none.
+    pub async fn stored_result(
+        &self,
+        worker_id: Option<&str>,
+        task_id: &str,
+    ) -> Result<Option<ExecutionResult>, BusError> {
+        let name = self.subjects.stream(Stream::Results);
+        let what = || format!("read the last result of {task_id}");
+        let stream = self.js.get_stream_no_info(&name).await.map_err(|e| BusError::js(what(), e))?;
+        let subject = match worker_id {
+            Some(w) => self.subjects.results(w, task_id),
+            None => self.subjects.results_of(task_id),
+        };
+        match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => decode(Some(&m.headers), &m.payload).map(Some).map_err(|e| BusError::js(what(), e)),
+            Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(BusError::js(what(), e)),
+        }
     }
 
     /// Stores a lifecycle event on `hws.events.<task_id>`. Events inform

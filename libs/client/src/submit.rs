@@ -262,7 +262,9 @@ impl Submission {
         let mut result = self.last.remove(&r.task_id);
         if result.is_none() && r.attempts > 0 && r.parts.is_empty() {
             // the result may still be on its way to this subscription: read it from its stream
-            result = self.stored_result(&r.task_id).await;
+            // (its worker's: a hedged task's losing copy may have ended later)
+            let worker = Some(r.worker_id.as_str()).filter(|w| !w.is_empty());
+            result = self.client.bus.stored_result(worker, &r.task_id).await.ok().flatten();
         }
         self.ready.push_back(Update::Finished(Box::new(Finished {
             status: r.status(),
@@ -275,14 +277,6 @@ impl Submission {
             result,
             parts: r.parts,
         })));
-    }
-
-    /// The last stored result of `task_id` (from the results stream).
-    async fn stored_result(&self, task_id: &str) -> Option<ExecutionResult> {
-        let bus = &self.client.bus;
-        let stream = bus.jetstream().get_stream(bus.subjects().stream(hwsched_bus::Stream::Results)).await.ok()?;
-        let m = stream.get_last_raw_message_by_subject(&bus.subjects().results_of(task_id)).await.ok()?;
-        ExecutionResult::decode(m.payload.as_ref()).ok()
     }
 
     /// The rest of the updates as a stream (ends after the last task's end or an error).

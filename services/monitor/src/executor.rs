@@ -174,6 +174,12 @@ impl Executor {
             return;
         }
         if let Some(j) = earlier {
+            if self.result_stored(a, &task.task_id).await {
+                // it ended and its result was stored; only the assignment's ack was lost
+                tracing::info!(parent: span, "attempt already ended and its result stored, not run again");
+                let _ = msg.double_ack().await;
+                return;
+            }
             let o = process::Outcome::error("interrupted: the monitor restarted while this attempt ran".into());
             let result = self.result(a, o, j.started_at_ms, now_ms());
             self.finish(msg, result, tp, span, stop).await;
@@ -305,6 +311,18 @@ impl Executor {
         };
         if let Err(e) = self.attempts.put(key, journal.encode_to_vec().into()).await {
             tracing::warn!(parent: span, error = %e, "attempt journal not written: a monitor restart now could run this attempt again");
+        }
+    }
+
+    /// Whether this worker's result of attempt `a` is on the results stream
+    /// (false when it cannot be read: the attempt is then reported interrupted).
+    async fn result_stored(&self, a: &TaskAssignment, task_id: &str) -> bool {
+        match self.bus.stored_result(Some(&self.worker_id), task_id).await {
+            Ok(r) => r.is_some_and(|r| r.attempt == a.attempt),
+            Err(e) => {
+                tracing::warn!(task_id, error = %e, "stored result not read");
+                false
+            }
         }
     }
 

@@ -55,7 +55,7 @@ impl Io {
             match self.records.put(&key, rec.encode_to_vec().into()).await {
                 Ok(_) => return,
                 Err(e) if attempt == 4 => {
-                    tracing::error!(task_id = key, error = %e, "task record not saved: a scheduler restart would resume it from its previous state");
+                    tracing::error!(task_id = key, error = %e, "task record not saved: a successor scheduler resumes it from its previous state (and applies its stored result)");
                 }
                 Err(e) => {
                     tracing::warn!(task_id = key, error = %e, "task record not saved yet, retrying");

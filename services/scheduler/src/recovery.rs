@@ -8,7 +8,7 @@ use futures::StreamExt;
 use hwsched_bus::{now_ms, streams};
 use hwsched_placement::group;
 use hwsched_proto::{
-    v1::{TaskEventKind, TaskRecord, TaskState},
+    v1::{ExecutionResult, TaskEventKind, TaskRecord, TaskState},
     Message,
 };
 
@@ -24,6 +24,7 @@ impl Scheduler {
         let now = now_ms();
         let n = self.insert_open_records(keys, now).await?;
         self.resume_split_parts(now).await;
+        self.settle_stored_results(now).await;
         self.publish_parent_updates().await;
         if n > 0 {
             tracing::info!(tasks = n, "resumed unfinished tasks");
@@ -72,6 +73,44 @@ impl Scheduler {
                 self.state.settle_part(&p, None, now);
             }
         }
+    }
+
+    /// Running attempts whose result is already stored: the predecessor took the
+    /// result, but its record of the outcome was not saved (the bucket was
+    /// unavailable past the save's retries, or it died in between). Applied now, as
+    /// if just received, so the attempt is neither waited on nor run again.
+    async fn settle_stored_results(&mut self, now: i64) {
+        let running: Vec<(String, u32, String)> = self
+            .state
+            .records_in(TaskState::Assigned)
+            .into_iter()
+            .flat_map(|r| {
+                let id = task_id(&r);
+                let copy = r.hedge.as_ref().map(|h| (id.clone(), h.attempt, h.worker_id.clone()));
+                std::iter::once((id, r.attempt, r.worker_id)).chain(copy)
+            })
+            .collect();
+        let bus = &self.io.bus;
+        let found: Vec<ExecutionResult> = futures::stream::iter(running)
+            .map(|(id, attempt, worker)| async move {
+                match bus.stored_result(Some(&worker), &id).await {
+                    Ok(res) => res.filter(|r| r.attempt == attempt && r.worker_id == worker),
+                    Err(e) => {
+                        tracing::warn!(task_id = id, error = %e, "stored result not read: the attempt is waited on");
+                        None
+                    }
+                }
+            })
+            .buffer_unordered(INTAKE_CONCURRENCY)
+            .filter_map(futures::future::ready)
+            .collect()
+            .await;
+        for res in found {
+            tracing::info!(task_id = %res.task_id, attempt = res.attempt, worker_id = %res.worker_id, "stored result of a running attempt applied: its record had not caught up");
+            let c = self.state.complete(&res, now);
+            self.conclude(&res, c).await;
+        }
+        self.stop_hedge_losers().await;
     }
 
     /// A scheduler that died between recording an assignment and sending it

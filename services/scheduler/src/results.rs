@@ -61,6 +61,12 @@ impl Scheduler {
 
     /// Stores and announces one result's outcome, then acknowledges the result.
     async fn finish(&self, msg: jetstream::Message, res: ExecutionResult, c: Completion) {
+        self.conclude(&res, c).await;
+        let _ = msg.ack().await;
+    }
+
+    /// Stores and announces the outcome `c` of the result `res`.
+    pub(crate) async fn conclude(&self, res: &ExecutionResult, c: Completion) {
         match c {
             Completion::Done(rec) => {
                 self.save(&rec).await;
@@ -73,7 +79,7 @@ impl Scheduler {
                 }
                 tracing::info!(task_id = %res.task_id, worker_id = %res.worker_id, status = status.as_str_name(), duration_s = res.duration_s, "task finished");
                 self.event(&rec, TaskEventKind::Finished, status.as_str_name()).await;
-                self.reply_finished(&rec, Some(&res)).await;
+                self.reply_finished(&rec, Some(res)).await;
             }
             Completion::Retry(rec) => {
                 self.save(&rec).await;
@@ -89,7 +95,6 @@ impl Scheduler {
                 tracing::debug!(task_id = %res.task_id, attempt = res.attempt, "stale result ignored")
             }
         }
-        let _ = msg.ack().await;
     }
 
     /// Saves the split tasks whose parts ended; announces those now finished.

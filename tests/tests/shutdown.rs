@@ -79,19 +79,29 @@ async fn scheduler_killed_mid_run_loses_no_accepted_task() -> anyhow::Result<()>
     Ok(())
 }
 
-/// With the NATS server gone, draining the connection can never finish: one
-/// SIGTERM must still stop the service, after a bounded wait.
+/// With the NATS server gone, draining the connection can never finish, and a
+/// request (the scheduler's lease renewal, its takeover) waits out its timeout:
+/// one SIGTERM must still stop the service, after a bounded wait.
+async fn stops_with_its_nats_server_gone(service: &str, ready: &str) -> anyhow::Result<()> {
+    let mut nats = NatsServer::start()?;
+    let mut proc = Proc::spawn(&format!("hwsched {service}"), &nats.url(), &[service], &[])?;
+    proc.wait_for_log(ready, WAIT).await?;
+    nats.kill();
+    proc.wait_for_log("NATS connection lost", WAIT).await?;
+    let started = std::time::Instant::now();
+    let status = proc.terminate(Duration::from_secs(30)).await?;
+    assert!(status.success(), "exit {status}\n{}", proc.log());
+    assert!(proc.log().contains("not drained in time"), "{}", proc.log());
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}\n{}", started.elapsed(), proc.log());
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_a_service_whose_nats_server_is_gone() -> anyhow::Result<()> {
-    let mut nats = NatsServer::start()?;
-    let mut alerting = Proc::spawn("hwsched alerting", &nats.url(), &["alerting"], &[])?;
-    alerting.wait_for_log("alerting ready", WAIT).await?;
-    nats.kill();
-    alerting.wait_for_log("NATS connection lost", WAIT).await?;
-    let started = std::time::Instant::now();
-    let status = alerting.terminate(Duration::from_secs(15)).await?;
-    assert!(status.success(), "exit {status}\n{}", alerting.log());
-    assert!(alerting.log().contains("not drained in time"), "{}", alerting.log());
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
-    Ok(())
+    stops_with_its_nats_server_gone("alerting", "alerting ready").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_an_active_scheduler_whose_nats_server_is_gone() -> anyhow::Result<()> {
+    stops_with_its_nats_server_gone("scheduler", "became the active scheduler").await
 }

@@ -174,7 +174,12 @@ impl Inputs {
             biased;
             _ = shutdown.cancelled() => return Next::Stop(Ok(Stepped::Shutdown)),
             _ = self.renew.tick() => {
-                if !lease.renew().await {
+                // (with NATS unreachable a renewal waits out its timeout: a stop must not)
+                let renewed = tokio::select! {
+                    _ = shutdown.cancelled() => return Next::Stop(Ok(Stepped::Shutdown)),
+                    renewed = lease.renew() => renewed,
+                };
+                if !renewed {
                     return Next::Stop(Ok(Stepped::LostLease));
                 }
                 false

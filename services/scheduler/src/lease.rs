@@ -19,22 +19,32 @@ pub struct Lease {
     revision: u64,
 }
 
+/// How long a release may take before the lease is left to expire.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
+
 /// How often the holder renews (well inside the TTL).
 pub fn renew_every() -> Duration {
     LEASE_TTL / 4
 }
 
 impl Lease {
-    /// Waits until this process holds the lease; `None` on shutdown.
+    /// Waits until this process holds the lease; `None` on shutdown (at once,
+    /// even while a request to an unreachable server waits out its timeout).
     pub async fn acquire(kv: kv::Store, holder: &str, shutdown: &CancellationToken) -> Option<Self> {
         let mut announced = false;
         loop {
-            match kv.create(KEY, holder.as_bytes().to_vec().into()).await {
+            let created = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                created = kv.create(KEY, holder.as_bytes().to_vec().into()) => created,
+            };
+            match created {
                 Ok(revision) => return Some(Self { kv, holder: holder.to_string(), revision }),
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                     if !announced {
-                        let current =
-                            kv.get(KEY).await.ok().flatten().map(|b| String::from_utf8_lossy(&b).into_owned());
+                        let current = tokio::select! {
+                            _ = shutdown.cancelled() => return None,
+                            got = kv.get(KEY) => got.ok().flatten().map(|b| String::from_utf8_lossy(&b).into_owned()),
+                        };
                         tracing::info!(
                             active = current.as_deref().unwrap_or("?"),
                             "standby: another scheduler is active"
@@ -65,12 +75,19 @@ impl Lease {
         }
     }
 
-    /// Gives the lease up at once (clean shutdown), so a standby takes over without waiting for the TTL.
+    /// Gives the lease up at once (clean shutdown), so a standby takes over
+    /// without waiting for the TTL. Bounded by [`RELEASE_WAIT`]: a server that
+    /// does not answer lets the lease expire instead.
     pub async fn release(self) {
-        if let Ok(Some(b)) = self.kv.get(KEY).await {
-            if b.as_ref() == self.holder.as_bytes() {
-                let _ = self.kv.delete(KEY).await;
+        let release = async {
+            if let Ok(Some(b)) = self.kv.get(KEY).await {
+                if b.as_ref() == self.holder.as_bytes() {
+                    let _ = self.kv.delete(KEY).await;
+                }
             }
+        };
+        if tokio::time::timeout(RELEASE_WAIT, release).await.is_err() {
+            tracing::warn!("scheduler lease not released in time: it expires after its TTL");
         }
     }
 }

@@ -11,7 +11,9 @@ use std::{
 };
 
 use anyhow::Context as _;
-use hwsched_proto::v1::{Alert, AlertState, ExecutionResult, MetricSample, MetricsBatch, ResourceUsage, TaskStatus};
+use hwsched_proto::v1::{
+    Alert, AlertState, ExecutionResult, FailureCategory, MetricSample, MetricsBatch, ResourceUsage, TaskStatus,
+};
 use hwsched_store::Store;
 use hwsched_testkit::TestDb;
 use serde_json::Value;
@@ -187,6 +189,34 @@ async fn seed(store: &Store) -> anyhow::Result<()> {
                 usage(90.0, 99.0, 8192, 1000),
             )
         },
+        // cancelled by a user, and a hedged copy the scheduler stopped: not failures, counted apart
+        ExecutionResult {
+            category: FailureCategory::Cancelled as i32,
+            ..run(
+                "t-cancel",
+                "suite.cancel",
+                "w-cpu-1",
+                "cpu:x86_64",
+                TaskStatus::Cancelled,
+                0.0,
+                at(45),
+                usage(0.0, 0.0, 1, 0),
+            )
+        },
+        ExecutionResult {
+            category: FailureCategory::Superseded as i32,
+            attempt: 2,
+            ..run(
+                "t-hedged",
+                "suite.hedged",
+                "w-cpu-1",
+                "cpu:x86_64",
+                TaskStatus::Cancelled,
+                0.0,
+                at(45),
+                usage(0.0, 0.0, 1, 0),
+            )
+        },
         // outside the window
         run("t-old", "suite.fast", "w-old", "cpu:x86_64", TaskStatus::Failed, 1.0, old, usage(1.0, 1.0, 1, 0)),
     ];
@@ -244,7 +274,8 @@ async fn the_report_shows_the_window_as_json_and_html_that_chromium_renders() ->
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     anyhow::ensure!(out.status.success(), "hwsched report failed: {}{stdout}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("last 24h: 2 workers, 5 task runs"), "{stdout}");
+    assert!(stdout.contains("last 24h: 2 workers, 7 task runs"), "{stdout}");
+    assert!(stdout.contains("1 cancelled, 1 hedged copies stopped"), "{stdout}");
 
     // JSON: what was inserted, within the window, each attempt once
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&json_path)?)?;
@@ -252,9 +283,10 @@ async fn the_report_shows_the_window_as_json_and_html_that_chromium_renders() ->
     assert_eq!(r["server_version"].as_str().map(|v| v.starts_with("18.")), Some(true), "{}", r["server_version"]);
     let s = &r["summary"];
     assert_eq!(s["workers_seen"], 2, "{s}");
-    assert_eq!(s["tasks_run"], 5, "{s}");
+    assert_eq!(s["tasks_run"], 7, "{s}");
     assert_eq!(s["succeeded"], 3, "{s}");
     assert_eq!(s["failed"], 2, "{s}");
+    assert_eq!((s["cancelled"].as_u64(), s["superseded"].as_u64()), (Some(1), Some(1)), "{s}");
     assert!((f(&s["success_rate"]) - 0.6).abs() < 1e-9, "{s}");
     assert!((f(&s["total_task_time_s"]) - 405.5).abs() < 1e-9, "{s}");
     assert_eq!(s["alerts_fired"], 2, "{s}");
@@ -280,7 +312,7 @@ async fn the_report_shows_the_window_as_json_and_html_that_chromium_renders() ->
     assert!(r["fleet_cpu"].as_array().is_some_and(|p| !p.is_empty()), "fleet CPU series");
 
     let tasks = &r["tasks"];
-    assert_eq!(tasks.as_array().map(Vec::len), Some(5), "{tasks}");
+    assert_eq!(tasks.as_array().map(Vec::len), Some(7), "{tasks}");
     let evil = find(tasks, "task_id", "t-evil").context("t-evil")?;
     assert_eq!(evil["name"], EVIL);
     assert_eq!((evil["gpu_memory_peak_mb"].as_u64(), evil["memory_peak_mb"].as_u64()), (Some(30_000), Some(4096)));

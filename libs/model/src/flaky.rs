@@ -346,7 +346,8 @@ mod tests {
     fn only_the_tests_own_failures_count() {
         use FailureCategory as C;
         let own = [C::TestFailed, C::Signaled, C::Timeout];
-        let not_own = [C::OutOfMemory, C::WorkerLost, C::Infrastructure, C::Refused, C::GpuFault, C::Cancelled];
+        let not_own =
+            [C::OutOfMemory, C::WorkerLost, C::Infrastructure, C::Refused, C::GpuFault, C::Cancelled, C::Superseded];
         for c in own {
             assert_eq!(counts_as_passed(&at("t", "hw", "r", TaskStatus::Failed, c)), Some(false), "{c:?}");
         }

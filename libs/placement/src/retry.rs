@@ -175,7 +175,7 @@ pub fn decide(ended: Ended, spent: Spent, policy: Retry, max_attempts: u32, larg
         return give_up(spent, "its input cannot run anywhere".into());
     }
     match ended.category {
-        C::Cancelled => give_up(spent, "cancelled".into()),
+        C::Cancelled | C::Superseded => give_up(spent, category_name(ended.category).into()),
         C::Unspecified => give_up(spent, "ended without a failure".into()),
         C::WorkerLost | C::Infrastructure | C::GpuFault | C::Refused => {
             let spent = Spent { losses: spent.losses + 1, ..spent };

@@ -30,5 +30,6 @@ pub fn category_name(c: FailureCategory) -> &'static str {
         FailureCategory::Refused => "refused",
         FailureCategory::GpuFault => "gpu_fault",
         FailureCategory::Cancelled => "cancelled",
+        FailureCategory::Superseded => "superseded",
     }
 }

@@ -37,8 +37,8 @@ const RESULT_BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// What runs on this worker now; shared with the telemetry loop.
 #[derive(Debug, Default)]
 pub struct Running {
-    /// (task id, attempt) running now, with the token that cancels it.
-    pub tasks: Mutex<HashMap<(String, u32), CancellationToken>>,
+    /// (task id, attempt) running now, with what stops it.
+    pub tasks: Mutex<HashMap<(String, u32), Stopper>>,
     /// Resource accumulators by root process id.
     pub usage: Arc<Mutex<HashMap<u32, TaskUsage>>>,
 }
@@ -50,6 +50,27 @@ impl Running {
             self.tasks.lock().unwrap_or_else(|p| p.into_inner()).keys().map(|(t, _)| t.clone()).collect();
         ids.sort();
         ids
+    }
+}
+
+/// Stops a running attempt early: cancelled (by a user, the whole task), or
+/// superseded (the scheduler stopping the losing copy of a hedged task).
+#[derive(Debug, Clone, Default)]
+pub struct Stopper {
+    token: CancellationToken,
+    superseded: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Stopper {
+    fn stop(&self, superseded: bool) {
+        if superseded {
+            self.superseded.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.token.cancel();
+    }
+
+    fn superseded(&self) -> bool {
+        self.superseded.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -112,7 +133,7 @@ impl Executor {
             tracing::Instrument::instrument(self.bus.reject_message(&self.worker_id, &msg, &why), span).await;
             return;
         }
-        let cancel = CancellationToken::new();
+        let cancel = Stopper::default();
         let fresh = match self.running.tasks.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()) {
             std::collections::hash_map::Entry::Occupied(_) => false,
             std::collections::hash_map::Entry::Vacant(v) => {
@@ -134,8 +155,8 @@ impl Executor {
     }
 
     /// Cancels what `c` names running here: every attempt of its task, or
-    /// only the one attempt it names when it names one (on this worker);
-    /// returns how many.
+    /// only the one attempt it names when it names one (on this worker: the
+    /// scheduler superseding a hedged copy); returns how many.
     pub fn cancel(&self, c: &CancelTask) -> usize {
         if c.attempt != 0 && c.worker_id != self.worker_id {
             return 0;
@@ -144,7 +165,7 @@ impl Executor {
         tasks
             .iter()
             .filter(|((t, a), _)| *t == c.task_id && (c.attempt == 0 || *a == c.attempt))
-            .map(|(_, token)| token.cancel())
+            .map(|(_, stopper)| stopper.stop(c.attempt != 0))
             .count()
     }
 
@@ -155,7 +176,7 @@ impl Executor {
         tp: &str,
         span: &tracing::Span,
         stop: &CancellationToken,
-        cancel: &CancellationToken,
+        cancel: &Stopper,
     ) {
         let task = a.task.clone().unwrap_or_default();
         let journal_key = format!("{}.{}", task.task_id, a.attempt);
@@ -206,7 +227,7 @@ impl Executor {
         let interrupt = async {
             tokio::select! {
                 _ = stop.cancelled() => process::Interrupt::Stop,
-                _ = cancel.cancelled() => process::Interrupt::Cancel,
+                _ = cancel.token.cancelled() => process::Interrupt::Cancel,
             }
         };
         let Some(mut o) = started.wait(&self.running.usage, interrupt).await else {
@@ -225,6 +246,10 @@ impl Executor {
             self.gpu_faults.settle(finished_at_ms).await;
         }
         let mut result = self.result(a, o, started_at_ms, finished_at_ms);
+        if result.status() == TaskStatus::Cancelled && cancel.superseded() {
+            result.category = FailureCategory::Superseded as i32;
+            result.error = "superseded: the scheduler stopped this hedged copy, its twin ended first".into();
+        }
         brought.apply(&mut result);
         if let Some(file) = self.fail_while.as_ref().filter(|f| f.exists()) {
             result.status = TaskStatus::Failed as i32;

@@ -97,7 +97,8 @@ fn evidence_of(category: FailureCategory) -> Option<bool> {
         FailureCategory::OutOfMemory
         | FailureCategory::WorkerLost
         | FailureCategory::Refused
-        | FailureCategory::Cancelled => None,
+        | FailureCategory::Cancelled
+        | FailureCategory::Superseded => None,
     }
 }
 

@@ -136,7 +136,7 @@ impl State {
     }
 
     /// The current attempt of released `rec` succeeded (or ended the task):
-    /// its hedged twin is recorded cancelled and is to be stopped.
+    /// its hedged twin is recorded superseded and is to be stopped.
     pub(super) fn cancel_twin(&mut self, rec: &mut TaskRecord, now_ms: i64) {
         let Some(twin) = copy_view(rec) else { return };
         let why = format!("attempt {} on {} ended first", rec.attempt, rec.worker_id);
@@ -147,7 +147,7 @@ impl State {
             attempt: twin.attempt,
             worker_id: twin.worker_id.clone(),
         });
-        let entry = attempt_entry(&twin, None, FailureCategory::Cancelled, now_ms, &format!("cancelled: {why}"));
+        let entry = attempt_entry(&twin, None, FailureCategory::Superseded, now_ms, &format!("superseded: {why}"));
         push_entry(rec, entry);
         rec.hedge = None;
     }

@@ -70,7 +70,7 @@ fn no_copy_without_an_expectation_a_free_worker_or_budget_or_for_a_concurrency_k
 }
 
 #[test]
-fn the_first_copy_to_succeed_wins_and_the_other_is_cancelled() {
+fn the_first_copy_to_succeed_wins_and_the_other_is_superseded() {
     for copy_wins in [true, false] {
         let mut s = pair();
         started(&mut s, "t", 10.0, 0);
@@ -81,10 +81,10 @@ fn the_first_copy_to_succeed_wins_and_the_other_is_cancelled() {
         let Completion::Done(done) = s.complete(&res, 17_000) else { panic!("not done") };
         let (winner, loser, loser_attempt) = if copy_wins { ("b", "a", 1) } else { ("a", "b", 2) };
         assert_eq!((done.state(), done.worker_id.as_str(), done.hedge.is_none()), (TaskState::Succeeded, winner, true));
-        let cancelled: Vec<_> =
-            done.history.iter().filter(|h| h.category() == FailureCategory::Cancelled).map(|h| &h.worker_id).collect();
-        assert_eq!(cancelled, [loser]);
-        assert_eq!(done.history.len(), 2, "one success, one cancelled copy");
+        let superseded: Vec<_> =
+            done.history.iter().filter(|h| h.category() == FailureCategory::Superseded).map(|h| &h.worker_id).collect();
+        assert_eq!(superseded, [loser]);
+        assert_eq!(done.history.len(), 2, "one success, one superseded copy");
         let stops = s.take_hedge_cancels();
         assert_eq!(stops.len(), 1);
         assert_eq!((stops[0].attempt, stops[0].worker_id.as_str()), (loser_attempt, loser));

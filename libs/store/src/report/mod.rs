@@ -57,8 +57,10 @@ pub struct RunTotals {
     pub succeeded: u64,
     /// Of which failed, timed out or errored.
     pub failed: u64,
-    /// Of which cancelled.
+    /// Of which cancelled by a user.
     pub cancelled: u64,
+    /// Of which superseded: hedged copies the scheduler stopped because their twin ended first.
+    pub superseded: u64,
     /// Sum of the attempts' durations, seconds.
     pub total_s: f64,
 }
@@ -108,6 +110,7 @@ impl Store {
                 succeeded: totals.succeeded,
                 failed: totals.failed,
                 cancelled: totals.cancelled,
+                superseded: totals.superseded,
                 success_rate: (decided > 0).then(|| totals.succeeded as f64 / decided as f64),
                 total_task_time_s: if totals.total_s.is_finite() { totals.total_s } else { 0.0 },
                 alerts_fired,
@@ -140,7 +143,8 @@ impl Store {
         self.client()
             .query(&format!(
                 "SELECT toUInt64(count()), toUInt64(countIf(status = 'succeeded')), toUInt64(countIf(status IN {FAILED})), \
-                 toUInt64(countIf(status = 'cancelled')), toFloat64(sum(duration_s)) \
+                 toUInt64(countIf(status = 'cancelled' AND category != 'superseded')), \
+                 toUInt64(countIf(status = 'cancelled' AND category = 'superseded')), toFloat64(sum(duration_s)) \
                  FROM task_runs FINAL WHERE finished_at >= toDateTime(?)"
             ))
             .bind(w.from)

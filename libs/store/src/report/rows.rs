@@ -49,8 +49,12 @@ pub struct Summary {
     pub succeeded: u64,
     /// Of which failed, timed out or errored.
     pub failed: u64,
-    /// Of which cancelled.
+    /// Of which cancelled by a user.
     pub cancelled: u64,
+    /// Of which superseded: hedged copies the scheduler stopped because their
+    /// twin ended first (absent from reports written before the field: 0).
+    #[serde(default)]
+    pub superseded: u64,
     /// succeeded / (succeeded + failed); none without either.
     pub success_rate: Option<f64>,
     /// Sum of the attempts' durations, seconds.

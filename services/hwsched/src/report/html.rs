@@ -52,6 +52,7 @@ fn summary(h: &mut String, r: &Report) {
     h.push_str(&card("success rate", &s.success_rate.map_or("-".into(), |x| format!("{:.1}%", 100.0 * x))));
     h.push_str(&card("failed", &s.failed.to_string()));
     h.push_str(&card("cancelled", &s.cancelled.to_string()));
+    h.push_str(&card("hedged copies stopped", &s.superseded.to_string()));
     h.push_str(&card("total task time", &fmt_secs(s.total_task_time_s)));
     h.push_str(&card("alerts fired", &s.alerts_fired.to_string()));
     h.push_str("</div></section>\n");

@@ -74,13 +74,14 @@ pub async fn run(clickhouse: &ClickHouseConfig, args: ReportArgs) -> anyhow::Res
     }
     let s = &report.summary;
     println!(
-        "last {}: {} workers, {} task runs ({} succeeded, {} failed, {} cancelled), success rate {}, task time {}, {} alerts fired",
+        "last {}: {} workers, {} task runs ({} succeeded, {} failed, {} cancelled, {} hedged copies stopped), success rate {}, task time {}, {} alerts fired",
         fmt_window(report.window_s),
         s.workers_seen,
         s.tasks_run,
         s.succeeded,
         s.failed,
         s.cancelled,
+        s.superseded,
         s.success_rate.map_or("-".to_string(), |r| format!("{:.1}%", 100.0 * r)),
         fmt_secs(s.total_task_time_s),
         s.alerts_fired

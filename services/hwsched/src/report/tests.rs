@@ -40,6 +40,7 @@ fn sample() -> Report {
             succeeded: 2,
             failed: 1,
             cancelled: 0,
+            superseded: 0,
             success_rate: Some(2.0 / 3.0),
             total_task_time_s: 95.5,
             alerts_fired: 1,

@@ -139,6 +139,10 @@ async fn seed(store: &Store) -> anyhow::Result<()> {
         at(40),
         usage(40.0, 80.0, 512, 0),
     );
+    let stopped = |task: &str, category: FailureCategory| ExecutionResult {
+        category: category as i32,
+        ..run(task, task, "w-cpu-1", "cpu:x86_64", TaskStatus::Cancelled, 0.0, at(45), usage(0.0, 0.0, 1, 0))
+    };
     let runs = vec![
         ok1.clone(),
         run(
@@ -190,33 +194,8 @@ async fn seed(store: &Store) -> anyhow::Result<()> {
             )
         },
         // cancelled by a user, and a hedged copy the scheduler stopped: not failures, counted apart
-        ExecutionResult {
-            category: FailureCategory::Cancelled as i32,
-            ..run(
-                "t-cancel",
-                "suite.cancel",
-                "w-cpu-1",
-                "cpu:x86_64",
-                TaskStatus::Cancelled,
-                0.0,
-                at(45),
-                usage(0.0, 0.0, 1, 0),
-            )
-        },
-        ExecutionResult {
-            category: FailureCategory::Superseded as i32,
-            attempt: 2,
-            ..run(
-                "t-hedged",
-                "suite.hedged",
-                "w-cpu-1",
-                "cpu:x86_64",
-                TaskStatus::Cancelled,
-                0.0,
-                at(45),
-                usage(0.0, 0.0, 1, 0),
-            )
-        },
+        stopped("t-cancel", FailureCategory::Cancelled),
+        stopped("t-hedged", FailureCategory::Superseded),
         // outside the window
         run("t-old", "suite.fast", "w-old", "cpu:x86_64", TaskStatus::Failed, 1.0, old, usage(1.0, 1.0, 1, 0)),
     ];

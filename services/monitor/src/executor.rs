@@ -133,11 +133,11 @@ impl Executor {
             tracing::Instrument::instrument(self.bus.reject_message(&self.worker_id, &msg, &why), span).await;
             return;
         }
-        let cancel = Stopper::default();
+        let stopper = Stopper::default();
         let fresh = match self.running.tasks.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()) {
             std::collections::hash_map::Entry::Occupied(_) => false,
             std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(cancel.clone());
+                v.insert(stopper.clone());
                 true
             }
         };
@@ -149,7 +149,7 @@ impl Executor {
         }
         let msg = Arc::new(msg);
         let progress = tokio::spawn(assignment::keep_in_progress(msg.clone(), self.ack_wait / 3));
-        self.execute(&a, &msg, &tp, &span, &stop, &cancel).await;
+        self.execute(&a, &msg, &tp, &span, &stop, &stopper).await;
         progress.abort();
         self.running.tasks.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
     }
@@ -176,7 +176,7 @@ impl Executor {
         tp: &str,
         span: &tracing::Span,
         stop: &CancellationToken,
-        cancel: &Stopper,
+        stopper: &Stopper,
     ) {
         let task = a.task.clone().unwrap_or_default();
         let journal_key = format!("{}.{}", task.task_id, a.attempt);
@@ -227,7 +227,7 @@ impl Executor {
         let interrupt = async {
             tokio::select! {
                 _ = stop.cancelled() => process::Interrupt::Stop,
-                _ = cancel.token.cancelled() => process::Interrupt::Cancel,
+                _ = stopper.token.cancelled() => process::Interrupt::Cancel,
             }
         };
         let Some(mut o) = started.wait(&self.running.usage, interrupt).await else {
@@ -246,7 +246,7 @@ impl Executor {
             self.gpu_faults.settle(finished_at_ms).await;
         }
         let mut result = self.result(a, o, started_at_ms, finished_at_ms);
-        if result.status() == TaskStatus::Cancelled && cancel.superseded() {
+        if result.status() == TaskStatus::Cancelled && stopper.superseded() {
             result.category = FailureCategory::Superseded as i32;
             result.error = "superseded: the scheduler stopped this hedged copy, its twin ended first".into();
         }

@@ -64,7 +64,13 @@ pub(crate) async fn run_active(
 ) -> anyhow::Result<Stepped> {
     // What fails while taking over (JetStream unavailable while a NATS cluster
     // elects a leader, say) is retried by the caller, not the end of the service.
-    let (mut s, mut inputs) = match take_over(cfg, bus, metrics).await {
+    // Each of its requests waits out its timeout while the server is gone, so
+    // taking over yields to a shutdown; what it read or opened is dropped.
+    let taken = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(Stepped::Shutdown),
+        taken = take_over(cfg, bus, metrics) => taken,
+    };
+    let (mut s, mut inputs) = match taken {
         Ok(ready) => ready,
         Err(e) => return Ok(Stepped::TakeoverFailed(e)),
     };

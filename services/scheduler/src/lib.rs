@@ -56,10 +56,17 @@ pub async fn run(
     telemetry: Telemetry,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    streams::provision(&bus).await?;
+    // provisioning waits out request timeouts while the server is gone: it yields to a shutdown
+    let provisioned = async {
+        streams::provision(&bus).await?;
+        streams::bucket(&bus, &bus.subjects().leases_bucket()).await
+    };
+    let leases = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        leases = provisioned => leases?,
+    };
     let metrics = Metrics::default();
     metrics.register(&telemetry);
-    let leases = streams::bucket(&bus, &bus.subjects().leases_bucket()).await?;
     let holder = format!(
         "{}-{}-{}",
         std::env::var("HOSTNAME").unwrap_or_else(|_| "scheduler".into()),

@@ -139,9 +139,10 @@ async fn seed(store: &Store) -> anyhow::Result<()> {
         at(40),
         usage(40.0, 80.0, 512, 0),
     );
+    // stopped copies of suite.fast, long: their durations are not the test's
     let stopped = |task: &str, category: FailureCategory| ExecutionResult {
         category: category as i32,
-        ..run(task, task, "w-cpu-1", "cpu:x86_64", TaskStatus::Cancelled, 0.0, at(45), usage(0.0, 0.0, 1, 0))
+        ..run(task, "suite.fast", "w-cpu-1", "cpu:x86_64", TaskStatus::Cancelled, 400.0, at(45), usage(0.0, 0.0, 1, 0))
     };
     let runs = vec![
         ok1.clone(),
@@ -267,7 +268,8 @@ async fn the_report_shows_the_window_as_json_and_html_that_chromium_renders() ->
     assert_eq!(s["failed"], 2, "{s}");
     assert_eq!((s["cancelled"].as_u64(), s["superseded"].as_u64()), (Some(1), Some(1)), "{s}");
     assert!((f(&s["success_rate"]) - 0.6).abs() < 1e-9, "{s}");
-    assert!((f(&s["total_task_time_s"]) - 405.5).abs() < 1e-9, "{s}");
+    // the hardware time of stopped copies is counted here, not in the durations below
+    assert!((f(&s["total_task_time_s"]) - 1205.5).abs() < 1e-9, "{s}");
     assert_eq!(s["alerts_fired"], 2, "{s}");
 
     let util = &r["utilization"];
@@ -320,6 +322,8 @@ async fn the_report_shows_the_window_as_json_and_html_that_chromium_renders() ->
     assert_eq!(classes, ["cpu:x86_64", "gpu:h100"]);
     let h100 = find(&r["hardware"], "hardware_class", "gpu:h100").context("h100")?;
     assert_eq!((h100["runs"].as_u64(), f(&h100["max_s"]), f(&h100["total_s"])), (Some(2), 300.0, 370.5));
+    let cpu = find(&r["hardware"], "hardware_class", "cpu:x86_64").context("cpu")?;
+    assert_eq!((cpu["runs"].as_u64(), f(&cpu["max_s"]), f(&cpu["total_s"])), (Some(3), 20.0, 35.0), "stopped left out");
 
     let alerts = r["alerts"].as_array().context("alerts")?;
     assert_eq!(alerts.len(), 2, "the old alert is outside the window: {alerts:?}");

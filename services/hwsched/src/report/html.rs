@@ -111,6 +111,9 @@ fn utilization(h: &mut String, r: &Report) {
 /// Durations by hardware class (chart and table) and the slowest tests.
 fn durations(h: &mut String, r: &Report) {
     h.push_str("<section id=\"durations\"><h2>Durations by hardware class</h2>");
+    h.push_str(
+        "<p class=\"note\">Attempts that ran to their end: cancelled ones and stopped hedged copies are left out.</p>",
+    );
     if r.hardware.is_empty() {
         h.push_str(&empty("No task runs in this window."));
     } else {

@@ -66,9 +66,8 @@ pub(crate) async fn run_active(
     // elects a leader, say) is retried by the caller, not the end of the service.
     // Each of its requests waits out its timeout while the server is gone, so
     // taking over yields to a shutdown; what it read or opened is dropped.
-    let taken = tokio::select! {
-        _ = shutdown.cancelled() => return Ok(Stepped::Shutdown),
-        taken = take_over(cfg, bus, metrics) => taken,
+    let Some(taken) = shutdown.run_until_cancelled(take_over(cfg, bus, metrics)).await else {
+        return Ok(Stepped::Shutdown);
     };
     let (mut s, mut inputs) = match taken {
         Ok(ready) => ready,

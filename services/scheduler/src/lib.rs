@@ -61,10 +61,8 @@ pub async fn run(
         streams::provision(&bus).await?;
         streams::bucket(&bus, &bus.subjects().leases_bucket()).await
     };
-    let leases = tokio::select! {
-        _ = shutdown.cancelled() => return Ok(()),
-        leases = provisioned => leases?,
-    };
+    let Some(leases) = shutdown.run_until_cancelled(provisioned).await else { return Ok(()) };
+    let leases = leases?;
     let metrics = Metrics::default();
     metrics.register(&telemetry);
     let holder = format!(

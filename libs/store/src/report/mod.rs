@@ -29,6 +29,9 @@ fn utilization_filter() -> String {
 }
 
 const FAILED: &str = "('failed', 'timed_out', 'error')";
+/// Attempts that ran to their end: a cancelled attempt or a superseded hedged
+/// copy was stopped, so its duration says nothing about the test.
+const RAN_TO_END: &str = "status != 'cancelled'";
 
 /// What a failed read of the first queries says about the likely cause.
 const HINT: &str = "has `hwsched schema migrate` (or the recorder) created the tables?";
@@ -253,17 +256,16 @@ impl Store {
     }
 
     /// Durations per task name x hardware class, slowest (p95) first, of the
-    /// attempts that ran to their end: a cancelled attempt or a superseded
-    /// hedged copy was stopped, so its duration says nothing about the test.
+    /// attempts that ran to their end ([`RAN_TO_END`]).
     pub async fn slowest_tests(&self, w: &ReportWindow) -> Result<Vec<SlowTest>, StoreError> {
         self.client()
-            .query(
+            .query(&format!(
                 "SELECT name, toString(test_type), toString(hardware_class), toUInt64(count()), \
                  toFloat64(quantile(0.5)(duration_s)), toFloat64(quantile(0.95)(duration_s)) AS p95, \
                  toFloat64(max(duration_s)) AS mx \
-                 FROM task_runs FINAL WHERE finished_at >= toDateTime(?) AND status != 'cancelled' \
+                 FROM task_runs FINAL WHERE finished_at >= toDateTime(?) AND {RAN_TO_END} \
                  GROUP BY name, test_type, hardware_class ORDER BY p95 DESC, mx DESC, name LIMIT ?",
-            )
+            ))
             .bind(w.from)
             .bind(w.limit)
             .fetch_all()
@@ -271,15 +273,16 @@ impl Store {
             .map_err(read("read task_runs"))
     }
 
-    /// Durations per hardware class, of the attempts that ran to their end (as
-    /// [`Self::slowest_tests`]; the summary's total task time counts stopped ones too).
+    /// Durations per hardware class, of the attempts that ran to their end
+    /// ([`RAN_TO_END`]; the summary's total task time counts stopped ones too).
     pub async fn hardware_durations(&self, w: &ReportWindow) -> Result<Vec<HardwareDurations>, StoreError> {
         self.client()
-            .query(
+            .query(&format!(
                 "SELECT toString(hardware_class) AS h, toUInt64(count()), toFloat64(quantile(0.5)(duration_s)), \
                  toFloat64(quantile(0.95)(duration_s)), toFloat64(max(duration_s)), toFloat64(sum(duration_s)) \
-                 FROM task_runs FINAL WHERE finished_at >= toDateTime(?) AND status != 'cancelled' GROUP BY hardware_class ORDER BY h",
-            )
+                 FROM task_runs FINAL WHERE finished_at >= toDateTime(?) AND {RAN_TO_END} \
+                 GROUP BY hardware_class ORDER BY h",
+            ))
             .bind(w.from)
             .fetch_all()
             .await
